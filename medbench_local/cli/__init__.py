@@ -1,0 +1,47 @@
+"""The ``medbench-local`` command line: one module per command group (the simonw/llm layout, split early).
+
+Errors that are the user's to fix (``UserError``) become one line on stderr and exit code 1; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..errors import UserError
+from .compare import compare_command
+from .models import models_group
+from .run import run_command
+from .tasks import tasks_group
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medbench-local")
+def main() -> None:
+    """Does this biomedical fine-tune beat its general-purpose base on our clinical tasks?
+
+    Runs GGUF models in-process through llama.cpp, fully offline, stores every prompt and generation in
+    SQLite, and compares each biomedical model with its general counterpart.
+
+    \b
+    A first session:
+      medbench-local models list                 # what models.toml defines, and what is on disk
+      medbench-local tasks list                  # the tasks and their data formats
+      medbench-local run --pair demo --task jama --data bench_data/jama --db results.db
+      medbench-local compare --db results.db     # both models side by side, per task
+    """
+
+
+main.add_command(run_command)
+main.add_command(compare_command)
+main.add_command(models_group)
+main.add_command(tasks_group)

@@ -1,0 +1,35 @@
+"""Options and helpers shared by several commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..config import Config, load_config
+
+DEFAULT_CONFIG = "models.toml"
+DEFAULT_DB = "results.db"
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("MEDBENCH_LOCAL_CONFIG", DEFAULT_CONFIG), show_default=DEFAULT_CONFIG,
+        help="The models and pairs registry (env: MEDBENCH_LOCAL_CONFIG).")(fn)
+
+
+def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+                        show_default=True, help="SQLite results database.")(fn)
+
+
+def read_config(path: Path) -> Config:
+    return load_config(path)

@@ -1,0 +1,163 @@
+"""``medbench-local run``: evaluate models (usually a biomedical/general pair) on tasks, storing every item."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from ..config import Config
+from ..errors import UserError
+from ..runner import ModelRole, RunOptions, execute, load_tasks, locate_models
+from ..store import open_database, writer
+from ..tasks import Score, Task, get_task
+from ..tasks.prompts import load_override
+from .common import DEFAULT_DB, config_option, read_config, stderr, stdout
+
+
+class ProgressReporter:
+    """A rich progress bar per model and task: items, ETA, and generated tokens per second."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[tps]} tok/s"), TextColumn("{task.fields[outcomes]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=stderr, transient=False)
+        self._bar: int | None = None
+        self._tokens = 0
+        self._seconds = 0.0
+        self._counts: dict[str, int] = {}
+
+    def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
+        if already_done:
+            self.note(f"{model_id} / {task_id}: {already_done} of {total} items already done, resuming")
+        self._tokens, self._seconds, self._counts = 0, 0.0, {}
+        self.progress.start()
+        self._bar = self.progress.add_task(f"{model_id} · {task_id}", total=total - already_done, tps="-",
+                                           outcomes="")
+
+    def advance(self, score: Score, completion_tokens: int, seconds: float) -> None:
+        self._tokens += completion_tokens
+        self._seconds += seconds
+        self._counts[score.outcome] = self._counts.get(score.outcome, 0) + 1
+        tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
+        outcomes = " ".join(f"{k}:{v}" for k, v in sorted(self._counts.items()))
+        if self._bar is not None:
+            self.progress.update(self._bar, advance=1, tps=tps, outcomes=outcomes)
+
+    def end(self) -> None:
+        self.progress.stop()
+
+    def note(self, text: str) -> None:
+        stderr.print(f"[dim]{text}[/dim]")
+
+
+def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[ModelRole]:
+    chosen: dict[str, ModelRole] = {}
+    for name in pairs:
+        pair = config.pair(name)
+        for role, mid in (("biomedical", pair.biomedical), ("general", pair.general)):
+            chosen.setdefault(mid, ModelRole(config.model(mid), role))
+    for mid in model_ids:
+        spec = config.model(mid)
+        chosen.setdefault(mid, ModelRole(spec, spec.role))
+    if not chosen:
+        raise UserError("nothing to run: give --pair NAME or --model ID (see 'medbench-local models list')")
+    return list(chosen.values())
+
+
+def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """Match --data values to tasks: 'TASK=PATH', or a bare PATH when exactly one task is given."""
+    explicit: dict[str, Path] = {}
+    bare: list[Path] = []
+    for value in data:
+        name, sep, path = value.partition("=")
+        if sep and name in task_ids:
+            explicit[name] = Path(path)
+        else:
+            bare.append(Path(value))
+    if bare and len(task_ids) != 1:
+        raise UserError("with several --task options, give --data as TASK=PATH (e.g. --data jama=cases.csv)")
+    if bare:
+        explicit[task_ids[0]] = bare[0]
+    result = []
+    for task_id in task_ids:
+        path = explicit.get(task_id, Path("bench_data") / task_id)
+        if task_id not in explicit and not path.exists():
+            raise UserError(f"task '{task_id}': no --data given and the bundled sample {path} is not here "
+                            "(run from the repository root or pass --data)")
+        result.append((task_id, path))
+    return result
+
+
+@click.command("run")
+@click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
+@click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
+@click.option("--task", "task_ids", multiple=True, required=True, metavar="TASK",
+              help="Task id, see 'medbench-local tasks list' (repeatable).")
+@click.option("--data", multiple=True, metavar="[TASK=]PATH",
+              help="Dataset file or folder. Default: bench_data/<task>. With several tasks use TASK=PATH.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+              show_default=True, help="SQLite results database (created if missing).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items of each task (smoke tests).")
+@click.option("--seed", type=int, default=1234, show_default=True, help="llama.cpp seed (decoding is greedy).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (default: all cores).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True,
+              help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
+@click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file overriding the task prompt: system, user, answer_prefix.")
+@click.option("--retry-errors", is_flag=True, help="Generate again the items that ended in 'error'.")
+@config_option
+def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
+                data: tuple[str, ...], db_path: Path, limit: int | None, seed: int, threads: int | None,
+                batch_size: int, prompt_file: Path | None, retry_errors: bool, config_path: Path) -> None:
+    """Run models on tasks and store every prompt, generation and score.
+
+    Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
+    the database immediately. Running the same command again resumes: items already done for the same model
+    file, template, llama.cpp build and task settings are skipped. Ctrl-C stops after the item in flight.
+
+    \b
+    Examples:
+      medbench-local run --pair demo --task jama
+      medbench-local run --pair demo --task nejm --task jama --db results.db
+      medbench-local run --pair openbiollm-8b --task jama --data jama=~/cases/jama.csv
+      medbench-local run --model llama3-8b-instruct --task nejm --data my_nejm.jsonl --limit 5
+    """
+    config = read_config(config_path)
+    models = _pick_models(config, pairs, model_ids)
+    task_paths: list[tuple[Task, Path]] = []
+    for task_id, path in _task_data(task_ids, data):
+        task = get_task(task_id)
+        if prompt_file is not None:
+            task = replace(task, template=load_override(prompt_file, task.template))  # type: ignore[type-var]
+        task_paths.append((task, path))
+    tasks = load_tasks(task_paths, limit)
+    paths = locate_models(models)
+
+    db = open_database(db_path)
+    for name in pairs:
+        pair = config.pair(name)
+        writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
+    options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit,
+                         retry_errors=retry_errors, command=sys.argv[:])
+    reporter = ProgressReporter()
+    try:
+        summary = execute(db, config, models, tasks, paths, options, reporter)
+    except KeyboardInterrupt:
+        reporter.end()
+        stderr.print("[yellow]Aborted.[/yellow] Everything committed before the item in flight is kept; "
+                      "rerun the same command to resume.")
+        sys.exit(130)
+    line = (f"run {summary.run_id[:12]}: {summary.generated} generated, {summary.skipped} already done"
+            + (f", {summary.errors} errors" if summary.errors else ""))
+    if summary.status == "interrupted":
+        stderr.print(f"[yellow]Stopped after the item in flight.[/yellow] {line}. "
+                     "Rerun the same command to resume.")
+        sys.exit(130)
+    stdout.print(line)
+    stdout.print(f"Compare with: medbench-local compare --db {db_path}")

@@ -1,0 +1,287 @@
+"""models.toml -> typed, validated specs for models and pairs.
+
+Why strict: a typo in a key (``n_gpu_layer``) would otherwise silently run with defaults and produce numbers
+that cannot be defended. Every error names the file, the line of the offending table or key, the key, and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+Role = Literal["biomedical", "general"]
+PromptMode = Literal["chat", "base"]
+
+ROLES: tuple[str, ...] = ("biomedical", "general")
+PROMPT_MODES: tuple[str, ...] = ("chat", "base")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A GGUF file on disk (relative paths are relative to models.toml)."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"path {self.path}"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A GGUF file in a Hugging Face repository, pinned to a revision."""
+
+    repo: str
+    file: str
+    revision: str
+
+    def describe(self) -> str:
+        return f"hf {self.repo}/{self.file}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """A GGUF file shipped inside an installed Python package (the demo models)."""
+
+    package: str
+    file: str
+
+    def describe(self) -> str:
+        return f"package {self.package}:{self.file}"
+
+
+Source = LocalSource | HubSource | PackageSource
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model as configured. ``n_gpu_layers=None`` means: all layers when the build can offload."""
+
+    id: str
+    role: Role
+    source: Source
+    prompt_mode: PromptMode = "chat"
+    sha256: str | None = None
+    n_ctx: int = 4096
+    n_gpu_layers: int | None = None
+    chat_template: str | None = None
+    stop: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A biomedical model and its general-purpose counterpart."""
+
+    name: str
+    biomedical: str
+    general: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    models: dict[str, ModelSpec]
+    pairs: dict[str, PairSpec]
+
+    def model(self, model_id: str) -> ModelSpec:
+        if model_id not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ConfigError(self.path, None, f"unknown model '{model_id}' (known: {known})")
+        return self.models[model_id]
+
+    def pair(self, name: str) -> PairSpec:
+        if name not in self.pairs:
+            known = ", ".join(sorted(self.pairs)) or "none"
+            raise ConfigError(self.path, None, f"unknown pair '{name}' (known: {known})")
+        return self.pairs[name]
+
+
+_MODEL_KEYS = {
+    "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers",
+    "chat_template", "prompt_mode", "stop", "description", "licence", "upstream", "note",
+}
+_INFO_KEYS = ("licence", "upstream", "note")
+_PAIR_KEYS = {"biomedical", "general", "description"}
+_TOP_KEYS = {"models", "pairs"}
+
+
+class _Locator:
+    """Finds the line of a ``[table.name]`` header or of a key inside it, for error messages."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+
+    def table(self, section: str, name: str) -> int | None:
+        pattern = re.compile(rf"^\s*\[\s*{re.escape(section)}\s*\.\s*\"?{re.escape(name)}\"?\s*\]")
+        for number, line in enumerate(self.lines, start=1):
+            if pattern.match(line):
+                return number
+        return None
+
+    def key(self, section: str, name: str, key: str) -> int | None:
+        start = self.table(section, name)
+        if start is None:
+            return None
+        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        for number in range(start, len(self.lines)):
+            line = self.lines[number]
+            if line.lstrip().startswith("["):
+                break
+            if pattern.match(line):
+                return number + 1
+        return start
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate models.toml. Raises ConfigError with file, line and key on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, None, "file not found (pass --config or run from the repository root)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, None, f"TOML syntax error: {exc}") from None
+    return parse_config(raw, path, text)
+
+
+def parse_config(raw: dict[str, Any], path: Path, text: str = "") -> Config:
+    loc = _Locator(text)
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(path, sorted(unknown)[0], "unknown top-level key (expected [models.<id>] or [pairs.<name>])")
+    models_raw = raw.get("models", {})
+    pairs_raw = raw.get("pairs", {})
+    if not isinstance(models_raw, dict) or not isinstance(pairs_raw, dict):
+        raise ConfigError(path, "models" if not isinstance(models_raw, dict) else "pairs", "must be a table")
+
+    models = {mid: _parse_model(mid, body, path, loc) for mid, body in models_raw.items()}
+    pairs = {name: _parse_pair(name, body, models, path, loc) for name, body in pairs_raw.items()}
+    return Config(path=path, models=models, pairs=pairs)
+
+
+def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
+    where = f"models.{mid}"
+
+    def fail(key: str | None, message: str) -> ConfigError:
+        line = loc.key("models", mid, key) if key else loc.table("models", mid)
+        return ConfigError(path, f"{where}.{key}" if key else where, message, line)
+
+    if not _ID.match(mid):
+        raise fail(None, "model ids may contain letters, digits, '.', '_' and '-' only")
+    if not isinstance(body, dict):
+        raise fail(None, "must be a table")
+    for key in body:
+        if key not in _MODEL_KEYS:
+            raise fail(key, f"unknown key (allowed: {', '.join(sorted(_MODEL_KEYS))})")
+
+    def get_str(key: str, required: bool = False) -> str | None:
+        value = body.get(key)
+        if value is None:
+            if required:
+                raise fail(None, f"missing required key '{key}'")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def get_int(key: str, minimum: int) -> int | None:
+        value = body.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise fail(key, f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    role = get_str("role", required=True)
+    if role not in ROLES:
+        raise fail("role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+    mode = get_str("prompt_mode") or "chat"
+    if mode not in PROMPT_MODES:
+        raise fail("prompt_mode", f"expected one of {', '.join(PROMPT_MODES)}, got {mode!r}")
+    sha = get_str("sha256")
+    if sha is not None and not _SHA256.match(sha.lower()):
+        raise fail("sha256", "expected 64 hexadecimal characters")
+
+    given = [k for k in ("path", "repo", "package") if k in body]
+    if len(given) != 1:
+        raise fail(None, "needs exactly one source: 'path', or 'repo' + 'file' + 'revision', or 'package' + 'file'"
+                   + (f" (found {', '.join(given)})" if given else ""))
+    source: Source
+    if given[0] == "path":
+        raw_path = Path(get_str("path") or "").expanduser()
+        source = LocalSource(raw_path if raw_path.is_absolute() else (path.parent / raw_path))
+    elif given[0] == "repo":
+        repo = get_str("repo") or ""
+        if repo.count("/") != 1:
+            raise fail("repo", f"expected 'owner/name', got {repo!r}")
+        source = HubSource(repo, get_str("file", required=True) or "", get_str("revision", required=True) or "")
+    else:
+        source = PackageSource(get_str("package") or "", get_str("file", required=True) or "")
+    if given[0] == "path" and "file" in body:
+        raise fail("file", "'file' goes with 'repo' or 'package', not with 'path'")
+
+    stop = body.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise fail("stop", f"expected a list of non-empty strings, got {stop!r}")
+    n_ctx = get_int("n_ctx", 128)
+    return ModelSpec(
+        id=mid,
+        role=role,  # type: ignore[arg-type]
+        source=source,
+        prompt_mode=mode,  # type: ignore[arg-type]
+        sha256=sha.lower() if sha else None,
+        n_ctx=n_ctx if n_ctx is not None else 4096,
+        n_gpu_layers=get_int("n_gpu_layers", -1),
+        chat_template=get_str("chat_template"),
+        stop=tuple(stop),
+        description=get_str("description") or "",
+        extra={k: str(body[k]) for k in _INFO_KEYS if k in body},
+    )
+
+
+def _parse_pair(name: str, body: Any, models: dict[str, ModelSpec], path: Path, loc: _Locator) -> PairSpec:
+    where = f"pairs.{name}"
+
+    def fail(key: str | None, message: str) -> ConfigError:
+        line = loc.key("pairs", name, key) if key else loc.table("pairs", name)
+        return ConfigError(path, f"{where}.{key}" if key else where, message, line)
+
+    if not isinstance(body, dict):
+        raise fail(None, "must be a table")
+    for key in body:
+        if key not in _PAIR_KEYS:
+            raise fail(key, f"unknown key (allowed: {', '.join(sorted(_PAIR_KEYS))})")
+    ids: dict[str, str] = {}
+    for role in ROLES:
+        value = body.get(role)
+        if not isinstance(value, str):
+            raise fail(None if value is None else role, f"missing required key '{role}' (a model id)"
+                       if value is None else f"expected a model id, got {value!r}")
+        if value not in models:
+            raise fail(role, f"unknown model '{value}' (define it as [models.{value}])")
+        if models[value].role != role:
+            raise fail(role, f"model '{value}' has role '{models[value].role}', expected '{role}'")
+        ids[role] = value
+    if ids["biomedical"] == ids["general"]:
+        raise fail("general", "a pair needs two different models")
+    description = body.get("description", "")
+    return PairSpec(name=name, biomedical=ids["biomedical"], general=ids["general"], description=str(description))

@@ -1,0 +1,131 @@
+"""The llama.cpp adapter: load a GGUF once, render prompts, generate greedily, account for every token.
+
+Thin by design (the inspect_ai lesson): the adapter turns a GenerateRequest into llama-cpp-python calls and
+returns a Generation; it knows nothing about tasks or scoring. Determinism choices, each recorded in the
+evaluation settings: temperature 0 (greedy), a fixed seed, and a KV-cache reset before every item so that an
+item's output never depends on which item ran before it (a resumed run must equal an uninterrupted one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelSpec
+from ..errors import ModelFileError, UserError
+from ..modelfiles.gguf_header import read_gguf_metadata, summarize
+from ..modelfiles.hashing import cached_sha256
+from .base import GenerateRequest, Generation, ModelInfo, Prompt
+from .prompt_format import TemplateRenderError, render_base, render_chat
+from .runtime import build_info, default_gpu_layers
+
+DEFAULT_SEED = 1234
+
+
+def engine_settings(spec: ModelSpec, *, seed: int, n_threads: int | None, n_batch: int) -> dict[str, Any]:
+    """Every knob that can change outputs, in one dict that becomes part of the evaluation identity."""
+    return {
+        "n_ctx": spec.n_ctx,
+        "n_batch": n_batch,
+        "n_gpu_layers": default_gpu_layers(spec.n_gpu_layers),
+        "seed": seed,
+        "temperature": 0.0,
+        "sampler": "greedy",
+        "n_threads": n_threads or os.cpu_count() or 1,
+        "kv_reset_per_item": True,
+        "flash_attn": False,
+        "prompt_mode": spec.prompt_mode,
+        "model_stop": list(spec.stop),
+    }
+
+
+class LlamaEngine:
+    """One loaded model. Construct once per model per run; call ``close()`` to free memory."""
+
+    def __init__(self, spec: ModelSpec, path: Path, *, seed: int = DEFAULT_SEED, n_threads: int | None = None,
+                 n_batch: int = 512):
+        metadata = read_gguf_metadata(path)  # clear error for non-GGUF / truncated files before llama.cpp
+        sha256 = cached_sha256(path)
+        if spec.sha256 and spec.sha256 != sha256:
+            raise ModelFileError(f"model '{spec.id}': {path} has SHA-256 {sha256[:12]}..., but models.toml pins "
+                                 f"{spec.sha256[:12]}...; the file changed or is corrupted")
+        template = spec.chat_template or metadata.get("tokenizer.chat_template")
+        if spec.prompt_mode == "chat" and not isinstance(template, str):
+            raise UserError(f"model '{spec.id}': prompt_mode is 'chat' but {path.name} has no chat template; "
+                            "set prompt_mode = \"base\" or chat_template = \"...\" in models.toml")
+        self.settings = engine_settings(spec, seed=seed, n_threads=n_threads, n_batch=n_batch)
+        import llama_cpp
+
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=spec.n_ctx, n_batch=n_batch, n_gpu_layers=self.settings["n_gpu_layers"],
+                seed=seed, n_threads=self.settings["n_threads"], verbose=False, logits_all=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelFileError(f"model '{spec.id}': llama.cpp could not load {path} ({exc})") from None
+        vocab = self._llm._model
+        self._bos = self._llm.token_bos()
+        self._add_bos = bool(vocab.add_bos_token()) and self._bos != -1
+        self._bos_text = vocab.token_get_text(self._bos) if self._bos != -1 else ""
+        eos = self._llm.token_eos()
+        self._eos_text = vocab.token_get_text(eos) if eos != -1 else ""
+        self._template = template if spec.prompt_mode == "chat" else None
+        self.info = ModelInfo(
+            model_id=spec.id, path=str(path), sha256=sha256, size_bytes=path.stat().st_size,
+            prompt_mode=spec.prompt_mode, chat_template=self._template,
+            chat_template_sha256=hashlib.sha256(self._template.encode()).hexdigest() if self._template else None,
+            metadata=summarize(metadata), settings=self.settings,
+        )
+
+    def render(self, prompt: Prompt) -> str:
+        if self._template is None:
+            return render_base(prompt)
+        try:
+            return render_chat(self._template, prompt, bos_token=self._bos_text, eos_token=self._eos_text)
+        except TemplateRenderError as exc:
+            raise UserError(f"model '{self.info.model_id}': {exc}") from None
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens exactly as the model will see them: special tokens parsed, one BOS if the model wants it."""
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def generate(self, request: GenerateRequest) -> Generation:
+        text = self.render(request.prompt)
+        tokens = self.tokenize(text)
+        budget = self.settings["n_ctx"] - request.max_tokens
+        if budget < 8:
+            raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
+                            f"prompt after max_tokens {request.max_tokens}")
+        truncated = 0
+        if len(tokens) > budget:  # left-truncate (as the reference's TGI did), keeping BOS
+            keep_bos = 1 if tokens and tokens[0] == self._bos and self._add_bos else 0
+            truncated = len(tokens) - budget
+            tokens = tokens[:keep_bos] + tokens[keep_bos + truncated:]
+        self._llm.reset()
+        started = time.perf_counter()
+        result: Any = self._llm.create_completion(
+            prompt=tokens, max_tokens=request.max_tokens, temperature=0.0, top_k=1, top_p=1.0, min_p=0.0,
+            repeat_penalty=1.0, seed=self.settings["seed"], stop=[*request.stop, *self.settings["model_stop"]] or None,
+        )
+        seconds = time.perf_counter() - started
+        choice = result["choices"][0]
+        return Generation(
+            prompt_text=text, output=choice["text"], prompt_tokens=len(tokens), truncated_tokens=truncated,
+            completion_tokens=int(result["usage"]["completion_tokens"]),
+            finish_reason=choice.get("finish_reason") or "stop", seconds=seconds,
+        )
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.close()
+
+
+def describe_build() -> dict[str, Any]:
+    return build_info()

@@ -1,0 +1,1 @@
+"""Pure scoring functions: answer extraction, accuracy, and later ROUGE/ICD/statistics."""

@@ -1,0 +1,1 @@
+"""Model files: where a configured model's GGUF lives, what it is (header metadata) and who it is (SHA-256)."""

@@ -1,0 +1,249 @@
+"""Orchestration of a run: validate everything, then for each model: load once, run every task, store per item.
+
+Order matters for the guarantees:
+1. All task data is parsed and every model file located and its GGUF header read *before* the database is
+   touched, so bad input never leaves a half-written run behind.
+2. Each model is loaded once per run and used for all tasks.
+3. Each item is committed on its own (generation + score in one transaction); a rerun of the same command
+   computes the same evaluation key and skips what is done. A first Ctrl-C finishes the item in flight and
+   stops; a second one aborts at once (the in-flight item is then lost, nothing else).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlite_utils
+
+from . import __version__
+from .config import Config, ModelSpec
+from .engine.base import GenerateRequest
+from .engine.llama import LlamaEngine
+from .engine.runtime import build_info
+from .modelfiles.gguf_header import read_gguf_metadata
+from .modelfiles.resolve import require
+from .store import writer
+from .tasks.base import Item, Score, Task, canonical_json, sha256_text
+
+RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2")
+
+
+@dataclass(frozen=True)
+class ModelRole:
+    spec: ModelSpec
+    role: str
+
+
+@dataclass(frozen=True)
+class TaskData:
+    task: Task
+    data_path: Path
+    items: list[Item]
+
+
+@dataclass
+class RunOptions:
+    seed: int = 1234
+    n_threads: int | None = None
+    n_batch: int = 512
+    limit: int | None = None
+    retry_errors: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str = "completed"
+    generated: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+class Reporter(Protocol):
+    def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None: ...
+
+    def advance(self, score: Score, completion_tokens: int, seconds: float) -> None: ...
+
+    def end(self) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class StopFlag:
+    """First SIGINT: finish the item in flight, then stop. Second SIGINT: the usual KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread (e.g. some test runners): plain KeyboardInterrupt
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[TaskData]:
+    loaded = []
+    for task, path in task_paths:
+        items = task.load(path)
+        loaded.append(TaskData(task, path, items[:limit] if limit else items))
+    return loaded
+
+
+def locate_models(models: list[ModelRole]) -> dict[str, Path]:
+    """Resolve every model file and read its header now, so a missing or broken file fails before any work."""
+    paths = {}
+    for entry in models:
+        path = require(entry.spec)
+        read_gguf_metadata(path)
+        paths[entry.spec.id] = path
+    return paths
+
+
+def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any]) -> str:
+    return sha256_text(canonical_json({"engine": engine_identity, "task": task_settings}))
+
+
+def engine_identity(engine: LlamaEngine) -> dict[str, Any]:
+    """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings."""
+    settings = {k: v for k, v in engine.settings.items() if k != "n_threads"}  # threads do not change results
+    return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
+            "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
+
+
+def run_record(config: Config, options: RunOptions, models: list[ModelRole], tasks: list[TaskData]) -> dict[str, Any]:
+    info = build_info()
+    return {
+        "command": options.command,
+        "medbench_version": __version__,
+        "python_version": sys.version.split()[0],
+        "platform": platform.platform(),
+        "llama_cpp_version": info["llama_cpp_python"],
+        "llama_system_info": info["system_info"],
+        "gpu_offload_supported": int(info["gpu_offload"]),
+        "git_revision": git_revision(),
+        "packages": package_versions(),
+        "settings": {
+            "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
+            "n_batch": options.n_batch, "limit": options.limit,
+            "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
+            "tasks": [{"task": t.task.id, "data": str(t.data_path), "items": len(t.items)} for t in tasks],
+        },
+    }
+
+
+def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[TaskData],
+            paths: dict[str, Path], options: RunOptions, reporter: Reporter) -> RunSummary:
+    """Run every model on every task; returns counts. Caller has validated inputs (load_tasks, locate_models)."""
+    summary = RunSummary(run_id=uuid.uuid4().hex)
+    writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
+    status = "failed"
+    try:
+        with StopFlag() as stop:
+            for entry in models:
+                if stop.requested:
+                    break
+                _run_model(db, entry, paths[entry.spec.id], tasks, options, reporter, summary, stop)
+        status = "interrupted" if stop.requested else "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        summary.status = status
+        writer.finish_run(db, summary.run_id, status)
+    return summary
+
+
+def _run_model(db: sqlite_utils.Database, entry: ModelRole, path: Path, tasks: list[TaskData],
+               options: RunOptions, reporter: Reporter, summary: RunSummary, stop: StopFlag) -> None:
+    engine = LlamaEngine(entry.spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch)
+    try:
+        writer.record_model(db, engine.info)
+        identity = engine_identity(engine)
+        for data in tasks:
+            if stop.requested:
+                return
+            task_settings = data.task.settings()
+            key = evaluation_key(identity, task_settings)
+            writer.record_evaluation(db, key, engine.info, entry.role, data.task.id,
+                                     {"engine": engine.settings, "task": task_settings,
+                                      "identity": identity}, summary.run_id)
+            if options.retry_errors:
+                writer.forget_errors(db, key)
+            done = writer.done_items(db, key)
+            todo = [item for item in data.items if writer.item_key(data.task.id, item) not in done]
+            skipped = len(data.items) - len(todo)
+            summary.skipped += skipped
+            reporter.begin(entry.spec.id, data.task.id, len(data.items), skipped)
+            try:
+                for item in todo:
+                    if stop.requested:
+                        return
+                    _run_item(db, engine, data.task, item, key, summary, reporter)
+            finally:
+                reporter.end()
+    finally:
+        engine.close()
+
+
+def _run_item(db: sqlite_utils.Database, engine: LlamaEngine, task: Task, item: Item, key: str,
+              summary: RunSummary, reporter: Reporter) -> None:
+    prompt = task.prompt(item)
+    try:
+        generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+    except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
+        score = Score("error", detail=f"{type(exc).__name__}: {exc}")
+        writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item, generation=None,
+                           score=score, error=str(exc), prompt_text=engine.render(prompt))
+        summary.errors += 1
+        reporter.advance(score, 0, 0.0)
+        return
+    score = task.score(item, generation)
+    writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
+                       generation=generation, score=score)
+    summary.generated += 1
+    reporter.advance(score, generation.completion_tokens, generation.seconds)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"medbench-local": __version__}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision() -> str | None:
+    """The source revision of this medbench-local checkout (with '-dirty' when modified), if it is one."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("-dirty" if dirty else "")) if rev else None

@@ -1,0 +1,85 @@
+"""Named, recorded schema migrations (the simonw/llm pattern).
+
+Why named migrations: a results database is a research artefact that outlives the tool version that wrote
+it. Each migration runs once, is recorded in ``_migrations``, and an old database upgrades in place instead of
+breaking. A database that records a migration we do not know was written by a newer medbench-local: we refuse
+to touch it rather than guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+from ..errors import StoreError
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["runs"].create({
+        "id": str, "started_at": str, "finished_at": str, "status": str, "command": str,
+        "medbench_version": str, "python_version": str, "platform": str,
+        "llama_cpp_version": str, "llama_system_info": str, "gpu_offload_supported": int,
+        "git_revision": str, "packages": str, "settings": str,
+    }, pk="id")
+    db["models"].create({
+        "sha256": str, "file_name": str, "size_bytes": int, "path": str, "quantization": str,
+        "architecture": str, "metadata": str, "chat_template": str, "chat_template_sha256": str, "first_seen": str,
+    }, pk="sha256")
+    db["pairs"].create({"name": str, "biomedical": str, "general": str, "description": str}, pk="name")
+    db["evaluations"].create({
+        "key": str, "model_id": str, "model_sha256": str, "role": str, "task": str, "prompt_mode": str,
+        "prompt_sha256": str, "settings": str, "created_at": str, "run_id": str,
+    }, pk="key", foreign_keys=[("model_sha256", "models", "sha256"), ("run_id", "runs", "id")])
+    db["items"].create({
+        "key": str, "task": str, "item_id": str, "content_sha256": str, "source": str, "payload": str,
+    }, pk="key")
+    db["generations"].create({
+        "id": int, "evaluation": str, "item": str, "run_id": str, "prompt": str, "prompt_tokens": int,
+        "truncated_tokens": int, "output": str, "completion_tokens": int, "finish_reason": str,
+        "seconds": float, "error": str, "created_at": str,
+    }, pk="id", foreign_keys=[("evaluation", "evaluations", "key"), ("item", "items", "key"),
+                              ("run_id", "runs", "id")])
+    db["scores"].create({
+        "generation_id": int, "evaluation": str, "item": str, "outcome": str, "extracted": str, "gold": str,
+        "method": str, "detail": str, "metrics": str,
+    }, pk="generation_id", foreign_keys=[("generation_id", "generations", "id")])
+    db["generations"].create_index(["evaluation", "item"], unique=True)
+    db["scores"].create_index(["evaluation", "item"], unique=True)
+    db["evaluations"].create_index(["model_id", "task"])
+    db["items"].create_index(["task", "item_id"])
+
+
+def applied(db: sqlite_utils.Database) -> list[str]:
+    if "_migrations" not in db.table_names():
+        return []
+    return [row["name"] for row in db.query("select name from _migrations order by rowid")]
+
+
+def migrate(db: sqlite_utils.Database, path: str) -> None:
+    """Apply pending migrations, each in its own transaction, recording its name."""
+    done = applied(db)
+    known = [name for name, _ in MIGRATIONS]
+    newer = [name for name in done if name not in known]
+    if newer:
+        raise StoreError(f"{path}: written by a newer medbench-local (unknown schema migration "
+                         f"'{newer[0]}'); upgrade medbench-local to read it")
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:
+            fn(db)
+            db.conn.execute("insert into _migrations (name, applied_at) values (?, ?)",
+                            (name, datetime.now(timezone.utc).isoformat()))

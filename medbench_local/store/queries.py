@@ -1,0 +1,69 @@
+"""Read-side queries: everything ``compare`` shows is recomputed from per-item rows, never cached.
+
+Why: "the database alone is enough to recompute every reported number". Aggregates are computed here from the
+``scores`` table on every call, so a reader with plain SQL gets the same numbers we print.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from ..tasks.base import OUTCOMES
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    key: str
+    model_id: str
+    task: str
+    n: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # mean per metric over all items (errors included)
+    settings: dict[str, Any] = field(default_factory=dict)
+    model_sha256: str = ""
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("accuracy")
+
+
+def pairs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return list(db.query("select name, biomedical, general, description from pairs order by name"))
+
+
+def latest_evaluation(db: sqlite_utils.Database, model_id: str, task: str) -> str | None:
+    """The most recent evaluation of ``model_id`` on ``task`` (settings can change between runs)."""
+    row = db.conn.execute(
+        "select e.key from evaluations e where e.model_id = ? and e.task = ? "
+        "order by (select max(g.created_at) from generations g where g.evaluation = e.key) desc, "
+        "e.created_at desc limit 1", (model_id, task)).fetchone()
+    return row[0] if row else None
+
+
+def tasks_for(db: sqlite_utils.Database, model_ids: list[str]) -> list[str]:
+    marks = ",".join("?" for _ in model_ids)
+    return [r[0] for r in db.conn.execute(
+        f"select distinct task from evaluations where model_id in ({marks}) order by task", model_ids)]
+
+
+def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSummary:
+    head = db.conn.execute("select model_id, task, settings, model_sha256 from evaluations where key = ?",
+                           (key,)).fetchone()
+    outcomes = {name: 0 for name in OUTCOMES}
+    sums: dict[str, float] = {}
+    n = 0
+    for outcome, metrics in db.conn.execute("select outcome, metrics from scores where evaluation = ?", (key,)):
+        n += 1
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        for name, value in json.loads(metrics or "{}").items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+    means = {name: total / n for name, total in sums.items()} if n else {}
+    if n and "accuracy" in means:
+        # errors carry no metrics; accuracy is over every item, so an error counts as not correct
+        means["accuracy"] = outcomes.get("correct", 0) / n
+    return EvaluationSummary(key=key, model_id=head[0], task=head[1], n=n, outcomes=outcomes, metrics=means,
+                             settings=json.loads(head[2] or "{}"), model_sha256=head[3])

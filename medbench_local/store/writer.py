@@ -1,0 +1,127 @@
+"""Writing results: one transaction per item, so a crash loses at most the item in flight.
+
+Why raw SQL here: sqlite-utils' write helpers commit on their own, which would split an item's generation
+and score across two transactions. Each ``record_item`` is BEGIN IMMEDIATE ... COMMIT around exactly the
+rows of one item; anything that goes wrong rolls the item back whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlite_utils
+
+from ..engine.base import Generation, ModelInfo
+from ..tasks.base import Item, Score
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    conn = db.conn
+    if conn.in_transaction:
+        conn.commit()
+    conn.execute("begin immediate")
+    try:
+        yield
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    else:
+        conn.execute("commit")
+
+
+def start_run(db: sqlite_utils.Database, run_id: str, record: dict[str, Any]) -> None:
+    row = {"id": run_id, "started_at": now(), "status": "running", **record}
+    for key in ("packages", "settings", "command"):
+        if not isinstance(row.get(key), str):
+            row[key] = json.dumps(row.get(key), sort_keys=True)
+    columns = ", ".join(row)
+    with transaction(db):
+        db.conn.execute(f"insert into runs ({columns}) values ({', '.join('?' for _ in row)})", list(row.values()))
+
+
+def finish_run(db: sqlite_utils.Database, run_id: str, status: str) -> None:
+    with transaction(db):
+        db.conn.execute("update runs set status = ?, finished_at = ? where id = ?", (status, now(), run_id))
+
+
+def record_model(db: sqlite_utils.Database, info: ModelInfo) -> None:
+    meta = info.metadata
+    with transaction(db):
+        db.conn.execute(
+            "insert into models (sha256, file_name, size_bytes, path, quantization, architecture, metadata, "
+            "chat_template, chat_template_sha256, first_seen) values (?,?,?,?,?,?,?,?,?,?) "
+            "on conflict(sha256) do update set path = excluded.path",
+            (info.sha256, info.path.rsplit("/", 1)[-1], info.size_bytes, info.path, meta.get("quantization"),
+             meta.get("architecture"), json.dumps(meta, sort_keys=True), info.chat_template,
+             info.chat_template_sha256, now()))
+
+
+def record_pair(db: sqlite_utils.Database, name: str, biomedical: str, general: str, description: str) -> None:
+    with transaction(db):
+        db.conn.execute("insert into pairs (name, biomedical, general, description) values (?,?,?,?) "
+                        "on conflict(name) do update set biomedical = excluded.biomedical, "
+                        "general = excluded.general, description = excluded.description",
+                        (name, biomedical, general, description))
+
+
+def record_evaluation(db: sqlite_utils.Database, key: str, info: ModelInfo, role: str, task: str,
+                      settings: dict[str, Any], run_id: str) -> None:
+    with transaction(db):
+        db.conn.execute(
+            "insert or ignore into evaluations (key, model_id, model_sha256, role, task, prompt_mode, "
+            "prompt_sha256, settings, created_at, run_id) values (?,?,?,?,?,?,?,?,?,?)",
+            (key, info.model_id, info.sha256, role, task, info.prompt_mode, settings.get("task", {}).get(
+                "prompt_sha256"), json.dumps(settings, sort_keys=True), now(), run_id))
+
+
+def item_key(task: str, item: Item) -> str:
+    from ..tasks.base import sha256_text
+
+    return sha256_text(f"{task}\x00{item.id}\x00{item.content_sha256}")
+
+
+def done_items(db: sqlite_utils.Database, evaluation: str) -> set[str]:
+    return {row[0] for row in db.conn.execute("select item from generations where evaluation = ?", (evaluation,))}
+
+
+def forget_errors(db: sqlite_utils.Database, evaluation: str) -> int:
+    """Delete items that ended in ``error`` so that they are generated again (``run --retry-errors``)."""
+    with transaction(db):
+        ids = [row[0] for row in db.conn.execute(
+            "select generation_id from scores where evaluation = ? and outcome = 'error'", (evaluation,))]
+        for gid in ids:
+            db.conn.execute("delete from scores where generation_id = ?", (gid,))
+            db.conn.execute("delete from generations where id = ?", (gid,))
+    return len(ids)
+
+
+def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task: str, item: Item,
+                generation: Generation | None, score: Score, error: str | None = None,
+                prompt_text: str = "") -> None:
+    """Store item, generation and score atomically. ``generation`` is None when generation failed."""
+    key = item_key(task, item)
+    g = generation
+    with transaction(db):
+        db.conn.execute("insert or ignore into items (key, task, item_id, content_sha256, source, payload) "
+                        "values (?,?,?,?,?,?)", (key, task, item.id, item.content_sha256, item.source,
+                                                 json.dumps(item.payload, ensure_ascii=False, sort_keys=True)))
+        cursor = db.conn.execute(
+            "insert into generations (evaluation, item, run_id, prompt, prompt_tokens, truncated_tokens, output, "
+            "completion_tokens, finish_reason, seconds, error, created_at) values (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (evaluation, key, run_id, g.prompt_text if g else prompt_text, g.prompt_tokens if g else None,
+             g.truncated_tokens if g else None, g.output if g else None, g.completion_tokens if g else None,
+             g.finish_reason if g else "error", g.seconds if g else None, error, now()))
+        db.conn.execute(
+            "insert into scores (generation_id, evaluation, item, outcome, extracted, gold, method, detail, metrics) "
+            "values (?,?,?,?,?,?,?,?,?)",
+            (cursor.lastrowid, evaluation, key, score.outcome, score.extracted, score.gold, score.method,
+             score.detail, json.dumps(score.metrics, sort_keys=True)))

@@ -1,0 +1,67 @@
+"""NEJM- and JAMA-style clinical case challenges: multiple choice, text only, scored by accuracy.
+
+The study's exact prompt and parsing are unknown (paper.md §3.1 [U]), so we use our own wording: a physician
+persona, the case, the question, lettered options, and a request to answer "The answer is X". The answer
+prefix "The answer is" is appended after the generation prompt (as the CLUE reference does with its task
+prefixes), which nudges both chat and base models to name a letter first. The extraction cascade then reads
+prefix + output; an answer that cannot be read is ``unparseable`` (or ``truncated`` when the token budget ran
+out first) and counts as wrong, but is always reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine.base import Generation, Prompt
+from ..metrics.extraction import extract_choice
+from .base import Item, Score
+from .mcq_data import load_mcq
+from .prompts import PromptTemplate
+
+CASE_CHALLENGE_PROMPT = PromptTemplate(
+    system=("You are an experienced attending physician solving a clinical case challenge. Read the case, weigh "
+            "every option, and commit to the single best answer."),
+    user=("Case:\n{case}\n\nQuestion: {question}\n\nOptions:\n{options}\n\n"
+          "Reply with the letter of the single best option, written as \"The answer is X\"."),
+    answer_prefix="The answer is",
+)
+
+DATA_FORMAT = ("JSONL {id, case, question, options{A..}, answer} or CSV id,case,question,A,B,...,answer "
+               "(see bench_data/README.md)")
+
+
+@dataclass(frozen=True)
+class CaseChallengeTask:
+    id: str
+    title: str
+    description: str
+    template: PromptTemplate = CASE_CHALLENGE_PROMPT
+    max_tokens: int = 64
+    stop: tuple[str, ...] = ("\n\n",)
+    data_format: str = DATA_FORMAT
+    metric_names: tuple[str, ...] = ("accuracy",)
+
+    def load(self, path: Path) -> list[Item]:
+        return load_mcq(path)
+
+    def prompt(self, item: Item) -> Prompt:
+        options = "\n".join(f"{letter}. {text}" for letter, text in item.payload["options"].items())
+        user = self.template.user.format(case=item.payload["case"], question=item.payload["question"],
+                                         options=options)
+        return Prompt(system=self.template.system, user=user, answer_prefix=self.template.answer_prefix)
+
+    def score(self, item: Item, generation: Generation) -> Score:
+        gold = item.payload["answer"]
+        found = extract_choice(self.template.answer_prefix + generation.output, item.payload["options"])
+        if found.letter is None:
+            outcome = "truncated" if generation.finish_reason == "length" else "unparseable"
+            return Score(outcome, None, gold, found.method, found.detail, {"accuracy": 0.0})
+        correct = found.letter == gold
+        return Score("correct" if correct else "wrong", found.letter, gold, found.method, found.detail,
+                     {"accuracy": 1.0 if correct else 0.0})
+
+    def settings(self) -> dict[str, Any]:
+        return {"task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
+                "prompt_sha256": self.template.sha256, "extraction": "explicit>lone_letter>fuzzy(85,5)"}
