@@ -133,6 +133,10 @@ class _Locator:
                 return number
         return None
 
+    def top(self, key: str) -> int | None:
+        pattern = re.compile(rf"^\s*(\[+\s*\"?{re.escape(key)}\"?\s*[.\]]|\"?{re.escape(key)}\"?\s*=)")
+        return next((n for n, line in enumerate(self.lines, start=1) if pattern.match(line)), None)
+
     def key(self, section: str, name: str, key: str) -> int | None:
         start = self.table(section, name)
         if start is None:
@@ -167,7 +171,9 @@ def parse_config(raw: dict[str, Any], path: Path, text: str = "") -> Config:
     loc = _Locator(text)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise ConfigError(path, sorted(unknown)[0], "unknown top-level key (expected [models.<id>] or [pairs.<name>])")
+        first = sorted(unknown)[0]
+        raise ConfigError(path, first, "unknown top-level key (expected [models.<id>] or [pairs.<name>])",
+                          loc.top(first))
     models_raw = raw.get("models", {})
     pairs_raw = raw.get("pairs", {})
     if not isinstance(models_raw, dict) or not isinstance(pairs_raw, dict):

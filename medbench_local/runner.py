@@ -71,7 +71,7 @@ class RunSummary:
 class Reporter(Protocol):
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None: ...
 
-    def advance(self, score: Score, completion_tokens: int, seconds: float) -> None: ...
+    def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None: ...
 
     def end(self) -> None: ...
 
@@ -221,7 +221,8 @@ def _run_item(db: sqlite_utils.Database, engine: LlamaEngine, task: Task, item: 
     writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                        generation=generation, score=score)
     summary.generated += 1
-    reporter.advance(score, generation.completion_tokens, generation.seconds)
+    gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
+    reporter.advance(score, generation.completion_tokens, gen_seconds)
 
 
 def package_versions() -> dict[str, str]:

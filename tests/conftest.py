@@ -67,3 +67,10 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rows(db: Path, sql: str, *params: object) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    """Copy a results database consistently (WAL included) with SQLite's backup API."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target

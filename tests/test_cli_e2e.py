@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from medbench_local.tasks.base import OUTCOMES
 
-from .conftest import REPO, invoke, rows
+from .conftest import REPO, copy_db, invoke, rows
 
 pytestmark = pytest.mark.e2e
 
@@ -67,8 +66,7 @@ def test_generations_store_exact_prompts_and_accounting(demo_db: Path) -> None:
 
 
 def test_rerun_resumes_without_generating_again(demo_db: Path, tmp_path: Path, in_repo: Path) -> None:
-    db = tmp_path / "copy.db"
-    shutil.copy(demo_db, db)
+    db = copy_db(demo_db, tmp_path / "copy.db")
     before = rows(db, "select id, output from generations order by id")
     result = invoke("run", "--pair", "demo", "--task", "nejm", "--task", "jama", "--db", str(db))
     assert "0 generated, 40 already done" in result.output

@@ -48,8 +48,8 @@ CASES = [
     (f'[models.a]\n{GOOD_MODEL}\n[pairs.p]\nbiomedical = "a"\ngeneral = "a"\n', 6,
      ["pairs.p.biomedical", "has role 'general'"]),
     (f'[models.a]\n{GOOD_MODEL}\n[models.a]\n{GOOD_MODEL}', None, ["TOML syntax error", "line 5"]),
-    (f'[model.a]\n{GOOD_MODEL}', None, ["'model'", "unknown top-level key"]),
-    (f'[models.a]\n{GOOD_MODEL}\n[pairs.p]\nbiomedical = "a"\n', 5, ["pairs.p", "missing required key"]),
+    (f'[model.a]\n{GOOD_MODEL}', 1, [": model: unknown top-level key"]),
+    (f'[models.a]\n{GOOD_MODEL}\n[pairs.p]\ngeneral = "a"\n', 5, ["pairs.p", "missing required key 'biomedical'"]),
 ]
 
 

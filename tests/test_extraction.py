@@ -7,6 +7,7 @@ Hypothesis properties pin down the invariants every caller relies on.
 
 from __future__ import annotations
 
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,13 +26,14 @@ LISTED = "\n".join(f"{k}. {v}" for k, v in RESP.items())
 LONG_REASONING = "Let us consider the differential carefully. " * 800  # ~35k chars
 
 # (id, text, options, expected letter, expected method)
+# fmt: off
 CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     # ---- stage 1: explicit -------------------------------------------------
     ("answer-is", "The answer is B", RESP, "B", "explicit"),
     ("correct-answer-parens", "The correct answer is (B).", RESP, "B", "explicit"),
     ("answer-colon", "Answer: C", RESP, "C", "explicit"),
     ("answer-dash", "Answer - D", RESP, "D", "explicit"),
-    ("correct-option", "After weighing everything, the correct option is B.", RESP, "B", "explicit"),
+    ("correct-option", "Having weighed it all, the correct option is B.", RESP, "B", "explicit"),
     ("i-choose", "I choose B", RESP, "B", "explicit"),
     ("id-go-with", "I'd go with option C here.", RESP, "C", "explicit"),
     ("final-bold", "final answer: **B**", RESP, "B", "explicit"),
@@ -45,11 +47,18 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
      "The answer is C. The D-dimer is raised and option A does not explain it.", RESP, "C",
      "explicit"),
     ("answer-option-word", "The answer is option D", RESP, "D", "explicit"),
+    ("diagnosis-is", "The most likely diagnosis is B.", RESP, "B", "explicit"),
+    ("next-step-is", "The next best step is (C)", RESP, "C", "explicit"),
+    ("answer-newlines", "Answer:\n\nB", RESP, "B", "explicit"),
+    ("options-discussed-then-answer",
+     "Option A: no fever. Option B: fits. Option C: no.\nSo the answer is B.", RESP, "B",
+     "explicit"),
     ("final-answer-no-colon", "Final Answer B", RESP, "B", "explicit"),
     ("boxed", r"Therefore $\boxed{C}$", RESP, "C", "explicit"),
     ("emoji-noise", "🤔 Hmm… 🩺 The answer is **C** 🎉✅", RESP, "C", "explicit"),
     ("same-letter-twice", "The answer is B. Again, the answer is B.", RESP, "B", "explicit"),
-    ("explicit-beats-option-text", "The answer is D, not pulmonary embolism.", RESP, "D", "explicit"),
+    ("explicit-beats-option-text", "The answer is D, not pulmonary embolism.", RESP, "D",
+     "explicit"),
     ("not-a-but-c", "It is not A but C.", RESP, "C", "explicit"),
     ("negated-then-positive", "Answer: A is not correct. The answer is C.", RESP, "C", "explicit"),
     ("conflict-then-final",
@@ -73,6 +82,8 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     ("patient-not-a", "A patient with fever and cough needs more history.", RESP, None, "none"),
     ("i-think-not-i", "I think more data are needed.", {**RESP, "I": "Observe"}, None, "none"),
     ("eg-not-e", "e.g. more tests would help", FIVE, None, "none"),
+    ("genus-not-c", "The answer is C. difficile", FIVE, None, "none"),
+    ("genus-label-not-e", "E. coli urosepsis", FIVE, None, "none"),
     ("empty", "", RESP, None, "none"),
     ("whitespace", "  \n\t ", RESP, None, "none"),
     ("gibberish", "🙂🙂🙂 ??? ...", RESP, None, "none"),
@@ -92,7 +103,13 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     ("label-paren-text", "C) Start heparin", RESP, "C", "lone_letter"),
     ("label-colon-text", "D: biopsy", RESP, "D", "lone_letter"),
     ("label-dash-text", "  \n A - because of the infiltrate", RESP, "A", "lone_letter"),
+    ("lone-last-line", "Wheeze is absent and the D-dimer is normal.\n\n**B**", RESP, "B",
+     "lone_letter"),
     ("lone-invalid-letter", "F", RESP, None, "none"),
+    ("bare-label-list", "A\nB\nC\nD", RESP, None, "none"),
+    ("hedge-with-negated-second", "The answer is B, and C is incorrect.", RESP, "B", "explicit"),
+    ("conflict-final-then-nonfinal", "Final answer: B. Earlier I said the answer is A.", RESP, None,
+     "none"),
     # ---- stage 3: fuzzy ---------------------------------------------------------
     ("fuzzy-exact", "Acute bronchitis", RESP, "B", "fuzzy"),
     ("fuzzy-case", "PULMONARY EMBOLISM", RESP, "C", "fuzzy"),
@@ -114,6 +131,7 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     ("fuzzy-near-miss-below-threshold", "bronchiolitis obliterans", RESP, None, "none"),
     ("short-option-skipped", "no", {"A": "no", "B": "yes"}, None, "none"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -132,8 +150,11 @@ def test_extract_choice_table(
     ("text", "options", "detail"),
     [
         ("", RESP, "empty output"),
-        ("The answer is A. I also think the answer is C.", RESP,
-         "conflicting explicit answers: A, C"),
+        (
+            "The answer is A. I also think the answer is C.",
+            RESP,
+            "conflicting explicit answers: A, C",
+        ),
         (LISTED, RESP, "ambiguous: output matches options A, B, C, D"),
         ("Acute bronchitis", RESP, 'fuzzy 100.0 on option B ("Acute bronchitis")'),
         ("The answer is B", RESP, 'matched "answer is B"'),
@@ -157,6 +178,26 @@ def test_thresholds_are_parameters() -> None:
     assert extract_choice(both, RESP, fuzzy_margin=1.0).letter == "B"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(" * 20000,
+        "**" * 20000,
+        "answer: " + "(* " * 10000,
+        "\n" * 20000 + "x",
+        "A. " * 10000,
+        "not " * 10000 + "A but B",
+        "word " * 20000,
+    ],
+)
+def test_pathological_inputs_return_a_valid_result(text: str) -> None:
+    """Unbounded regex repetition once made "((((..." take ~20 s. Speed is measured (as a ratio against
+    ordinary outputs) by tools/bench_extraction.py, not asserted here; this pins correctness on them."""
+    found = extract_choice(text, RESP)
+    assert found.letter is None or found.letter in RESP
+    assert (found.letter is None) == (found.method == "none")
+
+
 def test_result_is_frozen() -> None:
     result = extract_choice("B", RESP)
     assert isinstance(result, Extraction)
@@ -167,22 +208,22 @@ def test_result_is_frozen() -> None:
 # ---- Hypothesis properties --------------------------------------------------
 
 LETTERS = "ABCDE"
-option_dicts = st.lists(
-    st.sampled_from(LETTERS), min_size=2, max_size=5, unique=True
-).flatmap(
+option_dicts = st.lists(st.sampled_from(LETTERS), min_size=2, max_size=5, unique=True).flatmap(
     lambda keys: st.fixed_dictionaries({k: st.text(max_size=40) for k in sorted(keys)})
 )
 # Mix free text with fragments that exercise every regex branch.
+# fmt: off
 TOKENS = [
     "the answer is ", "Answer: ", "not ", " or ", "final answer", " is correct", "I choose ",
     "**", "(", ")", "[", "]", ".", ":", " - ", "\n", r"\boxed{", "}", "a ", "I ", "e.g. ",
     *LETTERS, *LETTERS.lower(), "pneumonia", "Acute bronchitis", "🎉",
 ]
+# fmt: on
 texts = st.one_of(
     st.text(max_size=200),
     st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=8)), max_size=30).map("".join),
 )
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FAST

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlite_utils
 from rich.table import Table
 
 from ..store import open_database
@@ -18,6 +19,14 @@ def comparison_rows(db_path: Path, pair_filter: tuple[str, ...] = (), task_filte
                     ) -> list[dict[str, Any]]:
     """One row per (pair, task) with both models' summaries, recomputed from the per-item scores."""
     db = open_database(db_path, create=False)
+    try:
+        return _rows(db, pair_filter, task_filter)
+    finally:
+        db.conn.close()
+
+
+def _rows(db: sqlite_utils.Database, pair_filter: tuple[str, ...], task_filter: tuple[str, ...]
+          ) -> list[dict[str, Any]]:
     rows = []
     for pair in pairs(db):
         if pair_filter and pair["name"] not in pair_filter:
@@ -72,30 +81,32 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
         stdout.print(f"No paired results in {db_path} yet. Run e.g.: medbench-local run --pair demo --task jama "
                      f"--db {db_path}")
         return
-    table = Table(title=f"Biomedical vs general — {db_path}", show_lines=False)
-    for name, justify in [("pair", "left"), ("task", "left"), ("biomedical model", "left"), ("acc %", "right"),
-                          ("unparse.", "right"), ("general model", "left"), ("acc %", "right"),
-                          ("unparse.", "right"), ("Δ bio−gen", "right"), ("n", "right"), ("other outcomes", "left")]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for pair_name in dict.fromkeys(r["pair"] for r in rows):
+        stdout.print(_pair_table(pair_name, [r for r in rows if r["pair"] == pair_name]))
+    stdout.print("[dim]acc% = correct / all items (unparseable, truncated and error count as wrong); "
+                 "counts are biomedical/general. Δ > 0: the biomedical model is ahead.[/dim]")
+
+
+def _pair_table(pair_name: str, rows: list[dict[str, Any]]) -> Table:
+    models = {role: next((r[role].model_id for r in rows if r[role]), "(not run)") for role in ("biomedical",
+                                                                                                "general")}
+    table = Table(title=f"[bold]{pair_name}[/bold]: {models['biomedical']} (biomedical) vs "
+                        f"{models['general']} (general)", title_justify="left")
+    for name in ("task", "n", "bio acc%", "gen acc%", "Δ", "unparsed", "truncated", "errors"):
+        table.add_column(name, justify="left" if name == "task" else "right")
     for r in rows:
         bio, gen = r["biomedical"], r["general"]
-        delta = (bio.accuracy - gen.accuracy) if bio and gen and bio.accuracy is not None \
-            and gen.accuracy is not None else None
+        delta = None
+        if bio and gen and bio.accuracy is not None and gen.accuracy is not None:
+            delta = bio.accuracy - gen.accuracy
         delta_text = "—" if delta is None else f"{100 * delta:+.1f}"
-        if delta is not None and delta != 0:
+        if delta:
             delta_text = f"[{'green' if delta > 0 else 'red'}]{delta_text}[/]"
-        n = "/".join(str(s.n) for s in (bio, gen) if s) or "0"
-        other = []
-        for side in (bio, gen):
-            if side:
-                extra = {k: v for k, v in side.outcomes.items() if k in ("truncated", "error") and v}
-                if extra:
-                    other.append(f"{side.model_id}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
-        table.add_row(r["pair"], r["task"], bio.model_id if bio else "(not run)", _fmt(bio.accuracy if bio else None),
-                      str(bio.outcomes.get("unparseable", 0)) if bio else "—",
-                      gen.model_id if gen else "(not run)", _fmt(gen.accuracy if gen else None),
-                      str(gen.outcomes.get("unparseable", 0)) if gen else "—", delta_text, n,
-                      "; ".join(other))
-    stdout.print(table)
-    stdout.print("[dim]acc % = correct / all items; unparseable, truncated and error items count as wrong. "
-                 "Δ > 0: the biomedical model is ahead. Paired statistics: see the README roadmap.[/dim]")
+
+        def counts(outcome: str) -> str:
+            return "/".join(str(side.outcomes.get(outcome, 0)) if side else "—" for side in (bio, gen))
+
+        n = "/".join(str(side.n) if side else "0" for side in (bio, gen))
+        table.add_row(r["task"], n, _fmt(bio.accuracy if bio else None), _fmt(gen.accuracy if gen else None),
+                      delta_text, counts("unparseable"), counts("truncated"), counts("error"))
+    return table

@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from ..config import Config
 from ..errors import UserError
 from ..runner import ModelRole, RunOptions, execute, load_tasks, locate_models
-from ..store import open_database, writer
+from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, read_config, stderr, stdout
@@ -40,9 +40,9 @@ class ProgressReporter:
         self._bar = self.progress.add_task(f"{model_id} · {task_id}", total=total - already_done, tps="-",
                                            outcomes="")
 
-    def advance(self, score: Score, completion_tokens: int, seconds: float) -> None:
+    def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None:
         self._tokens += completion_tokens
-        self._seconds += seconds
+        self._seconds += generation_seconds
         self._counts[score.outcome] = self._counts.get(score.outcome, 0) + 1
         tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
         outcomes = " ".join(f"{k}:{v}" for k, v in sorted(self._counts.items()))
@@ -153,6 +153,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         stderr.print("[yellow]Aborted.[/yellow] Everything committed before the item in flight is kept; "
                       "rerun the same command to resume.")
         sys.exit(130)
+    finally:
+        close_database(db)
     line = (f"run {summary.run_id[:12]}: {summary.generated} generated, {summary.skipped} already done"
             + (f", {summary.errors} errors" if summary.errors else ""))
     if summary.status == "interrupted":

@@ -41,7 +41,16 @@ class Generation:
     truncated_tokens: int     # tokens dropped from the left to fit n_ctx - max_tokens
     completion_tokens: int
     finish_reason: str        # "stop" (end of turn / stop string) or "length" (max_tokens reached)
-    seconds: float
+    seconds: float            # wall time of the whole call
+    prompt_ms: float | None = None      # llama.cpp's own timing of prompt processing
+    generation_ms: float | None = None  # llama.cpp's own timing of token generation
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generation speed (decode only), the number people compare across hardware."""
+        if self.generation_ms and self.completion_tokens:
+            return self.completion_tokens / (self.generation_ms / 1000)
+        return None
 
 
 @dataclass(frozen=True)

@@ -108,18 +108,39 @@ class LlamaEngine:
             truncated = len(tokens) - budget
             tokens = tokens[:keep_bos] + tokens[keep_bos + truncated:]
         self._llm.reset()
+        self._perf_reset()
         started = time.perf_counter()
         result: Any = self._llm.create_completion(
             prompt=tokens, max_tokens=request.max_tokens, temperature=0.0, top_k=1, top_p=1.0, min_p=0.0,
             repeat_penalty=1.0, seed=self.settings["seed"], stop=[*request.stop, *self.settings["model_stop"]] or None,
         )
         seconds = time.perf_counter() - started
+        prompt_ms, generation_ms = self._perf_read()
         choice = result["choices"][0]
         return Generation(
             prompt_text=text, output=choice["text"], prompt_tokens=len(tokens), truncated_tokens=truncated,
             completion_tokens=int(result["usage"]["completion_tokens"]),
             finish_reason=choice.get("finish_reason") or "stop", seconds=seconds,
+            prompt_ms=prompt_ms, generation_ms=generation_ms,
         )
+
+    def _perf_reset(self) -> None:
+        import llama_cpp
+
+        try:
+            llama_cpp.llama_perf_context_reset(self._llm._ctx.ctx)
+        except (AttributeError, TypeError):  # pragma: no cover - older bindings
+            pass
+
+    def _perf_read(self) -> tuple[float | None, float | None]:
+        """llama.cpp's own split of the time into prompt processing and generation."""
+        import llama_cpp
+
+        try:
+            data = llama_cpp.llama_perf_context(self._llm._ctx.ctx)
+        except (AttributeError, TypeError):  # pragma: no cover - older bindings
+            return None, None
+        return float(data.t_p_eval_ms), float(data.t_eval_ms)
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None

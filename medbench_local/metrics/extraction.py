@@ -21,8 +21,8 @@ unparsed items can be counted and audited instead of hiding in accuracy.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from rapidfuzz import fuzz
 
@@ -39,10 +39,18 @@ class Extraction:
 
 
 # Markdown/LaTeX decoration allowed around a letter: **B**, (B), [B], `B`, \boxed{B}.
-_DECOR = r"(?:(?:[*_(\[\"'“‘`$]|\\boxed\{|\\text(?:bf)?\{|\{)\s*)*"
+# Repetitions are bounded so runs like "((((((" cannot make matching quadratic.
+_DECOR = r"(?:(?:[*_(\[\"'“‘`$]|\\boxed\{|\\text(?:bf)?\{|\{)\s{0,3}){0,4}"
+# Genus abbreviations ("C. difficile", "E. coli") look exactly like option labels.
+_SPECIES = (
+    r"(?!\.\s*(?:coli|difficile|diff|aureus|epidermidis|pylori|pertussis|pneumoniae|"
+    r"jirovecii|trachomatis|gonorrhoeae|meningitidis|albicans|fumigatus|neoformans|"
+    r"monocytogenes|perfringens|botulinum|tetani|pyogenes|agalactiae|faecalis|influenzae|"
+    r"burgdorferi|falciparum|vivax|cholerae|vulnificus|lamblia|gondii)\b)"
+)
 # A standalone letter: never the first letter of a word ("Bronchitis", "B-cell").
-_LET = r"(?P<letter>[A-Za-z])(?![\w-])"
-_CLOSE = r"[)\]}*_\"'”’`$]*"
+_LET = r"(?P<letter>[A-Za-z])(?![\w-])" + _SPECIES
+_CLOSE = r"[)\]}*_\"'”’`$]{0,6}"
 _FILLER = r"(?:(?:probably|likely|clearly|definitely|either|then|therefore|most\s+likely)\s+)?"
 _LABEL = r"(?:(?:option|choice|letter|answer)\s*)?"
 
@@ -53,21 +61,36 @@ _EXPLICIT_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         # "Answer - B", "**Answer:** B", "the answer to this question is B".
         r"\b(?:answer|option|choice)s?(?:\s+to\s+(?:this|the)\s+question)?\s*"
         r"(?:(?:is|was|would\s+be|will\s+be|should\s+be|must\s+be)\s*[:=\-–—]?|[:=\-–—])\s*"
-        + _FILLER + _LABEL + _DECOR + _LET,
+        + _FILLER
+        + _LABEL
+        + _DECOR
+        + _LET,
+        # "the most likely diagnosis is B", "the next best step is (C)".
+        r"\b(?:diagnosis|treatment|management|step|cause|explanation|mechanism|intervention)"
+        r"\s+(?:is|would\s+be|will\s+be|should\s+be)\s*" + _FILLER + _LABEL + _DECOR + _LET,
         # "Final answer B" (no connector needed after "final answer").
         r"\bfinal\s+answer\s+" + _DECOR + _LET,
         # "I choose B", "I'd go with option C", "we select (D)".
         r"\b(?:I|we)(?:'d|'ll|\s+would|\s+will)?\s+(?:choose|pick|select|go\s+with|opt\s+for)\s+"
-        + _LABEL + _DECOR + _LET,
+        + _LABEL
+        + _DECOR
+        + _LET,
         # "option B is correct", "(B) is the best answer", sentence-initial "B is correct"
-        r"(?:\b(?:option|choice|answer)\s*|(?:^|(?<=[.!?:;,]))\s*|(?=[(\[*]))" + _DECOR + _LET + _CLOSE
+        r"(?:\b(?:option|choice|answer)\s*|(?:^|(?<=[.!?:;,]))[ \t]{0,3}|(?=[(\[*]))"
+        + _DECOR
+        + _LET
+        + _CLOSE
         + r"\s*(?:is|would\s+be|seems\s+to\s+be|appears\s+to\s+be)\s+(?:the\s+)?"
         r"(?:correct|right|best|true|answer|most\s+(?:likely|appropriate))\b",
         # "\boxed{B}" anywhere (reasoning-model convention for the final answer).
         r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*" + _LET,
         # "not A but B": only the letter after "but" counts.
-        r"\bnot\s+" + _LABEL + r"[(\[*]*[A-Za-z](?![\w-])[)\]*]*\s*,?\s*but\s+(?:rather\s+)?"
-        + _LABEL + _DECOR + _LET,
+        r"\bnot\s+"
+        + _LABEL
+        + r"[(\[*]*[A-Za-z](?![\w-])[)\]*]*\s*,?\s*but\s+(?:rather\s+)?"
+        + _LABEL
+        + _DECOR
+        + _LET,
     )
 )
 # "A is not correct" / "A is wrong" right after a captured letter: drop it.
@@ -86,7 +109,7 @@ _FINAL_CUE = re.compile(
 )
 _CLOSE_RE = re.compile(_CLOSE)
 _LONE = re.compile(r"[(\[]?\s*([A-Za-z])\s*[)\].:,]?")
-_LABEL_PREFIX = re.compile(r"[(\[]?([A-Z])(?:[.):\]]|\s+[-–—])(?=\s|$)")
+_LABEL_PREFIX = re.compile(r"[(\[]?([A-Z])" + _SPECIES + r"(?:[.):\]]|\s+[-–—])(?=\s|$)")
 _LABEL_ANYWHERE = re.compile(r"(?:^|\s)[(\[]?([A-Z])(?:[.):\]]|\s+[-–—])(?=\s)")
 
 
@@ -114,9 +137,11 @@ def _explicit(text: str, valid: Mapping[str, str]) -> tuple[Extraction | None, s
                 continue
             letters, end = {text[pos].upper()}, max(m.end(), pos + 1)
             while (h := _HEDGE_AFTER.match(text, end)) and not _is_word(text, h.start("letter")):
-                letters.add(h.group("letter").upper())
+                if not _NEGATED_AFTER.match(text, h.end()):  # "B, and C is wrong" is no hedge
+                    letters.add(h.group("letter").upper())
                 end = h.end()
-            end = _CLOSE_RE.match(text, end).end()  # type: ignore[union-attr]
+            if close := _CLOSE_RE.match(text, end):
+                end = close.end()
             found[pos] = (m.start(), end, letters)
     ignored = set().union(*(ls for _, _, ls in found.values())) - valid.keys()
     ordered = [(p, s, e, ls & valid.keys()) for p, (s, e, ls) in sorted(found.items())]
@@ -136,21 +161,25 @@ def _explicit(text: str, valid: Mapping[str, str]) -> tuple[Extraction | None, s
 
 
 def _lone_letter(text: str, valid: Mapping[str, str]) -> Extraction | None:
-    """Stage 2: the output is a bare letter ("B", "(B)", "**B.**") or starts with a label."""
+    """Stage 2: the output is a bare letter ("B", "(B)", "**B.**"), starts with an option
+    label ("B. Pneumonia"), or ends with a line holding only a letter (reasoning, then "B")."""
     stripped = re.sub(r"[*_`\"'“”‘’]", "", text).strip()
-    first_line = stripped.splitlines()[0].strip() if stripped else ""
-    m = _LONE.fullmatch(first_line)
-    if m and (letter := m.group(1).upper()) in valid:
-        return Extraction(letter, "lone_letter", f"output is the lone letter {letter}")
-    m = _LABEL_PREFIX.match(stripped)
-    if m and m.group(1) in valid:
-        # A repeated option list ("A. x  B. y  C. z") is not an answer.
-        letter = m.group(1)
-        labels = {o.group(1) for o in _LABEL_ANYWHERE.finditer(stripped)} & valid.keys()
-        if labels - {letter}:
-            return None
-        return Extraction(letter, "lone_letter", f"output starts with option label {letter}")
-    return None
+    lines = stripped.splitlines() or [""]
+    if m := _LONE.fullmatch(lines[0].strip()):
+        letter, detail = m.group(1).upper(), "output is the lone letter"
+    elif m := _LONE.fullmatch(lines[-1].strip()):
+        letter, detail = m.group(1).upper(), "last line is the lone letter"
+    elif m := _LABEL_PREFIX.match(stripped):
+        letter, detail = m.group(1), "output starts with option label"
+    else:
+        return None
+    # A repeated option list ("A. x  B. y  C. z", or "A\nB\nC") is not an answer.
+    labels = {o.group(1) for o in _LABEL_ANYWHERE.finditer(stripped)}
+    lone_lines = (_LONE.fullmatch(line.strip()) for line in lines)
+    labels |= {o.group(1).upper() for o in lone_lines if o}
+    if letter not in valid or (labels & valid.keys()) - {letter}:
+        return None
+    return Extraction(letter, "lone_letter", f"{detail} {letter}")
 
 
 def _norm(s: str) -> str:
@@ -183,14 +212,14 @@ def _fuzzy(text: str, valid: Mapping[str, str], threshold: float, margin: float)
         others = [k for k in contenders if k != cand]
         if not all(opts[k] in opts[cand] for k in others):
             continue
-        rest = ""
-        if len(out) >= len(opts[cand]):
-            al = fuzz.partial_ratio_alignment(opts[cand], out)
+        rest = ""  # an output shorter than the option is wholly inside the match
+        if len(out) >= len(opts[cand]) and (al := fuzz.partial_ratio_alignment(opts[cand], out)):
             rest = f"{out[: al.dest_start]} | {out[al.dest_end :]}"
         if all(scores[cand] - _score(opts[k], rest) >= margin for k in others):
             winner = cand
     if winner is None:
-        return Extraction(None, "none", "ambiguous: output matches options " + ", ".join(contenders))
+        matched = ", ".join(contenders)
+        return Extraction(None, "none", f"ambiguous: output matches options {matched}")
     detail = f'fuzzy {scores[winner]:.1f} on option {winner} ("{valid[winner]}")'
     return Extraction(winner, "fuzzy", detail)
 
@@ -214,9 +243,7 @@ def extract_choice(
     }
     explicit, ignored = _explicit(text, valid)
     result = (
-        explicit
-        or _lone_letter(text, valid)
-        or _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
+        explicit or _lone_letter(text, valid) or _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
     )
     if result.detail == "no answer found" and ignored:
         note = f" (stated {', '.join(sorted(ignored))}, not among options)"

@@ -50,3 +50,12 @@ def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Data
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def close_database(db: sqlite_utils.Database) -> None:
+    """Checkpoint the WAL into the main file and close, so the .db file alone is complete."""
+    try:
+        db.conn.execute("pragma wal_checkpoint(truncate)")
+    except sqlite3.Error:
+        pass  # another process is reading; the WAL stays and SQLite will merge it later
+    db.conn.close()

@@ -47,7 +47,8 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["generations"].create({
         "id": int, "evaluation": str, "item": str, "run_id": str, "prompt": str, "prompt_tokens": int,
         "truncated_tokens": int, "output": str, "completion_tokens": int, "finish_reason": str,
-        "seconds": float, "error": str, "created_at": str,
+        "seconds": float, "prompt_ms": float, "generation_ms": float, "error": str,
+        "created_at": str,
     }, pk="id", foreign_keys=[("evaluation", "evaluations", "key"), ("item", "items", "key"),
                               ("run_id", "runs", "id")])
     db["scores"].create({

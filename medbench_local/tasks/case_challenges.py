@@ -24,7 +24,8 @@ CASE_CHALLENGE_PROMPT = PromptTemplate(
     system=("You are an experienced attending physician solving a clinical case challenge. Read the case, weigh "
             "every option, and commit to the single best answer."),
     user=("Case:\n{case}\n\nQuestion: {question}\n\nOptions:\n{options}\n\n"
-          "Reply with the letter of the single best option, written as \"The answer is X\"."),
+          "Which option ({letters}) is the single best answer? Begin your reply with \"The answer is\" "
+          "followed by its letter."),
     answer_prefix="The answer is",
 )
 
@@ -48,8 +49,9 @@ class CaseChallengeTask:
 
     def prompt(self, item: Item) -> Prompt:
         options = "\n".join(f"{letter}. {text}" for letter, text in item.payload["options"].items())
+        letters = list(item.payload["options"])
         user = self.template.user.format(case=item.payload["case"], question=item.payload["question"],
-                                         options=options)
+                                         options=options, letters=", ".join(letters[:-1]) + " or " + letters[-1])
         return Prompt(system=self.template.system, user=user, answer_prefix=self.template.answer_prefix)
 
     def score(self, item: Item, generation: Generation) -> Score:
