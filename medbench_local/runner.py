@@ -28,7 +28,7 @@ from .config import Config, ModelSpec
 from .engine.base import GenerateRequest
 from .engine.llama import LlamaEngine
 from .engine.runtime import build_info
-from .modelfiles.gguf_header import read_gguf_metadata
+from .modelfiles.check import check_model_file
 from .modelfiles.resolve import require
 from .store import writer
 from .tasks.base import Item, Score, Task, canonical_json, sha256_text
@@ -110,11 +110,11 @@ def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[T
 
 
 def locate_models(models: list[ModelRole]) -> dict[str, Path]:
-    """Resolve every model file and read its header now, so a missing or broken file fails before any work."""
+    """Resolve and check every model file now, so a missing or broken file fails before any work."""
     paths = {}
     for entry in models:
         path = require(entry.spec)
-        read_gguf_metadata(path)
+        check_model_file(entry.spec, path)
         paths[entry.spec.id] = path
     return paths
 

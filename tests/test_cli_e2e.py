@@ -154,5 +154,12 @@ def test_unknown_pair_is_one_clear_line(in_repo: Path) -> None:
     assert "unknown pair 'nope'" in result.output and "Traceback" not in result.output
 
 
-def test_repo_ships_no_weights() -> None:
-    assert not list(REPO.glob("**/*.gguf"))
+def test_repo_tracks_no_weights_or_large_files() -> None:
+    import subprocess
+
+    listing = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True)
+    if listing.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [REPO / name for name in listing.stdout.splitlines()]
+    assert not [p for p in tracked if p.suffix == ".gguf"]
+    assert not [p for p in tracked if p.is_file() and p.stat().st_size > 5_000_000]

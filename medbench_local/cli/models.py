@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from ..modelfiles.resolve import resolve
 from .common import config_option, read_config, stdout
@@ -28,23 +27,20 @@ def list_models(config_path: Path) -> None:
       medbench-local models list --config models.toml
     """
     config = read_config(config_path)
-    table = Table(title=f"Models — {config.path}")
-    for name in ("id", "role", "source", "mode", "n_ctx", "file"):
-        table.add_column(name)
+    stdout.print(f"[bold]Models[/bold] in {config.path}")
     for spec in config.models.values():
         found = resolve(spec)
         if found.path is not None:
-            size = found.path.stat().st_size / 1e6
-            status = f"[green]present[/green] {size:,.0f} MB\n[dim]{found.path}[/dim]"
+            status = f"[green]present[/green], {found.path.stat().st_size / 1e6:,.0f} MB: {found.path}"
         else:
-            status = f"[yellow]missing[/yellow]\n[dim]{found.how}[/dim]"
-        note = spec.extra.get("note", "")
-        table.add_row(spec.id, spec.role, spec.source.describe() + (f"\n[dim]{note}[/dim]" if note else ""),
-                      spec.prompt_mode, str(spec.n_ctx), status)
-    stdout.print(table)
-    pairs = Table(title="Pairs")
-    for name in ("pair", "biomedical", "general", "description"):
-        pairs.add_column(name)
+            status = f"[yellow]missing[/yellow]: {found.how}"
+        stdout.print(f"\n[bold]{spec.id}[/bold]  {spec.role} · {spec.prompt_mode} prompt · n_ctx {spec.n_ctx}")
+        stdout.print(f"  source: {spec.source.describe()}", soft_wrap=True)
+        stdout.print(f"  file:   {status}", soft_wrap=True)
+        if spec.extra.get("note"):
+            stdout.print(f"  [dim]note:   {spec.extra['note']}[/dim]", soft_wrap=True)
+    stdout.print()
+    stdout.print("[bold]Pairs[/bold] (biomedical vs general)")
     for pair in config.pairs.values():
-        pairs.add_row(pair.name, pair.biomedical, pair.general, pair.description)
-    stdout.print(pairs)
+        stdout.print(f"  [bold]{pair.name}[/bold]: {pair.biomedical} vs {pair.general}"
+                     + (f"  [dim]{pair.description}[/dim]" if pair.description else ""))

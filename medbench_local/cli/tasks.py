@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from ..tasks import get_task, task_ids
 from .common import stdout
@@ -24,12 +23,11 @@ def list_tasks() -> None:
     Example:
       medbench-local tasks list
     """
-    table = Table(title="Tasks")
-    for name in ("id", "title", "metrics", "max tokens", "data format", "bundled sample"):
-        table.add_column(name)
     for task_id in task_ids():
         task = get_task(task_id)
         sample = Path("bench_data") / task_id
-        table.add_row(task.id, f"{task.title}\n[dim]{task.description}[/dim]", ", ".join(task.metric_names),
-                      str(task.max_tokens), task.data_format, str(sample) if sample.exists() else "—")
-    stdout.print(table)
+        stdout.print(f"[bold]{task.id}[/bold]  {task.title}")
+        stdout.print(f"  {task.description}", soft_wrap=True)
+        stdout.print(f"  metrics: {', '.join(task.metric_names)} · max new tokens: {task.max_tokens}")
+        stdout.print(f"  data:    {task.data_format}", soft_wrap=True)
+        stdout.print(f"  sample:  {sample if sample.exists() else '(none here; run from the repository root)'}\n")

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..config import ModelSpec
 from ..errors import ModelFileError, UserError
-from ..modelfiles.gguf_header import read_gguf_metadata, summarize
-from ..modelfiles.hashing import cached_sha256
+from ..modelfiles.check import check_model_file
+from ..modelfiles.gguf_header import summarize
 from .base import GenerateRequest, Generation, ModelInfo, Prompt
 from .prompt_format import TemplateRenderError, render_base, render_chat
 from .runtime import build_info, default_gpu_layers
@@ -47,15 +47,8 @@ class LlamaEngine:
 
     def __init__(self, spec: ModelSpec, path: Path, *, seed: int = DEFAULT_SEED, n_threads: int | None = None,
                  n_batch: int = 512):
-        metadata = read_gguf_metadata(path)  # clear error for non-GGUF / truncated files before llama.cpp
-        sha256 = cached_sha256(path)
-        if spec.sha256 and spec.sha256 != sha256:
-            raise ModelFileError(f"model '{spec.id}': {path} has SHA-256 {sha256[:12]}..., but models.toml pins "
-                                 f"{spec.sha256[:12]}...; the file changed or is corrupted")
+        sha256, metadata = check_model_file(spec, path)  # clear errors before llama.cpp sees the file
         template = spec.chat_template or metadata.get("tokenizer.chat_template")
-        if spec.prompt_mode == "chat" and not isinstance(template, str):
-            raise UserError(f"model '{spec.id}': prompt_mode is 'chat' but {path.name} has no chat template; "
-                            "set prompt_mode = \"base\" or chat_template = \"...\" in models.toml")
         self.settings = engine_settings(spec, seed=seed, n_threads=n_threads, n_batch=n_batch)
         import llama_cpp
 
