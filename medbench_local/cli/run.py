@@ -7,8 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import Config
 from ..errors import UserError
@@ -20,37 +19,44 @@ from .common import DEFAULT_DB, config_option, read_config, stderr, stdout
 
 
 class ProgressReporter:
-    """A rich progress bar per model and task: items, ETA, and generated tokens per second."""
+    """One rich progress bar per model and task (items, ETA, generated tokens per second), then a summary line."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"), TextColumn("{task.fields[outcomes]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=stderr, transient=False)
-        self._bar: int | None = None
+        self.progress: Progress | None = None
+        self._bar: TaskID | None = None
+        self._label = ""
         self._tokens = 0
         self._seconds = 0.0
         self._counts: dict[str, int] = {}
 
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
+        self._label = f"{model_id} · {task_id}"
         if already_done:
-            self.note(f"{model_id} / {task_id}: {already_done} of {total} items already done, resuming")
+            self.note(f"{self._label}: {already_done} of {total} items already done, resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=stderr, transient=True)
         self.progress.start()
-        self._bar = self.progress.add_task(f"{model_id} · {task_id}", total=total - already_done, tps="-",
-                                           outcomes="")
+        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-")
 
     def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None:
         self._tokens += completion_tokens
         self._seconds += generation_seconds
         self._counts[score.outcome] = self._counts.get(score.outcome, 0) + 1
-        tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
-        outcomes = " ".join(f"{k}:{v}" for k, v in sorted(self._counts.items()))
-        if self._bar is not None:
-            self.progress.update(self._bar, advance=1, tps=tps, outcomes=outcomes)
+        if self.progress is not None and self._bar is not None:
+            tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
+            self.progress.update(self._bar, advance=1, tps=tps)
 
     def end(self) -> None:
+        if self.progress is None:
+            return
         self.progress.stop()
+        self.progress = None
+        if self._counts:
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
+            tps = f", {self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else ""
+            stderr.print(f"{self._label}: {sum(self._counts.values())} items ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
         stderr.print(f"[dim]{text}[/dim]")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +56,16 @@ class LlamaEngine:
         import llama_cpp
 
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=spec.n_ctx, n_batch=n_batch, n_gpu_layers=self.settings["n_gpu_layers"],
-                seed=seed, n_threads=self.settings["n_threads"], verbose=False, logits_all=False,
-            )
+            with captured_stderr() as log:  # llama.cpp's load-time chatter would break the progress display
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=spec.n_ctx, n_batch=n_batch,
+                    n_gpu_layers=self.settings["n_gpu_layers"], seed=seed, n_threads=self.settings["n_threads"],
+                    verbose=False, logits_all=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelFileError(f"model '{spec.id}': llama.cpp could not load {path} ({exc})") from None
+            detail = log.last_line()
+            raise ModelFileError(f"model '{spec.id}': llama.cpp could not load {path} ({exc}"
+                                 + (f"; llama.cpp says: {detail}" if detail else "") + ")") from None
         vocab = self._llm._model
         self._bos = self._llm.token_bos()
         self._add_bos = bool(vocab.add_bos_token()) and self._bos != -1
@@ -141,5 +148,30 @@ class LlamaEngine:
             llm.close()
 
 
-def describe_build() -> dict[str, Any]:
-    return build_info()
+class _Captured:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def last_line(self) -> str:
+        lines = [line.strip() for line in self.text.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+
+@contextmanager
+def captured_stderr() -> Iterator[_Captured]:
+    """Capture what C code writes to file descriptor 2 (llama.cpp logs bypass Python's sys.stderr)."""
+    captured = _Captured()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (unusual embedding): just run
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", errors="replace")
