@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -56,6 +57,7 @@ class RunOptions:
     n_batch: int = 512
     limit: int | None = None
     retry_errors: bool = False
+    store_inputs: bool = True
     command: list[str] = field(default_factory=list)
 
 
@@ -144,7 +146,7 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
         "packages": package_versions(),
         "settings": {
             "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
-            "n_batch": options.n_batch, "limit": options.limit,
+            "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "items": len(t.items)} for t in tasks],
         },
@@ -169,7 +171,10 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
         raise
     finally:
         summary.status = status
-        writer.finish_run(db, summary.run_id, status)
+        try:
+            writer.finish_run(db, summary.run_id, status)
+        except sqlite3.Error:
+            pass  # the database cannot be written (disk full?): the run row stays 'running', like a crash
     return summary
 
 
@@ -198,7 +203,7 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, path: Path, tasks: l
                 for item in todo:
                     if stop.requested:
                         return
-                    _run_item(db, engine, data.task, item, key, summary, reporter)
+                    _run_item(db, engine, data.task, item, key, summary, reporter, options.store_inputs)
             finally:
                 reporter.end()
     finally:
@@ -206,20 +211,21 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, path: Path, tasks: l
 
 
 def _run_item(db: sqlite_utils.Database, engine: LlamaEngine, task: Task, item: Item, key: str,
-              summary: RunSummary, reporter: Reporter) -> None:
+              summary: RunSummary, reporter: Reporter, store_inputs: bool = True) -> None:
     prompt = task.prompt(item)
     try:
         generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
     except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
         score = Score("error", detail=f"{type(exc).__name__}: {exc}")
         writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item, generation=None,
-                           score=score, error=str(exc), prompt_text=engine.render(prompt))
+                           score=score, error=str(exc), prompt_text=engine.render(prompt),
+                           store_inputs=store_inputs)
         summary.errors += 1
         reporter.advance(score, 0, 0.0)
         return
     score = task.score(item, generation)
     writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
-                       generation=generation, score=score)
+                       generation=generation, score=score, store_inputs=store_inputs)
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
     reporter.advance(score, generation.completion_tokens, gen_seconds)

@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..errors import UserError
 from .compare import compare_command
+from .export import export_command
 from .models import models_group
 from .run import run_command
 from .tasks import tasks_group
@@ -43,5 +44,6 @@ def main() -> None:
 
 main.add_command(run_command)
 main.add_command(compare_command)
+main.add_command(export_command)
 main.add_command(models_group)
 main.add_command(tasks_group)

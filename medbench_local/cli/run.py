@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import Config
-from ..errors import UserError
+from ..errors import StoreError, UserError
 from ..runner import ModelRole, RunOptions, execute, load_tasks, locate_models
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
@@ -117,10 +118,14 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
 @click.option("--retry-errors", is_flag=True, help="Generate again the items that ended in 'error'.")
+@click.option("--store-inputs/--no-store-inputs", default=True, show_default=True,
+              help="With --no-store-inputs, case texts and rendered prompts are stored as SHA-256 only "
+                   "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | None, seed: int, threads: int | None,
-                batch_size: int, prompt_file: Path | None, retry_errors: bool, config_path: Path) -> None:
+                batch_size: int, prompt_file: Path | None, retry_errors: bool, store_inputs: bool,
+                config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
@@ -150,7 +155,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         pair = config.pair(name)
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit,
-                         retry_errors=retry_errors, command=sys.argv[:])
+                         retry_errors=retry_errors, store_inputs=store_inputs, command=sys.argv[:])
     reporter = ProgressReporter()
     try:
         summary = execute(db, config, models, tasks, paths, options, reporter)
@@ -159,6 +164,10 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         stderr.print("[yellow]Aborted.[/yellow] Everything committed before the item in flight is kept; "
                       "rerun the same command to resume.")
         sys.exit(130)
+    except sqlite3.Error as exc:  # e.g. disk full: the item in flight was rolled back, the rest is intact
+        reporter.end()
+        raise StoreError(f"{db_path}: cannot write results ({exc}); everything committed before is intact, "
+                         "free space or fix permissions and rerun the same command to resume") from None
     finally:
         close_database(db)
     line = (f"run {summary.run_id[:12]}: {summary.generated} generated, {summary.skipped} already done"

@@ -18,8 +18,15 @@ from .migrations import migrate
 
 
 def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
-    """Open (and if needed create and migrate) a results database. Raises StoreError with a clear line."""
+    """Open (and if needed create and migrate) a results database. Raises StoreError with a clear line.
+
+    ``create=True`` is the writer's mode: the file and its folder must be writable (SQLite's WAL needs to
+    create ``-wal``/``-shm`` files beside it), checked up front so that a run never starts on a database it
+    cannot finish writing.
+    """
     path = Path(path)
+    if create and path.exists() and not _writable(path):
+        raise StoreError(f"{path}: results database is read-only (need write access to the file and its folder)")
     if not path.exists():
         if not create:
             raise StoreError(f"{path}: no such results database (run 'medbench-local run ... --db {path}' first)")

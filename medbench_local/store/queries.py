@@ -67,3 +67,24 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
         means["accuracy"] = outcomes.get("correct", 0) / n
     return EvaluationSummary(key=key, model_id=head[0], task=head[1], n=n, outcomes=outcomes, metrics=means,
                              settings=json.loads(head[2] or "{}"), model_sha256=head[3])
+
+
+ITEM_COLUMNS = ("model_id", "model_sha256", "task", "evaluation", "item_id", "item_content_sha256", "outcome",
+                "extracted", "gold", "metrics", "prompt", "output", "prompt_tokens", "truncated_tokens",
+                "completion_tokens", "finish_reason", "seconds", "error", "created_at")
+INPUT_COLUMNS = ("prompt",)
+
+
+def item_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every scored item of every evaluation, joined into flat rows (for export and audits)."""
+    return list(db.query("""
+        select e.model_id, e.model_sha256, e.task, e.key as evaluation, i.item_id,
+               i.content_sha256 as item_content_sha256, s.outcome, s.extracted, s.gold, s.metrics, g.prompt,
+               g.output, g.prompt_tokens, g.truncated_tokens, g.completion_tokens, g.finish_reason, g.seconds,
+               g.error, g.created_at
+        from scores s join generations g on g.id = s.generation_id join evaluations e on e.key = s.evaluation
+        join items i on i.key = s.item order by e.model_id, e.task, i.item_id"""))
+
+
+def evaluation_keys(db: sqlite_utils.Database) -> list[str]:
+    return [row[0] for row in db.conn.execute("select key from evaluations order by model_id, task, created_at")]

@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from ..engine.base import Generation, ModelInfo
-from ..tasks.base import Item, Score
+from ..tasks.base import Item, Score, sha256_text
 
 
 def now() -> str:
@@ -84,8 +84,6 @@ def record_evaluation(db: sqlite_utils.Database, key: str, info: ModelInfo, role
 
 
 def item_key(task: str, item: Item) -> str:
-    from ..tasks.base import sha256_text
-
     return sha256_text(f"{task}\x00{item.id}\x00{item.content_sha256}")
 
 
@@ -104,21 +102,35 @@ def forget_errors(db: sqlite_utils.Database, evaluation: str) -> int:
     return len(ids)
 
 
+def redacted(text: str) -> str:
+    """What is stored instead of an input text when inputs are kept out of the database."""
+    return f"[not stored] sha256:{sha256_text(text)}"
+
+
 def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task: str, item: Item,
                 generation: Generation | None, score: Score, error: str | None = None,
-                prompt_text: str = "") -> None:
-    """Store item, generation and score atomically. ``generation`` is None when generation failed."""
+                prompt_text: str = "", store_inputs: bool = True) -> None:
+    """Store item, generation and score atomically. ``generation`` is None when generation failed.
+
+    With ``store_inputs=False`` (``run --no-store-inputs``) the item text and the rendered prompt are replaced
+    by their SHA-256: outputs, scores and gold answers stay, so every number can still be recomputed, but no
+    case text (possibly patient data) is written.
+    """
     key = item_key(task, item)
     g = generation
+    prompt = g.prompt_text if g else prompt_text
+    payload = item.payload if store_inputs else {"not_stored": True, "content_sha256": item.content_sha256}
+    if not store_inputs:
+        prompt = redacted(prompt)
     with transaction(db):
         db.conn.execute("insert or ignore into items (key, task, item_id, content_sha256, source, payload) "
                         "values (?,?,?,?,?,?)", (key, task, item.id, item.content_sha256, item.source,
-                                                 json.dumps(item.payload, ensure_ascii=False, sort_keys=True)))
+                                                 json.dumps(payload, ensure_ascii=False, sort_keys=True)))
         cursor = db.conn.execute(
             "insert into generations (evaluation, item, run_id, prompt, prompt_tokens, truncated_tokens, output, "
             "completion_tokens, finish_reason, seconds, prompt_ms, generation_ms, error, created_at) "
             "values (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (evaluation, key, run_id, g.prompt_text if g else prompt_text, g.prompt_tokens if g else None,
+            (evaluation, key, run_id, prompt, g.prompt_tokens if g else None,
              g.truncated_tokens if g else None, g.output if g else None, g.completion_tokens if g else None,
              g.finish_reason if g else "error", g.seconds if g else None, g.prompt_ms if g else None,
              g.generation_ms if g else None, error, now()))
