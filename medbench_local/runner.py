@@ -18,7 +18,8 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,13 +27,13 @@ import sqlite_utils
 
 from . import __version__
 from .config import Config, ModelSpec
-from .engine.base import GenerateRequest
+from .engine.base import Engine, GenerateRequest
 from .engine.llama import LlamaEngine
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
 from .modelfiles.resolve import require
 from .store import writer
-from .tasks.base import Item, Score, Task, canonical_json, sha256_text
+from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2")
 
@@ -44,10 +45,14 @@ class ModelRole:
 
 
 @dataclass(frozen=True)
-class TaskData:
+class LoadedTask:
     task: Task
     data_path: Path
-    items: list[Item]
+    data: TaskData
+
+    @property
+    def items(self) -> list[Item]:
+        return self.data.items
 
 
 @dataclass
@@ -80,6 +85,9 @@ class Reporter(Protocol):
     def note(self, text: str) -> None: ...
 
 
+EngineFactory = Callable[[ModelSpec, Path, "RunOptions"], Engine]
+
+
 class StopFlag:
     """First SIGINT: finish the item in flight, then stop. Second SIGINT: the usual KeyboardInterrupt."""
 
@@ -103,11 +111,13 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[TaskData]:
+def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[LoadedTask]:
     loaded = []
     for task, path in task_paths:
-        items = task.load(path)
-        loaded.append(TaskData(task, path, items[:limit] if limit else items))
+        data = task.load(path)
+        if limit:
+            data = replace(data, items=data.items[:limit])
+        loaded.append(LoadedTask(task, path, data))
     return loaded
 
 
@@ -125,14 +135,14 @@ def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any
     return sha256_text(canonical_json({"engine": engine_identity, "task": task_settings}))
 
 
-def engine_identity(engine: LlamaEngine) -> dict[str, Any]:
+def engine_identity(engine: Engine) -> dict[str, Any]:
     """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings."""
     settings = {k: v for k, v in engine.settings.items() if k != "n_threads"}  # threads do not change results
     return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
             "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
 
 
-def run_record(config: Config, options: RunOptions, models: list[ModelRole], tasks: list[TaskData]) -> dict[str, Any]:
+def run_record(config: Config, options: RunOptions, models: list[ModelRole], tasks: list[LoadedTask]) -> dict[str, Any]:
     info = build_info()
     return {
         "command": options.command,
@@ -153,9 +163,12 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
     }
 
 
-def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[TaskData],
-            paths: dict[str, Path], options: RunOptions, reporter: Reporter) -> RunSummary:
-    """Run every model on every task; returns counts. Caller has validated inputs (load_tasks, locate_models)."""
+def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[LoadedTask],
+            paths: dict[str, Path], options: RunOptions, reporter: Reporter,
+            engine_factory: EngineFactory | None = None) -> RunSummary:
+    """Run every model on every task; returns counts. Caller has validated inputs (load_tasks, locate_models).
+    ``engine_factory`` defaults to the llama.cpp engine; tests of the orchestration pass a fake."""
+    factory = engine_factory or _llama_engine
     summary = RunSummary(run_id=uuid.uuid4().hex)
     writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
     status = "failed"
@@ -164,7 +177,11 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
             for entry in models:
                 if stop.requested:
                     break
-                _run_model(db, entry, paths[entry.spec.id], tasks, options, reporter, summary, stop)
+                engine = factory(entry.spec, paths[entry.spec.id], options)
+                try:
+                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop)
+                finally:
+                    engine.close()
         status = "interrupted" if stop.requested else "completed"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -178,45 +195,49 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
     return summary
 
 
-def _run_model(db: sqlite_utils.Database, entry: ModelRole, path: Path, tasks: list[TaskData],
+def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
+    return LlamaEngine(spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch)
+
+
+def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
                options: RunOptions, reporter: Reporter, summary: RunSummary, stop: StopFlag) -> None:
-    engine = LlamaEngine(entry.spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch)
-    try:
-        writer.record_model(db, engine.info)
-        identity = engine_identity(engine)
-        for data in tasks:
-            if stop.requested:
-                return
-            task_settings = data.task.settings()
-            key = evaluation_key(identity, task_settings)
-            writer.record_evaluation(db, key, engine.info, entry.role, data.task.id,
-                                     {"engine": engine.settings, "task": task_settings,
-                                      "identity": identity}, summary.run_id)
-            if options.retry_errors:
-                writer.forget_errors(db, key)
-            done = writer.done_items(db, key)
-            todo = [item for item in data.items if writer.item_key(data.task.id, item) not in done]
-            skipped = len(data.items) - len(todo)
-            summary.skipped += skipped
-            reporter.begin(entry.spec.id, data.task.id, len(data.items), skipped)
-            try:
-                for item in todo:
-                    if stop.requested:
-                        return
-                    _run_item(db, engine, data.task, item, key, summary, reporter, options.store_inputs)
-            finally:
-                reporter.end()
-    finally:
-        engine.close()
+    writer.record_model(db, engine.info)
+    identity = engine_identity(engine)
+    for loaded in tasks:
+        if stop.requested:
+            return
+        task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256}
+        key = evaluation_key(identity, task_settings)
+        writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
+                                 {"engine": engine.settings, "task": task_settings, "identity": identity},
+                                 summary.run_id)
+        if options.retry_errors:
+            writer.forget_errors(db, key)
+        done = writer.done_items(db, key)
+        todo = [item for item in loaded.items if writer.item_key(loaded.task.id, item) not in done]
+        skipped = len(loaded.items) - len(todo)
+        summary.skipped += skipped
+        context = PromptContext(shots=loaded.data.shots, count_tokens=engine.count_tokens,
+                                n_ctx=int(engine.settings["n_ctx"]))
+        reporter.begin(entry.spec.id, loaded.task.id, len(loaded.items), skipped)
+        try:
+            for item in todo:
+                if stop.requested:
+                    return
+                _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs)
+        finally:
+            reporter.end()
 
 
-def _run_item(db: sqlite_utils.Database, engine: LlamaEngine, task: Task, item: Item, key: str,
-              summary: RunSummary, reporter: Reporter, store_inputs: bool = True) -> None:
-    prompt = task.prompt(item)
+def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,
+              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True) -> None:
+    prompt = task.prompt(item, context)
     try:
         generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
     except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
-        score = Score("error", detail=f"{type(exc).__name__}: {exc}")
+        # an error scores zero on every metric of the task, so it can never flatter a model
+        score = Score("error", detail=f"{type(exc).__name__}: {exc}",
+                      metrics={name: 0.0 for name in task.metric_names})
         writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item, generation=None,
                            score=score, error=str(exc), prompt_text=engine.render(prompt),
                            store_inputs=store_inputs)

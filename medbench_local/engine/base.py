@@ -70,8 +70,11 @@ class ModelInfo:
 
 class Engine(Protocol):
     info: ModelInfo
+    settings: dict[str, Any]
 
     def render(self, prompt: Prompt) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
 
     def generate(self, request: GenerateRequest) -> Generation: ...
 

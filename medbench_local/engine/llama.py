@@ -95,6 +95,10 @@ class LlamaEngine:
             tokens.insert(0, self._bos)
         return tokens
 
+    def count_tokens(self, text: str) -> int:
+        """Length of a plain text (no BOS, special tokens not parsed), for token budgets such as LongHealth's."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def generate(self, request: GenerateRequest) -> Generation:
         text = self.render(request.prompt)
         tokens = self.tokenize(text)

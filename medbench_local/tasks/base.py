@@ -1,9 +1,10 @@
 """The task contract: what a task must provide, and the values that flow between stages.
 
-A task is three small parts: ``load`` (dataset file -> Items with stable ids), ``prompt`` (Item -> Prompt) and
-``score`` (Item + Generation -> Score). Everything a task's numbers depend on is returned by ``settings()``
-and hashed into the evaluation identity, so changing a prompt or a token budget never mixes old and new
-results.
+A task is three small parts: ``load`` (dataset file -> TaskData: items with stable ids, plus the few-shot
+examples taken from the same file), ``prompt`` (Item + PromptContext -> Prompt) and ``score`` (Item +
+Generation -> Score). Everything a task's numbers depend on is returned by ``settings()`` (and the few-shot
+examples' hash) and goes into the evaluation identity, so changing a prompt, the shots or a token budget never
+mixes old and new results.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..engine.base import Generation, Prompt
 
-OUTCOMES: tuple[str, ...] = ("correct", "wrong", "unparseable", "truncated", "error")
+# correct/wrong: a discrete answer was read; scored: a free-text answer got continuous metrics (ROUGE, F1);
+# unparseable: no answer could be read; truncated: the token budget ran out first; error: generation failed.
+OUTCOMES: tuple[str, ...] = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
 
 
 def canonical_json(value: Any) -> str:
@@ -53,6 +57,32 @@ class Score:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TaskData:
+    """What ``load`` returns: the items to evaluate and the few-shot examples (never evaluated)."""
+
+    items: list[Item]
+    shots: tuple[Item, ...] = ()
+
+    @property
+    def shots_sha256(self) -> str | None:
+        return sha256_text(canonical_json([s.payload for s in self.shots])) if self.shots else None
+
+
+def _no_tokenizer(text: str) -> int:
+    raise RuntimeError("this task needs the model's tokenizer, but none was given")
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What a prompt builder may use besides the item: few-shot examples and the model's token counter
+    (LongHealth fills a token budget measured with the model's own tokenizer)."""
+
+    shots: Sequence[Item] = ()
+    count_tokens: Callable[[str], int] = _no_tokenizer
+    n_ctx: int = 0
+
+
 class Task(Protocol):
     id: str
     title: str
@@ -62,9 +92,9 @@ class Task(Protocol):
     max_tokens: int
     stop: tuple[str, ...]
 
-    def load(self, path: Path) -> list[Item]: ...
+    def load(self, path: Path) -> TaskData: ...
 
-    def prompt(self, item: Item) -> Prompt: ...
+    def prompt(self, item: Item, context: PromptContext) -> Prompt: ...
 
     def score(self, item: Item, generation: Generation) -> Score: ...
 

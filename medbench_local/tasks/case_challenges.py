@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engine.base import Generation, Prompt
 from ..metrics.extraction import extract_choice
-from .base import Item, Score
+from .base import Item, PromptContext, Score, TaskData
 from .mcq_data import load_mcq
 from .prompts import PromptTemplate
 
@@ -44,10 +44,10 @@ class CaseChallengeTask:
     data_format: str = DATA_FORMAT
     metric_names: tuple[str, ...] = ("accuracy",)
 
-    def load(self, path: Path) -> list[Item]:
-        return load_mcq(path)
+    def load(self, path: Path) -> TaskData:
+        return TaskData(load_mcq(path))
 
-    def prompt(self, item: Item) -> Prompt:
+    def prompt(self, item: Item, context: PromptContext) -> Prompt:
         options = "\n".join(f"{letter}. {text}" for letter, text in item.payload["options"].items())
         letters = list(item.payload["options"])
         user = self.template.user.format(case=item.payload["case"], question=item.payload["question"],
@@ -67,3 +67,13 @@ class CaseChallengeTask:
     def settings(self) -> dict[str, Any]:
         return {"task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
                 "prompt_sha256": self.template.sha256, "extraction": "explicit>lone_letter>fuzzy(85,5)"}
+
+
+TASKS = [
+    CaseChallengeTask(
+        id="nejm", title="NEJM-style case challenges",
+        description="Diagnosis from a clinical vignette (image findings described in text); usually 5 options."),
+    CaseChallengeTask(
+        id="jama", title="JAMA-style clinical challenges",
+        description="Next step in management from a clinical vignette; usually 4 options."),
+]
