@@ -118,14 +118,17 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
 @click.option("--retry-errors", is_flag=True, help="Generate again the items that ended in 'error'.")
+@click.option("--reference-quirks", is_flag=True,
+              help="Reproduce known quirks of the CLUE reference code (see README) instead of the correct "
+                   "behaviour, to match the published numbers exactly.")
 @click.option("--store-inputs/--no-store-inputs", default=True, show_default=True,
               help="With --no-store-inputs, case texts and rendered prompts are stored as SHA-256 only "
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | None, seed: int, threads: int | None,
-                batch_size: int, prompt_file: Path | None, retry_errors: bool, store_inputs: bool,
-                config_path: Path) -> None:
+                batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
+                store_inputs: bool, config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
@@ -146,6 +149,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         task = get_task(task_id)
         if prompt_file is not None:
             task = replace(task, template=load_override(prompt_file, task.template))  # type: ignore[type-var]
+        if reference_quirks and hasattr(task, "reference_quirks"):
+            task = replace(task, reference_quirks=True)  # type: ignore[type-var]
         task_paths.append((task, path))
     tasks = load_tasks(task_paths, limit)
     paths = locate_models(models)
