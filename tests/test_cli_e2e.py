@@ -107,18 +107,28 @@ def test_prompt_override_is_a_new_evaluation(tmp_path: Path, in_repo: Path) -> N
 
 def test_compare_shows_both_models_and_numbers_recompute_from_rows(demo_db: Path) -> None:
     table = invoke("compare", "--db", str(demo_db)).output
-    for text in ("demo", "nejm", "jama", "smollm2-135m-instruct", "gemma3-270m"):
+    for text in ("demo", "nejm", "jama", "smollm2-135m-instruct", "gemma3-270m", "accuracy"):
         assert text in table
-    data = json.loads(invoke("compare", "--db", str(demo_db), "--json").output)
-    assert {(r["pair"], r["task"]) for r in data} == {("demo", "nejm"), ("demo", "jama")}
+    data = json.loads(invoke("compare", "--db", str(demo_db), "--json", "--resamples", "500").output)
+    assert {(r["pair"], r["task"], r["metric"]) for r in data} == {("demo", "nejm", "accuracy"),
+                                                                  ("demo", "jama", "accuracy")}
     for r in data:
+        assert r["n"] == 10 and r["test"] == "mcnemar-exact" and 0 <= r["p_value"] <= r["p_adjusted"] <= 1
+        correct = {}
         for role in ("biomedical", "general"):
             side = r[role]
-            (correct, total), = rows(demo_db, "select sum(outcome = 'correct'), count(*) from scores "
-                                              "where evaluation = ?", side["evaluation"])
-            assert side["n"] == total == 10
-            assert side["metrics"]["accuracy"] == pytest.approx(correct / total)
-            assert sum(side["outcomes"].values()) == total
+            (n_correct, total), = rows(demo_db, "select sum(outcome = 'correct'), count(*) from scores "
+                                                "where evaluation = ?", side["evaluation"])
+            assert total == 10 and side["score"] == pytest.approx(n_correct / total)
+            assert side["ci_low"] <= side["score"] <= side["ci_high"]
+            assert sum(r["outcomes"][role].values()) == total
+            correct[role] = {item for (item,) in rows(demo_db, "select item from scores where evaluation = ? "
+                                                               "and outcome = 'correct'", side["evaluation"])}
+        assert r["discordant"] == {"biomedical_only": len(correct["biomedical"] - correct["general"]),
+                                   "general_only": len(correct["general"] - correct["biomedical"])}
+        assert r["delta"]["score"] == pytest.approx(r["biomedical"]["score"] - r["general"]["score"])
+    markdown = invoke("compare", "--db", str(demo_db), "--markdown", "--resamples", "500").output
+    assert "| nejm | accuracy | 10 |" in markdown
 
 
 def test_compare_on_missing_database_is_one_clear_line(tmp_path: Path) -> None:

@@ -1,56 +1,103 @@
-"""``medbench-local compare``: each pair's biomedical and general model side by side, per task."""
+"""``medbench-local compare``: each pair's biomedical and general model on the same items, with paired statistics."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
-import sqlite_utils
 from rich.table import Table
 
+from ..analysis.paired import MetricComparison, PairReport, compare_pairs
 from ..store import open_database
-from ..store.queries import EvaluationSummary, latest_evaluation, pairs, summarize_evaluation, tasks_for
 from .common import DEFAULT_DB, stdout
 
+OUTCOME_COLUMNS = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
 
-def comparison_rows(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = ()
-                    ) -> list[dict[str, Any]]:
-    """One row per (pair, task) with both models' summaries, recomputed from the per-item scores."""
+
+def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
+                 resamples: int = 10_000, seed: int = 0) -> list[PairReport]:
     db = open_database(db_path, create=False)
     try:
-        return _rows(db, pair_filter, task_filter)
+        return compare_pairs(db, pair_filter=pair_filter, task_filter=task_filter, resamples=resamples, seed=seed)
     finally:
         db.conn.close()
 
 
-def _rows(db: sqlite_utils.Database, pair_filter: tuple[str, ...], task_filter: tuple[str, ...]
-          ) -> list[dict[str, Any]]:
-    rows = []
-    for pair in pairs(db):
-        if pair_filter and pair["name"] not in pair_filter:
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _ci(row_value: object) -> str:
+    low, high = getattr(row_value, "low"), getattr(row_value, "high")
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _short_ci(interval: object) -> str:
+    return f"{100 * getattr(interval, 'low'):.1f}–{100 * getattr(interval, 'high'):.1f}"
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _delta_cell(row: MetricComparison) -> str:
+    text = f"{100 * row.delta.estimate:+.1f}\n{100 * row.delta.low:+.1f}…{100 * row.delta.high:+.1f}"
+    colour = {"biomedical": "green", "general": "red"}.get(row.ahead or "")
+    return f"[{colour}]{text}[/]" if colour else text
+
+
+def _pair_table(report: PairReport) -> Table:
+    table = Table(title=f"[bold]{report.pair}[/bold]: {report.biomedical_model} (biomedical) vs "
+                        f"{report.general_model} (general)", title_justify="left", show_lines=True)
+    for name in ("task", "metric", "n", "bio", "gen", "Δ", "p (Holm)", "b>g/g>b"):
+        table.add_column(name, justify="left" if name in ("task", "metric") else "right", no_wrap=True)
+    table.caption = ("bio, gen: score ×100 and 95% CI; Δ: biomedical − general with paired 95% CI; "
+                     "b>g/g>b: items only the biomedical / only the general model got right")
+    for row in report.rows:
+        missing = sum(row.missing.values())
+        n_text = str(row.n) + (f"\n[yellow]{missing} unpaired[/yellow]" if missing else "")
+        table.add_row(row.task, row.metric, n_text, f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
+                      f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}", _delta_cell(row),
+                      f"{_p(row.p_value)}\n({_p(row.p_adjusted)})",
+                      f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—")
+    return table
+
+
+def _outcome_table(report: PairReport) -> Table:
+    table = Table(title="Outcomes per item (biomedical / general)", title_justify="left")
+    table.add_column("task")
+    for name in OUTCOME_COLUMNS:
+        table.add_column(name, justify="right")
+    seen: set[str] = set()
+    for row in report.rows:
+        if row.task in seen:
             continue
-        for task in tasks_for(db, [pair["biomedical"], pair["general"]]):
-            if task_filter and task not in task_filter:
-                continue
-            sides: dict[str, EvaluationSummary | None] = {}
-            for role in ("biomedical", "general"):
-                key = latest_evaluation(db, pair[role], task)
-                sides[role] = summarize_evaluation(db, key) if key else None
-            rows.append({"pair": pair["name"], "task": task, **sides})
-    return rows
+        seen.add(row.task)
+        bio, gen = row.outcomes["biomedical"], row.outcomes["general"]
+        table.add_row(row.task, *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
+    return table
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def _side_json(side: EvaluationSummary | None) -> dict[str, Any] | None:
-    if side is None:
-        return None
-    return {"model": side.model_id, "model_sha256": side.model_sha256, "evaluation": side.key, "n": side.n,
-            "metrics": side.metrics, "outcomes": side.outcomes}
+def markdown(reports: list[PairReport]) -> str:
+    """A Markdown table per pair, ready to paste into a paper draft."""
+    lines: list[str] = []
+    for report in reports:
+        lines += [f"### {report.pair}: {report.biomedical_model} (biomedical) vs {report.general_model} (general)",
+                  "", "| task | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | test | p "
+                      "| p (Holm) | discordant bio>gen / gen>bio |",
+                  "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for r in report.rows:
+            discordant = f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—"
+            lines.append(
+                f"| {r.task} | {r.metric} | {r.n} | {_pct(r.biomedical.estimate)} {_ci(r.biomedical)} | "
+                f"{_pct(r.general.estimate)} {_ci(r.general)} | {100 * r.delta.estimate:+.1f} "
+                f"[{100 * r.delta.low:+.1f}, {100 * r.delta.high:+.1f}] | {r.test} | {_p(r.p_value)} | "
+                f"{_p(r.p_adjusted)} | {discordant} |")
+        lines += ["", "Scores ×100; 95% percentile bootstrap CIs over items (paired for Δ); exact McNemar for "
+                      "binary metrics, paired sign-flip permutation test otherwise; Holm adjustment across the "
+                      "rows of the pair.", ""]
+    return "\n".join(lines)
 
 
 @click.command("compare")
@@ -58,55 +105,45 @@ def _side_json(side: EvaluationSummary | None) -> dict[str, Any] | None:
               show_default=True, help="SQLite results database written by 'run'.")
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tuple[str, ...],
-                    as_json: bool) -> None:
-    """Compare each pair's biomedical model with its general counterpart, per task.
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap / permutation resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling (results are "
+                                                                      "reproducible for a given seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
+def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tuple[str, ...], resamples: int,
+                    seed: int, as_json: bool, as_markdown: bool) -> None:
+    """Compare each pair's biomedical model with its general counterpart on the same items.
 
-    Accuracy counts unparseable, truncated and error outcomes as wrong; their counts are shown so that a
-    format failure is never mistaken for a knowledge failure. Numbers are recomputed from the per-item rows
-    of the database; for each model and task the most recent evaluation (settings) is used.
+    For every pair, task and metric: each model's score with a 95% bootstrap CI, the paired difference
+    (biomedical minus general) with its paired-bootstrap CI, an exact McNemar test for binary metrics
+    (with the discordant counts) or a paired permutation test for continuous ones, Holm-adjusted across the
+    pair's rows, and n. Items are aligned by id; items only one model has are reported as unpaired. A
+    difference is coloured when its CI excludes 0 (green: biomedical ahead, red: general ahead). Unparseable,
+    truncated and error items score 0 and are counted in the outcome table.
 
     \b
     Examples:
       medbench-local compare --db results.db
       medbench-local compare --db results.db --pair demo --task jama --json
+      medbench-local compare --db results.db --markdown > results.md
     """
-    rows = comparison_rows(db_path, pair_filter, task_filter)
+    reports = load_reports(db_path, pair_filter, task_filter, resamples, seed)
     if as_json:
-        click.echo(json.dumps([{"pair": r["pair"], "task": r["task"], "biomedical": _side_json(r["biomedical"]),
-                                "general": _side_json(r["general"])} for r in rows], indent=2))
+        click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2))
         return
-    if not rows:
-        stdout.print(f"No paired results in {db_path} yet. Run e.g.: medbench-local run --pair demo --task jama "
-                     f"--db {db_path}")
+    if as_markdown:
+        click.echo(markdown(reports))
         return
-    for pair_name in dict.fromkeys(r["pair"] for r in rows):
-        stdout.print(_pair_table(pair_name, [r for r in rows if r["pair"] == pair_name]))
-    stdout.print("[dim]acc% = correct / all items (unparseable, truncated and error count as wrong); "
-                 "counts are biomedical/general. Δ > 0: the biomedical model is ahead.[/dim]")
-
-
-def _pair_table(pair_name: str, rows: list[dict[str, Any]]) -> Table:
-    models = {role: next((r[role].model_id for r in rows if r[role]), "(not run)") for role in ("biomedical",
-                                                                                                "general")}
-    table = Table(title=f"[bold]{pair_name}[/bold]: {models['biomedical']} (biomedical) vs "
-                        f"{models['general']} (general)", title_justify="left")
-    for name in ("task", "n", "bio acc%", "gen acc%", "Δ", "unparsed", "truncated", "errors"):
-        table.add_column(name, justify="left" if name == "task" else "right")
-    for r in rows:
-        bio, gen = r["biomedical"], r["general"]
-        delta = None
-        if bio and gen and bio.accuracy is not None and gen.accuracy is not None:
-            delta = bio.accuracy - gen.accuracy
-        delta_text = "—" if delta is None else f"{100 * delta:+.1f}"
-        if delta:
-            delta_text = f"[{'green' if delta > 0 else 'red'}]{delta_text}[/]"
-
-        def counts(outcome: str) -> str:
-            return "/".join(str(side.outcomes.get(outcome, 0)) if side else "—" for side in (bio, gen))
-
-        n = "/".join(str(side.n) if side else "0" for side in (bio, gen))
-        table.add_row(r["task"], n, _fmt(bio.accuracy if bio else None), _fmt(gen.accuracy if gen else None),
-                      delta_text, counts("unparseable"), counts("truncated"), counts("error"))
-    return table
+    if not any(report.rows for report in reports):
+        stdout.print(f"No paired results in {db_path} yet. Run both models of a pair, e.g.: "
+                     f"medbench-local run --pair demo --task jama --db {db_path}")
+    for report in reports:
+        if report.rows:
+            stdout.print(_pair_table(report))
+            stdout.print(_outcome_table(report))
+        for task, missing in report.unpaired_tasks.items():
+            stdout.print(f"[yellow]{report.pair} · {task}: only one model has results (the {missing} model has "
+                         f"not run it yet)[/yellow]")
+    stdout.print(f"[dim]Scores ×100 with 95% bootstrap CIs ({resamples} resamples, seed {seed}). Unparseable, "
+                 "truncated and error items score 0. Δ coloured where its CI excludes 0.[/dim]")
