@@ -12,6 +12,8 @@ from .. import __version__
 from ..errors import UserError
 from .compare import compare_command
 from .export import export_command
+from .report import report_command
+from .show import show_command
 from .models import models_group
 from .run import run_command
 from .tasks import tasks_group
@@ -45,5 +47,7 @@ def main() -> None:
 main.add_command(run_command)
 main.add_command(compare_command)
 main.add_command(export_command)
+main.add_command(show_command)
+main.add_command(report_command)
 main.add_command(models_group)
 main.add_command(tasks_group)

@@ -1,0 +1,113 @@
+"""``medbench-local show``: the items on which a pair's two models disagree, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlite_utils
+from rich.panel import Panel
+from rich.table import Table
+
+from ..errors import UserError
+from ..store import open_database
+from ..store.queries import latest_evaluation, pairs
+from .common import DEFAULT_DB, stdout
+
+
+def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
+    return {row["item"]: row for row in db.query(
+        "select s.item, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, s.metrics "
+        "from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
+        "where s.evaluation = ? order by g.id", [evaluation])}
+
+
+def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: str | None = None
+                  ) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
+    """Items both models answered where they differ: (|difference|, biomedical row, general row), largest
+    first. For a binary metric that is every item one model got right and the other wrong."""
+    pair = next((p for p in pairs(db) if p["name"] == pair_name), None)
+    if pair is None:
+        raise UserError(f"no pair '{pair_name}' in this database (run it first, or see 'compare')")
+    keys = {role: latest_evaluation(db, pair[role], task) for role in ("biomedical", "general")}
+    if not all(keys.values()):
+        raise UserError(f"pair '{pair_name}' has no results of both models on task '{task}'")
+    bio, gen = _side(db, keys["biomedical"] or ""), _side(db, keys["general"] or "")
+    found = []
+    for item, b in bio.items():
+        g = gen.get(item)
+        if g is None:
+            continue
+        mb, mg = json.loads(b["metrics"] or "{}"), json.loads(g["metrics"] or "{}")
+        name = metric or next(iter(mb), None)
+        if name is None or name not in mb or name not in mg:
+            continue
+        difference = abs(float(mb[name]) - float(mg[name]))
+        if difference > 0:
+            found.append((difference, b, g))
+    return sorted(found, key=lambda entry: -entry[0])
+
+
+def _answer(row: dict[str, Any], label: str) -> Panel:
+    metrics = json.loads(row["metrics"] or "{}")
+    head = f"outcome: [bold]{row['outcome']}[/bold]"
+    if row["extracted"] is not None or row["gold"] is not None:
+        head += f" · answer {row['extracted'] or '—'} (gold {row['gold'] or '—'})"
+    if metrics and not set(metrics) <= {"accuracy"}:
+        head += " · " + ", ".join(f"{k} {100 * v:.1f}" for k, v in metrics.items())
+    return Panel(f"{head}\n\n{row['output'] if row['output'] is not None else '(no output: generation failed)'}",
+                 title=label, title_align="left")
+
+
+@click.command("show")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+              show_default=True, help="SQLite results database written by 'run'.")
+@click.option("--pair", "pair_name", required=True, metavar="NAME", help="The pair to inspect.")
+@click.option("--task", required=True, metavar="TASK", help="The task to inspect.")
+@click.option("--metric", help="Metric that defines disagreement (default: the task's first metric).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N items.")
+@click.option("--prompts", "with_prompts", is_flag=True, help="Also print each model's full rendered prompt.")
+def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, limit: int,
+                 with_prompts: bool) -> None:
+    """Show the items on which the biomedical and the general model disagree, answers side by side.
+
+    For accuracy these are the discordant items behind the McNemar test; for continuous metrics the items
+    with the largest score difference come first.
+
+    \b
+    Examples:
+      medbench-local show --db results.db --pair demo --task jama
+      medbench-local show --db results.db --pair openbiollm-8b --task meqsum --metric rougeL --limit 3 --prompts
+    """
+    db = open_database(db_path, create=False)
+    try:
+        found = disagreements(db, pair_name, task, metric)
+    finally:
+        db.conn.close()
+    stdout.print(f"[bold]{pair_name} · {task}[/bold]: {len(found)} items where the models disagree"
+                 + (f" (showing {limit})" if len(found) > limit else ""))
+    for _, bio, gen in found[:limit]:
+        stdout.rule(f"item {bio['item_id']}")
+        payload = json.loads(bio["payload"] or "{}")
+        if payload.get("not_stored"):
+            stdout.print("[dim](inputs were not stored for this run: --no-store-inputs)[/dim]")
+        elif not with_prompts:
+            stdout.print(_item_text(payload), soft_wrap=True)
+        if with_prompts:
+            stdout.print(Panel(bio["prompt"], title="biomedical prompt", title_align="left"))
+            stdout.print(Panel(gen["prompt"], title="general prompt", title_align="left"))
+        grid = Table.grid(expand=True, padding=(0, 1))
+        grid.add_column(ratio=1)
+        grid.add_column(ratio=1)
+        grid.add_row(_answer(bio, "biomedical"), _answer(gen, "general"))
+        stdout.print(grid)
+
+
+def _item_text(payload: dict[str, Any]) -> str:
+    parts = [str(payload[k]) for k in ("case", "context", "question") if payload.get(k)]
+    options = payload.get("options")
+    if isinstance(options, dict):
+        parts.append("\n".join(f"{k}. {v}" for k, v in options.items()))
+    return "\n".join(parts) if parts else json.dumps(payload, ensure_ascii=False)[:2000]
