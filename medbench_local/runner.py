@@ -11,6 +11,7 @@ Order matters for the guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import platform
 import signal
@@ -31,6 +32,7 @@ from .engine.base import Engine, GenerateRequest
 from .engine.llama import LlamaEngine
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
+from .modelfiles.hashing import sha256_file
 from .modelfiles.resolve import require
 from .store import writer
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
@@ -49,6 +51,7 @@ class LoadedTask:
     task: Task
     data_path: Path
     data: TaskData
+    data_sha256: str = ""  # of the data file(s) as read: part of the evaluation identity
 
     @property
     def items(self) -> list[Item]:
@@ -117,8 +120,22 @@ def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[L
         data = task.load(path)
         if limit:
             data = replace(data, items=data.items[:limit])
-        loaded.append(LoadedTask(task, path, data))
+        loaded.append(LoadedTask(task, path, data, data_fingerprint(path)))
     return loaded
+
+
+def data_fingerprint(path: Path) -> str:
+    """SHA-256 over the data file, or over every file under a data folder (relative names + contents).
+
+    Why in the evaluation identity: results on the bundled sample and on the real file, or on a file edited
+    in place, must never be averaged together. ``--limit`` does not change it, so a partial run resumes.
+    """
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+        digest.update(sha256_file(file).encode() + b"\0")
+    return digest.hexdigest()
 
 
 def locate_models(models: list[ModelRole]) -> dict[str, Path]:
@@ -142,7 +159,8 @@ def engine_identity(engine: Engine) -> dict[str, Any]:
             "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
 
 
-def run_record(config: Config, options: RunOptions, models: list[ModelRole], tasks: list[LoadedTask]) -> dict[str, Any]:
+def run_record(config: Config, options: RunOptions, models: list[ModelRole], tasks: list[LoadedTask]
+               ) -> dict[str, Any]:
     info = build_info()
     return {
         "command": options.command,
@@ -158,7 +176,8 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
             "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
             "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
-            "tasks": [{"task": t.task.id, "data": str(t.data_path), "items": len(t.items)} for t in tasks],
+            "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
+                       "items": len(t.items)} for t in tasks],
         },
     }
 
@@ -206,7 +225,8 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
     for loaded in tasks:
         if stop.requested:
             return
-        task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256}
+        task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
+                         "data_sha256": loaded.data_sha256}
         key = evaluation_key(identity, task_settings)
         writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
                                  {"engine": engine.settings, "task": task_settings, "identity": identity},
@@ -235,9 +255,11 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
     try:
         generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
     except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
-        # an error scores zero on every metric of the task, so it can never flatter a model
-        score = Score("error", detail=f"{type(exc).__name__}: {exc}",
-                      metrics={name: 0.0 for name in task.metric_names})
+        # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
+        # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
+        error_metrics = getattr(task, "error_metrics", None)
+        metrics = error_metrics(item) if callable(error_metrics) else {name: 0.0 for name in task.metric_names}
+        score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
         writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item, generation=None,
                            score=score, error=str(exc), prompt_text=engine.render(prompt),
                            store_inputs=store_inputs)

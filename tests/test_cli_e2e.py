@@ -131,6 +131,20 @@ def test_compare_shows_both_models_and_numbers_recompute_from_rows(demo_db: Path
     assert "| nejm | accuracy | 10 |" in markdown
 
 
+def test_results_on_different_data_are_never_mixed(tmp_path: Path, in_repo: Path) -> None:
+    db = tmp_path / "data.db"
+    edited = tmp_path / "cases.csv"
+    text = (REPO / "bench_data" / "jama" / "cases.csv").read_text(encoding="utf-8")
+    edited.write_text(text.replace("generalized weakness", "generalised weakness"), encoding="utf-8")
+    args = ["run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "2", "--db", str(db)]
+    invoke(*args)
+    result = invoke(*args, "--data", str(edited))
+    assert "2 generated, 0 already done" in result.output  # another data file: a new evaluation
+    keys = rows(db, "select key from evaluations")
+    assert len(keys) == 2
+    assert [n for (n,) in rows(db, "select count(*) from scores group by evaluation")] == [2, 2]
+
+
 def test_compare_on_missing_database_is_one_clear_line(tmp_path: Path) -> None:
     result = invoke("compare", "--db", str(tmp_path / "nope.db"), expect=1)
     assert "no such results database" in result.output and "Traceback" not in result.output

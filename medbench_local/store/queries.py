@@ -51,22 +51,30 @@ def tasks_for(db: sqlite_utils.Database, model_ids: list[str]) -> list[str]:
 
 
 def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSummary:
+    """Per-metric means over the items that carry the metric (errors carry zeros, so they count against).
+
+    With ``--reference-quirks`` recorded in the evaluation's task settings, the first evaluated item is
+    counted twice, as the CLUE reference's ``update_results`` did for every task but LongHealth (paper.md §9).
+    """
     head = db.conn.execute("select model_id, task, settings, model_sha256 from evaluations where key = ?",
                            (key,)).fetchone()
+    settings = json.loads(head[2] or "{}")
+    double_first = bool(settings.get("task", {}).get("reference_quirks")) and head[1] != "longhealth"
     outcomes = {name: 0 for name in OUTCOMES}
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     n = 0
-    for outcome, metrics in db.conn.execute("select outcome, metrics from scores where evaluation = ?", (key,)):
+    for outcome, metrics in db.conn.execute("select outcome, metrics from scores where evaluation = ? "
+                                            "order by generation_id", (key,)):
+        weight = 2 if (double_first and n == 0) else 1
         n += 1
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         for name, value in json.loads(metrics or "{}").items():
-            sums[name] = sums.get(name, 0.0) + float(value)
-    means = {name: total / n for name, total in sums.items()} if n else {}
-    if n and "accuracy" in means:
-        # errors carry no metrics; accuracy is over every item, so an error counts as not correct
-        means["accuracy"] = outcomes.get("correct", 0) / n
+            sums[name] = sums.get(name, 0.0) + weight * float(value)
+            counts[name] = counts.get(name, 0) + weight
+    means = {name: total / counts[name] for name, total in sums.items()}
     return EvaluationSummary(key=key, model_id=head[0], task=head[1], n=n, outcomes=outcomes, metrics=means,
-                             settings=json.loads(head[2] or "{}"), model_sha256=head[3])
+                             settings=settings, model_sha256=head[3])
 
 
 ITEM_COLUMNS = ("model_id", "model_sha256", "task", "evaluation", "item_id", "item_content_sha256", "outcome",

@@ -51,7 +51,7 @@ def load_mcq(path: Path) -> list[Item]:
     return items
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -77,7 +77,7 @@ def _load_file(path: Path) -> list[Item]:
 
 def _load_jsonl(path: Path) -> list[Item]:
     items = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -96,7 +96,7 @@ def _load_jsonl(path: Path) -> list[Item]:
 
 
 def _load_csv(path: Path) -> list[Item]:
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except csv.Error as exc:

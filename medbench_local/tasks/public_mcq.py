@@ -7,9 +7,9 @@ drop or reorder items; reading them as released keeps item ids and counts checka
 
 Prompting and scoring are those of the case challenges (our own wording, 0-shot, lettered options, answer
 prefix "The answer is", the extraction cascade, explicit unparseable/truncated outcomes): each task here is a
-``CaseChallengeTask`` with its own loader and prompt fields. PubMedQA adds one extraction stage: a reply that
-starts with the label word itself ("no", "Yes, ...") is read as that option, since "no" is too short for the
-fuzzy stage.
+``CaseChallengeTask`` with its own loader and prompt fields. PubMedQA replaces the fuzzy stage by a stricter
+one: a reply that starts with the label word itself ("no", "Yes, ...") is read as that option ("no" is too
+short for fuzzy matching, and one-word options would match inside other words).
 
 Item selection and ids (docs/tasks-public-mcq.md has the details):
 
@@ -36,7 +36,7 @@ from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
-from .mcq_data import LETTERS, MIN_OPTIONS, _read_text
+from .mcq_data import LETTERS, MIN_OPTIONS, read_text
 from .prompts import PromptTemplate
 
 MCQ_PROMPT = PromptTemplate(
@@ -116,7 +116,10 @@ class MedMCQATask(PublicMCQTask):
         return TaskData(load_medmcqa(path))
 
 
-_LABEL_WORD = re.compile(r"[\s:*_\"'`(\[\-]{0,8}(yes|no|maybe)\b", re.IGNORECASE)
+# A reply that opens with the label word (after decoration, and after "The answer is" when the template has no
+# answer prefix): "no.", " **Yes**, the abstract ...", ": maybe". A hedge ("yes or no", "yes/maybe") is not one.
+_LABEL_WORD = re.compile(r"[\s:*_\"'`(\[\-]{0,8}(?:the\s+answer\s+is\b[\s:*_\"'`(\[\-]{0,8})?(yes|no|maybe)\b"
+                         r"(?![\s*_\"'`)\]]*(?:(?:/|,|\bor\b|\band\b)\s*)+(?:yes|no|maybe)\b)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -129,23 +132,25 @@ class PubMedQATask(PublicMCQTask):
         return TaskData(load_pubmedqa(path))
 
     def score(self, item: Item, generation: Generation) -> Score:
-        """The case-challenge cascade, with one stage between lone_letter and fuzzy: a reply that starts with
-        a label word ("no", "Yes, ...") chooses that option."""
+        """The case-challenge cascade without its fuzzy stage, plus one stage after lone_letter: a reply that
+        starts with a label word ("no", "Yes, ...") chooses that option. Fuzzy matching is not used: "no" is
+        too short for it, and one-word options match inside unrelated words ("eyes")."""
         base = super().score(item, generation)
         if base.method in ("explicit", "lone_letter"):
             return base
+        gold = item.payload["answer"]
         match = _LABEL_WORD.match(generation.output)
         if match is None:
-            return base
-        word = match.group(1).lower()
-        letter = next(k for k, v in item.payload["options"].items() if v == word)
-        gold = item.payload["answer"]
+            outcome = "truncated" if generation.finish_reason == "length" else "unparseable"
+            detail = base.detail if base.method == "none" else "no answer found"
+            return Score(outcome, None, gold, "none", detail, {"accuracy": 0.0})
+        letter = next(k for k, v in item.payload["options"].items() if v == match.group(1).lower())
         correct = letter == gold
         return Score("correct" if correct else "wrong", letter, gold, "label_word",
                      f'reply starts with "{match.group(1)}"', {"accuracy": 1.0 if correct else 0.0})
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "extraction": "explicit>lone_letter>label_word>fuzzy(85,5)"}
+        return {**super().settings(), "extraction": "explicit>lone_letter>label_word"}
 
 
 TASKS = [
@@ -179,17 +184,17 @@ def _text(path: Path, line: int | None, record: dict[str, Any], name: str, where
     return value.strip()
 
 
-def _check_options(path: Path, line: int | None, options: dict[str, Any], field: str, where: str = "") -> dict[str, str]:
+def _check_options(path: Path, line: int | None, options: dict[str, Any], field: str) -> dict[str, str]:
     if len(options) < MIN_OPTIONS or len(options) > len(LETTERS):
-        raise DataError(path, f"{where}expected {MIN_OPTIONS}-{len(LETTERS)} options, got {len(options)}",
+        raise DataError(path, f"expected {MIN_OPTIONS}-{len(LETTERS)} options, got {len(options)}",
                         line=line, field=field)
     letters = list(options)
     if letters != list(LETTERS[: len(letters)]):
-        raise DataError(path, f"{where}option letters must run A, B, C, ... without gaps, got "
+        raise DataError(path, "option letters must run A, B, C, ... without gaps, got "
                         f"{', '.join(map(str, letters))}", line=line, field=field)
     for letter, text in options.items():
         if not isinstance(text, str) or not text.strip():
-            raise DataError(path, f"{where}option {letter} is empty or not text", line=line, field=field)
+            raise DataError(path, f"option {letter} is empty or not text", line=line, field=field)
     return {k: v.strip() for k, v in options.items()}
 
 
@@ -201,7 +206,7 @@ def _item(item_id: str, path: Path, line: int, question: str, options: dict[str,
 
 def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     records = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -280,10 +285,9 @@ def load_medqa(path: Path) -> list[Item]:
 
 
 def _json_object(path: Path, what: str) -> tuple[str, dict[str, Any]]:
-    """Parse a JSON file whose top level must be an object; duplicate top-level keys are an error (json.loads
-    would silently keep the last one)."""
-    text = _read_text(path)
-
+    """Parse a JSON file whose top level must be an object; duplicate keys are an error (json.loads would
+    silently keep the last one)."""
+    text = read_text(path)
     duplicates: list[str] = []
 
     def keep_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -302,25 +306,29 @@ def _json_object(path: Path, what: str) -> tuple[str, dict[str, Any]]:
         raise DataError(path, f"expected a JSON object of {what}, got {type(data).__name__}", line=1)
     if duplicates:
         key = duplicates[0]
-        matches = list(re.finditer(re.escape(json.dumps(key)) + r"\s*:", text))
-        line = text.count("\n", 0, matches[1].start()) + 1 if len(matches) > 1 else None
+        if key not in data:  # inside an item: its place cannot be told apart from the same key in other items
+            raise DataError(path, f"duplicate key '{key}' inside an item object", field=key)
+        starts = [m.start() for m in _STRING.finditer(text) if m.group(1) == key and _COLON.match(text, m.end())]
+        line = text.count("\n", 0, starts[1]) + 1 if len(starts) > 1 else None
         raise DataError(path, f"duplicate key '{key}'", line=line, field=key)
     if not data:
         raise DataError(path, f"no {what} (empty object)", line=1)
     return text, data
 
 
-_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')  # a JSON string token; scanning from the start stays aligned
+_COLON = re.compile(r"\s*:")
 
 
 def _key_lines(text: str) -> dict[str, int]:
     """Line of the first occurrence of every object key, in one pass (for error messages and item sources)."""
     lines: dict[str, int] = {}
     line, pos = 1, 0
-    for match in _KEY.finditer(text):
-        line += text.count("\n", pos, match.start())
-        pos = match.start()
-        lines.setdefault(match.group(1), line)
+    for match in _STRING.finditer(text):
+        if _COLON.match(text, match.end()):
+            line += text.count("\n", pos, match.start())
+            pos = match.start()
+            lines.setdefault(match.group(1), line)
     return lines
 
 
@@ -362,8 +370,10 @@ def load_pubmedqa(path: Path) -> list[Item]:
         record, line = data[pmid], lines.get(pmid, 1)
         where = f"PMID {pmid}: "
         if not isinstance(record, dict):
+            hint = " (a PMID -> label file like test_ground_truth.json? pass ori_pqal.json)" \
+                if isinstance(record, str) else ""
             raise DataError(path, f"{where}expected an object with QUESTION, CONTEXTS, final_decision, got "
-                            f"{type(record).__name__}", line=line, field=pmid)
+                            f"{type(record).__name__}{hint}", line=line, field=pmid)
         question = _text(path, line, record, "QUESTION", where)
         contexts = record.get("CONTEXTS")
         if not isinstance(contexts, list) or not contexts or \
@@ -430,7 +440,7 @@ def _load_mmlu_csv(path: Path) -> list[Item]:
         raise DataError(path, f"unsupported file type '{path.suffix}' (expected an MMLU .csv)")
     subject, split = _mmlu_name(path)
     prefix = subject if split == "test" else f"{subject}-{split}"
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
     items, row_number, line = [], 0, 1
     try:
         for row in reader:
@@ -454,7 +464,7 @@ def _load_mmlu_csv(path: Path) -> list[Item]:
                 raise DataError(path, f"'{record['answer']}' is not one of A, B, C, D", line=start, field="answer")
             items.append(_item(f"{prefix}-{row_number}", path, start, question, options, answer))
     except csv.Error as exc:
-        raise DataError(path, f"malformed CSV ({exc})", line=reader.line_num) from None
+        raise DataError(path, f"malformed CSV ({exc})", line=line) from None  # where the bad record starts
     if not items:
         raise DataError(path, "file holds no rows")
     return items
@@ -463,7 +473,7 @@ def _load_mmlu_csv(path: Path) -> list[Item]:
 # ---------------------------------------------------------------------------------------------------------
 # MedMCQA
 
-_CHOICE_LABEL = re.compile(r"([A-J])\.\s")
+_CHOICE_LABEL = re.compile(r"([A-J])\.(?:\s+|$)")
 
 
 def load_medmcqa(path: Path) -> list[Item]:

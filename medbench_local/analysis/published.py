@@ -1,0 +1,84 @@
+"""The study's published numbers, shipped with the package, and how they map onto our tasks and metrics.
+
+Sources (facts, cited): ``clue_june2024.csv`` = CLUE per-model results of June 2024 (dadaamin/CLUE-website,
+src/views/Dashboard.vue at 354cc30; values ×100), the numbers contemporaneous with Dorfner et al.;
+``case_challenges_abstract.csv`` = the four case-challenge accuracies quoted in the abstract of Dorfner et al.,
+JAMIA 2025;32(6):1015-1024, doi 10.1093/jamia/ocaf045. See ../shared/reference/paper.md §6 for provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from importlib import resources
+
+# Our models.toml ids -> the study's names (CLUE table name, abstract name).
+STUDY_NAMES: dict[str, tuple[str, str | None]] = {
+    "openbiollm-8b": ("Llama3-OpenBioLLM-8B", "OpenBioLLM-8B"),
+    "llama3-8b-instruct": ("Meta-Llama-3-8B-Instruct", "Llama-3-8B-Instruct"),
+    "openbiollm-70b": ("Llama3-OpenBioLLM-70B", "OpenBioLLM-70B"),
+    "llama3-70b-instruct": ("Meta-Llama-3-70B-Instruct", "Llama-3-70B-Instruct"),
+    "biomistral-7b": ("BioMistral-7B", None),
+    "mistral-7b-instruct-v0.1": ("Mistral-7B-Instruct-v0.1", None),
+    "meditron-7b": ("meditron-7b", None),
+    "llama2-7b": ("llama2-7b-hf", None),  # CLUE lists "llama2-7b" and "llama2-7b-hf"; -hf is the HF base [U]
+    "meditron-70b": ("meditron-70b", None),
+    "llama2-70b": ("Llama-2-70b", None),
+}
+
+# CLUE column -> (our task id, our metric key)
+CLUE_COLUMNS: dict[str, tuple[str, str]] = {
+    "mednli_acc": ("mednli", "accuracy"),
+    **{f"meqsum_{m}": ("meqsum", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1")},
+    **{f"probsum_{m}": ("problem_summary", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")},
+    **{f"medisumqa_{m}": ("medisumqa", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")},
+    "medisumcode_em_f1": ("medisumcode", "em_f1"),
+    "medisumcode_ap_f1": ("medisumcode", "ap_f1"),
+    "medisumcode_valid_codes": ("medisumcode", "valid_ratio"),
+    "longhealth_task1_acc": ("longhealth", "task1"),
+    "longhealth_task2_acc": ("longhealth", "task2"),
+    "longhealth_task3_acc": ("longhealth", "task3"),
+}
+CASE_CHALLENGE_TASKS = {"NEJM": "nejm", "JAMA": "jama"}
+
+
+@dataclass(frozen=True)
+class PublishedValue:
+    study_name: str
+    task: str
+    metric: str
+    value: float  # ×100, as published
+    source: str
+
+
+def _read(name: str) -> list[dict[str, str]]:
+    text = resources.files("medbench_local.data").joinpath(name).read_text(encoding="utf-8")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def published_values() -> list[PublishedValue]:
+    values = []
+    for row in _read("clue_june2024.csv"):
+        for column, (task, metric) in CLUE_COLUMNS.items():
+            if row.get(column):
+                values.append(PublishedValue(row["model"], task, metric, float(row[column]), "CLUE June 2024"))
+    for row in _read("case_challenges_abstract.csv"):
+        values.append(PublishedValue(row["model"], CASE_CHALLENGE_TASKS[row["benchmark"]], "accuracy",
+                                     float(row["accuracy_percent"]), row["source"]))
+    return values
+
+
+def lookup(model_id: str, aliases: dict[str, str] | None = None) -> dict[tuple[str, str], PublishedValue]:
+    """Published values of one of our models, keyed by (task, metric). ``aliases`` maps extra model ids to a
+    study name (CLUE or abstract spelling) for users whose models.toml names differ."""
+    names = set()
+    if aliases and model_id in aliases:
+        names.add(aliases[model_id])
+    clue, abstract = STUDY_NAMES.get(model_id, (None, None))
+    names |= {n for n in (clue, abstract) if n}
+    if aliases and model_id in aliases:  # an alias of a CLUE name also brings the abstract name, and back
+        for clue_name, abstract_name in STUDY_NAMES.values():
+            if aliases[model_id] in (clue_name, abstract_name):
+                names |= {n for n in (clue_name, abstract_name) if n}
+    return {(v.task, v.metric): v for v in published_values() if v.study_name in names}

@@ -1,0 +1,75 @@
+"""reproduce: published numbers ship with the package and line up with ours; the reference's aggregation
+quirk is reproduced only on request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medbench_local.analysis.published import lookup, published_values
+from medbench_local.engine.base import Generation, ModelInfo
+from medbench_local.store import open_database, writer
+from medbench_local.store.queries import summarize_evaluation
+from medbench_local.tasks.base import Item, Score
+
+from .conftest import SHARED_DATA, invoke, rows
+
+
+def test_published_numbers_are_shipped_and_mapped() -> None:
+    llama = lookup("llama3-8b-instruct")
+    assert llama[("mednli", "accuracy")].value == 74.08 and llama[("nejm", "accuracy")].value == 64.3
+    assert lookup("openbiollm-8b")[("longhealth", "task3")].value == 1.55  # the hallucination probe
+    assert lookup("openbiollm-70b")[("jama", "accuracy")].value == 66.4
+    assert lookup("mine", {"mine": "BioMistral-7B"})[("meqsum", "rougeL")].value == 25.89
+    assert len({v.study_name for v in published_values()}) == 26 + 4
+
+
+def test_shipped_copy_matches_the_reference_files() -> None:
+    reference = SHARED_DATA.parent / "reference"
+    if not reference.exists():
+        pytest.skip("../shared is absent")
+    import medbench_local
+
+    shipped = Path(medbench_local.__file__).parent / "data"
+    for name in ("clue_june2024.csv", "case_challenges_abstract.csv"):
+        assert (shipped / name).read_text() == (reference / name).read_text()
+
+
+@pytest.mark.e2e
+def test_reproduce_table_on_the_demo_with_aliases(demo_db: Path) -> None:
+    args = ["reproduce", "--db", str(demo_db), "--resamples", "300", "--as",
+            "smollm2-135m-instruct=Llama3-OpenBioLLM-8B", "--as", "gemma3-270m=Meta-Llama-3-8B-Instruct"]
+    data = json.loads(invoke(*args, "--json").output)
+    values = {(v["model"], v["task"]): v for v in data["values"]}
+    assert set(values) == {("smollm2-135m-instruct", "nejm"), ("gemma3-270m", "nejm")}  # no JAMA for 8B
+    bio = values[("smollm2-135m-instruct", "nejm")]
+    (correct,), = rows(demo_db, "select sum(s.outcome = 'correct') from scores s join evaluations e "
+                                "on e.key = s.evaluation where e.model_id = 'smollm2-135m-instruct' "
+                                "and e.task = 'nejm'")
+    assert bio["published"] == 30.0 and bio["ours"] == pytest.approx(10 * correct)
+    assert bio["difference"] == pytest.approx(bio["ours"] - 30.0)
+    (finding,) = data["findings"]
+    assert finding["pair"] == "demo" and finding["task"] == "nejm"
+    assert finding["published_delta"] == pytest.approx(30.0 - 64.3)
+    assert finding["verdict"] in ("reproduced", "same direction, not significant", "not reproduced")
+    if finding["our_delta"] > 0:
+        assert finding["verdict"] == "not reproduced"
+    assert "Ours vs published" in invoke(*args).output
+    assert "No results of the study's models" in invoke("reproduce", "--db", str(demo_db)).output
+
+
+def test_reference_quirk_double_counts_the_first_item_only_when_asked(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "r.db")
+    writer.start_run(db, "run", {"command": [], "packages": {}, "settings": {}})
+    info = ModelInfo("m", "/m.gguf", "c" * 64, 1, "base", None, None)
+    writer.record_model(db, info)
+    for key, quirks in (("plain", False), ("quirky", True)):
+        writer.record_evaluation(db, key, info, "general", "mednli", {"task": {"reference_quirks": quirks}}, "run")
+        for n, value in enumerate((1.0, 0.0, 0.0, 0.0)):
+            writer.record_item(db, evaluation=key, run_id="run", task="mednli", item=Item(f"i{n}", {"n": n}),
+                               generation=Generation("p", "o", 1, 0, 1, "stop", 0.1),
+                               score=Score("correct" if value else "wrong", metrics={"accuracy": value}))
+    assert summarize_evaluation(db, "plain").metrics["accuracy"] == pytest.approx(1 / 4)
+    assert summarize_evaluation(db, "quirky").metrics["accuracy"] == pytest.approx(2 / 5)
