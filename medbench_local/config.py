@@ -76,6 +76,11 @@ class ModelSpec:
     sha256: str | None = None
     n_ctx: int = 4096
     n_gpu_layers: int | None = None
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] | None = None
+    flash_attn: bool = False
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
     chat_template: str | None = None
     stop: tuple[str, ...] = ()
     description: str = ""
@@ -111,8 +116,10 @@ class Config:
         return self.pairs[name]
 
 
+KV_CACHE_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 _MODEL_KEYS = {
-    "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers",
+    "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers", "main_gpu",
+    "tensor_split", "flash_attn", "cache_type_k", "cache_type_v",
     "chat_template", "prompt_mode", "stop", "description", "licence", "upstream", "note",
 }
 _INFO_KEYS = ("licence", "upstream", "note")
@@ -249,6 +256,21 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise fail("stop", f"expected a list of non-empty strings, got {stop!r}")
     n_ctx = get_int("n_ctx", 128)
+    split = body.get("tensor_split")
+    if split is not None and (not isinstance(split, list) or not split
+                              or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
+                                         for x in split)):
+        raise fail("tensor_split", f"expected a list of non-negative numbers (one per GPU), got {split!r}")
+    flash = body.get("flash_attn", False)
+    if not isinstance(flash, bool):
+        raise fail("flash_attn", f"expected true or false, got {flash!r}")
+    cache_types = {}
+    for key in ("cache_type_k", "cache_type_v"):
+        value = get_str(key)
+        if value is not None and value.lower() not in KV_CACHE_TYPES:
+            raise fail(key, f"expected one of {', '.join(KV_CACHE_TYPES)}, got {value!r}")
+        cache_types[key] = value.lower() if value else None
+    main_gpu = get_int("main_gpu", 0)
     return ModelSpec(
         id=mid,
         role=role,  # type: ignore[arg-type]
@@ -257,6 +279,10 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
         sha256=sha.lower() if sha else None,
         n_ctx=n_ctx if n_ctx is not None else 4096,
         n_gpu_layers=get_int("n_gpu_layers", -1),
+        main_gpu=main_gpu or 0,
+        tensor_split=tuple(float(x) for x in split) if split else None,
+        flash_attn=flash,
+        **cache_types,
         chat_template=get_str("chat_template"),
         stop=tuple(stop),
         description=get_str("description") or "",

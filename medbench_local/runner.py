@@ -28,16 +28,19 @@ import sqlite_utils
 
 from . import __version__
 from .config import Config, ModelSpec
+from .errors import ModelFileError
 from .engine.base import Engine, GenerateRequest
-from .engine.llama import LlamaEngine
+from .engine.llama import LlamaEngine, require_gpu_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
 from .modelfiles.hashing import sha256_file
+from .modelfiles.lock import lock_path, read_lock, stale_reason
 from .modelfiles.resolve import require
 from .store import writer
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
 
-RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2")
+RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
+                     "rouge-score", "simple-icd-10-cm", "numpy", "torch", "transformers", "scispacy")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class RunOptions:
     limit: int | None = None
     retry_errors: bool = False
     store_inputs: bool = True
+    allow_cpu: bool = False
     command: list[str] = field(default_factory=list)
 
 
@@ -138,12 +142,22 @@ def data_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def locate_models(models: list[ModelRole]) -> dict[str, Path]:
-    """Resolve and check every model file now, so a missing or broken file fails before any work."""
+def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Config | None = None
+                  ) -> dict[str, Path]:
+    """Resolve and check every model file (against models.toml's sha256 and models.lock, and the GPU build
+    when a model asks for the GPU) now, so a missing, changed or broken file fails before any work."""
+    locked = read_lock(lock_path(config)) if config is not None else {}
     paths = {}
     for entry in models:
         path = require(entry.spec)
-        check_model_file(entry.spec, path)
+        sha256, _ = check_model_file(entry.spec, path)
+        lock = locked.get(entry.spec.id)
+        if lock and stale_reason(lock, entry.spec, config.path.parent) is None \
+                and lock["sha256"] != sha256:  # type: ignore[union-attr]
+            raise ModelFileError(f"model '{entry.spec.id}': {path} has SHA-256 {sha256[:12]}…, but models.lock "
+                                 f"records {lock['sha256'][:12]}…; the file changed since it was locked (run "
+                                 "'medbench-local models verify', or 'models pull --update' to accept it)")
+        require_gpu_build(entry.spec, allow_cpu)
         paths[entry.spec.id] = path
     return paths
 
@@ -215,7 +229,8 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
 
 
 def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
-    return LlamaEngine(spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch)
+    return LlamaEngine(spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch,
+                       allow_cpu=options.allow_cpu)
 
 
 def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
@@ -229,7 +244,8 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
                          "data_sha256": loaded.data_sha256}
         key = evaluation_key(identity, task_settings)
         writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
-                                 {"engine": engine.settings, "task": task_settings, "identity": identity},
+                                 {"engine": engine.settings, "task": task_settings, "identity": identity,
+                                  "load": getattr(engine, "load", {})},
                                  summary.run_id)
         if options.retry_errors:
             writer.forget_errors(db, key)

@@ -81,3 +81,61 @@ def test_chat_mode_without_template_is_refused(tmp_path: Path) -> None:
                     str(tmp_path / "r.db"), expect=1)
     assert "has no chat template" in result.output
     assert not (tmp_path / "r.db").exists()
+
+
+def test_gpu_configured_model_on_a_cpu_only_build_is_refused_unless_allowed(tmp_path: Path,
+                                                                            smollm2_path: Path) -> None:
+    from medbench_local.engine.runtime import build_info
+
+    if build_info()["gpu_offload"]:
+        pytest.skip("this llama-cpp-python build can offload to a GPU")
+    config = _config(tmp_path, f'[models.g]\nrole = "general"\npath = "{smollm2_path}"\nn_ctx = 512\n'
+                               'n_gpu_layers = -1\nflash_attn = true\ncache_type_k = "q8_0"\n')
+    db = tmp_path / "r.db"
+    args = ["run", "--config", str(config), "--model", "g", "--task", "jama", "--limit", "1", "--db", str(db)]
+    refused = invoke(*args, expect=1)
+    assert "configured for the GPU" in refused.output and "--allow-cpu" in refused.output
+    assert not db.exists()
+    invoke(*args, "--allow-cpu")
+    (settings,), = rows(db, "select settings from evaluations")
+    recorded = json.loads(settings)
+    assert recorded["engine"]["n_gpu_layers"] == 0 and recorded["engine"]["flash_attn"] is True
+    assert recorded["engine"]["cache_type_k"] == "q8_0"
+    assert recorded["load"]["offloaded_layers"].startswith("0")
+
+
+def test_load_report_reads_what_llama_cpp_did() -> None:
+    from medbench_local.engine.llama import load_report
+
+    log = ("load_tensors: offloading 32 repeating layers to GPU\nload_tensors: offloaded 33/33 layers to GPU\n"
+           "load_tensors:        CUDA0 model buffer size =  4403.49 MiB\n"
+           "load_tensors:   CPU_Mapped model buffer size =   281.81 MiB\n")
+    assert load_report(log) == {"offloaded_layers": "33/33",
+                                "weights_mib_by_buffer": {"CUDA0": 4403.49, "CPU_Mapped": 281.81}}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("tensor_split = [1, -1]", "non-negative numbers"),
+    ('flash_attn = "yes"', "true or false"),
+    ('cache_type_v = "q3"', "q8_0"),
+    ("main_gpu = -2", "integer >= 0"),
+])
+def test_gpu_settings_are_validated(tmp_path: Path, line: str, message: str) -> None:
+    from medbench_local.errors import ConfigError
+
+    path = _config(tmp_path, f'[models.g]\nrole = "general"\npath = "x.gguf"\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_file_that_differs_from_models_lock_is_refused(tmp_path: Path, smollm2_path: Path) -> None:
+    from medbench_local.modelfiles.lock import LOCK_FORMAT, LOCK_VERSION
+
+    config = _config(tmp_path, f'[models.m]\nrole = "general"\npath = "{smollm2_path}"\nn_ctx = 512\n')
+    entry = {"source": "path", "path": str(smollm2_path), "sha256": "0" * 64, "size": smollm2_path.stat().st_size}
+    (tmp_path / "models.lock").write_text(json.dumps({"format": LOCK_FORMAT, "version": LOCK_VERSION,
+                                                      "models": {"m": entry}}))
+    db = tmp_path / "r.db"
+    result = invoke("run", "--config", str(config), "--model", "m", "--task", "jama", "--limit", "1",
+                    "--db", str(db), expect=1)
+    assert "models.lock records 000000000000" in result.output and not db.exists()

@@ -1,18 +1,26 @@
-"""``medbench-local models``: what models.toml defines and what each entry resolves to on this machine."""
+"""``medbench-local models``: what models.toml defines and what each entry resolves to on this machine
+(``list``), fetching and locking the files (``pull``), and checking them against the lock (``verify``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from ..modelfiles.resolve import resolve
-from .common import config_option, read_config, stdout
+from ..airgap import select_models
+from ..config import ModelSpec
+from ..errors import UserError
+from ..modelfiles.hashing import cached_sha256
+from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, stale_reason, write_lock
+from ..modelfiles.pull import hub_cache_dir, hub_offline, pull_model
+from ..modelfiles.resolve import require, resolve
+from .common import config_option, read_config, stderr, stdout
 
 
 @click.group("models")
 def models_group() -> None:
-    """Inspect the models and pairs defined in models.toml."""
+    """Inspect the models and pairs in models.toml; pull them into models.lock and verify them."""
 
 
 @models_group.command("list")
@@ -44,3 +52,144 @@ def list_models(config_path: Path) -> None:
     for pair in config.pairs.values():
         stdout.print(f"  [bold]{pair.name}[/bold]: {pair.biomedical} vs {pair.general}"
                      + (f"  [dim]{pair.description}[/dim]" if pair.description else ""))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n:,} bytes"
+
+
+def _hash_with_status(path: Path) -> str:
+    with stderr.status(f"SHA-256 of {path.name} ({_size(path.stat().st_size)}) …"):
+        return cached_sha256(path)
+
+
+@models_group.command("pull")
+@click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
+@click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")
+@click.option("--all", "all_models", is_flag=True, help="Every model in models.toml.")
+@click.option("--update", is_flag=True,
+              help="Re-resolve revisions that are branches and accept files whose hash differs from models.lock "
+                   "(rewrites their entries). Without it, pull reproduces exactly what models.lock records.")
+@config_option
+@click.pass_context
+def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str, ...], all_models: bool,
+                update: bool, config_path: Path) -> None:
+    """Download models into the Hugging Face cache and record their exact bytes in models.lock.
+
+    Hugging Face sources are fetched with huggingface-hub at the revision pinned in models.toml (or at the
+    commit models.lock already records) into the standard HF cache (HF_HOME / HF_HUB_CACHE). Package and
+    local sources are only hashed. For each model, models.lock (JSON, beside models.toml) records repository,
+    file, requested revision, resolved commit, SHA-256 and size; commit it with models.toml so that another
+    machine pulls byte-identical files. With HF_HUB_OFFLINE=1 nothing is downloaded: files already in the
+    cache are hashed and locked. 'run' never downloads.
+
+    \b
+    Examples:
+      medbench-local models pull --pair openbiollm-8b
+      medbench-local models pull smollm2-135m-instruct gemma3-270m
+      HF_TOKEN=hf_... medbench-local models pull llama3-8b-instruct     # gated upstream licence
+    """
+    config = read_config(config_path)
+    specs = list(config.models.values()) if all_models else select_models(config, pairs, model_ids)
+    target = lock_path(config)
+    entries = read_lock(target)
+    if hub_offline():
+        stderr.print("[yellow]HF_HUB_OFFLINE is set:[/yellow] nothing will be downloaded; files already in the "
+                     f"Hugging Face cache ({hub_cache_dir()}) are hashed and locked.")
+    failures: list[str] = []
+    for spec in specs:
+        stderr.print(f"[bold]{spec.id}[/bold]: {spec.source.describe()}", soft_wrap=True)
+        try:
+            pulled = pull_model(spec, config.path.parent, entries.get(spec.id), update=update,
+                                hasher=_hash_with_status)
+        except UserError as exc:
+            stdout.print(f"[red]✗[/red] {exc}", soft_wrap=True)
+            failures.append(spec.id)
+            continue
+        entries[spec.id] = pulled.entry
+        write_lock(target, {k: v for k, v in entries.items() if k in config.models})
+        commit = f", commit {pulled.entry['commit'][:12]}" if pulled.entry.get("commit") else ""
+        stdout.print(f"[green]✓[/green] {spec.id}: {pulled.action} ({_size(pulled.entry['size'])}{commit}), "
+                     f"sha256 {pulled.entry['sha256']}", soft_wrap=True)
+        stdout.print(f"  [dim]{pulled.path}[/dim]", soft_wrap=True)
+    done = len(specs) - len(failures)
+    stdout.print(f"{done} of {len(specs)} models locked in {target}" if done else "Nothing was locked.")
+    if failures:
+        stdout.print(f"[red]Failed:[/red] {', '.join(failures)}")
+        ctx.exit(1)
+
+
+@models_group.command("verify")
+@click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
+@click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")
+@click.option("--cached", is_flag=True,
+              help="Trust the hash cache (path, size, mtime) instead of re-reading every byte. Quick, but blind "
+                   "to corruption that keeps size and modification time (bit rot, a bad copy).")
+@config_option
+@click.pass_context
+def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str, ...], cached: bool,
+                  config_path: Path) -> None:
+    """Re-hash model files and compare them with models.lock; exit code 1 on any mismatch.
+
+    By default every byte is read again (the cache that speeds up 'run' is bypassed), because the point is to
+    detect corruption. Without MODEL or --pair, every model that models.lock records is checked.
+
+    \b
+    Examples:
+      medbench-local models verify
+      medbench-local models verify --pair openbiollm-8b
+    """
+    config = read_config(config_path)
+    entries = read_lock(lock_path(config))
+    if model_ids or pairs:
+        specs = select_models(config, pairs, model_ids)
+    else:
+        specs = [spec for mid, spec in config.models.items() if mid in entries]
+        if not specs:
+            raise UserError(f"{lock_path(config)}: no locked models to verify; run 'medbench-local models pull' "
+                            "first (or import a bundle)")
+    failures: list[str] = []
+    for spec in specs:
+        problem = _verify_one(spec, entries.get(spec.id), config.path.parent, cached)
+        if problem:
+            failures.append(spec.id)
+            stdout.print(f"[red]✗[/red] {spec.id}: {problem}", soft_wrap=True)
+    ok = len(specs) - len(failures)
+    how = "hash cache" if cached else "full re-hash"
+    if failures:
+        stdout.print(f"[red]{len(failures)} of {len(specs)} models do not match models.lock[/red] ({how}): "
+                     f"{', '.join(failures)}")
+        ctx.exit(1)
+    stdout.print(f"[green]All {ok} models match models.lock[/green] ({how}).")
+
+
+def _verify_one(spec: ModelSpec, entry: LockEntry | None, config_dir: Path, cached: bool) -> str | None:
+    if entry is None:
+        return "not in models.lock; run 'medbench-local models pull " + spec.id + "'"
+    stale = stale_reason(entry, spec, config_dir)
+    if stale:
+        return f"{stale}; run 'medbench-local models pull {spec.id}'"
+    try:
+        path = require(spec)
+    except UserError as exc:
+        return str(exc)
+    size = path.stat().st_size
+    if size != entry["size"]:
+        return (f"{path} has {size:,} bytes but models.lock says {entry['size']:,}: the file is truncated or was "
+                "replaced; pull it again (or re-import the bundle)")
+    if cached:
+        digest = cached_sha256(path)
+    else:
+        with Progress(TextColumn(f"[bold]{spec.id}[/bold]"), BarColumn(bar_width=30), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, transient=True,
+                      disable=not stderr.is_terminal) as progress:
+            bar = progress.add_task("hash", total=size)
+            digest = hash_file(path, lambda n: progress.update(bar, advance=n))
+    if digest != entry["sha256"]:
+        return (f"SHA-256 mismatch: {path} has {digest}, models.lock has {entry['sha256']}: the file is corrupted "
+                "or was replaced; pull it again (or re-import the bundle)")
+    if spec.sha256 and digest != spec.sha256:
+        return f"SHA-256 {digest} matches models.lock but not the sha256 pinned in models.toml ({spec.sha256})"
+    stdout.print(f"[green]✓[/green] {spec.id}: sha256 {digest[:16]}… matches models.lock ({_size(size)})",
+                 soft_wrap=True)
+    return None

@@ -121,6 +121,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--reference-quirks", is_flag=True,
               help="Reproduce known quirks of the CLUE reference code (see README) instead of the correct "
                    "behaviour, to match the published numbers exactly.")
+@click.option("--allow-cpu", is_flag=True,
+              help="Run models configured for the GPU on a CPU-only llama.cpp build (normally refused).")
 @click.option("--store-inputs/--no-store-inputs", default=True, show_default=True,
               help="With --no-store-inputs, case texts and rendered prompts are stored as SHA-256 only "
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
@@ -128,7 +130,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | None, seed: int, threads: int | None,
                 batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
-                store_inputs: bool, config_path: Path) -> None:
+                allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
@@ -153,14 +155,15 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
             task = replace(task, reference_quirks=True)  # type: ignore[type-var]
         task_paths.append((task, path))
     tasks = load_tasks(task_paths, limit)
-    paths = locate_models(models)
+    paths = locate_models(models, allow_cpu, config)
 
     db = open_database(db_path)
     for name in pairs:
         pair = config.pair(name)
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit,
-                         retry_errors=retry_errors, store_inputs=store_inputs, command=sys.argv[:])
+                         retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu,
+                         command=sys.argv[:])
     reporter = ProgressReporter()
     try:
         summary = execute(db, config, models, tasks, paths, options, reporter)

@@ -9,11 +9,13 @@ item's output never depends on which item ran before it (a resumed run must equa
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -28,44 +30,97 @@ from .runtime import build_info, default_gpu_layers
 DEFAULT_SEED = 1234
 
 
-def engine_settings(spec: ModelSpec, *, seed: int, n_threads: int | None, n_batch: int) -> dict[str, Any]:
+def engine_settings(spec: ModelSpec, *, seed: int, n_threads: int | None, n_batch: int,
+                    allow_cpu: bool = False) -> dict[str, Any]:
     """Every knob that can change outputs, in one dict that becomes part of the evaluation identity."""
+    n_gpu_layers = default_gpu_layers(spec.n_gpu_layers)
+    if allow_cpu and not build_info()["gpu_offload"]:
+        n_gpu_layers = 0  # --allow-cpu on a CPU-only build: run there, and record that it did
     return {
         "n_ctx": spec.n_ctx,
         "n_batch": n_batch,
-        "n_gpu_layers": default_gpu_layers(spec.n_gpu_layers),
+        "n_gpu_layers": n_gpu_layers,
+        "main_gpu": spec.main_gpu,
+        "tensor_split": list(spec.tensor_split) if spec.tensor_split else None,
+        "flash_attn": spec.flash_attn,
+        "cache_type_k": spec.cache_type_k or "f16",
+        "cache_type_v": spec.cache_type_v or "f16",
         "seed": seed,
         "temperature": 0.0,
         "sampler": "greedy",
         "n_threads": n_threads or os.cpu_count() or 1,
         "kv_reset_per_item": True,
-        "flash_attn": False,
         "prompt_mode": spec.prompt_mode,
         "model_stop": list(spec.stop),
     }
+
+
+def require_gpu_build(spec: ModelSpec, allow_cpu: bool) -> None:
+    """Refuse to silently run a model configured for the GPU on a CPU-only llama.cpp build.
+
+    Why: llama-cpp-python installs fall back to CPU without a word when the CUDA/Metal build fails; a 70B
+    evaluation would then take days, and its timings would be reported as GPU numbers.
+    """
+    if allow_cpu or build_info()["gpu_offload"]:
+        return
+    asked = spec.n_gpu_layers not in (None, 0) or spec.tensor_split or spec.main_gpu
+    if asked:
+        raise UserError(
+            f"model '{spec.id}' is configured for the GPU (n_gpu_layers = {spec.n_gpu_layers}), but this "
+            "llama-cpp-python build cannot offload (CPU only). Reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\" "
+            "(or -DGGML_METAL=on), see the README, or pass --allow-cpu to run on the CPU anyway")
+
+
+_KV_TYPES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "bf16": "GGML_TYPE_BF16", "q8_0": "GGML_TYPE_Q8_0",
+             "q5_1": "GGML_TYPE_Q5_1", "q5_0": "GGML_TYPE_Q5_0", "q4_1": "GGML_TYPE_Q4_1", "q4_0": "GGML_TYPE_Q4_0",
+             "iq4_nl": "GGML_TYPE_IQ4_NL"}
+_OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+_BUFFER = re.compile(r"(\S+) model buffer size =\s*([\d.]+) MiB")
+
+
+def load_report(log: str) -> dict[str, Any]:
+    """What llama.cpp says it actually did at load time: layers offloaded and where the weights live."""
+    offloaded = _OFFLOADED.search(log)
+    buffers: dict[str, float] = {}
+    for name, size in _BUFFER.findall(log):
+        buffers[name] = buffers.get(name, 0.0) + float(size)
+    return {"offloaded_layers": f"{offloaded.group(1)}/{offloaded.group(2)}" if offloaded else "0 (no GPU offload)",
+            "weights_mib_by_buffer": buffers}
 
 
 class LlamaEngine:
     """One loaded model. Construct once per model per run; call ``close()`` to free memory."""
 
     def __init__(self, spec: ModelSpec, path: Path, *, seed: int = DEFAULT_SEED, n_threads: int | None = None,
-                 n_batch: int = 512):
+                 n_batch: int = 512, allow_cpu: bool = False):
         sha256, metadata = check_model_file(spec, path)  # clear errors before llama.cpp sees the file
+        require_gpu_build(spec, allow_cpu)
         template = spec.chat_template or metadata.get("tokenizer.chat_template")
-        self.settings = engine_settings(spec, seed=seed, n_threads=n_threads, n_batch=n_batch)
+        self.settings = engine_settings(spec, seed=seed, n_threads=n_threads, n_batch=n_batch, allow_cpu=allow_cpu)
         import llama_cpp
 
+        kv_types = {f"type_{k[-1]}": getattr(llama_cpp, _KV_TYPES[self.settings[k]])
+                    for k in ("cache_type_k", "cache_type_v") if self.settings[k] != "f16"}
         try:
-            with captured_stderr() as log:  # llama.cpp's load-time chatter would break the progress display
+            # verbose=True only inside the capture: we keep llama.cpp's load log (layers offloaded, buffers)
+            # for the record and for error messages, and nothing reaches the terminal
+            with captured_stderr() as log:
                 self._llm = llama_cpp.Llama(
                     model_path=str(path), n_ctx=spec.n_ctx, n_batch=n_batch,
-                    n_gpu_layers=self.settings["n_gpu_layers"], seed=seed, n_threads=self.settings["n_threads"],
-                    verbose=False, logits_all=False,
+                    n_gpu_layers=self.settings["n_gpu_layers"], main_gpu=spec.main_gpu,
+                    tensor_split=list(spec.tensor_split) if spec.tensor_split else None,
+                    flash_attn=spec.flash_attn, seed=seed, n_threads=self.settings["n_threads"],
+                    verbose=True, logits_all=False, **kv_types,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             detail = log.last_line()
             raise ModelFileError(f"model '{spec.id}': llama.cpp could not load {path} ({exc}"
                                  + (f"; llama.cpp says: {detail}" if detail else "") + ")") from None
+        self._llm.verbose = False  # no per-call timing printouts
+        from llama_cpp import _logger
+
+        _logger.set_verbose(False)
+        self.load = load_report(log.text)
         vocab = self._llm._model
         self._bos = self._llm.token_bos()
         self._add_bos = bool(vocab.add_bos_token()) and self._bos != -1
@@ -170,12 +225,14 @@ def captured_stderr() -> Iterator[_Captured]:
     except OSError:  # no usable fd 2 (unusual embedding): just run
         yield captured
         return
+    python_side = io.StringIO()  # llama-cpp-python's log callback prints to sys.stderr, which may be a wrapper
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            yield captured
+            with redirect_stderr(python_side):
+                yield captured
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
-            captured.text = sink.read().decode("utf-8", errors="replace")
+            captured.text = sink.read().decode("utf-8", errors="replace") + python_side.getvalue()

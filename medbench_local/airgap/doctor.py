@@ -1,0 +1,421 @@
+"""``doctor``: a preflight checklist for a machine that is about to run an evaluation, typically air-gapped.
+
+Everything a run needs is checked without running inference: the config loads; every model file is present,
+matches models.lock (or the sha256 pinned in models.toml), has a readable GGUF header and a usable chat template;
+its context and an *estimate* of the memory it needs fit this machine; GPU offload exists when models.toml asks
+for GPU layers; task data loads; optional metric assets are present. With ``offline`` the whole dry run happens
+under a network guard (netguard.py) that refuses and records any network access, so a clean report proves that
+the run's preparation needs no network. ``load`` additionally loads each model with llama.cpp and generates one
+token (slow for big models; it proves the llama.cpp build supports the architecture).
+
+Nothing is written to the results database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, ModelSpec, load_config
+from ..errors import UserError
+from ..modelfiles.lock import LOCK_NAME, LockEntry, read_lock, stale_reason
+from .netguard import NetworkGuard
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+GiB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str   # ok | warn | fail
+    subject: str  # what was checked: "config", "model smollm2-135m-instruct", "task jama", ...
+    message: str
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, status: str, subject: str, message: str) -> None:
+        self.checks.append(Check(status, subject, message))
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.checks if c.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count(FAIL) == 0
+
+
+# --------------------------------------------------------------------------------------------- machine facts
+
+
+def mem_available() -> int | None:
+    """Bytes of RAM available to new processes (Linux MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # other Unixes: free physical pages (an underestimate, caches not counted)
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpu_memory() -> list[tuple[str, int, int]] | None:
+    """(name, free bytes, total bytes) per NVIDIA GPU from nvidia-smi; None when nvidia-smi is absent or fails."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    gpus = []
+    for line in out.strip().splitlines():
+        try:
+            name, free, total = (part.strip() for part in line.rsplit(",", 2))
+            gpus.append((name, int(float(free)) * 1024 * 1024, int(float(total)) * 1024 * 1024))
+        except ValueError:
+            continue
+    return gpus or None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int | None
+    n_layers: int | None
+    n_embd_kv: int | None
+
+    @property
+    def total(self) -> int:
+        return self.weights + (self.kv_cache or 0)
+
+
+def estimate_memory(metadata: dict[str, Any], n_ctx: int, file_size: int) -> MemoryEstimate:
+    """Weights ≈ file size; KV cache ≈ 2 (K and V) × n_layers × n_ctx × n_embd_kv × 2 bytes (f16 cache).
+
+    n_embd_kv = head_count_kv × head dimension (key_length, else embedding_length / head_count): grouped-query
+    attention shrinks it. An estimate: compute buffers (a few hundred MB) and sliding-window savings are ignored.
+    """
+    arch = metadata.get("general.architecture")
+
+    def number(key: str) -> int | None:
+        value = metadata.get(f"{arch}.{key}")
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    layers, embd, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
+    heads_kv = number("attention.head_count_kv") or heads
+    head_dim = number("attention.key_length") or (embd // heads if embd and heads else None)
+    head_dim_v = number("attention.value_length") or head_dim
+    if not (layers and heads_kv and head_dim and head_dim_v):
+        return MemoryEstimate(file_size, None, layers, None)
+    n_embd_kv = heads_kv * head_dim
+    kv = layers * n_ctx * heads_kv * (head_dim + head_dim_v) * 2
+    return MemoryEstimate(file_size, kv, layers, n_embd_kv)
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:,.2f} GiB" if n >= GiB / 10 else f"{n / 1024 ** 2:,.0f} MiB"
+
+
+# --------------------------------------------------------------------------------------------- the checks
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 for the duration (environment and an already imported huggingface_hub)."""
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    saved_constant = getattr(constants, "HF_HUB_OFFLINE", None)
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = saved_constant  # type: ignore[attr-defined]
+
+
+def run_doctor(config_path: Path, *, pairs: tuple[str, ...] = (), model_ids: tuple[str, ...] = (),
+               tasks: list[tuple[str, Path | None]] | None = None, assets: tuple[Path, ...] = (),
+               offline: bool = False, load: bool = False) -> Report:
+    """Run every check and return the report (never raises for a failed check)."""
+    report = Report()
+    if not offline:
+        _checks(report, config_path, pairs, model_ids, tasks or [], assets, load)
+        report.add(WARN, "network", "not checked: add --offline to run these checks under a network guard")
+        return report
+    with _hub_offline(), NetworkGuard() as guard:
+        try:
+            _checks(report, config_path, pairs, model_ids, tasks or [], assets, load)
+        except OSError as exc:  # a blocked connection surfaced as an error somewhere unexpected
+            report.add(FAIL, "doctor", f"stopped: {exc}")
+    if guard.clean:
+        report.add(OK, "network", "no network access was attempted during these checks (offline guard on "
+                                  "socket connect/bind/send and name lookups; HF_HUB_OFFLINE=1)")
+    else:
+        shown = "; ".join(guard.attempts[:3]) + (f"; … {len(guard.attempts) - 3} more" if len(guard.attempts) > 3
+                                                 else "")
+        report.add(FAIL, "network", f"{len(guard.attempts)} network access attempt(s) were blocked: {shown}")
+    return report
+
+
+def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...],
+            tasks: list[tuple[str, Path | None]], assets: tuple[Path, ...], load: bool) -> None:
+    build = _check_environment(report)
+    try:
+        config = load_config(config_path)
+    except UserError as exc:
+        report.add(FAIL, "config", str(exc))
+        config = None
+    if config is not None:
+        report.add(OK, "config", f"{len(config.models)} models, {len(config.pairs)} pairs ({config.path})")
+        specs = _selected(report, config, pairs, model_ids)
+        lock = _check_lock(report, config)
+        ram, gpus = mem_available(), gpu_memory()
+        report.add(OK if ram else WARN, "memory",
+                   f"RAM available (MemAvailable): {_gib(ram) if ram else 'n/a'}; GPU memory free: "
+                   + (", ".join(f"{name} {_gib(free)} of {_gib(total)}" for name, free, total in gpus)
+                      if gpus else "n/a (no nvidia-smi)"))
+        for spec in specs:
+            _check_model(report, config, spec, lock, build, ram, gpus, load)
+    for task_id, path in tasks:
+        _check_task(report, task_id, path)
+    _check_assets(report, assets)
+
+
+def _check_environment(report: Report) -> dict[str, Any] | None:
+    try:
+        from ..engine.runtime import build_info
+
+        build = build_info()
+    except Exception as exc:  # noqa: BLE001 - a broken llama-cpp-python install is exactly what we report
+        report.add(FAIL, "llama.cpp", f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}); "
+                                      "reinstall it (see docs/air-gapped.md)")
+        return None
+    report.add(OK, "llama.cpp", f"llama-cpp-python {build['llama_cpp_python']}, GPU offload "
+                                f"{'available' if build['gpu_offload'] else 'not available (CPU-only build)'}")
+    return build
+
+
+def _selected(report: Report, config: Config, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[ModelSpec]:
+    from . import select_models
+
+    chosen: list[ModelSpec] = []
+    for name in pairs:
+        try:
+            chosen += [s for s in select_models(config, (name,)) if s not in chosen]
+        except UserError as exc:
+            report.add(FAIL, f"pair {name}", str(exc))
+    for mid in model_ids:
+        try:
+            spec = config.model(mid)
+        except UserError as exc:
+            report.add(FAIL, f"model {mid}", str(exc))
+            continue
+        if spec not in chosen:
+            chosen.append(spec)
+    if not pairs and not model_ids:
+        chosen = list(config.models.values())
+    return chosen
+
+
+def _check_lock(report: Report, config: Config) -> dict[str, LockEntry]:
+    path = config.path.parent / LOCK_NAME
+    try:
+        lock = read_lock(path)
+    except UserError as exc:
+        report.add(FAIL, "models.lock", str(exc))
+        return {}
+    if not path.exists():
+        report.add(WARN, "models.lock", f"{path} not found: files are checked against sha256 pins in models.toml "
+                                        "only (create it with 'medbench-local models pull')")
+    else:
+        report.add(OK, "models.lock", f"{len(lock)} locked model{'s' if len(lock) != 1 else ''} ({path})")
+    return lock
+
+
+def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str, LockEntry],
+                 build: dict[str, Any] | None, ram: int | None, gpus: list[tuple[str, int, int]] | None,
+                 load: bool) -> None:
+    from ..modelfiles.check import check_model_file
+    from ..modelfiles.gguf_header import FILE_TYPES, read_gguf_metadata
+    from ..modelfiles.hashing import cached_sha256
+    from ..modelfiles.resolve import require
+
+    subject = f"model {spec.id}"
+    try:
+        path = require(spec)
+    except UserError as exc:
+        report.add(FAIL, subject, f"file missing: {exc}")
+        return
+    size = path.stat().st_size
+    report.add(OK, subject, f"file present: {path} ({_gib(size)})")
+    try:
+        metadata = read_gguf_metadata(path)
+    except UserError as exc:
+        report.add(FAIL, subject, f"GGUF unreadable: {exc}")
+        return
+    arch = metadata.get("general.architecture")
+    quant = FILE_TYPES.get(metadata.get("general.file_type"), "?")  # type: ignore[arg-type]
+    context = metadata.get(f"{arch}.context_length")
+    report.add(OK, subject, f"GGUF header readable: {arch}, {quant}, trained context {context or '?'}")
+
+    entry = lock.get(spec.id)
+    sha = cached_sha256(path)
+    stale = stale_reason(entry, spec, config.path.parent) if entry else None
+    if entry is not None and stale:
+        report.add(FAIL, subject, f"{stale}; run 'medbench-local models pull {spec.id}'")
+    elif entry is not None and entry["sha256"] != sha:
+        report.add(FAIL, subject, f"SHA-256 mismatch: the file has {sha[:16]}…, models.lock has "
+                                  f"{entry['sha256'][:16]}…: corrupted or replaced (check with 'medbench-local "
+                                  "models verify', then pull or import it again)")
+        return
+    elif spec.sha256 and spec.sha256 != sha:
+        report.add(FAIL, subject, f"SHA-256 mismatch: the file has {sha[:16]}…, models.toml pins "
+                                  f"{spec.sha256[:16]}…: corrupted or replaced")
+        return
+    elif entry is None and not spec.sha256:
+        report.add(WARN, subject, f"SHA-256 {sha[:16]}… not verified: neither models.lock nor models.toml has "
+                                  "a hash for it (run 'medbench-local models pull')")
+    else:
+        report.add(OK, subject, f"SHA-256 {sha[:16]}… matches " + ("models.lock" if entry else "models.toml"))
+
+    try:
+        check_model_file(spec, path)
+        if spec.prompt_mode == "chat":
+            report.add(OK, subject, "chat template renders")
+    except UserError as exc:
+        report.add(FAIL, subject, str(exc))
+
+    if isinstance(context, int) and spec.n_ctx > context:
+        report.add(WARN, subject, f"n_ctx {spec.n_ctx} exceeds the trained context {context}; quality degrades "
+                                  "beyond it")
+    _check_memory(report, subject, spec, metadata, size, build, ram, gpus)
+    _check_gpu(report, subject, spec, build)
+    if load:
+        _check_load(report, subject, spec, path)
+
+
+def _check_memory(report: Report, subject: str, spec: ModelSpec, metadata: dict[str, Any], size: int,
+                  build: dict[str, Any] | None, ram: int | None, gpus: list[tuple[str, int, int]] | None) -> None:
+    estimate = estimate_memory(metadata, spec.n_ctx, size)
+    kv = (f"KV cache {_gib(estimate.kv_cache)} = 2 × {estimate.n_layers} layers × n_ctx {spec.n_ctx} × n_embd_kv "
+          f"{estimate.n_embd_kv} × 2 bytes" if estimate.kv_cache is not None else "KV cache n/a (metadata incomplete)")
+    text = f"memory estimate ≈ {_gib(estimate.total)} (weights {_gib(estimate.weights)} + {kv}; an estimate)"
+    on_gpu = bool(build and build["gpu_offload"]) and spec.n_gpu_layers != 0
+    if on_gpu and gpus:
+        free = sum(g[1] for g in gpus)
+        fits = estimate.total <= free
+        report.add(OK if fits else WARN, subject, f"{text}; free VRAM {_gib(free)}"
+                   + ("" if fits else ": does not fit, lower n_gpu_layers to split between GPU and RAM"))
+        return
+    if ram is None:
+        report.add(WARN, subject, f"{text}; free RAM unknown")
+        return
+    fits = estimate.total <= ram
+    report.add(OK if fits else WARN, subject, f"{text}; MemAvailable {_gib(ram)}"
+               + ("" if fits else ": does not fit; llama.cpp memory-maps the weights, so it may still start but "
+                                  "will page from disk and be very slow"))
+
+
+def _check_gpu(report: Report, subject: str, spec: ModelSpec, build: dict[str, Any] | None) -> None:
+    if build is None or spec.n_gpu_layers in (None, 0):
+        return  # None = all layers when available, else CPU: nothing can be wrong
+    if build["gpu_offload"]:
+        report.add(OK, subject, f"n_gpu_layers {spec.n_gpu_layers}: this llama.cpp build can offload to a GPU")
+    else:
+        report.add(FAIL, subject, f"models.toml asks for n_gpu_layers {spec.n_gpu_layers}, but this "
+                                  "llama-cpp-python build has no GPU offload (it would run on the CPU); reinstall "
+                                  "it with CUDA or Metal (docs/air-gapped.md) or set n_gpu_layers = 0")
+
+
+def _check_load(report: Report, subject: str, spec: ModelSpec, path: Path) -> None:
+    from ..engine.base import GenerateRequest, Prompt
+    from ..engine.llama import LlamaEngine
+
+    try:
+        engine = LlamaEngine(spec, path)
+        try:
+            engine.generate(GenerateRequest(Prompt(system="You are a test.", user="Say OK."), max_tokens=1))
+        finally:
+            engine.close()
+    except (UserError, RuntimeError, ValueError, OSError) as exc:
+        report.add(FAIL, subject, f"llama.cpp load failed: {exc}")
+        return
+    report.add(OK, subject, f"llama.cpp loads it (n_ctx {spec.n_ctx}) and generates a token")
+
+
+def _check_task(report: Report, task_id: str, path: Path | None) -> None:
+    from ..tasks import get_task
+
+    subject = f"task {task_id}"
+    try:
+        task = get_task(task_id)
+    except UserError as exc:
+        report.add(FAIL, subject, str(exc))
+        return
+    if path is None:
+        path = Path("bench_data") / task_id
+        if not path.exists():
+            report.add(FAIL, subject, f"no --data given and the sample {path} is not here; pass --data "
+                                      f"{task_id}=PATH")
+            return
+    if not path.exists():
+        report.add(FAIL, subject, f"data not found: {path}")
+        return
+    try:
+        data = task.load(path)
+    except UserError as exc:
+        report.add(FAIL, subject, f"data does not load: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 - a loader bug must still be one line in the checklist
+        report.add(FAIL, subject, f"data does not load: {path}: {type(exc).__name__}: {exc}")
+        return
+    if not data.items:
+        report.add(FAIL, subject, f"{path}: no items")
+        return
+    shots = f" (+{len(data.shots)} few-shot examples)" if data.shots else ""
+    report.add(OK, subject, f"{path}: {len(data.items)} items{shots}")
+
+
+def _check_assets(report: Report, assets: tuple[Path, ...]) -> None:
+    import importlib.metadata
+
+    for asset in assets:
+        if not asset.exists():
+            report.add(FAIL, "asset", f"{asset}: not found")
+        elif asset.is_dir():
+            files = [p for p in asset.rglob("*") if p.is_file()]
+            status = OK if files else FAIL
+            report.add(status, "asset", f"{asset}: {len(files)} files" if files else f"{asset}: empty folder")
+        else:
+            report.add(OK, "asset", f"{asset}: {_gib(asset.stat().st_size)}")
+    try:
+        from ..metrics.icd import ICD_TABLE_VERSION
+
+        report.add(OK, "metrics", f"ICD-10-CM table: {ICD_TABLE_VERSION}")
+    except Exception as exc:  # noqa: BLE001
+        report.add(WARN, "metrics", f"ICD-10-CM table unavailable ({exc}); MeDiSumCode validity cannot be scored")
+    try:
+        report.add(OK, "metrics", f"ROUGE: rouge-score {importlib.metadata.version('rouge-score')}")
+    except importlib.metadata.PackageNotFoundError:
+        report.add(WARN, "metrics", "rouge-score is not installed; summarization tasks cannot be scored")

@@ -1,0 +1,81 @@
+"""``medbench-local doctor``: a preflight checklist before a run, with proof of no network access (--offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..airgap.doctor import FAIL, OK, WARN, run_doctor
+from ..errors import UserError
+from .common import config_option, stdout
+
+_MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]"}
+
+
+def _match_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path | None]]:
+    """--data TASK=PATH, or a bare PATH when exactly one --task is given (as in 'run')."""
+    explicit: dict[str, Path] = {}
+    bare: list[Path] = []
+    for value in data:
+        name, sep, path = value.partition("=")
+        if sep and name in task_ids:
+            explicit[name] = Path(path)
+        else:
+            bare.append(Path(value))
+    if bare and len(task_ids) != 1:
+        raise UserError("give --data as TASK=PATH when there is not exactly one --task (e.g. --task jama "
+                        "--data jama=cases.csv)")
+    if bare:
+        explicit[task_ids[0]] = bare[0]
+    return [(task_id, explicit.get(task_id)) for task_id in task_ids]
+
+
+@click.command("doctor")
+@click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Check both models of a pair (repeatable).")
+@click.option("--model", "model_ids", multiple=True, metavar="ID", help="Check one model (repeatable).")
+@click.option("--task", "task_ids", multiple=True, metavar="TASK", help="Check that a task's data loads.")
+@click.option("--data", multiple=True, metavar="[TASK=]PATH",
+              help="Dataset file or folder for --task. Default: bench_data/<task>.")
+@click.option("--asset", "assets", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="A metric asset that must be present (BERTScore or UMLS folder, ...; repeatable).")
+@click.option("--offline", is_flag=True,
+              help="Run every check under a network guard and report any attempted network access "
+                   "(use it on the air-gapped machine).")
+@click.option("--load", is_flag=True,
+              help="Also load each model with llama.cpp and generate one token (slow for large models).")
+@config_option
+@click.pass_context
+def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[str, ...],
+                   task_ids: tuple[str, ...], data: tuple[str, ...], assets: tuple[Path, ...], offline: bool,
+                   load: bool, config_path: Path) -> None:
+    """Check that this machine can run the evaluation: models, hashes, memory, GPU, data, network.
+
+    One line per check: ✓ fine, ! worth a look, ✗ will fail. Without --pair/--model every model in
+    models.toml is checked. Model hashes are compared with models.lock (or the sha256 pinned in
+    models.toml) using the hash cache; 'models verify' re-reads every byte. Memory needs are an estimate
+    (weights = file size, plus the KV cache for n_ctx). Nothing is written to any results database.
+    Exit code 0 when nothing failed, 1 otherwise.
+
+    \b
+    Examples:
+      medbench-local doctor --offline
+      medbench-local doctor --pair openbiollm-8b --task jama --data jama=/data/jama.csv --offline
+      medbench-local doctor --config /opt/bundle/models.toml --model llama3-8b-instruct --load
+    """
+    if data and not task_ids:
+        raise UserError("--data needs --task (e.g. --task jama --data cases.csv)")
+    report = run_doctor(config_path, pairs=pairs, model_ids=model_ids, tasks=_match_data(task_ids, data),
+                        assets=assets, offline=offline, load=load)
+    stdout.print(f"[bold]medbench-local doctor[/bold]{' (offline)' if offline else ''}")
+    for check in report.checks:
+        stdout.print(f"{_MARKS[check.status]} [bold]{check.subject}[/bold]: {check.message}", soft_wrap=True)
+    fails, warns, oks = report.count(FAIL), report.count(WARN), report.count(OK)
+    stdout.print()
+    if report.ok:
+        stdout.print(f"[bold green]Ready.[/bold green] {oks} checks passed"
+                     + (f", {warns} warning{'s' if warns != 1 else ''} (!) to read" if warns else "") + ".")
+    else:
+        stdout.print(f"[bold red]Not ready:[/bold red] {fails} check{'s' if fails != 1 else ''} failed (✗), "
+                     f"{warns} warning{'s' if warns != 1 else ''}, {oks} passed.")
+        ctx.exit(1)
