@@ -17,6 +17,8 @@ import sqlite_utils
 
 from ..metrics.stats import Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test
 from ..store.queries import latest_evaluation, pairs, tasks_for
+from ..errors import UserError
+from ..tasks import get_task
 from ..tasks.base import OUTCOMES
 
 
@@ -127,12 +129,23 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
     )
 
 
-def _metric_names(bio: ItemScores, gen: ItemScores) -> list[str]:
-    names: list[str] = []
+# Scores that optional metric back-ends add to items (compared when present).
+OPTIONAL_SCORES = ("bertscore_f1", "bertscore_precision", "bertscore_recall", "umls_f1", "umls_precision",
+                   "umls_recall")
+
+
+def _metric_names(task: str, bio: ItemScores, gen: ItemScores) -> list[str]:
+    """The scores to compare: the task's declared metrics (in its order) plus optional ones that are present.
+    Per-item accounting values that tasks also store (token budgets, kept-document shares) are not scores."""
+    present: list[str] = []
     for side in (bio, gen):
         for _, metrics in side.items.values():
-            names += [m for m in metrics if m not in names]
-    return names
+            present += [m for m in metrics if m not in present]
+    try:
+        declared = list(get_task(task).metric_names) + list(OPTIONAL_SCORES)
+    except UserError:  # a task this version does not know: compare everything stored
+        return present
+    return [m for m in declared if m in present]
 
 
 @dataclass
@@ -161,7 +174,7 @@ def compare_pairs(db: sqlite_utils.Database, *, pair_filter: tuple[str, ...] = (
                 report.unpaired_tasks[task] = "biomedical" if not keys["biomedical"] else "general"
                 continue
             bio, gen = load_item_scores(db, keys["biomedical"]), load_item_scores(db, keys["general"])
-            for metric in _metric_names(bio, gen):
+            for metric in _metric_names(task, bio, gen):
                 row = compare_metric(pair["name"], task, metric, bio, gen, resamples=resamples, seed=seed)
                 if row is not None:
                     report.rows.append(row)

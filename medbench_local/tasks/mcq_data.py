@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Item
+from .datafiles import read_text
 
 LETTERS = string.ascii_uppercase[:10]  # A-J
 MIN_OPTIONS = 2
@@ -49,21 +50,6 @@ def load_mcq(path: Path) -> list[Item]:
             seen[item.id] = item.source
         items.extend(loaded)
     return items
-
-
-def read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(path, f"not UTF-8 text (invalid byte 0x{raw[exc.start]:02x})", line=line) from None
-    if not text.strip():
-        raise DataError(path, "file is empty")
-    return text
 
 
 def _load_file(path: Path) -> list[Item]:

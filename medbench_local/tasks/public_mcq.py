@@ -36,7 +36,8 @@ from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
-from .mcq_data import LETTERS, MIN_OPTIONS, read_text
+from .datafiles import read_text
+from .mcq_data import LETTERS, MIN_OPTIONS
 from .prompts import PromptTemplate
 
 MCQ_PROMPT = PromptTemplate(
