@@ -40,7 +40,7 @@ from .store import writer
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
-                     "rouge-score", "simple-icd-10-cm", "numpy", "torch", "transformers", "scispacy")
+                     "rouge-score", "simple-icd-10-cm", "openpyxl", "numpy", "torch", "transformers", "scispacy")
 
 
 @dataclass(frozen=True)

@@ -119,8 +119,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
 @click.option("--retry-errors", is_flag=True, help="Generate again the items that ended in 'error'.")
 @click.option("--reference-quirks", is_flag=True,
-              help="Reproduce known quirks of the CLUE reference code (see README) instead of the correct "
-                   "behaviour, to match the published numbers exactly.")
+              help="Reproduce known quirks of the CLUE reference code instead of the correct behaviour, to match "
+                   "the published numbers (README 'Reference quirks'; per task: docs/tasks-clue.md).")
 @click.option("--allow-cpu", is_flag=True,
               help="Run models configured for the GPU on a CPU-only llama.cpp build (normally refused).")
 @click.option("--store-inputs/--no-store-inputs", default=True, show_default=True,

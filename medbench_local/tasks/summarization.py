@@ -1,0 +1,352 @@
+"""The CLUE free-text tasks, scored with ROUGE-1/2/L: MeQSum, Problem Summary (BioNLP 2023 1A) and MeDiSumQA.
+
+Each reads the dataset as released (formats, accepted field names and ids: docs/tasks-clue.md) and follows
+the CLUE reference (paper.md §3.2-3.4, June-2024 TGI code):
+
+- meqsum: ``MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx`` (CHQ -> Summary); 3 shots; 200 tokens;
+  prefix ``"Question: "``.
+- problem_summary: ``BioNLP2023-1A-Test.csv`` (Subjectives + Assessment -> Summary); 3 shots; 100 tokens;
+  prefix ``"Diagnoses/Patient problems: "``.
+- medisumqa: PhysioNet MeDiSumQA, JSON array / JSON Lines / CSV (letter + Question -> Answer); 1 shot (*);
+  200 tokens; prefix ``"Answer: "``.
+
+(*) after ``random.Random(1).shuffle`` of the records (the reference's ``random.seed(1)``); the others take
+the first records of the file unshuffled. Few-shot examples are never evaluated.
+
+Scoring: the raw output (stored untouched) is post-processed as the reference did -- the line-local regex
+clean-up for MeQSum and Problem Summary, ``strip()`` for MeDiSumQA -- and the result (kept in
+``Score.extracted``) is scored against the reference text (``Score.gold``) with per-example ROUGE-1/2/L
+F-measures (``metrics.rouge``: rouge-score, no stemming, fractions 0..1). Problem Summary lower-cases both
+sides (2024 code; a no-op for ROUGE, kept for the optional BERTScore) and uses the reference summary with
+";" replaced by ", ". Outcome ``scored``; ``truncated`` when the token budget ran out (still scored); an
+output that is empty after clean-up is ``unparseable`` (ROUGE 0, as the reference scored it).
+
+``reference_quirks=True`` (``run --reference-quirks``): no task stop strings (the reference passed none), and
+for Problem Summary the reference's no-op attempt to drop a trailing ";" from the summary is reproduced (the
+trailing ";" then becomes a trailing ", " in the reference text and the few-shot answers; ROUGE ignores it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine.base import Generation, Prompt
+from ..errors import DataError
+from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
+from .base import Item, PromptContext, Score, TaskData
+from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, check_unique_ids, clean_output,
+                          csv_records, find_data_file, json_records, jsonl_records, match_columns, pick_text,
+                          seeded_shuffle, split_shots, strip_output, user_block_stop)
+from .prompts import PromptTemplate
+
+MEQSUM_FILE = "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
+PROBSUM_FILE = "BioNLP2023-1A-Test.csv"
+MEDISUMQA_FILES = ("MeDiSumQA.json", "MeDiSumQA.jsonl", "MeDiSumQA.csv")
+
+MEQSUM_PROMPT = PromptTemplate(
+    system=("You help patients put their health questions into words. You will read a message that a patient "
+            "sent to a health information service. Rewrite it as a single short question that keeps exactly "
+            "what the patient wants to know. Write that question only, with no introduction or explanation."),
+    user="=== PATIENT MESSAGE ===\n{inquiry}\n=== END OF PATIENT MESSAGE ===",
+    answer_prefix="Question: ",
+)
+
+PROBSUM_PROMPT = PromptTemplate(
+    system=("You are a meticulous clinical documentation assistant working for physicians. You will be given "
+            "an excerpt of a hospital note about one patient: the subjective findings and the clinician's "
+            "assessment. Your job is to name the diagnoses and problems that explain why the patient is in "
+            "hospital."),
+    user=("=== NOTE EXCERPT ===\n{subjective}\n\n{assessment}\n=== END OF NOTE EXCERPT ===\n"
+          "List the diagnoses and patient problems now. Write the list only, nothing else."),
+    answer_prefix="Diagnoses/Patient problems: ",
+)
+
+MEDISUMQA_PROMPT = PromptTemplate(
+    system=("You explain hospital discharge letters to patients and their families, who are not medical "
+            "experts. You will receive a discharge letter and a question about it. Reply with the answer only: "
+            "short, in plain words, without listing many specific details. If the question is about "
+            "measurements such as laboratory values, say what they mean for the question instead of quoting "
+            "the numbers. Write nothing else."),
+    user="=== DISCHARGE LETTER ===\n{letter}\n=== END OF DISCHARGE LETTER ===\nThe patient asks: {question}",
+    answer_prefix="Answer: ",
+)
+
+
+@dataclass(frozen=True)
+class SummaryTask:
+    """Shared prompt/score/settings of the ROUGE-scored CLUE tasks; subclasses load, format and clean."""
+
+    id: str
+    title: str
+    description: str
+    template: PromptTemplate
+    max_tokens: int
+    n_shots: int
+    data_format: str
+    reference_quirks: bool = False
+    lowercase: bool = False
+    metric_names: tuple[str, ...] = ROUGE_TYPES
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return () if self.reference_quirks else user_block_stop(self.template)
+
+    # -- subclass hooks ------------------------------------------------------------------------------
+    def load(self, path: Path) -> TaskData:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def user_fields(self, item: Item) -> dict[str, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reference(self, item: Item) -> str:
+        """The reference text the output is scored against (and the few-shot answer)."""
+        return str(item.payload["summary"])
+
+    def postprocess(self, output: str) -> str:
+        """The reference post-processing of the raw output (default: the regex clean-up)."""
+        return clean_output(output)
+
+    postprocess_version: str = CLEANUP_VERSION
+    shuffle_seed: int | None = None
+
+    # -- shared --------------------------------------------------------------------------------------
+    def _user(self, item: Item) -> str:
+        return self.template.user.format(**self.user_fields(item))
+
+    def prompt(self, item: Item, context: PromptContext) -> Prompt:
+        shots = tuple((self._user(shot), self.reference(shot)) for shot in context.shots)
+        return Prompt(system=self.template.system, user=self._user(item), shots=shots,
+                      answer_prefix=self.template.answer_prefix)
+
+    def score(self, item: Item, generation: Generation) -> Score:
+        prediction = self.postprocess(generation.output)
+        reference = self.reference(item)
+        metrics = rouge_scores(prediction, reference, lowercase=self.lowercase)
+        method = f"{self.postprocess_version}+rouge" + ("(lowercased)" if self.lowercase else "")
+        removed = "" if prediction == generation.output else \
+            f"post-processing removed {len(generation.output) - len(prediction)} characters"
+        if not prediction.strip():
+            outcome = "truncated" if generation.finish_reason == "length" else "unparseable"
+            detail = "empty output after post-processing" + (f"; {removed}" if removed else "")
+        else:
+            outcome = "truncated" if generation.finish_reason == "length" else "scored"
+            detail = removed
+        return Score(outcome, prediction, reference, method, detail, metrics)
+
+    def settings(self) -> dict[str, Any]:
+        selection = "first-k" if self.shuffle_seed is None else f"first-k after shuffle(seed={self.shuffle_seed})"
+        return {"task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
+                "prompt_sha256": self.template.sha256, "shots": self.n_shots, "shot_selection": selection,
+                "reference_quirks": self.reference_quirks, "postprocess": self.postprocess_version,
+                "rouge": ROUGE_IMPL_VERSION, "rouge_types": list(ROUGE_TYPES), "lowercase": self.lowercase}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MeQSum
+
+
+@dataclass(frozen=True)
+class MeQSumTask(SummaryTask):
+    id: str = "meqsum"
+    title: str = "MeQSum (CLUE)"
+    description: str = ("Summarize a consumer health question as one short question. 3-shot, ROUGE-1/2/L "
+                        "(BERTScore optional).")
+    template: PromptTemplate = MEQSUM_PROMPT
+    max_tokens: int = 200
+    n_shots: int = 3
+    data_format: str = (f"MeQSum release {MEQSUM_FILE} (columns CHQ, Summary, File; first sheet), or the same "
+                        "columns as JSON Lines (.jsonl); first 3 rows are few-shot examples")
+
+    def load(self, path: Path) -> TaskData:
+        file = find_data_file(path, (MEQSUM_FILE,), (".xlsx", ".jsonl"), "MeQSum")
+        rows = _xlsx_rows(file) if file.suffix.lower() == ".xlsx" else jsonl_records(file)
+        items = []
+        for line, record in rows:
+            if "CHQ" not in record or "Summary" not in record:
+                keys = [k for k in record if k]
+                missing = "CHQ" if "CHQ" not in record else "Summary"
+                raise DataError(file, f"missing (expected columns CHQ, Summary and optionally File; found: "
+                                f"{', '.join(repr(k) for k in keys)})", line=line, field=missing)
+            inquiry = pick_text(file, line, record, ("CHQ",))
+            summary = pick_text(file, line, record, ("Summary",))
+            source_id = pick_text(file, line, record, ("File",), required=False, allow_empty=True)
+            items.append(Item(id=source_id.strip() if source_id and source_id.strip() else f"meqsum-{line}",
+                              payload={"inquiry": inquiry, "summary": summary}, source=f"{file}:{line}"))
+        check_unique_ids(file, items, "File")
+        return split_shots(file, items, self.n_shots)
+
+    def user_fields(self, item: Item) -> dict[str, str]:
+        return {"inquiry": item.payload["inquiry"]}
+
+
+def _xlsx_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(Excel row number, {header: value}) for the non-empty rows of the first sheet; header = row 1."""
+    import openpyxl
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types for a bad file; all mean "not xlsx"
+        raise DataError(path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    try:
+        sheet = workbook.worksheets[0]
+        header_row = next(sheet.iter_rows(min_row=1, max_row=1, values_only=True), None)
+        if header_row is None:
+            raise DataError(path, "the first sheet is empty")
+        header = [str(h).strip() if h is not None else "" for h in header_row]
+        width = max((i + 1 for i, h in enumerate(header) if h), default=0)
+        header = header[:width]
+        match_columns(path, header, {"CHQ": ("CHQ",), "Summary": ("Summary",), "File": ("File",)},
+                      optional=("File",))
+        rows = []
+        for number, values in enumerate(sheet.iter_rows(min_row=2, max_col=width, values_only=True), start=2):
+            if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+                continue
+            rows.append((number, {h: v for h, v in zip(header, values) if h}))
+    finally:
+        workbook.close()
+    if not rows:
+        raise DataError(path, "the first sheet has a header but no records")
+    # the header may spell the columns in another case: normalise to the released spelling
+    canonical = {"chq": "CHQ", "summary": "Summary", "file": "File"}
+    return [(n, {canonical.get(k.lower(), k): v for k, v in r.items()}) for n, r in rows]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Problem Summary (BioNLP 2023 task 1A, "ProbSum")
+
+PROBSUM_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": ("File ID", "File_ID", "FileID"),
+    "subjective": ("Subjectives", "Subjective Sections", "Subjective"),
+    "assessment": ("Assessment",),
+    "summary": ("Summary",),
+}
+
+
+def probsum_reference(summary: str, quirks: bool = False) -> str:
+    """The reference summary as the CLUE loader made it: ";" -> ", ".
+
+    The reference meant to drop one trailing ";" first but did not assign the result (a no-op, paper.md §9);
+    by default we drop it, with ``quirks`` we do not (leaving a trailing ", ").
+    """
+    if not quirks and summary.endswith(";"):
+        summary = summary[:-1]
+    return summary.replace(";", ", ")
+
+
+@dataclass(frozen=True)
+class ProblemSummaryTask(SummaryTask):
+    id: str = "problem_summary"
+    title: str = "Problem Summary / ProbSum (CLUE)"
+    description: str = ("List the diagnoses/problems from a progress-note excerpt (BioNLP 2023 task 1A). "
+                        "3-shot, ROUGE-1/2/L on lower-cased text (BERTScore, UMLS-F1 optional).")
+    template: PromptTemplate = PROBSUM_PROMPT
+    max_tokens: int = 100
+    n_shots: int = 3
+    lowercase: bool = True
+    data_format: str = (f"BioNLP 2023 1A CSV ({PROBSUM_FILE}): File ID, Subjectives (or Subjective Sections), "
+                        "Assessment, Summary (';'-separated); first 3 rows are few-shot examples")
+
+    def load(self, path: Path) -> TaskData:
+        file = find_data_file(path, (PROBSUM_FILE,), (".csv",), "Problem Summary")
+        columns, rows = csv_records(file, PROBSUM_COLUMNS, optional=("id",))
+        items = []
+        for line, row in rows:
+            subjective = row[columns["subjective"]]  # type: ignore[index]
+            assessment = row[columns["assessment"]]  # type: ignore[index]
+            if not subjective.strip() and not assessment.strip():
+                raise DataError(file, "both the subjective sections and the assessment are empty", line=line,
+                                field=columns["assessment"])
+            summary = pick_text(file, line, row, (columns["summary"],))  # type: ignore[arg-type]
+            file_id = row[columns["id"]].strip() if columns["id"] else ""
+            items.append(Item(id=file_id or f"probsum-{line}",
+                              payload={"subjective": subjective, "assessment": assessment, "summary": summary},
+                              source=f"{file}:{line}"))
+        check_unique_ids(file, items, columns["id"] or "File ID")
+        return split_shots(file, items, self.n_shots)
+
+    def user_fields(self, item: Item) -> dict[str, str]:
+        return {"subjective": item.payload["subjective"], "assessment": item.payload["assessment"]}
+
+    def reference(self, item: Item) -> str:
+        return probsum_reference(item.payload["summary"], self.reference_quirks)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "reference_text": "summary ';'->', '" +
+                ("" if self.reference_quirks else " after dropping one trailing ';'")}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MeDiSumQA
+
+MEDISUMQA_FIELDS: dict[str, tuple[str, ...]] = {
+    "letter": ("without_discharge_summary", "discharge_summary"),
+    "question": ("Question", "question"),
+    "answer": ("Answer", "answer"),
+    "id": ("note_id", "id"),
+}
+
+
+@dataclass(frozen=True)
+class MeDiSumQATask(SummaryTask):
+    id: str = "medisumqa"
+    title: str = "MeDiSumQA (CLUE)"
+    description: str = ("Answer a patient's question about their discharge letter (instructions section "
+                        "removed). 1-shot after a seeded shuffle, ROUGE-1/2/L (BERTScore, UMLS-F1 optional).")
+    template: PromptTemplate = MEDISUMQA_PROMPT
+    max_tokens: int = 200
+    n_shots: int = 1
+    shuffle_seed: int | None = MEDISUMQA_SHUFFLE_SEED
+    postprocess_version: str = STRIP_VERSION
+    data_format: str = ("PhysioNet MeDiSumQA: JSON array, JSON Lines or CSV with discharge_summary (or "
+                        "without_discharge_summary), Question, Answer, optional note_id; shuffled with seed 1, "
+                        "first record is the few-shot example")
+
+    def load(self, path: Path) -> TaskData:
+        file = find_data_file(path, MEDISUMQA_FILES, (".json", ".jsonl", ".csv"), "MeDiSumQA")
+        names = MEDISUMQA_FIELDS
+        if file.suffix.lower() == ".csv":
+            columns, rows = csv_records(file, MEDISUMQA_FIELDS, optional=("id",))
+            # CSV headers are matched case-insensitively: read each cell under the column actually found
+            names = {key: ((column,) if column else ()) for key, column in columns.items()}
+            records: list[tuple[int, dict[str, Any]]] = list(rows)
+        else:
+            records = json_records(file)
+        parsed = []
+        for line, record in records:
+            letter = pick_text(file, line, record, names["letter"])
+            question = pick_text(file, line, record, names["question"])
+            answer = pick_text(file, line, record, names["answer"])
+            note_id = pick_text(file, line, record, names["id"], required=False, allow_empty=True) \
+                if names["id"] else None
+            parsed.append((line, (note_id or "").strip(), {"letter": letter, "question": question,
+                                                          "answer": answer}))
+        # ids: note_id (with "#k" for the k-th question on a note that has several), else the record number
+        totals: dict[str, int] = {}
+        for _, note_id, _ in parsed:
+            totals[note_id] = totals.get(note_id, 0) + 1
+        seen: dict[str, int] = {}
+        items = []
+        for number, (line, note_id, payload) in enumerate(parsed, start=1):
+            if note_id:
+                seen[note_id] = seen.get(note_id, 0) + 1
+                item_id = note_id if totals[note_id] == 1 else f"{note_id}#{seen[note_id]}"
+            else:
+                item_id = f"medisumqa-{number}"
+            items.append(Item(id=item_id, payload=payload, source=f"{file}:{line}"))
+        check_unique_ids(file, items, "note_id")
+        ordered = items if self.shuffle_seed is None else seeded_shuffle(items, self.shuffle_seed)
+        return split_shots(file, ordered, self.n_shots)
+
+    def user_fields(self, item: Item) -> dict[str, str]:
+        return {"letter": item.payload["letter"], "question": item.payload["question"]}
+
+    def reference(self, item: Item) -> str:
+        return str(item.payload["answer"])
+
+    def postprocess(self, output: str) -> str:
+        return strip_output(output)
+
+
+TASKS = [MeQSumTask(), ProblemSummaryTask(), MeDiSumQATask()]
