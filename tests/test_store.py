@@ -46,3 +46,15 @@ def test_not_a_database(tmp_path: Path) -> None:
     sqlite3.connect(other).execute("create table t (x)").connection.commit()
     with pytest.raises(StoreError, match="not a medbench-local results database"):
         open_database(other, create=False)
+
+
+def test_an_older_database_is_upgraded_by_its_named_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    open_database(path).conn.close()
+    with sqlite3.connect(path) as conn:  # make it look like a database written before m002 existed
+        conn.execute("drop table metric_runs")
+        conn.execute("delete from _migrations where name = 'm002_metric_runs'")
+    db = open_database(path)
+    assert "metric_runs" in db.table_names()
+    assert [r["name"] for r in db.query("select name from _migrations order by rowid")] == \
+        ["m001_initial", "m002_metric_runs"]

@@ -14,6 +14,7 @@ from .compare import compare_command
 from .export import export_command
 from .report import report_command
 from .reproduce import reproduce_command
+from .rescore import rescore_command
 from .show import show_command
 from .models import models_group
 from .run import run_command
@@ -51,6 +52,7 @@ main.add_command(export_command)
 main.add_command(show_command)
 main.add_command(report_command)
 main.add_command(reproduce_command)
+main.add_command(rescore_command)
 main.add_command(models_group)
 main.add_command(tasks_group)
 from .bundle import bundle_group  # noqa: E402  (air-gapped workflow)

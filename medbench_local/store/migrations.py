@@ -61,6 +61,14 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["items"].create_index(["task", "item_id"])
 
 
+@migration
+def m002_metric_runs(db: sqlite_utils.Database) -> None:
+    """Optional metrics (BERTScore, UMLS-F1) added after generation by ``rescore``: which model and versions
+    computed them, per evaluation, so a number is always traceable to the weights that produced it."""
+    db["metric_runs"].create({"evaluation": str, "metric": str, "identity": str, "items": int, "created_at": str},
+                             pk=("evaluation", "metric"), foreign_keys=[("evaluation", "evaluations", "key")])
+
+
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []
