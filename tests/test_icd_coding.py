@@ -139,12 +139,12 @@ def test_prompt_has_the_shot_with_codes_and_ends_with_the_answer_prefix() -> Non
     prompt = TASK.prompt(data.items[0], PromptContext(shots=data.shots))
     assert prompt.shots == ((TASK.template.user.format(text=data.shots[0].payload["text"]), "E1165, I10, E785"),)
     letter = data.items[0].payload["text"]
-    assert prompt.user.startswith("--------------BEGIN DISCHARGE LETTER--------------\n" + letter)
-    assert "--------------END DISCHARGE LETTER--------------" in prompt.user
+    assert prompt.user.startswith("=== DISCHARGE LETTER ===\n" + letter)
+    assert "=== END OF DISCHARGE LETTER ===" in prompt.user
     text = render_base(prompt)
     assert "ICD-10 Codes: E1165, I10, E785" in text and text.endswith("ICD-10 Codes: ")
-    assert text.count("BEGIN DISCHARGE LETTER") == 2 and "Community-acquired pneumonia" in text
-    assert TASK.stop == ("\n--------------BEGIN DISCHARGE LETTER--------------",)
+    assert text.count("=== DISCHARGE LETTER ===") == 2 and "Community-acquired pneumonia" in text
+    assert TASK.stop == ("\n=== DISCHARGE LETTER ===",)
 
 
 def test_prompt_override_and_settings(tmp_path: Path) -> None:

@@ -54,8 +54,8 @@ def generation(output: str, prompt_text: str = "", finish: str = "stop", truncat
 
 
 def documents_in(user: str) -> list[str]:
-    block = user.split("--------------BEGIN DOCUMENTS--------------\n\n", 1)[1]
-    block = block.split("\n\n--------------END DOCUMENTS--------------", 1)[0]
+    block = user.split("=== DOCUMENTS ===\n\n", 1)[1]
+    block = block.split("\n\n=== END OF DOCUMENTS ===", 1)[0]
     return block.split(DIVIDER) if block else []
 
 
@@ -203,8 +203,8 @@ def test_tolerated_variants(tmp_path: Path) -> None:
 
 
 TEMPLATE = PromptTemplate(system="system words here",
-                          user="--------------BEGIN DOCUMENTS--------------\n\n{documents}\n\n"
-                               "--------------END DOCUMENTS--------------\n\n{question}\n{options}\n{letters}")
+                          user="=== DOCUMENTS ===\n\n{documents}\n\n"
+                               "=== END OF DOCUMENTS ===\n\n{question}\n{options}\n{letters}")
 
 
 def toy(answer_docs: list[str], other_docs: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -279,10 +279,10 @@ def test_budget_is_clamped_to_the_model_context(data: TaskData, task: LongHealth
     assert task.effective_budget(2048) == 2048 - 50 - 64
     item = by_id(data)["patient_01/q01/task2/r1"]
     small = LongHealthTask(token_budget=8140)
-    prompt = small.prompt(item, context(data, n_ctx=300))
-    assert words(prompt.system) + words(prompt.user) <= 300 - 50 - 64
+    prompt = small.prompt(item, context(data, n_ctx=310))
+    assert words(prompt.system) + words(prompt.user) <= 310 - 50 - 64
     score = small.score(item, generation("The correct answer is B: x", render_base(prompt)))
-    assert score.metrics["budget_tokens"] == 186.0
+    assert score.metrics["budget_tokens"] == 196.0
     assert score.metrics["answer_docs_kept"] == 0.0 and score.metrics["truncated_doc_tokens"] > 0
 
 
@@ -306,7 +306,7 @@ def test_prompt_structure(data: TaskData, task: LongHealthTask) -> None:
     assert prompt.answer_prefix == "" and "The correct answer is" in prompt.user
     assert "\nA: Chronic cholecystitis with cholesterol stones\n" in prompt.user
     assert f"\nF: {OPTION_F}\n" in prompt.user and "(A, B, C, D, E or F)" in prompt.user
-    assert prompt.user.index("END DOCUMENTS") < prompt.user.index(item.payload["question"])
+    assert prompt.user.index("END OF DOCUMENTS") < prompt.user.index(item.payload["question"])
 
 
 def test_documents_come_from_the_loaded_corpus(data: TaskData, task: LongHealthTask) -> None:
@@ -437,7 +437,7 @@ def test_runner_stores_items_and_compare_sees_each_task(tmp_path: Path) -> None:
     assert len(stored) == 6
     for item_id, payload, prompt, outcome, metrics in stored:
         task = json.loads(payload)["task"]
-        assert "BEGIN DOCUMENTS" in prompt and "text" not in json.loads(payload)  # ids and hashes only
+        assert "=== DOCUMENTS ===" in prompt and "text" not in json.loads(payload)  # ids and hashes only
         m = json.loads(metrics)
         assert set(k for k in m if re.fullmatch(r"task\d", k)) == {f"task{task}"}
         assert outcome == ("error" if task == 3 else "correct")
@@ -462,8 +462,8 @@ def test_real_model_run_fits_the_context(in_repo: Path, tmp_path: Path) -> None:
     assert [r[0] for r in records] == ["patient_01/q01/task1/r1", "patient_01/q01/task2/r1",
                                        "patient_01/q01/task3/r1"]
     for item_id, prompt, prompt_tokens, truncated, outcome, metrics, detail in records:
-        assert "--------------BEGIN DOCUMENTS--------------" in prompt
-        assert "--------------END DOCUMENTS--------------" in prompt and "<|im_start|>assistant" in prompt
+        assert "=== DOCUMENTS ===" in prompt
+        assert "=== END OF DOCUMENTS ===" in prompt and "<|im_start|>assistant" in prompt
         assert truncated == 0 and prompt_tokens <= 2048 - 50  # budgeted below n_ctx, nothing cut by the engine
         m = json.loads(metrics)
         assert m["budget_tokens"] == 2048 - 50 - 64 and item_id.split("/")[2] in m

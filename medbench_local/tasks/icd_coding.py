@@ -20,7 +20,7 @@ evaluated; the assistant turn of the shot and the answer prefix are ``"ICD-10 Co
 tokens; the output is cleaned with the reference's self-prompting regex, then codes are pulled out with the
 reference regex (dots removed) and scored with exact-match and 3-character ("approximate") P/R/F1 and the
 share of valid codes (``medbench_local.metrics.icd``). The wording of the prompts is our own, following the
-described structure (letter between BEGIN/END DISCHARGE LETTER markers, then the instruction to return only
+described structure (the letter between begin/end markers, then the instruction to return only
 the codes).
 
 Outcomes: ``scored`` when at least one code was read; ``unparseable`` when the output holds no code at all
@@ -50,8 +50,8 @@ MEDISUMCODE_PROMPT = PromptTemplate(
     system=("You are a careful clinical coding assistant who supports physicians and medical coders. You will "
             "be given the discharge letter of a hospital stay. Identify every primary and secondary diagnosis "
             "documented in it and give the ICD-10 code of each."),
-    user=("--------------BEGIN DISCHARGE LETTER--------------\n{text}\n"
-          "--------------END DISCHARGE LETTER--------------\n"
+    user=("=== DISCHARGE LETTER ===\n{text}\n"
+          "=== END OF DISCHARGE LETTER ===\n"
           "Now list the ICD-10 codes of the diagnoses in this letter, separated by commas. Write only the "
           "codes and nothing else."),
     answer_prefix="ICD-10 Codes: ",

@@ -63,8 +63,8 @@ LONGHEALTH_PROMPT = PromptTemplate(
             "1. Grounded: use only what the documents say.\n"
             "2. Brief: give the answer without an explanation.\n"
             "3. Precise: read the question carefully and choose the option that fits it best."),
-    user=("--------------BEGIN DOCUMENTS--------------\n\n{documents}\n\n"
-          "--------------END DOCUMENTS--------------\n\n"
+    user=("=== DOCUMENTS ===\n\n{documents}\n\n"
+          "=== END OF DOCUMENTS ===\n\n"
           "{question}\n{options}\n\n"
           "Reply in this format:\n"
           "1. Start with the words \"The correct answer is\".\n"
