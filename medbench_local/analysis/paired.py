@@ -22,6 +22,17 @@ from ..tasks import get_task
 from ..tasks.base import OUTCOMES
 
 
+# Per-item right/wrong scores (McNemar) and per-item continuous scores (permutation test) of our tasks.
+BINARY_METRICS = frozenset({"accuracy", "task1", "task2", "task3", "task3_hallucinated", "task2_abstained"})
+CONTINUOUS = frozenset({"rouge1", "rouge2", "rougeL", "em_precision", "em_recall", "em_f1", "ap_precision",
+                        "ap_recall", "ap_f1", "valid_ratio", "bertscore_f1", "bertscore_precision",
+                        "bertscore_recall", "umls_f1", "umls_precision", "umls_recall"})
+# Scores that optional metric back-ends add to items (compared when present).
+OPTIONAL_SCORES = ("bertscore_f1", "bertscore_precision", "bertscore_recall", "umls_f1", "umls_precision",
+                   "umls_recall")
+
+
+
 @dataclass(frozen=True)
 class ItemScores:
     """One evaluation's per-item results: item key -> (outcome, metrics)."""
@@ -110,7 +121,8 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
     if not keys:
         return None
     a, b = _values(bio, keys, metric), _values(gen, keys, metric)
-    binary = all(v in (0.0, 1.0) for v in a + b)
+    # right/wrong per item -> McNemar; an F1 or ROUGE that happens to be 0 or 1 everywhere stays continuous
+    binary = all(v in (0.0, 1.0) for v in a + b) and (metric in BINARY_METRICS or metric not in CONTINUOUS)
     if binary:
         mc = mcnemar_exact([v == 1.0 for v in a], [v == 1.0 for v in b])
         test, p_value, discordant = "mcnemar-exact", mc.p_value, (mc.a_only, mc.b_only)
@@ -129,20 +141,17 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
     )
 
 
-# Scores that optional metric back-ends add to items (compared when present).
-OPTIONAL_SCORES = ("bertscore_f1", "bertscore_precision", "bertscore_recall", "umls_f1", "umls_precision",
-                   "umls_recall")
-
-
 def _metric_names(task: str, bio: ItemScores, gen: ItemScores) -> list[str]:
-    """The scores to compare: the task's declared metrics (in its order) plus optional ones that are present.
-    Per-item accounting values that tasks also store (token budgets, kept-document shares) are not scores."""
+    """The scores to compare: the task's reported metrics (``reported_metrics``, else ``metric_names``, in
+    order) plus optional ones that are present. Per-item accounting values that tasks also store (token
+    budgets, kept-document shares) and components such as ICD precision/recall are not compared."""
     present: list[str] = []
     for side in (bio, gen):
         for _, metrics in side.items.values():
             present += [m for m in metrics if m not in present]
     try:
-        declared = list(get_task(task).metric_names) + list(OPTIONAL_SCORES)
+        known = get_task(task)
+        declared = list(getattr(known, "reported_metrics", known.metric_names)) + list(OPTIONAL_SCORES)
     except UserError:  # a task this version does not know: compare everything stored
         return present
     return [m for m in declared if m in present]

@@ -34,7 +34,7 @@ def _ci(row_value: object) -> str:
 
 
 def _short_ci(interval: object) -> str:
-    return f"{100 * getattr(interval, 'low'):.1f}–{100 * getattr(interval, 'high'):.1f}"
+    return f"{100 * getattr(interval, 'low'):.0f}–{100 * getattr(interval, 'high'):.0f}"
 
 
 def _p(value: float) -> str:
@@ -42,7 +42,7 @@ def _p(value: float) -> str:
 
 
 def _delta_cell(row: MetricComparison) -> str:
-    text = f"{100 * row.delta.estimate:+.1f}\n{100 * row.delta.low:+.1f}…{100 * row.delta.high:+.1f}"
+    text = f"{100 * row.delta.estimate:+.1f}\n{100 * row.delta.low:+.0f}…{100 * row.delta.high:+.0f}"
     colour = {"biomedical": "green", "general": "red"}.get(row.ahead or "")
     return f"[{colour}]{text}[/]" if colour else text
 
@@ -50,10 +50,12 @@ def _delta_cell(row: MetricComparison) -> str:
 def _pair_table(report: PairReport) -> Table:
     table = Table(title=f"[bold]{report.pair}[/bold]: {report.biomedical_model} (biomedical) vs "
                         f"{report.general_model} (general)", title_justify="left", show_lines=True)
-    for name in ("task", "metric", "n", "bio", "gen", "Δ", "p (Holm)", "b>g/g>b"):
-        table.add_column(name, justify="left" if name in ("task", "metric") else "right", no_wrap=True)
-    table.caption = ("bio, gen: score ×100 and 95% CI; Δ: biomedical − general with paired 95% CI; "
-                     "b>g/g>b: items only the biomedical / only the general model got right")
+    table.add_column("task", overflow="fold", max_width=13)
+    table.add_column("metric", overflow="fold", max_width=12)
+    for name in ("n", "bio", "gen", "Δ", "p", "b/g"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    table.caption = ("bio, gen: score ×100 and 95% CI; Δ: biomedical − general with paired 95% CI; p: test "
+                     "(Holm-adjusted); b/g: items only the biomedical / only the general model got right")
     for row in report.rows:
         missing = sum(row.missing.values())
         n_text = str(row.n) + (f"\n[yellow]{missing} unpaired[/yellow]" if missing else "")

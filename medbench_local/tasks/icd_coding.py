@@ -133,6 +133,7 @@ class IcdCodingTask:
     max_tokens: int = 200
     data_format: str = DATA_FORMAT
     metric_names: tuple[str, ...] = METRICS
+    reported_metrics: tuple[str, ...] = ("em_f1", "ap_f1", "valid_ratio")  # what CLUE reports
 
     @property
     def stop(self) -> tuple[str, ...]:
