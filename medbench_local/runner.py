@@ -33,7 +33,7 @@ from .engine.base import Engine, GenerateRequest
 from .engine.llama import LlamaEngine, require_gpu_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
-from .modelfiles.hashing import sha256_file
+from .modelfiles.hashing import cached_sha256, sha256_file
 from .modelfiles.lock import lock_path, read_lock, stale_reason
 from .modelfiles.resolve import require
 from .store import writer
@@ -160,6 +160,28 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
         require_gpu_build(entry.spec, allow_cpu)
         paths[entry.spec.id] = path
     return paths
+
+
+def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], paths: dict[str, Path],
+                        accept_changed: bool = False) -> None:
+    """Refuse to carry on under a model id whose file changed since results were stored for it.
+
+    Results of different files never mix (the file's SHA-256 is part of every evaluation key), but a silently
+    replaced file under the same name usually means a mistake (a re-download, another quantization); the user
+    must say so with ``--accept-changed-model``. Old results are kept either way.
+    """
+    if accept_changed:
+        return
+    for entry in models:
+        known = {sha for (sha,) in db.conn.execute("select distinct model_sha256 from evaluations where model_id = ?",
+                                                   (entry.spec.id,))}
+        current = cached_sha256(paths[entry.spec.id])
+        if known and current not in known:
+            raise ModelFileError(
+                f"model '{entry.spec.id}': its file changed since results were stored in this database "
+                f"(SHA-256 {sorted(known)[0][:12]}… then, {current[:12]}… now: {paths[entry.spec.id]}); results "
+                "of different files are never mixed; pass --accept-changed-model to start new evaluations "
+                "(the old results are kept)")
 
 
 def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any]) -> str:

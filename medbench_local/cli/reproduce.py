@@ -12,6 +12,7 @@ from rich.table import Table
 from ..analysis.paired import compare_pairs
 from ..analysis.published import STUDY_NAMES, lookup
 from ..errors import UserError
+from ..metrics.clue_levels import level1, level2
 from ..store import open_database
 from ..store.queries import latest_evaluation, pairs, summarize_evaluation
 from .common import DEFAULT_DB, stdout
@@ -28,22 +29,34 @@ def _aliases(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def value_rows(db: Any, aliases: dict[str, str]) -> list[dict[str, Any]]:
-    """Per model, task and metric with a published value: ours (×100, as the reference aggregates) and theirs."""
-    result = []
-    for model_id, task in db.conn.execute("select distinct model_id, task from evaluations order by model_id, task"):
+    """Per model, task and metric with a published value: ours (×100, as the reference aggregates) and theirs;
+    plus the CLUE Level-1/Level-2 aggregates when every component task has been run."""
+    result: list[dict[str, Any]] = []
+    models = [m for (m,) in db.conn.execute("select distinct model_id from evaluations order by model_id")]
+    for model_id in models:
         published = lookup(model_id, aliases)
         if not published:
             continue
-        summary = summarize_evaluation(db, latest_evaluation(db, model_id, task) or "")
-        for (p_task, metric), value in published.items():
-            if p_task != task:
-                continue
-            ours = summary.metrics.get(metric)
-            result.append({"model": model_id, "study_name": value.study_name, "task": task, "metric": metric,
-                           "n": summary.n, "ours": None if ours is None else 100 * ours, "published": value.value,
-                           "difference": None if ours is None else 100 * ours - value.value,
-                           "source": value.source})
+        ours_by_task: dict[str, dict[str, float]] = {}
+        for (task,) in db.conn.execute("select distinct task from evaluations where model_id = ? order by task",
+                                       (model_id,)):
+            summary = summarize_evaluation(db, latest_evaluation(db, model_id, task) or "")
+            ours_by_task[task] = {k: 100 * v for k, v in summary.metrics.items()}
+            for (p_task, metric), value in published.items():
+                if p_task == task:
+                    result.append(_row(model_id, value, summary.n, ours_by_task[task].get(metric)))
+        for metric, level in (("level1", level1), ("level2", level2)):
+            value = published.get(("clue", metric))
+            ours = level(ours_by_task)
+            if value is not None and ours is not None:
+                result.append(_row(model_id, value, None, ours))
     return result
+
+
+def _row(model_id: str, value: Any, n: int | None, ours: float | None) -> dict[str, Any]:
+    return {"model": model_id, "study_name": value.study_name, "task": value.task, "metric": value.metric,
+            "n": n, "ours": ours, "published": value.value,
+            "difference": None if ours is None else ours - value.value, "source": value.source}
 
 
 def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str, Any]]:
@@ -112,7 +125,7 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
     for name in ("model", "study name", "task", "metric", "n", "ours", "published", "Δ"):
         table.add_column(name, justify="right" if name in ("n", "ours", "published", "Δ") else "left")
     for v in values:
-        table.add_row(v["model"], v["study_name"], v["task"], v["metric"], str(v["n"]),
+        table.add_row(v["model"], v["study_name"], v["task"], v["metric"], "—" if v["n"] is None else str(v["n"]),
                       "—" if v["ours"] is None else f"{v['ours']:.1f}", f"{v['published']:.1f}",
                       "—" if v["difference"] is None else f"{v['difference']:+.1f}")
     stdout.print(table)

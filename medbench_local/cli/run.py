@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from ..config import Config
 from ..errors import StoreError, UserError
-from ..runner import ModelRole, RunOptions, execute, load_tasks, locate_models
+from ..runner import ModelRole, RunOptions, check_model_history, execute, load_tasks, locate_models
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
@@ -121,6 +121,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--reference-quirks", is_flag=True,
               help="Reproduce known quirks of the CLUE reference code instead of the correct behaviour, to match "
                    "the published numbers (README 'Reference quirks'; per task: docs/tasks-clue.md).")
+@click.option("--accept-changed-model", is_flag=True,
+              help="Carry on although a model id's file changed since results were stored (new evaluations).")
 @click.option("--allow-cpu", is_flag=True,
               help="Run models configured for the GPU on a CPU-only llama.cpp build (normally refused).")
 @click.option("--store-inputs/--no-store-inputs", default=True, show_default=True,
@@ -130,7 +132,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | None, seed: int, threads: int | None,
                 batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
-                allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
+                accept_changed_model: bool, allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
@@ -158,6 +160,11 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     paths = locate_models(models, allow_cpu, config)
 
     db = open_database(db_path)
+    try:
+        check_model_history(db, models, paths, accept_changed_model)
+    except UserError:
+        close_database(db)
+        raise
     for name in pairs:
         pair = config.pair(name)
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
