@@ -263,6 +263,7 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
         if stop.requested:
             return
         task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
+                         "documents_sha256": loaded.data.documents_sha256,
                          "data_sha256": loaded.data_sha256}
         key = evaluation_key(identity, task_settings)
         writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
@@ -275,7 +276,8 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
         todo = [item for item in loaded.items if writer.item_key(loaded.task.id, item) not in done]
         skipped = len(loaded.items) - len(todo)
         summary.skipped += skipped
-        context = PromptContext(shots=loaded.data.shots, count_tokens=engine.count_tokens,
+        context = PromptContext(shots=loaded.data.shots, documents=loaded.data.documents,
+                                count_tokens=engine.count_tokens,
                                 n_ctx=int(engine.settings["n_ctx"]))
         reporter.begin(entry.spec.id, loaded.task.id, len(loaded.items), skipped)
         try:

@@ -41,7 +41,7 @@ def data(task: LongHealthTask) -> TaskData:
 
 
 def context(data: TaskData, n_ctx: int = 0) -> PromptContext:
-    return PromptContext(shots=data.shots, count_tokens=words, n_ctx=n_ctx)
+    return PromptContext(documents=data.documents, count_tokens=words, n_ctx=n_ctx)
 
 
 def by_id(data: TaskData) -> dict[str, Item]:
@@ -72,7 +72,7 @@ def test_every_question_becomes_five_items_per_task(data: TaskData) -> None:
     assert Counter(item.payload["task"] for item in data.items) == {1: 30, 2: 30, 3: 30}
     # interleaved, so that --limit 3 already covers all three tasks
     assert ids[:3] == ["patient_01/q01/task1/r1", "patient_01/q01/task2/r1", "patient_01/q01/task3/r1"]
-    assert len(data.shots) == sum(len(p["texts"]) for p in raw.values()) == 11
+    assert data.shots == () and len(data.documents) == sum(len(p["texts"]) for p in raw.values()) == 11
 
 
 def test_gold_letters_and_options(data: TaskData) -> None:
@@ -267,7 +267,7 @@ def test_budget_is_respected_on_every_item(data: TaskData, budget: int) -> None:
         assert words(prompt.system) + words(prompt.user) <= budget
         included = set(documents_in(prompt.user))
         candidates = item.payload["answer_docs"] + item.payload["other_docs"]
-        texts = {s.id: s.payload["text"] for s in data.shots}
+        texts = {s.id: s.payload["text"] for s in data.documents}
         full = [d for d in candidates if texts[d] in included]
         assert full == candidates[: len(full)]  # a priority prefix in full, then at most one cut document
         assert len(included) - len(full) <= 1
@@ -311,11 +311,11 @@ def test_prompt_structure(data: TaskData, task: LongHealthTask) -> None:
 
 def test_documents_come_from_the_loaded_corpus(data: TaskData, task: LongHealthTask) -> None:
     item = by_id(data)["patient_01/q01/task1/r1"]
-    with pytest.raises(RuntimeError, match="not in context.shots"):
+    with pytest.raises(RuntimeError, match="not in context.documents"):
         task.prompt(item, PromptContext(count_tokens=words))
-    forged = tuple(replace(s, payload={**s.payload, "text": s.payload["text"] + " edited"}) for s in data.shots)
+    forged = tuple(replace(s, payload={**s.payload, "text": s.payload["text"] + " edited"}) for s in data.documents)
     with pytest.raises(RuntimeError, match="differs from the one loaded"):
-        task.prompt(item, PromptContext(shots=forged, count_tokens=words))
+        task.prompt(item, PromptContext(documents=forged, count_tokens=words))
 
 
 # ------------------------------------------------------------------------------------------------ scoring

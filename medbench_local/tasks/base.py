@@ -59,14 +59,20 @@ class Score:
 
 @dataclass(frozen=True)
 class TaskData:
-    """What ``load`` returns: the items to evaluate and the few-shot examples (never evaluated)."""
+    """What ``load`` returns: the items to evaluate, the few-shot examples (never evaluated), and shared
+    documents that prompts draw from (LongHealth's patient records; stored once, not in every item)."""
 
     items: list[Item]
     shots: tuple[Item, ...] = ()
+    documents: tuple[Item, ...] = ()
 
     @property
     def shots_sha256(self) -> str | None:
         return sha256_text(canonical_json([s.payload for s in self.shots])) if self.shots else None
+
+    @property
+    def documents_sha256(self) -> str | None:
+        return sha256_text(canonical_json([[d.id, d.payload] for d in self.documents])) if self.documents else None
 
 
 def _no_tokenizer(text: str) -> int:
@@ -75,10 +81,11 @@ def _no_tokenizer(text: str) -> int:
 
 @dataclass(frozen=True)
 class PromptContext:
-    """What a prompt builder may use besides the item: few-shot examples and the model's token counter
-    (LongHealth fills a token budget measured with the model's own tokenizer)."""
+    """What a prompt builder may use besides the item: few-shot examples, shared documents, and the model's
+    token counter (LongHealth fills a token budget measured with the model's own tokenizer)."""
 
     shots: Sequence[Item] = ()
+    documents: Sequence[Item] = ()
     count_tokens: Callable[[str], int] = _no_tokenizer
     n_ctx: int = 0
 

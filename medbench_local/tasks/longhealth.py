@@ -10,8 +10,8 @@ Design, in the order the data flows (details and reasons in docs/tasks-longhealt
 * ``load`` expands questions into items and fixes everything that does not depend on the model: the gold
   letter, the options, and the *candidate* documents in priority order (answer documents, then the patient's
   other documents or the sampled distractors). Items carry document ids and SHA-256s, not texts; the texts
-  travel once, as ``TaskData.shots`` (LongHealth is 0-shot, so that channel is free), which the runner hands
-  to ``prompt`` as ``context.shots`` and hashes into the evaluation identity.
+  travel once, as ``TaskData.documents``, which the runner hands to ``prompt`` as ``context.documents`` and
+  hashes into the evaluation identity.
 * ``prompt`` fills the token budget with the *model's* tokenizer (``context.count_tokens``), because only
   then is the budget known: ``min(token_budget, n_ctx - max_tokens - template_margin)`` tokens for system +
   user text. Question, options and instructions are reserved first; candidates are added in order; the
@@ -411,7 +411,7 @@ class LongHealthTask:
                             "doc_sha256": {d: digests[d] for d in answer_docs + others},
                         }
                         items.append(Item(item_id, payload, source=f"{source}#{q.where}"))
-        return TaskData(items, shots=corpus)
+        return TaskData(items, documents=corpus)
 
     # ---- prompt
 
@@ -502,14 +502,14 @@ class LongHealthTask:
 
 
 def _documents(item: Item, context: PromptContext) -> dict[str, str]:
-    """The item's document texts from ``context.shots`` (the corpus ``load`` returned), checked by SHA-256."""
-    corpus = {shot.id: shot.payload.get("text") for shot in context.shots}
+    """The item's document texts from ``context.documents`` (the corpus ``load`` returned), checked by SHA-256."""
+    corpus = {doc.id: doc.payload.get("text") for doc in context.documents}
     texts = {}
     for did, digest in item.payload["doc_sha256"].items():
         text = corpus.get(did)
         if not isinstance(text, str):
-            raise RuntimeError(f"LongHealth item {item.id}: document {did} is not in context.shots (the "
-                             "documents travel as TaskData.shots from load())")
+            raise RuntimeError(f"LongHealth item {item.id}: document {did} is not in context.documents (the "
+                             "documents travel as TaskData.documents from load())")
         if sha256_text(text) != digest:
             raise RuntimeError(f"LongHealth item {item.id}: document {did} differs from the one loaded")
         texts[did] = text
