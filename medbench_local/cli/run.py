@@ -24,6 +24,7 @@ class ProgressReporter:
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
+        self._active = False
         self._bar: TaskID | None = None
         self._label = ""
         self._tokens = 0
@@ -35,6 +36,9 @@ class ProgressReporter:
         if already_done:
             self.note(f"{self._label}: {already_done} of {total} items already done, resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
+        self._active = True
+        if not stderr.is_terminal:  # logs and pipes get the summary line only, not redraws of a bar
+            return
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
             TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=stderr, transient=True)
@@ -50,14 +54,17 @@ class ProgressReporter:
             self.progress.update(self._bar, advance=1, tps=tps)
 
     def end(self) -> None:
-        if self.progress is None:
+        if not self._active:
             return
-        self.progress.stop()
-        self.progress = None
+        self._active = False
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
         if self._counts:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
             tps = f", {self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else ""
-            stderr.print(f"{self._label}: {sum(self._counts.values())} items ({outcomes}){tps}")
+            count = sum(self._counts.values())
+            stderr.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
         stderr.print(f"[dim]{text}[/dim]")
