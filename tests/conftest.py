@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -41,7 +41,7 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
     return REPO
 
 
-def invoke(*args: str, expect: int | None = 0) -> "click.testing.Result":  # noqa: F821
+def invoke(*args: str, expect: int | None = 0) -> Result:
     from medbench_local.cli import main
 
     result = CliRunner().invoke(main, list(args), catch_exceptions=False) if expect == 0 else \

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from ..config import Config, load_config
+from ..errors import UserError
 
 DEFAULT_CONFIG = "models.toml"
 DEFAULT_DB = "results.db"
@@ -33,3 +34,21 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def read_config(path: Path) -> Config:
     return load_config(path)
+
+
+def match_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> dict[str, Path]:
+    """--data values per task: 'TASK=PATH', or a bare PATH when exactly one --task is given."""
+    explicit: dict[str, Path] = {}
+    bare: list[Path] = []
+    for value in data:
+        name, sep, path = value.partition("=")
+        if sep and name in task_ids:
+            explicit[name] = Path(path).expanduser()
+        else:
+            bare.append(Path(value).expanduser())
+    if bare and len(task_ids) != 1:
+        raise UserError("with several --task options (or none), give --data as TASK=PATH "
+                        "(e.g. --task jama --data jama=cases.csv)")
+    if bare:
+        explicit[task_ids[0]] = bare[0]
+    return explicit

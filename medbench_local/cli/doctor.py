@@ -8,27 +8,9 @@ import click
 
 from ..airgap.doctor import FAIL, OK, WARN, run_doctor
 from ..errors import UserError
-from .common import config_option, stdout
+from .common import config_option, match_data, stdout
 
 _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]"}
-
-
-def _match_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path | None]]:
-    """--data TASK=PATH, or a bare PATH when exactly one --task is given (as in 'run')."""
-    explicit: dict[str, Path] = {}
-    bare: list[Path] = []
-    for value in data:
-        name, sep, path = value.partition("=")
-        if sep and name in task_ids:
-            explicit[name] = Path(path)
-        else:
-            bare.append(Path(value))
-    if bare and len(task_ids) != 1:
-        raise UserError("give --data as TASK=PATH when there is not exactly one --task (e.g. --task jama "
-                        "--data jama=cases.csv)")
-    if bare:
-        explicit[task_ids[0]] = bare[0]
-    return [(task_id, explicit.get(task_id)) for task_id in task_ids]
 
 
 @click.command("doctor")
@@ -65,7 +47,7 @@ def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[
     """
     if data and not task_ids:
         raise UserError("--data needs --task (e.g. --task jama --data cases.csv)")
-    report = run_doctor(config_path, pairs=pairs, model_ids=model_ids, tasks=_match_data(task_ids, data),
+    report = run_doctor(config_path, pairs=pairs, model_ids=model_ids, tasks=[(t, match_data(task_ids, data).get(t)) for t in task_ids],
                         assets=assets, offline=offline, load=load)
     stdout.print(f"[bold]medbench-local doctor[/bold]{' (offline)' if offline else ''}")
     for check in report.checks:

@@ -12,7 +12,7 @@ from typing import IO, Any
 import click
 
 from ..store import open_database
-from ..store.queries import INPUT_COLUMNS, ITEM_COLUMNS, evaluation_keys, item_rows, summarize_evaluation
+from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, summarize_evaluation
 from ..tasks.base import OUTCOMES
 from .common import DEFAULT_DB
 

@@ -16,7 +16,7 @@ from ..runner import ModelRole, RunOptions, check_model_history, execute, load_t
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
-from .common import DEFAULT_DB, config_option, read_config, stderr, stdout
+from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
 
 
 class ProgressReporter:
@@ -85,19 +85,8 @@ def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, .
 
 
 def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path]]:
-    """Match --data values to tasks: 'TASK=PATH', or a bare PATH when exactly one task is given."""
-    explicit: dict[str, Path] = {}
-    bare: list[Path] = []
-    for value in data:
-        name, sep, path = value.partition("=")
-        if sep and name in task_ids:
-            explicit[name] = Path(path)
-        else:
-            bare.append(Path(value))
-    if bare and len(task_ids) != 1:
-        raise UserError("with several --task options, give --data as TASK=PATH (e.g. --data jama=cases.csv)")
-    if bare:
-        explicit[task_ids[0]] = bare[0]
+    """Each task's data path: from --data, else the bundled sample bench_data/<task>."""
+    explicit = match_data(task_ids, data)
     result = []
     for task_id in task_ids:
         path = explicit.get(task_id, Path("bench_data") / task_id)

@@ -77,9 +77,6 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
                              settings=settings, model_sha256=head[3])
 
 
-ITEM_COLUMNS = ("model_id", "model_sha256", "task", "evaluation", "item_id", "item_content_sha256", "outcome",
-                "extracted", "gold", "metrics", "prompt", "output", "prompt_tokens", "truncated_tokens",
-                "completion_tokens", "finish_reason", "seconds", "error", "created_at")
 INPUT_COLUMNS = ("prompt",)
 
 

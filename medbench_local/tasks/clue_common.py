@@ -34,7 +34,7 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Item, TaskData
-from .datafiles import read_text
+from .datafiles import jsonl_records, object_record, read_text
 from .prompts import PromptTemplate
 
 #: The reference's "self-prompting" clean-up (TIO-IKIM/CLUE eval scripts, 2024): a fresh system prompt, a
@@ -115,29 +115,6 @@ def find_data_file(path: Path, preferred: Sequence[str], suffixes: Sequence[str]
                     f"expected {expected}: pass the file itself")
 
 
-def _object(path: Path, line: int, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise DataError(path, f"expected a JSON object, got {type(value).__name__}", line=line)
-    return value
-
-
-def jsonl_records(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
-    """(line, object) for every non-blank line of a JSON Lines file."""
-    text = read_text(path) if text is None else text
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=number) from None
-        records.append((number, _object(path, number, value)))
-    if not records:
-        raise DataError(path, "file holds no records")
-    return records
-
-
 def json_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """A JSON array of objects (each with the line it starts on), or JSON Lines when the file does not start
     with ``[``. Either way one object per record."""
@@ -168,7 +145,7 @@ def json_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
             index += 1
         line += text.count("\n", start, index)
         _, end = decoder.raw_decode(text, index)
-        records.append((line, _object(path, line, value)))
+        records.append((line, object_record(path, line, value)))
         line += text.count("\n", index, end)
         index = end
     return records

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import string
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from .base import Item
-from .datafiles import read_text
+from .datafiles import jsonl_records, read_text
 
 LETTERS = string.ascii_uppercase[:10]  # A-J
 MIN_OPTIONS = 2
@@ -63,15 +62,7 @@ def _load_file(path: Path) -> list[Item]:
 
 def _load_jsonl(path: Path) -> list[Item]:
     items = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=number) from None
-        if not isinstance(record, dict):
-            raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line=number)
+    for number, record in jsonl_records(path):
         options = record.get("options")
         if isinstance(options, list):
             if len(options) > len(LETTERS):

@@ -32,8 +32,9 @@ from typing import Any
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from .base import Item, PromptContext, Score, TaskData
-from .clue_common import (CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file, jsonl_records,
+from .clue_common import (CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file,
                           pick_text, split_shots, user_block_stop)
+from .datafiles import jsonl_records
 from .prompts import PromptTemplate
 
 LABELS: tuple[str, ...] = ("ENTAILMENT", "NEUTRAL", "CONTRADICTION")

@@ -36,7 +36,7 @@ from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
-from .datafiles import read_text
+from .datafiles import jsonl_records, read_text
 from .mcq_data import LETTERS, MIN_OPTIONS
 from .prompts import PromptTemplate
 
@@ -205,21 +205,6 @@ def _item(item_id: str, path: Path, line: int, question: str, options: dict[str,
                 source=f"{path}:{line}")
 
 
-def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    records = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=number) from None
-        if not isinstance(record, dict):
-            raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line=number)
-        records.append((number, record))
-    return records
-
-
 def _split_id(path: Path) -> str:
     """'phrases_no_exclude_test.jsonl' -> 'test'; 'validation.jsonl' -> 'validation'."""
     stem = path.stem
@@ -262,7 +247,7 @@ def load_medqa(path: Path) -> list[Item]:
         path = _pick_file(path, (MEDQA_FILE,), (".jsonl",), ".jsonl")
     split = _split_id(path)
     items = []
-    for line, record in _jsonl_records(path):
+    for line, record in jsonl_records(path):
         question = _text(path, line, record, "question")
         options = record.get("options")
         if not isinstance(options, dict):
@@ -489,7 +474,7 @@ def load_medmcqa(path: Path) -> list[Item]:
     path = _existing(path)
     if path.is_dir():
         path = _pick_file(path, MEDMCQA_FILES, (".jsonl", ".json"), ".jsonl/.json")
-    records = _jsonl_records(path)
+    records = jsonl_records(path)
     original = "cop" in records[0][1] or "opa" in records[0][1]
     items: list[Item] = []
     seen: dict[str, int] = {}

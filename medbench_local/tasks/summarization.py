@@ -37,8 +37,9 @@ from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
 from .base import Item, PromptContext, Score, TaskData
 from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, check_unique_ids, clean_output,
-                          csv_records, find_data_file, json_records, jsonl_records, match_columns, pick_text,
+                          csv_records, find_data_file, json_records, match_columns, pick_text,
                           seeded_shuffle, split_shots, strip_output, user_block_stop)
+from .datafiles import jsonl_records
 from .prompts import PromptTemplate
 
 MEQSUM_FILE = "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
