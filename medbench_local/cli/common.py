@@ -28,8 +28,9 @@ def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--db for the commands that read a results database."""
     return click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-                        show_default=True, help="SQLite results database.")(fn)
+                        show_default=True, help="SQLite results database written by 'run'.")(fn)
 
 
 def read_config(path: Path) -> Config:

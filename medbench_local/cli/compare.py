@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..analysis.paired import MetricComparison, PairReport, compare_pairs
 from ..store import open_database
-from .common import DEFAULT_DB, stdout
+from .common import db_option, stdout
 
 OUTCOME_COLUMNS = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
 
@@ -103,8 +103,7 @@ def markdown(reports: list[PairReport]) -> str:
 
 
 @click.command("compare")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-              show_default=True, help="SQLite results database written by 'run'.")
+@db_option
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,

@@ -14,7 +14,7 @@ import click
 from ..store import open_database
 from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, summarize_evaluation
 from ..tasks.base import OUTCOMES
-from .common import DEFAULT_DB
+from .common import db_option
 
 
 def _aggregate_rows(db_path: Path) -> list[dict[str, Any]]:
@@ -60,8 +60,7 @@ def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
 
 
 @click.command("export")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-              show_default=True, help="SQLite results database written by 'run'.")
+@db_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--aggregate", is_flag=True, help="One row per model and task (n, metrics, outcome counts) "
                                                 "instead of one row per item.")

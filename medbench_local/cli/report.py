@@ -9,7 +9,7 @@ import click
 
 from ..analysis.paired import compare_pairs
 from ..store import open_database
-from .common import DEFAULT_DB, stdout
+from .common import db_option, stdout
 from .show import disagreements
 
 
@@ -21,8 +21,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 @click.command("report")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-              show_default=True, help="SQLite results database written by 'run'.")
+@db_option
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("report.html"), show_default=True, help="The HTML file to write.")
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")

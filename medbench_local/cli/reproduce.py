@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..metrics.clue_levels import level1, level2
 from ..store import open_database
 from ..store.queries import latest_evaluation, pairs, summarize_evaluation
-from .common import DEFAULT_DB, stdout
+from .common import db_option, stdout
 
 
 def _aliases(values: tuple[str, ...]) -> dict[str, str]:
@@ -82,8 +82,7 @@ def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str,
 
 
 @click.command("reproduce")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-              show_default=True, help="SQLite results database written by 'run'.")
+@db_option
 @click.option("--as", "aliases", multiple=True, metavar="MODEL=STUDY_NAME",
               help="Treat one of your model ids as a study model (e.g. my-bio=Llama3-OpenBioLLM-8B).")
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True)

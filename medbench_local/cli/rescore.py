@@ -8,12 +8,11 @@ import click
 
 from ..analysis.rescore import APPLIES, rescore
 from ..store import close_database, open_database
-from .common import DEFAULT_DB, stdout
+from .common import db_option, stdout
 
 
 @click.command("rescore")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-              show_default=True, help="SQLite results database written by 'run'.")
+@db_option
 @click.option("--metric", type=click.Choice(sorted(APPLIES)), required=True,
               help="bertscore: SciBERT L8 (MeQSum) / Bio_ClinicalBERT L9 (Problem Summary, MeDiSumQA); "
                    "umls: scispaCy + UMLS linker (Problem Summary, MeDiSumQA).")

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import UserError
 from ..store import open_database
 from ..store.queries import latest_evaluation, pairs
-from .common import DEFAULT_DB, stdout
+from .common import db_option, stdout
 
 
 def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
@@ -62,8 +62,7 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
 
 
 @click.command("show")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
-              show_default=True, help="SQLite results database written by 'run'.")
+@db_option
 @click.option("--pair", "pair_name", required=True, metavar="NAME", help="The pair to inspect.")
 @click.option("--task", required=True, metavar="TASK", help="The task to inspect.")
 @click.option("--metric", help="Metric that defines disagreement (default: the task's first metric).")

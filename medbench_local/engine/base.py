@@ -45,12 +45,6 @@ class Generation:
     prompt_ms: float | None = None      # llama.cpp's own timing of prompt processing
     generation_ms: float | None = None  # llama.cpp's own timing of token generation
 
-    @property
-    def tokens_per_second(self) -> float | None:
-        """Generation speed (decode only), the number people compare across hardware."""
-        if self.generation_ms and self.completion_tokens:
-            return self.completion_tokens / (self.generation_ms / 1000)
-        return None
 
 
 @dataclass(frozen=True)

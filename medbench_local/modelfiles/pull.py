@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import HubSource, LocalSource, ModelSpec, PackageSource
+from ..config import HubSource, ModelSpec, PackageSource
 from ..errors import ModelFileError, UserError
 from .hashing import cached_sha256
 from .lock import LockEntry, source_fields, stale_reason
@@ -196,13 +196,3 @@ def hub_error_message(spec: ModelSpec, source: HubSource, revision: str, exc: Ba
     if isinstance(exc, OSError) and not hasattr(exc, "response"):
         return f"{what}: cannot write to the HF cache {hub_cache_dir()} ({exc})"
     return f"{what}: download failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-
-
-def describe_location(spec: ModelSpec) -> str:
-    """Short words for where pull looks for a model (used in messages)."""
-    if isinstance(spec.source, HubSource):
-        return f"{spec.source.repo}/{spec.source.file}@{spec.source.revision}"
-    if isinstance(spec.source, PackageSource):
-        return f"package {spec.source.package}"
-    assert isinstance(spec.source, LocalSource)
-    return str(spec.source.path)
