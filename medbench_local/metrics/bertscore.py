@@ -241,13 +241,15 @@ def _scorer(path: str, num_layers: int) -> BertScorer:
 def bertscore(predictions: Sequence[str], references: Sequence[str], *, model_path: Path,
               num_layers: int) -> list[dict[str, float]]:
     """BERTScore P/R/F1 per pair with the model in the local folder ``model_path`` at layer ``num_layers``.
-    The model is loaded once per process (per folder and layer)."""
-    _require_backend()
+    The model is loaded once per process (per folder and layer). The folder is checked before the packages:
+    a hub name or a wrong path is refused the same way whether or not torch is installed."""
     check_model_folder(Path(model_path), "model_path")
+    _require_backend()
     return _scorer(str(Path(model_path).resolve()), num_layers).score(predictions, references)
 
 
 def scorer_for(model: BertScoreModel, environ: Mapping[str, str] | None = None) -> BertScorer:
     """The loaded scorer for a reference model, from the folder its environment variable names."""
+    folder = model_dir(model, environ)
     _require_backend()
-    return _scorer(str(model_dir(model, environ).resolve()), model.num_layers)
+    return _scorer(str(folder.resolve()), model.num_layers)
