@@ -15,6 +15,16 @@ stamp=".venv/.medbench-installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[medbench-local] installing medbench-local[$extras] (first time: llama.cpp compiles, ~5 min)"
   .venv/bin/python -m pip install --quiet --upgrade pip
+  if [ -z "${CMAKE_ARGS:-}" ] && cpu_args="$(bash tools/cpu_build_flags.sh 2>/dev/null)" && [ -n "$cpu_args" ]; then
+    # this CPU advertises AMX that traps (see tools/cpu_build_flags.sh): build llama.cpp without -march=native,
+    # bypassing pip's wheel cache, which may hold a native build
+    echo "[medbench-local] this CPU's AMX is not usable here; building llama.cpp with: $cpu_args"
+    if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null || [ ! -f .venv/.llama-cpp-portable ]; then
+      CMAKE_ARGS="$cpu_args" .venv/bin/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
+        "llama-cpp-python>=0.3.0"
+      touch .venv/.llama-cpp-portable
+    fi
+  fi
   .venv/bin/python -m pip install --quiet -e ".[$extras]"
   touch "$stamp"
 fi
