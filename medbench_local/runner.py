@@ -36,7 +36,8 @@ from .modelfiles.check import check_model_file
 from .modelfiles.hashing import cached_sha256, sha256_file
 from .modelfiles.lock import lock_path, read_lock, stale_reason
 from .modelfiles.resolve import require
-from .store import writer
+from .analysis.rescore import older_extraction_items
+from .store import queries, writer
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
@@ -266,6 +267,11 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
                          "documents_sha256": loaded.data.documents_sha256,
                          "data_sha256": loaded.data_sha256}
         key = evaluation_key(identity, task_settings)
+        if not queries.evaluation_exists(db, key) and (
+                older := older_extraction_items(db, entry.spec.id, loaded.task.id, identity, task_settings)):
+            reporter.note(f"{older} items of {entry.spec.id}·{loaded.task.id} were scored with an older extraction; "
+                          f"`medbench-local rescore --extraction --db {queries.database_path(db)}` re-scores them "
+                          "without regenerating")
         writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
                                  {"engine": engine.settings, "task": task_settings, "identity": identity,
                                   "load": getattr(engine, "load", {})},

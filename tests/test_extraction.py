@@ -9,10 +9,11 @@ from __future__ import annotations
 
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from rapidfuzz import fuzz
 
-from medbench_local.metrics.extraction import Extraction, extract_choice
+from medbench_local.metrics.extraction import NO_ANSWER_METHODS, Extraction, extract_choice
 
 RESP = {
     "A": "Community-acquired pneumonia",
@@ -22,6 +23,10 @@ RESP = {
 }
 NESTED = {"A": "Pneumonia", "B": "Aspiration pneumonia", "C": "Lung abscess", "D": "Empyema"}
 FIVE = {**RESP, "E": "Spontaneous pneumothorax"}
+YNM = {"A": "yes", "B": "no", "C": "maybe"}  # PubMedQA's options
+VITAMINS = {"A": "Vitamin A", "B": "Vitamin B12", "C": "Vitamin C", "D": "Vitamin D"}  # near-identical texts
+STROKE = {"A": "Intracerebral hemorrhage", "B": "Cerebral infarction", "C": "Subarachnoid hemorrhage",
+          "D": "Transient ischemic attack"}
 LISTED = "\n".join(f"{k}. {v}" for k, v in RESP.items())
 LONG_REASONING = "Let us consider the differential carefully. " * 800  # ~35k chars
 
@@ -99,14 +104,14 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     ("lone-leading-newlines", "\n\n   A\n", RESP, "A", "lone_letter"),
     ("lone-first-line", "B\n\nExplanation: option A is wrong because...", RESP, "B",
      "lone_letter"),
-    ("label-dot-text", "B. Community-acquired pneumonia", RESP, "B", "lone_letter"),
+    ("label-dot-own-text", "B. Acute bronchitis", RESP, "B", "lone_letter"),
     ("label-paren-text", "C) Start heparin", RESP, "C", "lone_letter"),
     ("label-colon-text", "D: biopsy", RESP, "D", "lone_letter"),
     ("label-dash-text", "  \n A - because of the infiltrate", RESP, "A", "lone_letter"),
     ("lone-last-line", "Wheeze is absent and the D-dimer is normal.\n\n**B**", RESP, "B",
      "lone_letter"),
     ("lone-invalid-letter", "F", RESP, None, "none"),
-    ("bare-label-list", "A\nB\nC\nD", RESP, None, "none"),
+    ("bare-label-list", "A\nB\nC\nD", RESP, None, "echo"),
     ("hedge-with-negated-second", "The answer is B, and C is incorrect.", RESP, "B", "explicit"),
     ("conflict-final-then-nonfinal", "Final answer: B. Earlier I said the answer is A.", RESP, None,
      "none"),
@@ -124,12 +129,124 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     ("nested-shorter", "Pneumonia", NESTED, "A", "fuzzy"),
     ("nested-longer-typo", "aspiraton pneumonia", NESTED, "B", "fuzzy"),
     ("nested-both-mentioned", "pneumonia rather than aspiration pneumonia", NESTED, None, "none"),
-    ("options-repeated", LISTED, RESP, None, "none"),
+    ("options-repeated", LISTED, RESP, None, "echo"),
     ("options-repeated-one-line", " ".join(f"{k}) {v}" for k, v in RESP.items()), RESP, None,
-     "none"),
+     "echo"),
     ("two-options-mentioned", "Either acute bronchitis or pulmonary embolism.", RESP, None, "none"),
     ("fuzzy-near-miss-below-threshold", "bronchiolitis obliterans", RESP, None, "none"),
     ("short-option-skipped", "no", {"A": "no", "B": "yes"}, None, "none"),
+    # ---- echoed option lists (issue 9): listing options is not choosing one -> echo ----------------
+    ("echo-prefix-colon-newline", "The answer is:\nA. Yes\nB. No\nC. Maybe", YNM, None, "echo"),
+    ("echo-prefix-space-glued", "The answer is A. Yes\nB. No\nC. Maybe", YNM, None, "echo"),
+    ("echo-prefix-no-space", "The answer isA. Yes\nB. No\nC. Maybe", YNM, None, "echo"),
+    ("echo-prefix-newline", "The answer is\nA. Yes\nB. No\nC. Maybe", YNM, None, "echo"),
+    ("echo-no-prefix", "A. Yes\nB. No\nC. Maybe", YNM, None, "echo"),
+    ("echo-answer-colon-label", "Answer:\nA) yes\nB) no\nC) maybe", YNM, None, "echo"),
+    ("echo-paren-labels", "The answer is:\n" + "\n".join(f"({k}) {v}" for k, v in RESP.items()), RESP,
+     None, "echo"),
+    ("echo-close-paren-labels", "\n".join(f"{k}) {v}" for k, v in RESP.items()), RESP, None, "echo"),
+    ("echo-colon-labels", "\n".join(f"{k}: {v}" for k, v in RESP.items()), RESP, None, "echo"),
+    ("echo-dash-labels", "\n".join(f"{k} - {v}" for k, v in RESP.items()), RESP, None, "echo"),
+    ("echo-bullets", "The answer is:\n" + "\n".join(f"- {k}. {v}" for k, v in RESP.items()), RESP, None,
+     "echo"),
+    ("echo-bold-labels", "The answer is:\n" + "\n".join(f"**{k}.** {v}" for k, v in RESP.items()), RESP,
+     None, "echo"),
+    ("echo-bold-entries", "The answer is **A. Yes**\n**B. No**\n**C. Maybe**", YNM, None, "echo"),
+    ("echo-lower-case-labels", "The answer is:\na) yes\nb) no\nc) maybe", YNM, None, "echo"),
+    ("echo-numbered", "The answer is:\n1. Yes\n2. No\n3. Maybe", YNM, None, "echo"),
+    ("echo-numbered-glued", "The answer is 1. Community-acquired pneumonia\n2. Acute bronchitis", RESP,
+     None, "echo"),
+    ("echo-numbered-paren", "(1) Community-acquired pneumonia\n(2) Acute bronchitis\n(3) Pulmonary embolism",
+     RESP, None, "echo"),
+    ("echo-letters-one-per-line-after-prefix", "The answer is A\nB\nC\nD", RESP, None, "echo"),
+    ("echo-letters-one-per-line-dotted", "The answer is:\nA.\nB.\nC.", YNM, None, "echo"),
+    ("echo-inline", "The answer is A. Yes B. No C. Maybe", YNM, None, "echo"),
+    ("echo-inline-parens", "Options: (A) yes (B) no (C) maybe", YNM, None, "echo"),
+    ("echo-blank-lines-between", "A. Yes\n\nB. No\n\nC. Maybe", YNM, None, "echo"),
+    ("echo-partial-two-of-five", "The answer is:\nC. Pulmonary embolism\nD. Asthma exacerbation", FIVE, None,
+     "echo"),
+    ("echo-partial-cut-by-budget",
+     "The answer is A. Community-acquired pneumonia\nB. Acute bronchitis\nC. Pulmo", RESP, None, "echo"),
+    ("echo-with-typos", "A. Comunity-acquired pneumonia\nB. Acute bronchits\nC. Pulmonary embolsm", RESP,
+     None, "echo"),
+    ("echo-option-texts-only", "The answer is:\nYes\nNo\nMaybe", YNM, None, "echo"),
+    ("echo-prefix-then-texts", "The answer is yes\nno\nmaybe", YNM, None, "echo"),
+    ("echo-header-line", "Options:\nA. Yes\nB. No\nC. Maybe", YNM, None, "echo"),
+    ("echo-shuffled", "B. No\nA. Yes\nC. Maybe", YNM, None, "echo"),
+    ("echo-markdown-heading", "### Options\n**A)** Yes\n**B)** No", YNM, None, "echo"),
+    ("echo-long-options", "The answer is:\n" + "\n".join(f"{k}. {v}" for k, v in STROKE.items()), STROKE,
+     None, "echo"),
+    # ---- an echo followed (or preceded) by a real statement: the statement counts -------------------
+    ("echo-then-answer-is", LISTED + "\nThe answer is C.", RESP, "C", "explicit"),
+    ("echo-then-answer-colon", "A. Yes\nB. No\n\nAnswer: B", YNM, "B", "explicit"),
+    ("prefix-echo-then-answer", "The answer is:\nA. Yes\nB. No\nC. Maybe\nThe answer is B", YNM, "B",
+     "explicit"),
+    ("glued-echo-then-answer", "The answer is A. Yes\nB. No\nC. Maybe\n\nSo the answer is C.", YNM, "C",
+     "explicit"),
+    ("echo-then-answer-with-own-text", "A. Yes\nB. No\nC. Maybe\nThe answer is C. Maybe", YNM, "C",
+     "explicit"),
+    ("echo-then-final-answer-bold", LISTED + "\n\n**Final answer: D**", RESP, "D", "explicit"),
+    ("echo-then-option-is-correct", LISTED + "\nOption B is correct.", RESP, "B", "explicit"),
+    ("numbered-echo-then-answer", "1. Yes\n2. No\n3. Maybe\nAnswer: C", YNM, "C", "explicit"),
+    ("statement-before-listing", "The answer is B.\n" + LISTED, RESP, "B", "explicit"),
+    ("discussion-lines-then-final",
+     "A. Pneumonia is unlikely without fever.\nB. Bronchitis fits the cough.\nC. PE is unlikely.\n"
+     "The answer is B.", RESP, "B", "explicit"),
+    ("numbered-reasoning-then-fuzzy",
+     "1. The cough is productive.\n2. There is no fever.\nMost consistent with acute bronchitis.", RESP, "B",
+     "fuzzy"),
+    # ---- one option with its own text is an answer, not an echo ----------------------------------------
+    ("single-option-with-text", "The answer is B. Acute bronchitis", RESP, "B", "explicit"),
+    ("single-option-on-next-line", "The answer is:\nB. Acute bronchitis", RESP, "B", "explicit"),
+    ("single-yes-no-option", "The answer is B. No", YNM, "B", "explicit"),
+    ("single-option-text-on-next-line", "The answer is:\nAcute bronchitis", RESP, "B", "fuzzy"),
+    # ---- letter + text of a different option -> conflict ---------------------------------------------------
+    ("conflict-label-at-start", " A. Cerebral infarction.", STROKE, None, "conflict"),
+    ("conflict-after-prefix", "The answer is A. Cerebral infarction.", STROKE, None, "conflict"),
+    ("conflict-answer-colon-text", "The answer is A: Cerebral infarction", STROKE, None, "conflict"),
+    ("conflict-final-statement",
+     "The CT shows no blood. So the final answer is A: Cerebral infarction.", STROKE, None, "conflict"),
+    ("conflict-final-answer-parens", "Final answer: (A) Cerebral infarction", STROKE, None, "conflict"),
+    ("conflict-bold-label-and-text", "**A. Cerebral infarction**", STROKE, None, "conflict"),
+    ("conflict-bold-after-prefix", "The answer is **A. Cerebral infarction**", STROKE, None, "conflict"),
+    ("conflict-bold-label-only", "The answer is **A.** Cerebral infarction", STROKE, None, "conflict"),
+    ("conflict-paren-label", "(A) Cerebral infarction", STROKE, None, "conflict"),
+    ("conflict-text-with-typo", "The answer is A. Cerebal infarktion", STROKE, None, "conflict"),
+    ("conflict-text-then-reason", "The answer is A: Cerebral infarction, given the normal CT.", STROKE, None,
+     "conflict"),
+    ("conflict-text-then-because", "The answer is A - Cerebral infarction because of the deficit.", STROKE,
+     None, "conflict"),
+    ("conflict-short-option", "The answer is A. No", YNM, None, "conflict"),
+    ("conflict-nested-longer-text", "A. Aspiration pneumonia", NESTED, None, "conflict"),
+    ("conflict-after-reasoning", "No blood on CT and deficits for 3 hours.\nThe answer is D: Cerebral infarction",
+     STROKE, None, "conflict"),
+    # ---- letter + own text, a paraphrase, or an explanation: the letter is kept ---------------------------
+    ("own-text-keeps-letter", "The answer is B. Cerebral infarction.", STROKE, "B", "explicit"),
+    ("own-text-typo-keeps-letter", "The answer is B: Cerebal infarction", STROKE, "B", "explicit"),
+    ("own-text-bold-keeps-letter", "**B. Cerebral infarction**", STROKE, "B", "lone_letter"),
+    ("paraphrase-keeps-letter", "The answer is B. An ischemic stroke of the MCA territory.", STROKE, "B",
+     "explicit"),
+    ("explanation-naming-other-option-keeps-letter",
+     "The answer is B. Intracerebral hemorrhage is unlikely with a normal CT.", STROKE, "B", "explicit"),
+    ("negated-other-option-keeps-letter", "The answer is B, not intracerebral hemorrhage.", STROKE, "B",
+     "explicit"),
+    ("rather-than-keeps-letter", "The answer is B rather than subarachnoid hemorrhage.", STROKE, "B",
+     "explicit"),
+    ("text-on-next-line-not-read", "Answer: B\nIntracerebral hemorrhage was excluded by CT.", STROKE, "B",
+     "explicit"),
+    ("reasoning-labels-then-final",
+     "A. Intracerebral hemorrhage: no blood on CT.\nC. Subarachnoid hemorrhage: no thunderclap.\n"
+     "Therefore the answer is B.", STROKE, "B", "explicit"),
+    ("nested-own-longer-text", "B. Aspiration pneumonia", NESTED, "B", "lone_letter"),
+    ("nested-own-shorter-text", "The answer is A. Pneumonia", NESTED, "A", "explicit"),
+    ("answer-over-other-option-is-no-list", "I'd choose B. Acute bronchitis over C. Pulmonary embolism", RESP, "B",
+     "explicit"),
+    ("own-text-with-aside-keeps-letter", "The answer is B. Acute bronchitis (viral)", RESP, "B", "explicit"),
+    ("conflict-text-in-parens", "The answer is A (Acute bronchitis)", RESP, None, "conflict"),
+    ("conflict-between-near-identical-options", "The answer is C. Vitamin D", VITAMINS, None, "conflict"),
+    ("own-near-identical-option-keeps-letter", "The answer is C. Vitamin C", VITAMINS, "C", "explicit"),
+    ("echo-near-identical-options", "The answer is:\n" + "\n".join(f"{k}. {v}" for k, v in VITAMINS.items()),
+     VITAMINS, None, "echo"),
 ]
 # fmt: on
 
@@ -155,7 +272,12 @@ def test_extract_choice_table(
             RESP,
             "conflicting explicit answers: A, C",
         ),
-        (LISTED, RESP, "ambiguous: output matches options A, B, C, D"),
+        (LISTED, RESP, "output lists options A, B, C, D without a statement choosing one"),
+        ("The answer is A. Acute bronchitis", RESP,
+         'letter A stated with the text of option B ("Acute bronchitis" matches "Acute bronchitis", '
+         'not "Community-acquired pneumonia")'),
+        (LISTED + "\nThe answer is C.", RESP,
+         'matched "answer is C" (after a listing of options A, B, C, D)'),
         ("Acute bronchitis", RESP, 'fuzzy 100.0 on option B ("Acute bronchitis")'),
         ("The answer is B", RESP, 'matched "answer is B"'),
         ("nothing useful", RESP, "no answer found"),
@@ -231,7 +353,7 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 def test_never_raises_and_letter_is_valid(text: str, options: dict[str, str]) -> None:
     result = extract_choice(text, options)
     assert result.letter is None or result.letter in options
-    assert result.method in {"explicit", "lone_letter", "fuzzy", "none"}
+    assert result.method in {"explicit", "lone_letter", "fuzzy", "none", "echo", "conflict"}
     assert result.detail
 
 
@@ -254,6 +376,91 @@ def test_lone_letter_is_returned(data: st.DataObject, options: dict[str, str]) -
 
 @FAST
 @given(text=texts, options=option_dicts)
-def test_none_method_iff_no_letter(text: str, options: dict[str, str]) -> None:
+def test_no_answer_method_iff_no_letter(text: str, options: dict[str, str]) -> None:
     result = extract_choice(text, options)
-    assert (result.method == "none") == (result.letter is None)
+    assert (result.method in NO_ANSWER_METHODS) == (result.letter is None)
+
+
+# ---- echoes and letter-text conflicts (issue 9) -------------------------------------------------------------
+
+# Option texts as exams write them: 1-4 words. Words that the explicit patterns, the explanation cues or the
+# genus guard react to are left out, so that an option text can never itself state an answer.
+_CUE_WORDS = {"answer", "answers", "option", "options", "choice", "choices", "letter", "final", "diagnosis",
+              "treatment", "management", "step", "cause", "explanation", "mechanism", "intervention", "choose",
+              "pick", "select", "not", "but", "correct", "right", "best", "true", "boxed", "because", "since",
+              "given", "due", "which", "rather", "than", "instead", "over", "versus", "unlike", "excluding",
+              "coli", "difficile", "diff", "aureus", "pylori", "would", "will", "should", "must", "was",
+              "therefore", "thus", "hence", "overall", "summary", "conclusion", "ultimately", "then"}
+words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=10).filter(
+    lambda w: w not in _CUE_WORDS)
+option_texts = st.builds(lambda ws, cap: (" ".join(ws)).capitalize() if cap else " ".join(ws),
+                         st.lists(words, min_size=1, max_size=4), st.booleans())
+realistic_options = st.integers(min_value=2, max_value=5).flatmap(
+    lambda n: st.lists(option_texts, min_size=n, max_size=n).map(lambda ts: dict(zip(LETTERS, ts))))
+
+# How an option list is echoed: (entry format, entry separators). {L}: letter, {l}: lower-case letter,
+# {n}: number, {t}: option text.
+LIST_FORMATS = [
+    ("{L}. {t}", ["\n", "\n\n", " ", "  "]), ("{L}) {t}", ["\n", " "]), ("({L}) {t}", ["\n", " "]),
+    ("{L}: {t}", ["\n"]), ("[{L}] {t}", ["\n"]), ("{L} - {t}", ["\n"]), ("- {L}. {t}", ["\n"]),
+    ("**{L}.** {t}", ["\n", " "]), ("**{L}. {t}**", ["\n"]), ("{l}) {t}", ["\n"]), ("{n}. {t}", ["\n"]),
+    ("({n}) {t}", ["\n"]), ("{L}", ["\n"]), ("{L}.", ["\n"]), ("{t}", ["\n"]), ("* {t}", ["\n"]),
+]
+PREFIXES = ["The answer is", "Answer", "The correct answer is", ""]
+JOINS = [":", "", "\n", ": ", ":\n", " ", "\n\n"]
+
+
+def _listing(data: st.DataObject, options: dict[str, str], *, full: bool) -> str:
+    fmt, seps = data.draw(st.sampled_from(LIST_FORMATS), label="format")
+    letters = sorted(options)
+    if not full:  # a partial echo: two or more of the options, in order
+        letters = data.draw(st.lists(st.sampled_from(letters), min_size=2, unique=True).map(sorted))
+    sep = data.draw(st.sampled_from(seps), label="separator")
+    return sep.join(fmt.format(L=k, l=k.lower(), n=LETTERS.index(k) + 1, t=options[k]) for k in letters)
+
+
+@FAST
+@given(data=st.data(), options=realistic_options)
+def test_echoed_option_list_after_the_answer_prefix_never_yields_a_letter(
+        data: st.DataObject, options: dict[str, str]) -> None:
+    prefix, join = data.draw(st.sampled_from(PREFIXES)), data.draw(st.sampled_from(JOINS))
+    text = prefix + join + _listing(data, options, full=data.draw(st.booleans()))
+    result = extract_choice(text, options)
+    assert result.letter is None, (text, result)
+    assert result.method in NO_ANSWER_METHODS
+
+
+@FAST
+@given(data=st.data(), options=realistic_options)
+def test_a_statement_after_an_echo_still_counts(data: st.DataObject, options: dict[str, str]) -> None:
+    letter = data.draw(st.sampled_from(sorted(options)))
+    statement = data.draw(st.sampled_from(["The answer is {}.", "Answer: {}", "So the final answer is ({})",
+                                           "**Final answer: {}**", "Option {} is correct."]))
+    text = "The answer is:\n" + _listing(data, options, full=True) + "\n\n" + statement.format(letter)
+    result = extract_choice(text, options)
+    assert (result.letter, result.method) == (letter, "explicit"), (text, result)
+
+
+ANSWER_WITH_TEXT = ["{L}. {t}", " {L}. {t}.", "The answer is {L}. {t}", "The answer is {L}: {t}",
+                    "The answer is **{L}. {t}**", "**{L}. {t}**", "Final answer: ({L}) {t}", "({L}) {t}",
+                    "The correct answer is {L} - {t}", "Answer: {L}) {t}, given the findings."]
+
+
+@FAST
+@given(data=st.data(), options=realistic_options)
+def test_letter_with_its_own_text_gives_the_letter(data: st.DataObject, options: dict[str, str]) -> None:
+    letter = data.draw(st.sampled_from(sorted(options)))
+    text = data.draw(st.sampled_from(ANSWER_WITH_TEXT)).format(L=letter, t=options[letter])
+    result = extract_choice(text, options)
+    assert result.letter == letter, (text, result)
+
+
+@FAST
+@given(data=st.data(), options=realistic_options)
+def test_letter_with_another_options_text_is_a_conflict(data: st.DataObject, options: dict[str, str]) -> None:
+    stated, other = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=2, max_size=2, unique=True))
+    assume(fuzz.ratio(options[stated].casefold(), options[other].casefold()) < 80)
+    text = data.draw(st.sampled_from(ANSWER_WITH_TEXT)).format(L=stated, t=options[other])
+    result = extract_choice(text, options)
+    assert (result.letter, result.method) == (None, "conflict"), (text, result)
+    assert result.detail.startswith(f"letter {stated} stated with the text of option ")

@@ -12,6 +12,7 @@ import pytest
 
 from medbench_local.engine.base import Generation
 from medbench_local.errors import DataError
+from medbench_local.metrics.extraction import extraction_setting
 from medbench_local.tasks import PromptContext, get_task
 from medbench_local.tasks.base import OUTCOMES, Item
 from medbench_local.tasks.public_mcq import (MMLU_MEDICAL_SUBJECTS, load_medmcqa, load_medqa,
@@ -436,7 +437,7 @@ def test_pubmedqa_label_word_after_custom_empty_prefix() -> None:
     bare = replace(task, template=replace(task.template, answer_prefix=""))  # type: ignore[type-var,arg-type]
     score = bare.score(_first("pubmedqa"), _gen("The answer is no."))
     assert (score.outcome, score.extracted, score.method) == ("correct", "B", "label_word")
-    assert task.settings()["extraction"] == "explicit>lone_letter>label_word"
+    assert task.settings()["extraction"] == extraction_setting("explicit>lone_letter>label_word")
     cut = task.score(_first("pubmedqa"), _gen(" unclear", finish="length"))
     assert (cut.outcome, cut.extracted, cut.metrics) == ("truncated", None, {"accuracy": 0.0})
 

@@ -10,9 +10,10 @@ from rich.table import Table
 
 from ..analysis.paired import MetricComparison, PairReport, compare_pairs
 from ..store import open_database
+from ..tasks.base import OUTCOMES
 from .common import db_option, stdout
 
-OUTCOME_COLUMNS = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
+OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
 
 
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
@@ -121,7 +122,8 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
     (with the discordant counts) or a paired permutation test for continuous ones, Holm-adjusted across the
     pair's rows, and n. Items are aligned by id; items only one model has are reported as unpaired. A
     difference is coloured when its CI excludes 0 (green: biomedical ahead, red: general ahead). Unparseable,
-    truncated and error items score 0 and are counted in the outcome table.
+    conflict (a letter stated with another option's text), truncated and error items score 0 and are counted
+    in the outcome table.
 
     \b
     Examples:
@@ -147,4 +149,4 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
             stdout.print(f"[yellow]{report.pair} · {task}: only one model has results (the {missing} model has "
                          f"not run it yet)[/yellow]")
     stdout.print(f"[dim]Scores ×100 with 95% bootstrap CIs ({resamples} resamples, seed {seed}). Unparseable, "
-                 "truncated and error items score 0. Δ coloured where its CI excludes 0.[/dim]")
+                 "conflict, truncated and error items score 0. Δ coloured where its CI excludes 0.[/dim]")

@@ -14,8 +14,24 @@ yields a *unique* answer wins:
 2. ``lone_letter`` - the output is (or starts with) a bare option label.
 3. ``fuzzy``       - the output quotes exactly one option's text.
 
+Two checks guard the stages against crediting a choice the model never made
+(extraction version 2, issue 9):
+
+- ``echo``: base models often just repeat the option list after the answer
+  prefix ("The answer is:\\nA. Yes\\nB. No\\nC. Maybe").  Letters that belong
+  to such a list (two or more options, each a label with that option's text,
+  a bare label per line, a numbered line or the option text alone) are not
+  statements; when nothing outside the list singles one option out, the
+  output is unparseable with method ``echo``.
+- ``conflict``: a letter read with text right after it ("A. Cerebral
+  infarction" where that is option B's text) is not credited when the text is
+  another option's (same rapidfuzz thresholds as the fuzzy stage); text that
+  matches the letter's own option, or no option at all, keeps the letter.
+
 Anything still ambiguous is reported as ``None`` rather than guessed, so
 unparsed items can be counted and audited instead of hiding in accuracy.
+Every pattern is bounded and every pass is linear in the output's length
+(``tools/bench_extraction.py`` measures it on pathological outputs).
 """
 
 from __future__ import annotations
@@ -26,15 +42,28 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-__all__ = ["Extraction", "extract_choice"]
+__all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_choice", "extraction_setting",
+           "read_letter_at"]
+
+# Part of the score identity: MCQ tasks put it into settings()["extraction"], so results scored by an older
+# extraction are never mixed with new ones (``rescore --extraction`` re-scores them without regenerating).
+# "2": option-list echoes are unparseable, letter-text conflicts are their own outcome.
+EXTRACTION_VERSION = "2"
+# Methods that credit no letter: nothing read, an echoed option list, or a letter contradicted by its text.
+NO_ANSWER_METHODS = frozenset({"none", "echo", "conflict"})
+
+
+def extraction_setting(cascade: str) -> str:
+    """The ``settings()["extraction"]`` string of a task: its cascade plus the extraction version."""
+    return f"{cascade} v{EXTRACTION_VERSION}"
 
 
 @dataclass(frozen=True)
 class Extraction:
     """Outcome of answer extraction for one model output."""
 
-    letter: str | None  # chosen option letter (upper case) or None when unparseable
-    method: str  # "explicit" | "lone_letter" | "fuzzy" | "none"
+    letter: str | None  # chosen option letter (upper case) or None when nothing is credited
+    method: str  # "explicit" | "lone_letter" | "fuzzy" | "none" | "echo" | "conflict" (or a task's own)
     detail: str  # short human-readable reason
 
 
@@ -112,6 +141,37 @@ _LONE = re.compile(r"[(\[]?\s*([A-Za-z])\s*[)\].:,]?")
 _LABEL_PREFIX = re.compile(r"[(\[]?([A-Z])" + _SPECIES + r"(?:[.):\]]|\s+[-–—])(?=\s|$)")
 _LABEL_ANYWHERE = re.compile(r"(?:^|\s)[(\[]?([A-Z])(?:[.):\]]|\s+[-–—])(?=\s)")
 
+# ---- option lists (echo) ------------------------------------------------------------------------------------
+# An option label inside a line: "A.", "A)", "(A)", "[A]", "A:", "A -", "**A.**", and numbered "1." / "(1)".
+# Letter labels may follow a lower-case letter ("The answer isA. Yes": the prefix glued to an echo), never an
+# upper-case letter or digit; number labels follow no letter, digit, "." or ",".
+_ENTRY_LABEL = re.compile(
+    r"(?:(?<![A-Z0-9])[*_]{0,2}(?:[(\[](?P<pl>[A-Za-z])[)\]]|(?P<l>[A-Za-z])" + _SPECIES
+    + r"(?:[.):\]]|[ \t]{1,3}[-–—]))"
+    r"|(?<![A-Za-z0-9.,])[*_]{0,2}(?:\((?P<pn>[1-9])\)|(?P<n>[1-9])[.)]))"
+    r"[*_]{0,2}(?=[ \t]|$)"
+)
+# What may precede the first entry of a line: indentation, bullets, quote marks, markdown headings/emphasis.
+_LINE_LEAD = re.compile(r"[ \t]*(?:[-*•+>#_][ \t]*){0,6}")
+_BARE_LABEL = re.compile(r"[(\[]?[ \t]?([A-Za-z])[ \t]?[)\].:]?")
+# A bare label ending a line that is not itself a list line ("The answer is A" followed by "B", "C" lines).
+_BARE_TAIL = re.compile(r"(?:(?<=[\s:*_(\[>])[(\[]?(?P<any>[A-Za-z])|(?<=[a-z])[(\[]?(?P<upper>[A-Z]))"
+                        r"[)\].:]?[*_]{0,3}[ \t]*$")
+_STRIP_DECOR = re.compile(r"^[\s*_`\"'“”‘’]+|[\s*_`\"'“”‘’]+$")
+
+# ---- letter-text conflicts ----------------------------------------------------------------------------------
+# Between a letter and the text that names its option: "A. x", "A: x", "(A) x", "**A.** x", "A - x", "A, x".
+_AFTER_LETTER = re.compile(r"[)\]}*_\"'”’`$]{0,6}[ \t]{0,3}(?:[.:,=\-–—][ \t]{0,3})?[(\[*_\"'“‘`]{0,4}[ \t]{0,3}")
+# Where an option's text may end inside that text: punctuation, markdown, the line's end, or an explanation.
+_TEXT_END = re.compile(
+    r"(?=[.,;:!?)\]}*_\"'”’`]|[ \t]*$|[ \t]+(?:(?:because|since|as|given|due|which|so|but)(?![\w-])|[-–—(]))",
+    re.IGNORECASE,
+)
+# Text after the letter that argues against another option, not naming its own: "D, not pulmonary embolism".
+_NEGATED_TEXT = re.compile(r"(?:not|rather\s+than|instead\s+of|over|vs\.?|versus|than|unlike|excluding)\b",
+                           re.IGNORECASE)
+_MAX_TEXT = 400  # characters of a line read as the text after a letter
+
 
 def _is_word(text: str, pos: int) -> bool:
     """True when the letter at ``pos`` is the article "a" ("the answer is a pneumonia")
@@ -122,18 +182,215 @@ def _is_word(text: str, pos: int) -> bool:
     return text[pos] in "Ii" and re.match(r"\s+[a-z]|'", after) is not None
 
 
-def _explicit(text: str, valid: Mapping[str, str]) -> tuple[Extraction | None, set[str]]:
+def _norm(s: str) -> str:
+    """Casefold and collapse punctuation/whitespace so formatting never decides a match."""
+    return " ".join(re.sub(r"[\W_]+", " ", s.casefold()).split())
+
+
+def _same_text(option: str, text: str, threshold: float) -> bool:
+    """``text`` *is* ``option`` (normalised; typos within the fuzzy threshold). Options shorter than 3
+    characters ("no") must be equal: fuzzy matching means nothing at that length."""
+    if len(option) < 3 or len(text) < 3:
+        return option == text
+    if abs(len(option) - len(text)) > 0.5 * max(len(option), len(text)):
+        return False  # cannot reach any sensible threshold; skip the comparison (keeps long lines cheap)
+    return fuzz.ratio(option, text) >= threshold
+
+
+# ---- stage 0: option lists ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One listed option: the option letter it stands for, and where its label letter is (None: no letter)."""
+
+    letter: str
+    pos: int | None
+    bare: bool = False  # a label without option text ("A" alone on its line)
+
+
+@dataclass(frozen=True)
+class _Line:
+    entries: tuple[_Entry, ...]  # listed options in this line, in order
+    starts_with_entry: bool  # the line *is* a list line (its first listed option opens it)
+    tail: _Entry | None  # a lettered option (or bare label) that ends a line which is not a list line
+
+
+def _matching_option(text: str, opts: Mapping[str, str], threshold: float) -> str | None:
+    """The letter of the option whose whole text ``text`` is, if any (the best one when several)."""
+    t = _norm(_STRIP_DECOR.sub("", text))
+    if not t:
+        return None
+    best, best_score = None, -1.0
+    for letter, o in opts.items():
+        if _same_text(o, t, threshold):
+            score = fuzz.ratio(o, t)
+            if score > best_score:
+                best, best_score = letter, score
+    return best
+
+
+def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[str, str],
+               threshold: float) -> _Line:
+    """Listed options in one line: labels followed by an option's text (up to the next label), a bare label
+    filling the line, or an option's text filling the line."""
+    lead = _LINE_LEAD.match(line)
+    lead_end = lead.end() if lead else 0
+    letters = list(valid)
+    labels = list(_ENTRY_LABEL.finditer(line))
+    entries: list[tuple[_Entry, int]] = []  # (entry, label start)
+    last: _Entry | None = None  # the listed option that the line's last label opens, if any
+    for i, m in enumerate(labels):
+        last = None
+        end = labels[i + 1].start() if i + 1 < len(labels) else len(line)
+        raw = m.group("pl") or m.group("l")
+        mid_line_lower = raw is not None and raw.islower() and m.start() > lead_end
+        if mid_line_lower and end != len(line):
+            continue  # lower-case labels open a line ("a) yes") or end one ("is:a) yes"); elsewhere they are words
+        matched = _matching_option(line[m.end() : end], opts, threshold)
+        if matched is None:
+            continue
+        if raw is not None:
+            if raw.upper() not in valid:
+                continue
+            last = _Entry(raw.upper(), offset + m.start("pl" if m.group("pl") else "l"))
+        elif int(m.group("pn") or m.group("n")) <= len(letters):
+            last = _Entry(matched, None)
+        if last is not None and not mid_line_lower:
+            entries.append((last, m.start()))
+    if not entries:
+        body = line[lead_end:]
+        bare = _BARE_LABEL.fullmatch(_STRIP_DECOR.sub("", body))
+        if bare and bare.group(1).upper() in valid and body.strip():
+            pos = offset + lead_end + body.index(bare.group(1))
+            return _Line((_Entry(bare.group(1).upper(), pos, bare=True),), True, None)
+        whole = _matching_option(body, opts, threshold) if body.strip() else None
+        if whole is not None:
+            return _Line((_Entry(whole, None),), True, None)
+    starts = bool(entries) and entries[0][1] <= lead_end
+    tail = None
+    if not starts:
+        if last is not None:
+            tail = last
+        elif m_tail := _BARE_TAIL.search(line, max(0, len(line) - 12)):
+            group = "any" if m_tail.group("any") else "upper"
+            if m_tail.group(group).upper() in valid:
+                tail = _Entry(m_tail.group(group).upper(), offset + m_tail.start(group), bare=True)
+        else:  # the line ends with an option's text ("The answer is yes" + "\nno\nmaybe")
+            longest = max((len(o) for o in opts.values()), default=0)
+            end = _norm(line[-(2 * longest + 8) :])
+            tail = next((_Entry(k, None) for k, o in opts.items()
+                         if o and (end == o or end.endswith(" " + o))), None)
+    return _Line(tuple(e for e, _ in entries), starts, tail)
+
+
+def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
+                 ) -> tuple[list[str], frozenset[int]]:
+    """Find echoed option lists: (letters listed, positions of listed letters that must not count).
+
+    A list is a run of list lines (blank lines allowed between them), or one line listing two or more
+    options ("A. x  B. y"); the line just before a run may end with its first entry (the answer prefix glued
+    to the echo: "The answer is A. Yes" + "\\nB. No", or "The answer is A" + "\\nB\\nC" for bare letters; a
+    bare "The answer is B." before a list with option texts stays a statement). Only runs naming two or more
+    distinct options count: one option with its text is an answer, not an echo.
+    """
+    # An echoed entry is a copy of the option: stricter than the fuzzy stage, so that a statement like
+    # "B. Acute bronchitis over C. Pulmonary embolism" is not taken for a list of two options.
+    threshold = (fuzzy_threshold + 100.0) / 2
+    opts = {k: _norm(v) for k, v in valid.items()}
+    groups: list[list[_Entry]] = []
+    run: list[_Entry] = []
+    tail: _Entry | None = None
+    offset = 0
+    for line in text.split("\n"):
+        scanned = _scan_line(line, offset, valid, opts, threshold) if line.strip() else None
+        offset += len(line) + 1
+        if scanned is None:
+            continue  # blank lines neither start nor end a run
+        if len(scanned.entries) >= 2:
+            groups.append(list(scanned.entries))
+        if scanned.starts_with_entry:
+            if not run and tail is not None and tail.bare == scanned.entries[0].bare:
+                run.append(tail)
+            run.extend(scanned.entries)
+            tail = None
+            continue
+        if run:
+            groups.append(run)
+            run = []
+        tail = scanned.tail
+    if run:
+        groups.append(run)
+    listed: set[str] = set()
+    skip: set[int] = set()
+    for group in groups:
+        if len({e.letter for e in group}) >= 2:
+            listed |= {e.letter for e in group}
+            skip |= {e.pos for e in group if e.pos is not None}
+    return sorted(listed), frozenset(skip)
+
+
+# ---- letter-text conflicts -----------------------------------------------------------------------------------
+
+
+def _leading_match(option: str, text: str, threshold: float) -> float:
+    """How well ``text`` *starts with* ``option``'s whole text: the best ratio over the places where an
+    option's text may end (punctuation, line end, "because ..."), 0 when below the threshold. The first
+    words must agree, so "not pulmonary embolism" never names "Pulmonary embolism"."""
+    norm_option = _norm(option)
+    if not norm_option:
+        return 0.0
+    first = norm_option.split()[0]
+    limit = int(1.6 * len(option)) + 12
+    best = 0.0
+    for cut in _TEXT_END.finditer(text):
+        if cut.start() > limit:
+            break
+        candidate = _norm(text[: cut.start()])
+        if not candidate or not _same_text(norm_option, candidate, threshold):
+            continue
+        if len(first) >= 3 and fuzz.ratio(first, candidate.split()[0]) < 75:
+            continue
+        best = max(best, fuzz.ratio(norm_option, candidate))
+    return best
+
+
+def _conflict(letter: str, after: str, valid: Mapping[str, str], threshold: float,
+              margin: float) -> Extraction | None:
+    """A conflict when the text right after ``letter`` is another option's text: that option matches (fuzzy
+    threshold) and beats the letter's own option by the fuzzy margin ("C. Vitamin D": D 100, C 89). Text that
+    matches the own option as well as any other, or matches no option, keeps the letter."""
+    start = _AFTER_LETTER.match(after)
+    line = after[start.end() if start else 0 :].split("\n", 1)[0][:_MAX_TEXT]
+    if not line.strip() or _NEGATED_TEXT.match(line):
+        return None
+    own = _leading_match(valid[letter], line, threshold)
+    others = {k: _leading_match(v, line, threshold) for k, v in valid.items() if k != letter}
+    best = max(others, key=lambda k: others[k], default=None)
+    if best is None or not others[best] or others[best] - own < margin:
+        return None
+    shown = " ".join(line.split())[:60]
+    return Extraction(None, "conflict", f'letter {letter} stated with the text of option {best} '
+                                        f'("{shown}" matches "{valid[best]}", not "{valid[letter]}")')
+
+
+# ---- stage 1: explicit statements -----------------------------------------------------------------------------
+
+
+def _explicit(text: str, valid: Mapping[str, str], skip: frozenset[int]
+              ) -> tuple[Extraction | None, set[str], list[int]]:
     """Stage 1: statements of an answer.
 
-    Returns the outcome (None: no valid explicit answer, try the next stage) and
-    the stated letters that are not options, so "Answer: E" on an A-D item is
-    reported rather than silently dropped.
+    Returns the outcome (None: no valid explicit answer, try the next stage), the stated letters that are
+    not options (so "Answer: E" on an A-D item is reported rather than silently dropped), and the positions
+    just after the letter of each statement that decided the outcome (for the conflict check). Letters at
+    ``skip`` (entries of an echoed option list) are not statements.
     """
     found: dict[int, tuple[int, int, set[str]]] = {}  # letter pos -> (start, end, letters)
     for pattern in _EXPLICIT_PATTERNS:
         for m in pattern.finditer(text):
             pos = m.start("letter")
-            if pos in found or _is_word(text, pos) or _NEGATED_AFTER.match(text, pos + 1):
+            if pos in found or pos in skip or _is_word(text, pos) or _NEGATED_AFTER.match(text, pos + 1):
                 continue
             letters, end = {text[pos].upper()}, max(m.end(), pos + 1)
             while (h := _HEDGE_AFTER.match(text, end)) and not _is_word(text, h.start("letter")):
@@ -147,30 +404,37 @@ def _explicit(text: str, valid: Mapping[str, str]) -> tuple[Extraction | None, s
     ordered = [(p, s, e, ls & valid.keys()) for p, (s, e, ls) in sorted(found.items())]
     ordered = [stmt for stmt in ordered if stmt[3]]
     if not ordered:
-        return None, ignored
+        return None, ignored, []
     distinct = sorted(set().union(*(ls for *_, ls in ordered)))
     pos, start, end, last = ordered[-1]
     snippet = " ".join(text[start:end].split())[-80:]
     if len(distinct) == 1:
-        return Extraction(distinct[0], "explicit", f'matched "{snippet}"'), ignored
+        deciding = [p + 1 for p, *_ in ordered]
+        return Extraction(distinct[0], "explicit", f'matched "{snippet}"'), ignored, deciding
     sentence_start = max(text.rfind(c, 0, start) for c in ".!?;\n") + 1
     if len(last) == 1 and _FINAL_CUE.search(text, sentence_start, pos):
         detail = f'final statement "{snippet}" after conflicting answers: {", ".join(distinct)}'
-        return Extraction(min(last), "explicit", detail), ignored
-    return Extraction(None, "none", f"conflicting explicit answers: {', '.join(distinct)}"), ignored
+        return Extraction(min(last), "explicit", detail), ignored, [pos + 1]
+    none = Extraction(None, "none", f"conflicting explicit answers: {', '.join(distinct)}")
+    return none, ignored, []
 
 
-def _lone_letter(text: str, valid: Mapping[str, str]) -> Extraction | None:
+# ---- stage 2: lone letter ------------------------------------------------------------------------------------
+
+
+def _lone_letter(text: str, valid: Mapping[str, str]) -> tuple[Extraction, str] | None:
     """Stage 2: the output is a bare letter ("B", "(B)", "**B.**"), starts with an option
-    label ("B. Pneumonia"), or ends with a line holding only a letter (reasoning, then "B")."""
+    label ("B. Pneumonia"), or ends with a line holding only a letter (reasoning, then "B").
+    Returns the extraction and the text after the letter (for the conflict check)."""
     stripped = re.sub(r"[*_`\"'“”‘’]", "", text).strip()
     lines = stripped.splitlines() or [""]
+    after = ""
     if m := _LONE.fullmatch(lines[0].strip()):
         letter, detail = m.group(1).upper(), "output is the lone letter"
     elif m := _LONE.fullmatch(lines[-1].strip()):
         letter, detail = m.group(1).upper(), "last line is the lone letter"
     elif m := _LABEL_PREFIX.match(stripped):
-        letter, detail = m.group(1), "output starts with option label"
+        letter, detail, after = m.group(1), "output starts with option label", stripped[m.end(1) :]
     else:
         return None
     # A repeated option list ("A. x  B. y  C. z", or "A\nB\nC") is not an answer.
@@ -179,12 +443,10 @@ def _lone_letter(text: str, valid: Mapping[str, str]) -> Extraction | None:
     labels |= {o.group(1).upper() for o in lone_lines if o}
     if letter not in valid or (labels & valid.keys()) - {letter}:
         return None
-    return Extraction(letter, "lone_letter", f"{detail} {letter}")
+    return Extraction(letter, "lone_letter", f"{detail} {letter}"), after
 
 
-def _norm(s: str) -> str:
-    """Casefold and collapse punctuation/whitespace so formatting never decides a match."""
-    return " ".join(re.sub(r"[\W_]+", " ", s.casefold()).split())
+# ---- stage 3: fuzzy --------------------------------------------------------------------------------------------
 
 
 def _score(option: str, output: str) -> float:
@@ -224,6 +486,17 @@ def _fuzzy(text: str, valid: Mapping[str, str], threshold: float, margin: float)
     return Extraction(winner, "fuzzy", detail)
 
 
+# ---- the cascade ----------------------------------------------------------------------------------------------
+
+
+def _valid_options(options: Mapping[str, str]) -> dict[str, str]:
+    return {k.upper(): v for k, v in options.items() if len(k) == 1 and k.isascii() and k.isalpha()}
+
+
+def _echo(listed: list[str]) -> Extraction:
+    return Extraction(None, "echo", f"output lists options {', '.join(listed)} without a statement choosing one")
+
+
 def extract_choice(
     text: str,
     options: Mapping[str, str],
@@ -234,18 +507,58 @@ def extract_choice(
     """Return the option letter chosen in ``text``; letters outside ``options`` never count.
 
     ``options`` maps upper-case letters to option text.  The result always
-    carries an explicit method and reason; ``letter is None`` iff ``method == "none"``.
+    carries an explicit method and reason; ``letter is None`` iff ``method`` is
+    one of ``NO_ANSWER_METHODS`` ("none", "echo", "conflict").
     """
     if not text or not text.strip():
         return Extraction(None, "none", "empty output")
-    valid = {
-        k.upper(): v for k, v in options.items() if len(k) == 1 and k.isascii() and k.isalpha()
-    }
-    explicit, ignored = _explicit(text, valid)
-    result = (
-        explicit or _lone_letter(text, valid) or _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
-    )
+    valid = _valid_options(options)
+    listed, skip = _option_list(text, valid, fuzzy_threshold)
+    explicit, ignored, deciding = _explicit(text, valid, skip)
+    if explicit is not None and explicit.letter is not None:
+        for end in deciding:
+            if conflict := _conflict(explicit.letter, text[end : end + _MAX_TEXT], valid, fuzzy_threshold,
+                                     fuzzy_margin):
+                return conflict
+        if listed:
+            note = f" (after a listing of options {', '.join(listed)})"
+            return Extraction(explicit.letter, explicit.method, explicit.detail + note)
+        return explicit
+    if explicit is not None:
+        return explicit
+    if listed:
+        return _echo(listed)
+    if lone := _lone_letter(text, valid):
+        found, after = lone
+        assert found.letter is not None
+        return _conflict(found.letter, after, valid, fuzzy_threshold, fuzzy_margin) or found
+    result = _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
     if result.detail == "no answer found" and ignored:
         note = f" (stated {', '.join(sorted(ignored))}, not among options)"
         result = Extraction(None, "none", result.detail + note)
     return result
+
+
+def read_letter_at(
+    text: str,
+    pos: int,
+    options: Mapping[str, str],
+    method: str,
+    detail: str,
+    *,
+    fuzzy_threshold: float = 85.0,
+    fuzzy_margin: float = 5.0,
+) -> Extraction | None:
+    """Vet a letter that a task's own reader found at ``text[pos]`` (LongHealth's reference regex) with the
+    same rules as the cascade: None when that letter opens an entry of an echoed option list (the caller
+    should then run ``extract_choice``), a ``conflict`` when the text after it is another option's, else the
+    letter with the caller's method and detail."""
+    valid = _valid_options(options)
+    letter = text[pos].upper()
+    if letter not in valid:
+        return Extraction(None, "none", f"{detail}: {letter} is not an option")
+    _, skip = _option_list(text, valid, fuzzy_threshold)
+    if pos in skip:
+        return None
+    found = Extraction(letter, method, detail)
+    return _conflict(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin) or found

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..analysis.paired import MetricComparison, PairReport  # noqa: E402
 
 OUTCOME_COLOURS = {"correct": "#2e7d32", "scored": "#66bb6a", "wrong": "#c62828", "unparseable": "#ef6c00",
-                   "truncated": "#8e24aa", "error": "#424242"}
+                   "conflict": "#6d4c41", "truncated": "#8e24aa", "error": "#424242"}
 
 
 def _png(figure: plt.Figure) -> bytes:

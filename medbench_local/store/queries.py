@@ -93,3 +93,38 @@ def item_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 def evaluation_keys(db: sqlite_utils.Database) -> list[str]:
     return [row[0] for row in db.conn.execute("select key from evaluations order by model_id, task, created_at")]
+
+
+def evaluation_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every evaluation with its stored settings (JSON text), oldest first per model and task."""
+    return list(db.query("select key, model_id, model_sha256, role, task, prompt_mode, prompt_sha256, settings, "
+                         "created_at, run_id from evaluations order by model_id, task, created_at, key"))
+
+
+def evaluation_exists(db: sqlite_utils.Database, key: str) -> bool:
+    return db.conn.execute("select 1 from evaluations where key = ?", (key,)).fetchone() is not None
+
+
+def evaluations_of(db: sqlite_utils.Database, model_id: str, task: str) -> list[tuple[str, str, int]]:
+    """(key, settings JSON, number of stored items) of every evaluation of a model on a task."""
+    return [tuple(row) for row in db.conn.execute(
+        "select e.key, e.settings, (select count(*) from generations g where g.evaluation = e.key) "
+        "from evaluations e where e.model_id = ? and e.task = ? order by e.created_at", (model_id, task))]
+
+
+def generations_to_copy(db: sqlite_utils.Database, evaluation: str, into: str) -> list[dict[str, Any]]:
+    """The generations of ``evaluation`` (with item and stored score) whose item ``into`` does not hold yet:
+    what re-scoring into the evaluation ``into`` still has to copy."""
+    return list(db.query("""
+        select g.id as generation_id, g.item, g.prompt, g.output, g.prompt_tokens, g.truncated_tokens,
+               g.completion_tokens, g.finish_reason, g.seconds, g.prompt_ms, g.generation_ms, g.error,
+               i.item_id, i.payload, i.source, s.outcome, s.extracted, s.gold, s.method, s.detail, s.metrics
+        from generations g join items i on i.key = g.item join scores s on s.generation_id = g.id
+        where g.evaluation = ? and g.item not in (select item from generations where evaluation = ?)
+        order by g.id""", [evaluation, into]))
+
+
+def database_path(db: sqlite_utils.Database) -> str:
+    """The file behind an open database (for messages that tell the user what to type next)."""
+    row = db.conn.execute("pragma database_list").fetchone()
+    return str(row[2]) if row else ""

@@ -139,3 +139,30 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
             "values (?,?,?,?,?,?,?,?,?)",
             (cursor.lastrowid, evaluation, key, score.outcome, score.extracted, score.gold, score.method,
              score.detail, json.dumps(score.metrics, sort_keys=True)))
+
+
+def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str, settings: dict[str, Any],
+                  run_id: str, scores: list[tuple[int, Score]]) -> None:
+    """Store a re-scored evaluation in one transaction: the evaluation row ``key`` (model, role and task as in
+    ``source``, the evaluations row it derives from), a copy of each listed generation (every column but its
+    id and evaluation, so prompt, output, tokens, timings and the run that generated it are kept) and its new
+    score. The source evaluation and its scores are not touched."""
+    columns = [row[1] for row in db.conn.execute("pragma table_info(generations)")
+               if row[1] not in ("id", "evaluation")]
+    names = ", ".join(columns)
+    with transaction(db):
+        db.conn.execute(
+            "insert or ignore into evaluations (key, model_id, model_sha256, role, task, prompt_mode, "
+            "prompt_sha256, settings, created_at, run_id) values (?,?,?,?,?,?,?,?,?,?)",
+            (key, source["model_id"], source["model_sha256"], source["role"], source["task"],
+             source["prompt_mode"], settings.get("task", {}).get("prompt_sha256"),
+             json.dumps(settings, sort_keys=True), now(), run_id))
+        for generation_id, score in scores:
+            cursor = db.conn.execute(f"insert into generations (evaluation, {names}) select ?, {names} "
+                                     "from generations where id = ?", (key, generation_id))
+            item = db.conn.execute("select item from generations where id = ?", (cursor.lastrowid,)).fetchone()[0]
+            db.conn.execute(
+                "insert into scores (generation_id, evaluation, item, outcome, extracted, gold, method, detail, "
+                "metrics) values (?,?,?,?,?,?,?,?,?)",
+                (cursor.lastrowid, key, item, score.outcome, score.extracted, score.gold, score.method,
+                 score.detail, json.dumps(score.metrics, sort_keys=True)))

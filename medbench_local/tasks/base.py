@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from ..engine.base import Generation, Prompt
 
 # correct/wrong: a discrete answer was read; scored: a free-text answer got continuous metrics (ROUGE, F1);
-# unparseable: no answer could be read; truncated: the token budget ran out first; error: generation failed.
-OUTCOMES: tuple[str, ...] = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
+# unparseable: no answer could be read (or the output only echoed the options); conflict: a letter was stated
+# with the text of a different option; truncated: the token budget ran out first; error: generation failed.
+OUTCOMES: tuple[str, ...] = ("correct", "wrong", "scored", "unparseable", "conflict", "truncated", "error")
 
 
 def canonical_json(value: Any) -> str:

@@ -5,7 +5,8 @@ persona, the case, the question, lettered options, and a request to answer "The 
 prefix "The answer is" is appended after the generation prompt (as the CLUE reference does with its task
 prefixes), which nudges both chat and base models to name a letter first. The extraction cascade then reads
 prefix + output; an answer that cannot be read is ``unparseable`` (or ``truncated`` when the token budget ran
-out first) and counts as wrong, but is always reported.
+out first) and counts as wrong, but is always reported; so are echoed option lists (unparseable) and letters
+stated with another option's text (``conflict``), see metrics/extraction.py.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation, Prompt
-from ..metrics.extraction import extract_choice
+from ..metrics.extraction import extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData
+from .choice_scoring import score_choice
 from .mcq_data import load_mcq
 from .prompts import PromptTemplate
 
@@ -55,18 +57,13 @@ class CaseChallengeTask:
         return Prompt(system=self.template.system, user=user, answer_prefix=self.template.answer_prefix)
 
     def score(self, item: Item, generation: Generation) -> Score:
-        gold = item.payload["answer"]
         found = extract_choice(self.template.answer_prefix + generation.output, item.payload["options"])
-        if found.letter is None:
-            outcome = "truncated" if generation.finish_reason == "length" else "unparseable"
-            return Score(outcome, None, gold, found.method, found.detail, {"accuracy": 0.0})
-        correct = found.letter == gold
-        return Score("correct" if correct else "wrong", found.letter, gold, found.method, found.detail,
-                     {"accuracy": 1.0 if correct else 0.0})
+        return score_choice(item.payload["answer"], found, generation.finish_reason)
 
     def settings(self) -> dict[str, Any]:
         return {"task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
-                "prompt_sha256": self.template.sha256, "extraction": "explicit>lone_letter>fuzzy(85,5)"}
+                "prompt_sha256": self.template.sha256,
+                "extraction": extraction_setting("explicit>lone_letter>fuzzy(85,5)")}
 
 
 TASKS = [

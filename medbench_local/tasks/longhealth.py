@@ -18,7 +18,8 @@ Design, in the order the data flows (details and reasons in docs/tasks-longhealt
   first that does not fit is cut (on a word boundary) to the room left and assembly stops; the chosen
   documents are then put in a seeded random order. ``assemble`` is a pure function.
 * ``score`` reads the letter with the reference regex ``The correct answer is (\\w):`` and, unless
-  ``reference_quirks``, falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
+  ``reference_quirks``, vets its letter like the cascade (a letter inside an echoed option list is no answer;
+  "B: <text of option C>" is a ``conflict``) and falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
   documents kept, tokens cut, the effective budget) are handed from ``prompt`` to ``score`` through a small
   per-item record, accepted only if its user text is part of the prompt the model actually received.
 
@@ -33,14 +34,15 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
-from ..metrics.extraction import extract_choice
+from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
 from .base import Item, PromptContext, Score, TaskData, sha256_text
+from .choice_scoring import score_choice
 from .datafiles import read_text
 from .prompts import PromptTemplate
 
@@ -433,35 +435,43 @@ class LongHealthTask:
 
     # ---- score
 
-    def read_letter(self, text: str, options: Mapping[str, str]) -> tuple[str | None, str, str]:
-        """(letter, method, detail): the reference regex first; then, unless reference_quirks, our cascade."""
+    def read_letter(self, text: str, options: Mapping[str, str]) -> Extraction:
+        """The reference regex first; then, unless reference_quirks, our cascade. The regex's letter is vetted
+        like any other (an echoed option list is no answer; "B: <text of option C>" is a conflict), except
+        under reference_quirks, which reproduces the reference exactly."""
         match = REFERENCE_REGEX.search(text)
         if match and self.reference_quirks:
-            return match.group(1), "reference_regex", f'matched "{match.group(0)}"'
+            return Extraction(match.group(1), "reference_regex", f'matched "{match.group(0)}"')
         if match and match.group(1).upper() in options:
-            return match.group(1).upper(), "reference_regex", f'matched "{match.group(0)}"'
-        note = (f'reference regex read "{match.group(1)}", not an option' if match
-                else "reference regex did not match")
+            vetted = read_letter_at(text, match.start(1), options, "reference_regex", f'matched "{match.group(0)}"')
+            if vetted is not None:
+                return vetted
+            note = f'reference regex read "{match.group(1)}" inside an echoed option list'
+        else:
+            note = (f'reference regex read "{match.group(1)}", not an option' if match
+                    else "reference regex did not match")
         if self.reference_quirks:
-            return None, "none", note
+            return Extraction(None, "none", note)
         found = extract_choice(text, options)
-        return found.letter, found.method, f"{note}; {found.detail}"
+        return Extraction(found.letter, found.method, f"{note}; {found.detail}")
 
     def score(self, item: Item, generation: Generation) -> Score:
         p = item.payload
         task, gold, options = p["task"], p["gold"], p["options"]
-        letter, method, detail = self.read_letter(self.template.answer_prefix + generation.output, options)
-        correct = letter == gold
-        if letter is None:
-            outcome = "truncated" if generation.finish_reason == "length" else "unparseable"
-        else:
-            outcome = "correct" if correct else "wrong"
-        metrics = {"accuracy": float(correct), f"task{task}": float(correct)}
-        chose = (letter or "").upper()
-        if task == 2:
-            metrics["task2_abstained"] = float(chose == ABSTAIN)
-        if task == 3:
-            metrics["task3_hallucinated"] = float(chose in LETTERS)
+        found = self.read_letter(self.template.answer_prefix + generation.output, options)
+
+        def metrics_for(letter: str | None) -> dict[str, float]:
+            correct = letter == gold
+            metrics = {"accuracy": float(correct), f"task{task}": float(correct)}
+            chose = (letter or "").upper()
+            if task == 2:
+                metrics["task2_abstained"] = float(chose == ABSTAIN)
+            if task == 3:  # nothing read (or not credited) is a format failure, not a hallucination
+                metrics["task3_hallucinated"] = float(chose != "" and chose in LETTERS)
+            return metrics
+
+        score = score_choice(gold, found, generation.finish_reason, metrics_for)
+        metrics, detail = dict(score.metrics), score.detail
         assembly = self._assemblies.pop(item.id, None)
         if assembly is not None and assembly.user in generation.prompt_text:
             metrics["budget_tokens"] = float(assembly.budget)
@@ -473,7 +483,7 @@ class LongHealthTask:
             detail += "; document assembly not recorded (scored apart from prompt building)"
         if generation.truncated_tokens:
             detail += f"; the engine cut {generation.truncated_tokens} tokens from the start of the prompt"
-        return Score(outcome, letter, gold, method, detail, metrics)
+        return replace(score, metrics=metrics, detail=detail)
 
     def error_metrics(self, item: Item) -> dict[str, float]:
         """Metrics of an item whose generation failed (the runner asks): zero on exactly the keys that item
@@ -496,8 +506,9 @@ class LongHealthTask:
             "divider": DIVIDER, "option_f": OPTION_F,
             "separator_budgeted": REFERENCE_SEPARATOR if self.reference_quirks else DIVIDER,
             "gold_rule": "last containing" if self.reference_quirks else "equal>last containing>casefold",
+            # reference_quirks reads with the reference regex alone, which extraction versions do not change
             "extraction": ("reference_regex" if self.reference_quirks
-                           else "reference_regex>explicit>lone_letter>fuzzy(85,5)"),
+                           else extraction_setting("reference_regex>explicit>lone_letter>fuzzy(85,5)")),
         }
 
 

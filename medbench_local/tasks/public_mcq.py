@@ -34,8 +34,10 @@ from typing import Any
 
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
+from ..metrics.extraction import Extraction, extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
+from .choice_scoring import score_choice
 from .datafiles import jsonl_records, read_text
 from .mcq_data import LETTERS, MIN_OPTIONS
 from .prompts import PromptTemplate
@@ -135,23 +137,23 @@ class PubMedQATask(PublicMCQTask):
     def score(self, item: Item, generation: Generation) -> Score:
         """The case-challenge cascade without its fuzzy stage, plus one stage after lone_letter: a reply that
         starts with a label word ("no", "Yes, ...") chooses that option. Fuzzy matching is not used: "no" is
-        too short for it, and one-word options match inside unrelated words ("eyes")."""
-        base = super().score(item, generation)
-        if base.method in ("explicit", "lone_letter"):
-            return base
-        gold = item.payload["answer"]
+        too short for it, and one-word options match inside unrelated words ("eyes"). An echoed list of the
+        labels ("yes\nno\nmaybe") or a letter stated with another label ("A. no") is never read as a label
+        word: the cascade has already judged it (echo: unparseable; conflict)."""
+        gold, options = item.payload["answer"], item.payload["options"]
+        found = extract_choice(self.template.answer_prefix + generation.output, options)
+        if found.method in ("explicit", "lone_letter", "echo", "conflict"):
+            return score_choice(gold, found, generation.finish_reason)
         match = _LABEL_WORD.match(generation.output)
         if match is None:
-            outcome = "truncated" if generation.finish_reason == "length" else "unparseable"
-            detail = base.detail if base.method == "none" else "no answer found"
-            return Score(outcome, None, gold, "none", detail, {"accuracy": 0.0})
-        letter = next(k for k, v in item.payload["options"].items() if v == match.group(1).lower())
-        correct = letter == gold
-        return Score("correct" if correct else "wrong", letter, gold, "label_word",
-                     f'reply starts with "{match.group(1)}"', {"accuracy": 1.0 if correct else 0.0})
+            detail = found.detail if found.method == "none" else "no answer found"
+            return score_choice(gold, Extraction(None, "none", detail), generation.finish_reason)
+        letter = next(k for k, v in options.items() if v == match.group(1).lower())
+        word = Extraction(letter, "label_word", f'reply starts with "{match.group(1)}"')
+        return score_choice(gold, word, generation.finish_reason)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "extraction": "explicit>lone_letter>label_word"}
+        return {**super().settings(), "extraction": extraction_setting("explicit>lone_letter>label_word")}
 
 
 TASKS = [
