@@ -157,8 +157,10 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
     assert scored_items(db, old["gemma3-270m"])["jama-demo-03"][:2] == ("correct", "A")  # old scores readable
     (command, status, settings_json), = rows(db, "select command, status, settings from runs "
                                                  "order by started_at desc limit 1")
-    assert "rescore" in command and "--extraction" in command and status == "completed"
-    assert {e["from"] for e in json.loads(settings_json)["evaluations"]} == set(old.values())
+    recorded = json.loads(settings_json)
+    assert json.loads(command) and status == "completed"  # the process's command line (pytest's, here)
+    assert recorded["rescore"] == "extraction" and recorded["extraction_version"] == "2"
+    assert {(e["from"], e["to"]) for e in recorded["evaluations"]} == {(old[m], new[m]) for m in old}
     assert rows(db, "select count(*) from runs")[0][0] == runs_before + 1
 
     compared = json.loads(invoke("compare", "--db", str(db), "--task", "jama", "--json", "--resamples", "200").output)

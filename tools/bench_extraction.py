@@ -16,9 +16,13 @@ from medbench_local.metrics.extraction import extract_choice
 OPTIONS = {"A": "Tinea corporis", "B": "Bacterial cellulitis", "C": "Early localized Lyme disease",
            "D": "Granuloma annulare", "E": "Fixed drug eruption"}
 ORDINARY = ["The answer is C.", " C. Early localized Lyme disease", "I think it is Lyme disease.",
-            "Considering the rash, the final answer is **C**."]
+            "Considering the rash, the final answer is **C**.",
+            "The answer is:\nA. Tinea corporis\nB. Bacterial cellulitis\nC. Early localized Lyme disease"]
 PATHOLOGICAL = ["(" * 20000, "**" * 20000, "answer: " + "(* " * 10000, "A. " * 10000, "not " * 10000 + "A but B",
-                "word " * 20000]
+                "word " * 20000,
+                # option-list (echo) and letter-text (conflict) checks: many list lines, one huge line
+                "A. Tinea corporis\n" * 5000, "\nA" * 20000, "1. " * 10000, "(A) " * 10000 + "Tinea corporis",
+                "The answer is " * 5000 + "A. Tinea corporis", "The answer is A: " + "x" * 50000]
 
 
 def per_char_seconds(texts: list[str], repeat: int) -> float:

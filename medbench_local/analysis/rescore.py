@@ -30,7 +30,7 @@ import sqlite_utils
 from .. import __version__
 from ..engine.base import Generation
 from ..errors import UserError
-from ..metrics.extraction import EXTRACTION_VERSION
+from ..metrics.extraction import EXTRACTION_VERSION, reads_with_this_extraction
 from ..store import writer
 from ..store.queries import evaluation_rows, evaluations_of, generations_to_copy
 from ..store.writer import now, transaction
@@ -201,9 +201,11 @@ def rescore_extraction(db: sqlite_utils.Database, *, task_filter: tuple[str, ...
         settings = json.loads(old["settings"] or "{}")
         stored = settings.get("task", {})
         if "extraction" not in stored or old["task"] not in task_ids():
-            continue  # not a task that reads answers with the extraction cascade
-        result = ExtractionRescore("skipped", old["key"], old["model_id"], old["task"])
+            continue
+        if not reads_with_this_extraction(_today_task(old["task"], stored, None).settings().get("extraction")):
+            continue  # not read by the choice extraction (ICD codes, LongHealth's reference-regex mode)
         task = _today_task(old["task"], stored, prompt_file)
+        result = ExtractionRescore("skipped", old["key"], old["model_id"], old["task"])
         today, differ = _settings_plan(stored, task)
         if canonical_json(today) == canonical_json(stored):
             results.append(replace(result, status="current",
@@ -269,7 +271,7 @@ def older_extraction_items(db: sqlite_utils.Database, model_id: str, task: str, 
                            task_settings: dict[str, Any]) -> int:
     """Items of the largest stored evaluation that equals (``identity``, ``task_settings``) in everything but
     the extraction: what ``rescore --extraction`` could re-score instead of ``run`` generating it again."""
-    if "extraction" not in task_settings:
+    if not reads_with_this_extraction(task_settings.get("extraction")):
         return 0
     best = 0
     for _, settings_json, items in evaluations_of(db, model_id, task):

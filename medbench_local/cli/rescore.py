@@ -82,7 +82,7 @@ def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_fi
         if not results:
             stdout.print(f"Nothing to rescore: no stored multiple-choice results in {db_path}.")
         for entry in results:
-            stdout.print(_extraction_line(entry))
+            stdout.print(_extraction_line(entry), soft_wrap=True)  # one line per evaluation, never wrapped
         if any(entry.status == "rescored" for entry in results):
             stdout.print(f"Compare with: medbench-local compare --db {db_path}")
         return

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from rapidfuzz import fuzz
 
 __all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_choice", "extraction_setting",
-           "read_letter_at"]
+           "read_letter_at", "reads_with_this_extraction"]
 
 # Part of the score identity: MCQ tasks put it into settings()["extraction"], so results scored by an older
 # extraction are never mixed with new ones (``rescore --extraction`` re-scores them without regenerating).
@@ -56,6 +56,12 @@ NO_ANSWER_METHODS = frozenset({"none", "echo", "conflict"})
 def extraction_setting(cascade: str) -> str:
     """The ``settings()["extraction"]`` string of a task: its cascade plus the extraction version."""
     return f"{cascade} v{EXTRACTION_VERSION}"
+
+
+def reads_with_this_extraction(setting: object) -> bool:
+    """True for a task's ``settings()["extraction"]`` made by ``extraction_setting`` (a multiple-choice task
+    read by this module), not e.g. the ICD regex of MeDiSumCode or LongHealth's reference-regex mode."""
+    return isinstance(setting, str) and setting.endswith(f" v{EXTRACTION_VERSION}")
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ _BARE_LABEL = re.compile(r"[(\[]?[ \t]?([A-Za-z])[ \t]?[)\].:]?")
 # A bare label ending a line that is not itself a list line ("The answer is A" followed by "B", "C" lines).
 _BARE_TAIL = re.compile(r"(?:(?<=[\s:*_(\[>])[(\[]?(?P<any>[A-Za-z])|(?<=[a-z])[(\[]?(?P<upper>[A-Z]))"
                         r"[)\].:]?[*_]{0,3}[ \t]*$")
-_STRIP_DECOR = re.compile(r"^[\s*_`\"'“”‘’]+|[\s*_`\"'“”‘’]+$")
+_DECOR_CHARS = " \t\r\n*_`\"'“”‘’"  # stripped with str.strip: a regex "[...]+$" is quadratic on long runs
 
 # ---- letter-text conflicts ----------------------------------------------------------------------------------
 # Between a letter and the text that names its option: "A. x", "A: x", "(A) x", "**A.** x", "A - x", "A, x".
@@ -218,7 +224,7 @@ class _Line:
 
 def _matching_option(text: str, opts: Mapping[str, str], threshold: float) -> str | None:
     """The letter of the option whose whole text ``text`` is, if any (the best one when several)."""
-    t = _norm(_STRIP_DECOR.sub("", text))
+    t = _norm(text.strip(_DECOR_CHARS))
     if not t:
         return None
     best, best_score = None, -1.0
@@ -260,7 +266,7 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
             entries.append((last, m.start()))
     if not entries:
         body = line[lead_end:]
-        bare = _BARE_LABEL.fullmatch(_STRIP_DECOR.sub("", body))
+        bare = _BARE_LABEL.fullmatch(body.strip(_DECOR_CHARS))
         if bare and bare.group(1).upper() in valid and body.strip():
             pos = offset + lead_end + body.index(bare.group(1))
             return _Line((_Entry(bare.group(1).upper(), pos, bare=True),), True, None)
