@@ -25,6 +25,7 @@ NESTED = {"A": "Pneumonia", "B": "Aspiration pneumonia", "C": "Lung abscess", "D
 FIVE = {**RESP, "E": "Spontaneous pneumothorax"}
 YNM = {"A": "yes", "B": "no", "C": "maybe"}  # PubMedQA's options
 VITAMINS = {"A": "Vitamin A", "B": "Vitamin B12", "C": "Vitamin C", "D": "Vitamin D"}  # near-identical texts
+LABEL_LIKE = {"A": "Vitamin D. deficiency", "B": "Hyperparathyroidism", "C": "Renal osteodystrophy"}
 STROKE = {"A": "Intracerebral hemorrhage", "B": "Cerebral infarction", "C": "Subarachnoid hemorrhage",
           "D": "Transient ischemic attack"}
 LISTED = "\n".join(f"{k}. {v}" for k, v in RESP.items())
@@ -243,6 +244,16 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
      "explicit"),
     ("own-text-with-aside-keeps-letter", "The answer is B. Acute bronchitis (viral)", RESP, "B", "explicit"),
     ("conflict-text-in-parens", "The answer is A (Acute bronchitis)", RESP, None, "conflict"),
+    # option texts that hold a label-like word ("Vitamin D. deficiency") are one text, not two options
+    ("echo-option-text-with-label-like-word", "The answer is:\n" + "\n".join(f"{k}. {v}" for k, v in
+                                                                                LABEL_LIKE.items()),
+     LABEL_LIKE, None, "echo"),
+    ("echo-inline-option-text-with-label-like-word", " ".join(f"{k}. {v}" for k, v in LABEL_LIKE.items()),
+     LABEL_LIKE, None, "echo"),
+    ("label-like-word-own-text", "A. Vitamin D. deficiency", LABEL_LIKE, "A", "lone_letter"),
+    ("conflict-label-like-word", "C. Vitamin D. deficiency", LABEL_LIKE, None, "conflict"),
+    ("conflict-label-like-word-after-prefix", "The answer is C. Vitamin D. deficiency", LABEL_LIKE, None,
+     "conflict"),
     ("conflict-between-near-identical-options", "The answer is C. Vitamin D", VITAMINS, None, "conflict"),
     ("own-near-identical-option-keeps-letter", "The answer is C. Vitamin C", VITAMINS, "C", "explicit"),
     ("echo-near-identical-options", "The answer is:\n" + "\n".join(f"{k}. {v}" for k, v in VITAMINS.items()),
@@ -400,8 +411,18 @@ _CUE_WORDS = {"answer", "answers", "option", "options", "choice", "choices", "le
               "therefore", "thus", "hence", "overall", "summary", "conclusion", "ultimately", "then"}
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=10).filter(
     lambda w: w not in _CUE_WORDS)
-option_texts = st.builds(lambda ws, cap: (" ".join(ws)).capitalize() if cap else " ".join(ws),
-                         st.lists(words, min_size=1, max_size=4), st.booleans())
+label_like = st.sampled_from([f"{c}." for c in "ABCDEKTX"])  # "Vitamin D. deficiency", "type B. cells"
+
+
+def _option_text(ws: list[str], cap: bool, inner: str | None) -> str:
+    if inner is not None and len(ws) >= 2:  # a label-like word inside the text, never first
+        ws = [ws[0], inner, *ws[1:]]
+    text = " ".join(ws)
+    return text[0].upper() + text[1:] if cap else text
+
+
+option_texts = st.builds(_option_text, st.lists(words, min_size=1, max_size=4), st.booleans(),
+                         st.one_of(st.none(), st.none(), label_like))
 realistic_options = st.integers(min_value=2, max_value=5).flatmap(
     lambda n: st.lists(option_texts, min_size=n, max_size=n).map(lambda ts: dict(zip(LETTERS, ts))))
 

@@ -149,8 +149,9 @@ _LABEL_ANYWHERE = re.compile(r"(?:^|\s)[(\[]?([A-Z])(?:[.):\]]|\s+[-–—])(?=\
 
 # ---- option lists (echo) ------------------------------------------------------------------------------------
 # An option label inside a line: "A.", "A)", "(A)", "[A]", "A:", "A -", "**A.**", and numbered "1." / "(1)".
-# Letter labels may follow a lower-case letter ("The answer isA. Yes": the prefix glued to an echo), never an
-# upper-case letter or digit; number labels follow no letter, digit, "." or ",".
+# Letter labels may follow a lower-case letter ("The answer isA. Yes": the prefix glued to an echo; see
+# _scan_line for lower-case ones), never an upper-case letter or digit; number labels follow no letter,
+# digit, "." or ",".
 _ENTRY_LABEL = re.compile(
     r"(?:(?<![A-Z0-9])[*_]{0,2}(?:[(\[](?P<pl>[A-Za-z])[)\]]|(?P<l>[A-Za-z])" + _SPECIES
     + r"(?:[.):\]]|[ \t]{1,3}[-–—]))"
@@ -222,18 +223,24 @@ class _Line:
     tail: _Entry | None  # a lettered option (or bare label) that ends a line which is not a list line
 
 
-def _matching_option(text: str, opts: Mapping[str, str], threshold: float) -> str | None:
-    """The letter of the option whose whole text ``text`` is, if any (the best one when several)."""
+def _option_match(text: str, opts: Mapping[str, str], threshold: float) -> tuple[str, float] | None:
+    """(letter, ratio) of the option whose whole text ``text`` is, if any (the best one when several)."""
     t = _norm(text.strip(_DECOR_CHARS))
     if not t:
         return None
-    best, best_score = None, -1.0
+    best: tuple[str, float] | None = None
     for letter, o in opts.items():
         if _same_text(o, t, threshold):
             score = fuzz.ratio(o, t)
-            if score > best_score:
-                best, best_score = letter, score
+            if best is None or score > best[1]:
+                best = (letter, score)
     return best
+
+
+def _matching_option(text: str, opts: Mapping[str, str], threshold: float) -> str | None:
+    """The letter of the option whose whole text ``text`` is, if any."""
+    found = _option_match(text, opts, threshold)
+    return found[0] if found else None
 
 
 def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[str, str],
@@ -243,19 +250,34 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
     lead = _LINE_LEAD.match(line)
     lead_end = lead.end() if lead else 0
     letters = list(valid)
-    labels = list(_ENTRY_LABEL.finditer(line))
+    found = list(_ENTRY_LABEL.finditer(line))
+    # A lower-case letter glued to a word ("diabetes. Type 2") is the word's end, unless an option's text
+    # follows it to the end of the line ("The answer isa) yes" before a list): drop it, so that it does not
+    # split an option's text.
+    labels = [m for i, m in enumerate(found) if not (
+        (m.group("pl") or m.group("l") or "A").islower() and m.start() > 0 and line[m.start() - 1].isalpha()
+        and (i < len(found) - 1 or _matching_option(line[m.end():], opts, threshold) is None))]
     entries: list[tuple[_Entry, int]] = []  # (entry, label start)
     last: _Entry | None = None  # the listed option that the line's last label opens, if any
-    for i, m in enumerate(labels):
-        last = None
-        end = labels[i + 1].start() if i + 1 < len(labels) else len(line)
+    i = 0
+    while i < len(labels):
+        m, last = labels[i], None
         raw = m.group("pl") or m.group("l")
         mid_line_lower = raw is not None and raw.islower() and m.start() > lead_end
-        if mid_line_lower and end != len(line):
-            continue  # lower-case labels open a line ("a) yes") or end one ("is:a) yes"); elsewhere they are words
-        matched = _matching_option(line[m.end() : end], opts, threshold)
-        if matched is None:
+        # The option's text runs to the next label, or past it when the text holds a label-like word
+        # ("Vitamin D. deficiency"): up to three labels further; the best match wins, the longer on a tie.
+        best: tuple[float, int, str] | None = None  # (ratio, end label index, letter)
+        for j in range(i + 1, min(i + 4, len(labels)) + 1):
+            end = labels[j].start() if j < len(labels) else len(line)
+            if mid_line_lower and end != len(line):
+                continue  # lower-case labels open a line ("a) yes") or end one ("is:a) yes"); else they are words
+            if (found_option := _option_match(line[m.end() : end], opts, threshold)) and \
+                    (best is None or found_option[1] >= best[0]):
+                best = (found_option[1], j, found_option[0])
+        i = best[1] if best else i + 1
+        if best is None:
             continue
+        matched = best[2]
         if raw is not None:
             if raw.upper() not in valid:
                 continue
@@ -428,23 +450,27 @@ def _explicit(text: str, valid: Mapping[str, str], skip: frozenset[int]
 # ---- stage 2: lone letter ------------------------------------------------------------------------------------
 
 
-def _lone_letter(text: str, valid: Mapping[str, str]) -> tuple[Extraction, str] | None:
+def _lone_letter(text: str, valid: Mapping[str, str], threshold: float) -> tuple[Extraction, str] | None:
     """Stage 2: the output is a bare letter ("B", "(B)", "**B.**"), starts with an option
     label ("B. Pneumonia"), or ends with a line holding only a letter (reasoning, then "B").
     Returns the extraction and the text after the letter (for the conflict check)."""
     stripped = re.sub(r"[*_`\"'“”‘’]", "", text).strip()
     lines = stripped.splitlines() or [""]
-    after = ""
+    after, searched = "", stripped
     if m := _LONE.fullmatch(lines[0].strip()):
         letter, detail = m.group(1).upper(), "output is the lone letter"
     elif m := _LONE.fullmatch(lines[-1].strip()):
         letter, detail = m.group(1).upper(), "last line is the lone letter"
     elif m := _LABEL_PREFIX.match(stripped):
         letter, detail, after = m.group(1), "output starts with option label", stripped[m.end(1) :]
+        first_text = stripped[m.end() :].split("\n", 1)[0]
+        opts = {k: _norm(v) for k, v in valid.items()}
+        if _matching_option(first_text, opts, threshold) is not None:  # "C. Vitamin D. deficiency": one text
+            searched = stripped[m.end() + len(first_text) :]
     else:
         return None
     # A repeated option list ("A. x  B. y  C. z", or "A\nB\nC") is not an answer.
-    labels = {o.group(1) for o in _LABEL_ANYWHERE.finditer(stripped)}
+    labels = {o.group(1) for o in _LABEL_ANYWHERE.finditer(searched)}
     lone_lines = (_LONE.fullmatch(line.strip()) for line in lines)
     labels |= {o.group(1).upper() for o in lone_lines if o}
     if letter not in valid or (labels & valid.keys()) - {letter}:
@@ -534,7 +560,7 @@ def extract_choice(
         return explicit
     if listed:
         return _echo(listed)
-    if lone := _lone_letter(text, valid):
+    if lone := _lone_letter(text, valid, fuzzy_threshold):
         found, after = lone
         assert found.letter is not None
         return _conflict(found.letter, after, valid, fuzzy_threshold, fuzzy_margin) or found
