@@ -120,7 +120,7 @@ def default_data(task_id: str, cwd: Path | None = None) -> Found | None:
     cwd = Path.cwd() if cwd is None else cwd
     local = cwd / SAMPLES_DIR / task_id
     if local.exists():
-        return Found(local.resolve(), f"./{SAMPLES_DIR}/{task_id} in the working directory")
+        return Found(local.resolve(), f"sample in ./{SAMPLES_DIR}")
     root = shipped_root()
     if root is not None and (root / SAMPLES_DIR / task_id).exists():
         return Found(root / SAMPLES_DIR / task_id, "sample shipped with medbench-local")

@@ -248,13 +248,22 @@ class Server:
             body = response.read().decode("utf-8")
         return json.loads(body) if path.endswith(".json") else body
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Ctrl-C to medbench-local alone (not to its process group): Datasette must stop with it."""
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=60)
+            return self.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            raise
+
+    def answers(self) -> bool:
+        try:
+            urllib.request.urlopen(self.url + "/-/versions.json", timeout=30).close()
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture
@@ -262,7 +271,8 @@ def server(db: Path) -> Iterator[Server]:
     pytest.importorskip("datasette")
     running = Server(db)
     yield running
-    running.stop()
+    assert running.stop() == 0
+    assert not running.answers(), "Datasette kept running after medbench-local view stopped"
 
 
 def _by(rows_: list[dict], *keys: str) -> dict[tuple, dict]:
@@ -313,12 +323,15 @@ def test_datasette_serves_every_canned_query_with_numbers_that_match_sql(server:
                    for s in summaries.values())
     assert len(unanswered) == expected  # type: ignore[arg-type]
 
-    metadata = server.get("/-/metadata.json")
-    assert metadata == datasette_metadata("study", "medbench-local results: study.db")
+    served = server.get("/-/metadata.json")["databases"]["study"]  # type: ignore[index]
+    ours = datasette_metadata("study", "medbench-local results: study.db")["databases"]["study"]
+    assert served["tables"] == ours["tables"]
+    assert {name: {k: q[k] for k in ("title", "description", "sql")} for name, q in served["queries"].items()} \
+        == ours["queries"]
     page = server.get("/study/item_results")
     assert TABLES["item_results"][0].split(":")[1].strip()[:40] in page  # type: ignore[operator]
-    external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page)  # type: ignore[arg-type]
-    assert external == []  # nothing loaded from the network
+    loaded = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"/]+)', page)  # type: ignore[arg-type]
+    assert set(loaded) <= {server.url}  # nothing is loaded from the network
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # reading changed nothing
 
 

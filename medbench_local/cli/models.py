@@ -81,7 +81,8 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
     local sources are only hashed. For each model, models.lock (JSON, beside models.toml) records repository,
     file, requested revision, resolved commit, SHA-256 and size; commit it with models.toml so that another
     machine pulls byte-identical files. With HF_HUB_OFFLINE=1 nothing is downloaded: files already in the
-    cache are hashed and locked. 'run' never downloads.
+    cache are hashed and locked. When the Hub cannot be reached (no network), pull stops at once with one
+    line and changes nothing. 'run' never downloads.
 
     \b
     Examples:

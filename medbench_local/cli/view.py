@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,11 +115,28 @@ def view_command(db_path: Path, port: int, open_browser: bool | None, metadata_o
         meta_file.write_text(json.dumps(metadata), encoding="utf-8")
         where = f"http://127.0.0.1:{port}/" if port else "127.0.0.1 (a free port, shown below)"
         stderr.print(f"Serving {db_path} read-only at {where} with Datasette. Ctrl-C stops it.", soft_wrap=True)
-        process = subprocess.Popen(datasette_command(db_path, meta_file, port, open_browser))
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:  # the terminal sent SIGINT to Datasette too: let it shut down
-            code = process.wait()
-            code = 0 if code in (0, -2, 130) else code
+        code = _serve(datasette_command(db_path, meta_file, port, open_browser))
     if code:
         raise click.exceptions.Exit(code)
+
+
+def _serve(command: list[str]) -> int:
+    """Run Datasette until it exits; Ctrl-C or SIGTERM sent to us stops it too (never leave a server behind)."""
+    process = subprocess.Popen(command)
+
+    def forward(signum: int, frame: object) -> None:
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # a terminal's Ctrl-C reached Datasette as well; a SIGINT sent to us alone did not
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        return 0 if code in (0, -signal.SIGINT, 128 + signal.SIGINT) else code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
