@@ -77,7 +77,8 @@ def test_a_named_config_that_does_not_exist_is_an_error_not_a_fallback(tmp_path:
     (tmp_path / "models.toml").write_text("", encoding="utf-8")  # would be found next: must not be used
     missing = tmp_path / "typo.toml"
     environ = {"MEDBENCH_LOCAL_CONFIG": str(missing)} if how == "env" else {}
-    with pytest.raises(ConfigError, match=f"typo.toml: file not found \\(given by {'--config' if how == 'option' else 'MEDBENCH_LOCAL_CONFIG'}\\)"):
+    origin = "--config" if how == "option" else "MEDBENCH_LOCAL_CONFIG"
+    with pytest.raises(ConfigError, match=f"typo.toml: file not found \\(given by {origin}\\)"):
         find_config(missing if how == "option" else None, environ, tmp_path)
 
 
@@ -146,7 +147,7 @@ def test_doctor_without_arguments_checks_the_models_that_are_here(tmp_path: Path
 
 def test_doctor_fails_when_no_model_is_here(tmp_path: Path) -> None:
     code, output = cli("doctor", "--config", str(_config(tmp_path, ABSENT)), "--offline")
-    assert code == 1 and "✗ models: no model file of models.toml is on this machine" in output
+    assert code == 1 and "✗ models: no model of models.toml is on this machine" in output
 
 
 @needs_demo

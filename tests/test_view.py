@@ -311,7 +311,8 @@ def test_datasette_serves_every_canned_query_with_numbers_that_match_sql(server:
     disagree = fetched["pair_disagreements"]
     assert len(disagree) == sum(len(found) for found in shown.values()) > 0  # type: ignore[arg-type]
     only_jama = server.get("/study/pair_disagreements.json", _shape="array", pair="demo", task="jama")
-    assert sorted(r["item_id"] for r in only_jama) == sorted(b["item_id"] for _, b, _ in shown["jama"])  # type: ignore[union-attr]
+    expected_jama = sorted(b["item_id"] for _, b, _ in shown["jama"])
+    assert sorted(r["item_id"] for r in only_jama) == expected_jama  # type: ignore[union-attr]
 
     slowest = fetched["slowest_items"]
     seconds = [row["seconds"] for row in slowest]  # type: ignore[union-attr]

@@ -241,17 +241,20 @@ def _selected(report: Report, config: Config, pairs: tuple[str, ...], model_ids:
             report.add(WARN, "models", f"not on this machine, not checked: {', '.join(absent)} (name one with "
                                        "--model or --pair to require it; fetch with 'medbench-local models pull')")
         if not chosen:
-            report.add(FAIL, "models", "no model file of models.toml is on this machine")
+            report.add(FAIL, "models", "no model of models.toml is on this machine")
     return chosen
 
 
 def _present(spec: ModelSpec) -> bool:
-    """Whether the model's file is on this machine (HF cache, path or installed package), without hashing."""
+    """Whether the model is meant to be on this machine now, without hashing: a local ``path`` always is (a
+    missing file is a failure), a Hugging Face file when it is in the cache, a package when it is installed."""
     import importlib.util
 
-    from ..config import PackageSource
+    from ..config import LocalSource, PackageSource
     from ..modelfiles.resolve import resolve
 
+    if isinstance(spec.source, LocalSource):
+        return True
     if isinstance(spec.source, PackageSource):  # installed is enough: chunks are assembled by the check itself
         try:
             return importlib.util.find_spec(spec.source.package) is not None

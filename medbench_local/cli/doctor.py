@@ -35,10 +35,11 @@ def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[
     """Check that this machine can run the evaluation: models, hashes, memory, GPU, data, network.
 
     One line per check: ✓ fine, ! worth a look, ✗ will fail. Without --pair/--model every model of
-    models.toml whose file is on this machine is checked (the others are listed as not here; name one to
-    require it). Model hashes are compared with models.lock (or the sha256 pinned in
-    models.toml) using the hash cache; 'models verify' re-reads every byte. Memory needs are an estimate
-    (weights = file size, plus the KV cache for n_ctx). Nothing is written to any results database.
+    models.toml that is on this machine is checked: local paths always, Hugging Face files when they are in
+    the cache, packages when installed (the others are listed as not here; name one to require it). Model
+    hashes are compared with models.lock (or the sha256 pinned in models.toml) using the hash cache; 'models
+    verify' re-reads every byte. Memory needs are an estimate (weights = file size, plus the KV cache for
+    n_ctx). Nothing is written to any results database.
     Exit code 0 when nothing failed, 1 otherwise.
 
     \b
@@ -53,9 +54,10 @@ def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[
     try:
         found = find_config(config_path)
         config_file, origin = found.path, found.origin
-    except UserError as exc:  # reported as the checklist's failed 'config' line
-        config_file, origin = config_path or Path("models.toml"), str(exc)
-    report = run_doctor(config_file, config_origin=origin, pairs=pairs, model_ids=model_ids, tasks=[(t, match_data(task_ids, data).get(t)) for t in task_ids],
+    except UserError:  # a named file that is missing: the checklist's 'config' line says so
+        config_file, origin = config_path or Path("models.toml"), ""
+    report = run_doctor(config_file, config_origin=origin, pairs=pairs, model_ids=model_ids,
+                        tasks=[(t, match_data(task_ids, data).get(t)) for t in task_ids],
                         assets=assets, offline=offline, load=load)
     stdout.print(f"[bold]medbench-local doctor[/bold]{' (offline)' if offline else ''}")
     for check in report.checks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..airgap import select_models
@@ -35,7 +36,8 @@ def list_models(config_path: Path) -> None:
       medbench-local models list --config models.toml
     """
     config = read_config(config_path)
-    stdout.print(f"[bold]Models[/bold] in {config.path} [dim](found as: {config.origin})[/dim]", soft_wrap=True)
+    stdout.print(f"[bold]Models[/bold] in {escape(str(config.path))} [dim](found as: {config.origin})[/dim]",
+                 soft_wrap=True)
     for spec in config.models.values():
         found = resolve(spec)
         if found.path is not None:

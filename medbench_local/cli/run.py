@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import Config
@@ -94,11 +95,12 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
         if task_id in explicit:
             result.append((task_id, explicit[task_id]))
             continue
+        get_task(task_id)  # an unknown task is named as such, not as a missing sample
         found = default_data(task_id)
         if found is None:
             raise UserError(f"task '{task_id}': no --data given and no sample for it (./bench_data/{task_id} "
                             "is not here and none ships with medbench-local); pass --data")
-        stderr.print(f"[dim]{task_id}: no --data given, using the {found.origin}: {found.path}[/dim]",
+        stderr.print(f"[dim]{task_id}: no --data given, using the {found.origin}: {escape(str(found.path))}[/dim]",
                      soft_wrap=True)
         result.append((task_id, found.path))
     return result
