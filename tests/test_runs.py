@@ -87,6 +87,7 @@ def test_a_killed_run_shows_that_no_end_was_recorded(tmp_path: Path) -> None:
     assert runs_json(db_path)[0]["duration_seconds"] is None
 
 
+@pytest.mark.e2e
 def test_runs_opens_the_database_read_only(demo_db: Path, tmp_path: Path) -> None:
     """Even a database one migration behind stays untouched (read commands that may write would upgrade it)."""
     db = copy_db(demo_db, tmp_path / "r.db")
