@@ -210,7 +210,8 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
         "git_revision": git_revision(),
         "packages": package_versions(),
         "settings": {
-            "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
+            "config": str(config.path), "config_origin": config.origin,
+            "seed": options.seed, "n_threads": options.n_threads,
             "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
