@@ -330,3 +330,41 @@ def test_compare_json_rows_carry_data_and_superseded(tmp_path: Path) -> None:
     (row,) = json.loads(invoke("compare", "--db", str(db), "--json", "--resamples", "200").output)
     assert row["data"] == {"name": "c.csv", "sha256": "9" * 64} and row["superseded"] == []
     assert row["different_data"] is None and row["biomedical"]["truncated_rate"] == 0.0
+
+
+def test_show_report_and_export_use_the_same_pairing(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    old, new = {"task": "jama", "extraction": "v1"}, {"task": "jama", "extraction": "v2"}
+    _store(db, [
+        Ev("bio", "jama", acc(1, 1, 0), ("a.csv", "a" * 64), old, key="bio-a-v1"),
+        Ev("gen", "jama", acc(0, 1, 0), ("a.csv", "a" * 64), old, key="gen-a-v1"),
+        Ev("bio", "jama", acc(1, 0, 0), ("a.csv", "a" * 64), new, key="bio-a-v2"),
+        Ev("gen", "jama", acc(0, 0, 1), ("a.csv", "a" * 64), new, key="gen-a-v2"),
+        Ev("bio", "jama", acc(1, 1, prefix="x"), ("b.csv", "b" * 64), new, key="bio-b"),
+        Ev("gen", "jama", acc(0, 1, prefix="x"), ("b.csv", "b" * 64), new, key="gen-b"),
+        Ev("bio", "jama", acc(1, prefix="y"), ("c.csv", "c" * 64), new, key="bio-c"),  # no general counterpart
+    ])
+    newest = " ".join(invoke("show", "--db", str(db), "--pair", "p", "--task", "jama").output.split())
+    assert "on b.csv bbbbbbbb: 1 items where the models disagree" in newest and "item x0" in newest
+    assert "also paired on: a.csv aaaaaaaa" in newest
+    chosen = " ".join(invoke("show", "--db", str(db), "--pair", "p", "--task", "jama", "--data", "a.csv").output.split())
+    assert "on a.csv aaaaaaaa: 2 items" in chosen  # v2 pair: i0 (1 vs 0) and i2 (0 vs 1), not the v1 pair
+    missing = invoke("show", "--db", str(db), "--pair", "p", "--task", "jama", "--data", "nope.csv", expect=1)
+    assert "no paired results on data 'nope.csv'" in missing.output
+
+    exported = {r["evaluation"]: r for r in map(json.loads, invoke(
+        "export", "--db", str(db), "--aggregate", "--format", "jsonl").output.splitlines())}
+    assert exported["bio-a-v2"]["pairing"] == "compared" and exported["bio-a-v2"]["paired_with"] == "gen-a-v2"
+    assert exported["gen-a-v1"]["pairing"] == "superseded" and exported["gen-a-v1"]["paired_with"] == "bio-a-v1"
+    assert exported["bio-c"]["pairing"] == "not compared" and exported["bio-c"]["data_name"] == "c.csv"
+    assert exported["gen-b"]["data_sha256"] == "b" * 64 and exported["gen-b"]["pair"] == "p"
+
+    report = _report(db)
+    compared = {(r.data.name, r.evaluations["biomedical"], r.evaluations["general"]) for r in report.rows if r.data}
+    assert compared == {("a.csv", "bio-a-v2", "gen-a-v2"), ("b.csv", "bio-b", "gen-b")}
+    html_path = tmp_path / "report.html"
+    invoke("report", "--db", str(db), "-o", str(html_path), "--resamples", "200")
+    html = html_path.read_text(encoding="utf-8")
+    assert "a.csv aaaaaaaa" in html and "b.csv bbbbbbbb" in html and "superseded" in html
+    assert "only the biomedical model has results on this data" in html
+    assert "keeps the ROUGE/F1 of the text written before the cut" in html
