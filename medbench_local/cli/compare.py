@@ -203,9 +203,12 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
     if as_json or as_markdown:
+        # the rows carry data, superseded pairs and gold-label warnings; Markdown quotes every note. On stderr
+        # only what was refused, so that standard output stays a clean document.
         for report in reports:
-            for line in warnings(report):
-                stderr.print(f"[yellow]{escape(line)}[/yellow]")
+            for note in report.notes:
+                if note.refused:
+                    stderr.print(f"[yellow]{escape(report.pair)} · {escape(note.text)}[/yellow]")
         if nothing and refused:
             sys.exit(1)
         click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)

@@ -217,7 +217,8 @@ def tango_limits(b: np.ndarray | int, c: np.ndarray | int, n: int, *, level: flo
     sd = sqrt(b + c) whatever n, so the interval excludes 0 exactly when the
     continuity-corrected McNemar statistic (|b - c| - 1) / sqrt(b + c) exceeds z;
     that statistic never rejects where the exact McNemar test does not (checked
-    for every table with b + c <= 60,000; the test suite re-checks b + c <= 600).
+    for every table with b + c <= 60,000; the test suite enumerates the
+    intervals themselves for b + c <= 200).
     Each limit is found by bisection between the estimate and -1 (or +1).
     """
     _check_level(level)
