@@ -135,18 +135,18 @@ def markdown(reports: list[PairReport]) -> str:
     lines: list[str] = []
     for report in reports:
         lines += [f"### {report.pair}: {report.biomedical_model} (biomedical) vs {report.general_model} (general)",
-                  "", "| task | data | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | "
-                      "test | p | p (Holm) | discordant bio>gen / gen>bio | truncated bio / gen |",
-                  "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+                  "", "| task | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | test | p "
+                      "| p (Holm) | discordant bio>gen / gen>bio | truncated bio / gen | data |",
+                  "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
         for r in report.rows:
             discordant = f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—"
             data = "—" if r.data is None else f"{r.data.short}" + (
                 f" ≠ {r.general_data.short} (**different data**)" if r.general_data else "")
             lines.append(
-                f"| {r.task} | {data} | {r.metric} | {r.n} | {_pct(r.biomedical.estimate)} {_ci(r.biomedical)} | "
+                f"| {r.task} | {r.metric} | {r.n} | {_pct(r.biomedical.estimate)} {_ci(r.biomedical)} | "
                 f"{_pct(r.general.estimate)} {_ci(r.general)} | {100 * r.delta.estimate:+.1f} "
                 f"[{100 * r.delta.low:+.1f}, {100 * r.delta.high:+.1f}] | {r.test} | {_p(r.p_value)} | "
-                f"{_p(r.p_adjusted)} | {discordant} | {truncation(r).replace('/', ' / ')} |")
+                f"{_p(r.p_adjusted)} | {discordant} | {truncation(r).replace('/', ' / ')} | {data} |")
         lines += [""] + [f"> {line}" for line in warnings(report) + superseded_lines(report)]
         lines += ["", f"Scores ×100. {INTERVAL_NOTE} {PAIRING_NOTE} {TRUNCATION_NOTE}", ""]
     return "\n".join(lines)
