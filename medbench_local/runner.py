@@ -135,8 +135,8 @@ def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | float | None, *
         data = task.load(path)
         fingerprint = data_fingerprint(path)
         items = sample_items(data.items, limit, limit_mode, seed=seed, task_id=task.id, data_sha256=fingerprint)
-        loaded.append(LoadedTask(task, path, replace(data, items=items), fingerprint,
-                                 legacy_data_fingerprint(path), len(data.items)))
+        legacy = legacy_data_fingerprint(path, fingerprint) if path.is_file() else fingerprint
+        loaded.append(LoadedTask(task, path, replace(data, items=items), fingerprint, legacy, len(data.items)))
     return loaded
 
 
@@ -187,13 +187,14 @@ def data_fingerprint(path: Path) -> str:
     return _folder_fingerprint(path)
 
 
-def legacy_data_fingerprint(path: Path) -> str:
+def legacy_data_fingerprint(path: Path, file_sha256: str | None = None) -> str:
     """The fingerprint of medbench-local before the file's own SHA-256 was used: for a single file SHA-256 over
-    (file name, file SHA-256); folders unchanged. Only to find evaluations an older version stored."""
+    (file name, file SHA-256); folders unchanged. Only to find evaluations an older version stored.
+    ``file_sha256``: the file's SHA-256 when already known (large files are read once)."""
     if path.is_file():
         digest = hashlib.sha256()
         digest.update(path.name.encode() + b"\0")
-        digest.update(sha256_file(path).encode() + b"\0")
+        digest.update((file_sha256 or sha256_file(path)).encode() + b"\0")
         return digest.hexdigest()
     return _folder_fingerprint(path)
 

@@ -118,7 +118,7 @@ def test_a_database_written_with_the_old_fingerprint_resumes(tmp_path: Path, mon
         patch.setattr(runner, "data_fingerprint", _legacy_fingerprint)
         assert _run(tmp_path / "r.db", data, limit=4).generated == 4
     (stored,), = rows(tmp_path / "r.db", "select settings from evaluations")
-    assert json.loads(stored)["task"]["data_sha256"] == _legacy_fingerprint(data)
+    assert json.loads(stored)["task"]["data_sha256"] == _legacy_fingerprint(data) == runner.legacy_data_fingerprint(data)
     reporter = Notes()
     again = _run(tmp_path / "r.db", data, reporter=reporter)
     assert (again.generated, again.skipped) == (6, 4)  # the rest of the items, in the old evaluation
