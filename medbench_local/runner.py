@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import platform
 import signal
 import sqlite3
@@ -56,6 +57,8 @@ class LoadedTask:
     data_path: Path
     data: TaskData
     data_sha256: str = ""  # of the data file(s) as read: part of the evaluation identity
+    legacy_data_sha256: str = ""  # the fingerprint older versions computed (to resume their evaluations)
+    items_total: int = 0          # items in the data before --limit
 
     @property
     def items(self) -> list[Item]:
@@ -67,7 +70,8 @@ class RunOptions:
     seed: int = 1234
     n_threads: int | None = None
     n_batch: int = 512
-    limit: int | None = None
+    limit: int | float | None = None   # N items, or a fraction in (0, 1) of each task's items
+    limit_mode: str = "random"         # "random": seeded sample (see sample_items); "first": the file's first N
     retry_errors: bool = False
     store_inputs: bool = True
     allow_cpu: bool = False
@@ -119,26 +123,87 @@ class StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[LoadedTask]:
+LIMIT_MODES = ("random", "first")
+
+
+def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | float | None, *, limit_mode: str = "random",
+               seed: int = 1234) -> list[LoadedTask]:
+    """Parse every task's data (absolute, resolved paths: items record "<abs path>:<line>" as their source),
+    fingerprint it, and apply ``--limit`` (see ``sample_items``)."""
     loaded = []
-    for task, path in task_paths:
+    for task, given in task_paths:
+        path = Path(given).expanduser().resolve()
         data = task.load(path)
-        if limit:
-            data = replace(data, items=data.items[:limit])
-        loaded.append(LoadedTask(task, path, data, data_fingerprint(path)))
+        fingerprint = data_fingerprint(path)
+        items = sample_items(data.items, limit, limit_mode, seed=seed, task_id=task.id, data_sha256=fingerprint)
+        legacy = legacy_data_fingerprint(path, fingerprint) if path.is_file() else fingerprint
+        loaded.append(LoadedTask(task, path, replace(data, items=items), fingerprint, legacy, len(data.items)))
     return loaded
 
 
+def limit_count(limit: int | float, total: int) -> int:
+    """How many items ``--limit`` asks for: N, or a fraction in (0, 1) of ``total`` rounded up (lm-eval style)."""
+    if isinstance(limit, float) and not limit.is_integer():
+        if not 0.0 < limit < 1.0:
+            raise ValueError(f"a fractional limit must lie in (0, 1), got {limit}")
+        return math.ceil(limit * total)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    return int(limit)
+
+
+def sample_items(items: list[Item], limit: int | float | None, mode: str, *, seed: int, task_id: str,
+                 data_sha256: str) -> list[Item]:
+    """The items a ``--limit`` run evaluates, in file order.
+
+    Why random by default: data files are often sorted (PubMedQA's ground truth lists its 276 "yes" answers
+    first, so the first N <= 276 items let "always A" score 100%). The sample is the first N items of a
+    permutation that depends only on (seed, task id, data fingerprint, item id): both models of a pair, a
+    resumed run and a later larger --limit see the same items, and a larger limit is a superset of a smaller
+    one. The permutation orders items by SHA-256, not by a library RNG, so it never changes between versions.
+    """
+    if limit is None:
+        return list(items)
+    if mode not in LIMIT_MODES:
+        raise ValueError(f"limit mode must be one of {', '.join(LIMIT_MODES)}, got {mode!r}")
+    count = limit_count(limit, len(items))
+    if mode == "first":
+        return list(items[:count])
+    rank = sorted(range(len(items)), key=lambda i: sha256_text(f"{seed}\0{task_id}\0{data_sha256}\0{items[i].id}"))
+    chosen = set(rank[:count])
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
 def data_fingerprint(path: Path) -> str:
-    """SHA-256 over the data file, or over every file under a data folder (relative names + contents).
+    """The data's identity: a single file's own SHA-256; for a folder, SHA-256 over every file in it (relative
+    names + contents).
 
     Why in the evaluation identity: results on the bundled sample and on the real file, or on a file edited
-    in place, must never be averaged together. ``--limit`` does not change it, so a partial run resumes.
+    in place, must never be averaged together. Why a file's bare content hash: renaming or moving a file does
+    not change its data, so it must not start a new evaluation, and anyone can check it with ``sha256sum``.
+    ``--limit`` does not change it, so a partial run resumes.
     """
+    if path.is_file():
+        return sha256_file(path)
+    return _folder_fingerprint(path)
+
+
+def legacy_data_fingerprint(path: Path, file_sha256: str | None = None) -> str:
+    """The fingerprint of medbench-local before the file's own SHA-256 was used: for a single file SHA-256 over
+    (file name, file SHA-256); folders unchanged. Only to find evaluations an older version stored.
+    ``file_sha256``: the file's SHA-256 when already known (large files are read once)."""
+    if path.is_file():
+        digest = hashlib.sha256()
+        digest.update(path.name.encode() + b"\0")
+        digest.update((file_sha256 or sha256_file(path)).encode() + b"\0")
+        return digest.hexdigest()
+    return _folder_fingerprint(path)
+
+
+def _folder_fingerprint(path: Path) -> str:
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
         digest.update(sha256_file(file).encode() + b"\0")
     return digest.hexdigest()
 
@@ -212,10 +277,12 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
         "settings": {
             "config": str(config.path), "config_origin": config.origin,
             "seed": options.seed, "n_threads": options.n_threads,
-            "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
+            "n_batch": options.n_batch, "limit": options.limit, "limit_mode": options.limit_mode,
+            "limit_seed": options.seed if options.limit is not None else None,
+            "store_inputs": options.store_inputs,
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
-                       "items": len(t.items)} for t in tasks],
+                       "items": len(t.items), "items_in_data": t.items_total} for t in tasks],
         },
     }
 
@@ -268,14 +335,17 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
                          "documents_sha256": loaded.data.documents_sha256,
                          "data_sha256": loaded.data_sha256}
         key = evaluation_key(identity, task_settings)
-        if not queries.evaluation_exists(db, key) and (
-                older := older_extraction_items(db, entry.spec.id, loaded.task.id, identity, task_settings)):
+        key, task_settings = _legacy_evaluation(db, key, identity, task_settings, loaded, entry, reporter)
+        if not queries.evaluation_exists(db, key) and (older := max(
+                older_extraction_items(db, entry.spec.id, loaded.task.id, identity, variant)
+                for variant in _data_variants(task_settings, loaded))):
             reporter.note(f"{older} items of {entry.spec.id}·{loaded.task.id} were scored with an older extraction; "
                           f"`medbench-local rescore --extraction --db {queries.database_path(db)}` re-scores them "
                           "without regenerating")
         writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
                                  {"engine": engine.settings, "task": task_settings, "identity": identity,
-                                  "load": getattr(engine, "load", {})},
+                                  "load": getattr(engine, "load", {}),
+                                  "data": {"path": str(loaded.data_path), "name": loaded.data_path.name}},
                                  summary.run_id)
         if options.retry_errors:
             writer.forget_errors(db, key)
@@ -294,6 +364,32 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
                 _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs)
         finally:
             reporter.end()
+
+
+def _data_variants(task_settings: dict[str, Any], loaded: LoadedTask) -> list[dict[str, Any]]:
+    """The task settings under the current data fingerprint and, for databases of older versions, the legacy one."""
+    legacy = loaded.legacy_data_sha256
+    if not legacy or legacy == loaded.data_sha256:
+        return [task_settings]
+    return [task_settings, {**task_settings, "data_sha256": legacy}]
+
+
+def _legacy_evaluation(db: sqlite_utils.Database, key: str, identity: dict[str, Any],
+                       task_settings: dict[str, Any], loaded: LoadedTask, entry: ModelRole, reporter: Reporter
+                       ) -> tuple[str, dict[str, Any]]:
+    """(key, task settings) to continue in: an evaluation stored by an older version under the legacy data
+    fingerprint when there is one and none under the current key, else the current ones."""
+    legacy = loaded.legacy_data_sha256
+    if not legacy or legacy == loaded.data_sha256 or queries.evaluation_exists(db, key):
+        return key, task_settings
+    legacy_settings = {**task_settings, "data_sha256": legacy}
+    legacy_key = evaluation_key(identity, legacy_settings)
+    if not queries.evaluation_exists(db, legacy_key):
+        return key, task_settings
+    reporter.note(f"{entry.spec.id} · {loaded.task.id}: continuing evaluation {legacy_key[:12]}, stored by an "
+                  "older medbench-local under its data fingerprint (file name + content; now the file's own "
+                  "SHA-256)")
+    return legacy_key, legacy_settings
 
 
 def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,

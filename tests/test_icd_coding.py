@@ -225,7 +225,8 @@ def test_empty_reference_scores_zero_recall() -> None:
 @pytest.mark.e2e
 def test_real_run_on_the_sample(tmp_path: Path, in_repo: Path) -> None:
     db = tmp_path / "icd.db"
-    invoke("run", "--model", "smollm2-135m-instruct", "--task", "medisumcode", "--limit", "2", "--db", str(db))
+    invoke("run", "--model", "smollm2-135m-instruct", "--task", "medisumcode", "--limit", "2", "--limit-mode", "first",
+           "--db", str(db))
     records = rows(db, """select i.item_id, g.prompt, g.finish_reason, g.completion_tokens, s.outcome, s.gold,
                                  s.metrics, e.settings
                           from generations g join items i on i.key = g.item join scores s on s.generation_id = g.id

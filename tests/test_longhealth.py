@@ -426,7 +426,7 @@ def test_runner_stores_items_and_compare_sees_each_task(tmp_path: Path) -> None:
             return super().generate(request)
 
     spec = ModelSpec(id="fake", role="general", source=LocalSource(Path("/fake.gguf")))
-    tasks = load_tasks([(get_task("longhealth"), DATA)], 6)  # q01 r1-r2, each as Task 1, 2 and 3
+    tasks = load_tasks([(get_task("longhealth"), DATA)], 6, limit_mode="first")  # q01 r1-r2, Tasks 1-3
     db = open_database(tmp_path / "r.db")
     summary = execute(db, load_config(REPO / "models.toml"), [ModelRole(spec, "general")], tasks,
                       {"fake": Path("/fake.gguf")}, RunOptions(), SilentReporter(),
@@ -454,7 +454,8 @@ def test_runner_stores_items_and_compare_sees_each_task(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_real_model_run_fits_the_context(in_repo: Path, tmp_path: Path) -> None:
     db = tmp_path / "lh.db"
-    invoke("run", "--model", "smollm2-135m-instruct", "--task", "longhealth", "--limit", "3", "--db", str(db))
+    invoke("run", "--model", "smollm2-135m-instruct", "--task", "longhealth", "--limit", "3", "--limit-mode",
+           "first", "--db", str(db))
     records = rows(db, """
         select i.item_id, g.prompt, g.prompt_tokens, g.truncated_tokens, s.outcome, s.metrics, s.detail
         from generations g join items i on i.key = g.item join scores s on s.generation_id = g.id

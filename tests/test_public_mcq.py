@@ -490,7 +490,7 @@ def test_e2e_four_tasks_on_bundled_samples(in_repo: Path, tmp_path: Path) -> Non
         return
     real = tmp_path / "real.db"
     invoke("run", "--model", "smollm2-135m-instruct", "--task", "medqa", "--data",
-           f"medqa={SHARED_DATA / 'medqa_usmle' / 'phrases_no_exclude_test.jsonl'}", "--limit", "2",
+           f"medqa={SHARED_DATA / 'medqa_usmle' / 'phrases_no_exclude_test.jsonl'}", "--limit", "2", "--limit-mode", "first",
            "--db", str(real))
     scored = rows(real, "select s.outcome, s.gold from generations g join scores s on s.generation_id = g.id")
     assert sorted(gold for _, gold in scored) == ["B", "D"]  # the first two MedQA test answers

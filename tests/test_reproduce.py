@@ -95,3 +95,68 @@ def test_clue_levels_are_computed_from_our_task_scores(tmp_path: Path) -> None:
     assert levels["level1"]["ours"] == pytest.approx(48.37, abs=0.006)  # CLUE June 2024, Meta-Llama-3-8B-Instruct
     assert levels["level2"]["ours"] == pytest.approx(40.61, abs=0.006)
     assert abs(levels["level1"]["difference"]) < 0.006
+
+
+def _study_db(path: Path, bio_right: list[int], gen_right: list[int], task: str = "nejm") -> Path:
+    """A pair of two study models (OpenBioLLM-8B vs Llama-3-8B-Instruct) with per-item right/wrong results."""
+    db = open_database(path)
+    writer.start_run(db, "run", {"command": [], "packages": {}, "settings": {}})
+    writer.record_pair(db, "openbiollm-8b", "openbiollm-8b", "llama3-8b-instruct", "")
+    for model, sha, values in (("openbiollm-8b", "e", bio_right), ("llama3-8b-instruct", "f", gen_right)):
+        info = ModelInfo(model, f"/{model}.gguf", sha * 64, 1, "chat", None, None)
+        writer.record_model(db, info)
+        writer.record_evaluation(db, model, info, "biomedical", task,
+                                 {"task": {"task": task, "data_sha256": "1" * 64},
+                                  "data": {"path": "/d/cases.jsonl", "name": "cases.jsonl"}}, "run")
+        for n, value in enumerate(values):
+            writer.record_item(db, evaluation=model, run_id="run", task=task, item=Item(f"i{n}", {"n": n}),
+                               generation=Generation("p", "o", 1, 0, 1, "stop", 0.1),
+                               score=Score("correct" if value else "wrong", gold="A", metrics={"accuracy": float(value)}))
+    db.conn.close()
+    return path
+
+
+def test_a_finding_is_reproduced_only_when_the_adjusted_test_is_significant(tmp_path: Path) -> None:
+    from medbench_local.cli.reproduce import findings
+
+    # published: OpenBioLLM-8B 30.0 vs Llama-3-8B 64.3 on NEJM (biomedical behind). Ours: 0 vs 4 discordant of
+    # 50, same direction; the bootstrap CI excluded 0 and this was "reproduced", but the exact p is 0.125.
+    weak = _study_db(tmp_path / "weak.db", [1] * 30 + [0] * 20, [1] * 34 + [0] * 16)
+    db = open_database(weak, create=False)
+    (finding,) = findings(db, {}, resamples=200)
+    assert finding["our_delta"] == pytest.approx(-8.0) and finding["p_adjusted"] == 0.125
+    assert finding["verdict"] == "same direction, not significant"
+    assert finding["data"] == {"name": "cases.jsonl", "sha256": "1" * 64}
+    strong = _study_db(tmp_path / "strong.db", [1] * 30 + [0] * 20, [1] * 42 + [0] * 8)  # 0 vs 12
+    db = open_database(strong, create=False)
+    (finding,) = findings(db, {}, resamples=200)
+    assert finding["p_adjusted"] < 0.05 and finding["verdict"] == "reproduced"
+    opposite = _study_db(tmp_path / "opposite.db", [1] * 42 + [0] * 8, [1] * 30 + [0] * 20)
+    (finding,) = findings(open_database(opposite, create=False), {}, resamples=200)
+    assert finding["verdict"] == "not reproduced"
+
+
+@pytest.mark.parametrize(("alias", "message"), [
+    ("openbiollm-8b=OpenBioLLM-9000", "unknown study name 'OpenBioLLM-9000'; valid names: "),
+    ("my-bio=Llama3-OpenBioLLM-8B", "no results of a model 'my-bio'"),
+    ("missing-equals", "expects MODEL_ID=STUDY_NAME"),
+])
+def test_as_refuses_unknown_study_names_and_model_ids(tmp_path: Path, alias: str, message: str) -> None:
+    db = _study_db(tmp_path / "r.db", [1, 0], [0, 0])
+    result = invoke("reproduce", "--db", str(db), "--as", alias, expect=1)
+    assert message in result.output and "Traceback" not in result.output
+    if "valid names" in message:
+        assert "Llama3-OpenBioLLM-8B" in result.output and "Meta-Llama-3-8B-Instruct" in result.output
+    if "my-bio" in alias:
+        assert "models with results: llama3-8b-instruct, openbiollm-8b" in result.output
+
+
+def test_a_task_without_published_values_says_so(tmp_path: Path) -> None:
+    # Llama3-OpenBioLLM-8B has no published JAMA accuracy (the abstract quotes JAMA for the 70B models only)
+    db = _study_db(tmp_path / "r.db", [1, 0, 1], [0, 0, 1], task="jama")
+    output = " ".join(invoke("reproduce", "--db", str(db)).output.split())
+    assert "No results of the study's models" not in output
+    assert "openbiollm-8b · jama: no published values for this task" in output
+    data = json.loads(invoke("reproduce", "--db", str(db), "--json").output)
+    assert data["values"] == [] and {e["model"] for e in data["unpublished"]} == {"openbiollm-8b",
+                                                                                   "llama3-8b-instruct"}

@@ -1,25 +1,51 @@
 """Paired comparison of a biomedical model with its general counterpart, item by item.
 
-Why paired: both models answer the same items, so item difficulty is shared; aligning by item id and
-resampling items jointly gives the honest (and much narrower) uncertainty of the *difference*. Items that only
-one model has are counted and reported, never silently dropped. Binary per-item metrics (accuracy) get the
-exact McNemar test with its discordant counts; continuous ones (ROUGE, F1) a paired sign-flip permutation test.
-p-values are Holm-adjusted across all task × metric rows of one pair, so a paper can cite them as a family.
+Why paired: both models answer the same items, so item difficulty is shared; aligning by item id gives the
+honest (and much narrower) uncertainty of the *difference*. Which evaluations are paired at all is decided by
+``analysis.pairing`` (same data, same task settings). Items that only one model has are counted and reported,
+never silently dropped.
+
+Tests and intervals agree by construction (metrics/stats.py): binary per-item metrics (accuracy) get the exact
+McNemar test with its discordant counts, Wilson intervals per model and a continuity-corrected Tango score
+interval for the difference (it never excludes 0 when the exact McNemar p >= 0.05); continuous ones (ROUGE,
+F1) a paired sign-flip permutation test with BCa bootstrap intervals. p-values are Holm-adjusted across all
+task x data x metric rows of one pair, and *the Holm-adjusted test decides* which model is ahead
+(``MetricComparison.ahead``, the colours, ``reproduce``'s verdict); the interval is reported beside it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlite_utils
 
-from ..metrics.stats import Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test
-from ..store.queries import latest_evaluation, pairs, tasks_for
+from ..metrics.stats import (Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test,
+                             paired_proportion_difference_ci, wilson_ci)
+from ..store.queries import has_evaluation, pairs, tasks_for
 from ..errors import UserError
 from ..tasks import get_task
 from ..tasks.base import OUTCOMES
+from .pairing import DataLabel, PairedEvaluations, PairingNote, pair_evaluations
+
+# A difference counts as significant when its Holm-adjusted p is below this.
+SIGNIFICANCE = 0.05
+# compare warns when one gold label holds more than this share of the evaluated items (e.g. a --limit that took
+# PubMedQA's label-sorted head: every answer "yes", where "always A" scores 100%).
+DEGENERATE_GOLD_SHARE = 0.9
+
+# One sentence per rule, shared by compare's footnote, its Markdown and the HTML report (README says the same).
+PAIRING_NOTE = ("Pairs: evaluations on the same data (file SHA-256) with equal task settings; one row group per "
+                "task and data; where several match, the newest pair.")
+TRUNCATION_NOTE = ("Truncated (token budget ran out): a multiple-choice answer not readable by then scores 0; "
+                   "a summary or code list keeps the ROUGE/F1 of the text written before the cut, as in the "
+                   "CLUE reference; trunc = share of the n items truncated, biomedical/general.")
+INTERVAL_NOTE = ("95% CIs: Wilson per model and continuity-corrected Tango score interval for Δ (binary "
+                 "metrics), BCa bootstrap (continuous); tests: exact McNemar (binary), paired sign-flip "
+                 "permutation (continuous); Holm across the pair's rows. Δ is coloured when the Holm-adjusted "
+                 "p < 0.05 (green: biomedical ahead).")
 
 
 # Per-item right/wrong scores (McNemar) and per-item continuous scores (permutation test) of our tasks.
@@ -42,6 +68,7 @@ class ItemScores:
     model_sha256: str
     items: dict[str, tuple[str, dict[str, float]]]
     reference_quirks: bool = False
+    golds: dict[str, str | None] = field(default_factory=dict)  # item key -> gold answer as scored
 
     def outcomes(self) -> dict[str, int]:
         counts = {name: 0 for name in OUTCOMES}
@@ -68,29 +95,64 @@ class MetricComparison:
     missing: dict[str, int] = field(default_factory=dict)  # items only the other model has
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
     evaluations: dict[str, str] = field(default_factory=dict)  # role -> evaluation key (for audits)
+    data: DataLabel | None = None                  # the data both evaluations ran on
+    general_data: DataLabel | None = None          # set when paired across different data (on request)
+    superseded: tuple[tuple[str, str], ...] = ()   # older matching (biomedical, general) evaluation pairs
+    truncated_rate: dict[str, float] = field(default_factory=dict)  # role -> share of the n items truncated
+    gold_labels: dict[str, int] | None = None      # binary metrics: gold answer -> items (None otherwise)
 
     @property
     def ahead(self) -> str | None:
-        """Which model is ahead with the 95% CI of the difference excluding 0, if any."""
-        if self.delta.low > 0:
-            return "biomedical"
-        if self.delta.high < 0:
-            return "general"
-        return None
+        """Which model is ahead: the Holm-adjusted test is significant and the difference has that sign.
+
+        The test decides, not the interval: the interval of the difference is reported beside it (for binary
+        metrics it never excludes 0 when the unadjusted exact test is not significant; see metrics/stats.py).
+        """
+        if self.p_adjusted >= SIGNIFICANCE or self.delta.estimate == 0:
+            return None
+        return "biomedical" if self.delta.estimate > 0 else "general"
+
+    @property
+    def degenerate_gold(self) -> tuple[str, float] | None:
+        """(label, share) when one gold label holds more than 90% of the compared items, else None."""
+        if not self.gold_labels:
+            return None
+        label, count = max(self.gold_labels.items(), key=lambda entry: (entry[1], entry[0]))
+        share = count / sum(self.gold_labels.values())
+        return (label, share) if share > DEGENERATE_GOLD_SHARE else None
+
+    @property
+    def different_data(self) -> bool:
+        return self.general_data is not None
+
+    @property
+    def group_label(self) -> str:
+        """How the row group is named in tables: task, data name and short hash."""
+        if self.data is None:
+            return self.task
+        text = f"{self.task} · {self.data.short}"
+        return text + (f" ≠ {self.general_data.short}" if self.general_data else "")
 
     def to_json(self) -> dict[str, Any]:
         """The stable, documented JSON shape of one row (see README, 'compare --json')."""
+        degenerate = self.degenerate_gold
         return {
             "pair": self.pair, "task": self.task, "metric": self.metric, "n": self.n,
             "biomedical": {"model": self.biomedical_model, "evaluation": self.evaluations.get("biomedical"),
-                           **_interval(self.biomedical)},
+                           **_interval(self.biomedical), "truncated_rate": self.truncated_rate.get("biomedical")},
             "general": {"model": self.general_model, "evaluation": self.evaluations.get("general"),
-                        **_interval(self.general)},
+                        **_interval(self.general), "truncated_rate": self.truncated_rate.get("general")},
             "delta": _interval(self.delta), "test": self.test, "p_value": self.p_value,
-            "p_adjusted": self.p_adjusted,
+            "p_adjusted": self.p_adjusted, "significant": self.ahead is not None, "ahead": self.ahead,
             "discordant": None if self.discordant is None else
             {"biomedical_only": self.discordant[0], "general_only": self.discordant[1]},
             "missing": self.missing, "outcomes": self.outcomes,
+            "data": None if self.data is None else self.data.to_json(),
+            "different_data": None if self.general_data is None else {"general": self.general_data.to_json()},
+            "superseded": [{"biomedical": b, "general": g} for b, g in self.superseded],
+            "gold_labels": None if self.gold_labels is None else {
+                "counts": self.gold_labels, "degenerate": degenerate is not None,
+                "majority": None if degenerate is None else {"label": degenerate[0], "share": degenerate[1]}},
         }
 
 
@@ -102,10 +164,15 @@ def load_item_scores(db: sqlite_utils.Database, evaluation: str) -> ItemScores:
     head = db.conn.execute("select model_id, model_sha256, settings from evaluations where key = ?",
                            (evaluation,)).fetchone()
     settings = json.loads(head[2] or "{}")
-    items = {item: (outcome, json.loads(metrics or "{}")) for item, outcome, metrics in db.conn.execute(
-        "select item, outcome, metrics from scores where evaluation = ? order by generation_id", (evaluation,))}
+    items: dict[str, tuple[str, dict[str, float]]] = {}
+    golds: dict[str, str | None] = {}
+    for item, outcome, metrics, gold in db.conn.execute(
+            "select item, outcome, metrics, gold from scores where evaluation = ? order by generation_id",
+            (evaluation,)):
+        items[item] = (outcome, json.loads(metrics or "{}"))
+        golds[item] = gold
     quirks = bool(settings.get("task", {}).get("reference_quirks"))
-    return ItemScores(evaluation, head[0], head[1], items, quirks)
+    return ItemScores(evaluation, head[0], head[1], items, quirks, golds)
 
 
 def _values(side: ItemScores, keys: list[str], metric: str) -> list[float]:
@@ -113,7 +180,7 @@ def _values(side: ItemScores, keys: list[str], metric: str) -> list[float]:
 
 
 def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: ItemScores, *,
-                   resamples: int, seed: int) -> MetricComparison | None:
+                   resamples: int, seed: int, group: PairedEvaluations | None = None) -> MetricComparison | None:
     """Compare one metric on the items both models have it for; None when there are none."""
     bio_keys = {k for k, (_, m) in bio.items.items() if metric in m}
     gen_keys = {k for k, (_, m) in gen.items.items() if metric in m}
@@ -123,21 +190,30 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
     a, b = _values(bio, keys, metric), _values(gen, keys, metric)
     # right/wrong per item -> McNemar; an F1 or ROUGE that happens to be 0 or 1 everywhere stays continuous
     binary = all(v in (0.0, 1.0) for v in a + b) and (metric in BINARY_METRICS or metric not in CONTINUOUS)
+    gold_labels = None
     if binary:
-        mc = mcnemar_exact([v == 1.0 for v in a], [v == 1.0 for v in b])
+        right_a, right_b = [v == 1.0 for v in a], [v == 1.0 for v in b]
+        mc = mcnemar_exact(right_a, right_b)
         test, p_value, discordant = "mcnemar-exact", mc.p_value, (mc.a_only, mc.b_only)
+        bio_ci, gen_ci = wilson_ci(sum(right_a), len(keys)), wilson_ci(sum(right_b), len(keys))
+        delta = paired_proportion_difference_ci(mc.a_only, mc.b_only, len(keys))
+        gold_labels = dict(Counter(str(bio.golds[k]) for k in keys if bio.golds.get(k) is not None)) or None
     else:
         test, discordant = "paired-permutation", None
         p_value = paired_permutation_test(a, b, resamples=resamples, seed=seed)
+        bio_ci, gen_ci = mean_ci(a, resamples=resamples, seed=seed), mean_ci(b, resamples=resamples, seed=seed)
+        delta = paired_difference_ci(a, b, resamples=resamples, seed=seed)
+    truncated = {role: sum(side.items[k][0] == "truncated" for k in keys) / len(keys)
+                 for role, side in (("biomedical", bio), ("general", gen))}
     return MetricComparison(
         pair=pair, task=task, metric=metric, biomedical_model=bio.model_id, general_model=gen.model_id,
-        n=len(keys), biomedical=mean_ci(a, resamples=resamples, seed=seed),
-        general=mean_ci(b, resamples=resamples, seed=seed),
-        delta=paired_difference_ci(a, b, resamples=resamples, seed=seed), test=test, p_value=p_value,
+        n=len(keys), biomedical=bio_ci, general=gen_ci, delta=delta, test=test, p_value=p_value,
         discordant=discordant,
         missing={"biomedical": len(gen_keys - bio_keys), "general": len(bio_keys - gen_keys)},
         outcomes={"biomedical": bio.outcomes(), "general": gen.outcomes()},
         evaluations={"biomedical": bio.evaluation, "general": gen.evaluation},
+        data=group.data if group else None, general_data=group.general_data if group else None,
+        superseded=group.superseded if group else (), truncated_rate=truncated, gold_labels=gold_labels,
     )
 
 
@@ -159,17 +235,22 @@ def _metric_names(task: str, bio: ItemScores, gen: ItemScores) -> list[str]:
 
 @dataclass
 class PairReport:
-    """Everything compare/report need for one pair: the rows, and tasks that only one model has run."""
+    """Everything compare/report need for one pair: the rows, tasks that only one model has run, and what the
+    pairing rule did not pair (one line each)."""
 
     pair: str
     biomedical_model: str
     general_model: str
     rows: list[MetricComparison] = field(default_factory=list)
     unpaired_tasks: dict[str, str] = field(default_factory=dict)  # task -> which model is missing
+    notes: list[PairingNote] = field(default_factory=list)
+    groups: list[PairedEvaluations] = field(default_factory=list)
 
 
 def compare_pairs(db: sqlite_utils.Database, *, pair_filter: tuple[str, ...] = (),
-                  task_filter: tuple[str, ...] = (), resamples: int = 10_000, seed: int = 0) -> list[PairReport]:
+                  task_filter: tuple[str, ...] = (), resamples: int = 10_000, seed: int = 0,
+                  allow_different_data: bool = False) -> list[PairReport]:
+    """Per pair: one row per task x data x metric, paired by ``analysis.pairing``, Holm-adjusted per pair."""
     reports = []
     for pair in pairs(db):
         if pair_filter and pair["name"] not in pair_filter:
@@ -178,22 +259,22 @@ def compare_pairs(db: sqlite_utils.Database, *, pair_filter: tuple[str, ...] = (
         for task in tasks_for(db, [pair["biomedical"], pair["general"]]):
             if task_filter and task not in task_filter:
                 continue
-            keys = {role: latest_evaluation(db, pair[role], task) for role in ("biomedical", "general")}
-            if not keys["biomedical"] or not keys["general"]:
-                report.unpaired_tasks[task] = "biomedical" if not keys["biomedical"] else "general"
+            has = {role: has_evaluation(db, pair[role], task) for role in ("biomedical", "general")}
+            if not all(has.values()):
+                report.unpaired_tasks[task] = "biomedical" if not has["biomedical"] else "general"
                 continue
-            bio, gen = load_item_scores(db, keys["biomedical"]), load_item_scores(db, keys["general"])
-            for metric in _metric_names(task, bio, gen):
-                row = compare_metric(pair["name"], task, metric, bio, gen, resamples=resamples, seed=seed)
-                if row is not None:
-                    report.rows.append(row)
+            groups, notes = pair_evaluations(db, pair["biomedical"], pair["general"], task,
+                                             allow_different_data=allow_different_data)
+            report.notes += notes
+            report.groups += groups
+            for group in groups:
+                bio, gen = load_item_scores(db, group.biomedical), load_item_scores(db, group.general)
+                for metric in _metric_names(task, bio, gen):
+                    row = compare_metric(pair["name"], task, metric, bio, gen, resamples=resamples, seed=seed,
+                                         group=group)
+                    if row is not None:
+                        report.rows.append(row)
         adjusted = holm([r.p_value for r in report.rows]) if report.rows else []
-        report.rows = [_with_adjusted(r, p) for r, p in zip(report.rows, adjusted)]
+        report.rows = [replace(r, p_adjusted=p) for r, p in zip(report.rows, adjusted)]
         reports.append(report)
     return reports
-
-
-def _with_adjusted(row: MetricComparison, p_adjusted: float) -> MetricComparison:
-    values = asdict(row)
-    values.update(biomedical=row.biomedical, general=row.general, delta=row.delta, p_adjusted=p_adjusted)
-    return MetricComparison(**values)

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from ..analysis.paired import MetricComparison, PairReport, compare_pairs
+from ..analysis.paired import (INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, MetricComparison, PairReport,
+                               compare_pairs)
 from ..store import open_database
 from ..tasks.base import OUTCOMES
-from .common import db_option, stdout
+from .common import db_option, stderr, stdout
 
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
 
 
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
-                 resamples: int = 10_000, seed: int = 0) -> list[PairReport]:
+                 resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False) -> list[PairReport]:
     db = open_database(db_path, create=False)
     try:
-        return compare_pairs(db, pair_filter=pair_filter, task_filter=task_filter, resamples=resamples, seed=seed)
+        return compare_pairs(db, pair_filter=pair_filter, task_filter=task_filter, resamples=resamples, seed=seed,
+                             allow_different_data=allow_different_data)
     finally:
         db.conn.close()
 
@@ -42,44 +46,89 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def truncation(row: MetricComparison) -> str:
+    """'3%/10%': the share of the row's items each model ran out of tokens on (biomedical/general)."""
+    return "/".join(f"{100 * row.truncated_rate.get(role, 0.0):.0f}%" for role in ("biomedical", "general"))
+
+
 def _delta_cell(row: MetricComparison) -> str:
     text = f"{100 * row.delta.estimate:+.1f}\n{100 * row.delta.low:+.0f}…{100 * row.delta.high:+.0f}"
     colour = {"biomedical": "green", "general": "red"}.get(row.ahead or "")
     return f"[{colour}]{text}[/]" if colour else text
 
 
+def _group_cell(row: MetricComparison) -> str:
+    if row.data is None:
+        return escape(row.task)
+    text = f"{escape(row.task)}\n[dim]{escape(row.data.short)}[/dim]"
+    if row.general_data is not None:
+        text += f"\n[bold red]≠ {escape(row.general_data.short)}\n(different data)[/bold red]"
+    return text
+
+
 def _pair_table(report: PairReport) -> Table:
-    table = Table(title=f"[bold]{report.pair}[/bold]: {report.biomedical_model} (biomedical) vs "
-                        f"{report.general_model} (general)", title_justify="left", show_lines=True)
-    table.add_column("task", overflow="fold", max_width=13)
+    table = Table(title=f"[bold]{escape(report.pair)}[/bold]: {escape(report.biomedical_model)} (biomedical) vs "
+                        f"{escape(report.general_model)} (general)", title_justify="left", show_lines=True)
+    table.add_column("task · data", overflow="fold", max_width=22)
     table.add_column("metric", overflow="fold", max_width=12)
-    for name in ("n", "bio", "gen", "Δ", "p", "b/g"):
+    for name in ("n", "bio", "gen", "Δ", "p", "b/g", "trunc"):
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     table.caption = ("bio, gen: score ×100 and 95% CI; Δ: biomedical − general with paired 95% CI; p: test "
-                     "(Holm-adjusted); b/g: items only the biomedical / only the general model got right")
+                     "(Holm-adjusted); b/g: items only the biomedical / only the general model got right; "
+                     "trunc: items truncated, biomedical/general")
     for row in report.rows:
         missing = sum(row.missing.values())
         n_text = str(row.n) + (f"\n[yellow]{missing} unpaired[/yellow]" if missing else "")
-        table.add_row(row.task, row.metric, n_text, f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
+        table.add_row(_group_cell(row), escape(row.metric), n_text,
+                      f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
                       f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}", _delta_cell(row),
                       f"{_p(row.p_value)}\n({_p(row.p_adjusted)})",
-                      f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—")
+                      f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row))
     return table
 
 
 def _outcome_table(report: PairReport) -> Table:
     table = Table(title="Outcomes per item (biomedical / general)", title_justify="left")
-    table.add_column("task")
+    table.add_column("task · data")
     for name in OUTCOME_COLUMNS:
         table.add_column(name, justify="right")
     seen: set[str] = set()
     for row in report.rows:
-        if row.task in seen:
+        if row.group_label in seen:
             continue
-        seen.add(row.task)
+        seen.add(row.group_label)
         bio, gen = row.outcomes["biomedical"], row.outcomes["general"]
-        table.add_row(row.task, *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
+        table.add_row(escape(row.group_label), *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
     return table
+
+
+def warnings(report: PairReport) -> list[str]:
+    """One line per thing a reader must know before trusting the table (plain text, no markup)."""
+    lines = [f"{report.pair} · {note.text}" for note in report.notes]
+    seen: set[str] = set()
+    for row in report.rows:
+        degenerate = row.degenerate_gold
+        if degenerate and row.group_label not in seen:
+            seen.add(row.group_label)
+            lines.append(f"{report.pair} · {row.group_label}: {100 * degenerate[1]:.0f}% of the {row.n} compared "
+                         f"items have the gold answer '{degenerate[0]}' — a model that always answers "
+                         f"'{degenerate[0]}' scores {100 * degenerate[1]:.0f}% (a --limit with --limit-mode first "
+                         "on a label-sorted file?)")
+    for task, missing in report.unpaired_tasks.items():
+        lines.append(f"{report.pair} · {task}: only one model has results (the {missing} model has not run it yet)")
+    return lines
+
+
+def superseded_lines(report: PairReport) -> list[str]:
+    lines = []
+    seen: set[str] = set()
+    for row in report.rows:
+        if row.superseded and row.group_label not in seen:
+            seen.add(row.group_label)
+            older = "; ".join(f"{b[:12]}/{g[:12]}" for b, g in row.superseded)
+            lines.append(f"{report.pair} · {row.group_label}: newest matching pair shown; superseded "
+                         f"(biomedical/general evaluation): {older}")
+    return lines
 
 
 def markdown(reports: list[PairReport]) -> str:
@@ -88,18 +137,19 @@ def markdown(reports: list[PairReport]) -> str:
     for report in reports:
         lines += [f"### {report.pair}: {report.biomedical_model} (biomedical) vs {report.general_model} (general)",
                   "", "| task | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | test | p "
-                      "| p (Holm) | discordant bio>gen / gen>bio |",
-                  "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+                      "| p (Holm) | discordant bio>gen / gen>bio | truncated bio / gen | data |",
+                  "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
         for r in report.rows:
             discordant = f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—"
+            data = "—" if r.data is None else f"{r.data.short}" + (
+                f" ≠ {r.general_data.short} (**different data**)" if r.general_data else "")
             lines.append(
                 f"| {r.task} | {r.metric} | {r.n} | {_pct(r.biomedical.estimate)} {_ci(r.biomedical)} | "
                 f"{_pct(r.general.estimate)} {_ci(r.general)} | {100 * r.delta.estimate:+.1f} "
                 f"[{100 * r.delta.low:+.1f}, {100 * r.delta.high:+.1f}] | {r.test} | {_p(r.p_value)} | "
-                f"{_p(r.p_adjusted)} | {discordant} |")
-        lines += ["", "Scores ×100; 95% percentile bootstrap CIs over items (paired for Δ); exact McNemar for "
-                      "binary metrics, paired sign-flip permutation test otherwise; Holm adjustment across the "
-                      "rows of the pair.", ""]
+                f"{_p(r.p_adjusted)} | {discordant} | {truncation(r).replace('/', ' / ')} | {data} |")
+        lines += [""] + [f"> {line}" for line in warnings(report) + superseded_lines(report)]
+        lines += ["", f"Scores ×100. {INTERVAL_NOTE} {PAIRING_NOTE} {TRUNCATION_NOTE}", ""]
     return "\n".join(lines)
 
 
@@ -108,45 +158,76 @@ def markdown(reports: list[PairReport]) -> str:
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
-              help="Bootstrap / permutation resamples.")
+              help="Bootstrap / permutation resamples (continuous metrics).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling (results are "
                                                                       "reproducible for a given seed).")
+@click.option("--allow-different-data", is_flag=True,
+              help="Where the two models ran a task only on different data files, pair their newest evaluations "
+                   "by item id anyway (rows marked 'different data'). Normally refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
 def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tuple[str, ...], resamples: int,
-                    seed: int, as_json: bool, as_markdown: bool) -> None:
+                    seed: int, allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
-    For every pair, task and metric: each model's score with a 95% bootstrap CI, the paired difference
-    (biomedical minus general) with its paired-bootstrap CI, an exact McNemar test for binary metrics
-    (with the discordant counts) or a paired permutation test for continuous ones, Holm-adjusted across the
-    pair's rows, and n. Items are aligned by id; items only one model has are reported as unpaired. A
-    difference is coloured when its CI excludes 0 (green: biomedical ahead, red: general ahead). Unparseable,
-    conflict (a letter stated with another option's text), truncated and error items score 0 and are counted
-    in the outcome table.
+    \b
+    What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is
+    the same data) whose task settings are equal (prompt, extraction, shots, quirks, token budget). Each
+    (task, data) is its own row group, labelled with the file name and a short hash; where several matching
+    pairs exist (e.g. after 'rescore --extraction') the newest is shown and the older ones are listed as
+    superseded. Evaluations on different data are not paired (one line says so; --allow-different-data pairs
+    them by item id, marked); nothing pairable at all exits 1.
+
+    \b
+    The numbers: for every pair, task, data and metric, each model's score with a 95% CI (Wilson for
+    accuracy, BCa bootstrap for ROUGE/F1), the paired difference (biomedical minus general) with its CI
+    (a continuity-corrected Tango score interval for accuracy, which never excludes 0 when the exact McNemar
+    p >= 0.05; BCa bootstrap otherwise), an exact McNemar test (with the discordant counts) or a paired
+    permutation test, Holm-adjusted across the pair's rows, and n. The difference is coloured when the
+    Holm-adjusted p < 0.05 (green: biomedical ahead, red: general ahead). Items are aligned by id; items only
+    one model has are reported as unpaired.
+
+    \b
+    Outcomes: unparseable, conflict (a letter stated with another option's text) and error items
+    score 0. A truncated item (the token budget ran out) scores 0 when
+    it is a multiple-choice answer that could not be read; a truncated summary or ICD code list keeps the
+    ROUGE/F1 of what it wrote (as the CLUE reference did). The 'trunc' column shows the share truncated.
+    A yellow line warns when one gold answer holds more than 90% of the compared items.
 
     \b
     Examples:
       medbench-local compare --db results.db
       medbench-local compare --db results.db --pair demo --task jama --json
       medbench-local compare --db results.db --markdown > results.md
+      medbench-local compare --db results.db --task jama --allow-different-data
     """
-    reports = load_reports(db_path, pair_filter, task_filter, resamples, seed)
-    if as_json:
-        click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2))
+    reports = load_reports(db_path, pair_filter, task_filter, resamples, seed, allow_different_data)
+    nothing = not any(report.rows for report in reports)
+    refused = [note for report in reports for note in report.notes if note.refused]
+    if as_json or as_markdown:
+        # the rows carry data, superseded pairs and gold-label warnings; Markdown quotes every note. On stderr
+        # only what was refused, so that standard output stays a clean document.
+        for report in reports:
+            for note in report.notes:
+                if note.refused:
+                    stderr.print(f"[yellow]{escape(report.pair)} · {escape(note.text)}[/yellow]")
+        if nothing and refused:
+            sys.exit(1)
+        click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)
+                   if as_json else markdown(reports))
         return
-    if as_markdown:
-        click.echo(markdown(reports))
-        return
-    if not any(report.rows for report in reports):
-        stdout.print(f"No paired results in {db_path} yet. Run both models of a pair, e.g.: "
-                     f"medbench-local run --pair demo --task jama --db {db_path}")
+    if nothing and not refused:
+        stdout.print(f"No paired results in {escape(str(db_path))} yet. Run both models of a pair, e.g.: "
+                     f"medbench-local run --pair demo --task jama --db {escape(str(db_path))}")
     for report in reports:
         if report.rows:
             stdout.print(_pair_table(report))
             stdout.print(_outcome_table(report))
-        for task, missing in report.unpaired_tasks.items():
-            stdout.print(f"[yellow]{report.pair} · {task}: only one model has results (the {missing} model has "
-                         f"not run it yet)[/yellow]")
-    stdout.print(f"[dim]Scores ×100 with 95% bootstrap CIs ({resamples} resamples, seed {seed}). Unparseable, "
-                 "conflict, truncated and error items score 0. Δ coloured where its CI excludes 0.[/dim]")
+        for line in superseded_lines(report):
+            stdout.print(f"[dim]{escape(line)}[/dim]")
+        for line in warnings(report):
+            stdout.print(f"[yellow]{escape(line)}[/yellow]")
+    if nothing and refused:
+        sys.exit(1)
+    stdout.print(f"[dim]Scores ×100 ({resamples} resamples, seed {seed} for the bootstrap and permutation). "
+                 f"{INTERVAL_NOTE} {PAIRING_NOTE} {TRUNCATION_NOTE} Unparseable, conflict and error items score 0.[/dim]")

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import click
 
+from ..analysis.pairing import pairing_columns
 from ..store import open_database
 from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, summarize_evaluation
 from ..tasks.base import OUTCOMES
@@ -21,11 +22,12 @@ def _aggregate_rows(db_path: Path) -> list[dict[str, Any]]:
     db = open_database(db_path, create=False)
     try:
         rows = []
+        pairing = pairing_columns(db)  # the same pairing rule as compare: data, pair, counterpart, status
         for key in evaluation_keys(db):
             s = summarize_evaluation(db, key)
             rows.append({"model_id": s.model_id, "model_sha256": s.model_sha256, "task": s.task,
                          "evaluation": s.key, "n": s.n, **{f"metric_{k}": v for k, v in s.metrics.items()},
-                         **{f"n_{k}": s.outcomes.get(k, 0) for k in OUTCOMES}})
+                         **{f"n_{k}": s.outcomes.get(k, 0) for k in OUTCOMES}, **pairing.get(key, {})})
         return rows
     finally:
         db.conn.close()
@@ -62,8 +64,9 @@ def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
 @click.command("export")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
-@click.option("--aggregate", is_flag=True, help="One row per model and task (n, metrics, outcome counts) "
-                                                "instead of one row per item.")
+@click.option("--aggregate", is_flag=True, help="One row per evaluation (n, metrics, outcome counts, data name "
+                                                "and SHA-256, and how compare pairs it: pair, paired_with, "
+                                                "pairing) instead of one row per item.")
 @click.option("--omit-inputs", is_flag=True, help="Leave the rendered prompts (which contain the case text) out.")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file (created owner-only) instead of standard output.")

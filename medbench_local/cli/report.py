@@ -10,7 +10,7 @@ import click
 from ..analysis.paired import compare_pairs
 from ..store import open_database
 from .common import db_option, stdout
-from .show import disagreements
+from .show import disagreements_between
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -55,9 +55,10 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
             data.plots[f"{report.pair}-forest"] = plots.forest_plot(report)
             data.plots[f"{report.pair}-scores"] = plots.score_chart(report)
             data.plots[f"{report.pair}-outcomes"] = plots.outcome_chart(report)
-            for task in dict.fromkeys(r.task for r in report.rows):
-                found = disagreements(db, report.pair, task)[:examples] if examples else []
-                data.examples[(report.pair, task)] = [(b, g) for _, b, g in found]
+            for group in {r.group_label: r for r in report.rows}.values():  # one per (task, data)
+                found = disagreements_between(db, group.evaluations["biomedical"],
+                                              group.evaluations["general"])[:examples] if examples else []
+                data.examples[(report.pair, group.group_label)] = [(b, g) for _, b, g in found]
     finally:
         db.conn.close()
     _write_private(out_path, html.render(data).encode("utf-8"))

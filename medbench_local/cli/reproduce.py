@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..analysis.paired import compare_pairs
-from ..analysis.published import STUDY_NAMES, lookup
+from ..analysis.pairing import model_evaluations
+from ..analysis.published import STUDY_NAMES, lookup, published_values
 from ..errors import UserError
 from ..metrics.clue_levels import level1, level2
 from ..store import open_database
-from ..store.queries import latest_evaluation, pairs, summarize_evaluation
+from ..store.queries import model_tasks, pairs, summarize_evaluation
 from .common import db_option, stdout
 
 
@@ -28,56 +30,102 @@ def _aliases(values: tuple[str, ...]) -> dict[str, str]:
     return aliases
 
 
+def study_names() -> list[str]:
+    """Every name the published tables use (CLUE and abstract spellings): what --as accepts."""
+    return sorted({v.study_name for v in published_values()}, key=str.casefold)
+
+
+def check_aliases(aliases: dict[str, str], model_ids: list[str], db_path: Path) -> None:
+    """Refuse an --as whose study name the published tables do not know, or whose model id has no results
+    here, instead of silently printing nothing for it."""
+    names = study_names()
+    for model, study in aliases.items():
+        if study not in names:
+            raise UserError(f"--as {model}={study}: unknown study name '{study}'; valid names: {', '.join(names)}")
+        if model not in model_ids:
+            known = ", ".join(model_ids) if model_ids else "none"
+            raise UserError(f"--as {model}={study}: no results of a model '{model}' in {db_path} "
+                            f"(models with results: {known})")
+
+
 def value_rows(db: Any, aliases: dict[str, str]) -> list[dict[str, Any]]:
-    """Per model, task and metric with a published value: ours (×100, as the reference aggregates) and theirs;
-    plus the CLUE Level-1/Level-2 aggregates when every component task has been run."""
+    """Per model, task, data and metric with a published value: ours (×100, as the reference aggregates) and
+    theirs; plus the CLUE Level-1/Level-2 aggregates when every component task has been run.
+
+    The evaluations are those ``compare`` pairs (analysis.pairing), one per data; a model in no pair counts
+    with its newest evaluation per data. The CLUE levels use each task's newest data.
+    """
     result: list[dict[str, Any]] = []
-    models = [m for (m,) in db.conn.execute("select distinct model_id from evaluations order by model_id")]
-    for model_id in models:
+    ran = model_tasks(db)
+    for model_id in dict.fromkeys(m for m, _ in ran):
         published = lookup(model_id, aliases)
         if not published:
             continue
         ours_by_task: dict[str, dict[str, float]] = {}
-        for (task,) in db.conn.execute("select distinct task from evaluations where model_id = ? order by task",
-                                       (model_id,)):
-            summary = summarize_evaluation(db, latest_evaluation(db, model_id, task) or "")
-            ours_by_task[task] = {k: 100 * v for k, v in summary.metrics.items()}
-            for (p_task, metric), value in published.items():
-                if p_task == task:
-                    result.append(_row(model_id, value, summary.n, ours_by_task[task].get(metric)))
+        for task in [t for m, t in ran if m == model_id]:
+            for key, data in model_evaluations(db, model_id, task):
+                summary = summarize_evaluation(db, key)
+                ours = {k: 100 * v for k, v in summary.metrics.items()}
+                ours_by_task.setdefault(task, ours)
+                for (p_task, metric), value in published.items():
+                    if p_task == task:
+                        result.append(_row(model_id, value, summary.n, ours.get(metric), data.to_json()))
         for metric, level in (("level1", level1), ("level2", level2)):
             value = published.get(("clue", metric))
-            ours = level(ours_by_task)
-            if value is not None and ours is not None:
-                result.append(_row(model_id, value, None, ours))
+            level_value = level(ours_by_task)
+            if value is not None and level_value is not None:
+                result.append(_row(model_id, value, None, level_value, None))
     return result
 
 
-def _row(model_id: str, value: Any, n: int | None, ours: float | None) -> dict[str, Any]:
+def unpublished_tasks(db: Any, aliases: dict[str, str]) -> list[dict[str, Any]]:
+    """Tasks that a study model (or an --as alias) ran but the study published no value for."""
+    result = []
+    for model_id, task in model_tasks(db):
+        published = lookup(model_id, aliases)
+        if published and not any(t == task for t, _ in published):
+            names = sorted({v.study_name for v in published.values()})
+            result.append({"model": model_id, "study_names": names, "task": task,
+                           "published_tasks": sorted({t for t, _ in published if t != "clue"})})
+    return result
+
+
+def _row(model_id: str, value: Any, n: int | None, ours: float | None, data: dict[str, Any] | None
+         ) -> dict[str, Any]:
     return {"model": model_id, "study_name": value.study_name, "task": value.task, "metric": value.metric,
-            "n": n, "ours": ours, "published": value.value,
+            "data": data, "n": n, "ours": ours, "published": value.value,
             "difference": None if ours is None else ours - value.value, "source": value.source}
 
 
 def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str, Any]]:
-    """Per pair and task: the direction of the biomedical-minus-general difference, published vs ours."""
+    """Per pair, task and data: the direction of the biomedical-minus-general difference, published vs ours.
+
+    'reproduced' only when, for every metric of the task with published values, the Holm-adjusted test is
+    significant (p < 0.05) and our difference has the published sign; 'same direction, not significant' when
+    the mean difference has the published sign but that fails; else 'not reproduced'.
+    """
     result = []
     for report in compare_pairs(db, resamples=resamples):
         bio_pub, gen_pub = lookup(report.biomedical_model, aliases), lookup(report.general_model, aliases)
-        for task in dict.fromkeys(r.task for r in report.rows):
+        for label in dict.fromkeys(r.group_label for r in report.rows):
+            group = [r for r in report.rows if r.group_label == label]
+            task = group[0].task
             metrics = [m for (t, m) in bio_pub if t == task and (t, m) in gen_pub]
-            rows = [r for r in report.rows if r.task == task and r.metric in metrics]
+            rows = [r for r in group if r.metric in metrics]
             if not rows:
                 continue
             pub_delta = sum(bio_pub[(task, r.metric)].value - gen_pub[(task, r.metric)].value for r in rows) / len(rows)
             our_delta = 100 * sum(r.delta.estimate for r in rows) / len(rows)
             same = (pub_delta > 0) == (our_delta > 0) and pub_delta != 0 and our_delta != 0
-            significant = all(r.ahead == ("biomedical" if our_delta > 0 else "general") for r in rows)
+            published_side = "biomedical" if pub_delta > 0 else "general"
+            significant = all(r.ahead == published_side for r in rows)  # Holm-adjusted p < 0.05, that sign
             verdict = ("reproduced" if same and significant else
                        "same direction, not significant" if same else "not reproduced")
-            result.append({"pair": report.pair, "task": task, "metrics": [r.metric for r in rows],
+            result.append({"pair": report.pair, "task": task,
+                           "data": None if rows[0].data is None else rows[0].data.to_json(),
+                           "different_data": rows[0].different_data, "metrics": [r.metric for r in rows],
                            "published_delta": pub_delta, "our_delta": our_delta, "n": min(r.n for r in rows),
-                           "verdict": verdict})
+                           "p_adjusted": max(r.p_adjusted for r in rows), "verdict": verdict})
     return result
 
 
@@ -95,8 +143,10 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
     with Dorfner et al.) and the four case-challenge accuracies of the Dorfner et al. abstract. Our values
     are aggregated as the reference did (per-item mean; with --reference-quirks runs also its double-counted
     first item). Expect differences: quantized GGUF weights, llama.cpp kernels and our own prompts are not
-    the original setup. A finding is 'reproduced' when our paired difference has the published sign and its
-    95% CI excludes 0 for every metric of the task.
+    the original setup. A finding is 'reproduced' when, for every metric of the task, the Holm-adjusted test
+    of our paired difference (exact McNemar or permutation, as in 'compare') is significant (p < 0.05) and the
+    difference has the published sign; the evaluations are those 'compare' pairs (same data, same settings).
+    --as must name a model with results here and a study name of the published tables (the error lists them).
 
     \b
     Examples:
@@ -108,34 +158,46 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
     alias_map = _aliases(aliases)
     db = open_database(db_path, create=False)
     try:
+        check_aliases(alias_map, list(dict.fromkeys(m for m, _ in model_tasks(db))), db_path)
         values, verdicts = value_rows(db, alias_map), findings(db, alias_map, resamples)
+        unpublished = unpublished_tasks(db, alias_map)
         pair_names = [p["name"] for p in pairs(db)]
     finally:
         db.conn.close()
     if as_json:
-        click.echo(json.dumps({"values": values, "findings": verdicts}, indent=2))
+        click.echo(json.dumps({"values": values, "findings": verdicts, "unpublished": unpublished}, indent=2))
         return
+    for entry in unpublished:
+        stdout.print(f"[yellow]{escape(entry['model'])} · {escape(entry['task'])}: no published values for this "
+                     f"task ({escape(' / '.join(entry['study_names']))} has published values for: "
+                     f"{escape(', '.join(entry['published_tasks']))})[/yellow]")
     if not values:
-        stdout.print(f"No results of the study's models in {db_path}. Study model ids: "
-                     f"{', '.join(STUDY_NAMES)}; run e.g. 'medbench-local run --pair openbiollm-8b --task nejm "
-                     "--data nejm=...', or map your own ids with --as MODEL=STUDY_NAME.")
+        if not unpublished:
+            stdout.print(f"No results of the study's models in {escape(str(db_path))}. Study model ids: "
+                         f"{', '.join(STUDY_NAMES)}; run e.g. 'medbench-local run --pair openbiollm-8b --task "
+                         "nejm --data nejm=...', or map your own ids with --as MODEL=STUDY_NAME.")
         return
     table = Table(title="Ours vs published (×100)", title_justify="left")
-    for name in ("model", "study name", "task", "metric", "n", "ours", "published", "Δ"):
+    for name in ("model", "study name", "task", "data", "metric", "n", "ours", "published", "Δ"):
         table.add_column(name, justify="right" if name in ("n", "ours", "published", "Δ") else "left")
     for v in values:
-        table.add_row(v["model"], v["study_name"], v["task"], v["metric"], "—" if v["n"] is None else str(v["n"]),
+        data = "—" if v["data"] is None else f"{v['data']['name']} {(v['data']['sha256'] or '')[:8]}".strip()
+        table.add_row(v["model"], v["study_name"], v["task"], escape(data), v["metric"],
+                      "—" if v["n"] is None else str(v["n"]),
                       "—" if v["ours"] is None else f"{v['ours']:.1f}", f"{v['published']:.1f}",
                       "—" if v["difference"] is None else f"{v['difference']:+.1f}")
     stdout.print(table)
     if verdicts:
-        table = Table(title="Headline findings: biomedical − general", title_justify="left")
-        for name in ("pair", "task", "published Δ", "our Δ", "n", "verdict"):
+        table = Table(title="Headline findings: biomedical − general", title_justify="left",
+                      caption="reproduced: Holm-adjusted p < 0.05 with the published sign, for every metric")
+        for name in ("pair", "task", "data", "published Δ", "our Δ", "n", "p (Holm)", "verdict"):
             table.add_column(name)
         for f in verdicts:
             colour = {"reproduced": "green", "not reproduced": "red"}.get(f["verdict"], "yellow")
-            table.add_row(f["pair"], f["task"], f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}",
-                          str(f["n"]), f"[{colour}]{f['verdict']}[/]")
+            data = "—" if f["data"] is None else f"{f['data']['name']} {(f['data']['sha256'] or '')[:8]}".strip()
+            table.add_row(f["pair"], f["task"], escape(data + (" (different data)" if f["different_data"] else "")),
+                          f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}", str(f["n"]),
+                          f"{f['p_adjusted']:.3f}", f"[{colour}]{f['verdict']}[/]")
         stdout.print(table)
     elif pair_names:
         stdout.print("[dim]No pair with published values for both models and a task they both ran.[/dim]")

@@ -4,27 +4,47 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import Config
 from ..errors import StoreError, UserError
 from ..paths import default_data
-from ..runner import ModelRole, RunOptions, check_model_history, execute, load_tasks, locate_models
+from ..runner import LIMIT_MODES, ModelRole, RunOptions, check_model_history, execute, load_tasks, locate_models
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
 
 
-class ProgressReporter:
-    """One rich progress bar per model and task (items, ETA, generated tokens per second), then a summary line."""
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
-    def __init__(self) -> None:
+
+class ProgressReporter:
+    """Progress per model and task (items, ETA, generated tokens per second), then a summary line.
+
+    On a terminal: one rich progress bar. In logs and pipes (stderr not a terminal) bars would be redraw
+    noise, so there is a line when a task starts and then at most every ``interval`` seconds, as items finish:
+    "<model> · <task>: k/N items, ETA …, x tok/s" (a loaded machine may need minutes per model, and a log
+    that stays silent that long looks hung). ``clock`` and ``console`` are injectable for tests.
+    """
+
+    def __init__(self, console: Console | None = None, clock: Callable[[], float] = time.monotonic,
+                 interval: float = 30.0) -> None:
+        self.console = console or stderr
+        self.clock = clock
+        self.interval = interval
         self.progress: Progress | None = None
         self._active = False
         self._bar: TaskID | None = None
@@ -32,18 +52,26 @@ class ProgressReporter:
         self._tokens = 0
         self._seconds = 0.0
         self._counts: dict[str, int] = {}
+        self._total = 0
+        self._done_before = 0
+        self._started = 0.0
+        self._last_line = 0.0
 
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
         self._label = f"{model_id} · {task_id}"
         if already_done:
             self.note(f"{self._label}: {already_done} of {total} items already done, resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
+        self._total, self._done_before = total, already_done
+        self._started = self._last_line = self.clock()
         self._active = True
-        if not stderr.is_terminal:  # logs and pipes get the summary line only, not redraws of a bar
+        if not self.console.is_terminal:  # logs and pipes: timed lines, not redraws of a bar
+            if total > already_done:
+                self.console.print(f"{self._label}: {already_done}/{total} items, starting")
             return
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=stderr, transient=True)
+            TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=self.console, transient=True)
         self.progress.start()
         self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-")
 
@@ -54,6 +82,20 @@ class ProgressReporter:
         if self.progress is not None and self._bar is not None:
             tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
             self.progress.update(self._bar, advance=1, tps=tps)
+            return
+        now = self.clock()
+        if self._active and now - self._last_line >= self.interval:
+            self._last_line = now
+            self.console.print(self.progress_line(now))
+
+    def progress_line(self, now: float) -> str:
+        """'<model> · <task>: k/N items, ETA 3m20s, 12.3 tok/s' from the items finished in this run so far."""
+        finished = sum(self._counts.values())
+        done = self._done_before + finished
+        left = self._total - done
+        eta = _duration((now - self._started) / finished * left) if finished else "unknown"
+        tps = f"{self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else "- tok/s"
+        return f"{self._label}: {done}/{self._total} items, ETA {eta}, {tps}"
 
     def end(self) -> None:
         if not self._active:
@@ -66,10 +108,34 @@ class ProgressReporter:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
             tps = f", {self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else ""
             count = sum(self._counts.values())
-            stderr.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
+            self.console.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
-        stderr.print(f"[dim]{text}[/dim]")
+        self.console.print(f"[dim]{text}[/dim]")
+
+
+class ItemLimit(click.ParamType):
+    """``--limit``: a whole number of items (>= 1) or a fraction in (0, 1) of each task's items."""
+
+    name = "N|FRACTION"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number: int | float = value
+        else:
+            text = str(value).strip()
+            try:
+                number = int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    self.fail(f"'{value}' is neither a number of items nor a fraction", param, ctx)
+        if isinstance(number, int) and number >= 1:
+            return number
+        if isinstance(number, float) and 0.0 < number < 1.0:
+            return number
+        self.fail(f"{value} is not a number of items (>= 1) or a fraction in (0, 1) such as 0.1", param, ctx)
 
 
 def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[ModelRole]:
@@ -116,8 +182,14 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "medbench-local. With several tasks use TASK=PATH.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
               show_default=True, help="SQLite results database (created if missing).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items of each task (smoke tests).")
-@click.option("--seed", type=int, default=1234, show_default=True, help="llama.cpp seed (decoding is greedy).")
+@click.option("--limit", type=ItemLimit(),
+              help="Only N items of each task, or a fraction (0.1 = 10%, rounded up). A seeded random sample "
+                   "(--seed), the same for every model, on resume, and growing with N; see --limit-mode.")
+@click.option("--limit-mode", type=click.Choice(LIMIT_MODES), default="random", show_default=True,
+              help="How --limit picks items: 'random' (seeded sample, unbiased on label-sorted files such as "
+                   "PubMedQA's) or 'first' (the file's first N items, the old behaviour).")
+@click.option("--seed", type=int, default=1234, show_default=True,
+              help="llama.cpp seed (decoding is greedy) and the seed of the --limit sample.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (default: all cores).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True,
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
@@ -136,7 +208,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
-                data: tuple[str, ...], db_path: Path, limit: int | None, seed: int, threads: int | None,
+                data: tuple[str, ...], db_path: Path, limit: int | float | None, limit_mode: str, seed: int,
+                threads: int | None,
                 batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
                 accept_changed_model: bool, allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
@@ -151,6 +224,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
       medbench-local run --pair demo --task nejm --task jama --db results.db
       medbench-local run --pair openbiollm-8b --task jama --data jama=~/cases/jama.csv
       medbench-local run --model llama3-8b-instruct --task nejm --data my_nejm.jsonl --limit 5
+      medbench-local run --pair demo --task pubmedqa --data pubmedqa=~/pubmedqa --limit 0.1
     """
     config = read_config(config_path)
     models = _pick_models(config, pairs, model_ids)
@@ -162,7 +236,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         if reference_quirks and hasattr(task, "reference_quirks"):
             task = replace(task, reference_quirks=True)  # type: ignore[type-var]
         task_paths.append((task, path))
-    tasks = load_tasks(task_paths, limit)
+    tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed)
     paths = locate_models(models, allow_cpu, config)
 
     db = open_database(db_path)
@@ -174,7 +248,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     for name in pairs:
         pair = config.pair(name)
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
-    options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit,
+    options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
                          retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu,
                          command=sys.argv[:])
     reporter = ProgressReporter()

@@ -8,12 +8,14 @@ from typing import Any
 
 import click
 import sqlite_utils
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from ..analysis.pairing import PairedEvaluations, pair_evaluations
 from ..errors import UserError
 from ..store import open_database
-from ..store.queries import latest_evaluation, pairs
+from ..store.queries import pairs
 from .common import db_option, stdout
 
 
@@ -24,17 +26,32 @@ def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any
         "where s.evaluation = ? order by g.id", [evaluation])}
 
 
-def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: str | None = None
-                  ) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
-    """Items both models answered where they differ: (|difference|, biomedical row, general row), largest
-    first. For a binary metric that is every item one model got right and the other wrong."""
+def paired_group(db: sqlite_utils.Database, pair_name: str, task: str, data: str | None = None
+                 ) -> tuple[PairedEvaluations, list[PairedEvaluations]]:
+    """The (task, data) row group of ``compare`` to inspect: the one whose data name or hash prefix is ``data``,
+    else the newest; plus all groups of the task. One line, exit 1, when the pairing rule pairs nothing."""
     pair = next((p for p in pairs(db) if p["name"] == pair_name), None)
     if pair is None:
         raise UserError(f"no pair '{pair_name}' in this database (run it first, or see 'compare')")
-    keys = {role: latest_evaluation(db, pair[role], task) for role in ("biomedical", "general")}
-    if not all(keys.values()):
-        raise UserError(f"pair '{pair_name}' has no results of both models on task '{task}'")
-    bio, gen = _side(db, keys["biomedical"] or ""), _side(db, keys["general"] or "")
+    groups, notes = pair_evaluations(db, pair["biomedical"], pair["general"], task)
+    if not groups:
+        reason = notes[0].text if notes else f"pair '{pair_name}' has no results of both models on task '{task}'"
+        raise UserError(reason)
+    if data is None:
+        return groups[0], groups
+    found = [g for g in groups if data in (g.data.name, g.data.short) or
+             (len(data) >= 6 and (g.data.sha256 or "").startswith(data))]
+    if not found:
+        raise UserError(f"task '{task}' of pair '{pair_name}' has no paired results on data '{data}'; paired on: "
+                        + ", ".join(g.data.short for g in groups))
+    return found[0], groups
+
+
+def disagreements_between(db: sqlite_utils.Database, biomedical: str, general: str, metric: str | None = None
+                          ) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
+    """Items both evaluations answered where they differ: (|difference|, biomedical row, general row), largest
+    first. For a binary metric that is every item one model got right and the other wrong."""
+    bio, gen = _side(db, biomedical), _side(db, general)
     found = []
     for item, b in bio.items():
         g = gen.get(item)
@@ -48,6 +65,13 @@ def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: 
         if difference > 0:
             found.append((difference, b, g))
     return sorted(found, key=lambda entry: -entry[0])
+
+
+def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: str | None = None,
+                  data: str | None = None) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
+    """The disagreements within the evaluations ``compare`` pairs for this pair, task and data."""
+    group, _ = paired_group(db, pair_name, task, data)
+    return disagreements_between(db, group.biomedical, group.general, metric)
 
 
 def _answer(row: dict[str, Any], label: str) -> Panel:
@@ -66,14 +90,17 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
 @click.option("--pair", "pair_name", required=True, metavar="NAME", help="The pair to inspect.")
 @click.option("--task", required=True, metavar="TASK", help="The task to inspect.")
 @click.option("--metric", help="Metric that defines disagreement (default: the task's first metric).")
+@click.option("--data", "data_name", metavar="NAME|HASH",
+              help="Which data's row group, when the pair ran the task on several files (default: the newest).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N items.")
 @click.option("--prompts", "with_prompts", is_flag=True, help="Also print each model's full rendered prompt.")
-def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, limit: int,
+def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, data_name: str | None, limit: int,
                  with_prompts: bool) -> None:
     """Show the items on which the biomedical and the general model disagree, answers side by side.
 
     For accuracy these are the discordant items behind the McNemar test; for continuous metrics the items
-    with the largest score difference come first.
+    with the largest score difference come first. The evaluations are those 'compare' pairs (same data, same
+    task settings); with several data files, --data picks one.
 
     \b
     Examples:
@@ -82,11 +109,15 @@ def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, l
     """
     db = open_database(db_path, create=False)
     try:
-        found = disagreements(db, pair_name, task, metric)
+        group, groups = paired_group(db, pair_name, task, data_name)
+        found = disagreements_between(db, group.biomedical, group.general, metric)
     finally:
         db.conn.close()
-    stdout.print(f"[bold]{pair_name} · {task}[/bold]: {len(found)} items where the models disagree"
-                 + (f" (showing {limit})" if len(found) > limit else ""))
+    stdout.print(f"[bold]{escape(pair_name)} · {escape(task)}[/bold] on {escape(group.data.short)}: {len(found)} "
+                 "items where the models disagree" + (f" (showing {limit})" if len(found) > limit else ""))
+    others = [g.data.short for g in groups if g is not group]
+    if others:
+        stdout.print(f"[dim]also paired on: {escape(', '.join(others))} (choose with --data)[/dim]")
     for _, bio, gen in found[:limit]:
         stdout.rule(f"item {bio['item_id']}")
         payload = json.loads(bio["payload"] or "{}")

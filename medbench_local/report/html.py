@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from .. import __version__
-from ..analysis.paired import PairReport
+from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#212121}
@@ -75,15 +75,25 @@ def _pair_section(report: PairReport, data: ReportInput) -> str:
     rows = []
     for r in report.rows:
         ahead = f' class="ahead-{r.ahead}"' if r.ahead else ""
-        rows.append([escape(r.task), escape(r.metric), str(r.n),
+        data_cell = "—" if r.data is None else escape(r.data.short) + (
+            f' <b class="ahead-general">≠ {escape(r.general_data.short)} (different data)</b>'
+            if r.general_data else "")
+        rows.append([escape(r.task), data_cell, escape(r.metric), str(r.n),
                      f"{_pct(r.biomedical.estimate)} [{_pct(r.biomedical.low)}, {_pct(r.biomedical.high)}]",
                      f"{_pct(r.general.estimate)} [{_pct(r.general.low)}, {_pct(r.general.high)}]",
                      f"<span{ahead}>{100 * r.delta.estimate:+.1f} [{100 * r.delta.low:+.1f}, "
                      f"{100 * r.delta.high:+.1f}]</span>", escape(r.test), f"{r.p_value:.4f}",
-                     f"{r.p_adjusted:.4f}", f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—"])
-    parts.append(_table(["task", "metric", "n", "biomedical [95% CI]", "general [95% CI]",
-                         "Δ bio−gen [95% CI]", "test", "p", "p (Holm)", "discordant bio>gen / gen>bio"],
-                        rows, numeric={2, 3, 4, 5, 7, 8}))
+                     f"{r.p_adjusted:.4f}", f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—",
+                     " / ".join(f"{100 * r.truncated_rate.get(k, 0.0):.0f}%" for k in ("biomedical", "general"))])
+    parts.append(_table(["task", "data", "metric", "n", "biomedical [95% CI]", "general [95% CI]",
+                         "Δ bio−gen [95% CI]", "test", "p", "p (Holm)", "discordant bio>gen / gen>bio",
+                         "truncated bio / gen"], rows, numeric={3, 4, 5, 6, 8, 9, 11}))
+    notes = [note.text for note in report.notes]
+    notes += [f"{r.group_label}: newest matching pair shown; superseded: "
+              + "; ".join(f"{b[:12]}/{g[:12]}" for b, g in r.superseded)
+              for r in {r.group_label: r for r in report.rows if r.superseded}.values()]
+    if notes:
+        parts.append("<ul class='muted'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
     for kind, caption in (("forest", "Paired differences"), ("scores", "Scores"), ("outcomes", "Outcomes")):
         png = data.plots.get(f"{report.pair}-{kind}")
         if png:
@@ -120,8 +130,8 @@ def render(data: ReportInput) -> str:
             {k: engine.get(k) for k in ("n_ctx", "n_batch", "n_gpu_layers", "seed", "temperature", "prompt_mode")})),
             escape(json.dumps({k: v for k, v in task.items() if k != "task"}))])
     body = [f"<h1>medbench-local report</h1><p class='muted'>{escape(data.db_path)} · generated {generated} by "
-            f"medbench-local {__version__}. Scores ×100; 95% bootstrap CIs over items (paired for differences); "
-            "exact McNemar for binary metrics, paired permutation test otherwise; Holm-adjusted per pair.</p>"]
+            f"medbench-local {__version__}. Scores ×100. {escape(INTERVAL_NOTE)} {escape(PAIRING_NOTE)} "
+            f"{escape(TRUNCATION_NOTE)}</p>"]
     body += [_pair_section(report, data) for report in data.reports if report.rows]
     body += ["<h2>Models</h2>", _table(["model id(s)", "file", "SHA-256", "quant", "arch", "size", "chat template"],
                                         models),

@@ -35,7 +35,7 @@ def forest_plot(report: PairReport) -> bytes:
         axis.plot([100 * row.delta.low, 100 * row.delta.high], [y, y], color=colour, linewidth=2)
         axis.plot(100 * row.delta.estimate, y, "o", color=colour)
     axis.axvline(0, color="#9e9e9e", linestyle="--", linewidth=1)
-    axis.set_yticks(range(len(rows)), [f"{r.task} · {r.metric}" for r in reversed(rows)])
+    axis.set_yticks(range(len(rows)), [f"{r.group_label} · {r.metric}" for r in reversed(rows)])
     axis.set_xlabel(f"{report.biomedical_model} − {report.general_model} (points, 95% CI)")
     axis.set_title(f"{report.pair}: paired differences")
     return _png(figure)
@@ -53,7 +53,7 @@ def score_chart(report: PairReport) -> bytes:
                   [100 * (getattr(r, side).high - getattr(r, side).estimate) for r in rows]]
         axis.bar([i + offset for i in range(len(rows))], values, width, yerr=errors, capsize=3, color=colour,
                  label=label)
-    axis.set_xticks(range(len(rows)), [f"{r.task}\n{r.metric}" for r in rows], fontsize=8)
+    axis.set_xticks(range(len(rows)), [f"{r.group_label}\n{r.metric}" for r in rows], fontsize=8)
     axis.set_ylabel("score ×100")
     axis.set_ylim(0, 105)
     axis.legend(fontsize=8)
@@ -63,8 +63,8 @@ def score_chart(report: PairReport) -> bytes:
 
 def outcome_chart(report: PairReport) -> bytes:
     """Stacked outcome counts per task and model: where a model fails on format rather than knowledge."""
-    tasks = list(dict.fromkeys(r.task for r in report.rows))
-    first = {task: next(r for r in report.rows if r.task == task) for task in tasks}
+    tasks = list(dict.fromkeys(r.group_label for r in report.rows))  # one stack per (task, data)
+    first = {task: next(r for r in report.rows if r.group_label == task) for task in tasks}
     labels, stacks = [], []
     for task in tasks:
         for role, model in (("biomedical", report.biomedical_model), ("general", report.general_model)):

@@ -36,12 +36,24 @@ def pairs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 
 def latest_evaluation(db: sqlite_utils.Database, model_id: str, task: str) -> str | None:
-    """The most recent evaluation of ``model_id`` on ``task`` (settings can change between runs)."""
+    """The most recent evaluation of ``model_id`` on ``task``, whatever its data and settings. For audits and
+    tests only: comparisons pair evaluations with ``analysis.pairing`` (same data, same task settings)."""
     row = db.conn.execute(
         "select e.key from evaluations e where e.model_id = ? and e.task = ? "
         "order by (select max(g.created_at) from generations g where g.evaluation = e.key) desc, "
         "e.created_at desc limit 1", (model_id, task)).fetchone()
     return row[0] if row else None
+
+
+def model_tasks(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+    """Every (model id, task) with at least one evaluation."""
+    return [(m, t) for m, t in db.conn.execute(
+        "select distinct model_id, task from evaluations order by model_id, task")]
+
+
+def has_evaluation(db: sqlite_utils.Database, model_id: str, task: str) -> bool:
+    return db.conn.execute("select 1 from evaluations where model_id = ? and task = ? limit 1",
+                           (model_id, task)).fetchone() is not None
 
 
 def tasks_for(db: sqlite_utils.Database, model_ids: list[str]) -> list[str]:
@@ -99,6 +111,64 @@ def evaluation_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Every evaluation with its stored settings (JSON text), oldest first per model and task."""
     return list(db.query("select key, model_id, model_sha256, role, task, prompt_mode, prompt_sha256, settings, "
                          "created_at, run_id from evaluations order by model_id, task, created_at, key"))
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One stored evaluation as the pairing rule sees it (analysis/pairing.py)."""
+
+    key: str
+    model_id: str
+    task: str
+    settings: dict[str, Any]
+    recency: tuple[str, str]     # (last generation's time, creation time): larger is newer
+    data_path: str | None        # the data file or folder it ran on, when recorded
+
+    @property
+    def task_settings(self) -> dict[str, Any]:
+        return dict(self.settings.get("task") or {})
+
+    @property
+    def data_sha256(self) -> str | None:
+        return self.task_settings.get("data_sha256")
+
+
+def evaluation_records(db: sqlite_utils.Database, model_id: str, task: str) -> list[EvaluationRecord]:
+    """Every evaluation of ``model_id`` on ``task``, newest first, with the data path it ran on.
+
+    The path comes from the evaluation's settings (``settings.data.path``, recorded since the data fingerprint
+    became the file's own SHA-256); for older evaluations from the run that created it, else from the newest
+    run that names a data path with the same task and fingerprint.
+    """
+    found = db.conn.execute(
+        "select e.key, e.model_id, e.task, e.settings, e.created_at, e.run_id, "
+        "(select max(g.created_at) from generations g where g.evaluation = e.key) "
+        "from evaluations e where e.model_id = ? and e.task = ?", (model_id, task)).fetchall()
+    paths = _run_data_paths(db) if found else {}
+    records = []
+    for key, model, task_id, settings_text, created_at, run_id, last in found:
+        settings = json.loads(settings_text or "{}")
+        sha = (settings.get("task") or {}).get("data_sha256")
+        path = (settings.get("data") or {}).get("path") or paths.get((run_id, task_id, sha)) \
+            or paths.get((None, task_id, sha))
+        records.append(EvaluationRecord(key, model, task_id, settings, (last or "", created_at or ""), path))
+    return sorted(records, key=lambda r: (r.recency, r.key), reverse=True)
+
+
+def _run_data_paths(db: sqlite_utils.Database) -> dict[tuple[str | None, str, str | None], str]:
+    """(run id, task, data SHA-256) -> data path as the runs recorded them; (None, task, sha) -> the newest."""
+    paths: dict[tuple[str | None, str, str | None], str] = {}
+    for run_id, settings_text in db.conn.execute("select id, settings from runs order by started_at desc"):
+        try:
+            tasks = json.loads(settings_text or "{}").get("tasks") or []
+        except (ValueError, AttributeError):
+            continue
+        for entry in tasks:
+            if isinstance(entry, dict) and entry.get("data"):
+                task, sha = str(entry.get("task")), entry.get("data_sha256")
+                paths.setdefault((run_id, task, sha), str(entry["data"]))
+                paths.setdefault((None, task, sha), str(entry["data"]))
+    return paths
 
 
 def evaluation_exists(db: sqlite_utils.Database, key: str) -> bool:
