@@ -274,7 +274,7 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
         "settings": {
             "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
             "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
-            "shard": str(options.shard) if options.shard else None,
+            "shard": str(options.shard) if options.shard else None, "host": platform.node(),
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
                        "items": len(t.items)} for t in tasks],

@@ -60,7 +60,8 @@ def info(model: str, path: str = "") -> ModelInfo:
 
 
 def build(path: Path, results: Iterable[tuple[str, str, str]], *, run_id: str, status: str = "completed",
-          tamper: Callable[[str, str, str], dict[str, Any]] | None = None, model_path: str = "") -> Path:
+          tamper: Callable[[str, str, str], dict[str, Any]] | None = None, model_path: str = "",
+          build_version: str = "0.3.36") -> Path:
     """A results database holding ``results`` (model, task, item id), as one run ``run_id`` would write it.
     ``tamper(model, task, item)`` may override generation/score fields for chosen items."""
     db = open_database(path)
@@ -68,10 +69,10 @@ def build(path: Path, results: Iterable[tuple[str, str, str]], *, run_id: str, s
     writer.record_pair(db, "p", "bio", "gen", "a pair")
     for model, task, item_id in results:
         writer.record_model(db, info(model, model_path))
-        key = eval_key(model, task)
+        key = eval_key(model, task + ("" if build_version == "0.3.36" else build_version))
         writer.record_evaluation(db, key, info(model, model_path), MODELS[model][1], task,
-                                 {"task": {"prompt_sha256": "p" * 64}, "engine": {"n_threads": len(run_id)}},
-                                 run_id)
+                                 {"task": {"prompt_sha256": "p" * 64}, "engine": {"n_threads": len(run_id)},
+                                  "identity": {"llama_cpp_python": build_version}}, run_id)
         fields = {"output": f" {answer(model, item_id)}.", "extracted": answer(model, item_id), "gold": "A",
                   "outcome": "correct" if answer(model, item_id) == "A" else "wrong",
                   "metrics": {"accuracy": 1.0 if answer(model, item_id) == "A" else 0.0},
@@ -201,6 +202,16 @@ def test_metrics_only_one_copy_has_are_united(tmp_path: Path) -> None:
     snapshot = dump(out)
     merge_databases(out, [a, b])
     assert dump(out) == snapshot
+
+
+def test_shards_made_with_different_settings_are_kept_apart_and_said_so(tmp_path: Path) -> None:
+    """A node with another llama.cpp build computes other evaluation keys: nothing pools silently."""
+    a = build(tmp_path / "a.db", ALL[:5], run_id="a")
+    b = build(tmp_path / "b.db", ALL[:5], run_id="b", build_version="0.3.37")
+    report = merge_databases(tmp_path / "out.db", [a, b])
+    assert report.added == 10 and rows(tmp_path / "out.db", "select count(*) from evaluations") == [(2,)]
+    (note,) = [n for n in report.notes if "different keys" in n]
+    assert "bio·jama" in note and "identity.llama_cpp_python" in note and "compare reads the latest" in note
 
 
 def test_a_run_still_running_in_a_copy_is_completed_by_the_finished_one(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ evaluation identity (so the shards' databases merge into one evaluation)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,73 @@ def test_a_shard_run_records_its_shard_and_says_so(tmp_path: Path, in_repo: Path
     invoke("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", str(whole))
     assert rows(db, "select key from evaluations") == rows(whole, "select key from evaluations")
     assert json.loads(rows(whole, "select settings from runs")[0][0])["shard"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the Slurm scripts of docs/scale-out.md: their shard arithmetic and checks, with medbench-local stubbed out
+
+SLURM = REPO / "tools" / "slurm"
+
+
+def _stub_venv(folder: Path) -> Path:
+    """A stand-in virtualenv whose medbench-local prints the arguments it was given."""
+    venv = folder / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    (venv / "bin" / "activate").write_text(f'export PATH="{venv}/bin:$PATH"\n')
+    stub = venv / "bin" / "medbench-local"
+    stub.write_text('#!/bin/sh\necho "ARGS: $*"\n')
+    stub.chmod(0o755)
+    return venv
+
+
+def _script(name: str, folder: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return subprocess.run(["bash", str(SLURM / name)], capture_output=True, text=True, cwd=folder, timeout=60,
+                          env={**clean, "VENV": str(_stub_venv(folder)), "OUT_DIR": str(folder / "shards"), **env})
+
+
+@pytest.mark.parametrize("base, ids", [("1", range(1, 4)), ("0", range(0, 3))])
+def test_the_shard_script_maps_array_indices_to_shards(tmp_path: Path, base: str, ids: range) -> None:
+    shards = []
+    for task_id in ids:
+        done = _script("medbench-shards.sbatch", tmp_path / str(task_id), SHARDS="3", ARRAY_BASE=base,
+                       SLURM_ARRAY_TASK_ID=str(task_id), PAIR="demo", TASKS="nejm jama",
+                       DATA="jama=/d/jama.csv")
+        assert done.returncode == 0, done.stderr
+        (line,) = [line for line in done.stdout.splitlines() if line.startswith("ARGS: ")]
+        assert "run --pair demo --shard" in line and "--task nejm --task jama --data jama=/d/jama.csv" in line
+        shard = line.split("--shard ")[1].split()[0]
+        assert line.split("--db ")[1].split()[0].endswith(f"shard-{shard.replace('/', '-of-')}.db")
+        shards.append(parse_shard(shard))
+    assert [(s.index, s.count) for s in shards] == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SHARDS": "3", "SLURM_ARRAY_TASK_ID": "0"}, "gives shard 0 of 3: use --array=1-3"),
+    ({"SHARDS": "3", "SLURM_ARRAY_TASK_ID": "3", "ARRAY_BASE": "0"}, "gives shard 4 of 3: use --array=0-2"),
+    ({"SLURM_ARRAY_TASK_ID": "1"}, "set SHARDS"),
+    ({"SHARDS": "3"}, "submit as an array job"),
+])
+def test_the_shard_script_refuses_indices_outside_the_split(tmp_path: Path, env: dict[str, str],
+                                                            message: str) -> None:
+    done = _script("medbench-shards.sbatch", tmp_path, **env)
+    assert done.returncode != 0 and message in done.stderr and "ARGS" not in done.stdout
+
+
+def test_the_merge_script_merges_a_complete_split_only(tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in (1, 3):
+        (shards / f"shard-{k}-of-3.db").touch()
+    done = _script("medbench-merge.sbatch", tmp_path, MERGED=str(tmp_path / "study.db"))
+    assert done.returncode == 1 and "shard 2 of 3 is missing" in done.stderr and "--array=2" in done.stderr
+    (shards / "shard-2-of-3.db").touch()
+    done = _script("medbench-merge.sbatch", tmp_path, MERGED=str(tmp_path / "study.db"))
+    assert done.returncode == 0, done.stderr
+    merge_line = done.stdout.splitlines()[0]
+    assert merge_line == f"ARGS: merge {tmp_path / 'study.db'} " + " ".join(
+        str(shards / f"shard-{k}-of-3.db") for k in (1, 2, 3))
+    assert (tmp_path / "study.md").read_text().startswith(f"ARGS: compare --db {tmp_path / 'study.db'}")
+    (shards / "shard-1-of-4.db").touch()
+    done = _script("medbench-merge.sbatch", tmp_path)
+    assert done.returncode == 1 and "different splits" in done.stderr

@@ -111,6 +111,7 @@ def merge_databases(out: Path, inputs: list[Path]) -> MergeReport:
             with transaction(db):
                 for (path, conn, _), counts in zip(sources, report.inputs):
                     _merge_one(db.conn, conn, str(path), str(out), counts, origin)
+            report.notes += _split_notes(db.conn, [conn for _, conn, _ in sources])
             report.notes += _coverage_notes(db.conn, out)
         except sqlite3.Error as exc:  # e.g. disk full while writing OUT: rolled back as a whole
             db.conn.close()
@@ -483,6 +484,37 @@ def _merge_metric_runs(dst: sqlite3.Connection, src: sqlite3.Connection, name: s
             raise MergeConflict(
                 f"merge refused: {row['metric']} of evaluation {row['evaluation'][:12]}… was computed by "
                 f"different weights or versions in {name} and in {out} or an earlier input; nothing was written")
+
+
+def _split_notes(dst: sqlite3.Connection, sources: list[sqlite3.Connection]) -> list[str]:
+    """A model and task whose inputs ended up under different evaluation keys: the databases were made with
+    something different (llama.cpp build, settings, data), so their items do not pool, and ``compare`` reads
+    only the latest evaluation. Usual cause: cluster nodes with different installs."""
+    keys = {key for conn in sources for (key,) in conn.execute("select key from evaluations")}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for key, model_id, task, settings in dst.execute("select key, model_id, task, settings from evaluations"):
+        if key in keys:
+            groups.setdefault((model_id, task), []).append(_flatten(json.loads(settings or "{}")))
+    notes = []
+    for (model_id, task), found in sorted(groups.items()):
+        if len(found) < 2:
+            continue
+        differing = sorted(k for k in set().union(*found) if k.startswith(("identity.", "task."))
+                           and len({json.dumps(f.get(k), sort_keys=True) for f in found}) > 1)
+        notes.append(f"{model_id}·{task}: the databases hold {len(found)} evaluations with different keys "
+                     f"(differing: {', '.join(differing[:4]) or 'see the evaluations table'}); their items are "
+                     "not pooled and compare reads the latest one only; rerun the odd shards with matching "
+                     "settings")
+    return notes
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
 
 
 def _coverage_notes(dst: sqlite3.Connection, out: Path) -> list[str]:
