@@ -214,6 +214,27 @@ def test_shards_made_with_different_settings_are_kept_apart_and_said_so(tmp_path
     assert "bio·jama" in note and "identity.llama_cpp_python" in note and "compare reads the latest" in note
 
 
+@pytest.mark.parametrize("error_first", [True, False], ids=["error merged first", "result merged first"])
+def test_a_result_replaces_an_error_never_the_reverse(tmp_path: Path, error_first: bool) -> None:
+    """A shard rerun with --retry-errors has results where its first run stored errors: no conflict."""
+    failing = {"output": None, "outcome": "error", "extracted": None, "gold": "A", "metrics": {"accuracy": 0.0}}
+    broken = build(tmp_path / "broken.db", ALL, run_id="first-try",
+                   tamper=lambda m, t, i: failing if i in ("jama-01", "nejm-02") else {})
+    fixed = build(tmp_path / "fixed.db", ALL, run_id="retry")
+    both_failed = build(tmp_path / "also-broken.db", ALL[:3], run_id="third",
+                        tamper=lambda m, t, i: {**failing, "gold": "B"})
+    out = tmp_path / "out.db"
+    report = merge_databases(out, [broken, fixed, both_failed] if error_first else [fixed, broken, both_failed])
+    assert results(out) == results(fixed)
+    assert report.inputs[1].retried == (4 if error_first else 0)
+    snapshot = dump(out)
+    merge_databases(out, [both_failed, broken, fixed])
+    assert dump(out) == snapshot
+    out2 = tmp_path / "out2.db"
+    merge_databases(out2, [broken, both_failed])  # two errors for one item: the first copy stays
+    assert rows(out2, "select count(*) from scores where outcome = 'error'") == [(4,)]
+
+
 def test_a_run_still_running_in_a_copy_is_completed_by_the_finished_one(tmp_path: Path) -> None:
     early = build(tmp_path / "early.db", ALL[:4], run_id="same-run", status="running")
     late = build(tmp_path / "late.db", ALL, run_id="same-run")
@@ -318,8 +339,6 @@ CONFLICTS = [
              "'nejm-03'.*different method"),
     Conflict("metric value", _sql(f"update scores set metrics = '{{\"accuracy\": 0.5}}' where generation_id = "
                                   f"{TARGET}"), "'nejm-03'.*different metric accuracy"),
-    Conflict("error vs output", _sql(f"update generations set output = null, error = 'boom' where id = {TARGET}"),
-             "'nejm-03'.*different output"),
     Conflict("pair members", _sql("update pairs set general = 'other'"), "pair 'p'"),
     Conflict("evaluation model id", _sql("update evaluations set model_id = 'renamed' where key = ?",
                                          eval_key("bio", "jama")), "evaluation .*model_id 'renamed'"),

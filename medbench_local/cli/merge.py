@@ -18,7 +18,8 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
 
     Identical evaluations (same model file, template, llama.cpp build, settings, task settings and data) become
     one, their items united; runs are kept with their provenance. An item that two databases hold with a
-    different output or score is a conflict: the merge is refused, the item named, and nothing is written.
+    different output or score is a conflict: the merge is refused, the item named, and nothing is written
+    (an item stored as 'error' is no result: a copy that has the result replaces it).
     Merging the same databases again changes nothing. The inputs are only read (one written by an older
     medbench-local is upgraded in a temporary copy); a database from a newer version is refused. OUT ends
     owner-only (0600).
@@ -37,6 +38,8 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     report = merge_databases(out, list(inputs))
     for entry in report.inputs:
         parts = [f"{entry.added} items added", f"{entry.identical} already there"]
+        if entry.retried:
+            parts.append(f"{entry.retried} errors replaced by results")
         if entry.extended:
             parts.append(f"{entry.extended} gained metrics")
         parts.append(f"{entry.runs} run{'' if entry.runs == 1 else 's'} added")

@@ -16,7 +16,8 @@ migrations add travel along without changes here):
 * ``generations`` + ``scores``: new items are added under new generation ids (ids are local to each database);
   an item both sides hold must have the same output, outcome, extracted and gold answer, method and metric
   values, else the merge is refused naming it. Timing and run ids may differ (the first copy is kept); metrics
-  that only one side has (``rescore`` ran on one of them) are united.
+  that only one side has (``rescore`` ran on one of them) are united. An ``error`` item is no result: a copy
+  that has the result replaces it (a shard rerun with ``--retry-errors``), never the other way round.
 * ``metric_runs``: the same evaluation and metric computed by other weights or versions is a conflict.
 
 All of it happens in one transaction on OUT (or in a new file beside OUT that is renamed into place only when
@@ -70,6 +71,7 @@ class InputReport:
     added: int = 0            # items (generation + score) new to OUT
     identical: int = 0        # items OUT already held with the same result
     extended: int = 0         # items whose metrics gained values that only this input had
+    retried: int = 0          # items stored as 'error' in OUT that this input has a result for
     upgraded: bool = False    # read through an upgraded temporary copy (older schema)
     unfinished_runs: list[str] = field(default_factory=list)
 
@@ -427,13 +429,22 @@ def _merge_generations(dst: sqlite3.Connection, src: sqlite3.Connection, name: s
         existing = _one(dst, "select g.id, g.output, s.outcome, s.extracted, s.gold, s.method, s.metrics "
                              "from generations g left join scores s on s.generation_id = g.id "
                              "where g.evaluation = ? and g.item = ?", *place)
-        if existing is None:
+        action = _resolution(existing, score)
+        if action == "keep":
+            counts.identical += 1
+            continue
+        if action == "replace":
+            dst.execute("delete from scores where generation_id = ?", (existing["id"],))  # type: ignore[index]
+            dst.execute("delete from generations where id = ?", (existing["id"],))      # type: ignore[index]
+            counts.retried += 1
+        if action in ("add", "replace"):
             new_id = _insert(dst, "generations", generation)
             if score is not None:
                 _insert(dst, "scores", {"generation_id": new_id, **score})
             origin[place] = name
-            counts.added += 1
+            counts.added += action == "add"
             continue
+        assert existing is not None
         incoming = {**{c: generation[c] for c in COMPARED_GENERATION},
                     **({c: score[c] for c in (*COMPARED_SCORE, "metrics")} if score else {})}
         merged_metrics = _compare_result(dst, src, existing, incoming, place, name, origin.get(place, out))
@@ -442,6 +453,22 @@ def _merge_generations(dst: sqlite3.Connection, src: sqlite3.Connection, name: s
             counts.extended += 1
         else:
             counts.identical += 1
+
+
+def _resolution(existing: dict[str, Any] | None, score: dict[str, Any] | None) -> str:
+    """What to do with an incoming item: "add" it (new to OUT), "replace" OUT's copy (an ``error``), "keep" OUT's
+    copy (the incoming one is an error, or both are), or "compare" two results.
+
+    Why errors are special: an error is the absence of a result (``run --retry-errors`` generates it again),
+    not a result that could conflict; a shard rerun after a failure must merge over its old error."""
+    if existing is None:
+        return "add"
+    incoming_failed = score is None or score.get("outcome") == "error"
+    if existing["outcome"] == "error" and not incoming_failed:
+        return "replace"
+    if incoming_failed:
+        return "keep"
+    return "compare"
 
 
 def _compare_result(dst: sqlite3.Connection, src: sqlite3.Connection, existing: dict[str, Any],
