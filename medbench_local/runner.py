@@ -159,7 +159,7 @@ def parse_shard(text: str) -> Shard:
     match = _SHARD.match(text)
     if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
         raise UserError(f"--shard: expected K/N with 1 <= K <= N (e.g. 2/8), got {text!r}; for a Slurm array "
-                        "numbered from 0 use --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT")
+                        "numbered from 0 use --shard $((SLURM_ARRAY_TASK_ID+1))/N, N the full array size")
     return Shard(int(match.group(1)), int(match.group(2)))
 
 

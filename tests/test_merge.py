@@ -30,7 +30,7 @@ from medbench_local.engine.prompt_format import render_base
 from medbench_local.errors import StoreError
 from medbench_local.runner import ModelRole, RunOptions, Shard, execute, load_tasks
 from medbench_local.store import close_database, open_database, writer
-from medbench_local.store.merge import MERGED_TABLES, MergeConflict, merge_databases
+from medbench_local.store.merge import MERGED_TABLES, merge_databases
 from medbench_local.store.migrations import MIGRATIONS
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Item, Score

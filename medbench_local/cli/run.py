@@ -112,8 +112,9 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--shard", "shard_text", metavar="K/N",
               help="Evaluate only shard K of N (1 <= K <= N): the items whose hash of task and item id falls in "
                    "it, so N machines can split one evaluation and 'medbench-local merge' joins their databases. "
-                   "--limit then applies within the shard. Not part of the result identity. Slurm arrays "
-                   "numbered from 0: --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT.")
+                   "--limit then applies within the shard. Not part of the result identity. A Slurm array "
+                   "numbered from 0: --shard $((SLURM_ARRAY_TASK_ID+1))/N, N the full array size (ready-made "
+                   "scripts: tools/slurm/, docs/scale-out.md).")
 @click.option("--seed", type=int, default=1234, show_default=True, help="llama.cpp seed (decoding is greedy).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (default: all cores).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True,
@@ -133,9 +134,9 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
-                data: tuple[str, ...], db_path: Path, limit: int | None, shard_text: str | None, seed: int, threads: int | None,
-                batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
-                accept_changed_model: bool, allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
+                data: tuple[str, ...], db_path: Path, limit: int | None, shard_text: str | None, seed: int,
+                threads: int | None, batch_size: int, prompt_file: Path | None, retry_errors: bool,
+                reference_quirks: bool, accept_changed_model: bool, allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
@@ -190,7 +191,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
                          "free space or fix permissions and rerun the same command to resume") from None
     finally:
         close_database(db)
-    line = (f"run {summary.run_id[:12]}{f' (shard {shard})' if shard else ''}: {summary.generated} generated, {summary.skipped} already done"
+    which = f" (shard {shard})" if shard else ""
+    line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
             + (f", {summary.errors} errors" if summary.errors else ""))
     if summary.status == "interrupted":
         stderr.print(f"[yellow]Stopped after the item in flight.[/yellow] {line}. "
