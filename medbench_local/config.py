@@ -104,6 +104,7 @@ class Config:
     path: Path
     models: dict[str, ModelSpec]
     pairs: dict[str, PairSpec]
+    origin: str = ""  # how the file was found (paths.find_config): shown by 'models list', recorded in runs
 
     def model(self, model_id: str) -> ModelSpec:
         if model_id not in self.models:

@@ -272,7 +272,8 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
         "git_revision": git_revision(),
         "packages": package_versions(),
         "settings": {
-            "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
+            "config": str(config.path), "config_origin": config.origin,
+            "seed": options.seed, "n_threads": options.n_threads,
             "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
             "shard": str(options.shard) if options.shard else None, "host": platform.node(),
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],

@@ -36,7 +36,7 @@ from typing import IO, Any
 from .. import __version__
 from ..config import Config, HubSource, ModelSpec, PackageSource, load_config
 from ..errors import ModelFileError, UserError
-from ..modelfiles.lock import LOCK_NAME, LockEntry, read_lock, render_lock, source_fields, stale_reason
+from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields, stale_reason
 from ..modelfiles.resolve import require
 
 if sys.version_info >= (3, 11):
@@ -252,7 +252,7 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
         target = target.with_name(target.name + ".tar")
     if target.exists() and not (target.is_dir() and not as_tar and not any(target.iterdir())):
         raise BundleError(f"{target}: already exists; choose a new {'file' if as_tar else 'folder'}")
-    lock = read_lock(config.path.parent / LOCK_NAME)
+    lock = read_lock(lock_path(config))  # beside models.toml; the shipped demo config: the user config folder
 
     # Plan: models (deduplicated by real path), then data and assets.
     planned: list[_Planned] = []

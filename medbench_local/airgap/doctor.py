@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config import Config, ModelSpec, load_config
 from ..errors import UserError
-from ..modelfiles.lock import LOCK_NAME, LockEntry, read_lock, stale_reason
+from ..modelfiles.lock import LockEntry, lock_path, read_lock, stale_reason
 from .netguard import NetworkGuard
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -156,16 +156,16 @@ def _hub_offline() -> Iterator[None]:
 
 def run_doctor(config_path: Path, *, pairs: tuple[str, ...] = (), model_ids: tuple[str, ...] = (),
                tasks: list[tuple[str, Path | None]] | None = None, assets: tuple[Path, ...] = (),
-               offline: bool = False, load: bool = False) -> Report:
+               offline: bool = False, load: bool = False, config_origin: str = "") -> Report:
     """Run every check and return the report (never raises for a failed check)."""
     report = Report()
     if not offline:
-        _checks(report, config_path, pairs, model_ids, tasks or [], assets, load)
+        _checks(report, config_path, pairs, model_ids, tasks or [], assets, load, config_origin)
         report.add(WARN, "network", "not checked: add --offline to run these checks under a network guard")
         return report
     with _hub_offline(), NetworkGuard() as guard:
         try:
-            _checks(report, config_path, pairs, model_ids, tasks or [], assets, load)
+            _checks(report, config_path, pairs, model_ids, tasks or [], assets, load, config_origin)
         except OSError as exc:  # a blocked connection surfaced as an error somewhere unexpected
             report.add(FAIL, "doctor", f"stopped: {exc}")
     if guard.clean:
@@ -179,7 +179,7 @@ def run_doctor(config_path: Path, *, pairs: tuple[str, ...] = (), model_ids: tup
 
 
 def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...],
-            tasks: list[tuple[str, Path | None]], assets: tuple[Path, ...], load: bool) -> None:
+            tasks: list[tuple[str, Path | None]], assets: tuple[Path, ...], load: bool, origin: str = "") -> None:
     build = _check_environment(report)
     try:
         config = load_config(config_path)
@@ -187,7 +187,8 @@ def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids
         report.add(FAIL, "config", str(exc))
         config = None
     if config is not None:
-        report.add(OK, "config", f"{len(config.models)} models, {len(config.pairs)} pairs ({config.path})")
+        report.add(OK, "config", f"{len(config.models)} models, {len(config.pairs)} pairs ({config.path}"
+                                 + (f"; {origin}" if origin else "") + ")")
         specs = _selected(report, config, pairs, model_ids)
         lock = _check_lock(report, config)
         ram, gpus = mem_available(), gpu_memory()
@@ -234,12 +235,36 @@ def _selected(report: Report, config: Config, pairs: tuple[str, ...], model_ids:
         if spec not in chosen:
             chosen.append(spec)
     if not pairs and not model_ids:
-        chosen = list(config.models.values())
+        chosen = [spec for spec in config.models.values() if _present(spec)]
+        absent = [spec.id for spec in config.models.values() if spec not in chosen]
+        if absent:
+            report.add(WARN, "models", f"not on this machine, not checked: {', '.join(absent)} (name one with "
+                                       "--model or --pair to require it; fetch with 'medbench-local models pull')")
+        if not chosen:
+            report.add(FAIL, "models", "no model of models.toml is on this machine")
     return chosen
 
 
+def _present(spec: ModelSpec) -> bool:
+    """Whether the model is meant to be on this machine now, without hashing: a local ``path`` always is (a
+    missing file is a failure), a Hugging Face file when it is in the cache, a package when it is installed."""
+    import importlib.util
+
+    from ..config import LocalSource, PackageSource
+    from ..modelfiles.resolve import resolve
+
+    if isinstance(spec.source, LocalSource):
+        return True
+    if isinstance(spec.source, PackageSource):  # installed is enough: chunks are assembled by the check itself
+        try:
+            return importlib.util.find_spec(spec.source.package) is not None
+        except (ImportError, ValueError):
+            return False
+    return resolve(spec).path is not None
+
+
 def _check_lock(report: Report, config: Config) -> dict[str, LockEntry]:
-    path = config.path.parent / LOCK_NAME
+    path = lock_path(config)
     try:
         lock = read_lock(path)
     except UserError as exc:
@@ -391,11 +416,14 @@ def _check_task(report: Report, task_id: str, path: Path | None) -> None:
         report.add(FAIL, subject, str(exc))
         return
     if path is None:
-        path = Path("bench_data") / task_id
-        if not path.exists():
-            report.add(FAIL, subject, f"no --data given and the sample {path} is not here; pass --data "
-                                      f"{task_id}=PATH")
+        from ..paths import default_data
+
+        found = default_data(task_id)
+        if found is None:
+            report.add(FAIL, subject, f"no --data given and no sample for it (./bench_data/{task_id}); pass "
+                                      f"--data {task_id}=PATH")
             return
+        path = found.path
     if not path.exists():
         report.add(FAIL, subject, f"data not found: {path}")
         return

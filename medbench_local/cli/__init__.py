@@ -19,7 +19,9 @@ from .rescore import rescore_command
 from .show import show_command
 from .models import models_group
 from .run import run_command
+from .runs import runs_command
 from .tasks import tasks_group
+from .view import view_command
 
 
 class _Group(click.Group):
@@ -42,8 +44,10 @@ def main() -> None:
     A first session:
       medbench-local models list                 # what models.toml defines, and what is on disk
       medbench-local tasks list                  # the tasks and their data formats
-      medbench-local run --pair demo --task jama --data bench_data/jama --db results.db
+      medbench-local run --pair demo --task jama --db results.db
       medbench-local compare --db results.db     # both models side by side, per task
+      medbench-local runs --db results.db        # what each run did
+      medbench-local view --db results.db        # browse everything in Datasette (extra: [view])
     """
 
 
@@ -57,6 +61,8 @@ main.add_command(rescore_command)
 main.add_command(merge_command)
 main.add_command(models_group)
 main.add_command(tasks_group)
+main.add_command(runs_command)
+main.add_command(view_command)
 from .bundle import bundle_group  # noqa: E402  (air-gapped workflow)
 from .doctor import doctor_command  # noqa: E402
 main.add_command(bundle_group)

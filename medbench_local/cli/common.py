@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,8 @@ from rich.console import Console
 
 from ..config import Config, load_config
 from ..errors import UserError
+from ..paths import find_config
 
-DEFAULT_CONFIG = "models.toml"
 DEFAULT_DB = "results.db"
 
 stdout = Console(highlight=False)
@@ -21,10 +21,11 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--config; None when not given, so that read_config() can look in the usual places."""
     return click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-        default=lambda: os.environ.get("MEDBENCH_LOCAL_CONFIG", DEFAULT_CONFIG), show_default=DEFAULT_CONFIG,
-        help="The models and pairs registry (env: MEDBENCH_LOCAL_CONFIG).")(fn)
+        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="The models and pairs registry. Default: $MEDBENCH_LOCAL_CONFIG, else ./models.toml, else "
+             "~/.config/medbench-local/models.toml, else the demo config shipped with medbench-local.")(fn)
 
 
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,8 +34,11 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         show_default=True, help="SQLite results database written by 'run'.")(fn)
 
 
-def read_config(path: Path) -> Config:
-    return load_config(path)
+def read_config(path: Path | None) -> Config:
+    """Load --config, or the first models.toml found in the usual places (paths.find_config); the result
+    says where it came from (``Config.origin``)."""
+    found = find_config(path)
+    return replace(load_config(found.path), origin=found.origin)
 
 
 def match_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> dict[str, Path]:

@@ -8,6 +8,7 @@ import click
 
 from ..airgap.doctor import FAIL, OK, WARN, run_doctor
 from ..errors import UserError
+from ..paths import find_config
 from .common import config_option, match_data, stdout
 
 _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]"}
@@ -18,7 +19,7 @@ _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Check one model (repeatable).")
 @click.option("--task", "task_ids", multiple=True, metavar="TASK", help="Check that a task's data loads.")
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
-              help="Dataset file or folder for --task. Default: bench_data/<task>.")
+              help="Dataset file or folder for --task. Default: ./bench_data/<task>, else the shipped sample.")
 @click.option("--asset", "assets", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
               help="A metric asset that must be present (BERTScore or UMLS folder, ...; repeatable).")
 @click.option("--offline", is_flag=True,
@@ -33,21 +34,30 @@ def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[
                    load: bool, config_path: Path) -> None:
     """Check that this machine can run the evaluation: models, hashes, memory, GPU, data, network.
 
-    One line per check: ✓ fine, ! worth a look, ✗ will fail. Without --pair/--model every model in
-    models.toml is checked. Model hashes are compared with models.lock (or the sha256 pinned in
-    models.toml) using the hash cache; 'models verify' re-reads every byte. Memory needs are an estimate
-    (weights = file size, plus the KV cache for n_ctx). Nothing is written to any results database.
+    One line per check: ✓ fine, ! worth a look, ✗ will fail. Without --pair/--model every model of
+    models.toml that is on this machine is checked: local paths always, Hugging Face files when they are in
+    the cache, packages when installed (the others are listed as not here; name one to require it). Model
+    hashes are compared with models.lock (or the sha256 pinned in models.toml) using the hash cache; 'models
+    verify' re-reads every byte. Memory needs are an estimate (weights = file size, plus the KV cache for
+    n_ctx). Nothing is written to any results database.
     Exit code 0 when nothing failed, 1 otherwise.
 
     \b
     Examples:
+      medbench-local doctor
       medbench-local doctor --offline
       medbench-local doctor --pair openbiollm-8b --task jama --data jama=/data/jama.csv --offline
       medbench-local doctor --config /opt/bundle/models.toml --model llama3-8b-instruct --load
     """
     if data and not task_ids:
         raise UserError("--data needs --task (e.g. --task jama --data cases.csv)")
-    report = run_doctor(config_path, pairs=pairs, model_ids=model_ids, tasks=[(t, match_data(task_ids, data).get(t)) for t in task_ids],
+    try:
+        found = find_config(config_path)
+        config_file, origin = found.path, found.origin
+    except UserError:  # a named file that is missing: the checklist's 'config' line says so
+        config_file, origin = config_path or Path("models.toml"), ""
+    report = run_doctor(config_file, config_origin=origin, pairs=pairs, model_ids=model_ids,
+                        tasks=[(t, match_data(task_ids, data).get(t)) for t in task_ids],
                         assets=assets, offline=offline, load=load)
     stdout.print(f"[bold]medbench-local doctor[/bold]{' (offline)' if offline else ''}")
     for check in report.checks:

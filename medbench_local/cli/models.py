@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..airgap import select_models
-from ..config import ModelSpec
+from ..config import HubSource, ModelSpec
 from ..errors import UserError
 from ..modelfiles.hashing import cached_sha256
 from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, stale_reason, write_lock
-from ..modelfiles.pull import hub_cache_dir, hub_offline, pull_model
+from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
 from ..modelfiles.resolve import require, resolve
 from .common import config_option, read_config, stderr, stdout
 
@@ -35,7 +36,8 @@ def list_models(config_path: Path) -> None:
       medbench-local models list --config models.toml
     """
     config = read_config(config_path)
-    stdout.print(f"[bold]Models[/bold] in {config.path}")
+    stdout.print(f"[bold]Models[/bold] in {escape(str(config.path))} [dim](found as: {config.origin})[/dim]",
+                 soft_wrap=True)
     for spec in config.models.values():
         found = resolve(spec)
         if found.path is not None:
@@ -81,7 +83,8 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
     local sources are only hashed. For each model, models.lock (JSON, beside models.toml) records repository,
     file, requested revision, resolved commit, SHA-256 and size; commit it with models.toml so that another
     machine pulls byte-identical files. With HF_HUB_OFFLINE=1 nothing is downloaded: files already in the
-    cache are hashed and locked. 'run' never downloads.
+    cache are hashed and locked. When the Hub cannot be reached (no network), pull stops at once with one
+    line and changes nothing. 'run' never downloads.
 
     \b
     Examples:
@@ -96,6 +99,12 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
     if hub_offline():
         stderr.print("[yellow]HF_HUB_OFFLINE is set:[/yellow] nothing will be downloaded; files already in the "
                      f"Hugging Face cache ({hub_cache_dir()}) are hashed and locked.")
+    elif any(isinstance(spec.source, HubSource) for spec in specs):
+        check_hub_reachable()
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # failures become our one line per model, not retry chatter
+    target.parent.mkdir(parents=True, exist_ok=True)  # the user config folder, for the shipped demo config
     failures: list[str] = []
     for spec in specs:
         stderr.print(f"[bold]{spec.id}[/bold]: {spec.source.describe()}", soft_wrap=True)
@@ -129,10 +138,12 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
 @click.pass_context
 def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str, ...], cached: bool,
                   config_path: Path) -> None:
-    """Re-hash model files and compare them with models.lock; exit code 1 on any mismatch.
+    """Re-hash model files and compare them with models.lock (or models.toml's sha256 pins); exit 1 on a mismatch.
 
     By default every byte is read again (the cache that speeds up 'run' is bypassed), because the point is to
-    detect corruption. Without MODEL or --pair, every model that models.lock records is checked.
+    detect corruption. A model without a models.lock entry is checked against the 'sha256' pinned in
+    models.toml. Without MODEL or --pair: every model that models.lock records, and every pinned model whose
+    file is on this machine.
 
     \b
     Examples:
@@ -144,10 +155,12 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
     if model_ids or pairs:
         specs = select_models(config, pairs, model_ids)
     else:
-        specs = [spec for mid, spec in config.models.items() if mid in entries]
+        specs = [spec for mid, spec in config.models.items()
+                 if mid in entries or (spec.sha256 and resolve(spec).path is not None)]
         if not specs:
-            raise UserError(f"{lock_path(config)}: no locked models to verify; run 'medbench-local models pull' "
-                            "first (or import a bundle)")
+            raise UserError(f"{lock_path(config)}: no locked models to verify, and no model pinned with 'sha256' "
+                            "in models.toml is on this machine; run 'medbench-local models pull' first (or "
+                            "import a bundle)")
     failures: list[str] = []
     for spec in specs:
         problem = _verify_one(spec, entries.get(spec.id), config.path.parent, cached)
@@ -156,25 +169,29 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
             stdout.print(f"[red]✗[/red] {spec.id}: {problem}", soft_wrap=True)
     ok = len(specs) - len(failures)
     how = "hash cache" if cached else "full re-hash"
+    against = "models.lock" if all(spec.id in entries for spec in specs) else "models.lock or their sha256 pins"
     if failures:
-        stdout.print(f"[red]{len(failures)} of {len(specs)} models do not match models.lock[/red] ({how}): "
+        stdout.print(f"[red]{len(failures)} of {len(specs)} models do not match {against}[/red] ({how}): "
                      f"{', '.join(failures)}")
         ctx.exit(1)
-    stdout.print(f"[green]All {ok} models match models.lock[/green] ({how}).")
+    stdout.print(f"[green]All {ok} models match {against}[/green] ({how}).")
 
 
 def _verify_one(spec: ModelSpec, entry: LockEntry | None, config_dir: Path, cached: bool) -> str | None:
-    if entry is None:
-        return "not in models.lock; run 'medbench-local models pull " + spec.id + "'"
-    stale = stale_reason(entry, spec, config_dir)
+    if entry is None and not spec.sha256:
+        return ("nothing to verify against: not in models.lock and no 'sha256' pin in models.toml; run "
+                f"'medbench-local models pull {spec.id}'")
+    stale = stale_reason(entry, spec, config_dir) if entry is not None else None
     if stale:
         return f"{stale}; run 'medbench-local models pull {spec.id}'"
+    expected = entry["sha256"] if entry is not None else spec.sha256
+    reference = "models.lock" if entry is not None else "the sha256 pinned in models.toml"
     try:
         path = require(spec)
     except UserError as exc:
         return str(exc)
     size = path.stat().st_size
-    if size != entry["size"]:
+    if entry is not None and size != entry["size"]:
         return (f"{path} has {size:,} bytes but models.lock says {entry['size']:,}: the file is truncated or was "
                 "replaced; pull it again (or re-import the bundle)")
     if cached:
@@ -185,11 +202,11 @@ def _verify_one(spec: ModelSpec, entry: LockEntry | None, config_dir: Path, cach
                       disable=not stderr.is_terminal) as progress:
             bar = progress.add_task("hash", total=size)
             digest = hash_file(path, lambda n: progress.update(bar, advance=n))
-    if digest != entry["sha256"]:
-        return (f"SHA-256 mismatch: {path} has {digest}, models.lock has {entry['sha256']}: the file is corrupted "
+    if digest != expected:
+        return (f"SHA-256 mismatch: {path} has {digest}, {reference} has {expected}: the file is corrupted "
                 "or was replaced; pull it again (or re-import the bundle)")
     if spec.sha256 and digest != spec.sha256:
         return f"SHA-256 {digest} matches models.lock but not the sha256 pinned in models.toml ({spec.sha256})"
-    stdout.print(f"[green]✓[/green] {spec.id}: sha256 {digest[:16]}… matches models.lock ({_size(size)})",
+    stdout.print(f"[green]✓[/green] {spec.id}: sha256 {digest[:16]}… matches {reference} ({_size(size)})",
                  soft_wrap=True)
     return None

@@ -8,10 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import Config
 from ..errors import StoreError, UserError
+from ..paths import default_data
 from ..runner import (ModelRole, RunOptions, Shard, check_model_history, execute, load_tasks, locate_models,
                       parse_shard)
 from ..store import close_database, open_database, writer
@@ -87,15 +89,22 @@ def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, .
 
 
 def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path]]:
-    """Each task's data path: from --data, else the bundled sample bench_data/<task>."""
+    """Each task's data path: from --data, else ./bench_data/<task>, else the sample shipped with medbench-local
+    (paths.default_data; absolute, so the run records where its items came from)."""
     explicit = match_data(task_ids, data)
     result = []
     for task_id in task_ids:
-        path = explicit.get(task_id, Path("bench_data") / task_id)
-        if task_id not in explicit and not path.exists():
-            raise UserError(f"task '{task_id}': no --data given and the bundled sample {path} is not here "
-                            "(run from the repository root or pass --data)")
-        result.append((task_id, path))
+        if task_id in explicit:
+            result.append((task_id, explicit[task_id]))
+            continue
+        get_task(task_id)  # an unknown task is named as such, not as a missing sample
+        found = default_data(task_id)
+        if found is None:
+            raise UserError(f"task '{task_id}': no --data given and no sample for it (./bench_data/{task_id} "
+                            "is not here and none ships with medbench-local); pass --data")
+        stderr.print(f"[dim]{task_id}: no --data given, using the {found.origin}: {escape(str(found.path))}[/dim]",
+                     soft_wrap=True)
+        result.append((task_id, found.path))
     return result
 
 
@@ -105,7 +114,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--task", "task_ids", multiple=True, required=True, metavar="TASK",
               help="Task id, see 'medbench-local tasks list' (repeatable).")
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
-              help="Dataset file or folder. Default: bench_data/<task>. With several tasks use TASK=PATH.")
+              help="Dataset file or folder. Default: ./bench_data/<task>, else the sample shipped with "
+                   "medbench-local. With several tasks use TASK=PATH.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
               show_default=True, help="SQLite results database (created if missing).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N items of each task (smoke tests).")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+from rich.markup import escape
 
+from ..paths import default_data
 from ..tasks import get_task, task_ids
 from .common import stdout
 
@@ -17,7 +17,7 @@ def tasks_group() -> None:
 
 @tasks_group.command("list")
 def list_tasks() -> None:
-    """List task ids with their metrics, token budget and input format.
+    """List task ids with their metrics, token budget, input format and the sample 'run' uses without --data.
 
     \b
     Example:
@@ -25,9 +25,10 @@ def list_tasks() -> None:
     """
     for task_id in task_ids():
         task = get_task(task_id)
-        sample = Path("bench_data") / task_id
+        sample = default_data(task_id)
         stdout.print(f"[bold]{task.id}[/bold]  {task.title}")
         stdout.print(f"  {task.description}", soft_wrap=True)
         stdout.print(f"  metrics: {', '.join(task.metric_names)} · max new tokens: {task.max_tokens}")
         stdout.print(f"  data:    {task.data_format}", soft_wrap=True)
-        stdout.print(f"  sample:  {sample if sample.exists() else '(none here; run from the repository root)'}\n")
+        stdout.print(f"  sample:  {escape(str(sample.path)) if sample else '(none)'}"
+                     + (f"  [dim]({sample.origin})[/dim]" if sample else "") + "\n", soft_wrap=True)

@@ -50,8 +50,10 @@ LockEntry = dict[str, Any]
 
 
 def lock_path(config: Config) -> Path:
-    """models.lock lives beside models.toml."""
-    return config.path.parent / LOCK_NAME
+    """models.lock lives beside models.toml (the shipped demo config's lock: in the user config folder)."""
+    from ..paths import lock_beside
+
+    return lock_beside(config.path)
 
 
 def read_lock(path: Path) -> dict[str, LockEntry]:

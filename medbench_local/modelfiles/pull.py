@@ -50,6 +50,58 @@ def hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+def check_hub_reachable(timeout: float = 5.0) -> None:
+    """Raise UserError (one line) unless a TCP connection to the Hub endpoint (or the proxy for it) opens.
+
+    Why before any download: without a network, huggingface-hub's own failure comes after name lookups, retries
+    and log lines per file; one quick probe turns that into one line that says what to do. The name lookup runs
+    in a daemon thread because getaddrinfo has no timeout of its own."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    endpoint = str(constants.ENDPOINT)
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = None if urllib.request.proxy_bypass(host) else urllib.request.getproxies().get(parts.scheme)
+    if proxy:
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout * 2)
+    if outcome and outcome[0] is None:
+        return
+    error = outcome[0] if outcome else None
+    if error is None:
+        reason = f"no answer within {timeout * 2:.0f} s"
+    elif isinstance(error, socket.gaierror):
+        reason = f"cannot look up {host}"
+    elif isinstance(error, ConnectionRefusedError):
+        reason = f"connection to {host}:{port} refused"
+    elif isinstance(error, (TimeoutError, socket.timeout)):
+        reason = f"no answer from {host}:{port} within {timeout:.0f} s"
+    else:
+        reason = f"{host}:{port}: {getattr(error, 'strerror', None) or error}"
+    via = f" via the proxy {proxy}" if proxy else ""
+    raise UserError(f"cannot reach the Hugging Face Hub at {endpoint}{via} ({reason}); nothing was downloaded or "
+                    "locked. On a machine without network, set HF_HUB_OFFLINE=1 to lock the files already in the "
+                    "Hugging Face cache, or pull on a connected machine and carry the files with "
+                    "'medbench-local bundle export'")
+
+
 def pull_model(spec: ModelSpec, config_dir: Path, previous: LockEntry | None, *, update: bool = False,
                hasher: Callable[[Path], str] = cached_sha256) -> Pulled:
     """Fetch (hub) or locate (package, path) ``spec``'s file, hash it and return its lock entry.

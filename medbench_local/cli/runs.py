@@ -1,0 +1,117 @@
+"""``medbench-local runs``: the history of ``run`` invocations in a results database, newest first."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..store.history import RunEntry, recent_runs
+from ..store.readonly import open_read_only
+from ..tasks.base import OUTCOMES
+from .common import db_option, stdout
+
+_STATUS_STYLE = {"completed": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
+
+
+def command_line(command: list[str] | str) -> str:
+    """The recorded argv as a shell line, with the program shown as 'medbench-local' however it was started."""
+    if isinstance(command, str):
+        return command
+    if not command:
+        return "(not recorded)"
+    return shlex.join(["medbench-local", *command[1:]])
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "no end recorded (still running, or the process was killed)"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def when_text(timestamp: str) -> str:
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def as_json(run: RunEntry) -> dict[str, Any]:
+    """One run with stable keys (the --json contract)."""
+    return {
+        "id": run.id, "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
+        "duration_seconds": run.duration_seconds, "command": run.command, "medbench_version": run.medbench_version,
+        "config": run.settings.get("config"), "config_origin": run.settings.get("config_origin"),
+        "models": [{"id": m.get("id"), "role": m.get("role")} for m in run.models],
+        "tasks": [{"task": t.get("task"), "data": t.get("data"), "items": t.get("items")} for t in run.tasks],
+        "planned": run.planned, "generated": run.generated,
+        "outcomes": {name: run.outcomes.get(name, 0) for name in OUTCOMES},
+    }
+
+
+def _print(run: RunEntry) -> None:
+    style = _STATUS_STYLE.get(run.status, "white")
+    stdout.print(f"[bold]run {run.id[:12]}[/bold]  {when_text(run.started_at)}  [{style}]{run.status}[/{style}]"
+                 f" · {duration_text(run.duration_seconds)}", soft_wrap=True)
+    stdout.print(f"  command: {command_line(run.command)}", soft_wrap=True, markup=False)
+    models = ", ".join(f"{m.get('id')} ({m.get('role')})" for m in run.models) or "(not recorded)"
+    stdout.print(f"  models:  {models}", soft_wrap=True, markup=False)
+    tasks = ", ".join(f"{t.get('task')} ({plural(int(t.get('items') or 0), 'item')}: {t.get('data')})"
+                      for t in run.tasks) or "(not recorded)"
+    stdout.print(f"  tasks:   {tasks}", soft_wrap=True, markup=False)
+    counts = ", ".join(f"{name} {run.outcomes[name]}" for name in OUTCOMES if run.outcomes.get(name))
+    planned = f" of {run.planned} planned" if run.planned is not None else ""
+    stdout.print(f"  items:   {run.generated} generated in this run{planned}" + (f" ({counts})" if counts else ""),
+                 soft_wrap=True)
+    stdout.print()
+
+
+@click.command("runs")
+@db_option
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Show the N most recent runs (0: all of them).")
+@click.option("--json", "as_json_output", is_flag=True,
+              help="Print a JSON list instead (keys: id, started_at, finished_at, status, duration_seconds, "
+                   "command, medbench_version, config, config_origin, models, tasks, planned, generated, "
+                   "outcomes).")
+def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
+    """List the runs stored in a results database, newest first.
+
+    For each run: when it started, its status (completed, interrupted, failed, or running: no end recorded,
+    which also means the process was killed), how long it took, the command line, the models and tasks with
+    their data, and how many items it generated, by outcome (items already done by an earlier run are
+    counted in 'planned', not 'generated'). The database is opened read-only, so this works while a run is
+    writing to it.
+
+    \b
+    Examples:
+      medbench-local runs --db study.db
+      medbench-local runs --db study.db --limit 1 --json
+    """
+    db = open_read_only(db_path)
+    try:
+        runs = recent_runs(db, limit or None)
+    finally:
+        db.conn.close()
+    if as_json_output:
+        click.echo(json.dumps([as_json(run) for run in runs], indent=2, ensure_ascii=False))
+        return
+    if not runs:
+        stdout.print(f"No runs in {db_path} yet.")
+        return
+    for run in runs:
+        _print(run)

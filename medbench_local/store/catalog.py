@@ -1,0 +1,228 @@
+"""What every table, view and column of a results database means, and the questions readers ask most, as SQL.
+
+Why here: this is the schema's documentation, kept beside the schema so that a new column without an
+explanation fails a test (tests/test_view.py checks every column of a real database against ``TABLES``). It
+feeds Datasette's metadata (``medbench-local view``: descriptions under each table and column, and canned
+queries in the database's menu), and anyone can export it with ``view --metadata-out``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..tasks.base import OUTCOMES
+from .views import VIEW_METRICS
+
+_METRICS: dict[str, str] = {
+    "accuracy": "1 when the extracted answer equals the gold answer, else 0 (unparseable, truncated, error: 0)",
+    "rouge1": "ROUGE-1 F1 (unigram overlap with the reference), 0-1",
+    "rouge2": "ROUGE-2 F1 (bigram overlap with the reference), 0-1",
+    "rougeL": "ROUGE-L F1 (longest common subsequence with the reference), 0-1",
+    "em_precision": "ICD-10 codes: exact-match precision",
+    "em_recall": "ICD-10 codes: exact-match recall",
+    "em_f1": "ICD-10 codes: exact-match F1",
+    "ap_precision": "ICD-10 codes: precision on the first 3 characters (approximate match)",
+    "ap_recall": "ICD-10 codes: recall on the first 3 characters (approximate match)",
+    "ap_f1": "ICD-10 codes: F1 on the first 3 characters (approximate match)",
+    "valid_ratio": "ICD-10 codes: share of predicted codes that exist in the ICD-10-CM table",
+    "task1": "LongHealth Task 1 accuracy (the patient's own documents); only on Task 1 items",
+    "task2": "LongHealth Task 2 accuracy (with other patients' documents); only on Task 2 items",
+    "task3": "LongHealth Task 3 accuracy (answer documents removed: abstaining is correct); only on Task 3 "
+             "items",
+    "task3_hallucinated": "LongHealth Task 3: 1 when the model picked an answer although its documents were "
+                          "removed (the hallucination probe)",
+    "task2_abstained": "LongHealth Task 2: 1 when the model abstained although the answer documents were there",
+    "bertscore_precision": "BERTScore precision (added by 'rescore --metric bertscore')",
+    "bertscore_recall": "BERTScore recall (added by 'rescore --metric bertscore')",
+    "bertscore_f1": "BERTScore F1 (added by 'rescore --metric bertscore')",
+    "umls_precision": "UMLS concept precision (added by 'rescore --metric umls')",
+    "umls_recall": "UMLS concept recall (added by 'rescore --metric umls')",
+    "umls_f1": "UMLS concept F1 (added by 'rescore --metric umls')",
+}
+
+_OUTCOME = ("correct, wrong (an answer was read), scored (free text with metrics), unparseable (no answer could be "
+            "read), truncated (the token budget ran out first) or error (generation failed)")
+
+
+def _item_results_columns() -> dict[str, str]:
+    columns = {
+        "generation_id": "generations.id of this answer (also scores.generation_id)",
+        "run_id": "The run (runs.id) that generated this answer",
+        "evaluation": "evaluations.key: model × task × settings × data",
+        "latest": "1 for the evaluation 'compare' uses: the most recently active one of this model on this task",
+        "pairs": "The pairs (pairs.name) this model belongs to, comma-separated",
+        "role": "biomedical or general, as the model was run",
+        "model_id": "Model id from models.toml",
+        "model_sha256": "SHA-256 of the GGUF file (models.sha256)",
+        "task": "Task id",
+        "item_id": "The item's id in the dataset",
+        "item": "items.key: SHA-256 of task, item id and item content",
+        "outcome": _OUTCOME,
+        "extracted": "The answer read from the output (a letter, label, summary or codes)",
+        "gold": "The gold answer",
+        "method": "How the answer was read (extraction rule)",
+    }
+    columns.update({m: f"Metric: {_METRICS[m]}" for m in VIEW_METRICS})
+    columns.update({
+        "metrics": "All metric values of this item as JSON (also metrics not known to this version)",
+        "output": "The model's raw output",
+        "prompt_tokens": "Tokens of the rendered prompt (after truncation)",
+        "truncated_tokens": "Tokens dropped from the start of a prompt beyond the context",
+        "completion_tokens": "Tokens generated",
+        "finish_reason": "stop (stop string or end of text), length (token budget) or error",
+        "seconds": "Wall time of the generation",
+        "prompt_ms": "llama.cpp prompt processing time, ms",
+        "generation_ms": "llama.cpp token generation time, ms",
+        "error": "The error message when generation failed",
+        "created_at": "When the answer was stored (UTC)",
+    })
+    return columns
+
+
+def _paired_items_columns() -> dict[str, str]:
+    columns = {
+        "pair": "pairs.name",
+        "task": "Task id",
+        "item_id": "The item's id in the dataset",
+        "item": "items.key (the same item for both models)",
+        "disagree": "1 when any metric column differs between the two models on this item",
+        "gold": "The gold answer",
+    }
+    for side in ("biomedical", "general"):
+        columns.update({
+            f"{side}_model_id": f"The pair's {side} model",
+            f"{side}_evaluation": f"The {side} model's latest evaluation on this task (evaluations.key)",
+            f"{side}_outcome": f"The {side} model's outcome: {_OUTCOME}",
+            f"{side}_extracted": f"The answer read from the {side} model's output",
+            f"{side}_output": f"The {side} model's raw output",
+            f"{side}_completion_tokens": f"Tokens the {side} model generated",
+            f"{side}_seconds": f"Wall time of the {side} model's generation",
+        })
+        columns.update({f"{side}_{m}": f"{side.capitalize()} model's metric: {_METRICS[m]}" for m in VIEW_METRICS})
+    return columns
+
+
+# table or view -> (description, {column: description})
+TABLES: dict[str, tuple[str, dict[str, str]]] = {
+    "runs": ("One row per invocation of 'run': command line, status, versions, settings", {
+        "id": "Run id", "started_at": "Start time (UTC)", "finished_at": "End time (UTC); empty while running or "
+        "when the process was killed", "status": "running, completed, interrupted or failed",
+        "command": "The command line (JSON list)", "medbench_version": "medbench-local version",
+        "python_version": "Python version", "platform": "Operating system and machine",
+        "llama_cpp_version": "llama-cpp-python version", "llama_system_info": "llama.cpp's system info: "
+        "compiled backends and CPU features", "gpu_offload_supported": "1 when this llama.cpp build can offload "
+        "to a GPU", "git_revision": "medbench-local source revision, when run from a git checkout",
+        "packages": "Versions of the packages that affect results (JSON)",
+        "settings": "Config file and how it was found, seed, threads, batch size, limit, models and tasks with "
+        "data paths and SHA-256 (JSON)"}),
+    "models": ("One row per GGUF file, by content", {
+        "sha256": "SHA-256 of the GGUF file: the model's identity", "file_name": "File name",
+        "size_bytes": "File size in bytes", "path": "Where the file was last read from",
+        "quantization": "Quantization type from the GGUF header (e.g. Q4_K_M)",
+        "architecture": "Architecture from the GGUF header (e.g. llama)",
+        "metadata": "GGUF header summary (JSON)", "chat_template": "The chat template used (GGUF's own or "
+        "models.toml's override)", "chat_template_sha256": "SHA-256 of the chat template",
+        "first_seen": "When this file was first used (UTC)"}),
+    "pairs": ("A biomedical model and its general-purpose counterpart", {
+        "name": "Pair name from models.toml", "biomedical": "Biomedical model id", "general": "General model id",
+        "description": "Description from models.toml"}),
+    "evaluations": ("One row per model × task × output-relevant settings × data: results never mix across rows", {
+        "key": "SHA-256 of model file, chat template, llama.cpp version, engine settings, task settings, prompt, "
+        "few-shot examples and data", "model_id": "Model id from models.toml", "model_sha256": "models.sha256",
+        "role": "biomedical or general", "task": "Task id", "prompt_mode": "chat (the model's chat template) or "
+        "base (plain text)", "prompt_sha256": "SHA-256 of the prompt template",
+        "settings": "Engine, task and load settings (JSON)", "created_at": "When the evaluation was first "
+        "created (UTC)", "run_id": "The run that created it"}),
+    "items": ("One row per task item (shared by all models)", {
+        "key": "SHA-256 of task, item id and content", "task": "Task id", "item_id": "The item's id in the "
+        "dataset", "content_sha256": "SHA-256 of the item's content", "source": "Data file and line",
+        "payload": "The item itself (JSON), or only its hash with 'run --no-store-inputs'"}),
+    "generations": ("One row per model answer to an item: the exact prompt and output", {
+        "id": "Generation id", "evaluation": "evaluations.key", "item": "items.key", "run_id": "The run that "
+        "generated it", "prompt": "The exact rendered prompt (or its SHA-256 with --no-store-inputs)",
+        "prompt_tokens": "Tokens of the prompt (after truncation)", "truncated_tokens": "Tokens dropped from the "
+        "start of a prompt beyond the context", "output": "Raw output", "completion_tokens": "Tokens generated",
+        "finish_reason": "stop, length or error", "seconds": "Wall time", "prompt_ms": "llama.cpp prompt "
+        "processing time, ms", "generation_ms": "llama.cpp token generation time, ms", "error": "Error message "
+        "when generation failed", "created_at": "When it was stored (UTC)"}),
+    "scores": ("One row per generation: the verdict", {
+        "generation_id": "generations.id", "evaluation": "evaluations.key", "item": "items.key",
+        "outcome": _OUTCOME, "extracted": "The answer read from the output", "gold": "The gold answer",
+        "method": "How the answer was read (extraction rule)", "detail": "Extraction detail or error message",
+        "metrics": "Metric values (JSON); one column each in the item_results view"}),
+    "metric_runs": ("Which weights and library versions computed an optional metric (BERTScore, UMLS-F1)", {
+        "evaluation": "evaluations.key", "metric": "bertscore or umls", "identity": "Weights SHA-256, layer and "
+        "versions (JSON)", "items": "Items scored", "created_at": "When (UTC)"}),
+    "_migrations": ("Schema migrations applied to this database, in order", {
+        "name": "Migration name", "applied_at": "When it was applied (UTC)"}),
+    "item_results": ("View: one row per evaluation × item with everything joined; filter latest = 1 for what "
+                     "'compare' uses", _item_results_columns()),
+    "paired_items": ("View: one row per pair × item both models answered (latest evaluations), side by side",
+                     _paired_items_columns()),
+}
+
+_OUTCOME_COUNTS = ",\n       ".join(f"sum(outcome = '{name}') as {name}" for name in OUTCOMES)
+
+# name -> (title, description, SQL). Named parameters (:pair, :task) may be left empty for "all".
+CANNED_QUERIES: dict[str, tuple[str, str, str]] = {
+    "scores_per_evaluation": (
+        "Scores per evaluation",
+        "Mean of every metric per evaluation (model × task × settings), over all its items; errors count as 0. "
+        "'compare' adds confidence intervals and paired tests (and the --reference-quirks weighting).",
+        """select model_id, role, task, latest, evaluation, j.key as metric, count(*) as n, avg(j.value) as mean
+from item_results, json_each(item_results.metrics) as j
+group by evaluation, j.key
+order by task, model_id, latest desc, evaluation, metric"""),
+    "pair_disagreements": (
+        "Items a pair disagrees on",
+        "Both models' answers side by side where any metric differs (latest evaluations). Leave pair and task "
+        "empty for all.",
+        """select pair, task, item_id, biomedical_model_id, biomedical_outcome, biomedical_extracted,
+       general_model_id, general_outcome, general_extracted, gold, biomedical_output, general_output
+from paired_items
+where disagree = 1 and (:pair = '' or pair = :pair) and (:task = '' or task = :task)
+order by pair, task, item_id"""),
+    "outcomes_per_model_task": (
+        "Outcomes per model and task",
+        "How each model's answers ended, per task (the latest evaluation of each model on each task).",
+        f"""select model_id, task, count(*) as n,
+       {_OUTCOME_COUNTS}
+from item_results
+where latest = 1
+group by model_id, task
+order by task, model_id"""),
+    "slowest_items": (
+        "Slowest items",
+        "The 100 generations that took longest, with their token counts and llama.cpp timings.",
+        """select model_id, task, item_id, seconds, prompt_tokens, truncated_tokens, completion_tokens,
+       prompt_ms, generation_ms, outcome, run_id
+from item_results
+where seconds is not null
+order by seconds desc
+limit 100"""),
+    "unanswered_items": (
+        "Truncated, unparseable and failed items",
+        "Items whose answer could not be used (latest evaluations): truncated by the token budget, unparseable, "
+        "or a generation error. These count against the model.",
+        """select model_id, task, item_id, outcome, finish_reason, completion_tokens, truncated_tokens, extracted,
+       gold, error, output
+from item_results
+where latest = 1 and outcome in ('truncated', 'unparseable', 'error')
+order by task, model_id, outcome, item_id"""),
+}
+
+
+def datasette_metadata(database: str, title: str) -> dict[str, Any]:
+    """Datasette 0.x metadata for one results database named ``database`` (Datasette's name: the file stem)."""
+    return {
+        "title": title,
+        "description": "Results written by medbench-local: every prompt, output and score. Start with the "
+                       "queries below, or the item_results and paired_items views.",
+        "databases": {database: {
+            "tables": {name: {"description": description, "columns": dict(columns),
+                              **({"facets": ["model_id", "task", "outcome"]} if name == "item_results" else {})}
+                       for name, (description, columns) in TABLES.items()},
+            "queries": {name: {"title": title_, "description": text, "sql": sql}
+                        for name, (title_, text, sql) in CANNED_QUERIES.items()},
+        }},
+    }

@@ -1,0 +1,86 @@
+"""The run history (``medbench-local runs``): what each invocation of ``run`` did, newest first.
+
+Counts come from the per-item rows (``generations.run_id``), not from anything the run wrote about itself at
+the end, so a run that was killed still shows exactly what it stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlite_utils
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    id: str
+    started_at: str
+    finished_at: str | None
+    status: str
+    command: list[str] | str
+    medbench_version: str | None
+    settings: dict[str, Any]
+    generated: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time from start to the recorded end; None while no end is recorded (running, or killed)."""
+        if not self.finished_at:
+            return None
+        try:
+            return (datetime.fromisoformat(self.finished_at) - datetime.fromisoformat(self.started_at)).total_seconds()
+        except ValueError:
+            return None
+
+    @property
+    def models(self) -> list[dict[str, Any]]:
+        return [m for m in self.settings.get("models") or [] if isinstance(m, dict)]
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        return [t for t in self.settings.get("tasks") or [] if isinstance(t, dict)]
+
+    @property
+    def planned(self) -> int | None:
+        """Items the run set out to do: every model on every item of every task (those already done included)."""
+        counts = [t.get("items") for t in self.tasks]
+        if not self.models or not counts or not all(isinstance(c, int) for c in counts):
+            return None
+        return len(self.models) * sum(counts)  # type: ignore[arg-type]
+
+
+def _json(text: str | None, default: Any) -> Any:
+    try:
+        return json.loads(text) if text else default
+    except ValueError:
+        return text if text else default
+
+
+def _settings(text: str | None) -> dict[str, Any]:
+    value = _json(text, {})
+    return value if isinstance(value, dict) else {}
+
+
+def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[RunEntry]:
+    """Runs newest first (all when ``limit`` is None), with what each one generated, by outcome."""
+    rows = db.conn.execute(
+        "select id, started_at, finished_at, status, command, medbench_version, settings from runs "
+        "order by started_at desc, rowid desc" + (" limit ?" if limit else ""),
+        (limit,) if limit else ()).fetchall()
+    outcomes: dict[str, dict[str, int]] = {}
+    ids = [row[0] for row in rows]
+    for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" for _ in chunk)
+        for run_id, outcome, count in db.conn.execute(
+                f"select g.run_id, s.outcome, count(*) from generations g join scores s on s.generation_id = g.id "
+                f"where g.run_id in ({marks}) group by g.run_id, s.outcome", chunk):
+            outcomes.setdefault(run_id, {})[outcome] = count
+    return [RunEntry(id=row[0], started_at=row[1], finished_at=row[2], status=row[3],
+                     command=_json(row[4], []), medbench_version=row[5], settings=_settings(row[6]),
+                     generated=sum(outcomes.get(row[0], {}).values()), outcomes=outcomes.get(row[0], {}))
+            for row in rows]
