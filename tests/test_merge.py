@@ -292,11 +292,14 @@ def test_a_table_without_a_merge_rule_is_refused_rather_than_dropped(tmp_path: P
     assert digest(out) == before
 
 
-def test_an_input_from_an_older_version_is_read_through_an_upgraded_copy(tmp_path: Path) -> None:
-    old = build(tmp_path / "old.db", ALL[:6], run_id="old")
-    with editing(old) as conn:  # as written before m002 (and anything newer) existed
-        conn.execute("drop table metric_runs")
-        conn.execute("delete from _migrations where name != 'm001_initial'")
+def test_an_input_from_an_older_version_is_read_through_an_upgraded_copy(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from medbench_local.store import migrations
+
+    with monkeypatch.context() as patch:  # written by a version that knew only the first migration
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+        old = build(tmp_path / "old.db", ALL[:6], run_id="old")
+    assert rows(old, "select name from _migrations") == [("m001_initial",)]
     before = digest(old)
     out = tmp_path / "out.db"
     report = merge_databases(out, [old, build(tmp_path / "new.db", ALL[6:], run_id="new")])

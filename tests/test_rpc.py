@@ -114,7 +114,7 @@ def test_run_refuses_rpc_servers_on_a_build_without_rpc_before_the_database(tmp_
     config = config_with(tmp_path, 'rpc_servers = ["node01:50052"]', SMOLLM)
     db = tmp_path / "r.db"
     result = invoke("run", "--config", str(config), "--model", "m", "--task", "jama", "--limit", "1",
-                    "--db", str(db), expect=1)
+                    "--data", str(REPO / "bench_data" / "jama"), "--db", str(db), expect=1)
     assert result.output.count("\n") == 1 and "model 'm' sets rpc_servers (node01:50052)" in result.output
     assert "-DGGML_RPC=on" in result.output and not db.exists()
 

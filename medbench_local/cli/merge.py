@@ -20,9 +20,8 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     one, their items united; runs are kept with their provenance. An item that two databases hold with a
     different output or score is a conflict: the merge is refused, the item named, and nothing is written
     (an item stored as 'error' is no result: a copy that has the result replaces it).
-    Merging the same databases again changes nothing. The inputs are only read (one written by an older
-    medbench-local is upgraded in a temporary copy); a database from a newer version is refused. OUT ends
-    owner-only (0600).
+    Merging the same databases again changes nothing. The inputs are only read (an older version's database
+    is upgraded in a temporary copy); a database from a newer version is refused. OUT ends owner-only (0600).
 
     \b
     Examples:
