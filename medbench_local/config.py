@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,7 @@ class ModelSpec:
     stop: tuple[str, ...] = ()
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    rpc_servers: tuple[str, ...] = ()  # llama.cpp rpc-server endpoints the layers are spread over
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Config:
 KV_CACHE_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 _MODEL_KEYS = {
     "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers", "main_gpu",
-    "tensor_split", "flash_attn", "cache_type_k", "cache_type_v",
+    "tensor_split", "flash_attn", "cache_type_k", "cache_type_v", "rpc_servers",
     "chat_template", "prompt_mode", "stop", "description", "licence", "upstream", "note",
 }
 _INFO_KEYS = ("licence", "upstream", "note")
@@ -272,6 +274,7 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
             raise fail(key, f"expected one of {', '.join(KV_CACHE_TYPES)}, got {value!r}")
         cache_types[key] = value.lower() if value else None
     main_gpu = get_int("main_gpu", 0)
+    rpc_servers = _parse_rpc_servers(body, fail)
     return ModelSpec(
         id=mid,
         role=role,  # type: ignore[arg-type]
@@ -288,7 +291,33 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
         stop=tuple(stop),
         description=get_str("description") or "",
         extra={k: str(body[k]) for k in _INFO_KEYS if k in body},
+        rpc_servers=rpc_servers,
     )
+
+
+def _parse_rpc_servers(body: dict[str, Any], fail: Callable[[str | None, str], ConfigError]) -> tuple[str, ...]:
+    """``rpc_servers = ["host:port", ...]``: llama.cpp rpc-server endpoints (docs/scale-out.md).
+
+    Why checked here: a typo in an endpoint would otherwise surface as a network error deep inside llama.cpp
+    after the run started; and with ``n_gpu_layers = 0`` no layer would ever go to the servers."""
+    from .engine.rpc import rpc_server_problem
+
+    value = body.get("rpc_servers")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise fail("rpc_servers", f"expected a non-empty list of 'host:port' strings, got {value!r}")
+    for entry in value:
+        problem = rpc_server_problem(entry)
+        if problem:
+            raise fail("rpc_servers", problem)
+    if len(set(value)) != len(value):
+        duplicate = next(v for v in value if value.count(v) > 1)
+        raise fail("rpc_servers", f"{duplicate!r} is listed twice")
+    if body.get("n_gpu_layers") == 0:
+        raise fail("rpc_servers", "with n_gpu_layers = 0 no layer goes to the RPC servers; remove n_gpu_layers "
+                                  "(all layers) or set how many to offload")
+    return tuple(value)
 
 
 def _parse_pair(name: str, body: Any, models: dict[str, ModelSpec], path: Path, loc: _Locator) -> PairSpec:

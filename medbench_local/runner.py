@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import math
 import platform
+import re
 import signal
 import sqlite3
 import subprocess
@@ -29,9 +30,10 @@ import sqlite_utils
 
 from . import __version__
 from .config import Config, ModelSpec
-from .errors import ModelFileError
+from .errors import ModelFileError, UserError
 from .engine.base import Engine, GenerateRequest
 from .engine.llama import LlamaEngine, require_gpu_build
+from .engine.rpc import check_rpc_plan, require_rpc_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
 from .modelfiles.hashing import cached_sha256, sha256_file
@@ -75,6 +77,7 @@ class RunOptions:
     retry_errors: bool = False
     store_inputs: bool = True
     allow_cpu: bool = False
+    shard: Shard | None = None
     command: list[str] = field(default_factory=list)
 
 
@@ -127,15 +130,17 @@ LIMIT_MODES = ("random", "first")
 
 
 def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | float | None, *, limit_mode: str = "random",
-               seed: int = 1234) -> list[LoadedTask]:
+               seed: int = 1234, shard: Shard | None = None) -> list[LoadedTask]:
     """Parse every task's data (absolute, resolved paths: items record "<abs path>:<line>" as their source),
-    fingerprint it, and apply ``--limit`` (see ``sample_items``)."""
+    fingerprint it, keep this ``--shard``'s items, then apply ``--limit`` within the shard
+    (see ``sample_items``)."""
     loaded = []
     for task, given in task_paths:
         path = Path(given).expanduser().resolve()
         data = task.load(path)
         fingerprint = data_fingerprint(path)
-        items = sample_items(data.items, limit, limit_mode, seed=seed, task_id=task.id, data_sha256=fingerprint)
+        items = shard_items(data.items, shard, task.id) if shard is not None else data.items
+        items = sample_items(items, limit, limit_mode, seed=seed, task_id=task.id, data_sha256=fingerprint)
         legacy = legacy_data_fingerprint(path, fingerprint) if path.is_file() else fingerprint
         loaded.append(LoadedTask(task, path, replace(data, items=items), fingerprint, legacy, len(data.items)))
     return loaded
@@ -172,6 +177,50 @@ def sample_items(items: list[Item], limit: int | float | None, mode: str, *, see
     rank = sorted(range(len(items)), key=lambda i: sha256_text(f"{seed}\0{task_id}\0{data_sha256}\0{items[i].id}"))
     chosen = set(rank[:count])
     return [item for i, item in enumerate(items) if i in chosen]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """``run --shard K/N``: this process evaluates shard ``index`` (1-based) of ``count``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+_SHARD = re.compile(r"^\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*$")
+
+
+def parse_shard(text: str) -> Shard:
+    """``K/N`` with 1 <= K <= N, else one line saying what is expected (and how to feed a 0-based Slurm array).
+
+    Why 1-based only: Slurm arrays start wherever ``--array`` says (often 0), and a silent off-by-one would
+    skip one shard and evaluate another twice; accepting exactly one convention makes the mistake loud.
+    """
+    match = _SHARD.match(text)
+    if match is None or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise UserError(f"--shard: expected K/N with 1 <= K <= N (e.g. 2/8), got {text!r}; for a Slurm array "
+                        "numbered from 0 use --shard $((SLURM_ARRAY_TASK_ID+1))/N, N the full array size")
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def shard_of(task_id: str, item_id: str, count: int) -> int:
+    """The shard (1..count) of an item: the first 8 bytes of SHA-256("<task>\\0<item id>") as a big-endian
+    number, mod count, + 1.
+
+    Why a hash of the task and item id only: an item's shard never depends on the other items, so shards stay
+    the same when a data file grows or is reordered, every machine computes the same split without talking to
+    the others, and the N shards together are exactly the data (each item in one shard).
+    """
+    digest = hashlib.sha256(f"{task_id}\0{item_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def shard_items(items: list[Item], shard: Shard, task_id: str) -> list[Item]:
+    """The items of ``shard``, in file order."""
+    return [item for item in items if shard_of(task_id, item.id, shard.count) == shard.index]
 
 
 def data_fingerprint(path: Path) -> str:
@@ -224,7 +273,9 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
                                  f"records {lock['sha256'][:12]}…; the file changed since it was locked (run "
                                  "'medbench-local models verify', or 'models pull --update' to accept it)")
         require_gpu_build(entry.spec, allow_cpu)
+        require_rpc_build(entry.spec.id, entry.spec.rpc_servers)
         paths[entry.spec.id] = path
+    check_rpc_plan((entry.spec.id, entry.spec.rpc_servers) for entry in models)
     return paths
 
 
@@ -254,9 +305,18 @@ def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any
     return sha256_text(canonical_json({"engine": engine_identity, "task": task_settings}))
 
 
+# Engine settings that say where the work runs, not what is computed: recorded, not part of the identity.
+PLACEMENT_ONLY = ("n_threads", "rpc_servers")
+
+
 def engine_identity(engine: Engine) -> dict[str, Any]:
-    """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings."""
-    settings = {k: v for k, v in engine.settings.items() if k != "n_threads"}  # threads do not change results
+    """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings.
+
+    Threads and the RPC servers' addresses do not change results (a replaced cluster node must not start a new
+    evaluation), but spreading layers over RPC servers can, like a GPU split: their number is part of it."""
+    settings = {k: v for k, v in engine.settings.items() if k not in PLACEMENT_ONLY}
+    if engine.settings.get("rpc_servers"):
+        settings["rpc_server_count"] = len(engine.settings["rpc_servers"])
     return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
             "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
 
@@ -280,6 +340,7 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
             "n_batch": options.n_batch, "limit": options.limit, "limit_mode": options.limit_mode,
             "limit_seed": options.seed if options.limit is not None else None,
             "store_inputs": options.store_inputs,
+            "shard": str(options.shard) if options.shard else None, "host": platform.node(),
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
                        "items": len(t.items), "items_in_data": t.items_total} for t in tasks],

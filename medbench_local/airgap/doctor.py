@@ -336,6 +336,7 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
                                   "beyond it")
     _check_memory(report, subject, spec, metadata, size, build, ram, gpus)
     _check_gpu(report, subject, spec, build)
+    _check_rpc(report, subject, spec, build)
     if load:
         _check_load(report, subject, spec, path)
 
@@ -371,6 +372,22 @@ def _check_gpu(report: Report, subject: str, spec: ModelSpec, build: dict[str, A
         report.add(FAIL, subject, f"models.toml asks for n_gpu_layers {spec.n_gpu_layers}, but this "
                                   "llama-cpp-python build has no GPU offload (it would run on the CPU); reinstall "
                                   "it with CUDA or Metal (docs/air-gapped.md) or set n_gpu_layers = 0")
+
+
+def _check_rpc(report: Report, subject: str, spec: ModelSpec, build: dict[str, Any] | None) -> None:
+    """RPC needs a llama.cpp built with -DGGML_RPC=on. The servers themselves are not contacted here (that
+    would be network access, which --offline proves absent): llama.cpp reaches them when the model loads."""
+    if build is None or not spec.rpc_servers:
+        return
+    from ..engine.rpc import REBUILD, rpc_supported
+
+    servers = ", ".join(spec.rpc_servers)
+    if rpc_supported():
+        report.add(OK, subject, f"rpc_servers {servers}: this llama.cpp build has the RPC backend (the servers are "
+                                "contacted when the model loads: 'doctor --load' or 'run')")
+    else:
+        report.add(FAIL, subject, f"rpc_servers {servers}: this llama-cpp-python build has no RPC backend; rebuild "
+                                  f"it with: {REBUILD}")
 
 
 def _check_load(report: Report, subject: str, spec: ModelSpec, path: Path) -> None:

@@ -184,7 +184,9 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
     """Compare one metric on the items both models have it for; None when there are none."""
     bio_keys = {k for k, (_, m) in bio.items.items() if metric in m}
     gen_keys = {k for k, (_, m) in gen.items.items() if metric in m}
-    keys = [k for k in bio.items if k in bio_keys & gen_keys]  # stable order: biomedical run order
+    # a fixed order (by item key), not the order items were stored in: the bootstrap resamples by position, so a
+    # database merged from shards or resumed after a crash must give the same intervals as one uninterrupted run
+    keys = sorted(bio_keys & gen_keys)
     if not keys:
         return None
     a, b = _values(bio, keys, metric), _values(gen, keys, metric)

@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import UserError
 from .compare import compare_command
 from .export import export_command
+from .merge import merge_command
 from .report import report_command
 from .reproduce import reproduce_command
 from .rescore import rescore_command
@@ -57,6 +58,7 @@ main.add_command(show_command)
 main.add_command(report_command)
 main.add_command(reproduce_command)
 main.add_command(rescore_command)
+main.add_command(merge_command)
 main.add_command(models_group)
 main.add_command(tasks_group)
 main.add_command(runs_command)

@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from ..config import Config
 from ..errors import StoreError, UserError
 from ..paths import default_data
-from ..runner import LIMIT_MODES, ModelRole, RunOptions, check_model_history, execute, load_tasks, locate_models
+from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, execute, load_tasks,
+                      locate_models, parse_shard)
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
@@ -40,8 +41,9 @@ class ProgressReporter:
     that stays silent that long looks hung). ``clock`` and ``console`` are injectable for tests.
     """
 
-    def __init__(self, console: Console | None = None, clock: Callable[[], float] = time.monotonic,
-                 interval: float = 30.0) -> None:
+    def __init__(self, shard: Shard | None = None, console: Console | None = None,
+                 clock: Callable[[], float] = time.monotonic, interval: float = 30.0) -> None:
+        self._shard = f" · shard {shard}" if shard else ""  # which slice of the data this process does
         self.console = console or stderr
         self.clock = clock
         self.interval = interval
@@ -58,7 +60,7 @@ class ProgressReporter:
         self._last_line = 0.0
 
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
-        self._label = f"{model_id} · {task_id}"
+        self._label = f"{model_id} · {task_id}{self._shard}"
         if already_done:
             self.note(f"{self._label}: {already_done} of {total} items already done, resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
@@ -188,6 +190,12 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--limit-mode", type=click.Choice(LIMIT_MODES), default="random", show_default=True,
               help="How --limit picks items: 'random' (seeded sample, unbiased on label-sorted files such as "
                    "PubMedQA's) or 'first' (the file's first N items, the old behaviour).")
+@click.option("--shard", "shard_text", metavar="K/N",
+              help="Evaluate only shard K of N (1 <= K <= N): the items whose hash of task and item id falls in "
+                   "it, so N machines can split one evaluation and 'medbench-local merge' joins their databases. "
+                   "--limit then applies within the shard. Not part of the result identity. A Slurm array "
+                   "numbered from 0: --shard $((SLURM_ARRAY_TASK_ID+1))/N, N the full array size (ready-made "
+                   "scripts: tools/slurm/, docs/scale-out.md).")
 @click.option("--seed", type=int, default=1234, show_default=True,
               help="llama.cpp seed (decoding is greedy) and the seed of the --limit sample.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (default: all cores).")
@@ -208,7 +216,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
-                data: tuple[str, ...], db_path: Path, limit: int | float | None, limit_mode: str, seed: int,
+                data: tuple[str, ...], db_path: Path, limit: int | float | None, limit_mode: str, shard_text: str | None,
+                seed: int,
                 threads: int | None,
                 batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
                 accept_changed_model: bool, allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
@@ -225,7 +234,9 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
       medbench-local run --pair openbiollm-8b --task jama --data jama=~/cases/jama.csv
       medbench-local run --model llama3-8b-instruct --task nejm --data my_nejm.jsonl --limit 5
       medbench-local run --pair demo --task pubmedqa --data pubmedqa=~/pubmedqa --limit 0.1
+      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db   # then: medbench-local merge
     """
+    shard = parse_shard(shard_text) if shard_text is not None else None
     config = read_config(config_path)
     models = _pick_models(config, pairs, model_ids)
     task_paths: list[tuple[Task, Path]] = []
@@ -236,7 +247,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         if reference_quirks and hasattr(task, "reference_quirks"):
             task = replace(task, reference_quirks=True)  # type: ignore[type-var]
         task_paths.append((task, path))
-    tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed)
+    tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed, shard=shard)
     paths = locate_models(models, allow_cpu, config)
 
     db = open_database(db_path)
@@ -249,9 +260,9 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         pair = config.pair(name)
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
-                         retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu,
+                         retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
                          command=sys.argv[:])
-    reporter = ProgressReporter()
+    reporter = ProgressReporter(shard)
     try:
         summary = execute(db, config, models, tasks, paths, options, reporter)
     except KeyboardInterrupt:
@@ -265,11 +276,15 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
                          "free space or fix permissions and rerun the same command to resume") from None
     finally:
         close_database(db)
-    line = (f"run {summary.run_id[:12]}: {summary.generated} generated, {summary.skipped} already done"
+    which = f" (shard {shard})" if shard else ""
+    line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
             + (f", {summary.errors} errors" if summary.errors else ""))
     if summary.status == "interrupted":
         stderr.print(f"[yellow]Stopped after the item in flight.[/yellow] {line}. "
                      "Rerun the same command to resume.")
         sys.exit(130)
     stdout.print(line)
+    if shard:
+        stdout.print(f"Join the {shard.count} shards' databases with: medbench-local merge merged.db "
+                     "shard1.db shard2.db ...")
     stdout.print(f"Compare with: medbench-local compare --db {db_path}")

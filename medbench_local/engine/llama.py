@@ -25,6 +25,7 @@ from ..modelfiles.check import check_model_file
 from ..modelfiles.gguf_header import summarize
 from .base import GenerateRequest, Generation, ModelInfo, Prompt
 from .prompt_format import TemplateRenderError, render_base, render_chat
+from .rpc import rpc_llama_kwargs
 from .runtime import build_info, default_gpu_layers
 
 DEFAULT_SEED = 1234
@@ -52,6 +53,7 @@ def engine_settings(spec: ModelSpec, *, seed: int, n_threads: int | None, n_batc
         "kv_reset_per_item": True,
         "prompt_mode": spec.prompt_mode,
         "model_stop": list(spec.stop),
+        **({"rpc_servers": list(spec.rpc_servers)} if spec.rpc_servers else {}),  # where layers run: see runner
     }
 
 
@@ -110,7 +112,7 @@ class LlamaEngine:
                     n_gpu_layers=self.settings["n_gpu_layers"], main_gpu=spec.main_gpu,
                     tensor_split=list(spec.tensor_split) if spec.tensor_split else None,
                     flash_attn=spec.flash_attn, seed=seed, n_threads=self.settings["n_threads"],
-                    verbose=True, logits_all=False, **kv_types,
+                    verbose=True, logits_all=False, **kv_types, **rpc_llama_kwargs(spec.id, spec.rpc_servers),
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             detail = log.last_line()

@@ -113,8 +113,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "compiled backends and CPU features", "gpu_offload_supported": "1 when this llama.cpp build can offload "
         "to a GPU", "git_revision": "medbench-local source revision, when run from a git checkout",
         "packages": "Versions of the packages that affect results (JSON)",
-        "settings": "Config file and how it was found, seed, threads, batch size, limit, models and tasks with "
-        "data paths and SHA-256 (JSON)"}),
+        "settings": "Config file and how it was found, seed, threads, batch size, limit, shard (K/N or null), "
+        "host name, models and tasks with data paths and SHA-256 (JSON)"}),
     "models": ("One row per GGUF file, by content", {
         "sha256": "SHA-256 of the GGUF file: the model's identity", "file_name": "File name",
         "size_bytes": "File size in bytes", "path": "Where the file was last read from",

@@ -1,0 +1,56 @@
+"""``medbench-local merge``: combine results databases, e.g. the shards of ``run --shard K/N``, into one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..store.merge import merge_databases
+from .common import stderr, stdout
+
+
+@click.command("merge")
+@click.argument("out", type=click.Path(path_type=Path), metavar="OUT.db")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path), metavar="A.db [B.db ...]")
+def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
+    """Merge results databases into OUT.db (created if missing, else added to).
+
+    Identical evaluations (same model file, template, llama.cpp build, settings, task settings and data) become
+    one, their items united; runs are kept with their provenance. An item that two databases hold with a
+    different output or score is a conflict: the merge is refused, the item named, and nothing is written
+    (an item stored as 'error' is no result: a copy that has the result replaces it).
+    Merging the same databases again changes nothing. The inputs are only read (an older version's database
+    is upgraded in a temporary copy); a database from a newer version is refused. OUT ends owner-only (0600).
+
+    \b
+    Examples:
+      # three machines (or a Slurm array), one shard each, then one database to compare:
+      medbench-local run --pair demo --task jama --shard 1/3 --db shard1.db     # machine 1
+      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db     # machine 2
+      medbench-local run --pair demo --task jama --shard 3/3 --db shard3.db     # machine 3
+      medbench-local merge merged.db shard1.db shard2.db shard3.db
+      medbench-local compare --db merged.db
+    \b
+      medbench-local merge study.db late-shard.db    # add one more database to an existing one
+    """
+    report = merge_databases(out, list(inputs))
+    for entry in report.inputs:
+        parts = [f"{entry.added} items added", f"{entry.identical} already there"]
+        if entry.retried:
+            parts.append(f"{entry.retried} errors replaced by results")
+        if entry.extended:
+            parts.append(f"{entry.extended} gained metrics")
+        parts.append(f"{entry.runs} run{'' if entry.runs == 1 else 's'} added")
+        note = " (older schema: read through an upgraded temporary copy)" if entry.upgraded else ""
+        stdout.print(f"{entry.path}: {', '.join(parts)}{note}", soft_wrap=True)
+        if entry.unfinished_runs:
+            ids = ", ".join(run_id[:12] for run_id in entry.unfinished_runs)
+            stderr.print(f"[yellow]{entry.path}: run {ids} is still running or was killed; merged what it had "
+                         "stored (rerun its command to complete it, then merge again)[/yellow]", soft_wrap=True)
+    for note in report.notes:
+        stderr.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
+    verb = "created" if report.created else "updated"
+    stdout.print(f"{out} {verb}: {report.added} items added from {len(report.inputs)} "
+                 f"database{'' if len(report.inputs) == 1 else 's'}", soft_wrap=True)
+    stdout.print(f"Compare with: medbench-local compare --db {out}", soft_wrap=True)
