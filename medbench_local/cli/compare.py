@@ -9,19 +9,17 @@ import click
 from rich.table import Table
 
 from ..analysis.paired import MetricComparison, PairReport, compare_pairs
-from ..store import open_database
+from ..store.database import reading
 from .common import db_option, stdout
+from .safe_text import literal, plain
 
 OUTCOME_COLUMNS = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
 
 
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
                  resamples: int = 10_000, seed: int = 0) -> list[PairReport]:
-    db = open_database(db_path, create=False)
-    try:
+    with reading(db_path) as db:
         return compare_pairs(db, pair_filter=pair_filter, task_filter=task_filter, resamples=resamples, seed=seed)
-    finally:
-        db.conn.close()
 
 
 def _pct(value: float) -> str:
@@ -48,8 +46,8 @@ def _delta_cell(row: MetricComparison) -> str:
 
 
 def _pair_table(report: PairReport) -> Table:
-    table = Table(title=f"[bold]{report.pair}[/bold]: {report.biomedical_model} (biomedical) vs "
-                        f"{report.general_model} (general)", title_justify="left", show_lines=True)
+    table = Table(title=f"[bold]{literal(report.pair)}[/bold]: {literal(report.biomedical_model)} (biomedical) vs "
+                        f"{literal(report.general_model)} (general)", title_justify="left", show_lines=True)
     table.add_column("task", overflow="fold", max_width=13)
     table.add_column("metric", overflow="fold", max_width=12)
     for name in ("n", "bio", "gen", "Δ", "p", "b/g"):
@@ -59,7 +57,7 @@ def _pair_table(report: PairReport) -> Table:
     for row in report.rows:
         missing = sum(row.missing.values())
         n_text = str(row.n) + (f"\n[yellow]{missing} unpaired[/yellow]" if missing else "")
-        table.add_row(row.task, row.metric, n_text, f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
+        table.add_row(literal(row.task), literal(row.metric), n_text, f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
                       f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}", _delta_cell(row),
                       f"{_p(row.p_value)}\n({_p(row.p_adjusted)})",
                       f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—")
@@ -77,7 +75,7 @@ def _outcome_table(report: PairReport) -> Table:
             continue
         seen.add(row.task)
         bio, gen = row.outcomes["biomedical"], row.outcomes["general"]
-        table.add_row(row.task, *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
+        table.add_row(literal(row.task), *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
     return table
 
 
@@ -134,17 +132,17 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
         click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2))
         return
     if as_markdown:
-        click.echo(markdown(reports))
+        click.echo(plain(markdown(reports)))
         return
     if not any(report.rows for report in reports):
-        stdout.print(f"No paired results in {db_path} yet. Run both models of a pair, e.g.: "
-                     f"medbench-local run --pair demo --task jama --db {db_path}")
+        stdout.print(f"No paired results in {literal(db_path)} yet. Run both models of a pair, e.g.: "
+                     f"medbench-local run --pair demo --task jama --db {literal(db_path)}")
     for report in reports:
         if report.rows:
             stdout.print(_pair_table(report))
             stdout.print(_outcome_table(report))
         for task, missing in report.unpaired_tasks.items():
-            stdout.print(f"[yellow]{report.pair} · {task}: only one model has results (the {missing} model has "
+            stdout.print(f"[yellow]{literal(report.pair)} · {literal(task)}: only one model has results (the {missing} model has "
                          f"not run it yet)[/yellow]")
     stdout.print(f"[dim]Scores ×100 with 95% bootstrap CIs ({resamples} resamples, seed {seed}). Unparseable, "
                  "truncated and error items score 0. Δ coloured where its CI excludes 0.[/dim]")

@@ -13,9 +13,10 @@ from ..analysis.paired import compare_pairs
 from ..analysis.published import STUDY_NAMES, lookup
 from ..errors import UserError
 from ..metrics.clue_levels import level1, level2
-from ..store import open_database
+from ..store.database import reading
 from ..store.queries import latest_evaluation, pairs, summarize_evaluation
 from .common import db_option, stdout
+from .safe_text import literal
 
 
 def _aliases(values: tuple[str, ...]) -> dict[str, str]:
@@ -106,17 +107,14 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
           --as gemma3-270m=Meta-Llama-3-8B-Instruct
     """
     alias_map = _aliases(aliases)
-    db = open_database(db_path, create=False)
-    try:
+    with reading(db_path) as db:
         values, verdicts = value_rows(db, alias_map), findings(db, alias_map, resamples)
         pair_names = [p["name"] for p in pairs(db)]
-    finally:
-        db.conn.close()
     if as_json:
         click.echo(json.dumps({"values": values, "findings": verdicts}, indent=2))
         return
     if not values:
-        stdout.print(f"No results of the study's models in {db_path}. Study model ids: "
+        stdout.print(f"No results of the study's models in {literal(db_path)}. Study model ids: "
                      f"{', '.join(STUDY_NAMES)}; run e.g. 'medbench-local run --pair openbiollm-8b --task nejm "
                      "--data nejm=...', or map your own ids with --as MODEL=STUDY_NAME.")
         return
@@ -124,7 +122,7 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
     for name in ("model", "study name", "task", "metric", "n", "ours", "published", "Δ"):
         table.add_column(name, justify="right" if name in ("n", "ours", "published", "Δ") else "left")
     for v in values:
-        table.add_row(v["model"], v["study_name"], v["task"], v["metric"], "—" if v["n"] is None else str(v["n"]),
+        table.add_row(literal(v["model"]), literal(v["study_name"]), literal(v["task"]), literal(v["metric"]), "—" if v["n"] is None else str(v["n"]),
                       "—" if v["ours"] is None else f"{v['ours']:.1f}", f"{v['published']:.1f}",
                       "—" if v["difference"] is None else f"{v['difference']:+.1f}")
     stdout.print(table)
@@ -134,7 +132,7 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
             table.add_column(name)
         for f in verdicts:
             colour = {"reproduced": "green", "not reproduced": "red"}.get(f["verdict"], "yellow")
-            table.add_row(f["pair"], f["task"], f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}",
+            table.add_row(literal(f["pair"]), literal(f["task"]), f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}",
                           str(f["n"]), f"[{colour}]{f['verdict']}[/]")
         stdout.print(table)
     elif pair_names:

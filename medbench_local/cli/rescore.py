@@ -9,6 +9,7 @@ import click
 from ..analysis.rescore import APPLIES, rescore
 from ..store import close_database, open_database
 from .common import db_option, stdout
+from .safe_text import literal
 
 
 @click.command("rescore")
@@ -38,4 +39,4 @@ def rescore_command(db_path: Path, metric: str, task_filter: tuple[str, ...]) ->
     if not done:
         stdout.print(f"Nothing to rescore: no stored results of {', '.join(APPLIES[metric])} in {db_path}.")
     for entry in done:
-        stdout.print(f"{entry.model_id} · {entry.task}: {metric} added to {entry.items} items")
+        stdout.print(f"{literal(entry.model_id)} · {literal(entry.task)}: {metric} added to {entry.items} items")

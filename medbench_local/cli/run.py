@@ -17,6 +17,7 @@ from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
+from .safe_text import literal
 
 
 class ProgressReporter:
@@ -32,9 +33,9 @@ class ProgressReporter:
         self._counts: dict[str, int] = {}
 
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
-        self._label = f"{model_id} · {task_id}"
+        self._label = literal(f"{model_id} · {task_id}", one_line=True)
         if already_done:
-            self.note(f"{self._label}: {already_done} of {total} items already done, resuming")
+            self.note(f"{model_id} · {task_id}: {already_done} of {total} items already done, resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
         self._active = True
         if not stderr.is_terminal:  # logs and pipes get the summary line only, not redraws of a bar
@@ -67,7 +68,8 @@ class ProgressReporter:
             stderr.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
-        stderr.print(f"[dim]{text}[/dim]")
+        """A plain-text note (never markup: it may name models, tasks or files)."""
+        stderr.print(f"[dim]{literal(text)}[/dim]")
 
 
 def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[ModelRole]:
@@ -133,7 +135,9 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
     the database immediately. Running the same command again resumes: items already done for the same model
-    file, template, llama.cpp build and task settings are skipped. Ctrl-C stops after the item in flight.
+    file, template, llama.cpp build and task settings are skipped. Ctrl-C (or SIGTERM, SIGHUP) stops after
+    the item in flight; a second one aborts at once, even in the middle of a long prompt. Two runs of the same
+    model and task on one database share the items instead of colliding.
 
     \b
     Examples:
@@ -182,9 +186,13 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     finally:
         close_database(db)
     line = (f"run {summary.run_id[:12]}: {summary.generated} generated, {summary.skipped} already done"
-            + (f", {summary.errors} errors" if summary.errors else ""))
+            + (f", {summary.errors} errors" if summary.errors else "")
+            + (f", {summary.done_elsewhere} finished by a concurrent run" if summary.done_elsewhere else "")
+            + (f", {summary.held_elsewhere} left to a concurrent run of the same model and task (rerun "
+               "afterwards to fill in anything it does not finish)" if summary.held_elsewhere else ""))
     if summary.status == "interrupted":
-        stderr.print(f"[yellow]Stopped after the item in flight.[/yellow] {line}. "
+        cause = f" ({summary.stop_signal})" if summary.stop_signal and summary.stop_signal != "SIGINT" else ""
+        stderr.print(f"[yellow]Stopped after the item in flight{cause}.[/yellow] {line}. "
                      "Rerun the same command to resume.")
         sys.exit(130)
     stdout.print(line)

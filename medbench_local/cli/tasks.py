@@ -8,6 +8,7 @@ import click
 
 from ..tasks import get_task, task_ids
 from .common import stdout
+from .safe_text import literal
 
 
 @click.group("tasks")
@@ -26,8 +27,8 @@ def list_tasks() -> None:
     for task_id in task_ids():
         task = get_task(task_id)
         sample = Path("bench_data") / task_id
-        stdout.print(f"[bold]{task.id}[/bold]  {task.title}")
-        stdout.print(f"  {task.description}", soft_wrap=True)
-        stdout.print(f"  metrics: {', '.join(task.metric_names)} · max new tokens: {task.max_tokens}")
-        stdout.print(f"  data:    {task.data_format}", soft_wrap=True)
-        stdout.print(f"  sample:  {sample if sample.exists() else '(none here; run from the repository root)'}\n")
+        stdout.print(f"[bold]{literal(task.id)}[/bold]  {literal(task.title)}")
+        stdout.print(f"  {literal(task.description)}", soft_wrap=True)
+        stdout.print(f"  metrics: {literal(', '.join(task.metric_names))} · max new tokens: {task.max_tokens}")
+        stdout.print(f"  data:    {literal(task.data_format)}", soft_wrap=True)
+        stdout.print(f"  sample:  {literal(sample) if sample.exists() else '(none here; run from the repository root)'}\n")
