@@ -27,6 +27,7 @@ from .abort import AbortSwitch
 from .base import GenerateRequest, Generation, ModelInfo, Prompt
 from .prompt_format import TemplateRenderError, render_base, render_chat
 from .runtime import build_info, default_gpu_layers
+from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
 
@@ -164,11 +165,7 @@ class LlamaEngine:
         if budget < 8:
             raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
                             f"prompt after max_tokens {request.max_tokens}")
-        truncated = 0
-        if len(tokens) > budget:  # left-truncate (as the reference's TGI did), keeping BOS
-            keep_bos = 1 if tokens and tokens[0] == self._bos and self._add_bos else 0
-            truncated = len(tokens) - budget
-            tokens = tokens[:keep_bos] + tokens[keep_bos + truncated:]
+        tokens, truncated = left_truncate(tokens, budget, self._bos if self._add_bos else None)
         self._llm.reset()
         self._perf_reset()
         started = time.perf_counter()
