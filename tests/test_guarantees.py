@@ -167,12 +167,23 @@ class _Quiet:
     def note(self, text: str) -> None: ...
 
 
+def _long_case(tmp_path: Path) -> Path:
+    case = {"id": "long", "case": "The patient reports cough and fever. " * 220, "question": "Diagnosis?",
+            "options": {"A": "Pneumonia", "B": "Asthma"}, "answer": "A"}
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps(case) + "\n")
+    return data
+
+
 def test_a_second_ctrl_c_stops_a_long_prompt_evaluation_inside_llama_cpp(tmp_path: Path) -> None:
     """Both Ctrl-Cs are real SIGINTs, sent while llama.cpp evaluates a long prompt (from inside its abort
-    poll, i.e. provably during the C call). The first only asks to stop after the item; the second must stop
-    the evaluation within llama.cpp's next polls (not after the prompt), store nothing for the item, and
-    leave the run marked interrupted."""
+    poll, i.e. provably during the C call; the test wraps the poll to count and to send them). The first only
+    asks to stop after the item; the second must stop the evaluation at llama.cpp's next poll (not after the
+    prompt), store nothing for the item, and leave the run marked interrupted."""
+    import ctypes
     from dataclasses import replace as replace_spec
+
+    import llama_cpp
 
     from medbench_local.config import load_config
     from medbench_local.engine.llama import LlamaEngine
@@ -183,15 +194,12 @@ def test_a_second_ctrl_c_stops_a_long_prompt_evaluation_inside_llama_cpp(tmp_pat
 
     config = load_config(REPO / "models.toml")
     spec = replace_spec(config.model("smollm2-135m-instruct"), n_ctx=2048)
-    case = {"id": "long", "case": "The patient reports cough and fever. " * 220, "question": "Diagnosis?",
-            "options": {"A": "Pneumonia", "B": "Asthma"}, "answer": "A"}
-    data = tmp_path / "long.jsonl"
-    data.write_text(json.dumps(case) + "\n")
     polls = {"total": 0, "after_abort": 0}
+    keep: list[object] = []
 
     def factory(spec, path, options):  # type: ignore[no-untyped-def]
         engine = LlamaEngine(spec, path, n_threads=2, n_batch=32)  # many small decodes: a long evaluation
-        switch, poll = engine._abort, engine._abort._poll
+        switch = engine._abort
 
         def counting_poll(data: object) -> bool:
             polls["total"] += 1
@@ -199,22 +207,52 @@ def test_a_second_ctrl_c_stops_a_long_prompt_evaluation_inside_llama_cpp(tmp_pat
                 os.kill(os.getpid(), signal.SIGINT)  # first, then second Ctrl-C, during the evaluation
             if switch.tripped:
                 polls["after_abort"] += 1
-            return poll(data)
+            return switch.tripped
 
-        switch._poll = counting_poll  # type: ignore[method-assign]
-        switch.install(engine._llm._ctx.ctx)
+        callback = llama_cpp.ggml_abort_callback(counting_poll)
+        keep.append(callback)
+        llama_cpp.llama_set_abort_callback(engine._llm._ctx.ctx, callback, ctypes.c_void_p())
         return engine
 
     db = open_database(tmp_path / "r.db")
-    tasks = load_tasks([(get_task("nejm"), data)], None)
+    tasks = load_tasks([(get_task("nejm"), _long_case(tmp_path))], None)
     with pytest.raises(KeyboardInterrupt):
         execute(db, config, [ModelRole(spec, "general")], tasks, {spec.id: require(spec)}, RunOptions(n_batch=32),
                 _Quiet(), engine_factory=factory)
     db.conn.close()
-    assert 1 <= polls["after_abort"] <= 2  # llama.cpp stopped at its next poll after the second Ctrl-C
+    assert polls["after_abort"] == 1  # llama.cpp stopped at its first poll after the second Ctrl-C
     assert polls["total"] < 100  # ... long before the prompt was evaluated (thousands of polls)
     assert rows(tmp_path / "r.db", "select status from runs") == [("interrupted",)]
     assert rows(tmp_path / "r.db", "select count(*) from generations") == [(0,)]
+
+
+def test_the_abort_switch_is_read_by_llama_cpp_itself(tmp_path: Path) -> None:
+    """The real switch (a C-level poll, no Python during the computation): tripped, the very first decode
+    of a prompt stops inside its first batch; untripped, the same prompt is evaluated in full."""
+    from dataclasses import replace as replace_spec
+
+    import llama_cpp
+
+    from medbench_local.config import load_config
+    from medbench_local.engine.base import GenerateRequest, Prompt
+    from medbench_local.engine.llama import LlamaEngine
+    from medbench_local.modelfiles.resolve import require
+
+    spec = replace_spec(load_config(REPO / "models.toml").model("smollm2-135m-instruct"), n_ctx=2048)
+    engine = LlamaEngine(spec, require(spec), n_threads=2, n_batch=64)
+    try:
+        request = GenerateRequest(Prompt(system="", user="cough and fever " * 50, answer_prefix=""), max_tokens=2)
+        engine.abort()
+        with pytest.raises(KeyboardInterrupt):
+            engine.generate(request)
+        aborted_after = llama_cpp.llama_perf_context(engine._llm._ctx.ctx).n_p_eval
+        engine._abort.reset()
+        generation = engine.generate(request)
+        evaluated_in_full = llama_cpp.llama_perf_context(engine._llm._ctx.ctx).n_p_eval
+        assert generation.prompt_tokens > 128
+        assert aborted_after < 64 <= evaluated_in_full  # stopped inside the first batch of 64 prompt tokens
+    finally:
+        engine.close()
 
 
 def test_two_runs_of_the_same_model_and_task_share_the_items(tmp_path: Path) -> None:
