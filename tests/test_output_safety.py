@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path

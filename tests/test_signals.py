@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from medbench_local.runner import StopFlag
+from medbench_local.signals import StopFlag
 
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])

@@ -1,17 +1,27 @@
-"""The results store: named migrations recorded once, newer or foreign databases refused clearly."""
+"""The results store: named migrations recorded once (each all or nothing), newer or foreign databases refused
+clearly and unchanged, damaged ones reported as one line, read-only places readable."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from medbench_local.errors import StoreError
-from medbench_local.store import close_database, open_database
+from medbench_local.store import close_database, migrations, open_database
+from medbench_local.store.database import read_only_uri
 from medbench_local.store.migrations import MIGRATIONS
+
+from .conftest import REPO, invoke
+from .synthetic import Side, build_pair_db
 
 
 def test_new_database_is_migrated_wal_and_owner_only(tmp_path: Path) -> None:
@@ -92,8 +102,6 @@ def test_a_foreign_sqlite_file_is_refused_without_a_byte_changed(tmp_path: Path,
 
 
 def test_run_refuses_a_foreign_database_and_leaves_it_unchanged(tmp_path: Path) -> None:
-    from .conftest import REPO, invoke
-
     path = _foreign_sqlite(tmp_path / "other.db")
     before = _digest(path)
     result = invoke("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", str(path),
@@ -125,8 +133,6 @@ def _failing_migration(db: object) -> None:
 
 def test_a_migration_that_fails_midway_leaves_the_file_as_it_was(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from medbench_local.store import migrations
-
     path = tmp_path / "r.db"
     close_database(open_database(path))
     before = _digest(path)
@@ -146,9 +152,6 @@ def test_a_migration_that_fails_midway_leaves_the_file_as_it_was(tmp_path: Path,
 
 
 def test_read_commands_never_write(tmp_path: Path) -> None:
-    from .conftest import invoke
-    from .synthetic import Side, build_pair_db
-
     db = build_pair_db(tmp_path / "r.db", "demo", Side("bio", [("correct", "A"), ("wrong", "B")]),
                        Side("gen", [("wrong", "B"), ("correct", "A")]))
     before = (_digest(db), os.stat(db).st_mtime_ns)
@@ -160,8 +163,6 @@ def test_read_commands_never_write(tmp_path: Path) -> None:
 
 
 def test_read_only_places_use_an_immutable_uri() -> None:
-    from medbench_local.store.database import read_only_uri
-
     assert read_only_uri("/data/r.db", folder_writable=True) == "file:/data/r.db?mode=ro"
     assert read_only_uri("/media/cd/r.db", folder_writable=False) == "file:/media/cd/r.db?mode=ro&immutable=1"
     assert read_only_uri("/x/a b?#%.db", folder_writable=True) == "file:/x/a%20b%3F%23%25.db?mode=ro"
@@ -182,15 +183,6 @@ print(json.dumps(results))
 def test_read_commands_work_in_a_folder_that_is_really_read_only(tmp_path: Path) -> None:
     """A real read-only folder: as root (CI containers) file modes do not bind root, so the reading process
     drops to 'nobody' with setpriv; as a normal user the folder is simply chmod 0555."""
-    import json as _json
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-
-    from .conftest import REPO
-    from .synthetic import Side, build_pair_db
-
     folder = Path(tempfile.mkdtemp(prefix="medbench-ro-"))
     try:
         db = build_pair_db(folder / "r.db", "demo", Side("bio", [("correct", "A"), ("wrong", "B")]),
@@ -213,9 +205,9 @@ def test_read_commands_work_in_a_folder_that_is_really_read_only(tmp_path: Path)
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
                               env={**os.environ, "HOME": str(folder), "MEDBENCH_LOCAL_HOME": str(folder / "h")})
         assert done.returncode == 0, done.stderr
-        results = _json.loads(done.stdout.splitlines()[-1])
+        results = json.loads(done.stdout.splitlines()[-1])
         assert results["compare"][0] == 0, results["compare"][1]
-        assert _json.loads(results["compare"][1])[0]["pair"] == "demo"
+        assert json.loads(results["compare"][1])[0]["pair"] == "demo"
         assert results["export"][0] == 0 and len(results["export"][1].splitlines()) == 4
         assert sorted(p.name for p in folder.iterdir()) == ["r.db"]
     finally:
@@ -247,9 +239,6 @@ READERS = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
 def test_a_damaged_database_is_one_line_in_every_read_command(damage: str, tmp_path: Path) -> None:
-    from .conftest import invoke
-    from .synthetic import Side, build_pair_db
-
     db = build_pair_db(tmp_path / "r.db", "demo", Side("bio", [("correct", "A"), ("wrong", "B")]),
                        Side("gen", [("wrong", "B"), ("correct", "A")]), task="nejm")
     sql, expected = DAMAGE[damage]
