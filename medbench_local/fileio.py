@@ -120,10 +120,11 @@ def atomic_open(target: Path | str, mode: str = "w", *, protect: Iterable[Path |
             os.fsync(handle.fileno())
         check_output_target(target, protect=protect)  # nothing was swapped in while we wrote
         os.replace(temp_path, target)
-    except BaseException as exc:
+    except OSError as exc:  # e.g. a full disk: the old file is untouched
         temp_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, UserError):
-            raise OutputError(f"{target}: cannot write ({exc.strerror or exc}); nothing was changed") from None
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc}); nothing was changed") from None
+    except BaseException:  # including KeyboardInterrupt and our own refusals
+        temp_path.unlink(missing_ok=True)
         raise
     _sync_folder(target.parent)
 
