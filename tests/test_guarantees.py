@@ -93,8 +93,8 @@ KILL_MOMENTS = ("after the run row exists", "mid-item", "mid-commit")
 def test_sigkill_at_moments_chosen_from_progress_loses_nothing(demo_db: Path, tmp_path: Path) -> None:
     """Each run is killed at a moment observed in the database, never after a guessed sleep: as soon as its
     run row exists (model loading), after it committed one or two items (the next item is in flight), or
-    while it holds the write lock (inside an item's transaction or its commit, or the first run's schema
-    migrations; caught by polling, so when the transactions are too short to catch before two more commits,
+    while it holds the write lock (inside an item's transaction or its commit, or an earlier write such as
+    the schema migrations or the pair record; caught by polling, so when the transactions are too short to catch before two more commits,
     the kill is mid-item instead)."""
     db = tmp_path / "killed.db"
     chance = random.Random(20261125)
@@ -122,8 +122,8 @@ def test_sigkill_at_moments_chosen_from_progress_loses_nothing(demo_db: Path, tm
         assert len(statuses) <= 1, statuses  # this round's run row, if it got that far
         if not killed:
             assert statuses == ["completed"]
-        elif not statuses:  # killed while creating the database: its migrations hold the write lock too
-            assert moment == "mid-commit" and runs_before == 0
+        elif not statuses:  # killed in a write before its run row (schema migrations, recording the pair)
+            assert moment == "mid-commit"
         elif statuses == ["running"]:
             killed_mid_run += 1  # the killed run stays visible as 'running'
         else:  # the kill landed after the run had finished its last item and closed its row
