@@ -255,3 +255,17 @@ def test_a_damaged_database_is_one_line_in_every_read_command(damage: str, tmp_p
         assert result.exit_code == 1 and "Traceback" not in result.output, (name, result.output)
         assert len(errors) == 1 and expected in errors[0], (name, result.output)
     assert _digest(db) == before
+
+
+def test_a_newer_database_in_rollback_journal_mode_is_refused_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    close_database(open_database(path))
+    with sqlite3.connect(path) as conn:
+        conn.execute("pragma journal_mode=delete")
+        conn.execute("insert into _migrations values ('m999_future', 'x')")
+    conn.close()
+    before = _digest(path)
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match="newer medbench-local"):
+            open_database(path, read_only=read_only)
+    assert _digest(path) == before  # not even switched to WAL

@@ -70,6 +70,7 @@ def _open_for_writing(path: Path, create: bool) -> sqlite_utils.Database:
         conn = sqlite3.connect(str(path), timeout=30.0)
         db = sqlite_utils.Database(conn)
         conn.execute("pragma busy_timeout=30000")
+        _refuse_newer(db, path)  # before anything below may write (switching to WAL rewrites the header)
         conn.execute("pragma journal_mode=wal")
         conn.execute("pragma synchronous=full")
         conn.execute("pragma foreign_keys=on")
@@ -81,6 +82,14 @@ def _open_for_writing(path: Path, create: bool) -> sqlite_utils.Database:
         _discard_if_created(locals().get("conn"), path, created)
         raise
     return db
+
+
+def _refuse_newer(db: sqlite_utils.Database, path: Path) -> None:
+    known = {name for name, _ in MIGRATIONS}
+    newer = [name for name in applied(db) if name not in known]
+    if newer:
+        raise StoreError(f"{path}: written by a newer medbench-local (unknown schema migration '{newer[0]}'); "
+                         "upgrade medbench-local to read it")
 
 
 def _open_for_reading(path: Path) -> sqlite_utils.Database:
@@ -95,11 +104,8 @@ def _open_for_reading(path: Path) -> sqlite_utils.Database:
         names = db.table_names()
         if "_migrations" not in names:
             raise StoreError(f"{path}: not a medbench-local results database (no _migrations table)")
-        done = applied(db)
-        known = [name for name, _ in MIGRATIONS]
-        if any(name not in known for name in done):
-            migrate(db, str(path))  # raises the "written by a newer medbench-local" error, writes nothing
-        if len(done) < len(known):  # written by an older medbench-local: upgrade once, in place
+        _refuse_newer(db, path)
+        if len(applied(db)) < len(MIGRATIONS):  # written by an older medbench-local: upgrade once, in place
             db.conn.close()
             if not _writable(path):
                 raise StoreError(f"{path}: written by an older medbench-local and stored where it cannot be "
