@@ -27,7 +27,8 @@ PromptMode = Literal["chat", "base"]
 ROLES: tuple[str, ...] = ("biomedical", "general")
 PROMPT_MODES: tuple[str, ...] = ("chat", "base")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ID_RULE = "1-64 characters: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,21 @@ _PAIR_KEYS = {"biomedical", "general", "description"}
 _TOP_KEYS = {"models", "pairs"}
 
 
+def id_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a model id or pair name, or None when it can.
+
+    Why so strict: ids end up in file names (the report's plots, bundle folders) and in terminal output. One
+    conservative charset, checked with ``fullmatch`` (``$`` would accept a trailing newline), rules out path
+    separators, ``..``, leading dots (hidden files), control characters and names too long for a file system.
+    """
+    if not isinstance(value, str):
+        return f"{value!r} (expected a string)"
+    if ID_PATTERN.fullmatch(value):
+        return None
+    shown = repr(value) if len(value) <= 80 else repr(value[:80]) + f"... ({len(value)} characters)"
+    return f"{shown} (ids are {ID_RULE})"
+
+
 class _Locator:
     """Finds the line of a ``[table.name]`` header or of a key inside it, for error messages."""
 
@@ -201,8 +217,9 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
         line = loc.key("models", mid, key) if key else loc.table("models", mid)
         return ConfigError(path, f"{where}.{key}" if key else where, message, line)
 
-    if not _ID.match(mid):
-        raise fail(None, "model ids may contain letters, digits, '.', '_' and '-' only")
+    problem = id_problem(mid)
+    if problem:  # the raw id may hold control characters: never put it into the message unquoted
+        raise ConfigError(path, "models", f"invalid model id {problem}", loc.table("models", mid))
     if not isinstance(body, dict):
         raise fail(None, "must be a table")
     for key in body:
@@ -327,6 +344,9 @@ def _parse_pair(name: str, body: Any, models: dict[str, ModelSpec], path: Path, 
         line = loc.key("pairs", name, key) if key else loc.table("pairs", name)
         return ConfigError(path, f"{where}.{key}" if key else where, message, line)
 
+    problem = id_problem(name)
+    if problem:
+        raise ConfigError(path, "pairs", f"invalid pair name {problem}", loc.table("pairs", name))
     if not isinstance(body, dict):
         raise fail(None, "must be a table")
     for key in body:

@@ -16,7 +16,6 @@ import importlib.metadata
 import math
 import platform
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -40,7 +39,9 @@ from .modelfiles.hashing import cached_sha256, sha256_file
 from .modelfiles.lock import lock_path, read_lock, stale_reason
 from .modelfiles.resolve import require
 from .analysis.rescore import older_extraction_items
+from .signals import StopFlag
 from .store import queries, writer
+from .store.claims import ItemClaims, database_path
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
@@ -88,6 +89,9 @@ class RunSummary:
     generated: int = 0
     skipped: int = 0
     errors: int = 0
+    held_elsewhere: int = 0   # items a concurrent run of the same model and task was generating: left to it
+    done_elsewhere: int = 0   # items a concurrent run finished first (ours was dropped, theirs kept)
+    stop_signal: str = ""     # the signal that stopped the run, if any (SIGINT, SIGTERM, SIGHUP)
 
 
 class Reporter(Protocol):
@@ -101,29 +105,6 @@ class Reporter(Protocol):
 
 
 EngineFactory = Callable[[ModelSpec, Path, "RunOptions"], Engine]
-
-
-class StopFlag:
-    """First SIGINT: finish the item in flight, then stop. Second SIGINT: the usual KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not in the main thread (e.g. some test runners): plain KeyboardInterrupt
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 LIMIT_MODES = ("random", "first")
@@ -356,6 +337,7 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
     factory = engine_factory or _llama_engine
     summary = RunSummary(run_id=uuid.uuid4().hex)
     writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
+    claims = ItemClaims(database_path(db.conn))
     status = "failed"
     try:
         with StopFlag() as stop:
@@ -363,15 +345,20 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
                 if stop.requested:
                     break
                 engine = factory(entry.spec, paths[entry.spec.id], options)
+                abort = getattr(engine, "abort", None)
+                unregister = stop.on_abort(abort) if callable(abort) else (lambda: None)
                 try:
-                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop)
+                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop, claims)
                 finally:
+                    unregister()
                     engine.close()
         status = "interrupted" if stop.requested else "completed"
+        summary.stop_signal = stop.signal_name
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
+        claims.close()
         summary.status = status
         try:
             writer.finish_run(db, summary.run_id, status)
@@ -386,7 +373,9 @@ def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
 
 
 def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
-               options: RunOptions, reporter: Reporter, summary: RunSummary, stop: StopFlag) -> None:
+               options: RunOptions, reporter: Reporter, summary: RunSummary, stop: StopFlag,
+               claims: ItemClaims | None = None) -> None:
+    claims = claims or ItemClaims(None)
     writer.record_model(db, engine.info)
     identity = engine_identity(engine)
     for loaded in tasks:
@@ -422,7 +411,16 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
             for item in todo:
                 if stop.requested:
                     return
-                _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs)
+                item_key = writer.item_key(loaded.task.id, item)
+                with claims.hold(key, item_key) as ours:
+                    if not ours:  # a concurrent run of the same model and task is generating it right now
+                        summary.held_elsewhere += 1
+                        continue
+                    if writer.is_done(db, key, item_key):
+                        summary.done_elsewhere += 1  # the concurrent run finished it meanwhile
+                        continue
+                    _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs,
+                              stop)
         finally:
             reporter.end()
 
@@ -454,25 +452,40 @@ def _legacy_evaluation(db: sqlite_utils.Database, key: str, identity: dict[str, 
 
 
 def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,
-              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True) -> None:
+              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True,
+              stop: StopFlag | None = None) -> None:
     prompt = task.prompt(item, context)
     try:
-        generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+        if stop is not None:
+            stop.native_depth += 1  # a second signal now trips the engine's abort switch instead of raising
+        try:
+            generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+        finally:
+            if stop is not None:
+                stop.native_depth -= 1
+        if stop is not None and stop.aborted:
+            raise KeyboardInterrupt  # aborted while llama.cpp finished anyway: never store a cut item
     except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
+        if stop is not None and stop.aborted:
+            raise KeyboardInterrupt from None  # the failure is our own abort, not the model's: store nothing
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
         error_metrics = getattr(task, "error_metrics", None)
         metrics = error_metrics(item) if callable(error_metrics) else {name: 0.0 for name in task.metric_names}
         score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
-        writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item, generation=None,
-                           score=score, error=str(exc), prompt_text=engine.render(prompt),
-                           store_inputs=store_inputs)
+        if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
+                                  generation=None, score=score, error=str(exc), prompt_text=engine.render(prompt),
+                                  store_inputs=store_inputs):
+            summary.done_elsewhere += 1
+            return
         summary.errors += 1
         reporter.advance(score, 0, 0.0)
         return
     score = task.score(item, generation)
-    writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
-                       generation=generation, score=score, store_inputs=store_inputs)
+    if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
+                              generation=generation, score=score, store_inputs=store_inputs):
+        summary.done_elsewhere += 1  # a concurrent run stored it first; its result is kept
+        return
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
     reporter.advance(score, generation.completion_tokens, gen_seconds)

@@ -53,11 +53,32 @@ def test_reproduce_table_on_the_demo_with_aliases(demo_db: Path) -> None:
     (finding,) = data["findings"]
     assert finding["pair"] == "demo" and finding["task"] == "nejm"
     assert finding["published_delta"] == pytest.approx(30.0 - 64.3)
-    assert finding["verdict"] in ("reproduced", "same direction, not significant", "not reproduced")
-    if finding["our_delta"] > 0:
-        assert finding["verdict"] == "not reproduced"
+    # the verdict rule itself is checked on data built for each verdict:
+    # test_the_verdict_is_the_one_that_follows_from_the_data
     assert "Ours vs published" in invoke(*args).output
     assert "No results of the study's models" in invoke("reproduce", "--db", str(demo_db)).output
+
+
+VERDICT_DATA = {  # (biomedical outcomes, general outcomes) on 30 NEJM items; published: biomedical 34.3 behind
+    "reproduced": (["wrong"] * 30, ["correct"] * 30),
+    "not reproduced": (["correct"] * 30, ["wrong"] * 30),
+    "same direction, not significant": (["correct"] * 29 + ["wrong"], ["correct"] * 30),
+}
+
+
+@pytest.mark.parametrize("verdict", list(VERDICT_DATA))
+def test_the_verdict_is_the_one_that_follows_from_the_data(verdict: str, tmp_path: Path) -> None:
+    from .synthetic import Side, build_pair_db
+
+    bio, gen = VERDICT_DATA[verdict]
+    db = build_pair_db(tmp_path / "r.db", "p", Side("bio", [(o, "x") for o in bio]),
+                       Side("gen", [(o, "x") for o in gen]), task="nejm")
+    data = json.loads(invoke("reproduce", "--db", str(db), "--resamples", "1000", "--json", "--as",
+                             "bio=Llama3-OpenBioLLM-8B", "--as", "gen=Meta-Llama-3-8B-Instruct").output)
+    (finding,) = data["findings"]
+    assert finding["published_delta"] == pytest.approx(30.0 - 64.3)
+    assert finding["our_delta"] == pytest.approx(100 * (bio.count("correct") - gen.count("correct")) / 30)
+    assert finding["verdict"] == verdict
 
 
 def test_reference_quirk_double_counts_the_first_item_only_when_asked(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from .export import export_command
 from .merge import merge_command
 from .report import report_command
 from .reproduce import reproduce_command
+from .safe_text import plain
 from .rescore import rescore_command
 from .show import show_command
 from .models import models_group
@@ -28,8 +29,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except UserError as exc:
-            raise click.ClickException(str(exc)) from None
+        except UserError as exc:  # messages quote file content and names: one line, control characters visible
+            raise click.ClickException(plain(str(exc), one_line=True)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

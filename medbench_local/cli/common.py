@@ -16,8 +16,9 @@ from ..paths import find_config
 
 DEFAULT_DB = "results.db"
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+# No highlighting and no ":emoji:" codes: text from outside must print exactly as it is (see safe_text.py).
+stdout = Console(highlight=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
 def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,26 +7,23 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from ..analysis.paired import (INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, MetricComparison, PairReport,
                                compare_pairs)
-from ..store import open_database
+from ..store.database import reading
 from ..tasks.base import OUTCOMES
 from .common import db_option, stderr, stdout
+from .safe_text import literal, plain
 
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
 
 
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
                  resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False) -> list[PairReport]:
-    db = open_database(db_path, create=False)
-    try:
+    with reading(db_path) as db:
         return compare_pairs(db, pair_filter=pair_filter, task_filter=task_filter, resamples=resamples, seed=seed,
                              allow_different_data=allow_different_data)
-    finally:
-        db.conn.close()
 
 
 def _pct(value: float) -> str:
@@ -59,16 +56,16 @@ def _delta_cell(row: MetricComparison) -> str:
 
 def _group_cell(row: MetricComparison) -> str:
     if row.data is None:
-        return escape(row.task)
-    text = f"{escape(row.task)}\n[dim]{escape(row.data.short)}[/dim]"
+        return literal(row.task)
+    text = f"{literal(row.task)}\n[dim]{literal(row.data.short)}[/dim]"
     if row.general_data is not None:
-        text += f"\n[bold red]≠ {escape(row.general_data.short)}\n(different data)[/bold red]"
+        text += f"\n[bold red]≠ {literal(row.general_data.short)}\n(different data)[/bold red]"
     return text
 
 
 def _pair_table(report: PairReport) -> Table:
-    table = Table(title=f"[bold]{escape(report.pair)}[/bold]: {escape(report.biomedical_model)} (biomedical) vs "
-                        f"{escape(report.general_model)} (general)", title_justify="left", show_lines=True)
+    table = Table(title=f"[bold]{literal(report.pair)}[/bold]: {literal(report.biomedical_model)} (biomedical) vs "
+                        f"{literal(report.general_model)} (general)", title_justify="left", show_lines=True)
     table.add_column("task · data", overflow="fold", max_width=22)
     table.add_column("metric", overflow="fold", max_width=12)
     for name in ("n", "bio", "gen", "Δ", "p", "b/g", "trunc"):
@@ -79,7 +76,7 @@ def _pair_table(report: PairReport) -> Table:
     for row in report.rows:
         missing = sum(row.missing.values())
         n_text = str(row.n) + (f"\n[yellow]{missing} unpaired[/yellow]" if missing else "")
-        table.add_row(_group_cell(row), escape(row.metric), n_text,
+        table.add_row(_group_cell(row), literal(row.metric), n_text,
                       f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
                       f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}", _delta_cell(row),
                       f"{_p(row.p_value)}\n({_p(row.p_adjusted)})",
@@ -98,7 +95,7 @@ def _outcome_table(report: PairReport) -> Table:
             continue
         seen.add(row.group_label)
         bio, gen = row.outcomes["biomedical"], row.outcomes["general"]
-        table.add_row(escape(row.group_label), *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
+        table.add_row(literal(row.group_label), *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
     return table
 
 
@@ -210,23 +207,23 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
         for report in reports:
             for note in report.notes:
                 if note.refused:
-                    stderr.print(f"[yellow]{escape(report.pair)} · {escape(note.text)}[/yellow]")
+                    stderr.print(f"[yellow]{literal(report.pair)} · {literal(note.text)}[/yellow]")
         if nothing and refused:
             sys.exit(1)
         click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)
-                   if as_json else markdown(reports))
+                   if as_json else plain(markdown(reports)))
         return
     if nothing and not refused:
-        stdout.print(f"No paired results in {escape(str(db_path))} yet. Run both models of a pair, e.g.: "
-                     f"medbench-local run --pair demo --task jama --db {escape(str(db_path))}")
+        stdout.print(f"No paired results in {literal(db_path)} yet. Run both models of a pair, e.g.: "
+                     f"medbench-local run --pair demo --task jama --db {literal(db_path)}")
     for report in reports:
         if report.rows:
             stdout.print(_pair_table(report))
             stdout.print(_outcome_table(report))
         for line in superseded_lines(report):
-            stdout.print(f"[dim]{escape(line)}[/dim]")
+            stdout.print(f"[dim]{literal(line)}[/dim]")
         for line in warnings(report):
-            stdout.print(f"[yellow]{escape(line)}[/yellow]")
+            stdout.print(f"[yellow]{literal(line)}[/yellow]")
     if nothing and refused:
         sys.exit(1)
     stdout.print(f"[dim]Scores ×100 ({resamples} resamples, seed {seed} for the bootstrap and permutation). "

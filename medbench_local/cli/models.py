@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..airgap import select_models
@@ -17,6 +16,7 @@ from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, stale_
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
 from ..modelfiles.resolve import require, resolve
 from .common import config_option, read_config, stderr, stdout
+from .safe_text import literal
 
 
 @click.group("models")
@@ -36,24 +36,24 @@ def list_models(config_path: Path) -> None:
       medbench-local models list --config models.toml
     """
     config = read_config(config_path)
-    stdout.print(f"[bold]Models[/bold] in {escape(str(config.path))} [dim](found as: {config.origin})[/dim]",
+    stdout.print(f"[bold]Models[/bold] in {literal(config.path)} [dim](found as: {config.origin})[/dim]",
                  soft_wrap=True)
     for spec in config.models.values():
         found = resolve(spec)
         if found.path is not None:
-            status = f"[green]present[/green], {found.path.stat().st_size / 1e6:,.0f} MB: {found.path}"
+            status = f"[green]present[/green], {found.path.stat().st_size / 1e6:,.0f} MB: {literal(found.path)}"
         else:
-            status = f"[yellow]missing[/yellow]: {found.how}"
-        stdout.print(f"\n[bold]{spec.id}[/bold]  {spec.role} · {spec.prompt_mode} prompt · n_ctx {spec.n_ctx}")
-        stdout.print(f"  source: {spec.source.describe()}", soft_wrap=True)
+            status = f"[yellow]missing[/yellow]: {literal(found.how)}"
+        stdout.print(f"\n[bold]{literal(spec.id)}[/bold]  {spec.role} · {spec.prompt_mode} prompt · n_ctx {spec.n_ctx}")
+        stdout.print(f"  source: {literal(spec.source.describe())}", soft_wrap=True)
         stdout.print(f"  file:   {status}", soft_wrap=True)
         if spec.extra.get("note"):
-            stdout.print(f"  [dim]note:   {spec.extra['note']}[/dim]", soft_wrap=True)
+            stdout.print(f"  [dim]note:   {literal(spec.extra['note'])}[/dim]", soft_wrap=True)
     stdout.print()
     stdout.print("[bold]Pairs[/bold] (biomedical vs general)")
     for pair in config.pairs.values():
-        stdout.print(f"  [bold]{pair.name}[/bold]: {pair.biomedical} vs {pair.general}"
-                     + (f"  [dim]{pair.description}[/dim]" if pair.description else ""))
+        stdout.print(f"  [bold]{literal(pair.name)}[/bold]: {literal(pair.biomedical)} vs {literal(pair.general)}"
+                     + (f"  [dim]{literal(pair.description)}[/dim]" if pair.description else ""))
 
 
 def _size(n: int) -> str:
@@ -107,12 +107,12 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
     target.parent.mkdir(parents=True, exist_ok=True)  # the user config folder, for the shipped demo config
     failures: list[str] = []
     for spec in specs:
-        stderr.print(f"[bold]{spec.id}[/bold]: {spec.source.describe()}", soft_wrap=True)
+        stderr.print(f"[bold]{literal(spec.id)}[/bold]: {literal(spec.source.describe())}", soft_wrap=True)
         try:
             pulled = pull_model(spec, config.path.parent, entries.get(spec.id), update=update,
                                 hasher=_hash_with_status)
         except UserError as exc:
-            stdout.print(f"[red]✗[/red] {exc}", soft_wrap=True)
+            stdout.print(f"[red]✗[/red] {literal(exc)}", soft_wrap=True)
             failures.append(spec.id)
             continue
         entries[spec.id] = pulled.entry
@@ -120,9 +120,9 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
         commit = f", commit {pulled.entry['commit'][:12]}" if pulled.entry.get("commit") else ""
         stdout.print(f"[green]✓[/green] {spec.id}: {pulled.action} ({_size(pulled.entry['size'])}{commit}), "
                      f"sha256 {pulled.entry['sha256']}", soft_wrap=True)
-        stdout.print(f"  [dim]{pulled.path}[/dim]", soft_wrap=True)
+        stdout.print(f"  [dim]{literal(pulled.path)}[/dim]", soft_wrap=True)
     done = len(specs) - len(failures)
-    stdout.print(f"{done} of {len(specs)} models locked in {target}" if done else "Nothing was locked.")
+    stdout.print(f"{done} of {len(specs)} models locked in {literal(target)}" if done else "Nothing was locked.")
     if failures:
         stdout.print(f"[red]Failed:[/red] {', '.join(failures)}")
         ctx.exit(1)
@@ -166,7 +166,7 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
         problem = _verify_one(spec, entries.get(spec.id), config.path.parent, cached)
         if problem:
             failures.append(spec.id)
-            stdout.print(f"[red]✗[/red] {spec.id}: {problem}", soft_wrap=True)
+            stdout.print(f"[red]✗[/red] {literal(spec.id)}: {literal(problem)}", soft_wrap=True)
     ok = len(specs) - len(failures)
     how = "hash cache" if cached else "full re-hash"
     against = "models.lock" if all(spec.id in entries for spec in specs) else "models.lock or their sha256 pins"

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from ..analysis.paired import compare_pairs
-from ..store import open_database
+from ..fileio import atomic_write, check_output_target, database_files, private_dir
+from ..store.database import reading
 from .common import db_option, stdout
+from .safe_text import literal
 from .show import disagreements_between
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Reports may quote model outputs about patients: owner-only, like the database."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 @click.command("report")
 @db_option
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("report.html"), show_default=True, help="The HTML file to write.")
+              default=Path("report.html"), show_default=True,
+              help="The HTML file to write (owner-only, replaced atomically; the results database, a symbolic "
+                   "link or a missing folder is refused).")
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
               help="Disagreement examples per pair and task.")
@@ -35,7 +31,8 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
 
     Contents: per pair, the paired statistics table, a forest plot of the differences with 95% CIs, score
     and outcome charts, and a few disagreement examples; then every model with its SHA-256, quantization and
-    settings, and every run with versions and the command line. PNGs go to <output stem>_plots/.
+    settings, and every run with versions and the command line. PNGs go to <output stem>_plots/. Reports may
+    quote model outputs about patients: the file is written owner-only (0600), the plot folder 0700.
 
     \b
     Examples:
@@ -43,28 +40,30 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
       medbench-local report --db study.db --pair openbiollm-8b --examples 5 -o openbiollm-8b.html
     """
     from ..report import html, plots  # matplotlib is imported only when a report is made
+    from ..report.html import plot_file_name
 
-    db = open_database(db_path, create=False)
-    try:
+    protect = database_files(db_path)
+    check_output_target(out_path, protect=protect)  # refuse a bad target before any work
+    plot_dir = out_path.with_name(out_path.stem + "_plots")
+    with reading(db_path) as db:
         reports = compare_pairs(db, pair_filter=pair_filter, resamples=resamples, seed=seed)
         runs, models, evaluations = html.gather_metadata(db)
         data = html.ReportInput(str(db_path), reports, runs, models, evaluations)
         for report in reports:
             if not report.rows:
                 continue
-            data.plots[f"{report.pair}-forest"] = plots.forest_plot(report)
-            data.plots[f"{report.pair}-scores"] = plots.score_chart(report)
-            data.plots[f"{report.pair}-outcomes"] = plots.outcome_chart(report)
+            data.plots[plot_file_name(report.pair, "forest")] = plots.forest_plot(report)
+            data.plots[plot_file_name(report.pair, "scores")] = plots.score_chart(report)
+            data.plots[plot_file_name(report.pair, "outcomes")] = plots.outcome_chart(report)
             for group in {r.group_label: r for r in report.rows}.values():  # one per (task, data)
                 found = disagreements_between(db, group.evaluations["biomedical"],
                                               group.evaluations["general"])[:examples] if examples else []
                 data.examples[(report.pair, group.group_label)] = [(b, g) for _, b, g in found]
-    finally:
-        db.conn.close()
-    _write_private(out_path, html.render(data).encode("utf-8"))
-    plot_dir = out_path.with_name(out_path.stem + "_plots")
+        page = html.render(data).encode("utf-8")
+    atomic_write(out_path, page, protect=protect)
     if data.plots:
-        plot_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(plot_dir, protect=protect)
         for name, png in data.plots.items():
-            _write_private(plot_dir / f"{name}.png", png)
-    stdout.print(f"wrote {out_path}" + (f" and {len(data.plots)} plots in {plot_dir}/" if data.plots else ""))
+            atomic_write(plot_dir / name, png, protect=protect)
+    stdout.print(f"wrote {literal(out_path)}"
+                 + (f" and {len(data.plots)} plots in {literal(plot_dir)}/" if data.plots else ""))

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from ..analysis.paired import compare_pairs
@@ -15,9 +14,10 @@ from ..analysis.pairing import model_evaluations
 from ..analysis.published import STUDY_NAMES, lookup, published_values
 from ..errors import UserError
 from ..metrics.clue_levels import level1, level2
-from ..store import open_database
+from ..store.database import reading
 from ..store.queries import model_tasks, pairs, summarize_evaluation
 from .common import db_option, stdout
+from .safe_text import literal
 
 
 def _aliases(values: tuple[str, ...]) -> dict[str, str]:
@@ -156,24 +156,21 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
           --as gemma3-270m=Meta-Llama-3-8B-Instruct
     """
     alias_map = _aliases(aliases)
-    db = open_database(db_path, create=False)
-    try:
+    with reading(db_path) as db:
         check_aliases(alias_map, list(dict.fromkeys(m for m, _ in model_tasks(db))), db_path)
         values, verdicts = value_rows(db, alias_map), findings(db, alias_map, resamples)
         unpublished = unpublished_tasks(db, alias_map)
         pair_names = [p["name"] for p in pairs(db)]
-    finally:
-        db.conn.close()
     if as_json:
         click.echo(json.dumps({"values": values, "findings": verdicts, "unpublished": unpublished}, indent=2))
         return
     for entry in unpublished:
-        stdout.print(f"[yellow]{escape(entry['model'])} · {escape(entry['task'])}: no published values for this "
-                     f"task ({escape(' / '.join(entry['study_names']))} has published values for: "
-                     f"{escape(', '.join(entry['published_tasks']))})[/yellow]")
+        stdout.print(f"[yellow]{literal(entry['model'])} · {literal(entry['task'])}: no published values for this "
+                     f"task ({literal(' / '.join(entry['study_names']))} has published values for: "
+                     f"{literal(', '.join(entry['published_tasks']))})[/yellow]")
     if not values:
         if not unpublished:
-            stdout.print(f"No results of the study's models in {escape(str(db_path))}. Study model ids: "
+            stdout.print(f"No results of the study's models in {literal(db_path)}. Study model ids: "
                          f"{', '.join(STUDY_NAMES)}; run e.g. 'medbench-local run --pair openbiollm-8b --task "
                          "nejm --data nejm=...', or map your own ids with --as MODEL=STUDY_NAME.")
         return
@@ -182,7 +179,7 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
         table.add_column(name, justify="right" if name in ("n", "ours", "published", "Δ") else "left")
     for v in values:
         data = "—" if v["data"] is None else f"{v['data']['name']} {(v['data']['sha256'] or '')[:8]}".strip()
-        table.add_row(v["model"], v["study_name"], v["task"], escape(data), v["metric"],
+        table.add_row(v["model"], v["study_name"], v["task"], literal(data), v["metric"],
                       "—" if v["n"] is None else str(v["n"]),
                       "—" if v["ours"] is None else f"{v['ours']:.1f}", f"{v['published']:.1f}",
                       "—" if v["difference"] is None else f"{v['difference']:+.1f}")
@@ -195,7 +192,7 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
         for f in verdicts:
             colour = {"reproduced": "green", "not reproduced": "red"}.get(f["verdict"], "yellow")
             data = "—" if f["data"] is None else f"{f['data']['name']} {(f['data']['sha256'] or '')[:8]}".strip()
-            table.add_row(f["pair"], f["task"], escape(data + (" (different data)" if f["different_data"] else "")),
+            table.add_row(f["pair"], f["task"], literal(data + (" (different data)" if f["different_data"] else "")),
                           f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}", str(f["n"]),
                           f"{f['p_adjusted']:.3f}", f"[{colour}]{f['verdict']}[/]")
         stdout.print(table)

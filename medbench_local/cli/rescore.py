@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
 from .common import db_option, stdout
+from .safe_text import literal
 
 
 def _extraction_line(entry: ExtractionRescore) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..config import Config
@@ -23,6 +22,7 @@ from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
+from .safe_text import literal
 
 
 def _duration(seconds: float) -> str:
@@ -60,9 +60,9 @@ class ProgressReporter:
         self._last_line = 0.0
 
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
-        self._label = f"{model_id} · {task_id}{self._shard}"
+        self._label = literal(f"{model_id} · {task_id}{self._shard}", one_line=True)
         if already_done:
-            self.note(f"{self._label}: {already_done} of {total} items already done, resuming")
+            self.note(f"{model_id} · {task_id}: {already_done} of {total} items already done, resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
         self._total, self._done_before = total, already_done
         self._started = self._last_line = self.clock()
@@ -113,7 +113,8 @@ class ProgressReporter:
             self.console.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/dim]")
+        """A plain-text note (never markup: it may name models, tasks or files)."""
+        self.console.print(f"[dim]{literal(text)}[/dim]")
 
 
 class ItemLimit(click.ParamType):
@@ -168,7 +169,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
         if found is None:
             raise UserError(f"task '{task_id}': no --data given and no sample for it (./bench_data/{task_id} "
                             "is not here and none ships with medbench-local); pass --data")
-        stderr.print(f"[dim]{task_id}: no --data given, using the {found.origin}: {escape(str(found.path))}[/dim]",
+        stderr.print(f"[dim]{task_id}: no --data given, using the {found.origin}: {literal(found.path)}[/dim]",
                      soft_wrap=True)
         result.append((task_id, found.path))
     return result
@@ -225,7 +226,9 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
 
     Each model is loaded once, decodes greedily with a fixed seed, and every finished item is committed to
     the database immediately. Running the same command again resumes: items already done for the same model
-    file, template, llama.cpp build and task settings are skipped. Ctrl-C stops after the item in flight.
+    file, template, llama.cpp build and task settings are skipped. Ctrl-C (or SIGTERM, SIGHUP) stops after
+    the item in flight; a second one aborts at once, even in the middle of a long prompt. Two runs of the same
+    model and task on one database share the items instead of colliding.
 
     \b
     Examples:
@@ -278,9 +281,13 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         close_database(db)
     which = f" (shard {shard})" if shard else ""
     line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
-            + (f", {summary.errors} errors" if summary.errors else ""))
+            + (f", {summary.errors} errors" if summary.errors else "")
+            + (f", {summary.done_elsewhere} finished by a concurrent run" if summary.done_elsewhere else "")
+            + (f", {summary.held_elsewhere} left to a concurrent run of the same model and task (rerun "
+               "afterwards to fill in anything it does not finish)" if summary.held_elsewhere else ""))
     if summary.status == "interrupted":
-        stderr.print(f"[yellow]Stopped after the item in flight.[/yellow] {line}. "
+        cause = f" ({summary.stop_signal})" if summary.stop_signal and summary.stop_signal != "SIGINT" else ""
+        stderr.print(f"[yellow]Stopped after the item in flight{cause}.[/yellow] {line}. "
                      "Rerun the same command to resume.")
         sys.exit(130)
     stdout.print(line)

@@ -8,15 +8,15 @@ from typing import Any
 
 import click
 import sqlite_utils
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from ..analysis.pairing import PairedEvaluations, pair_evaluations
 from ..errors import UserError
-from ..store import open_database
+from ..store.database import reading
 from ..store.queries import pairs
 from .common import db_option, stdout
+from .safe_text import literal
 
 
 def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
@@ -75,14 +75,15 @@ def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: 
 
 
 def _answer(row: dict[str, Any], label: str) -> Panel:
+    """One model's answer. Everything from the database is printed literally (safe_text.literal)."""
     metrics = json.loads(row["metrics"] or "{}")
-    head = f"outcome: [bold]{row['outcome']}[/bold]"
+    head = f"outcome: [bold]{literal(row['outcome'])}[/bold]"
     if row["extracted"] is not None or row["gold"] is not None:
-        head += f" · answer {row['extracted'] or '—'} (gold {row['gold'] or '—'})"
+        head += f" · answer {literal(row['extracted'] or '—')} (gold {literal(row['gold'] or '—')})"
     if metrics and not set(metrics) <= {"accuracy"}:
-        head += " · " + ", ".join(f"{k} {100 * v:.1f}" for k, v in metrics.items())
-    return Panel(f"{head}\n\n{row['output'] if row['output'] is not None else '(no output: generation failed)'}",
-                 title=label, title_align="left")
+        head += " · " + ", ".join(f"{literal(k)} {100 * float(v):.1f}" for k, v in metrics.items())
+    output = literal(row["output"]) if row["output"] is not None else "(no output: generation failed)"
+    return Panel(f"{head}\n\n{output}", title=label, title_align="left")
 
 
 @click.command("show")
@@ -107,35 +108,35 @@ def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, d
       medbench-local show --db results.db --pair demo --task jama
       medbench-local show --db results.db --pair openbiollm-8b --task meqsum --metric rougeL --limit 3 --prompts
     """
-    db = open_database(db_path, create=False)
-    try:
+    with reading(db_path) as db:  # stored JSON is parsed inside, where damage is diagnosed as one line
         group, groups = paired_group(db, pair_name, task, data_name)
         found = disagreements_between(db, group.biomedical, group.general, metric)
-    finally:
-        db.conn.close()
-    stdout.print(f"[bold]{escape(pair_name)} · {escape(task)}[/bold] on {escape(group.data.short)}: {len(found)} "
+        shown = [(bio, gen, json.loads(bio["payload"] or "{}"), _answer(bio, "biomedical"), _answer(gen, "general"))
+                 for _, bio, gen in found[:limit]]
+    stdout.print(f"[bold]{literal(pair_name)} · {literal(task)}[/bold] on {literal(group.data.short)}: {len(found)} "
                  "items where the models disagree" + (f" (showing {limit})" if len(found) > limit else ""))
     others = [g.data.short for g in groups if g is not group]
     if others:
-        stdout.print(f"[dim]also paired on: {escape(', '.join(others))} (choose with --data)[/dim]")
-    for _, bio, gen in found[:limit]:
-        stdout.rule(f"item {bio['item_id']}")
-        payload = json.loads(bio["payload"] or "{}")
-        if payload.get("not_stored"):
+        stdout.print(f"[dim]also paired on: {literal(', '.join(others))} (choose with --data)[/dim]")
+    for bio, gen, payload, bio_panel, gen_panel in shown:
+        stdout.rule(f"item {literal(bio['item_id'], one_line=True)}")
+        if isinstance(payload, dict) and payload.get("not_stored"):
             stdout.print("[dim](inputs were not stored for this run: --no-store-inputs)[/dim]")
         elif not with_prompts:
-            stdout.print(_item_text(payload), soft_wrap=True)
+            stdout.print(literal(_item_text(payload)), soft_wrap=True)
         if with_prompts:
-            stdout.print(Panel(bio["prompt"], title="biomedical prompt", title_align="left"))
-            stdout.print(Panel(gen["prompt"], title="general prompt", title_align="left"))
+            stdout.print(Panel(literal(bio["prompt"] or ""), title="biomedical prompt", title_align="left"))
+            stdout.print(Panel(literal(gen["prompt"] or ""), title="general prompt", title_align="left"))
         grid = Table.grid(expand=True, padding=(0, 1))
         grid.add_column(ratio=1)
         grid.add_column(ratio=1)
-        grid.add_row(_answer(bio, "biomedical"), _answer(gen, "general"))
+        grid.add_row(bio_panel, gen_panel)
         stdout.print(grid)
 
 
-def _item_text(payload: dict[str, Any]) -> str:
+def _item_text(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return json.dumps(payload, ensure_ascii=False)[:2000]
     parts = [str(payload[k]) for k in ("case", "context", "question") if payload.get(k)]
     options = payload.get("options")
     if isinstance(options, dict):

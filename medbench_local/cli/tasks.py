@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from ..paths import default_data
 from ..tasks import get_task, task_ids
 from .common import stdout
+from .safe_text import literal
 
 
 @click.group("tasks")
@@ -30,5 +30,5 @@ def list_tasks() -> None:
         stdout.print(f"  {task.description}", soft_wrap=True)
         stdout.print(f"  metrics: {', '.join(task.metric_names)} · max new tokens: {task.max_tokens}")
         stdout.print(f"  data:    {task.data_format}", soft_wrap=True)
-        stdout.print(f"  sample:  {escape(str(sample.path)) if sample else '(none)'}"
+        stdout.print(f"  sample:  {literal(sample.path) if sample else '(none)'}"
                      + (f"  [dim]({sample.origin})[/dim]" if sample else "") + "\n", soft_wrap=True)

@@ -23,10 +23,12 @@ from ..config import ModelSpec
 from ..errors import ModelFileError, UserError
 from ..modelfiles.check import check_model_file
 from ..modelfiles.gguf_header import summarize
+from .abort import AbortSwitch
 from .base import GenerateRequest, Generation, ModelInfo, Prompt
 from .prompt_format import TemplateRenderError, render_base, render_chat
 from .rpc import rpc_llama_kwargs
 from .runtime import build_info, default_gpu_layers
+from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
 
@@ -123,6 +125,8 @@ class LlamaEngine:
 
         _logger.set_verbose(False)
         self.load = load_report(log.text)
+        self._abort = AbortSwitch()  # a second Ctrl-C stops even a long prompt evaluation (engine/abort.py)
+        self._abort.install(self._llm._ctx.ctx)
         vocab = self._llm._model
         self._bos = self._llm.token_bos()
         self._add_bos = bool(vocab.add_bos_token()) and self._bos != -1
@@ -163,18 +167,16 @@ class LlamaEngine:
         if budget < 8:
             raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
                             f"prompt after max_tokens {request.max_tokens}")
-        truncated = 0
-        if len(tokens) > budget:  # left-truncate (as the reference's TGI did), keeping BOS
-            keep_bos = 1 if tokens and tokens[0] == self._bos and self._add_bos else 0
-            truncated = len(tokens) - budget
-            tokens = tokens[:keep_bos] + tokens[keep_bos + truncated:]
+        tokens, truncated = left_truncate(tokens, budget, self._bos if self._add_bos else None)
         self._llm.reset()
         self._perf_reset()
         started = time.perf_counter()
-        result: Any = self._llm.create_completion(
-            prompt=tokens, max_tokens=request.max_tokens, temperature=0.0, top_k=1, top_p=1.0, min_p=0.0,
-            repeat_penalty=1.0, seed=self.settings["seed"], stop=[*request.stop, *self.settings["model_stop"]] or None,
-        )
+        with self._abort.guard():
+            result: Any = self._llm.create_completion(
+                prompt=tokens, max_tokens=request.max_tokens, temperature=0.0, top_k=1, top_p=1.0, min_p=0.0,
+                repeat_penalty=1.0, seed=self.settings["seed"],
+                stop=[*request.stop, *self.settings["model_stop"]] or None,
+            )
         seconds = time.perf_counter() - started
         prompt_ms, generation_ms = self._perf_read()
         choice = result["choices"][0]
@@ -202,6 +204,10 @@ class LlamaEngine:
         except (AttributeError, TypeError):  # pragma: no cover - older bindings
             return None, None
         return float(data.t_p_eval_ms), float(data.t_eval_ms)
+
+    def abort(self) -> None:
+        """Stop the computation in flight as soon as llama.cpp next polls (called from a signal handler)."""
+        self._abort.trip()
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None

@@ -17,6 +17,7 @@ import sqlite_utils
 
 from .. import __version__
 from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport
+from ..fileio import safe_component
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#212121}
@@ -38,6 +39,12 @@ class ReportInput:
     evaluations: list[dict[str, Any]]
     plots: dict[str, bytes] = field(default_factory=dict)          # name -> PNG
     examples: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = field(default_factory=dict)
+
+
+def plot_file_name(pair: str, kind: str) -> str:
+    """A plot's file name (also its key in ReportInput.plots). Pair names come from the database, so they are
+    made safe for a path (fileio.safe_component) before they name a file."""
+    return f"{safe_component(pair)}-{kind}.png"
 
 
 def gather_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
@@ -95,7 +102,7 @@ def _pair_section(report: PairReport, data: ReportInput) -> str:
     if notes:
         parts.append("<ul class='muted'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
     for kind, caption in (("forest", "Paired differences"), ("scores", "Scores"), ("outcomes", "Outcomes")):
-        png = data.plots.get(f"{report.pair}-{kind}")
+        png = data.plots.get(plot_file_name(report.pair, kind))
         if png:
             parts.append(f"<h3>{caption}</h3>{_img(png, f'{report.pair} {caption}')}")
     for (pair, task), examples in data.examples.items():

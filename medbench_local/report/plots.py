@@ -11,6 +11,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
+# Labels carry pair and model names read from the database: "$" must never switch on math parsing (a name
+# like "a$\\frac" would make the renderer raise).
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..analysis.paired import MetricComparison, PairReport  # noqa: E402

@@ -112,19 +112,35 @@ def applied(db: sqlite_utils.Database) -> list[str]:
 
 
 def migrate(db: sqlite_utils.Database, path: str) -> None:
-    """Apply pending migrations, each in its own transaction, recording its name."""
+    """Apply pending migrations, each in its own transaction together with its ``_migrations`` record.
+
+    Why explicit ``BEGIN IMMEDIATE``: SQLite runs DDL outside any transaction unless one is open, so a
+    migration failing halfway would otherwise leave some of its tables behind. Inside one write transaction it
+    is all or nothing, and two processes opening a new database at once cannot both apply the same migration
+    (the second re-checks under the lock and finds it done).
+    """
     done = applied(db)
     known = [name for name, _ in MIGRATIONS]
     newer = [name for name in done if name not in known]
     if newer:
         raise StoreError(f"{path}: written by a newer medbench-local (unknown schema migration "
                          f"'{newer[0]}'); upgrade medbench-local to read it")
-    if "_migrations" not in db.table_names():
-        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
     for name, fn in MIGRATIONS:
         if name in done:
             continue
-        with db.conn:
-            fn(db)
-            db.conn.execute("insert into _migrations (name, applied_at) values (?, ?)",
-                            (name, datetime.now(timezone.utc).isoformat()))
+        conn = db.conn
+        if conn.in_transaction:
+            conn.commit()
+        conn.execute("begin immediate")
+        try:
+            if name not in applied(db):
+                if "_migrations" not in db.table_names():
+                    db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+                fn(db)
+                conn.execute("insert into _migrations (name, applied_at) values (?, ?)",
+                             (name, datetime.now(timezone.utc).isoformat()))
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("rollback")
+            raise
+        conn.execute("commit")

@@ -8,7 +8,8 @@ rows of one item; anything that goes wrong rolls the item back whole.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -107,22 +108,63 @@ def redacted(text: str) -> str:
     return f"[not stored] sha256:{sha256_text(text)}"
 
 
+def is_done(db: sqlite_utils.Database, evaluation: str, item: str) -> bool:
+    """Whether the item already has a stored result (e.g. written meanwhile by a concurrent run)."""
+    return db.conn.execute("select 1 from generations where evaluation = ? and item = ?",
+                           (evaluation, item)).fetchone() is not None
+
+
+def _input_texts(value: object) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _input_texts(inner)
+    elif isinstance(value, (list, tuple)):
+        for inner in value:
+            yield from _input_texts(inner)
+
+
+def scrub_inputs(text: str | None, payload: dict[str, Any]) -> str | None:
+    """``text`` with every input text of the item (case, question, each option, ...) replaced by a marker.
+
+    Why: with ``--no-store-inputs`` nothing derived from the case may reach the database, but scorers explain
+    themselves in words that can quote inputs (a fuzzy match names the option text it matched). Matching is
+    case-insensitive on whole words, longest text first; texts shorter than 3 characters (option letters,
+    "no") are left alone, as they identify nobody and would garble every explanation.
+    """
+    if not text:
+        return text
+    for value in sorted({v.strip() for v in _input_texts(payload) if len(v.strip()) >= 3}, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "[input text]", text, flags=re.IGNORECASE)
+    return text
+
+
 def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task: str, item: Item,
                 generation: Generation | None, score: Score, error: str | None = None,
-                prompt_text: str = "", store_inputs: bool = True) -> None:
+                prompt_text: str = "", store_inputs: bool = True) -> bool:
     """Store item, generation and score atomically. ``generation`` is None when generation failed.
 
+    Returns False, writing nothing, when the item already has a result in this evaluation (a concurrent run
+    of the same model and task finished it first): the stored result is kept, never a constraint error.
+
     With ``store_inputs=False`` (``run --no-store-inputs``) the item text and the rendered prompt are replaced
-    by their SHA-256: outputs, scores and gold answers stay, so every number can still be recomputed, but no
-    case text (possibly patient data) is written.
+    by their SHA-256 and any input text quoted in the scorer's explanation or an error message is blanked:
+    outputs, scores and gold answers stay, so every number can still be recomputed, but no case text
+    (possibly patient data) is written.
     """
     key = item_key(task, item)
     g = generation
     prompt = g.prompt_text if g else prompt_text
     payload = item.payload if store_inputs else {"not_stored": True, "content_sha256": item.content_sha256}
+    detail = score.detail
     if not store_inputs:
         prompt = redacted(prompt)
+        detail = scrub_inputs(detail, item.payload) or ""
+        error = scrub_inputs(error, item.payload)
     with transaction(db):
+        if is_done(db, evaluation, key):
+            return False
         db.conn.execute("insert or ignore into items (key, task, item_id, content_sha256, source, payload) "
                         "values (?,?,?,?,?,?)", (key, task, item.id, item.content_sha256, item.source,
                                                  json.dumps(payload, ensure_ascii=False, sort_keys=True)))
@@ -138,7 +180,8 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
             "insert into scores (generation_id, evaluation, item, outcome, extracted, gold, method, detail, metrics) "
             "values (?,?,?,?,?,?,?,?,?)",
             (cursor.lastrowid, evaluation, key, score.outcome, score.extracted, score.gold, score.method,
-             score.detail, json.dumps(score.metrics, sort_keys=True)))
+             detail, json.dumps(score.metrics, sort_keys=True)))
+    return True
 
 
 def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str, settings: dict[str, Any],
