@@ -11,6 +11,7 @@ from rich.table import Table
 from ..analysis.paired import MetricComparison, PairReport, compare_pairs
 from ..store import open_database
 from .common import db_option, stdout
+from .limits import RESAMPLES, STATS_SEED
 
 OUTCOME_COLUMNS = ("correct", "wrong", "scored", "unparseable", "truncated", "error")
 
@@ -106,10 +107,10 @@ def markdown(reports: list[PairReport]) -> str:
 @db_option
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
-@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+@click.option("--resamples", type=RESAMPLES, default=10_000, show_default=True,
               help="Bootstrap / permutation resamples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling (results are "
-                                                                      "reproducible for a given seed).")
+@click.option("--seed", type=STATS_SEED, default=0, show_default=True,
+              help="Seed of the resampling (results are reproducible for a given seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
 def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tuple[str, ...], resamples: int,

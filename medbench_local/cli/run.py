@@ -17,6 +17,7 @@ from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
+from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 
 
 class ProgressReporter:
@@ -107,9 +108,10 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
               show_default=True, help="SQLite results database (created if missing).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N items of each task (smoke tests).")
-@click.option("--seed", type=int, default=1234, show_default=True, help="llama.cpp seed (decoding is greedy).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (default: all cores).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--seed", type=LLAMA_SEED, default=1234, show_default=True,
+              help="llama.cpp seed (decoding is greedy).")
+@click.option("--threads", type=THREADS, help="CPU threads for llama.cpp (default: all cores).")
+@click.option("--batch-size", type=BATCH_SIZE, default=512, show_default=True,
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
