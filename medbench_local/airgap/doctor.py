@@ -418,6 +418,10 @@ def _check_task(report: Report, task_id: str, path: Path | None) -> None:
         report.add(FAIL, subject, f"data not found: {path}")
         return
     try:
+        if not path.is_dir():
+            from ..tasks.datafiles import require_regular_file
+
+            require_regular_file(path)  # a FIFO would block the loader
         data = task.load(path)
     except UserError as exc:
         report.add(FAIL, subject, f"data does not load: {exc}")

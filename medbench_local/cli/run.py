@@ -15,6 +15,7 @@ from ..errors import StoreError, UserError
 from ..runner import ModelRole, RunOptions, check_model_history, execute, load_tasks, locate_models
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
+from ..tasks.datafiles import require_regular_file
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
@@ -94,6 +95,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
         if task_id not in explicit and not path.exists():
             raise UserError(f"task '{task_id}': no --data given and the bundled sample {path} is not here "
                             "(run from the repository root or pass --data)")
+        if path.exists() and not path.is_dir():
+            require_regular_file(path)  # a FIFO or device is refused here, before any loader opens it
         result.append((task_id, path))
     return result
 
