@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,15 +182,13 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a registry of hundreds of models is a few 
 def _read_config_text(path: Path) -> str:
     """The file's text, refusing what is not a regular file *before* opening it (a FIFO would block forever,
     a device never end) and what is implausibly large."""
-    import stat as stat_module
-
     try:
         info = path.stat()
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read ({exc.strerror})") from None
-    if stat_module.S_ISDIR(info.st_mode):
+    if stat.S_ISDIR(info.st_mode):
         raise ConfigError(path, None, "is a folder, expected models.toml")
-    if not stat_module.S_ISREG(info.st_mode):
+    if not stat.S_ISREG(info.st_mode):
         raise ConfigError(path, None, "not a regular file (a pipe, socket or device); give the path of a "
                                       "models.toml file")
     if info.st_size > MAX_CONFIG_BYTES:
