@@ -151,7 +151,8 @@ CASES = [
     Case("--seed 2**32-1 (llama.cpp's 'random')", with_options("--seed", str(2**32 - 1)),
          "invalid value for '--seed'"),
     # 7. bounded parsing
-    Case("GGUF with its tensor data cut short", cut_tensor_data, "truncated GGUF file (its header declares tensor data"),
+    Case("GGUF with its tensor data cut short", cut_tensor_data,
+         "truncated GGUF file (its header declares tensor data"),
     Case("data file is a FIFO", fifo_as("data"), "not a regular file"),
     Case("prompts file is a FIFO", fifo_as("prompts"), "not a regular file"),
     Case("models.toml is a FIFO", fifo_as("config"), "not a regular file"),
