@@ -192,6 +192,20 @@ def _private_create(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "wb")
 
 
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open for reading only if it is (still) a regular file: O_NONBLOCK so that a FIFO swapped in after the
+    scan cannot block, O_NOFOLLOW so that a link swapped in is not followed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def _is_within(inner: Path, outer: Path) -> bool:
     inner, outer = Path(os.path.realpath(inner)), Path(os.path.realpath(outer))
     return inner == outer or outer in inner.parents
@@ -647,10 +661,15 @@ def _scan_folder(source: Path) -> _Scan:
         info = os.lstat(path)
     except FileNotFoundError:
         raise _no_manifest(source) from None
+    except OSError as exc:
+        raise BundleError(f"{source}: cannot read {MANIFEST} ({exc.strerror}); nothing was installed") from None
     if not stat.S_ISREG(info.st_mode):
         raise BundleError(f"{source}: {MANIFEST} is not a regular file; nothing was installed")
-    with open(path, "rb") as handle:
-        content = _read_capped(handle, MAX_MANIFEST_BYTES)
+    try:
+        with _open_regular(path) as handle:
+            content = _read_capped(handle, MAX_MANIFEST_BYTES)
+    except OSError as exc:
+        raise BundleError(f"{source}: cannot read {MANIFEST} ({exc.strerror}); nothing was installed") from None
     if content is None:
         raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES:,} bytes; nothing was installed")
     scan = _Scan(source, _parse_manifest(content, str(source)))
@@ -875,7 +894,7 @@ def _transfer(scan: _Scan, staging: Path | None, reporter: Reporter) -> _Receive
     if not scan.is_tar:
         for name in sorted(chosen):
             try:
-                handle = open(scan.paths[name], "rb")
+                handle = _open_regular(scan.paths[name])
             except OSError as exc:
                 scan.problems.append(f"{name}: cannot read ({exc.strerror})")
                 scan.refused.add(name)
