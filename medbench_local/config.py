@@ -7,7 +7,9 @@ what was expected.
 
 from __future__ import annotations
 
+import math
 import re
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +82,7 @@ class ModelSpec:
     n_gpu_layers: int | None = None
     main_gpu: int = 0
     tensor_split: tuple[float, ...] | None = None
+    allow_context_beyond_trained: bool = False
     flash_attn: bool = False
     cache_type_k: str | None = None
     cache_type_v: str | None = None
@@ -123,7 +126,7 @@ class Config:
 KV_CACHE_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 _MODEL_KEYS = {
     "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers", "main_gpu",
-    "tensor_split", "flash_attn", "cache_type_k", "cache_type_v", "rpc_servers",
+    "tensor_split", "flash_attn", "cache_type_k", "cache_type_v", "rpc_servers", "allow_context_beyond_trained",
     "chat_template", "prompt_mode", "stop", "description", "licence", "upstream", "note",
 }
 _INFO_KEYS = ("licence", "upstream", "note")
@@ -180,17 +183,48 @@ class _Locator:
 def load_config(path: Path | str) -> Config:
     """Read and validate models.toml. Raises ConfigError with file, line and key on any problem."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(path, None, "file not found (pass --config or run from the repository root)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = _read_config_text(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, None, f"TOML syntax error: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer with thousands of digits, arrays nested deeply
+        raise ConfigError(path, None, f"TOML not readable: {_bounded_reason(exc)}") from None
     return parse_config(raw, path, text)
+
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a registry of hundreds of models is a few hundred KB
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, refusing what is not a regular file *before* opening it (a FIFO would block forever,
+    a device never end) and what is implausibly large."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(path, None, "is a folder, expected models.toml")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(path, None, "not a regular file (a pipe, socket or device); give the path of a "
+                                      "models.toml file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(path, None, f"{info.st_size:,} bytes: larger than the {MAX_CONFIG_BYTES:,}-byte limit for "
+                                      "a model registry")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read ({exc.strerror})") from None
+
+
+def _bounded_reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "values nested too deeply"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def parse_config(raw: dict[str, Any], path: Path, text: str = "") -> Config:
@@ -236,14 +270,6 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
             raise fail(key, f"expected a non-empty string, got {value!r}")
         return value
 
-    def get_int(key: str, minimum: int) -> int | None:
-        value = body.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise fail(key, f"expected an integer >= {minimum}, got {value!r}")
-        return value
-
     role = get_str("role", required=True)
     if role not in ROLES:
         raise fail("role", f"expected one of {', '.join(ROLES)}, got {role!r}")
@@ -275,22 +301,19 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
     stop = body.get("stop", [])
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise fail("stop", f"expected a list of non-empty strings, got {stop!r}")
-    n_ctx = get_int("n_ctx", 128)
-    split = body.get("tensor_split")
-    if split is not None and (not isinstance(split, list) or not split
-                              or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
-                                         for x in split)):
-        raise fail("tensor_split", f"expected a list of non-negative numbers (one per GPU), got {split!r}")
+    numbers = _numeric_settings(body, fail)
     flash = body.get("flash_attn", False)
     if not isinstance(flash, bool):
         raise fail("flash_attn", f"expected true or false, got {flash!r}")
+    beyond = body.get("allow_context_beyond_trained", False)
+    if not isinstance(beyond, bool):
+        raise fail("allow_context_beyond_trained", f"expected true or false, got {beyond!r}")
     cache_types = {}
     for key in ("cache_type_k", "cache_type_v"):
         value = get_str(key)
         if value is not None and value.lower() not in KV_CACHE_TYPES:
             raise fail(key, f"expected one of {', '.join(KV_CACHE_TYPES)}, got {value!r}")
         cache_types[key] = value.lower() if value else None
-    main_gpu = get_int("main_gpu", 0)
     rpc_servers = _parse_rpc_servers(body, fail)
     return ModelSpec(
         id=mid,
@@ -298,13 +321,11 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
         source=source,
         prompt_mode=mode,  # type: ignore[arg-type]
         sha256=sha.lower() if sha else None,
-        n_ctx=n_ctx if n_ctx is not None else 4096,
-        n_gpu_layers=get_int("n_gpu_layers", -1),
-        main_gpu=main_gpu or 0,
-        tensor_split=tuple(float(x) for x in split) if split else None,
+        **numbers,
         flash_attn=flash,
+        allow_context_beyond_trained=beyond,
         **cache_types,
-        chat_template=get_str("chat_template"),
+        chat_template=_chat_template_setting(get_str("chat_template"), fail),
         stop=tuple(stop),
         description=get_str("description") or "",
         extra={k: str(body[k]) for k in _INFO_KEYS if k in body},
@@ -335,6 +356,82 @@ def _parse_rpc_servers(body: dict[str, Any], fail: Callable[[str | None, str], C
         raise fail("rpc_servers", "with n_gpu_layers = 0 no layer goes to the RPC servers; remove n_gpu_layers "
                                   "(all layers) or set how many to offload")
     return tuple(value)
+
+
+# ------------------------------------------------------------------------------------ numeric settings
+# Why here and strict: llama.cpp takes these as C integers and floats through ctypes, which wraps an out-of-range
+# Python int silently (n_ctx = 4294967808 would become 512) and passes NaN or inf on to the GPU split. Every
+# number is checked for type (a TOML float or boolean is not an integer), range and finiteness before anything
+# else happens, so the error names the key and its line instead of surfacing as a crash or a silent change.
+
+INT32_MAX = 2 ** 31 - 1
+MAX_DEVICES = 16  # llama.cpp's LLAMA_MAX_DEVICES: the length of its tensor_split array
+_INT_RANGES: dict[str, tuple[int, int, str]] = {
+    # key: (minimum, maximum, what the bounds mean)
+    "n_ctx": (128, INT32_MAX, "at least 128 tokens, at most llama.cpp's int32 maximum"),
+    "n_gpu_layers": (-1, INT32_MAX, "-1 = all layers, 0 = CPU only, at most llama.cpp's int32 maximum"),
+    "main_gpu": (0, MAX_DEVICES - 1, f"a GPU index below llama.cpp's {MAX_DEVICES} devices"),
+}
+_INT_DEFAULTS: dict[str, int | None] = {"n_ctx": 4096, "n_gpu_layers": None, "main_gpu": 0}
+
+
+def _describe_number(value: Any) -> str:
+    """A TOML-ish rendering of a rejected value that says *why* it is not an integer or a finite number."""
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean, not a number)"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan (not a number)"
+        if math.isinf(value):
+            return f"{'-' if value < 0 else ''}inf (infinite)"
+        return f"{value!r} (a float)"
+    return repr(value)
+
+
+def _int_setting(key: str, value: Any, fail: Any) -> int:
+    low, high, meaning = _INT_RANGES[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise fail(key, f"expected an integer >= {low} and <= {high} ({meaning}), got {_describe_number(value)}")
+    return value
+
+
+def _tensor_split_setting(value: Any, fail: Any) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise fail("tensor_split", f"expected a list of non-negative numbers (one per GPU), got {value!r}")
+    if len(value) > MAX_DEVICES:
+        raise fail("tensor_split", f"{len(value)} entries, but llama.cpp supports at most {MAX_DEVICES} devices")
+    for index, part in enumerate(value):
+        if not isinstance(part, (int, float)) or isinstance(part, bool) or not math.isfinite(part) or part < 0:
+            raise fail("tensor_split", f"expected a list of finite non-negative numbers (each GPU's share of the "
+                                       f"model), but entry {index + 1} is {_describe_number(part)}")
+    if not any(part > 0 for part in value):
+        raise fail("tensor_split", "all entries are 0: give each GPU's share, e.g. [3, 1]")
+    return tuple(float(part) for part in value)
+
+
+def _numeric_settings(body: dict[str, Any], fail: Any) -> dict[str, Any]:
+    """n_ctx, n_gpu_layers, main_gpu and tensor_split of one model, validated (ModelSpec keyword arguments)."""
+    numbers: dict[str, Any] = dict(_INT_DEFAULTS)
+    for key in _INT_RANGES:
+        if body.get(key) is not None:
+            numbers[key] = _int_setting(key, body[key], fail)
+    split = body.get("tensor_split")
+    numbers["tensor_split"] = _tensor_split_setting(split, fail) if split is not None else None
+    return numbers
+
+
+def _chat_template_setting(template: str | None, fail: Any) -> str | None:
+    """A chat_template override must compile (and stay within the size limit) when models.toml is read, so a
+    typo is a config error with its line, not a failure at the first item."""
+    if template is None:
+        return None
+    from .engine.prompt_format import TemplateRenderError, compile_chat_template
+
+    try:
+        compile_chat_template(template)
+    except TemplateRenderError as exc:
+        raise fail("chat_template", str(exc)) from None
+    return template
 
 
 def _parse_pair(name: str, body: Any, models: dict[str, ModelSpec], path: Path, loc: _Locator) -> PairSpec:

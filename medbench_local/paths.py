@@ -101,8 +101,10 @@ def find_config(explicit: Path | None = None, environ: Mapping[str, str] | None 
         if value is not None:
             path = Path(value).expanduser()
             path = path if path.is_absolute() else cwd / path
-            if not path.is_file():
+            if not path.exists():
                 raise ConfigError(path, None, f"file not found (given by {origin})")
+            if not path.is_file():  # a FIFO or device would block or stream forever: never opened
+                raise ConfigError(path, None, f"not a regular file (given by {origin})")
             return Found(path, origin)
     for path, origin in ((cwd / CONFIG_NAME, FROM_CWD), (user_config_dir(env) / CONFIG_NAME, FROM_USER)):
         if path.is_file():

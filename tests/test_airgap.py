@@ -5,6 +5,7 @@ imported bundle inside a network namespace without interfaces, and the doctor's 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -14,14 +15,17 @@ import subprocess
 import sys
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
 
+from medbench_local.airgap.bundle import Reporter
 from medbench_local.airgap.netguard import NetworkAccessBlocked, NetworkGuard
 from medbench_local.cli import main
 from medbench_local.config import load_config
@@ -530,6 +534,29 @@ def _gpu_layers(folder: Path) -> list[str]:
     return []
 
 
+def _beyond_trained(folder: Path) -> list[str]:
+    link = folder / "m.gguf"
+    link.symlink_to(SMOLLM)
+    (folder / "models.toml").write_text(f'[models.m]\nrole = "biomedical"\npath = "{link}"\nn_ctx = 8193\n')
+    return []
+
+
+def _beyond_trained_allowed(folder: Path) -> list[str]:
+    link = folder / "m.gguf"
+    link.symlink_to(SMOLLM)
+    (folder / "models.toml").write_text(f'[models.m]\nrole = "biomedical"\npath = "{link}"\nn_ctx = 8193\n'
+                                        "allow_context_beyond_trained = true\nn_gpu_layers = 0\n")
+    return []
+
+
+def _beyond_memory(folder: Path) -> list[str]:
+    link = folder / "m.gguf"
+    link.symlink_to(SMOLLM)
+    (folder / "models.toml").write_text(f'[models.m]\nrole = "biomedical"\npath = "{link}"\nn_ctx = 2147483647\n'
+                                        "allow_context_beyond_trained = true\nn_gpu_layers = 0\n")
+    return []
+
+
 def _gpu_expectation() -> tuple[int, str]:
     from medbench_local.engine.runtime import build_info
 
@@ -552,8 +579,14 @@ def _gpu_expectation() -> tuple[int, str]:
     (_good_data, 0, ["✓ task jama:", "10 items"]),
     (_missing_asset, 1, ["✗ asset:", "umls: not found"]),
     (_gpu_layers, None, []),
+    (_beyond_trained, 1, ["✗ model m: model 'm': n_ctx 8193 exceeds the context m.gguf was trained with (8192",
+                          "Not ready"]),
+    (_beyond_trained_allowed, 0, ["! model m: n_ctx 8193 exceeds the trained context 8192 (allowed by "
+                                  "allow_context_beyond_trained)", "Ready."]),
+    (_beyond_memory, 1, ["✗ model m: memory estimate ≈", "n_ctx 2147483647", ": does not fit", "Not ready"]),
 ], ids=["ok", "missing-model", "unreadable-gguf", "lock-mismatch", "pin-mismatch", "stale-lock", "missing-data",
-        "bad-data", "good-data", "missing-asset", "gpu-layers"])
+        "bad-data", "good-data", "missing-asset", "gpu-layers", "beyond-trained", "beyond-trained-allowed",
+        "beyond-memory"])
 def test_doctor_reports_each_case(tmp_path: Path, setup, code: int | None, expected: list[str]) -> None:
     args = setup(tmp_path)
     if code is None:
@@ -603,3 +636,404 @@ def test_gpu_memory_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert gpu_memory() == [("NVIDIA H100 80GB HBM3", 80000 * 1024 ** 2, 81559 * 1024 ** 2)]
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
     assert gpu_memory() is None
+
+
+# ------------------------------------------------------------------------------------------- hostile bundles
+# Issue 10, classes 11 and 3 (bundle part): every hostile bundle is refused with one line per problem, exit 1,
+# nothing installed and no staging folder left; what the tool writes is owner-only under any umask.
+
+
+def _manifest(files: dict[str, bytes]) -> bytes:
+    entries = [{"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+               for name, data in sorted(files.items())]
+    return json.dumps({"format": "medbench-local.bundle", "version": 1, "files": entries}).encode()
+
+
+def folder_bundle(root: Path, files: dict[str, bytes], listed: dict[str, bytes] | None = None) -> Path:
+    """A bundle folder written by hand: ``files`` on disk, ``listed`` (default: the same) in MANIFEST.json."""
+    root.mkdir(parents=True)
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "MANIFEST.json").write_bytes(_manifest(files if listed is None else listed))
+    return root
+
+
+def tar_bundle(path: Path, members: list[tuple[str, bytes]], listed: dict[str, bytes] | None,
+               mode: str = "w") -> Path:
+    """A bundle archive written by hand; ``listed=None`` leaves MANIFEST.json out."""
+    with tarfile.open(path, mode) as tar:
+        if listed is not None:
+            members = [*members, ("MANIFEST.json", _manifest(listed))]
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+FAKE_MODEL = b"GGUF" + bytes(60)
+FAKE_SHA = hashlib.sha256(FAKE_MODEL).hexdigest()
+CSV = b"id,case,question,A,B,answer\nc1,case,q?,a,b,A\n"
+
+
+def _bundled_toml(body: str) -> dict[str, bytes]:
+    return {"models/m.gguf": FAKE_MODEL, "models.toml": f'[models.m]\nrole = "general"\n{body}\n'.encode()}
+
+
+class _Zeros(io.RawIOBase):
+    """``size`` zero bytes, produced on demand (a tar bomb's payload without holding it in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+BOMB_SIZE = 32 * 1024 * 1024
+
+
+def _bomb(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    """A gzip-compressed archive (~32 KB) whose member unpacks to 32 MB, while MANIFEST.json announces 10 bytes."""
+    path = tmp / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("data/x.csv")
+        info.size = BOMB_SIZE
+        tar.addfile(info, io.BufferedReader(_Zeros(BOMB_SIZE)))
+        manifest = _manifest({"data/x.csv": bytes(10)})
+        info = tarfile.TarInfo("MANIFEST.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    return path
+
+
+def _no_manifest_bomb(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return tar_bundle(tmp / "b.tar.gz", [("data/x.csv", bytes(4 * 1024 * 1024))], None, "w:gz")
+
+
+def _duplicate_member(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return tar_bundle(tmp / "b.tar", [("data/a.csv", CSV), ("data/a.csv", CSV)], {"data/a.csv": CSV})
+
+
+def _unlisted_member(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return tar_bundle(tmp / "b.tar", [("data/a.csv", CSV), ("data/b.csv", CSV)], {"data/a.csv": CSV})
+
+
+def _case_collision(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    from medbench_local.airgap import bundle
+
+    mp.setattr(bundle, "_ignores_case", lambda folder: True)  # as on macOS/Windows file systems
+    files = {"data/A.csv": CSV, "data/a.csv": CSV + b"c2,x,y,a,b,B\n"}
+    return tar_bundle(tmp / "b.tar", list(files.items()), files)
+
+
+def _long_name(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    files = {"data/" + "n" * 300 + ".csv": CSV}
+    return tar_bundle(tmp / "b.tar", list(files.items()), files)
+
+
+def _dangling_link(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    root = folder_bundle(tmp / "b", {"data/a.csv": CSV})
+    (root / "data" / "gone.csv").symlink_to("nowhere.csv")
+    return root
+
+
+def _link_loop(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    root = folder_bundle(tmp / "b", {"data/a.csv": CSV})
+    (root / "data" / "loop").symlink_to("loop")
+    return root
+
+
+def _linked_folder(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    root = folder_bundle(tmp / "b", {"data/a.csv": CSV})
+    (root / "data" / "more").symlink_to(REPO / "bench_data" / "jama", target_is_directory=True)
+    return root
+
+
+def _fifo_in_folder(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    from .fifowatch import WATCHES, FifoWatch
+
+    root = folder_bundle(tmp / "b", {"data/a.csv": CSV})
+    WATCHES.append(FifoWatch(root / "data" / "pipe.csv"))
+    return root
+
+
+def _config_outside(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return folder_bundle(tmp / "b", _bundled_toml(f'path = "../../etc/m.gguf"\nsha256 = "{FAKE_SHA}"'))
+
+
+def _config_absolute(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return folder_bundle(tmp / "b", _bundled_toml(f'path = "{SMOLLM}"\nsha256 = "{FAKE_SHA}"'))
+
+
+def _config_hub(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return folder_bundle(tmp / "b", _bundled_toml('repo = "a/b"\nfile = "m.gguf"\nrevision = "main"'))
+
+
+def _config_without_sha(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return folder_bundle(tmp / "b", _bundled_toml('path = "models/m.gguf"'))
+
+
+def _config_other_sha(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return folder_bundle(tmp / "b", _bundled_toml(f'path = "models/m.gguf"\nsha256 = "{"a" * 64}"'))
+
+
+def _nested_manifest(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    root = folder_bundle(tmp / "b", {"data/a.csv": CSV})
+    (root / "MANIFEST.json").write_text('{"format": "medbench-local.bundle", "version": 1, "files": '
+                                        + "[" * 100_000 + "]" * 100_000 + "}")
+    return root
+
+
+def _file_and_folder(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return tar_bundle(tmp / "b.tar", [("data", CSV)], {"data": CSV, "data/a.csv": CSV})
+
+
+def _nested_lock(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    return folder_bundle(tmp / "b", {"models.lock": b'{"models": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
+
+
+@dataclass
+class HostileBundle:
+    name: str
+    build: Callable[[Path, pytest.MonkeyPatch], Path]
+    expect: str
+    verify: bool = True  # also refused by 'bundle verify' (file-system limits only matter where it is installed)
+
+
+HOSTILE_BUNDLES = [
+    HostileBundle("compressed tar bomb", _bomb, f"data/x.csv: size {BOMB_SIZE:,} bytes, MANIFEST.json says 10"),
+    HostileBundle("archive without manifest", _no_manifest_bomb, "no MANIFEST.json"),
+    HostileBundle("duplicate member", _duplicate_member, "data/a.csv: appears 2 times in the archive"),
+    HostileBundle("unlisted member", _unlisted_member, "data/b.csv: not listed in MANIFEST.json"),
+    HostileBundle("case-only collision", _case_collision, "data/a.csv: differs from data/A.csv only in case",
+                  verify=False),
+    HostileBundle("name too long", _long_name, "is too long for this file system", verify=False),
+    HostileBundle("dangling link", _dangling_link, "data/gone.csv: dangling symbolic link"),
+    HostileBundle("link loop", _link_loop, "data/loop: symbolic link loop"),
+    HostileBundle("linked folder", _linked_folder, "data/more: symbolic link (links are not allowed"),
+    HostileBundle("FIFO in a folder bundle", _fifo_in_folder, "data/pipe.csv: not a regular file"),
+    HostileBundle("models.toml points outside", _config_outside, "model 'm' must point to a file inside the bundle"),
+    HostileBundle("models.toml absolute path", _config_absolute, "model 'm' must point to a file inside the bundle"),
+    HostileBundle("models.toml hub source", _config_hub, "model 'm' must point to a file inside the bundle"),
+    HostileBundle("models.toml without sha256", _config_without_sha, "model 'm' carries no sha256"),
+    HostileBundle("models.toml with another sha256", _config_other_sha, "model 'm' pins sha256 aaaaaaaaaaaaaaaa"),
+    HostileBundle("manifest nested deeply", _nested_manifest, "MANIFEST.json is nested too deeply"),
+    HostileBundle("file and folder of one name", _file_and_folder, "lists data both as a file and as a folder"),
+    HostileBundle("models.lock nested deeply", _nested_lock, "models.lock is not a valid lock file"),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE_BUNDLES, ids=[c.name for c in HOSTILE_BUNDLES])
+@pytest.mark.parametrize("command", ["import", "verify"])
+def test_hostile_bundle_is_refused_in_one_line_per_problem(case: HostileBundle, command: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from .fifowatch import WATCHES
+
+    if command == "verify" and not case.verify:
+        pytest.skip("a limit of the file system the bundle is installed on")
+    WATCHES.clear()
+    work = tmp_path / "work"
+    work.mkdir()
+    source = case.build(work, monkeypatch)
+    site = tmp_path / "install" / "site"
+    try:
+        code, output = cli("bundle", command, str(source), *(["--to", str(site)] if command == "import" else []))
+    finally:
+        opened = [w.path.name for w in WATCHES if w.release()]
+    assert opened == [], "a FIFO in the bundle was opened for reading"
+    assert code == 1, output
+    assert case.expect in output, output
+    assert "Traceback" not in output
+    problem_lines = [text for text in output.splitlines() if case.expect in text]
+    assert len(problem_lines) == 1, output
+    assert not site.exists()
+    assert not (tmp_path / "install").exists() or list((tmp_path / "install").iterdir()) == []  # no staging left
+
+
+class _Counting(Reporter):
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def advance(self, size: int) -> None:
+        self.bytes += size
+
+
+@pytest.mark.parametrize("build", [_bomb, _no_manifest_bomb], ids=["bomb", "no-manifest"])
+def test_a_tar_bomb_is_refused_before_its_bytes_are_staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           build: Callable[[Path, pytest.MonkeyPatch], Path]) -> None:
+    from medbench_local.airgap.bundle import BundleError, import_bundle
+
+    source = build(tmp_path, monkeypatch)
+    counter = _Counting()
+    with pytest.raises(BundleError):
+        import_bundle(source, tmp_path / "site", counter)
+    assert counter.bytes == 0  # nothing of the oversized member was copied (the manifest announced 10 bytes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+def test_staged_bytes_stop_at_the_size_the_manifest_declares(tmp_path: Path) -> None:
+    """A file that grows between the size check and the copy is cut off at the declared size."""
+    from medbench_local.airgap import bundle
+
+    data = io.BytesIO(b"x" * 5000)
+    scan = bundle._Scan(tmp_path, {"files": [{"path": "data/x.csv", "size": 100, "sha256": "0" * 64}]})
+    received = bundle._Received()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    counter = _Counting()
+    bundle._stage(scan, "data/x.csv", data, staging, received, counter)
+    assert scan.problems == ["data/x.csv: larger than the 100 bytes MANIFEST.json declares (copying stopped there)"]
+    assert counter.bytes <= 100 and data.tell() <= 101 and "data/x.csv" not in received.files
+
+
+def test_import_into_a_folder_inside_the_bundle_is_refused(tmp_path: Path) -> None:
+    root = folder_bundle(tmp_path / "b", {"data/a.csv": CSV})
+    code, output = cli("bundle", "import", str(root), "--to", str(root / "data" / "site"))
+    assert code == 1 and "inside the bundle" in output and "Traceback" not in output
+    assert sorted(p.name for p in root.rglob("*")) == ["MANIFEST.json", "a.csv", "data"]
+
+
+# ------------------------------------------------------------------------------------------- export edge cases
+
+
+def _export_config(folder: Path) -> Path:
+    model = folder / "m.gguf"
+    model.write_bytes(FAKE_MODEL)
+    config = folder / "models.toml"
+    config.write_text(f'[models.m]\nrole = "general"\npath = "m.gguf"\nsha256 = "{FAKE_SHA}"\n', encoding="utf-8")
+    return config
+
+
+def test_export_follows_a_symlinked_data_subfolder(tmp_path: Path) -> None:
+    config = _export_config(tmp_path)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "a.csv").write_bytes(CSV)
+    (cases / "more").symlink_to(REPO / "bench_data" / "jama", target_is_directory=True)
+    (cases / "b.csv").symlink_to(cases / "a.csv")
+    code, output = cli("bundle", "export", str(tmp_path / "out"), "--config", str(config), "--model", "m",
+                       "--data", str(cases))
+    assert code == 0, output
+    listed = {f["path"] for f in json.loads((tmp_path / "out" / "MANIFEST.json").read_text())["files"]}
+    assert {"data/cases/a.csv", "data/cases/b.csv", "data/cases/more/cases.csv"} <= listed
+    assert (tmp_path / "out" / "data" / "cases" / "more" / "cases.csv").read_bytes() == \
+        (REPO / "bench_data" / "jama" / "cases.csv").read_bytes()
+
+
+def _data_with_dangling_link(cases: Path) -> None:
+    (cases / "gone.csv").symlink_to(cases / "nowhere.csv")
+
+
+def _data_with_loop(cases: Path) -> None:
+    (cases / "sub").mkdir()
+    (cases / "sub" / "up").symlink_to(cases, target_is_directory=True)
+
+
+def _data_with_fifo(cases: Path) -> None:
+    from .fifowatch import WATCHES, FifoWatch
+
+    WATCHES.append(FifoWatch(cases / "pipe.csv"))
+
+
+@pytest.mark.parametrize("spoil, expect", [
+    (_data_with_dangling_link, "gone.csv: dangling symbolic link"),
+    (_data_with_loop, "up: symbolic link loop"),
+    (_data_with_fifo, "pipe.csv: not a regular file"),
+], ids=["dangling-link", "link-loop", "fifo"])
+def test_export_refuses_what_it_cannot_carry_instead_of_dropping_it(tmp_path: Path, spoil: Callable[[Path], None],
+                                                                    expect: str) -> None:
+    from .fifowatch import WATCHES
+
+    WATCHES.clear()
+    config = _export_config(tmp_path)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "a.csv").write_bytes(CSV)
+    spoil(cases)
+    try:
+        code, output = cli("bundle", "export", str(tmp_path / "out"), "--config", str(config), "--model", "m",
+                           "--data", str(cases))
+    finally:
+        opened = [w.path.name for w in WATCHES if w.release()]
+    assert opened == []
+    assert code == 1 and expect in output and "nothing was exported" in output and "Traceback" not in output
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_export_into_a_folder_it_carries_is_refused(tmp_path: Path) -> None:
+    config = _export_config(tmp_path)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "a.csv").write_bytes(CSV)
+    code, output = cli("bundle", "export", str(cases / "bundle"), "--config", str(config), "--model", "m",
+                       "--data", str(cases))
+    assert code == 1 and "which the bundle carries" in output
+    assert [p.name for p in cases.iterdir()] == ["a.csv"]
+
+
+# ------------------------------------------------------------------------------------------- owner-only, staging
+
+
+def _modes(root: Path) -> dict[str, int]:
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    return {str(p.relative_to(root.parent)): p.stat().st_mode & 0o777 for p in paths}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_bundles_and_imports_are_owner_only_under_any_umask(tmp_path: Path, umask: int) -> None:
+    config = _export_config(tmp_path)
+    cases = tmp_path / "cases"
+    (cases / "sub").mkdir(parents=True)
+    (cases / "sub" / "a.csv").write_bytes(CSV)
+    previous = os.umask(umask)
+    try:
+        for args in ([], ["--tar"]):
+            code, output = cli("bundle", "export", str(tmp_path / "new" / "out"), "--config", str(config),
+                               "--model", "m", "--data", str(cases), *args)
+            assert code == 0, output
+        code, output = cli("bundle", "import", str(tmp_path / "new" / "out.tar"), "--to",
+                           str(tmp_path / "opt" / "medbench" / "site"))
+        assert code == 0, output
+    finally:
+        os.umask(previous)
+    made = {**_modes(tmp_path / "new"), **_modes(tmp_path / "opt")}
+    wrong = {name: oct(mode) for name, mode in made.items()
+             if mode != (0o700 if (tmp_path / name).is_dir() else 0o600)}
+    assert wrong == {} and len(made) > 12
+    with tarfile.open(tmp_path / "new" / "out.tar") as tar:
+        assert {member.mode for member in tar.getmembers()} == {0o600}
+
+
+def test_a_staging_folder_left_by_a_killed_import_is_removed_and_reported(tmp_path: Path) -> None:
+    root = folder_bundle(tmp_path / "b", {"data/a.csv": CSV})
+    stale = tmp_path / ".site.importing-4000000"  # what SIGKILL during an import leaves (a pid that is gone)
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "half.csv").write_bytes(b"id,ca")
+    code, output = cli("bundle", "import", str(root), "--to", str(tmp_path / "site"))
+    assert code == 0, output
+    assert f"Removed {stale}" in " ".join(output.split())
+    assert not stale.exists() and (tmp_path / "site" / "data" / "a.csv").read_bytes() == CSV
+
+
+def test_an_import_in_progress_into_the_same_folder_is_not_disturbed(tmp_path: Path) -> None:
+    import fcntl
+
+    root = folder_bundle(tmp_path / "b", {"data/a.csv": CSV})
+    running = tmp_path / ".site.importing-12345"
+    running.mkdir()
+    fd = os.open(running, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what the running import holds until it is done
+    try:
+        code, output = cli("bundle", "import", str(root), "--to", str(tmp_path / "site"))
+    finally:
+        os.close(fd)
+    assert code == 1 and "another import into this folder is running" in output
+    assert running.is_dir() and not (tmp_path / "site").exists()

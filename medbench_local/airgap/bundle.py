@@ -19,14 +19,17 @@ installed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
+import stat
 import sys
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from .. import __version__
-from ..config import Config, HubSource, ModelSpec, PackageSource, load_config
+from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource, parse_config
 from ..errors import ModelFileError, UserError
 from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields, stale_reason
 from ..modelfiles.resolve import require
@@ -44,11 +47,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: stale staging folders are reported, not removed
+    fcntl = None  # type: ignore[assignment]
+
 MANIFEST = "MANIFEST.json"
 BUNDLE_FORMAT = "medbench-local.bundle"
 BUNDLE_VERSION = 1
 _CHUNK = 8 * 1024 * 1024
 _SOURCE_KEYS = ("path", "repo", "file", "revision", "package", "sha256")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024     # a manifest lists paths and hashes: a few KB per thousand files
+MAX_BUNDLE_MEMBERS = 100_000              # files (and folders) in one bundle
+MAX_CONTROL_BYTES = 4 * 1024 * 1024       # models.toml / models.lock inside a bundle
+_CONTROL_FILES = ("models.toml", LOCK_NAME)
+_DIR_MODE, _FILE_MODE = 0o700, 0o600      # bundles carry model files and possibly patient data: owner-only
 
 
 class BundleError(UserError):
@@ -71,6 +84,7 @@ class BundleSummary:
     files: int
     total_bytes: int
     models: dict[str, str] = field(default_factory=dict)
+    cleaned: list[str] = field(default_factory=list)  # staging folders of interrupted imports that were removed
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -148,13 +162,101 @@ def _free_space_check(folder: Path, needed: int) -> None:
                           f"{needed / 1e9:,.1f} GB)")
 
 
+def _private_mkdir(path: Path) -> None:
+    """Create ``path`` and its missing parents owner-only (0700) under any umask.
+
+    Why not ``mkdir(parents=True, mode=...)``: the mode applies to the last folder only, and is masked by the
+    umask; folders we create are chmod-ed explicitly, folders that already exist are left alone."""
+    missing: list[Path] = []
+    current = path
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=_DIR_MODE)
+        except FileExistsError:
+            continue  # created by someone else meanwhile: not ours to change
+        os.chmod(folder, _DIR_MODE)
+
+
+def _private_create(path: Path) -> IO[bytes]:
+    """A new file opened for writing, 0600 under any umask; never follows or replaces an existing entry."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open for reading only if it is (still) a regular file: O_NONBLOCK so that a FIFO swapped in after the
+    scan cannot block, O_NOFOLLOW so that a link swapped in is not followed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    inner, outer = Path(os.path.realpath(inner)), Path(os.path.realpath(outer))
+    return inner == outer or outer in inner.parents
+
+
+def _link_problem(path: Path) -> str:
+    """Why a symbolic link cannot be part of a bundle, in words."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "dangling symbolic link (its target does not exist)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"symbolic link that cannot be followed ({exc.strerror})"
+    return "symbolic link"
+
+
 def _walk_files(root: Path) -> Iterator[tuple[Path, str]]:
-    """(absolute path, relative POSIX name) of every regular file under ``root``, sorted."""
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            yield path, path.relative_to(root).as_posix()
+    """(path, relative POSIX name) of every file under ``root``, sorted, following symbolic links.
+
+    Why follow and why strict: a data folder that holds a symlinked subfolder must be carried whole, never
+    silently thinned out; what cannot be carried (a dangling link, a link loop, a pipe, socket or device, an
+    unreadable folder) is a BundleError naming it.
+    """
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, (os.path.realpath(root),))]
+    while stack:
+        folder, ancestors = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise BundleError(f"{folder}: cannot read the folder ({exc.strerror}); nothing was exported") from None
+        subfolders = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                info = path.stat()
+            except OSError:
+                raise BundleError(f"{path}: {_link_problem(path)}; fix or remove it (nothing was exported)") \
+                    from None
+            if stat.S_ISDIR(info.st_mode):
+                real = os.path.realpath(path)
+                if real in ancestors:
+                    raise BundleError(f"{path}: symbolic link loop (it points back to {real}); nothing was "
+                                      "exported")
+                subfolders.append((path, ancestors + (real,)))
+            elif stat.S_ISREG(info.st_mode):
+                yield path, path.relative_to(root).as_posix()
+            else:
+                raise BundleError(f"{path}: not a regular file (a pipe, socket or device); nothing was exported")
+        stack.extend(reversed(subfolders))
 
 
 # --------------------------------------------------------------------------------------------------- export
@@ -163,12 +265,12 @@ def _walk_files(root: Path) -> Iterator[tuple[Path, str]]:
 class _DirWriter:
     def __init__(self, root: Path):
         self.root = root
-        root.mkdir(parents=True)
+        _private_mkdir(root)
 
     def add(self, name: str, source: IO[bytes], size: int, reporter: Reporter) -> str:
         target = self.root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as handle:
+        _private_mkdir(target.parent)
+        with _private_create(target) as handle:
             digest, written = _copy_hashing(source, handle, reporter)
         if written != size:
             raise BundleError(f"{name}: the source changed while it was copied ({written} of {size} bytes)")
@@ -191,17 +293,21 @@ class _HashingReader:
 
 class _TarWriter:
     def __init__(self, path: Path):
-        self.tar = tarfile.open(path, "w", format=tarfile.PAX_FORMAT)
+        self.file = _private_create(path)
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
 
     def add(self, name: str, source: IO[bytes], size: int, reporter: Reporter) -> str:
         info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = size, 0o644, int(datetime.now(timezone.utc).timestamp())
+        info.size, info.mode, info.mtime = size, _FILE_MODE, int(datetime.now(timezone.utc).timestamp())
         reader = _HashingReader(source, reporter)
         self.tar.addfile(info, reader)  # type: ignore[arg-type]
         return reader.digest.hexdigest()
 
     def close(self) -> None:
-        self.tar.close()
+        try:
+            self.tar.close()
+        finally:
+            self.file.close()
 
 
 @dataclass
@@ -214,21 +320,26 @@ class _Planned:
 
 
 def _plan_tree(kind: str, paths: tuple[Path, ...], taken: set[str]) -> list[_Planned]:
+    option = "--data" if kind == "data" else "--asset"
     planned = []
     for given in paths:
-        if not given.exists():
-            raise BundleError(f"--{'data' if kind == 'data' else 'asset'} {given}: not found")
+        try:
+            info = given.stat()
+        except OSError:
+            raise BundleError(f"{option} {given}: " + ("not found" if not os.path.lexists(given)
+                                                       else _link_problem(given))) from None
         top = f"{kind}/{given.resolve().name}"
         if top in taken:
-            raise BundleError(f"--{'data' if kind == 'data' else 'asset'} {given}: a second '{given.name}' would "
+            raise BundleError(f"{option} {given}: a second '{given.name}' would "
                               f"overwrite {top} in the bundle; rename one of them")
         taken.add(top)
-        if given.is_file():
-            planned.append(_Planned(top, given, given.stat().st_size, what=str(given)))
+        if stat.S_ISREG(info.st_mode):
+            planned.append(_Planned(top, given, info.st_size, what=str(given)))
             continue
+        if not stat.S_ISDIR(info.st_mode):
+            raise BundleError(f"{option} {given}: not a regular file or folder (a pipe, socket or device)")
         for path, rel in _walk_files(given):
-            if path.is_file():
-                planned.append(_Planned(f"{top}/{rel}", path, path.stat().st_size, what=str(path)))
+            planned.append(_Planned(f"{top}/{rel}", path, path.stat().st_size, what=str(path)))
     return planned
 
 
@@ -252,6 +363,10 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
         target = target.with_name(target.name + ".tar")
     if target.exists() and not (target.is_dir() and not as_tar and not any(target.iterdir())):
         raise BundleError(f"{target}: already exists; choose a new {'file' if as_tar else 'folder'}")
+    for source in (*data, *assets):
+        if source.is_dir() and _is_within(target.parent, source):
+            raise BundleError(f"{target}: inside {source}, which the bundle carries; write the bundle "
+                              "somewhere else")
     lock = read_lock(lock_path(config))  # beside models.toml; the shipped demo config: the user config folder
 
     # Plan: models (deduplicated by real path), then data and assets.
@@ -285,7 +400,7 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
     planned += _plan_tree("data", data, taken)
     planned += _plan_tree("assets", assets, taken)
     total = sum(p.size for p in planned)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _private_mkdir(target.parent)
     _free_space_check(target.parent, total)
 
     partial = target.parent / f".{target.name}.partial-{os.getpid()}"
@@ -363,7 +478,10 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _render_config(config: Config, specs: list[ModelSpec], pair_names: tuple[str, ...],
@@ -431,13 +549,25 @@ def _render_readme(lock_out: dict[str, LockEntry], environment: dict[str, str], 
 
 
 # --------------------------------------------------------------------------------------------------- import
+# Order of work on import (and verify, which is the same without writing):
+# 1. the manifest is read first (from a folder, or by a first pass over a tar's headers) and checked;
+# 2. every file of the bundle is compared with it by name and size *before* a byte is copied: unlisted files,
+#    files of another size, duplicate or colliding names, links, pipes and devices are problems, not copies;
+# 3. listed files are copied (or only hashed) with a byte counter that stops at the size the manifest
+#    declares, so a compressed or growing file can never fill the disk beyond the bundle's announced size;
+# 4. hashes are compared, then the bundled models.toml and models.lock are checked; only then is the staging
+#    folder renamed into place.
 
 
 def _parse_manifest(content: bytes, where: str) -> dict[str, Any]:
     try:
         manifest = json.loads(content.decode("utf-8"))
+    except RecursionError:
+        raise BundleError(f"{where}: {MANIFEST} is nested too deeply to be a manifest; nothing was installed") \
+            from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleError(f"{where}: {MANIFEST} is not valid JSON ({exc}); nothing was installed") from None
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise BundleError(f"{where}: {MANIFEST} is not valid JSON ({reason}); nothing was installed") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{where}: not a medbench-local bundle ({MANIFEST} has no \"format\": "
                           f"\"{BUNDLE_FORMAT}\"); nothing was installed")
@@ -447,13 +577,22 @@ def _parse_manifest(content: bytes, where: str) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, list):
         raise BundleError(f"{where}: {MANIFEST} has no file list; nothing was installed")
+    if len(files) > MAX_BUNDLE_MEMBERS:
+        raise BundleError(f"{where}: {MANIFEST} lists {len(files):,} files, more than the {MAX_BUNDLE_MEMBERS:,} "
+                          "a bundle may hold; nothing was installed")
     seen: set[str] = set()
     for entry in files:
         ok = (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("size"), int)
+              and not isinstance(entry.get("size"), bool) and entry["size"] >= 0
               and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64)
         if not ok or not _safe_relative(entry["path"]) or entry["path"] == MANIFEST or entry["path"] in seen:
             raise BundleError(f"{where}: {MANIFEST} has an invalid or unsafe entry {entry!r}; nothing was installed")
         seen.add(entry["path"])
+    folders = {"/".join(name.split("/")[:i]) for name in seen for i in range(1, name.count("/") + 1)}
+    clash = sorted(seen & folders)
+    if clash:
+        raise BundleError(f"{where}: {MANIFEST} lists {clash[0]} both as a file and as a folder; nothing was "
+                          "installed")
     return manifest
 
 
@@ -464,90 +603,325 @@ def _check_destination(dest: Path) -> None:
 
 
 @dataclass
+class _Scan:
+    """A bundle looked at before copying: its manifest, the regular files it offers (name -> size, and for a
+    folder the path), and the problems found on the way (one line each)."""
+
+    source: Path
+    manifest: dict[str, Any]
+    offered: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)  # listed names already reported (not reported again as missing)
+    is_tar: bool = False
+
+    @property
+    def listed(self) -> dict[str, dict[str, Any]]:
+        return {entry["path"]: entry for entry in self.manifest["files"]}
+
+    @property
+    def total(self) -> int:
+        return sum(entry["size"] for entry in self.manifest["files"])
+
+
+@dataclass
 class _Received:
-    """What was copied into the staging folder: relative name -> (sha256, size), plus problems on the way."""
+    """What was copied (or hashed): relative name -> (sha256, size); plus the control files' bytes."""
 
     files: dict[str, tuple[str, int]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    manifest: bytes | None = None
+    control: dict[str, bytes] = field(default_factory=dict)
 
 
-def _receive_folder(source: Path, staging: Path | None, reporter: Reporter) -> _Received:
-    received = _Received()
-    for folder, dirs, names in os.walk(source):
+def _read_capped(handle: IO[bytes], limit: int) -> bytes | None:
+    """At most ``limit`` bytes; None when there are more."""
+    data = handle.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _scan(source: Path) -> _Scan:
+    if source.is_dir():
+        return _scan_folder(source)
+    try:
+        info = source.stat()
+    except FileNotFoundError:
+        raise BundleError(f"{source}: not found") from None
+    if stat.S_ISREG(info.st_mode) and tarfile.is_tarfile(source):
+        return _scan_tar(source)
+    raise BundleError(f"{source}: neither a bundle folder nor a .tar archive; nothing was installed")
+
+
+def _no_manifest(source: Path) -> BundleError:
+    return BundleError(f"{source}: no {MANIFEST}: not a medbench-local bundle (or an incomplete copy); "
+                       "nothing was installed")
+
+
+def _scan_folder(source: Path) -> _Scan:
+    path = source / MANIFEST
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise _no_manifest(source) from None
+    except OSError as exc:
+        raise BundleError(f"{source}: cannot read {MANIFEST} ({exc.strerror}); nothing was installed") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{source}: {MANIFEST} is not a regular file; nothing was installed")
+    try:
+        with _open_regular(path) as handle:
+            content = _read_capped(handle, MAX_MANIFEST_BYTES)
+    except OSError as exc:
+        raise BundleError(f"{source}: cannot read {MANIFEST} ({exc.strerror}); nothing was installed") from None
+    if content is None:
+        raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES:,} bytes; nothing was installed")
+    scan = _Scan(source, _parse_manifest(content, str(source)))
+
+    def unreadable(error: OSError) -> None:
+        rel = Path(error.filename).relative_to(source).as_posix() if error.filename else "?"
+        scan.problems.append(f"{rel}: cannot read the folder ({error.strerror})")
+
+    count = 0
+    for folder, dirs, names in os.walk(source, onerror=unreadable):
         dirs.sort()
         for name in sorted(names) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            path = Path(folder) / name
-            rel = path.relative_to(source).as_posix()
-            if path.is_symlink() or not path.is_file():
-                received.problems.append(f"{rel}: not a regular file (links are not allowed in a bundle)")
-                continue
-            if rel == MANIFEST:
-                received.manifest = path.read_bytes()
-                continue
-            size = path.stat().st_size
-            reporter.start(rel, size)
+            count += 1
+            if count > MAX_BUNDLE_MEMBERS:
+                raise BundleError(f"{source}: more than {MAX_BUNDLE_MEMBERS:,} files; nothing was installed")
+            entry = Path(folder) / name
+            rel = entry.relative_to(source).as_posix()
             try:
-                with open(path, "rb") as handle:
-                    received.files[rel] = _stage(handle, rel, staging, reporter)
+                info = os.lstat(entry)
             except OSError as exc:
-                received.problems.append(f"{rel}: cannot read ({exc.strerror or exc})")
-            finally:
-                reporter.end()
-    return received
+                scan.problems.append(f"{rel}: cannot read ({exc.strerror})")
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                scan.problems.append(f"{rel}: {_link_problem(entry)} (links are not allowed in a bundle)")
+            elif not stat.S_ISREG(info.st_mode):
+                scan.problems.append(f"{rel}: not a regular file (a pipe, socket or device)")
+            elif rel != MANIFEST:
+                scan.offered[rel] = info.st_size
+                scan.paths[rel] = entry
+    return scan
 
 
-def _receive_tar(source: Path, staging: Path | None, reporter: Reporter) -> _Received:
-    received = _Received()
+def _member_name(member: tarfile.TarInfo) -> str:
+    return member.name.removeprefix("./").rstrip("/")
+
+
+def _scan_tar(source: Path) -> _Scan:
+    """First pass over the archive: headers only (member data is skipped), the manifest read."""
+    content: bytes | None = None
+    offered: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    problems: list[str] = []
     try:
         with tarfile.open(source, "r:*") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./").rstrip("/")
+            for index, member in enumerate(tar):
+                if index >= MAX_BUNDLE_MEMBERS:
+                    raise BundleError(f"{source}: more than {MAX_BUNDLE_MEMBERS:,} archive members; nothing was "
+                                      "installed")
+                tar.members = []  # tarfile keeps every header it has seen: we keep our own small summary
+                name = _member_name(member)
                 if not name:
                     continue
                 if not _safe_relative(name):
-                    received.problems.append(f"{member.name}: unsafe path in the archive")
+                    problems.append(f"{member.name}: unsafe path in the archive")
                     continue
                 if member.isdir():
                     continue
                 if not member.isfile():
-                    received.problems.append(f"{name}: not a regular file (links and devices are not allowed)")
+                    problems.append(f"{name}: not a regular file (links and devices are not allowed)")
                     continue
-                handle = tar.extractfile(member)
-                assert handle is not None
-                if name == MANIFEST:
-                    received.manifest = handle.read()
-                    continue
-                reporter.start(name, member.size)
-                try:
-                    received.files[name] = _stage(handle, name, staging, reporter)
-                finally:
-                    reporter.end()
-    except (tarfile.TarError, EOFError) as exc:
-        received.problems.append(f"{source.name}: damaged archive ({exc})")
-    return received
+                counts[name] = counts.get(name, 0) + 1
+                if name == MANIFEST and counts[name] == 1:
+                    if member.size > MAX_MANIFEST_BYTES:
+                        raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES:,} bytes; "
+                                          "nothing was installed")
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    content = handle.read()
+                elif name != MANIFEST:
+                    offered[name] = member.size
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BundleError(f"{source}: damaged archive ({exc}); nothing was installed") from None
+    if content is None:
+        raise _no_manifest(source)
+    scan = _Scan(source, _parse_manifest(content, str(source)), is_tar=True)
+    for name, count in sorted(counts.items()):
+        if count > 1:
+            scan.problems.append(f"{name}: appears {count} times in the archive (which copy is meant?)")
+            offered.pop(name, None)
+            scan.refused.add(name)
+    scan.problems[:0] = problems
+    scan.offered = offered
+    return scan
 
 
-def _stage(handle: IO[bytes], rel: str, staging: Path | None, reporter: Reporter) -> tuple[str, int]:
-    if staging is None:  # verify only
-        digest, size = _copy_hashing(handle, _NullWriter(), reporter)
-        return digest, size
-    target = staging / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as out:
-        return _copy_hashing(handle, out, reporter)
+def _name_problems(names: list[str], folder: Path | None) -> dict[str, str]:
+    """Names the file system at ``folder`` cannot hold as listed: too long, or equal but for case where the
+    file system ignores case. Nothing is checked without a folder (verify only)."""
+    if folder is None:
+        return {}
+    problems: dict[str, str] = {}
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    for name in names:
+        longest = max(len(part.encode("utf-8", "surrogateescape")) for part in name.split("/"))
+        if longest > name_max:
+            problems[name] = (f"a name of {longest} bytes is too long for this file system (at most {name_max}; "
+                              "ENAMETOOLONG)")
+    if _ignores_case(folder):
+        first: dict[str, str] = {}
+        for name in sorted(names):
+            other = first.setdefault(name.casefold(), name)
+            if other != name:
+                problems[name] = f"differs from {other} only in case, and this file system ignores case"
+    return problems
+
+
+def _ignores_case(folder: Path) -> bool:
+    probe = folder / ".Case-Probe"
+    try:
+        with _private_create(probe):
+            pass
+        return os.path.exists(folder / ".case-probe")
+    except OSError:
+        return False
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def _select(scan: _Scan, staging: Path | None) -> list[str]:
+    """The names to copy: offered, listed with the same size, and storable here; problems for the rest."""
+    listed = scan.listed
+    storable = _name_problems(sorted(listed), staging)
+    for name, reason in sorted(storable.items()):
+        scan.problems.append(f"{name}: {reason}")
+        scan.refused.add(name)
+    chosen = []
+    for name, size in sorted(scan.offered.items()):
+        if name not in listed:
+            scan.problems.append(f"{name}: not listed in {MANIFEST} (added after export?)")
+        elif size != listed[name]["size"]:
+            scan.problems.append(f"{name}: size {size:,} bytes, {MANIFEST} says {listed[name]['size']:,} (truncated "
+                                 "or replaced)")
+            scan.refused.add(name)
+        elif name not in storable:
+            chosen.append(name)
+    return chosen
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _copy_capped(source: IO[bytes], target: IO[bytes], limit: int, reporter: Reporter) -> tuple[str, int]:
+    """Copy and hash at most ``limit`` bytes; _TooLarge as soon as the source offers more."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(min(_CHUNK, limit - size + 1)):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        digest.update(chunk)
+        target.write(chunk)
+        reporter.advance(len(chunk))
+    return digest.hexdigest(), size
+
+
+def _stage(scan: _Scan, name: str, handle: IO[bytes], staging: Path | None, received: _Received,
+           reporter: Reporter) -> None:
+    limit = scan.listed[name]["size"]
+    keep = name in _CONTROL_FILES and limit <= MAX_CONTROL_BYTES
+    sink: IO[bytes] | _NullWriter
+    target = staging / name if staging is not None else None
+    reporter.start(name, limit)
+    try:
+        if target is not None:
+            _private_mkdir(target.parent)
+            sink = _private_create(target)
+        else:
+            sink = _NullWriter()
+        with sink:
+            collector = _Collector(sink) if keep else sink
+            received.files[name] = _copy_capped(handle, collector, limit, reporter)  # type: ignore[arg-type]
+            if keep:
+                received.control[name] = collector.data  # type: ignore[union-attr]
+    except _TooLarge:
+        scan.problems.append(f"{name}: larger than the {limit:,} bytes {MANIFEST} declares (copying stopped there)")
+        scan.refused.add(name)
+    except OSError as exc:
+        reason = ("name too long for this file system (ENAMETOOLONG)" if exc.errno == errno.ENAMETOOLONG
+                  else f"cannot be copied ({exc.strerror or exc})")
+        scan.problems.append(f"{name}: {reason}")
+        scan.refused.add(name)
+    finally:
+        reporter.end()
 
 
 class _NullWriter:
     def write(self, data: bytes) -> int:
         return len(data)
 
+    def __enter__(self) -> "_NullWriter":
+        return self
 
-def _compare(manifest: dict[str, Any], received: _Received) -> list[str]:
-    problems = list(received.problems)
-    listed = {entry["path"]: entry for entry in manifest["files"]}
-    for name, entry in sorted(listed.items()):
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _Collector:
+    """Passes writes on and keeps a copy (for models.toml / models.lock, checked after hashing)."""
+
+    def __init__(self, sink: Any):
+        self.sink, self.parts = sink, []  # type: ignore[var-annotated]
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return int(self.sink.write(data))
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _transfer(scan: _Scan, staging: Path | None, reporter: Reporter) -> _Received:
+    received = _Received()
+    chosen = set(_select(scan, staging))
+    if not scan.is_tar:
+        for name in sorted(chosen):
+            try:
+                handle = _open_regular(scan.paths[name])
+            except OSError as exc:
+                scan.problems.append(f"{name}: cannot read ({exc.strerror})")
+                scan.refused.add(name)
+                continue
+            with handle:
+                _stage(scan, name, handle, staging, received, reporter)
+        return received
+    try:  # second pass over the archive: only the chosen members' data is read
+        with tarfile.open(scan.source, "r:*") as tar:
+            for member in tar:
+                tar.members = []
+                name = _member_name(member)
+                if name in chosen and member.isfile():
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    _stage(scan, name, handle, staging, received, reporter)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        scan.problems.append(f"{scan.source.name}: damaged archive ({exc})")
+    return received
+
+
+def _compare(scan: _Scan, received: _Received) -> list[str]:
+    problems = list(scan.problems)
+    for name, entry in sorted(scan.listed.items()):
         got = received.files.get(name)
+        if name in scan.refused:
+            continue
         if got is None:
             problems.append(f"{name}: missing (listed in {MANIFEST})")
         elif got[1] != entry["size"]:
@@ -556,35 +930,69 @@ def _compare(manifest: dict[str, Any], received: _Received) -> list[str]:
         elif got[0] != entry["sha256"]:
             problems.append(f"{name}: SHA-256 mismatch ({got[0][:16]}…, {MANIFEST} says {entry['sha256'][:16]}…): "
                             "the file is corrupted or was modified")
-    for name in sorted(set(received.files) - set(listed)):
-        problems.append(f"{name}: not listed in {MANIFEST} (added after export?)")
     return problems
 
 
-def _receive(source: Path, staging: Path | None, reporter: Reporter) -> tuple[dict[str, Any], list[str]]:
-    if source.is_dir():
-        if (source / MANIFEST).is_file():  # fail fast on a bad manifest, before copying gigabytes
-            _parse_manifest((source / MANIFEST).read_bytes(), str(source))
-        received = _receive_folder(source, staging, reporter)
-    elif source.is_file() and tarfile.is_tarfile(source):
-        received = _receive_tar(source, staging, reporter)
-    elif source.exists():
-        raise BundleError(f"{source}: neither a bundle folder nor a .tar archive; nothing was installed")
-    else:
-        raise BundleError(f"{source}: not found")
-    if received.manifest is None:
-        raise BundleError(f"{source}: no {MANIFEST}: not a medbench-local bundle (or an incomplete copy); "
+def _check_bundled_config(scan: _Scan, received: _Received) -> None:
+    """A bundle's models.toml must describe only what the bundle carries: every model a relative ``path`` to
+    a file listed in the manifest, with that file's sha256. Anything else (a path outside the bundle, a Hugging
+    Face or package source, a missing or different hash) would make the air-gapped machine run something that
+    was never verified; it is refused here, as is a models.toml that does not load or a broken models.lock."""
+    where = f"{scan.source}: the bundle's models.toml"
+    content = received.control.get("models.toml")
+    if "models.toml" in scan.listed and content is None:
+        raise BundleError(f"{where} is larger than {MAX_CONTROL_BYTES:,} bytes; nothing was installed")
+    if content is not None:
+        try:
+            text = content.decode("utf-8")
+            raw = tomllib.loads(text)
+            config = parse_config(raw, scan.source / "models.toml", text)
+        except UserError as exc:
+            raise BundleError(f"{where} is invalid ({exc}); nothing was installed") from None
+        except (ValueError, RecursionError) as exc:  # TOML syntax, encoding, absurd nesting or numbers
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
+            raise BundleError(f"{where} does not parse ({reason}); nothing was installed") from None
+        listed = scan.listed
+        for mid, spec in config.models.items():
+            body = raw["models"][mid]
+            relative = body.get("path")
+            if not isinstance(spec.source, LocalSource) or not isinstance(relative, str) \
+                    or not _safe_relative(relative) or relative not in listed:
+                raise BundleError(f"{where}: model '{mid}' must point to a file inside the bundle (path = "
+                                  f"\"models/<file>\", listed in {MANIFEST}), found {spec.source.describe()}; "
+                                  "nothing was installed")
+            if spec.sha256 is None:
+                raise BundleError(f"{where}: model '{mid}' carries no sha256; nothing was installed")
+            if spec.sha256 != listed[relative]["sha256"]:
+                raise BundleError(f"{where}: model '{mid}' pins sha256 {spec.sha256[:16]}…, but {relative} has "
+                                  f"{listed[relative]['sha256'][:16]}… in {MANIFEST}; nothing was installed")
+    lock = received.control.get(LOCK_NAME)
+    if LOCK_NAME in scan.listed and lock is None:
+        raise BundleError(f"{scan.source}: the bundle's {LOCK_NAME} is larger than {MAX_CONTROL_BYTES:,} bytes; "
                           "nothing was installed")
-    manifest = _parse_manifest(received.manifest, str(source))
-    return manifest, _compare(manifest, received)
+    if lock is not None:
+        try:
+            document = json.loads(lock.decode("utf-8"))
+        except (ValueError, RecursionError):
+            document = None
+        if not isinstance(document, dict) or not isinstance(document.get("models"), dict):
+            raise BundleError(f"{scan.source}: the bundle's {LOCK_NAME} is not a valid lock file; nothing was "
+                              "installed")
+
+
+def _verified(scan: _Scan, staging: Path | None, reporter: Reporter) -> None:
+    received = _transfer(scan, staging, reporter)
+    problems = _compare(scan, received)
+    if problems:
+        raise BundleError(_problem_text(scan.source, problems, installed=False))
+    _check_bundled_config(scan, received)
 
 
 def verify_bundle(source: Path, reporter: Reporter | None = None) -> dict[str, Any]:
     """Check every file of a bundle against its manifest without installing anything. Raises BundleError."""
-    manifest, problems = _receive(source, None, reporter or Reporter())
-    if problems:
-        raise BundleError(_problem_text(source, problems, installed=False))
-    return manifest
+    scan = _scan(source)
+    _verified(scan, None, reporter or Reporter())
+    return scan.manifest
 
 
 def _problem_text(source: Path, problems: list[str], *, installed: bool) -> str:
@@ -593,42 +1001,86 @@ def _problem_text(source: Path, problems: list[str], *, installed: bool) -> str:
     return "\n".join([head + (f"; {tail}" if tail else ""), *(f"  ✗ {p}" for p in problems)])
 
 
+def _staging_prefix(dest: Path) -> str:
+    return f".{dest.name}.importing-"
+
+
+def _clean_stale_staging(dest: Path) -> list[str]:
+    """Remove staging folders that an interrupted (killed) import into ``dest`` left behind; refuse when one
+    belongs to an import that is still running. Returns what was removed, for the report.
+
+    How we tell them apart: a running import holds an exclusive lock (flock) on its staging folder; the
+    kernel releases it when the process dies, however it dies."""
+    removed: list[str] = []
+    parent = dest.parent
+    if not parent.is_dir():
+        return removed
+    for entry in sorted(parent.iterdir()):
+        if not entry.name.startswith(_staging_prefix(dest)) or entry.is_symlink() or not entry.is_dir():
+            continue
+        if fcntl is None:
+            raise BundleError(f"{entry}: left by an earlier import into {dest}; delete it, then import again")
+        try:
+            fd = os.open(entry, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise BundleError(f"{dest}: another import into this folder is running ({entry} is in use); wait for "
+                              "it to finish (nothing was installed)") from None
+        try:
+            shutil.rmtree(entry)
+        except OSError as exc:
+            raise BundleError(f"{entry}: left by an interrupted import and cannot be removed ({exc.strerror}); "
+                              "delete it, then import again") from None
+        finally:
+            os.close(fd)
+        removed.append(str(entry))
+    return removed
+
+
 def import_bundle(source: Path, dest: Path, reporter: Reporter | None = None) -> BundleSummary:
     """Verify every file of the bundle at ``source`` while copying it, then install it at ``dest`` atomically.
 
-    Files are copied into a temporary folder beside ``dest`` (same file system), hashed as they are written and
-    compared with MANIFEST.json; only when every file matches (and no unlisted file is present) is the folder
-    renamed to ``dest``. Otherwise the temporary folder is deleted and BundleError lists each bad file.
+    Files are copied into a temporary folder beside ``dest`` (same file system, owner-only), hashed as they
+    are written and compared with MANIFEST.json; only when every file matches (and no unlisted file is present)
+    is the folder renamed to ``dest``. Otherwise the temporary folder is deleted and BundleError lists each bad
+    file. A staging folder left by a killed import is removed first (and reported in the summary).
     """
     reporter = reporter or Reporter()
     source, dest = source.resolve(), dest.resolve()
+    if _is_within(dest, source):
+        raise BundleError(f"{dest}: inside the bundle {source}; import into a folder outside it (nothing was "
+                          "installed)")
     _check_destination(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _free_space_check(dest.parent, source.stat().st_size if source.is_file() else
-                      sum(p.stat().st_size for p, _ in _walk_files(source)) if source.is_dir() else 0)
-    staging = dest.parent / f".{dest.name}.importing-{os.getpid()}"
+    cleaned = _clean_stale_staging(dest)
+    scan = _scan(source)
+    _private_mkdir(dest.parent)
+    _free_space_check(dest.parent, scan.total)
+    staging = dest.parent / f"{_staging_prefix(dest)}{os.getpid()}"
     _remove(staging)
-    staging.mkdir()
+    staging.mkdir(mode=_DIR_MODE)
+    os.chmod(staging, _DIR_MODE)
+    lock_fd = os.open(staging, os.O_RDONLY)
+    if fcntl is not None:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     done = False
     try:
-        manifest, problems = _receive(source, staging, reporter)
-        if problems:
-            raise BundleError(_problem_text(source, problems, installed=False))
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                                        encoding="utf-8")
-        if (staging / "models.toml").is_file():
-            try:
-                load_config(staging / "models.toml")
-            except UserError as exc:
-                raise BundleError(f"{source}: the bundle's models.toml is invalid ({exc}); nothing was installed") \
-                    from None
+        _verified(scan, staging, reporter)
+        with _private_create(staging / MANIFEST) as handle:
+            handle.write((json.dumps(scan.manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+                         .encode("utf-8"))
         _check_destination(dest)  # again: something may have appeared while we copied
         if dest.exists():
             dest.rmdir()
         os.replace(staging, dest)
         done = True
     finally:
+        os.close(lock_fd)
         if not done:
             _remove(staging)
-    files = manifest["files"]
-    return BundleSummary(dest, len(files), sum(f["size"] for f in files), dict(manifest.get("models", {})))
+    files = scan.manifest["files"]
+    return BundleSummary(dest, len(files), sum(f["size"] for f in files), dict(scan.manifest.get("models", {})),
+                         cleaned)

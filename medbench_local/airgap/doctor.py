@@ -57,8 +57,9 @@ class Report:
 # --------------------------------------------------------------------------------------------- machine facts
 
 
-def mem_available() -> int | None:
-    """Bytes of RAM available to new processes (Linux MemAvailable), None when unknown."""
+def mem_available(precise: bool = False) -> int | None:
+    """Bytes of RAM available to new processes (Linux MemAvailable), None when unknown. Without ``precise``,
+    other Unixes get the free physical pages (an underestimate: caches are not counted)."""
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -66,6 +67,8 @@ def mem_available() -> int | None:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    if precise:
+        return None
     try:  # other Unixes: free physical pages (an underestimate, caches not counted)
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -125,6 +128,42 @@ def estimate_memory(metadata: dict[str, Any], n_ctx: int, file_size: int) -> Mem
     n_embd_kv = heads_kv * head_dim
     kv = layers * n_ctx * heads_kv * (head_dim + head_dim_v) * 2
     return MemoryEstimate(file_size, kv, layers, n_embd_kv)
+
+
+def memory_verdict(estimate: MemoryEstimate, n_ctx: int, ram: int | None,
+                   gpus: list[tuple[str, int, int]] | None) -> tuple[str, str]:
+    """(status, line) for an estimate against free memory: ``gpus`` (free VRAM) when the model is offloaded,
+    else RAM. FAIL when it exceeds everything there is (free VRAM + RAM), WARN when it fits only split between
+    GPU and RAM or RAM is unknown. Shared by ``doctor`` and by ``run``'s pre-flight, so both say the same."""
+    kv = (f"KV cache {_gib(estimate.kv_cache)} = 2 × {estimate.n_layers} layers × n_ctx {n_ctx} × n_embd_kv "
+          f"{estimate.n_embd_kv} × 2 bytes" if estimate.kv_cache is not None else "KV cache n/a (metadata incomplete)")
+    text = f"memory estimate ≈ {_gib(estimate.total)} (weights {_gib(estimate.weights)} + {kv}; an estimate)"
+    if gpus:
+        vram = sum(g[1] for g in gpus)
+        if estimate.total <= vram:
+            return OK, f"{text}; free VRAM {_gib(vram)}"
+        if ram is None or estimate.total <= vram + ram:
+            return WARN, (f"{text}; free VRAM {_gib(vram)}: does not fit, lower n_gpu_layers to split between GPU "
+                          "and RAM")
+        return FAIL, (f"{text}; free VRAM {_gib(vram)} + MemAvailable {_gib(ram)}: does not fit"
+                      f"{_what_fits(estimate, n_ctx, vram + ram)}")
+    if ram is None:
+        return WARN, f"{text}; free RAM unknown"
+    if estimate.total <= ram:
+        return OK, f"{text}; MemAvailable {_gib(ram)}"
+    return FAIL, f"{text}; MemAvailable {_gib(ram)}: does not fit{_what_fits(estimate, n_ctx, ram)}"
+
+
+def _what_fits(estimate: MemoryEstimate, n_ctx: int, available: int) -> str:
+    room = available - estimate.weights
+    if room <= 0:
+        return " (the weights alone need more; free memory, use a smaller quantization or a GPU)"
+    if not estimate.kv_cache or n_ctx <= 0:
+        return " (free memory or lower n_ctx in models.toml)"
+    largest = room * n_ctx // estimate.kv_cache
+    if largest < 128:
+        return " (the weights leave room for fewer than 128 tokens of context; free memory)"
+    return f" (n_ctx {largest} would fit: lower n_ctx in models.toml, or free memory)"
 
 
 def _gib(n: int) -> str:
@@ -192,12 +231,13 @@ def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids
         specs = _selected(report, config, pairs, model_ids)
         lock = _check_lock(report, config)
         ram, gpus = mem_available(), gpu_memory()
+        precise = mem_available(precise=True) is not None
         report.add(OK if ram else WARN, "memory",
                    f"RAM available (MemAvailable): {_gib(ram) if ram else 'n/a'}; GPU memory free: "
                    + (", ".join(f"{name} {_gib(free)} of {_gib(total)}" for name, free, total in gpus)
                       if gpus else "n/a (no nvidia-smi)"))
         for spec in specs:
-            _check_model(report, config, spec, lock, build, ram, gpus, load)
+            _check_model(report, config, spec, lock, build, ram if precise else None, gpus, load, ram)
     for task_id, path in tasks:
         _check_task(report, task_id, path)
     _check_assets(report, assets)
@@ -280,7 +320,8 @@ def _check_lock(report: Report, config: Config) -> dict[str, LockEntry]:
 
 def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str, LockEntry],
                  build: dict[str, Any] | None, ram: int | None, gpus: list[tuple[str, int, int]] | None,
-                 load: bool) -> None:
+                 load: bool, ram_estimate: int | None = None) -> None:
+    """``ram`` is MemAvailable (precise) or None; ``ram_estimate`` the best figure there is, for display."""
     from ..modelfiles.check import check_model_file
     from ..modelfiles.gguf_header import FILE_TYPES, read_gguf_metadata
     from ..modelfiles.hashing import cached_sha256
@@ -325,16 +366,16 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
         report.add(OK, subject, f"SHA-256 {sha[:16]}… matches " + ("models.lock" if entry else "models.toml"))
 
     try:
-        check_model_file(spec, path)
+        check_model_file(spec, path, memory=False)  # the memory estimate is a line of its own below
         if spec.prompt_mode == "chat":
             report.add(OK, subject, "chat template renders")
     except UserError as exc:
         report.add(FAIL, subject, str(exc))
 
-    if isinstance(context, int) and spec.n_ctx > context:
-        report.add(WARN, subject, f"n_ctx {spec.n_ctx} exceeds the trained context {context}; quality degrades "
-                                  "beyond it")
-    _check_memory(report, subject, spec, metadata, size, build, ram, gpus)
+    if isinstance(context, int) and spec.n_ctx > context and spec.allow_context_beyond_trained:
+        report.add(WARN, subject, f"n_ctx {spec.n_ctx} exceeds the trained context {context} (allowed by "
+                                  "allow_context_beyond_trained); quality degrades beyond it")
+    _check_memory(report, subject, spec, metadata, size, build, ram, gpus, ram_estimate)
     _check_gpu(report, subject, spec, build)
     _check_rpc(report, subject, spec, build)
     if load:
@@ -342,25 +383,19 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
 
 
 def _check_memory(report: Report, subject: str, spec: ModelSpec, metadata: dict[str, Any], size: int,
-                  build: dict[str, Any] | None, ram: int | None, gpus: list[tuple[str, int, int]] | None) -> None:
+                  build: dict[str, Any] | None, ram: int | None, gpus: list[tuple[str, int, int]] | None,
+                  ram_estimate: int | None = None) -> None:
+    """The same verdict as run's pre-flight (memory_verdict): a model that does not fit makes the machine
+    "not ready". Where free RAM is only roughly known (no MemAvailable), a misfit is a warning."""
     estimate = estimate_memory(metadata, spec.n_ctx, size)
-    kv = (f"KV cache {_gib(estimate.kv_cache)} = 2 × {estimate.n_layers} layers × n_ctx {spec.n_ctx} × n_embd_kv "
-          f"{estimate.n_embd_kv} × 2 bytes" if estimate.kv_cache is not None else "KV cache n/a (metadata incomplete)")
-    text = f"memory estimate ≈ {_gib(estimate.total)} (weights {_gib(estimate.weights)} + {kv}; an estimate)"
     on_gpu = bool(build and build["gpu_offload"]) and spec.n_gpu_layers != 0
-    if on_gpu and gpus:
-        free = sum(g[1] for g in gpus)
-        fits = estimate.total <= free
-        report.add(OK if fits else WARN, subject, f"{text}; free VRAM {_gib(free)}"
-                   + ("" if fits else ": does not fit, lower n_gpu_layers to split between GPU and RAM"))
-        return
-    if ram is None:
-        report.add(WARN, subject, f"{text}; free RAM unknown")
-        return
-    fits = estimate.total <= ram
-    report.add(OK if fits else WARN, subject, f"{text}; MemAvailable {_gib(ram)}"
-               + ("" if fits else ": does not fit; llama.cpp memory-maps the weights, so it may still start but "
-                                  "will page from disk and be very slow"))
+    status, text = memory_verdict(estimate, spec.n_ctx, ram, gpus if on_gpu else None)
+    if ram is None and ram_estimate is not None and not (on_gpu and gpus):
+        fits = estimate.total <= ram_estimate
+        status, text = (OK if fits else WARN), (f"{text.removesuffix('; free RAM unknown')}; free physical memory "
+                                                f"≈ {_gib(ram_estimate)} (caches not counted)"
+                                                + ("" if fits else ": may not fit"))
+    report.add(status, subject, text)
 
 
 def _check_gpu(report: Report, subject: str, spec: ModelSpec, build: dict[str, Any] | None) -> None:
@@ -428,6 +463,10 @@ def _check_task(report: Report, task_id: str, path: Path | None) -> None:
         report.add(FAIL, subject, f"data not found: {path}")
         return
     try:
+        if not path.is_dir():
+            from ..tasks.datafiles import require_regular_file
+
+            require_regular_file(path)  # a FIFO would block the loader
         data = task.load(path)
     except UserError as exc:
         report.add(FAIL, subject, f"data does not load: {exc}")

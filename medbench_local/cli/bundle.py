@@ -121,6 +121,9 @@ def import_command(path: Path, dest: Path) -> None:
     """
     with _Bar() as bar:
         summary = import_bundle(path, dest, bar)
+    for folder in summary.cleaned:
+        stdout.print(f"Removed {folder}: the staging folder of an earlier import that was interrupted",
+                     soft_wrap=True)
     stdout.print(f"[green]✓[/green] All {summary.files} files listed in MANIFEST.json verified; installed in "
                  f"{summary.path}",
                  soft_wrap=True)

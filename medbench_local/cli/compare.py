@@ -15,6 +15,7 @@ from ..store.database import reading
 from ..tasks.base import OUTCOMES
 from .common import db_option, stderr, stdout
 from .safe_text import literal, plain
+from .limits import RESAMPLES, STATS_SEED
 
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
 
@@ -154,10 +155,10 @@ def markdown(reports: list[PairReport]) -> str:
 @db_option
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
-@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+@click.option("--resamples", type=RESAMPLES, default=10_000, show_default=True,
               help="Bootstrap / permutation resamples (continuous metrics).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resampling (results are "
-                                                                      "reproducible for a given seed).")
+@click.option("--seed", type=STATS_SEED, default=0, show_default=True,
+              help="Seed of the resampling (results are reproducible for a given seed).")
 @click.option("--allow-different-data", is_flag=True,
               help="Where the two models ran a task only on different data files, pair their newest evaluations "
                    "by item id anyway (rows marked 'different data'). Normally refused.")

@@ -18,6 +18,7 @@ from ..store.database import reading
 from ..store.queries import model_tasks, pairs, summarize_evaluation
 from .common import db_option, stdout
 from .safe_text import literal
+from .limits import RESAMPLES
 
 
 def _aliases(values: tuple[str, ...]) -> dict[str, str]:
@@ -133,7 +134,8 @@ def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str,
 @db_option
 @click.option("--as", "aliases", multiple=True, metavar="MODEL=STUDY_NAME",
               help="Treat one of your model ids as a study model (e.g. my-bio=Llama3-OpenBioLLM-8B).")
-@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True)
+@click.option("--resamples", type=RESAMPLES, default=10_000, show_default=True,
+              help="Bootstrap resamples.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, as_json: bool) -> None:
     """Compare our results with the study's published numbers, per model and metric, and check the headline

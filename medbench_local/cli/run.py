@@ -20,8 +20,10 @@ from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_his
                       locate_models, parse_shard)
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
+from ..tasks.datafiles import require_regular_file
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
+from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
 
 
@@ -162,7 +164,10 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
     result = []
     for task_id in task_ids:
         if task_id in explicit:
-            result.append((task_id, explicit[task_id]))
+            path = explicit[task_id]
+            if path.exists() and not path.is_dir():
+                require_regular_file(path)  # a FIFO or device is refused here, before any loader opens it
+            result.append((task_id, path))
             continue
         get_task(task_id)  # an unknown task is named as such, not as a missing sample
         found = default_data(task_id)
@@ -197,10 +202,10 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "--limit then applies within the shard. Not part of the result identity. A Slurm array "
                    "numbered from 0: --shard $((SLURM_ARRAY_TASK_ID+1))/N, N the full array size (ready-made "
                    "scripts: tools/slurm/, docs/scale-out.md).")
-@click.option("--seed", type=int, default=1234, show_default=True,
+@click.option("--seed", type=LLAMA_SEED, default=1234, show_default=True,
               help="llama.cpp seed (decoding is greedy) and the seed of the --limit sample.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for llama.cpp (default: all cores).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--threads", type=THREADS, help="CPU threads for llama.cpp (default: all cores).")
+@click.option("--batch-size", type=BATCH_SIZE, default=512, show_default=True,
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")

@@ -60,10 +60,13 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
     """Model id -> entry; an absent file is an empty lock. Raises ConfigError for a malformed file."""
     if not path.exists():
         return {}
+    if not path.is_file():  # a FIFO would block the read forever
+        raise ConfigError(path, None, "not a regular file (a folder, pipe, socket or device)")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(path, None, f"cannot read the lock file ({exc}); delete it and run 'models pull' "
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
+        raise ConfigError(path, None, f"cannot read the lock file ({reason}); delete it and run 'models pull' "
                                       "again") from None
     if not isinstance(raw, dict) or raw.get("format") != LOCK_FORMAT:
         raise ConfigError(path, None, "not a medbench-local models.lock (missing \"format\")")

@@ -33,7 +33,8 @@ def resolve(spec: ModelSpec, *, materialize: bool = False) -> Resolution:
     source = spec.source
     if isinstance(source, LocalSource):
         present = source.path.is_file()
-        return Resolution(source.path if present else None, f"{source.path}" + ("" if present else " (missing)"))
+        state = "" if present else " (not a regular file)" if source.path.exists() else " (missing)"
+        return Resolution(source.path if present else None, f"{source.path}{state}")
     if isinstance(source, HubSource):
         return _resolve_hub(source)
     return _resolve_package(source, materialize)

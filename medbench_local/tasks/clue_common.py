@@ -34,7 +34,7 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Item, TaskData
-from .datafiles import jsonl_records, object_record, read_text
+from .datafiles import csv_reader, jsonl_records, object_record, parse_json, read_text
 from .prompts import PromptTemplate
 
 #: The reference's "self-prompting" clean-up (TIO-IKIM/CLUE eval scripts, 2024): a fresh system prompt, a
@@ -123,16 +123,13 @@ def json_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
         if len([line for line in text.splitlines() if line.strip()]) > 1:
             try:
                 whole = json.loads(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not one JSON value: read as JSON Lines below
                 whole = None
             if whole is not None:  # one pretty-printed JSON value: not JSON Lines
                 raise DataError(path, f"expected a JSON array of records (or JSON Lines), got one JSON "
                                 f"{'object' if isinstance(whole, dict) else type(whole).__name__}", line=1)
         return jsonl_records(path, text)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None
+    data = parse_json(path, text)
     if not data:
         raise DataError(path, "the JSON array is empty")
     # element start lines, found by decoding the array element by element (same parser, same result)
@@ -155,7 +152,7 @@ def csv_records(path: Path, wanted: dict[str, Sequence[str]], optional: Iterable
                 ) -> tuple[dict[str, str | None], list[tuple[int, dict[str, str]]]]:
     """Columns found for ``wanted`` (see :func:`match_columns`; checked before any row is read) and (first
     line of the row, {column: cell}) for every non-empty row of a CSV file with a header row."""
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    reader = csv_reader(io.StringIO(read_text(path), newline=""))
     rows: list[tuple[int, dict[str, str]]] = []
     try:
         header = [h.strip() for h in next(reader)]

@@ -31,7 +31,6 @@ Python's ``random`` module.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
 from .base import Item, PromptContext, Score, TaskData, sha256_text
 from .choice_scoring import score_choice
-from .datafiles import read_text
+from .datafiles import parse_json, read_text
 from .prompts import PromptTemplate
 
 LETTERS = "ABCDE"
@@ -108,10 +107,7 @@ def load_benchmark(path: Path, *, reference_gold: bool = False) -> list[Patient]
     """Parse and check a LongHealth file (or a folder holding ``benchmark_v5.json`` or a single .json)."""
     path = _data_file(Path(path))
     text = read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None
+    data = parse_json(path, text)
     if isinstance(data, dict) and isinstance(data.get("patients"), dict) and len(data) == 1:
         data = data["patients"]  # tolerate a {"patients": {...}} wrapper
     if not isinstance(data, dict):

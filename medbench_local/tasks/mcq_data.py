@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Item
-from .datafiles import jsonl_records, read_text
+from .datafiles import csv_reader, jsonl_records, read_text
 
 LETTERS = string.ascii_uppercase[:10]  # A-J
 MIN_OPTIONS = 2
@@ -73,7 +73,7 @@ def _load_jsonl(path: Path) -> list[Item]:
 
 
 def _load_csv(path: Path) -> list[Item]:
-    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    reader = csv_reader(io.StringIO(read_text(path), newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except csv.Error as exc:

@@ -7,10 +7,20 @@ wordings are never mixed. Override file (TOML), any subset of the keys::
     system = "You are ..."
     user = "Case:\\n{case}\\n..."
     answer_prefix = "The answer is"
+
+Why validated up front: ``user`` is filled in with ``str.format`` for every item, which also understands
+conversions (``{case!r}``), format specs (``{case:>10}``), positional fields (``{0}``, ``{}``) and attribute or
+index access (``{case.x}``, ``{case[0]}``). Any of those would fail (or, worse, render something unintended)
+in the middle of a run; so the override file is checked before a database or a model is touched: only the
+task's own named placeholders, written plainly, balanced braces (``{{`` and ``}}`` for literal ones), and at
+most ``MAX_PROMPT_FILE_BYTES``. ``system`` and ``answer_prefix`` are used as written (braces there are literal),
+so a task placeholder in them is refused as a likely mistake.
 """
 
 from __future__ import annotations
 
+import re
+import stat
 import string
 import sys
 from dataclasses import dataclass, replace
@@ -23,6 +33,9 @@ else:  # pragma: no cover
 
 from ..errors import ConfigError
 from .base import canonical_json, sha256_text
+
+MAX_PROMPT_FILE_BYTES = 256 * 1024  # a prompt override is a few KB; few-shot examples come from the data
+_PLAIN_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -41,13 +54,9 @@ class PromptTemplate:
 
 
 def load_override(path: Path, base: PromptTemplate) -> PromptTemplate:
-    """Apply a TOML override file to ``base``; unknown keys and unknown {fields} are errors."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, None, "prompt file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot parse prompt file: {exc}") from None
+    """Apply a TOML override file to ``base``; every problem is a ConfigError naming the file and key."""
+    path = Path(path)
+    raw = _read_override(path)
     allowed = {"system", "user", "answer_prefix"}
     for key, value in raw.items():
         if key not in allowed:
@@ -55,8 +64,58 @@ def load_override(path: Path, base: PromptTemplate) -> PromptTemplate:
         if not isinstance(value, str):
             raise ConfigError(path, key, f"expected a string, got {value!r}")
     template = replace(base, **raw)
-    unknown = template.fields() - base.fields()
-    if unknown:
-        raise ConfigError(path, "user", f"unknown placeholder {{{sorted(unknown)[0]}}} "
-                          f"(available: {', '.join('{' + f + '}' for f in sorted(base.fields()))})")
+    check_user_template(path, template.user, base.fields())
+    for key in ("system", "answer_prefix"):
+        for name in sorted(base.fields()):
+            if "{" + name + "}" in getattr(template, key):
+                raise ConfigError(path, key, f"{{{name}}} is only filled in 'user'; '{key}' is used as written")
     return template
+
+
+def _read_override(path: Path) -> dict[str, object]:
+    """Parse the file, refusing non-regular files (a FIFO would block) and oversized ones before reading."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "prompt file not found") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read the prompt file ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(path, None, "not a regular file (a folder, pipe, socket or device); give a TOML file")
+    if info.st_size > MAX_PROMPT_FILE_BYTES:
+        raise ConfigError(path, None, f"{info.st_size:,} bytes: larger than the {MAX_PROMPT_FILE_BYTES:,}-byte "
+                                      "limit for a prompt file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot parse prompt file: {exc}") from None
+    except RecursionError:
+        raise ConfigError(path, None, "cannot parse prompt file: values nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise ConfigError(path, None, f"cannot parse prompt file: {str(exc).splitlines()[0][:200]}") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read the prompt file ({exc.strerror})") from None
+
+
+def check_user_template(path: Path, text: str, placeholders: set[str]) -> None:
+    """ConfigError unless every ``{...}`` in ``text`` is one of ``placeholders``, written plainly."""
+    available = ", ".join("{" + f + "}" for f in sorted(placeholders)) or "none"
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:  # "Single '}' encountered", "expected '}' before end of string"
+        raise ConfigError(path, "user", f"unbalanced braces ({exc}); write {{{{ and }}}} for literal braces") \
+            from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if name == "" or name.isdigit():
+            raise ConfigError(path, "user", f"positional placeholder {shown}: use a named one ({available})")
+        if not _PLAIN_FIELD.match(name):
+            raise ConfigError(path, "user", f"placeholder {shown} uses attribute or index access; use a plain "
+                                            f"name ({available})")
+        if name not in placeholders:
+            raise ConfigError(path, "user", f"unknown placeholder {{{name}}} (available: {available})")
+        if conversion or spec:
+            raise ConfigError(path, "user", f"placeholder {shown} has a conversion or format spec; write "
+                                            f"{{{name}}} only")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from ..metrics.extraction import Extraction, extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
 from .choice_scoring import score_choice
-from .datafiles import jsonl_records, read_text
+from .datafiles import csv_reader, jsonl_records, parse_json, read_text
 from .mcq_data import LETTERS, MIN_OPTIONS
 from .prompts import PromptTemplate
 
@@ -286,10 +285,7 @@ def _json_object(path: Path, what: str) -> tuple[str, dict[str, Any]]:
             result[key] = value
         return result
 
-    try:
-        data = json.loads(text, object_pairs_hook=keep_duplicates)
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None
+    data = parse_json(path, text, object_pairs_hook=keep_duplicates)
     if not isinstance(data, dict):
         raise DataError(path, f"expected a JSON object of {what}, got {type(data).__name__}", line=1)
     if duplicates:
@@ -428,7 +424,7 @@ def _load_mmlu_csv(path: Path) -> list[Item]:
         raise DataError(path, f"unsupported file type '{path.suffix}' (expected an MMLU .csv)")
     subject, split = _mmlu_name(path)
     prefix = subject if split == "test" else f"{subject}-{split}"
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
+    reader = csv_reader(io.StringIO(read_text(path), newline=""), strict=True)
     items, row_number, line = [], 0, 1
     try:
         for row in reader:

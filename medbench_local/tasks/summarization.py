@@ -39,7 +39,7 @@ from .base import Item, PromptContext, Score, TaskData
 from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, check_unique_ids, clean_output,
                           csv_records, find_data_file, json_records, match_columns, pick_text,
                           seeded_shuffle, split_shots, strip_output, user_block_stop)
-from .datafiles import jsonl_records
+from .datafiles import jsonl_records, require_regular_file
 from .prompts import PromptTemplate
 
 MEQSUM_FILE = "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
@@ -186,6 +186,7 @@ def _xlsx_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(Excel row number, {header: value}) for the non-empty rows of the first sheet; header = row 1."""
     import openpyxl
 
+    require_regular_file(path)  # openpyxl would block on a FIFO
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # noqa: BLE001 - openpyxl raises many types for a bad file; all mean "not xlsx"

@@ -1,0 +1,40 @@
+"""Ranges of the numeric command-line options, in one place.
+
+Why bounded: llama.cpp receives threads, batch size and seed as C integers (a value beyond their range would
+wrap silently, and llama.cpp reads seed 2**32 - 1 as "pick a random seed"), and numpy refuses a negative seed
+with a traceback. Click checks these ranges before anything else runs, so a bad value is one line naming the
+option, before any database is created or opened, with exit code 1 like every other bad input (click's own
+usage errors exit with 2 and add a usage banner).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+MAX_THREADS = 512           # GGML_MAX_N_THREADS
+MAX_BATCH = 65_536          # llama.cpp processes at most n_ctx tokens per batch anyway
+MAX_LLAMA_SEED = 2**32 - 2  # uint32; 2**32 - 1 is LLAMA_DEFAULT_SEED, i.e. "random"
+MAX_STATS_SEED = 2**32 - 1
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 1_000_000
+
+
+
+class BoundedInt(click.IntRange):
+    """An integer option with a closed range; a value outside it (or not an integer) is one 'Error:' line
+    naming the option, exit code 1."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            hint = param.get_error_hint(ctx) if param is not None and ctx is not None else "value"
+            raise click.ClickException(f"invalid value for {hint}: {exc.message}") from None
+
+
+THREADS = BoundedInt(1, MAX_THREADS)
+BATCH_SIZE = BoundedInt(1, MAX_BATCH)
+LLAMA_SEED = BoundedInt(0, MAX_LLAMA_SEED)
+STATS_SEED = BoundedInt(0, MAX_STATS_SEED)
+RESAMPLES = BoundedInt(MIN_RESAMPLES, MAX_RESAMPLES)
