@@ -7,6 +7,10 @@ Order matters for the guarantees:
 3. Each item is committed on its own (generation + score in one transaction); a rerun of the same command
    computes the same evaluation key and skips what is done. A first Ctrl-C finishes the item in flight and
    stops; a second one aborts at once (the in-flight item is then lost, nothing else).
+4. Each scoring mode (``generate``, ``loglik``, ``constrained``; tasks/loglik_scoring.py) is its own evaluation
+   of the same items: the mode is part of the task settings, hence of the evaluation key. Items run in the
+   order the task loaded them; tasks put items that share a prompt prefix next to each other, and the engine
+   keeps that prefix in its KV cache when it provably does not change outputs.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ import sqlite_utils
 
 from . import __version__
 from .config import Config, ModelSpec
-from .errors import ModelFileError
-from .engine.base import Engine, GenerateRequest
-from .engine.llama import LlamaEngine, require_gpu_build
+from .errors import ModelFileError, UserError
+from .engine.base import Engine, GenerateRequest, LoglikelihoodRequest
+from .engine.llama import RUNTIME_ONLY_SETTINGS, LlamaEngine, require_gpu_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
 from .modelfiles.hashing import cached_sha256, sha256_file
@@ -38,6 +42,9 @@ from .modelfiles.lock import lock_path, read_lock, stale_reason
 from .modelfiles.resolve import require
 from .store import writer
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
+from .tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
+                                   constrained_max_tokens, loglik_generation, score_constrained, score_loglik,
+                                   supports_choices)
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
                      "rouge-score", "simple-icd-10-cm", "openpyxl", "numpy", "torch", "transformers", "scispacy")
@@ -70,6 +77,9 @@ class RunOptions:
     retry_errors: bool = False
     store_inputs: bool = True
     allow_cpu: bool = False
+    scoring: tuple[str, ...] = ("generate",)   # each mode is a separate evaluation of the same items
+    loglik_target: str = "letter"              # continuations for loglik/constrained: " A" or the option text
+    kv_reuse: bool = True                      # keep a shared prompt prefix in the KV cache (outputs unchanged)
     command: list[str] = field(default_factory=list)
 
 
@@ -126,6 +136,20 @@ def load_tasks(task_paths: list[tuple[Task, Path]], limit: int | None) -> list[L
             data = replace(data, items=data.items[:limit])
         loaded.append(LoadedTask(task, path, data, data_fingerprint(path)))
     return loaded
+
+
+def check_scoring(tasks: list[LoadedTask], modes: tuple[str, ...], target: str = "letter") -> None:
+    """Refuse, before anything is written, a scoring mode a task cannot do (free-text tasks have no options)."""
+    for mode in modes:
+        if mode not in SCORING_MODES:
+            raise UserError(f"unknown scoring mode '{mode}' (choose from {', '.join(SCORING_MODES)})")
+    if target not in LOGLIK_TARGETS:
+        raise UserError(f"unknown loglik target '{target}' (choose from {', '.join(LOGLIK_TARGETS)})")
+    choice_modes = [m for m in modes if m in CHOICE_MODES]
+    for loaded in tasks:
+        if choice_modes and not supports_choices(loaded.task):
+            raise UserError(f"task '{loaded.task.id}' is not multiple choice: --scoring {choice_modes[0]} needs "
+                            "options to score (use --scoring generate for it)")
 
 
 def data_fingerprint(path: Path) -> str:
@@ -190,7 +214,8 @@ def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any
 
 def engine_identity(engine: Engine) -> dict[str, Any]:
     """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings."""
-    settings = {k: v for k, v in engine.settings.items() if k != "n_threads"}  # threads do not change results
+    # threads and KV reuse do not change results (RUNTIME_ONLY_SETTINGS): recorded, not part of the identity
+    settings = {k: v for k, v in engine.settings.items() if k not in RUNTIME_ONLY_SETTINGS}
     return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
             "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
 
@@ -211,6 +236,7 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
         "settings": {
             "config": str(config.path), "seed": options.seed, "n_threads": options.n_threads,
             "n_batch": options.n_batch, "limit": options.limit, "store_inputs": options.store_inputs,
+            "scoring": list(options.scoring), "loglik_target": options.loglik_target, "kv_reuse": options.kv_reuse,
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
                        "items": len(t.items)} for t in tasks],
@@ -252,7 +278,7 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
 
 def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
     return LlamaEngine(spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch,
-                       allow_cpu=options.allow_cpu)
+                       allow_cpu=options.allow_cpu, kv_reuse=options.kv_reuse)
 
 
 def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
@@ -260,40 +286,65 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
     writer.record_model(db, engine.info)
     identity = engine_identity(engine)
     for loaded in tasks:
-        if stop.requested:
-            return
-        task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
-                         "documents_sha256": loaded.data.documents_sha256,
-                         "data_sha256": loaded.data_sha256}
-        key = evaluation_key(identity, task_settings)
-        writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
-                                 {"engine": engine.settings, "task": task_settings, "identity": identity,
-                                  "load": getattr(engine, "load", {})},
-                                 summary.run_id)
-        if options.retry_errors:
-            writer.forget_errors(db, key)
-        done = writer.done_items(db, key)
-        todo = [item for item in loaded.items if writer.item_key(loaded.task.id, item) not in done]
-        skipped = len(loaded.items) - len(todo)
-        summary.skipped += skipped
-        context = PromptContext(shots=loaded.data.shots, documents=loaded.data.documents,
-                                count_tokens=engine.count_tokens,
-                                n_ctx=int(engine.settings["n_ctx"]))
-        reporter.begin(entry.spec.id, loaded.task.id, len(loaded.items), skipped)
-        try:
-            for item in todo:
-                if stop.requested:
-                    return
-                _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs)
-        finally:
-            reporter.end()
+        for mode in options.scoring:
+            if stop.requested:
+                return
+            _run_evaluation(db, entry, engine, identity, loaded, mode, options, reporter, summary, stop)
+
+
+def _run_evaluation(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, identity: dict[str, Any],
+                    loaded: LoadedTask, mode: str, options: RunOptions, reporter: Reporter, summary: RunSummary,
+                    stop: StopFlag) -> None:
+    task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
+                     "documents_sha256": loaded.data.documents_sha256,
+                     "data_sha256": loaded.data_sha256, **choice_settings(mode, options.loglik_target)}
+    key = evaluation_key(identity, task_settings)
+    writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
+                             {"engine": engine.settings, "task": task_settings, "identity": identity,
+                              "load": getattr(engine, "load", {})},
+                             summary.run_id)
+    if options.retry_errors:
+        writer.forget_errors(db, key)
+    done = writer.done_items(db, key)
+    todo = [item for item in loaded.items if writer.item_key(loaded.task.id, item) not in done]
+    skipped = len(loaded.items) - len(todo)
+    summary.skipped += skipped
+    context = PromptContext(shots=loaded.data.shots, documents=loaded.data.documents,
+                            count_tokens=engine.count_tokens,
+                            n_ctx=int(engine.settings["n_ctx"]))
+    label = loaded.task.id if mode == "generate" else f"{loaded.task.id} ({mode})"
+    reporter.begin(entry.spec.id, label, len(loaded.items), skipped)
+    try:
+        for item in todo:
+            if stop.requested:
+                return
+            _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs,
+                      mode, options.loglik_target)
+    finally:
+        reporter.end()
 
 
 def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,
-              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True) -> None:
-    prompt = task.prompt(item, context)
+              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True,
+              mode: str = "generate", target: str = "letter") -> None:
+    prompt = task.prompt(item, context) if mode == "generate" else None
     try:
-        generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+        if mode == "generate":
+            assert prompt is not None
+            generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+            score = task.score(item, generation)
+        else:
+            choices = task.choices(item, context, target)  # type: ignore[attr-defined]
+            prompt = choices.context
+            if mode == "loglik":
+                result = engine.loglikelihood(LoglikelihoodRequest(prompt, tuple(choices.options.values())))
+                score = score_loglik(choices, result, target)
+                generation = loglik_generation(choices, result, score)
+            else:
+                request = GenerateRequest(prompt, constrained_max_tokens(choices, engine.count_tokens),
+                                          grammar=choice_grammar(choices))
+                generation = engine.generate(request)
+                score = score_constrained(choices, generation)
     except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
@@ -301,17 +352,17 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
         metrics = error_metrics(item) if callable(error_metrics) else {name: 0.0 for name in task.metric_names}
         score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
         writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item, generation=None,
-                           score=score, error=str(exc), prompt_text=engine.render(prompt),
+                           score=score, error=str(exc),
+                           prompt_text=engine.render(prompt) if prompt is not None else "",
                            store_inputs=store_inputs)
         summary.errors += 1
         reporter.advance(score, 0, 0.0)
         return
-    score = task.score(item, generation)
     writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                        generation=generation, score=score, store_inputs=store_inputs)
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
-    reporter.advance(score, generation.completion_tokens, gen_seconds)
+    reporter.advance(score, generation.completion_tokens if mode != "loglik" else 0, gen_seconds)
 
 
 def package_versions() -> dict[str, str]:

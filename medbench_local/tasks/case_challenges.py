@@ -17,6 +17,7 @@ from typing import Any
 from ..engine.base import Generation, Prompt
 from ..metrics.extraction import extract_choice
 from .base import Item, PromptContext, Score, TaskData
+from .loglik_scoring import ChoiceSet, continuation
 from .mcq_data import load_mcq
 from .prompts import PromptTemplate
 
@@ -63,6 +64,14 @@ class CaseChallengeTask:
         correct = found.letter == gold
         return Score("correct" if correct else "wrong", found.letter, gold, found.method, found.detail,
                      {"accuracy": 1.0 if correct else 0.0})
+
+    def choices(self, item: Item, context: PromptContext, target: str = "letter") -> ChoiceSet:
+        """The options as continuations of the prompt's answer prefix: " A", " B", ... (``target="letter"``) or
+        each option's text (``"text"``), for ``run --scoring loglik|constrained``."""
+        prompt = self.prompt(item, context)
+        options = {letter: continuation(prompt.answer_prefix, letter if target == "letter" else text)
+                   for letter, text in item.payload["options"].items()}
+        return ChoiceSet(prompt, options, item.payload["answer"])
 
     def settings(self) -> dict[str, Any]:
         return {"task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
