@@ -143,11 +143,12 @@ def test_default_threads_do_not_oversubscribe(requested: int | None, cpus: int, 
 
 MCQ_TASKS = ("nejm", "jama", "medqa", "pubmedqa", "mmlu_medical", "medmcqa", "mednli", "longhealth")
 FREE_TEXT_TASKS = ("meqsum", "problem_summary", "medisumqa", "medisumcode")
+LOGLIK_TASKS = ("jama", "medmcqa", "mednli", "longhealth")  # 0-shot, few-shot, long documents
 N_CTX = 640  # keeps LongHealth's document budget (and this test) small
 
 
 def run_all_tasks(engine: Any, items_per_task: int = 2) -> list[tuple[Any, ...]]:
-    """Every task's first items in run order (LongHealth grouped by patient): a short generation, and for
+    """Every task's first items in run order (LongHealth grouped by patient): a short generation, and for some
     multiple-choice tasks the log-likelihoods of the options (as text: several tokens each, so the batched
     continuation decode runs too). Generation and likelihood alternate on one engine, as in --scoring both."""
     from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest
@@ -162,10 +163,10 @@ def run_all_tasks(engine: Any, items_per_task: int = 2) -> list[tuple[Any, ...]]
                             n_ctx=N_CTX)
         for item in data.items[:items_per_task]:
             # a few tokens are enough: every generated token is decoded on top of the reused cache
-            g = engine.generate(GenerateRequest(task.prompt(item, ctx), min(task.max_tokens, 6), task.stop))
+            g = engine.generate(GenerateRequest(task.prompt(item, ctx), min(task.max_tokens, 4), task.stop))
             results.append((task_id, item.id, "generate", g.prompt_text, g.output, g.prompt_tokens,
                             g.completion_tokens, g.finish_reason, g.prompt_tokens_evaluated))
-            if task_id in MCQ_TASKS:
+            if task_id in LOGLIK_TASKS:
                 choices = task.choices(item, ctx, "text")  # type: ignore[attr-defined]
                 result = engine.loglikelihood(LoglikelihoodRequest(choices.context, tuple(choices.options.values())))
                 results.append((task_id, item.id, "loglik", result.prompt_text, [s.logprob for s in result.scores],
@@ -194,7 +195,7 @@ def test_every_task_gives_byte_identical_results_with_and_without_prefix_reuse(m
         finally:
             engine.close()
     on, off = outputs[True], outputs[False]
-    assert len(on) == len(off) == 2 * (len(MCQ_TASKS) * 2 + len(FREE_TEXT_TASKS))
+    assert len(on) == len(off) == 2 * (len(MCQ_TASKS) + len(FREE_TEXT_TASKS) + len(LOGLIK_TASKS))
     for a, b in zip(on, off):
         assert a[:-1] == b[:-1], f"{a[:3]} differs with KV reuse"
     # the comparison is not vacuous: the cache served part of the prompt for every second item of every task
@@ -202,7 +203,7 @@ def test_every_task_gives_byte_identical_results_with_and_without_prefix_reuse(m
     assert all(b[-1] == (b[-2] if b[2] == "loglik" else b[5]) for b in off)  # off: every prompt token decoded
     reused = {(a[0], a[2]) for a, b in zip(on, off) if a[-1] < b[-1]}
     assert {task for task, _ in reused} == {*MCQ_TASKS, *FREE_TEXT_TASKS}, reused
-    assert all((task, "loglik") in reused for task in MCQ_TASKS)
+    assert all((task, "loglik") in reused for task in LOGLIK_TASKS)
 
 
 @pytest.mark.e2e
@@ -258,3 +259,39 @@ def test_run_records_reuse_without_changing_results_or_keys(tmp_path: Path, in_r
     settings = json.loads(rows(tmp_path / "on.db", "select settings from evaluations limit 1")[0][0])
     assert settings["engine"]["kv_reuse"] is True and "kv_reuse" not in settings["identity"]["settings"]
     assert settings["engine"]["n_threads"] == settings["engine"]["n_threads_batch"] == 1
+    assert not {"n_threads", "n_threads_batch", "threads_rule"} & set(settings["identity"]["settings"])
+    assert settings["identity"]["settings"]["n_ubatch"] == kv.ubatch_for(512, offloaded=False)
+
+
+# ------------------------------------------------------------------------------------------ LongHealth grouping
+
+
+def documents_block(prompt_user: str) -> str:
+    return prompt_user.split("=== END OF DOCUMENTS ===")[0]
+
+
+def test_longhealth_per_patient_order_groups_items_whose_prompts_share_the_records() -> None:
+    base = get_task("longhealth")
+    grouped = replace(base, document_order="per-patient")  # type: ignore[type-var]
+    default_items = base.load(REPO / "bench_data" / "longhealth").items
+    data = grouped.load(REPO / "bench_data" / "longhealth")
+    assert sorted(i.id for i in data.items) == sorted(i.id for i in default_items)  # the same items, reordered
+    keys = [(i.payload["patient"], i.payload["repeat"], i.payload["task"], i.payload["question_number"])
+            for i in data.items]
+    assert keys == sorted(keys)
+    ctx = PromptContext(documents=data.documents, count_tokens=lambda text: len(text.split()), n_ctx=100_000)
+    blocks: dict[tuple[Any, ...], set[str]] = {}
+    for item in data.items:
+        if item.payload["task"] in (1, 3):  # own records / distractors only: no per-question answer documents
+            group = (item.payload["patient"], item.payload["repeat"], item.payload["task"])
+            blocks.setdefault(group, set()).add(documents_block(grouped.prompt(item, ctx).user))
+    assert blocks and all(len(texts) == 1 for texts in blocks.values())
+    # the reference order shuffles per question: the same groups see different document orders
+    default_ctx = PromptContext(documents=data.documents, count_tokens=lambda text: len(text.split()), n_ctx=100_000)
+    shuffled: dict[tuple[Any, ...], set[str]] = {}
+    for item in default_items:
+        if item.payload["task"] == 1:
+            group = (item.payload["patient"], item.payload["repeat"])
+            shuffled.setdefault(group, set()).add(documents_block(base.prompt(item, default_ctx).user))
+    assert any(len(texts) > 1 for texts in shuffled.values())
+    assert grouped.settings()["document_order"] == "per-patient" and "document_order" not in base.settings()

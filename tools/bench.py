@@ -13,13 +13,13 @@ For the demo pair (SmolLM2-135M, Gemma-3-270M), with the same thread counts ever
    with option texts as continuations, one decode per option vs all options in one batched decode.
    Goals: loglik <= 1.0x generate; <= 0.5x with the continuations batched.
 4. end-to-end tokens/s of ``generate`` vs llama.cpp's own rates for the same model and threads, measured the
-   llama-bench way through the C API (pp: one 512-token batch; tg: 64 single-token decodes): the time the
-   items would take at those rates divided by the time they took.
+   llama-bench way through the C API (pp: one 512-token batch in llama.cpp's default 512-token ubatch; tg: 64
+   single-token decodes): the time the items would take at those rates divided by the time they took.
 
 Timings are medians of ``--repeats`` rounds; each round runs every timed measurement once, in an order rotated
 by one per round, so drift of a shared machine hits all alike. Only ratios within one run mean anything.
 
-    .venv/bin/python tools/bench.py [--repeats 3] [--items 5] [--threads N]
+    .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ def reuse_counts(engine: LlamaEngine, task_id: str) -> dict[str, tuple[int, int]
 
 def llama_rates(llm: Any, n_prompt: int = 512, n_gen: int = 64) -> tuple[float, float]:
     """(prompt tokens/s, generated tokens/s) of a plain llama-cpp-python context as llama-bench measures them:
-    one n_prompt-token batch (pp512), then n_gen single-token decodes (tg64), timed by llama.cpp's own perf
-    counters."""
+    one n_prompt-token batch (pp512), then n_gen single-token decodes (tg64), straight llama_decode calls."""
     import llama_cpp
 
     ctx = llm.ctx
@@ -112,15 +111,17 @@ def llama_rates(llm: Any, n_prompt: int = 512, n_gen: int = 64) -> tuple[float, 
 
     try:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-        llama_cpp.llama_perf_context_reset(ctx)
+        started = time.perf_counter()
         decode([100 + (i % 1000) for i in range(n_prompt)], 0)
+        prompt_seconds = time.perf_counter() - started
+        started = time.perf_counter()
         for i in range(n_gen):
             decode([200 + i], n_prompt + i)
-        perf = llama_cpp.llama_perf_context(ctx)
+        gen_seconds = time.perf_counter() - started
     finally:
         llama_cpp.llama_batch_free(batch)
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    return perf.n_p_eval / (perf.t_p_eval_ms / 1000), perf.n_eval / (perf.t_eval_ms / 1000)
+    return n_prompt / prompt_seconds, n_gen / gen_seconds
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -208,7 +209,7 @@ def measure_model(model_id: str, spec: ModelSpec, args: argparse.Namespace) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every timed measurement (median)")
-    parser.add_argument("--items", type=int, default=5, help="jama items per timed measurement")
+    parser.add_argument("--items", type=int, default=3, help="jama items per timed measurement")
     parser.add_argument("--threads", type=int, default=None, help="default: medbench-local's choice")
     args = parser.parse_args()
     config = load_config(ROOT / "models.toml")
