@@ -45,7 +45,8 @@ def scores(values: dict[str, tuple[float, int, int]]) -> Loglikelihoods:
 
 @pytest.mark.parametrize("values, gold, target, expected", [
     # letters: same length, the sum decides
-    ({"A": (-2.0, 1, 2), "B": (-0.5, 1, 2), "C": (-3.0, 1, 2)}, "B", "letter", ("B", "B", "B", "correct")),
+    ({"A": (-2.0312545711, 1, 2), "B": (-0.5000000001, 1, 2), "C": (-3.1, 1, 2)}, "B", "letter",
+     ("B", "B", "B", "correct")),
     # texts: a short option wins on the sum, the long one per byte (acc_norm, the text headline) and per token
     ({"A": (-4.0, 2, 5), "B": (-6.0, 6, 40)}, "B", "text", ("A", "B", "B", "correct")),
     ({"A": (-4.0, 2, 5), "B": (-6.0, 6, 40)}, "B", "letter", ("A", "B", "B", "wrong")),
@@ -63,8 +64,8 @@ def test_each_rule_chooses_its_argmax_and_the_headline_decides_accuracy(
     assert score.metrics["acc_norm"] == float(by_rule["acc_norm"] == gold)
     assert score.metrics["acc_mean_token"] == float(by_rule["mean_token"] == gold)
     assert score.metrics["accuracy"] == float(score.extracted == gold)
-    for key, (lp, _, _) in values.items():  # every option's log-probability is kept, at full precision
-        assert f"{key}={lp!r}" in score.detail
+    for key, (lp, n, b) in values.items():  # every option's log-probability is kept, at full precision
+        assert f"{key}={lp!r}/{n}t/{b}B" in score.detail
 
 
 @given(st.dictionaries(st.sampled_from("ABCDEFGHIJ"),

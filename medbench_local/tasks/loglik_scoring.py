@@ -100,7 +100,7 @@ def score_loglik(choices: ChoiceSet, result: Loglikelihoods, target: str) -> Sco
     metrics = dict(choices.metrics_for(letter))
     for rule, key in chosen.items():
         metrics[RULE_METRICS[rule]] = float(key == choices.gold)
-    per_option = " ".join(f"{k}={s.logprob:.4f}/{s.tokens}t/{s.bytes}B" for k, s in scores.items())
+    per_option = " ".join(f"{k}={s.logprob!r}/{s.tokens}t/{s.bytes}B" for k, s in scores.items())
     detail = (f"chosen: sum {chosen['sum']}, acc_norm {chosen['acc_norm']}, mean_token {chosen['mean_token']} "
               f"(headline {headline}); logprob/tokens/bytes: {per_option}")
     return Score("correct" if letter == choices.gold else "wrong", letter, choices.gold, f"loglik:{headline}",
