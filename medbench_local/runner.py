@@ -7,6 +7,10 @@ Order matters for the guarantees:
 3. Each item is committed on its own (generation + score in one transaction); a rerun of the same command
    computes the same evaluation key and skips what is done. A first Ctrl-C finishes the item in flight and
    stops; a second one aborts at once (the in-flight item is then lost, nothing else).
+4. Each scoring mode (``generate``, ``loglik``, ``constrained``; tasks/loglik_scoring.py) is its own evaluation
+   of the same items: the mode is part of the task settings, hence of the evaluation key. Items run in the
+   order the task loaded them; tasks put items that share a prompt prefix next to each other, and the engine
+   keeps that prefix in its KV cache when it provably does not change outputs.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import sqlite_utils
 from . import __version__
 from .config import Config, ModelSpec
 from .errors import ModelFileError, UserError
-from .engine.base import Engine, GenerateRequest
-from .engine.llama import LlamaEngine, require_gpu_build
+from .engine.base import Engine, GenerateRequest, LoglikelihoodRequest
+from .engine.llama import RUNTIME_ONLY_SETTINGS, LlamaEngine, require_gpu_build
 from .engine.rpc import check_rpc_plan, require_rpc_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
@@ -43,6 +47,9 @@ from .signals import StopFlag
 from .store import queries, writer
 from .store.claims import ItemClaims, database_path
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
+from .tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
+                                   constrained_max_tokens, loglik_generation, score_constrained, score_loglik,
+                                   supports_choices)
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
                      "rouge-score", "simple-icd-10-cm", "openpyxl", "numpy", "torch", "transformers", "scispacy")
@@ -79,6 +86,9 @@ class RunOptions:
     store_inputs: bool = True
     allow_cpu: bool = False
     shard: Shard | None = None
+    scoring: tuple[str, ...] = ("generate",)   # each mode is a separate evaluation of the same items
+    loglik_target: str = "letter"              # continuations for loglik/constrained: " A" or the option text
+    kv_reuse: bool = True                      # keep a shared prompt prefix in the KV cache (outputs unchanged)
     command: list[str] = field(default_factory=list)
 
 
@@ -204,6 +214,20 @@ def shard_items(items: list[Item], shard: Shard, task_id: str) -> list[Item]:
     return [item for item in items if shard_of(task_id, item.id, shard.count) == shard.index]
 
 
+def check_scoring(tasks: list[LoadedTask], modes: tuple[str, ...], target: str = "letter") -> None:
+    """Refuse, before anything is written, a scoring mode a task cannot do (free-text tasks have no options)."""
+    for mode in modes:
+        if mode not in SCORING_MODES:
+            raise UserError(f"unknown scoring mode '{mode}' (choose from {', '.join(SCORING_MODES)})")
+    if target not in LOGLIK_TARGETS:
+        raise UserError(f"unknown loglik target '{target}' (choose from {', '.join(LOGLIK_TARGETS)})")
+    choice_modes = [m for m in modes if m in CHOICE_MODES]
+    for loaded in tasks:
+        if choice_modes and not supports_choices(loaded.task):
+            raise UserError(f"task '{loaded.task.id}' is not multiple choice: --scoring {choice_modes[0]} needs "
+                            "options to score (use --scoring generate for it)")
+
+
 def data_fingerprint(path: Path) -> str:
     """The data's identity: a single file's own SHA-256; for a folder, SHA-256 over every file in it (relative
     names + contents).
@@ -293,9 +317,10 @@ PLACEMENT_ONLY = ("n_threads", "rpc_servers")
 def engine_identity(engine: Engine) -> dict[str, Any]:
     """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings.
 
-    Threads and the RPC servers' addresses do not change results (a replaced cluster node must not start a new
-    evaluation), but spreading layers over RPC servers can, like a GPU split: their number is part of it."""
-    settings = {k: v for k, v in engine.settings.items() if k not in PLACEMENT_ONLY}
+    Threads, KV reuse (RUNTIME_ONLY_SETTINGS: proven not to change outputs) and the RPC servers' addresses do not
+    change results (a replaced cluster node must not start a new evaluation), but spreading layers over RPC
+    servers can, like a GPU split: their number is part of it."""
+    settings = {k: v for k, v in engine.settings.items() if k not in PLACEMENT_ONLY and k not in RUNTIME_ONLY_SETTINGS}
     if engine.settings.get("rpc_servers"):
         settings["rpc_server_count"] = len(engine.settings["rpc_servers"])
     return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
@@ -322,6 +347,7 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
             "limit_seed": options.seed if options.limit is not None else None,
             "store_inputs": options.store_inputs,
             "shard": str(options.shard) if options.shard else None, "host": platform.node(),
+            "scoring": list(options.scoring), "loglik_target": options.loglik_target, "kv_reuse": options.kv_reuse,
             "models": [{"id": m.spec.id, "role": m.role, "source": m.spec.source.describe()} for m in models],
             "tasks": [{"task": t.task.id, "data": str(t.data_path), "data_sha256": t.data_sha256,
                        "items": len(t.items), "items_in_data": t.items_total} for t in tasks],
@@ -369,7 +395,7 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
 
 def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
     return LlamaEngine(spec, path, seed=options.seed, n_threads=options.n_threads, n_batch=options.n_batch,
-                       allow_cpu=options.allow_cpu)
+                       allow_cpu=options.allow_cpu, kv_reuse=options.kv_reuse)
 
 
 def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
@@ -379,50 +405,59 @@ def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, task
     writer.record_model(db, engine.info)
     identity = engine_identity(engine)
     for loaded in tasks:
-        if stop.requested:
-            return
-        task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
-                         "documents_sha256": loaded.data.documents_sha256,
-                         "data_sha256": loaded.data_sha256}
-        key = evaluation_key(identity, task_settings)
-        key, task_settings = _legacy_evaluation(db, key, identity, task_settings, loaded, entry, reporter)
-        if not queries.evaluation_exists(db, key) and (older := max(
-                older_extraction_items(db, entry.spec.id, loaded.task.id, identity, variant)
-                for variant in _data_variants(task_settings, loaded))):
-            reporter.note(f"{older} items of {entry.spec.id}·{loaded.task.id} were scored with an older extraction; "
-                          f"`medbench-local rescore --extraction --db {queries.database_path(db)}` re-scores them "
-                          "without regenerating")
-        writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
-                                 {"engine": engine.settings, "task": task_settings, "identity": identity,
-                                  "load": getattr(engine, "load", {}),
-                                  "data": {"path": str(loaded.data_path), "name": loaded.data_path.name}},
-                                 summary.run_id)
-        if options.retry_errors:
-            writer.forget_errors(db, key)
-        done = writer.done_items(db, key)
-        todo = [item for item in loaded.items if writer.item_key(loaded.task.id, item) not in done]
-        skipped = len(loaded.items) - len(todo)
-        summary.skipped += skipped
-        context = PromptContext(shots=loaded.data.shots, documents=loaded.data.documents,
-                                count_tokens=engine.count_tokens,
-                                n_ctx=int(engine.settings["n_ctx"]))
-        reporter.begin(entry.spec.id, loaded.task.id, len(loaded.items), skipped)
-        try:
-            for item in todo:
-                if stop.requested:
-                    return
-                item_key = writer.item_key(loaded.task.id, item)
-                with claims.hold(key, item_key) as ours:
-                    if not ours:  # a concurrent run of the same model and task is generating it right now
-                        summary.held_elsewhere += 1
-                        continue
-                    if writer.is_done(db, key, item_key):
-                        summary.done_elsewhere += 1  # the concurrent run finished it meanwhile
-                        continue
-                    _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs,
-                              stop)
-        finally:
-            reporter.end()
+        for mode in options.scoring:
+            if stop.requested:
+                return
+            _run_evaluation(db, entry, engine, identity, loaded, mode, options, reporter, summary, stop, claims)
+
+
+def _run_evaluation(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, identity: dict[str, Any],
+                    loaded: LoadedTask, mode: str, options: RunOptions, reporter: Reporter, summary: RunSummary,
+                    stop: StopFlag, claims: ItemClaims) -> None:
+    """One evaluation: one model, one task, one scoring mode; resumes what is stored under its key."""
+    task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
+                     "documents_sha256": loaded.data.documents_sha256,
+                     "data_sha256": loaded.data_sha256, **choice_settings(mode, options.loglik_target)}
+    key = evaluation_key(identity, task_settings)
+    key, task_settings = _legacy_evaluation(db, key, identity, task_settings, loaded, entry, reporter)
+    if mode == "generate" and not queries.evaluation_exists(db, key) and (older := max(
+            older_extraction_items(db, entry.spec.id, loaded.task.id, identity, variant)
+            for variant in _data_variants(task_settings, loaded))):
+        reporter.note(f"{older} items of {entry.spec.id}·{loaded.task.id} were scored with an older extraction; "
+                      f"`medbench-local rescore --extraction --db {queries.database_path(db)}` re-scores them "
+                      "without regenerating")
+    writer.record_evaluation(db, key, engine.info, entry.role, loaded.task.id,
+                             {"engine": engine.settings, "task": task_settings, "identity": identity,
+                              "load": getattr(engine, "load", {}),
+                              "data": {"path": str(loaded.data_path), "name": loaded.data_path.name}},
+                             summary.run_id)
+    if options.retry_errors:
+        writer.forget_errors(db, key)
+    done = writer.done_items(db, key)
+    todo = [item for item in loaded.items if writer.item_key(loaded.task.id, item) not in done]
+    skipped = len(loaded.items) - len(todo)
+    summary.skipped += skipped
+    context = PromptContext(shots=loaded.data.shots, documents=loaded.data.documents,
+                            count_tokens=engine.count_tokens,
+                            n_ctx=int(engine.settings["n_ctx"]))
+    label = loaded.task.id if mode == "generate" else f"{loaded.task.id} ({mode})"
+    reporter.begin(entry.spec.id, label, len(loaded.items), skipped)
+    try:
+        for item in todo:
+            if stop.requested:
+                return
+            item_key = writer.item_key(loaded.task.id, item)
+            with claims.hold(key, item_key) as ours:
+                if not ours:  # a concurrent run of the same model and task is generating it right now
+                    summary.held_elsewhere += 1
+                    continue
+                if writer.is_done(db, key, item_key):
+                    summary.done_elsewhere += 1  # the concurrent run finished it meanwhile
+                    continue
+                _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs,
+                          stop, mode, options.loglik_target)
+    finally:
+        reporter.end()
 
 
 def _data_variants(task_settings: dict[str, Any], loaded: LoadedTask) -> list[dict[str, Any]]:
@@ -453,13 +488,26 @@ def _legacy_evaluation(db: sqlite_utils.Database, key: str, identity: dict[str, 
 
 def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,
               key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True,
-              stop: StopFlag | None = None) -> None:
-    prompt = task.prompt(item, context)
+              stop: StopFlag | None = None, mode: str = "generate", target: str = "letter") -> None:
+    prompt = task.prompt(item, context) if mode == "generate" else None
+    choices: Any = None
+    result: Any = None
+    generation: Any = None
     try:
+        if mode != "generate":
+            choices = task.choices(item, context, target)  # type: ignore[attr-defined]
+            prompt = choices.context
+        assert prompt is not None
         if stop is not None:
             stop.native_depth += 1  # a second signal now trips the engine's abort switch instead of raising
         try:
-            generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+            if mode == "loglik":
+                result = engine.loglikelihood(LoglikelihoodRequest(prompt, tuple(choices.options.values())))
+            elif mode == "constrained":
+                generation = engine.generate(GenerateRequest(
+                    prompt, constrained_max_tokens(choices, engine.count_tokens), grammar=choice_grammar(choices)))
+            else:
+                generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
         finally:
             if stop is not None:
                 stop.native_depth -= 1
@@ -474,21 +522,28 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
         metrics = error_metrics(item) if callable(error_metrics) else {name: 0.0 for name in task.metric_names}
         score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
         if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
-                                  generation=None, score=score, error=str(exc), prompt_text=engine.render(prompt),
+                                  generation=None, score=score, error=str(exc),
+                                  prompt_text=engine.render(prompt) if prompt is not None else "",
                                   store_inputs=store_inputs):
             summary.done_elsewhere += 1
             return
         summary.errors += 1
         reporter.advance(score, 0, 0.0)
         return
-    score = task.score(item, generation)
+    if mode == "loglik":
+        score = score_loglik(choices, result, target)
+        generation = loglik_generation(choices, result, score)
+    elif mode == "constrained":
+        score = score_constrained(choices, generation)
+    else:
+        score = task.score(item, generation)
     if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                               generation=generation, score=score, store_inputs=store_inputs):
         summary.done_elsewhere += 1  # a concurrent run stored it first; its result is kept
         return
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
-    reporter.advance(score, generation.completion_tokens, gen_seconds)
+    reporter.advance(score, generation.completion_tokens if mode != "loglik" else 0, gen_seconds)
 
 
 def package_versions() -> dict[str, str]:

@@ -236,6 +236,29 @@ def test_newest_matching_pair_wins_and_the_others_are_superseded(tmp_path: Path)
         assert key in payload
 
 
+def test_scoring_modes_are_separate_row_groups_never_paired_across(tmp_path: Path) -> None:
+    """run --scoring both stores a generated and a log-likelihood evaluation of the same items: each mode is a
+    row group of its own (not 'newest wins'), and a model is never compared with the other in another mode."""
+    generate = {"task": "jama", "extraction": "v2"}
+    loglik = {**generate, "scoring_mode": "loglik", "loglik_target": "letter"}
+    data = ("cases.csv", "f" * 64)
+    _store(tmp_path / "r.db", [
+        Ev("bio", "jama", acc(1, 0, 0), data, generate, key="bio-gen"),
+        Ev("gen", "jama", acc(0, 0, 1), data, generate, key="gen-gen"),
+        Ev("bio", "jama", acc(1, 1, 1), data, loglik, key="bio-ll"),
+        Ev("gen", "jama", acc(1, 1, 0), data, loglik, key="gen-ll"),
+        Ev("bio", "nejm", acc(1, 1), data, loglik, key="bio-ll-only"),  # general ran nejm only by generation
+        Ev("gen", "nejm", acc(0, 1), data, generate, key="gen-gen-only"),
+    ])
+    report = _report(tmp_path / "r.db")
+    jama = [r for r in report.rows if r.task == "jama"]
+    assert [(r.data.mode, r.evaluations["biomedical"], r.evaluations["general"]) for r in jama] == [
+        ("generate", "bio-gen", "gen-gen"), ("loglik", "bio-ll", "gen-ll")]
+    assert all(r.superseded == () for r in jama)
+    assert jama[1].data.short.endswith("· loglik") and jama[1].to_json()["scoring_mode"] == "loglik"
+    assert not [r for r in report.rows if r.task == "nejm"]  # across modes: never paired
+
+
 def test_legacy_evaluations_without_data_settings_still_pair(tmp_path: Path) -> None:
     _fill(tmp_path / "r.db", {"bio": {"mcq": acc(1, 0)}, "gen": {"mcq": acc(0, 0)}})
     (row,) = _report(tmp_path / "r.db").rows

@@ -148,6 +148,7 @@ class MetricComparison:
             {"biomedical_only": self.discordant[0], "general_only": self.discordant[1]},
             "missing": self.missing, "outcomes": self.outcomes,
             "data": None if self.data is None else self.data.to_json(),
+            "scoring_mode": "generate" if self.data is None else self.data.mode,
             "different_data": None if self.general_data is None else {"general": self.general_data.to_json()},
             "superseded": [{"biomedical": b, "general": g} for b, g in self.superseded],
             "gold_labels": None if self.gold_labels is None else {

@@ -5,8 +5,10 @@ model" paired an evaluation on an edited data file with the other model's evalua
 (4 of 51 items in common, no note), and let a second data file hide the first comparison. The rule, used by
 ``compare``, ``show``, ``report``, ``reproduce`` and ``export --aggregate`` alike:
 
-1. Per task, group each model's evaluations by data fingerprint (``settings.task.data_sha256``); one row group
-   per (task, data), labelled with the data file's name and a short hash. Nothing is hidden.
+1. Per task, group each model's evaluations by data fingerprint (``settings.task.data_sha256``) and scoring mode
+   (``run --scoring``: generated text, log-likelihood or constrained; a model is never compared with the other
+   in another mode); one row group per (task, data, mode), labelled with the data file's name, a short hash and
+   the mode unless it is generation. Nothing is hidden.
 2. Within a group, pair a biomedical and a general evaluation only when their task settings are equal
    (everything in ``settings.task``: prompt hash, extraction version, shots, quirks, token budget, data hash).
    Several matching pairs (e.g. before and after ``rescore --extraction``): the newest pair wins, the others are
@@ -27,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from ..store.queries import EvaluationRecord, evaluation_records, model_tasks, pairs
+from ..tasks.loglik_scoring import scoring_mode
 
 ROLES = ("biomedical", "general")
 
@@ -37,18 +40,25 @@ class DataLabel:
 
     name: str
     sha256: str | None
+    mode: str = "generate"   # the scoring mode of the evaluations in the group (tasks/loglik_scoring.py)
 
     @property
     def short(self) -> str:
-        return f"{self.name} {self.sha256[:8]}" if self.sha256 else self.name
+        text = f"{self.name} {self.sha256[:8]}" if self.sha256 else self.name
+        return text if self.mode == "generate" else f"{text} · {self.mode}"
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "sha256": self.sha256}
 
 
+def record_mode(record: EvaluationRecord) -> str:
+    """The scoring mode of a stored evaluation (those stored before modes existed were generated)."""
+    return scoring_mode(record.task_settings)
+
+
 def data_label(record: EvaluationRecord) -> DataLabel:
     name = PurePath(record.data_path).name if record.data_path else "data of unknown name"
-    return DataLabel(name, record.data_sha256)
+    return DataLabel(name, record.data_sha256, record_mode(record))
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,21 @@ def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def pair_task(task: str, biomedical: list[EvaluationRecord], general: list[EvaluationRecord], *,
               allow_different_data: bool = False) -> tuple[list[PairedEvaluations], list[PairingNote]]:
-    """Apply the pairing rule to one task's evaluations of the two models (any order; newest groups first)."""
+    """Apply the pairing rule to one task's evaluations of the two models (any order; newest groups first),
+    scoring mode by scoring mode (generation first): evaluations of different modes never pair."""
+    modes = sorted({record_mode(r) for r in (*biomedical, *general)}, key=lambda m: (m != "generate", m))
+    groups: list[PairedEvaluations] = []
+    notes: list[PairingNote] = []
+    for mode in modes:
+        found, said = _pair_one_mode(task, [r for r in biomedical if record_mode(r) == mode],
+                                     [r for r in general if record_mode(r) == mode], allow_different_data)
+        groups += found
+        notes += said
+    return groups, notes
+
+
+def _pair_one_mode(task: str, biomedical: list[EvaluationRecord], general: list[EvaluationRecord],
+                   allow_different_data: bool) -> tuple[list[PairedEvaluations], list[PairingNote]]:
     by_data: dict[str | None, dict[str, list[EvaluationRecord]]] = {}
     for role, records in zip(ROLES, (biomedical, general)):
         for record in sorted(records, key=lambda r: (r.recency, r.key), reverse=True):

@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from ..config import Config
 from ..errors import StoreError, UserError
 from ..paths import default_data
-from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, execute, load_tasks,
-                      locate_models, parse_shard)
+from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, execute,
+                      load_tasks, locate_models, parse_shard)
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
@@ -204,11 +204,32 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "scripts: tools/slurm/, docs/scale-out.md).")
 @click.option("--seed", type=LLAMA_SEED, default=1234, show_default=True,
               help="llama.cpp seed (decoding is greedy) and the seed of the --limit sample.")
-@click.option("--threads", type=THREADS, help="CPU threads for llama.cpp (default: all cores).")
+@click.option("--threads", type=THREADS,
+              help="CPU threads for llama.cpp, prompt processing and generation alike. Default: the physical cores "
+                   "not busy with other work (1-minute load average), at least 1. Results do not depend on it.")
 @click.option("--batch-size", type=BATCH_SIZE, default=512, show_default=True,
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
+@click.option("--scoring", type=click.Choice(["generate", "loglik", "both", "constrained"]), default="generate",
+              show_default=True,
+              help="How multiple-choice answers are obtained. generate: free text, read by answer extraction. "
+                   "loglik: the option (\" A\", \" B\", ...) the model finds most probable after the prompt, no "
+                   "text to read. both: generate and loglik, stored as two evaluations of the same items (compare "
+                   "them with 'show --model M --task T --modes generate,loglik'). constrained: generation limited "
+                   "by a grammar to the option letters. Free-text tasks only support generate.")
+@click.option("--loglik-target", type=click.Choice(["letter", "text"]), default="letter", show_default=True,
+              help="Continuations scored by loglik/constrained: the option letter, or the option's text "
+                   "(lm-eval style; headline then acc_norm). Part of the result identity.")
+@click.option("--kv-reuse", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Keep the prompt prefix shared with the previous item (system text, few-shot turns, LongHealth "
+                   "records) in the KV cache and process only the rest. Outputs are byte-identical either way "
+                   "(README 'Performance'); off processes every prompt from an empty cache.")
+@click.option("--document-order", type=click.Choice(["per-question", "per-patient"]), default="per-question",
+              show_default=True,
+              help="LongHealth: shuffle documents and draw distractors per question (the reference), or per patient "
+                   "and repeat, running a patient's questions together so the KV cache keeps their records. Part "
+                   "of the result identity.")
 @click.option("--retry-errors", is_flag=True, help="Generate again the items that ended in 'error'.")
 @click.option("--reference-quirks", is_flag=True,
               help="Reproduce known quirks of the CLUE reference code instead of the correct behaviour, to match "
@@ -223,9 +244,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @config_option
 def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | float | None, limit_mode: str, shard_text: str | None,
-                seed: int,
-                threads: int | None,
-                batch_size: int, prompt_file: Path | None, retry_errors: bool, reference_quirks: bool,
+                seed: int, threads: int | None, batch_size: int, prompt_file: Path | None, scoring: str,
+                loglik_target: str, kv_reuse: str, document_order: str, retry_errors: bool, reference_quirks: bool,
                 accept_changed_model: bool, allow_cpu: bool, store_inputs: bool, config_path: Path) -> None:
     """Run models on tasks and store every prompt, generation and score.
 
@@ -243,6 +263,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
       medbench-local run --model llama3-8b-instruct --task nejm --data my_nejm.jsonl --limit 5
       medbench-local run --pair demo --task pubmedqa --data pubmedqa=~/pubmedqa --limit 0.1
       medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db   # then: medbench-local merge
+      medbench-local run --pair demo --task jama --task mednli --scoring both
+      medbench-local run --pair demo --task longhealth --document-order per-patient
     """
     shard = parse_shard(shard_text) if shard_text is not None else None
     config = read_config(config_path)
@@ -254,8 +276,12 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
             task = replace(task, template=load_override(prompt_file, task.template))  # type: ignore[type-var]
         if reference_quirks and hasattr(task, "reference_quirks"):
             task = replace(task, reference_quirks=True)  # type: ignore[type-var]
+        if document_order != "per-question" and hasattr(task, "document_order"):
+            task = replace(task, document_order=document_order)  # type: ignore[type-var]
         task_paths.append((task, path))
     tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed, shard=shard)
+    modes = ("generate", "loglik") if scoring == "both" else (scoring,)
+    check_scoring(tasks, modes, loglik_target)
     paths = locate_models(models, allow_cpu, config)
 
     db = open_database(db_path)
@@ -269,6 +295,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
                          retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
+                         scoring=modes, loglik_target=loglik_target, kv_reuse=kv_reuse == "on",
                          command=sys.argv[:])
     reporter = ProgressReporter(shard)
     try:

@@ -14,7 +14,8 @@ from rich.table import Table
 from ..analysis.pairing import PairedEvaluations, pair_evaluations
 from ..errors import UserError
 from ..store.database import reading
-from ..store.queries import pairs
+from ..store.queries import latest_evaluation, pairs
+from ..tasks.loglik_scoring import SCORING_MODES
 from .common import db_option, stdout
 from .safe_text import literal
 
@@ -26,16 +27,19 @@ def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any
         "where s.evaluation = ? order by g.id", [evaluation])}
 
 
-def paired_group(db: sqlite_utils.Database, pair_name: str, task: str, data: str | None = None
-                 ) -> tuple[PairedEvaluations, list[PairedEvaluations]]:
-    """The (task, data) row group of ``compare`` to inspect: the one whose data name or hash prefix is ``data``,
-    else the newest; plus all groups of the task. One line, exit 1, when the pairing rule pairs nothing."""
+def paired_group(db: sqlite_utils.Database, pair_name: str, task: str, data: str | None = None,
+                 mode: str = "generate") -> tuple[PairedEvaluations, list[PairedEvaluations]]:
+    """The (task, data) row group of ``compare`` in scoring ``mode`` to inspect: the one whose data name or hash
+    prefix is ``data``, else the newest; plus all groups of the task in that mode. One line, exit 1, when the
+    pairing rule pairs nothing."""
     pair = next((p for p in pairs(db) if p["name"] == pair_name), None)
     if pair is None:
         raise UserError(f"no pair '{pair_name}' in this database (run it first, or see 'compare')")
     groups, notes = pair_evaluations(db, pair["biomedical"], pair["general"], task)
+    groups = [g for g in groups if g.data.mode == mode]
     if not groups:
-        reason = notes[0].text if notes else f"pair '{pair_name}' has no results of both models on task '{task}'"
+        reason = notes[0].text if notes else (f"pair '{pair_name}' has no results of both models on task '{task}'"
+                                              + (f" with --scoring {mode}" if mode != "generate" else ""))
         raise UserError(reason)
     if data is None:
         return groups[0], groups
@@ -49,12 +53,12 @@ def paired_group(db: sqlite_utils.Database, pair_name: str, task: str, data: str
 
 def disagreements_between(db: sqlite_utils.Database, biomedical: str, general: str, metric: str | None = None
                           ) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
-    """Items both evaluations answered where they differ: (|difference|, biomedical row, general row), largest
+    """Items both evaluations answered where they differ: (|difference|, first row, second row), largest
     first. For a binary metric that is every item one model got right and the other wrong."""
-    bio, gen = _side(db, biomedical), _side(db, general)
+    first, second = _side(db, biomedical), _side(db, general)
     found = []
-    for item, b in bio.items():
-        g = gen.get(item)
+    for item, b in first.items():
+        g = second.get(item)
         if g is None:
             continue
         mb, mg = json.loads(b["metrics"] or "{}"), json.loads(g["metrics"] or "{}")
@@ -65,6 +69,17 @@ def disagreements_between(db: sqlite_utils.Database, biomedical: str, general: s
         if difference > 0:
             found.append((difference, b, g))
     return sorted(found, key=lambda entry: -entry[0])
+
+
+def mode_disagreements(db: sqlite_utils.Database, model_id: str, task: str, modes: tuple[str, str],
+                       metric: str | None = None) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
+    """The same model's two scoring modes on the same items (e.g. extraction vs likelihood): where they differ."""
+    keys = [latest_evaluation(db, model_id, task, mode) for mode in modes]
+    missing = [mode for mode, key in zip(modes, keys) if not key]
+    if missing:
+        raise UserError(f"model '{model_id}' has no {missing[0]} results on task '{task}' (run it with "
+                        f"--scoring {'both' if set(modes) == {'generate', 'loglik'} else missing[0]})")
+    return disagreements_between(db, keys[0] or "", keys[1] or "", metric)
 
 
 def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: str | None = None,
@@ -88,16 +103,24 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
 
 @click.command("show")
 @db_option
-@click.option("--pair", "pair_name", required=True, metavar="NAME", help="The pair to inspect.")
+@click.option("--pair", "pair_name", metavar="NAME", help="The pair to inspect (its two models side by side).")
+@click.option("--model", "model_id", metavar="ID",
+              help="Instead of a pair: one model, its two scoring modes side by side (with --modes).")
 @click.option("--task", required=True, metavar="TASK", help="The task to inspect.")
+@click.option("--mode", type=click.Choice(["generate", "loglik", "constrained"]), default="generate",
+              show_default=True, help="With --pair: the scoring mode both models are compared in.")
+@click.option("--modes", default="generate,loglik", show_default=True, metavar="A,B",
+              help="With --model: the two scoring modes to put side by side.")
 @click.option("--metric", help="Metric that defines disagreement (default: the task's first metric).")
 @click.option("--data", "data_name", metavar="NAME|HASH",
               help="Which data's row group, when the pair ran the task on several files (default: the newest).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N items.")
-@click.option("--prompts", "with_prompts", is_flag=True, help="Also print each model's full rendered prompt.")
-def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, data_name: str | None, limit: int,
-                 with_prompts: bool) -> None:
-    """Show the items on which the biomedical and the general model disagree, answers side by side.
+@click.option("--prompts", "with_prompts", is_flag=True, help="Also print each side's full rendered prompt.")
+def show_command(db_path: Path, pair_name: str | None, model_id: str | None, task: str, mode: str, modes: str,
+                 metric: str | None, data_name: str | None, limit: int, with_prompts: bool) -> None:
+    """Show the items on which the biomedical and the general model disagree, answers side by side; or, with
+    --model, the items on which one model's two scoring modes disagree (how often reading the generated text
+    and the option likelihoods pick different answers is itself a finding).
 
     For accuracy these are the discordant items behind the McNemar test; for continuous metrics the items
     with the largest score difference come first. The evaluations are those 'compare' pairs (same data, same
@@ -107,30 +130,45 @@ def show_command(db_path: Path, pair_name: str, task: str, metric: str | None, d
     Examples:
       medbench-local show --db results.db --pair demo --task jama
       medbench-local show --db results.db --pair openbiollm-8b --task meqsum --metric rougeL --limit 3 --prompts
+      medbench-local show --db results.db --model smollm2-135m-instruct --task jama --modes generate,loglik
     """
+    if (pair_name is None) == (model_id is None):
+        raise UserError("give either --pair NAME (two models) or --model ID (two scoring modes with --modes)")
+    wanted = tuple(m.strip() for m in modes.split(","))
+    if model_id is not None and (len(wanted) != 2 or not set(wanted) <= set(SCORING_MODES)):
+        raise UserError(f"--modes takes two of {', '.join(SCORING_MODES)} separated by a comma, got '{modes}'")
+    others: list[str] = []
     with reading(db_path) as db:  # stored JSON is parsed inside, where damage is diagnosed as one line
-        group, groups = paired_group(db, pair_name, task, data_name)
-        found = disagreements_between(db, group.biomedical, group.general, metric)
-        shown = [(bio, gen, json.loads(bio["payload"] or "{}"), _answer(bio, "biomedical"), _answer(gen, "general"))
-                 for _, bio, gen in found[:limit]]
-    stdout.print(f"[bold]{literal(pair_name)} · {literal(task)}[/bold] on {literal(group.data.short)}: {len(found)} "
-                 "items where the models disagree" + (f" (showing {limit})" if len(found) > limit else ""))
-    others = [g.data.short for g in groups if g is not group]
+        if pair_name is not None:
+            group, groups = paired_group(db, pair_name, task, data_name, mode)
+            found = disagreements_between(db, group.biomedical, group.general, metric)
+            title, labels = f"{pair_name} · {task}", ("biomedical", "general")
+            where = f" on {group.data.short}"
+            others = [g.data.short for g in groups if g is not group]
+        else:
+            assert model_id is not None
+            found = mode_disagreements(db, model_id, task, (wanted[0], wanted[1]), metric)
+            title, labels, where = f"{model_id} · {task}", (wanted[0], wanted[1]), ""
+        shown = [(left, right, json.loads(left["payload"] or "{}"), _answer(left, labels[0]),
+                  _answer(right, labels[1])) for _, left, right in found[:limit]]
+    what = "the models" if pair_name is not None else f"{labels[0]} and {labels[1]}"
+    stdout.print(f"[bold]{literal(title)}[/bold]{literal(where)}: {len(found)} items where {what} disagree"
+                 + (f" (showing {limit})" if len(found) > limit else ""))
     if others:
         stdout.print(f"[dim]also paired on: {literal(', '.join(others))} (choose with --data)[/dim]")
-    for bio, gen, payload, bio_panel, gen_panel in shown:
-        stdout.rule(f"item {literal(bio['item_id'], one_line=True)}")
+    for left, right, payload, left_panel, right_panel in shown:
+        stdout.rule(f"item {literal(left['item_id'], one_line=True)}")
         if isinstance(payload, dict) and payload.get("not_stored"):
             stdout.print("[dim](inputs were not stored for this run: --no-store-inputs)[/dim]")
         elif not with_prompts:
             stdout.print(literal(_item_text(payload)), soft_wrap=True)
         if with_prompts:
-            stdout.print(Panel(literal(bio["prompt"] or ""), title="biomedical prompt", title_align="left"))
-            stdout.print(Panel(literal(gen["prompt"] or ""), title="general prompt", title_align="left"))
+            stdout.print(Panel(literal(left["prompt"] or ""), title=f"{labels[0]} prompt", title_align="left"))
+            stdout.print(Panel(literal(right["prompt"] or ""), title=f"{labels[1]} prompt", title_align="left"))
         grid = Table.grid(expand=True, padding=(0, 1))
         grid.add_column(ratio=1)
         grid.add_column(ratio=1)
-        grid.add_row(bio_panel, gen_panel)
+        grid.add_row(left_panel, right_panel)
         stdout.print(grid)
 
 

@@ -1,5 +1,7 @@
 """Engines turn a request into tokens. ``base`` holds the vocabulary, ``llama`` the llama.cpp adapter."""
 
-from .base import Engine, Generation, GenerateRequest, Prompt
+from .base import (ContinuationScore, Engine, Generation, GenerateRequest, LoglikelihoodRequest, Loglikelihoods,
+                   Prompt)
 
-__all__ = ["Engine", "Generation", "GenerateRequest", "Prompt"]
+__all__ = ["ContinuationScore", "Engine", "Generation", "GenerateRequest", "LoglikelihoodRequest", "Loglikelihoods",
+           "Prompt"]

@@ -1,7 +1,8 @@
 """The request vocabulary shared by tasks and engines.
 
 Borrowed from lm-evaluation-harness: a task asks for ``generate_until`` (text up to a stop string or a token
-budget). A task describes *what* to ask in a model-neutral ``Prompt`` (system text, few-shot turns, the
+budget) or for ``loglikelihood`` (how probable each of a few continuations is after one context: multiple-choice
+scoring without reading free text). A task describes *what* to ask in a model-neutral ``Prompt`` (system text, few-shot turns, the
 question, and an answer prefix); the engine owns *how* that becomes tokens, because only it knows the model's
 chat template. The rendered text is returned so that the exact prompt can be stored.
 """
@@ -24,11 +25,55 @@ class Prompt:
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """generate_until: greedy text from ``prompt`` until a stop string, end of turn, or ``max_tokens``."""
+    """generate_until: greedy text from ``prompt`` until a stop string, end of turn, or ``max_tokens``.
+    ``grammar`` (GBNF) restricts what may be generated (``run --scoring constrained``)."""
 
     prompt: Prompt
     max_tokens: int
     stop: tuple[str, ...] = ()
+    grammar: str | None = None
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """loglikelihood: the log-probability of each continuation right after the rendered ``prompt`` (the
+    context, answer prefix included). Continuations are text, e.g. " A" or " ENTAILMENT"."""
+
+    prompt: Prompt
+    continuations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """One continuation's log-likelihood, with what the usual normalisations need."""
+
+    text: str
+    logprob: float      # sum over its tokens, natural log
+    tokens: int         # how many tokens it has after the context (at least 1)
+    bytes: int          # UTF-8 length of the text (lm-eval's acc_norm divides by this)
+    greedy: bool        # every token is the argmax after the tokens before it
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.tokens
+
+    @property
+    def logprob_per_byte(self) -> float:
+        return self.logprob / max(self.bytes, 1)
+
+
+@dataclass(frozen=True)
+class Loglikelihoods:
+    """What ``loglikelihood`` returns: one score per continuation, in request order, plus the accounting."""
+
+    prompt_text: str
+    scores: tuple[ContinuationScore, ...]
+    prompt_tokens: int             # context tokens (after truncation)
+    truncated_tokens: int
+    prompt_tokens_evaluated: int   # context tokens actually decoded (the rest came from the KV cache)
+    continuation_tokens_evaluated: int
+    seconds: float
+    prompt_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +89,7 @@ class Generation:
     seconds: float            # wall time of the whole call
     prompt_ms: float | None = None      # llama.cpp's own timing of prompt processing
     generation_ms: float | None = None  # llama.cpp's own timing of token generation
-
+    prompt_tokens_evaluated: int | None = None  # prompt tokens decoded; the others were reused from the KV cache
 
 
 @dataclass(frozen=True)
@@ -71,5 +116,7 @@ class Engine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def generate(self, request: GenerateRequest) -> Generation: ...
+
+    def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods: ...
 
     def close(self) -> None: ...

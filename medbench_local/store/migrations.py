@@ -105,6 +105,13 @@ def m004_result_views(db: sqlite_utils.Database) -> None:
     create_views(db)
 
 
+@migration
+def m005_prompt_tokens_evaluated(db: sqlite_utils.Database) -> None:
+    """Prompt tokens actually decoded per item; the rest of ``prompt_tokens`` came from the KV cache (a prefix
+    shared with the previous item). Null for items stored before, which always decoded the whole prompt."""
+    db["generations"].add_column("prompt_tokens_evaluated", int)
+
+
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []

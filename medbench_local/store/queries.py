@@ -35,13 +35,15 @@ def pairs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return list(db.query("select name, biomedical, general, description from pairs order by name"))
 
 
-def latest_evaluation(db: sqlite_utils.Database, model_id: str, task: str) -> str | None:
-    """The most recent evaluation of ``model_id`` on ``task``, whatever its data and settings. For audits and
-    tests only: comparisons pair evaluations with ``analysis.pairing`` (same data, same task settings)."""
+def latest_evaluation(db: sqlite_utils.Database, model_id: str, task: str, mode: str | None = None) -> str | None:
+    """The most recent evaluation of ``model_id`` on ``task``, whatever its data and settings; with ``mode``, of
+    that scoring mode only (generate / loglik / constrained; evaluations without one were generated). For audits,
+    tests and ``show --model``: comparisons pair evaluations with ``analysis.pairing`` (same data and settings)."""
     row = db.conn.execute(
-        "select e.key from evaluations e where e.model_id = ? and e.task = ? "
+        "select e.key from evaluations e where e.model_id = ? and e.task = ? and (? is null or "
+        "coalesce(json_extract(e.settings, '$.task.scoring_mode'), 'generate') = ?) "
         "order by (select max(g.created_at) from generations g where g.evaluation = e.key) desc, "
-        "e.created_at desc limit 1", (model_id, task)).fetchone()
+        "e.created_at desc limit 1", (model_id, task, mode, mode)).fetchone()
     return row[0] if row else None
 
 

@@ -19,6 +19,7 @@ from ..engine.base import Generation, Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData
 from .choice_scoring import score_choice
+from .loglik_scoring import ChoiceSet, continuation
 from .mcq_data import load_mcq
 from .prompts import PromptTemplate
 
@@ -59,6 +60,14 @@ class CaseChallengeTask:
     def score(self, item: Item, generation: Generation) -> Score:
         found = extract_choice(self.template.answer_prefix + generation.output, item.payload["options"])
         return score_choice(item.payload["answer"], found, generation.finish_reason)
+
+    def choices(self, item: Item, context: PromptContext, target: str = "letter") -> ChoiceSet:
+        """The options as continuations of the prompt's answer prefix: " A", " B", ... (``target="letter"``) or
+        each option's text (``"text"``), for ``run --scoring loglik|constrained``."""
+        prompt = self.prompt(item, context)
+        options = {letter: continuation(prompt.answer_prefix, letter if target == "letter" else text)
+                   for letter, text in item.payload["options"].items()}
+        return ChoiceSet(prompt, options, item.payload["answer"])
 
     def settings(self) -> dict[str, Any]:
         return {"task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),

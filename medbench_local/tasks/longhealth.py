@@ -26,6 +26,12 @@ Design, in the order the data flows (details and reasons in docs/tasks-longhealt
 Randomness is a pure function of (``seed``, item id, document id) through SHA-256, so every item is
 reproducible on its own, whatever the order of items, ``--limit`` or a resumed run, and independent of
 Python's ``random`` module.
+
+``document_order`` (``run --document-order``, part of the evaluation identity): ``per-question`` (default, the
+reference) shuffles the documents and draws the distractors per item. ``per-patient`` does both per patient and
+repeat instead, and runs the items grouped by patient, repeat and task, so consecutive prompts share the patient's
+records and the KV cache keeps them (``engine/kv.py``): the question and options come after the documents.
+Repeats still differ from each other in document order.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from ..metrics.extraction import Extraction, extract_choice, extraction_setting,
 from .base import Item, PromptContext, Score, TaskData, sha256_text
 from .choice_scoring import score_choice
 from .datafiles import parse_json, read_text
+from .loglik_scoring import ChoiceSet, continuation
 from .prompts import PromptTemplate
 
 LETTERS = "ABCDE"
@@ -54,7 +61,10 @@ DIVIDER = "\n\n--------------\n\n"  # between documents, as in the reference
 # reproduced under reference_quirks only.
 REFERENCE_SEPARATOR = "\n\n-------------- NEW DOCUMENT --------------\n\n"
 REFERENCE_REGEX = re.compile(r"The correct answer is (\w):")
+# log-likelihood / constrained scoring: the context ends with the words the reference's answer format starts with
+CHOICE_PREFIX = "The correct answer is"
 TASK_NUMBERS = (1, 2, 3)
+DOCUMENT_ORDERS = ("per-question", "per-patient")
 
 LONGHEALTH_PROMPT = PromptTemplate(
     system=("You are a meticulous assistant who helps physicians find information in hospital documents such "
@@ -368,6 +378,7 @@ class LongHealthTask:
     reference_quirks: bool = False
     max_tokens: int = 50
     stop: tuple[str, ...] = ("--------------",)  # a model that starts writing a new document is done
+    document_order: str = "per-question"  # or "per-patient" (see the module docstring)
     data_format: str = DATA_FORMAT
     metric_names: tuple[str, ...] = ("accuracy", "task1", "task2", "task3", "task3_hallucinated",
                                       "task2_abstained")
@@ -396,7 +407,8 @@ class LongHealthTask:
                         if task == 1:
                             answer_docs, others = answers, [d for d in own if d not in answers]
                         else:
-                            ranked = sorted(pool, key=lambda d: _rank(self.seed, item_id, "distractor", d))
+                            draw = self.shuffle_key(item_id, patient.id, repeat)
+                            ranked = sorted(pool, key=lambda d: _rank(self.seed, draw, "distractor", d))
                             answer_docs, others = (answers if task == 2 else []), ranked[: self.distractors]
                         options = dict(q.options)
                         if task != 1:
@@ -409,7 +421,16 @@ class LongHealthTask:
                             "doc_sha256": {d: digests[d] for d in answer_docs + others},
                         }
                         items.append(Item(item_id, payload, source=f"{source}#{q.where}"))
+        if self.document_order == "per-patient":  # prompts that share the patient's records run together
+            items.sort(key=lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"],
+                                       it.payload["question_number"]))
         return TaskData(items, documents=corpus)
+
+    def shuffle_key(self, item_id: str, patient: str, repeat: int) -> str:
+        """What seeds an item's document order and distractor draw: the item, or its patient and repeat."""
+        if self.document_order not in DOCUMENT_ORDERS:
+            raise ValueError(f"document_order must be one of {', '.join(DOCUMENT_ORDERS)}")
+        return item_id if self.document_order == "per-question" else f"{patient}/r{repeat}"
 
     # ---- prompt
 
@@ -421,8 +442,9 @@ class LongHealthTask:
 
     def prompt(self, item: Item, context: PromptContext) -> Prompt:
         texts = _documents(item, context)
+        key = self.shuffle_key(item.id, item.payload["patient"], item.payload["repeat"])
         assembly = assemble(item.payload, texts, self.template, context.count_tokens,
-                            budget=self.effective_budget(context.n_ctx), seed=self.seed, item_id=item.id,
+                            budget=self.effective_budget(context.n_ctx), seed=self.seed, item_id=key,
                             separator=REFERENCE_SEPARATOR if self.reference_quirks else DIVIDER)
         while len(self._assemblies) >= 64:  # the runner scores each item right after prompting it
             self._assemblies.pop(next(iter(self._assemblies)))
@@ -493,8 +515,29 @@ class LongHealthTask:
             metrics["task3_hallucinated"] = 0.0
         return metrics
 
+    def choices(self, item: Item, context: PromptContext, target: str = "letter") -> ChoiceSet:
+        """The options A-E (F for Tasks 2 and 3) as continuations of the prompt followed by "The correct answer
+        is" (``run --scoring loglik|constrained``); choosing a letter yields the same metrics as ``score``."""
+        prompt = self.prompt(item, context)
+        assembly = self._assemblies.pop(item.id, None)
+        prefix = prompt.answer_prefix + CHOICE_PREFIX
+        options = {k: continuation(prefix, k if target == "letter" else v) for k, v in item.payload["options"].items()}
+
+        def key_metrics(letter: str | None) -> dict[str, float]:
+            metrics = choice_metrics(item.payload, letter)
+            if assembly is not None:
+                metrics["budget_tokens"] = float(assembly.budget)
+                metrics["truncated_doc_tokens"] = float(assembly.cut_tokens)
+                if assembly.answer_docs_kept is not None:
+                    metrics["answer_docs_kept"] = assembly.answer_docs_kept
+            return metrics
+
+        return ChoiceSet(replace(prompt, answer_prefix=prefix), options, item.payload["gold"], key_metrics)
+
     def settings(self) -> dict[str, Any]:
+        order = {"document_order": self.document_order} if self.document_order != "per-question" else {}
         return {
+            **order,  # only when not the default, so that stored default evaluations keep their keys
             "task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
             "prompt_sha256": self.template.sha256, "token_budget": self.token_budget,
             "template_margin": self.template_margin, "seed": self.seed, "repeats": self.repeats,
@@ -506,6 +549,19 @@ class LongHealthTask:
             "extraction": ("reference_regex" if self.reference_quirks
                            else extraction_setting("reference_regex>explicit>lone_letter>fuzzy(85,5)")),
         }
+
+
+def choice_metrics(payload: Mapping[str, Any], letter: str | None) -> dict[str, float]:
+    """The metrics of choosing ``letter`` (None: nothing chosen) on one item, as ``score`` computes them."""
+    task, gold = payload["task"], payload["gold"]
+    correct = letter == gold
+    metrics = {"accuracy": float(correct), f"task{task}": float(correct)}
+    chose = (letter or "").upper()
+    if task == 2:
+        metrics["task2_abstained"] = float(chose == ABSTAIN)
+    if task == 3:
+        metrics["task3_hallucinated"] = float(chose in LETTERS)
+    return metrics
 
 
 def _documents(item: Item, context: PromptContext) -> dict[str, str]:

@@ -25,6 +25,7 @@ Scoring (``Score.extracted`` holds the label read, ``Score.detail`` why):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from .base import Item, PromptContext, Score, TaskData
 from .clue_common import (CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file,
                           pick_text, split_shots, user_block_stop)
 from .datafiles import jsonl_records
+from .loglik_scoring import ChoiceSet, continuation
 from .prompts import PromptTemplate
 
 LABELS: tuple[str, ...] = ("ENTAILMENT", "NEUTRAL", "CONTRADICTION")
@@ -78,6 +80,16 @@ def parse_label(text: str) -> tuple[str | None, str]:
     if negated:
         return None, f"only negated label(s): {', '.join(sorted(set(negated)))}"
     return None, "no label found"
+
+
+def label_spelling(examples: list[str]) -> Callable[[str], str]:
+    """How the few-shot answers write a label: all lower case, all upper case, or capitalised."""
+    words = [e.strip() for e in examples if e.strip()]
+    if words and all(w == w.lower() for w in words):
+        return str.lower
+    if not words or all(w == w.upper() for w in words):
+        return str.upper
+    return str.capitalize
 
 
 def reference_label_count(text: str, gold: str) -> int:
@@ -127,6 +139,15 @@ class MedNLITask:
         shots = tuple((self._user(shot), shot.payload["gold_label"]) for shot in context.shots)
         return Prompt(system=self.template.system, user=self._user(item), shots=shots,
                       answer_prefix=self.template.answer_prefix)
+
+    def choices(self, item: Item, context: PromptContext, target: str = "letter") -> ChoiceSet:
+        """The three labels as continuations (``run --scoring loglik|constrained``), spelled as the few-shot
+        answers spell them (the file's casing; upper case without shots). Label and text are the same here, so
+        ``target`` changes nothing."""
+        prompt = self.prompt(item, context)
+        spell = label_spelling([shot.payload["gold_label"] for shot in context.shots])
+        options = {label: continuation(prompt.answer_prefix, spell(label)) for label in LABELS}
+        return ChoiceSet(prompt, options, item.payload["gold_label"].strip().upper())
 
     def score(self, item: Item, generation: Generation) -> Score:
         gold = item.payload["gold_label"].strip().upper()

@@ -1,0 +1,325 @@
+"""The performance table of README "Performance": ratios measured within one run on this machine.
+
+For the demo pair (SmolLM2-135M, Gemma-3-270M), with the same thread counts everywhere:
+
+1. engine vs raw llama-cpp-python doing the same work: the same rendered prompts (jama), each from an empty KV
+   cache on both sides (``--kv-reuse off`` for ours, ``reset()`` before each raw call), the same ubatch grid
+   (kv.py), greedy, same budget and stop strings; the outputs are checked to be equal. Target: ours/raw <= 1.05.
+   Also what the 32-token grid costs raw llama-cpp-python against its default 512-token ubatches.
+2. prompt tokens evaluated without / with shared-prefix reuse, per task, in run order (LongHealth grouped by
+   patient: ``--document-order per-patient``), computed by the engine's own plan (engine/kv.py) on each model's
+   tokens: over all items, and over the items after the first of each group (what a long run converges to; the
+   samples have 5 mednli items and 2 questions per LongHealth patient). LongHealth also in the reference's shape
+   (20 questions per patient, records that fit an 8k context; see ``reference_shaped_longhealth``).
+   Targets: >= 5x fewer on mednli (3-shot), >= 10x on LongHealth.
+3. seconds per multiple-choice item (jama, fresh cache): generate vs loglik (letter continuations) vs loglik
+   with option texts as continuations, one decode per option vs all options in one batched decode.
+   Goals: loglik <= 1.0x generate; <= 0.5x with the continuations batched.
+4. end-to-end tokens/s of ``generate`` vs llama.cpp's own rates for the same model and threads, measured the
+   llama-bench way through the C API (pp: one 512-token batch in llama.cpp's default 512-token ubatch; tg: 64
+   single-token decodes): the time the items would take at those rates divided by the time they took.
+
+Timings are medians of ``--repeats`` rounds; each round runs every timed measurement once, in an order rotated
+by one per round, so drift of a shared machine hits all alike. Only ratios within one run mean anything.
+
+    .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from medbench_local.config import ModelSpec, load_config  # noqa: E402
+from medbench_local.engine import kv  # noqa: E402
+from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest  # noqa: E402
+from medbench_local.engine.llama import LlamaEngine  # noqa: E402
+from medbench_local.engine.runtime import choose_threads  # noqa: E402
+from medbench_local.modelfiles.resolve import require  # noqa: E402
+from medbench_local.tasks import PromptContext, get_task  # noqa: E402
+from medbench_local.tasks.base import Task, TaskData  # noqa: E402
+
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+REUSE_TASKS = ("nejm", "jama", "medqa", "pubmedqa", "mmlu_medical", "medmcqa", "mednli", "meqsum",
+               "problem_summary", "medisumqa", "medisumcode", "longhealth")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def load(task_id: str, **fields: Any) -> tuple[Task, TaskData]:
+    from dataclasses import replace
+
+    task = get_task(task_id)
+    if fields:
+        task = replace(task, **fields)  # type: ignore[type-var]
+    return task, task.load(ROOT / "bench_data" / task_id)
+
+
+def context_for(data: TaskData, engine: LlamaEngine) -> PromptContext:
+    return PromptContext(shots=data.shots, documents=data.documents, count_tokens=engine.count_tokens,
+                         n_ctx=int(engine.settings["n_ctx"]))
+
+
+# ------------------------------------------------------------------------------------------ 2. prompt tokens
+
+
+def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 6) -> Path:
+    """bench_data's LongHealth file in the reference's shape, for counting prompt tokens only: every patient's
+    questions cycled to ``questions`` (the reference has 20 per patient, the sample 2; copies marked "(variant
+    k)"), and every document's text repeated ``scale`` times (the sample's 280-380 words per patient become
+    1,700-2,300, records that fit the 8k budget; the reference's 5,090-6,754 words need a 16k context to fit).
+    With the sample as it is, every other item starts a new group and the records are shorter than the question
+    and instructions after them. When a patient's records exceed the budget, Task 1 puts each question's answer
+    documents first and prompts differ per question, so little is reused (measured: 1.9x with 12 copies)."""
+    data = json.loads((ROOT / "bench_data" / "longhealth" / "benchmark_v5.json").read_text(encoding="utf-8"))
+    for patient in data.values():
+        original = patient["questions"]
+        patient["questions"] = [dict(original[k % len(original)],
+                                     question=f"{original[k % len(original)]['question']} (variant {k + 1})")
+                                for k in range(questions)]
+        patient["texts"] = {tid: "\n\n".join([text] * scale) for tid, text in patient["texts"].items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "benchmark_v5.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder
+
+
+def reuse_counts(engine: LlamaEngine, task: Task, data: TaskData, label: str,
+                 group_of: Callable[[Any], Any]) -> dict[str, tuple[int, int, int, int]]:
+    """Prompt tokens in run order, as the engine's plan (engine/kv.py) reuses them on the model's own tokens:
+    (all tokens, evaluated, tokens of items after the first of their group, evaluated of those), per label
+    (LongHealth: also per task number). Items of a group share a prefix; the first of each pays in full."""
+    ctx = context_for(data, engine)
+    batching = engine._batching
+    cache = kv.CacheState()
+    totals: dict[str, list[int]] = {}
+    seen = set()
+    for item in data.items:
+        tokens = engine.tokenize(engine.render(task.prompt(item, ctx)))
+        plan = kv.plan(cache.tokens, cache.classes, tokens, batching)
+        cache.keep(plan.reuse)
+        cache.tokens.extend(tokens[plan.reuse:])
+        cache.classes.extend(plan.classes[plan.reuse:])
+        group = group_of(item)
+        later = group in seen
+        seen.add(group)
+        labels = [label] + ([f"{label} task{item.payload['task']}"] if "task" in item.payload else [])
+        for name in labels:
+            total = totals.setdefault(name, [0, 0, 0, 0])
+            total[0] += len(tokens)
+            total[1] += plan.evaluated
+            if later:
+                total[2] += len(tokens)
+                total[3] += plan.evaluated
+    return {k: (v[0], v[1], v[2], v[3]) for k, v in totals.items()}
+
+
+def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path) -> dict[str, tuple[int, ...]]:
+    """Every task on bench_data, plus LongHealth in the reference's shape (20 questions per patient, records
+    that fit the 8,140-token budget of an 8k context) grouped by patient."""
+    from dataclasses import replace
+
+    counts: dict[str, tuple[int, ...]] = {}
+    engine = LlamaEngine(spec, path, n_threads=threads, kv_reuse=True)
+    try:
+        for task_id in REUSE_TASKS:
+            fields = {"document_order": "per-patient"} if task_id == "longhealth" else {}
+            task, data = load(task_id, **fields)
+            group = ((lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"]))
+                     if task_id == "longhealth" else (lambda it: 0))
+            counts.update(reuse_counts(engine, task, data, task_id, group))
+    finally:
+        engine.close()
+    engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
+    try:
+        task = replace(get_task("longhealth"), document_order="per-patient")  # type: ignore[type-var]
+        data = task.load(reference_shaped_longhealth(scratch / "longhealth"))
+        counts.update(reuse_counts(engine, task, data, "longhealth, reference shape",
+                                   lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))
+    finally:
+        engine.close()
+    return counts
+
+
+# ------------------------------------------------------------------------------------------ 4. llama.cpp rates
+
+
+def llama_rates(llm: Any, n_prompt: int = 512, n_gen: int = 64) -> tuple[float, float]:
+    """(prompt tokens/s, generated tokens/s) of a plain llama-cpp-python context as llama-bench measures them:
+    one n_prompt-token batch (pp512), then n_gen single-token decodes (tg64), straight llama_decode calls."""
+    import llama_cpp
+
+    ctx = llm.ctx
+    batch = llama_cpp.llama_batch_init(n_prompt, 0, 1)
+
+    def decode(tokens: list[int], start: int) -> None:
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, start + i, 1, i == len(tokens) - 1
+            batch.seq_id[i][0] = 0
+        batch.n_tokens = len(tokens)
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+
+    try:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        started = time.perf_counter()
+        decode([100 + (i % 1000) for i in range(n_prompt)], 0)
+        prompt_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for i in range(n_gen):
+            decode([200 + i], n_prompt + i)
+        gen_seconds = time.perf_counter() - started
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    return n_prompt / prompt_seconds, n_gen / gen_seconds
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+class Timed:
+    """One timed measurement: a callable returning a value to keep; its wall times across rounds."""
+
+    def __init__(self, name: str, fn: Callable[[], Any]) -> None:
+        self.name, self.fn, self.seconds, self.last = name, fn, [], None
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        self.last = self.fn()
+        self.seconds.append(time.perf_counter() - started)
+
+
+def measure_model(model_id: str, spec: ModelSpec, args: argparse.Namespace) -> dict[str, Any]:
+    import llama_cpp
+
+    path = require(spec)
+    threads = choose_threads(args.threads)
+    ours = LlamaEngine(spec, path, n_threads=threads.n_threads, kv_reuse=False)
+    ours_reuse = LlamaEngine(spec, path, n_threads=threads.n_threads, kv_reuse=True)
+    sequential = LlamaEngine(spec, path, n_threads=threads.n_threads, kv_reuse=False, batch_continuations=False)
+
+    def plain(n_ubatch: int) -> Any:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=spec.n_ctx, n_batch=512, n_ubatch=n_ubatch,
+                               n_threads=threads.n_threads, n_threads_batch=threads.n_threads_batch, swa_full=True,
+                               verbose=False)
+
+    raw = plain(int(ours.settings["n_ubatch"]))  # the same work: the same ubatch grid as ours
+    raw512 = plain(512)                          # llama.cpp's default ubatch, for its own rates
+    task, data = load("jama")
+    items = data.items[:args.items]
+    prompts = [task.prompt(item, context_for(data, ours)) for item in items]
+    texts = [ours.render(p) for p in prompts]
+    letter = [task.choices(item, context_for(data, ours), "letter") for item in items]  # type: ignore[attr-defined]
+    text = [task.choices(item, context_for(data, ours), "text") for item in items]  # type: ignore[attr-defined]
+
+    def run_raw(llm: Any) -> Callable[[], list[str]]:
+        def run() -> list[str]:
+            out = []
+            for t in texts:
+                llm.reset()
+                result = llm.create_completion(t, max_tokens=task.max_tokens, temperature=0.0, top_k=1, top_p=1.0,
+                                               min_p=0.0, repeat_penalty=1.0, seed=1234, stop=list(task.stop))
+                out.append(result["choices"][0]["text"])
+            return out
+        return run
+
+    def run_generate(engine: LlamaEngine) -> Callable[[], list[Any]]:
+        return lambda: [engine.generate(GenerateRequest(p, task.max_tokens, task.stop)) for p in prompts]
+
+    def run_loglik(engine: LlamaEngine, sets: list[Any]) -> Callable[[], list[Any]]:
+        return lambda: [engine.loglikelihood(LoglikelihoodRequest(c.context, tuple(c.options.values())))
+                        for c in sets]
+
+    timed = [Timed("raw", run_raw(raw)), Timed("raw, ubatch 512", run_raw(raw512)),
+             Timed("generate", run_generate(ours)),
+             Timed("generate, kv reuse", run_generate(ours_reuse)),
+             Timed("loglik letter", run_loglik(ours, letter)),
+             Timed("loglik text, per option", run_loglik(sequential, text)),
+             Timed("loglik text, batched", run_loglik(ours, text))]
+    for round_ in range(args.repeats):
+        for k in range(len(timed)):
+            timed[(k + round_) % len(timed)].run()
+    by_name = {t.name: t for t in timed}
+    generations = by_name["generate"].last
+    assert [g.output for g in generations] == by_name["raw"].last, "engine and raw outputs differ"
+    assert [g.output for g in by_name["generate, kv reuse"].last] == [g.output for g in generations]
+    pp, tg = llama_rates(raw512)
+    prompt_tokens = sum(g.prompt_tokens for g in generations)
+    completion = sum(g.completion_tokens for g in generations)
+    for engine in (ours, ours_reuse, sequential):
+        engine.close()
+    raw.close()
+    raw512.close()
+    with tempfile.TemporaryDirectory() as scratch:
+        counts = all_reuse_counts(spec, path, threads.n_threads, Path(scratch))
+    seconds = {name: median(t.seconds) for name, t in by_name.items()}
+    return {"threads": threads, "seconds": seconds, "items": len(items), "pp": pp, "tg": tg,
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion, "counts": counts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every timed measurement (median)")
+    parser.add_argument("--items", type=int, default=3, help="jama items per timed measurement")
+    parser.add_argument("--threads", type=int, default=None, help="default: medbench-local's choice")
+    args = parser.parse_args()
+    config = load_config(ROOT / "models.toml")
+    started = time.perf_counter()
+    results = {m: measure_model(m, config.model(m), args) for m in MODELS}
+    lines = [f"# tools/bench.py: {args.repeats} rounds, {args.items} jama items, median seconds; "
+             f"threads: {results[MODELS[0]]['threads'].rule}", ""]
+    head = "| measure | " + " | ".join(MODELS) + " | target |"
+    lines += [head, "|---|" + "---|" * len(MODELS) + "---|"]
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str], target: str = "") -> None:
+        lines.append(f"| {name} | " + " | ".join(cell(results[m]) for m in MODELS) + f" | {target} |")
+
+    row("engine / raw llama-cpp-python, same prompts, empty cache each (generate)",
+        lambda r: f"{r['seconds']['generate'] / r['seconds']['raw']:.2f}x "
+                  f"({r['seconds']['generate']:.2f} s / {r['seconds']['raw']:.2f} s)", "<= 1.05x")
+    targets = {"mednli": ">= 5x", "longhealth, reference shape": ">= 10x",
+               "longhealth, reference shape task1": ">= 10x (the records shared by a patient's questions)"}
+    for label in results[MODELS[0]]["counts"]:
+        def ratio(r: dict[str, Any], label: str = label) -> str:
+            total, evaluated, later, later_evaluated = r["counts"][label]
+            steady = f", {later / later_evaluated:.1f}x after the first of each group" if later_evaluated else ""
+            return f"{total / max(evaluated, 1):.1f}x ({total} / {evaluated}){steady}"
+        name = label + (" (grouped by patient)" if label.startswith("longhealth") and "task" not in label else "")
+        row(f"prompt tokens without / with prefix reuse: {name}", ratio, targets.get(label, ""))
+    row("raw llama-cpp-python: ubatch 32 (our grid) / 512 (default), same prompts",
+        lambda r: f"{r['seconds']['raw'] / r['seconds']['raw, ubatch 512']:.2f}x")
+    row("seconds per jama item: generate, kv reuse / generate, empty cache",
+        lambda r: f"{r['seconds']['generate, kv reuse'] / r['seconds']['generate']:.2f}x")
+    for name, target in (("loglik letter", "<= 1.0x"), ("loglik text, per option", "<= 1.0x"),
+                         ("loglik text, batched", "<= 0.5x")):
+        row(f"seconds per jama item: {name} / generate", lambda r, n=name: f"{r['seconds'][n] / r['seconds']['generate']:.2f}x "
+            f"({r['seconds'][n] / r['items']:.3f} s / {r['seconds']['generate'] / r['items']:.3f} s)", target)
+    row("loglik text: batched / one decode per option",
+        lambda r: f"{r['seconds']['loglik text, batched'] / r['seconds']['loglik text, per option']:.2f}x")
+    row("llama.cpp's own rates (pp512 / tg64, default ubatch), tokens/s", lambda r: f"{r['pp']:.0f} / {r['tg']:.1f}")
+
+    def efficiency(r: dict[str, Any]) -> str:
+        expected = r["prompt_tokens"] / r["pp"] + r["completion_tokens"] / r["tg"]
+        actual = r["seconds"]["generate"]
+        tokens = r["prompt_tokens"] + r["completion_tokens"]
+        return f"{expected / actual:.2f} ({tokens / actual:.0f} tok/s end to end)"
+
+    row("generate end to end: time at llama.cpp's rates / time taken", efficiency, "near 1")
+    lines.append("")
+    lines.append(f"total bench time {time.perf_counter() - started:.0f} s")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
