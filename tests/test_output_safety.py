@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -310,6 +311,13 @@ def test_show_compare_and_lists_print_hostile_text_literally(tmp_path: Path) -> 
     assert "\x1b" not in compared
     markdown = invoke("compare", "--db", str(db), "--resamples", "200", "--markdown").output
     assert "gen\\x1b[31m" in markdown and "\x1b" not in markdown
+    with sqlite3.connect(db) as conn:  # a run recorded with a hostile command line and model id
+        conn.execute("update runs set command = ?, settings = json_set(coalesce(settings, '{}'), '$.models', "
+                     "json(?))", (json.dumps(["medbench-local", "run", "--task", "[bold]x\x1b[2J"]),
+                                  json.dumps([{"id": "m\x1b]52;c;ZXZpbA==\x07", "role": "general"}])))
+    conn.close()
+    runs = invoke("runs", "--db", str(db)).output
+    assert "\\x1b[2J" in runs and "m\\x1b]52" in runs and "\x1b" not in runs
 
 
 def test_error_lines_show_file_content_escaped(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import click
 
 from ..store.merge import merge_databases
 from .common import stderr, stdout
+from .safe_text import literal
 
 
 @click.command("merge")
@@ -43,14 +44,14 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
             parts.append(f"{entry.extended} gained metrics")
         parts.append(f"{entry.runs} run{'' if entry.runs == 1 else 's'} added")
         note = " (older schema: read through an upgraded temporary copy)" if entry.upgraded else ""
-        stdout.print(f"{entry.path}: {', '.join(parts)}{note}", soft_wrap=True)
+        stdout.print(f"{literal(entry.path)}: {', '.join(parts)}{note}", soft_wrap=True)
         if entry.unfinished_runs:
-            ids = ", ".join(run_id[:12] for run_id in entry.unfinished_runs)
-            stderr.print(f"[yellow]{entry.path}: run {ids} is still running or was killed; merged what it had "
+            ids = literal(", ".join(run_id[:12] for run_id in entry.unfinished_runs))
+            stderr.print(f"[yellow]{literal(entry.path)}: run {ids} is still running or was killed; merged what it had "
                          "stored (rerun its command to complete it, then merge again)[/yellow]", soft_wrap=True)
     for note in report.notes:
-        stderr.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
+        stderr.print(f"[yellow]{literal(note)}[/yellow]", soft_wrap=True)
     verb = "created" if report.created else "updated"
-    stdout.print(f"{out} {verb}: {report.added} items added from {len(report.inputs)} "
+    stdout.print(f"{literal(out)} {verb}: {report.added} items added from {len(report.inputs)} "
                  f"database{'' if len(report.inputs) == 1 else 's'}", soft_wrap=True)
-    stdout.print(f"Compare with: medbench-local compare --db {out}", soft_wrap=True)
+    stdout.print(f"Compare with: medbench-local compare --db {literal(out)}", soft_wrap=True)

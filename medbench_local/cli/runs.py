@@ -14,6 +14,7 @@ from ..store.history import RunEntry, recent_runs
 from ..store.readonly import open_read_only
 from ..tasks.base import OUTCOMES
 from .common import db_option, stdout
+from .safe_text import literal, plain
 
 _STATUS_STYLE = {"completed": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
 
@@ -65,14 +66,14 @@ def as_json(run: RunEntry) -> dict[str, Any]:
 
 def _print(run: RunEntry) -> None:
     style = _STATUS_STYLE.get(run.status, "white")
-    stdout.print(f"[bold]run {run.id[:12]}[/bold]  {when_text(run.started_at)}  [{style}]{run.status}[/{style}]"
-                 f" · {duration_text(run.duration_seconds)}", soft_wrap=True)
-    stdout.print(f"  command: {command_line(run.command)}", soft_wrap=True, markup=False)
+    stdout.print(f"[bold]run {literal(run.id[:12])}[/bold]  {literal(when_text(run.started_at))}  "
+                 f"[{style}]{literal(run.status)}[/{style}] · {duration_text(run.duration_seconds)}", soft_wrap=True)
+    stdout.print(f"  command: {plain(command_line(run.command))}", soft_wrap=True, markup=False)
     models = ", ".join(f"{m.get('id')} ({m.get('role')})" for m in run.models) or "(not recorded)"
-    stdout.print(f"  models:  {models}", soft_wrap=True, markup=False)
+    stdout.print(f"  models:  {plain(models)}", soft_wrap=True, markup=False)
     tasks = ", ".join(f"{t.get('task')} ({plural(int(t.get('items') or 0), 'item')}: {t.get('data')})"
                       for t in run.tasks) or "(not recorded)"
-    stdout.print(f"  tasks:   {tasks}", soft_wrap=True, markup=False)
+    stdout.print(f"  tasks:   {plain(tasks)}", soft_wrap=True, markup=False)
     counts = ", ".join(f"{name} {run.outcomes[name]}" for name in OUTCOMES if run.outcomes.get(name))
     planned = f" of {run.planned} planned" if run.planned is not None else ""
     stdout.print(f"  items:   {run.generated} generated in this run{planned}" + (f" ({counts})" if counts else ""),
@@ -111,7 +112,7 @@ def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
         click.echo(json.dumps([as_json(run) for run in runs], indent=2, ensure_ascii=False))
         return
     if not runs:
-        stdout.print(f"No runs in {db_path} yet.")
+        stdout.print(f"No runs in {literal(db_path)} yet.")
         return
     for run in runs:
         _print(run)
