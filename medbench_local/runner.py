@@ -495,7 +495,7 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
     generation: Any = None
     try:
         if mode != "generate":
-            choices = task.choices(item, context, target)  # type: ignore[attr-defined]
+            choices = task.choices(item, context, target)
             prompt = choices.context
         assert prompt is not None
         if stop is not None:
@@ -518,8 +518,7 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
             raise KeyboardInterrupt from None  # the failure is our own abort, not the model's: store nothing
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
-        error_metrics = getattr(task, "error_metrics", None)
-        metrics = error_metrics(item) if callable(error_metrics) else {name: 0.0 for name in task.metric_names}
+        metrics = task.error_metrics(item)
         score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
         if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                                   generation=None, score=score, error=str(exc),
@@ -536,7 +535,7 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
     elif mode == "constrained":
         score = score_constrained(choices, generation)
     else:
-        score = task.score(item, generation)
+        score = task.score(item, generation, prompt.plan)
     if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                               generation=generation, score=score, store_inputs=store_inputs):
         summary.done_elsewhere += 1  # a concurrent run stored it first; its result is kept
