@@ -40,7 +40,8 @@ from .engine.rpc import check_rpc_plan, require_rpc_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
 from .modelfiles.hashing import cached_sha256, sha256_file
-from .modelfiles.lock import lock_path, read_lock, stale_reason
+from .modelfiles.lock import lock_path, read_lock
+from .modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
 from .modelfiles.resolve import require
 from .analysis.rescore import older_extraction_items
 from .signals import StopFlag
@@ -270,13 +271,13 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     paths = {}
     for entry in models:
         path = require(entry.spec)
-        sha256, _ = check_model_file(entry.spec, path)
-        lock = locked.get(entry.spec.id)
-        if lock and stale_reason(lock, entry.spec, config.path.parent) is None \
-                and lock["sha256"] != sha256:  # type: ignore[union-attr]
+        sha256, _ = check_model_file(entry.spec, path)  # header, context, memory, models.toml pin
+        verdict = verify(entry.spec, locked.get(entry.spec.id), config.path.parent if config else Path("."),
+                         digest=lambda _: sha256, stale_fails=False)  # a stale lock entry is not a reference
+        if verdict.problem in (SIZE, LOCK_MISMATCH) and verdict.lock is not None:
             raise ModelFileError(f"model '{entry.spec.id}': {path} has SHA-256 {sha256[:12]}…, but models.lock "
-                                 f"records {lock['sha256'][:12]}…; the file changed since it was locked (run "
-                                 "'medbench-local models verify', or 'models pull --update' to accept it)")
+                                 f"records {verdict.lock['sha256'][:12]}…; the file changed since it was locked "
+                                 "(run 'medbench-local models verify', or 'models pull --update' to accept it)")
         require_gpu_build(entry.spec, allow_cpu)
         require_rpc_build(entry.spec.id, entry.spec.rpc_servers)
         paths[entry.spec.id] = path
