@@ -40,7 +40,8 @@ from .engine.rpc import check_rpc_plan, require_rpc_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
 from .modelfiles.hashing import cached_sha256, sha256_file
-from .modelfiles.lock import lock_path, read_lock, stale_reason
+from .modelfiles.lock import lock_path, read_lock
+from .modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
 from .modelfiles.resolve import require
 from .analysis.rescore import older_extraction_items
 from .signals import StopFlag
@@ -270,13 +271,13 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     paths = {}
     for entry in models:
         path = require(entry.spec)
-        sha256, _ = check_model_file(entry.spec, path)
-        lock = locked.get(entry.spec.id)
-        if lock and stale_reason(lock, entry.spec, config.path.parent) is None \
-                and lock["sha256"] != sha256:  # type: ignore[union-attr]
+        sha256, _ = check_model_file(entry.spec, path)  # header, context, memory, models.toml pin
+        verdict = verify(entry.spec, locked.get(entry.spec.id), config.path.parent if config else Path("."),
+                         digest=lambda _: sha256, stale_fails=False)  # a stale lock entry is not a reference
+        if verdict.problem in (SIZE, LOCK_MISMATCH) and verdict.lock is not None:
             raise ModelFileError(f"model '{entry.spec.id}': {path} has SHA-256 {sha256[:12]}…, but models.lock "
-                                 f"records {lock['sha256'][:12]}…; the file changed since it was locked (run "
-                                 "'medbench-local models verify', or 'models pull --update' to accept it)")
+                                 f"records {verdict.lock['sha256'][:12]}…; the file changed since it was locked "
+                                 "(run 'medbench-local models verify', or 'models pull --update' to accept it)")
         require_gpu_build(entry.spec, allow_cpu)
         require_rpc_build(entry.spec.id, entry.spec.rpc_servers)
         paths[entry.spec.id] = path
@@ -495,7 +496,7 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
     generation: Any = None
     try:
         if mode != "generate":
-            choices = task.choices(item, context, target)  # type: ignore[attr-defined]
+            choices = task.choices(item, context, target)
             prompt = choices.context
         assert prompt is not None
         if stop is not None:
@@ -518,8 +519,7 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
             raise KeyboardInterrupt from None  # the failure is our own abort, not the model's: store nothing
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
-        error_metrics = getattr(task, "error_metrics", None)
-        metrics = error_metrics(item) if callable(error_metrics) else {name: 0.0 for name in task.metric_names}
+        metrics = task.error_metrics(item)
         score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
         if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                                   generation=None, score=score, error=str(exc),
@@ -536,7 +536,7 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
     elif mode == "constrained":
         score = score_constrained(choices, generation)
     else:
-        score = task.score(item, generation)
+        score = task.score(item, generation, prompt.plan)
     if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
                               generation=generation, score=score, store_inputs=store_inputs):
         summary.done_elsewhere += 1  # a concurrent run stored it first; its result is kept

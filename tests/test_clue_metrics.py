@@ -20,8 +20,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from medbench_local.metrics.clue_levels import (
-    LEVEL1_SPEC,
-    LEVEL2_SPEC,
+    level_spec,
     LevelScore,
     level1,
     level1_partial,
@@ -345,14 +344,14 @@ def _scores(model: str) -> dict[str, dict[str, float]]:
     r = L1_ROWS[model]
     scores: dict[str, dict[str, float]] = {
         "mednli": {"accuracy": r[2]},
-        "meqsum": dict(zip(LEVEL1_SPEC["meqsum"], r[3:7])),
-        "problem_summary": dict(zip(LEVEL1_SPEC["problem_summary"], r[7:12])),
+        "meqsum": dict(zip(level_spec(1)["meqsum"], r[3:7])),
+        "problem_summary": dict(zip(level_spec(1)["problem_summary"], r[7:12])),
     }
     if model in L2_ROWS:
         q = L2_ROWS[model]
-        scores["medisumqa"] = dict(zip(LEVEL2_SPEC["medisumqa"], q[0:5]))
-        scores["medisumcode"] = dict(zip(LEVEL2_SPEC["medisumcode"], q[5:8]))
-        scores["longhealth"] = dict(zip(LEVEL2_SPEC["longhealth"], q[8:11]))
+        scores["medisumqa"] = dict(zip(level_spec(2)["medisumqa"], q[0:5]))
+        scores["medisumcode"] = dict(zip(level_spec(2)["medisumcode"], q[5:8]))
+        scores["longhealth"] = dict(zip(level_spec(2)["longhealth"], q[8:11]))
     return scores
 
 

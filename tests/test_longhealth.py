@@ -281,7 +281,7 @@ def test_budget_is_clamped_to_the_model_context(data: TaskData, task: LongHealth
     small = LongHealthTask(token_budget=8140)
     prompt = small.prompt(item, context(data, n_ctx=310))
     assert words(prompt.system) + words(prompt.user) <= 310 - 50 - 64
-    score = small.score(item, generation("The correct answer is B: x", render_base(prompt)))
+    score = small.score(item, generation("The correct answer is B: x", render_base(prompt)), prompt.plan)
     assert score.metrics["budget_tokens"] == 196.0
     assert score.metrics["answer_docs_kept"] == 0.0 and score.metrics["truncated_doc_tokens"] > 0
 
@@ -382,14 +382,15 @@ def test_answer_prefix_override_is_read_with_the_output(data: TaskData) -> None:
 def test_assembly_facts_reach_the_score_only_for_the_prompt_sent(data: TaskData) -> None:
     task = LongHealthTask()
     item = by_id(data)["patient_03/q01/task2/r2"]
-    sent = render_base(task.prompt(item, context(data, n_ctx=4096)))
-    score = task.score(item, generation("The correct answer is E: Apixaban.", sent))
+    prompt = task.prompt(item, context(data, n_ctx=4096))
+    sent = render_base(prompt)
+    score = task.score(item, generation("The correct answer is E: Apixaban.", sent), prompt.plan)
     assert score.metrics["answer_docs_kept"] == 1.0 and score.metrics["budget_tokens"] == 4096 - 50 - 64
     assert score.metrics["truncated_doc_tokens"] == 0.0 and "2/2 answer documents in full" in score.detail
 
-    task.prompt(item, context(data))
-    other = task.score(item, generation("The correct answer is E: Apixaban.", "some other prompt"))
-    alone = LongHealthTask().score(item, generation("The correct answer is E: Apixaban.", sent))
+    other_prompt = task.prompt(item, context(data))
+    other = task.score(item, generation("The correct answer is E: Apixaban.", "some other prompt"), other_prompt.plan)
+    alone = LongHealthTask().score(item, generation("The correct answer is E: Apixaban.", sent))  # no plan
     for score in (other, alone):
         assert score.outcome == "correct" and "answer_docs_kept" not in score.metrics
         assert "document assembly not recorded" in score.detail

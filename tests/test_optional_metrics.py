@@ -30,8 +30,10 @@ def fake_model_folder(root: Path, *, config: bool = True, weights: bool = True, 
 def test_reference_models_and_layers() -> None:
     assert (bs.SCIBERT.hub_id, bs.SCIBERT.num_layers) == ("allenai/scibert_scivocab_uncased", 8)
     assert (bs.CLINICALBERT.hub_id, bs.CLINICALBERT.num_layers) == ("emilyalsentzer/Bio_ClinicalBERT", 9)
-    assert bs.TASK_MODELS == {"meqsum": bs.SCIBERT, "problem_summary": bs.CLINICALBERT,
-                              "medisumqa": bs.CLINICALBERT}
+    from medbench_local.tasks import get_task
+
+    chosen = {t: bs.MODELS[str(get_task(t).bertscore_model)] for t in ("meqsum", "problem_summary", "medisumqa")}
+    assert chosen == {"meqsum": bs.SCIBERT, "problem_summary": bs.CLINICALBERT, "medisumqa": bs.CLINICALBERT}
 
 
 def test_unset_or_broken_model_folder_is_a_one_line_notice(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def test_bertscore_is_added_and_compared(summaries_db: Path, monkeypatch: pytest
     model_dir = Path(list(spec.submodule_search_locations)[0]) / "model"
     # a real, small BERT stands in for SciBERT (6 layers, so layer 6 instead of SciBERT's 8)
     test_model = bertscore.BertScoreModel("minilm", "sentence-transformers/all-MiniLM-L6-v2", 6, "MEDBENCH_TEST_BERT")
-    monkeypatch.setitem(bertscore.TASK_MODELS, "meqsum", test_model)
+    monkeypatch.setitem(bertscore.MODELS, "scibert", test_model)  # meqsum's declared model
     monkeypatch.setenv("MEDBENCH_TEST_BERT", str(model_dir))
     result = invoke("rescore", "--db", str(summaries_db), "--metric", "bertscore")
     assert result.output.count("bertscore added to 2 items") == 2

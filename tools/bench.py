@@ -143,7 +143,7 @@ def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path) -
         engine.close()
     engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
     try:
-        task = replace(get_task("longhealth"), document_order="per-patient")  # type: ignore[type-var]
+        task = get_task("longhealth").configure(document_order="per-patient")
         data = task.load(reference_shaped_longhealth(scratch / "longhealth"))
         counts.update(reuse_counts(engine, task, data, "longhealth, reference shape",
                                    lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))

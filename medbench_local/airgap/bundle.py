@@ -39,7 +39,8 @@ from typing import IO, Any
 from .. import __version__
 from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource, parse_config
 from ..errors import ModelFileError, UserError
-from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields, stale_reason
+from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields
+from ..modelfiles.verdict import verify
 from ..modelfiles.resolve import require
 
 if sys.version_info >= (3, 11):
@@ -377,10 +378,8 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
     lock_out: dict[str, LockEntry] = {}
     for spec in specs:
         path = require(spec)
-        entry = lock.get(spec.id)
-        if entry is not None and stale_reason(entry, spec, config.path.parent):
-            entry = None
-        expected = entry["sha256"] if entry else spec.sha256
+        verdict = verify(spec, lock.get(spec.id), config.path.parent, digest=None, stale_fails=False)
+        entry, expected = verdict.lock, verdict.expected  # the copy is hashed against ``expected`` below
         real = os.path.realpath(path)
         if real in by_real:
             bundled[spec.id] = by_real[real]

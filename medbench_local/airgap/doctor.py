@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config import Config, ModelSpec, load_config
 from ..errors import UserError
-from ..modelfiles.lock import LockEntry, lock_path, read_lock, stale_reason
+from ..modelfiles.lock import LockEntry, lock_path, read_lock
 from .netguard import NetworkGuard
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -324,8 +324,8 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
     """``ram`` is MemAvailable (precise) or None; ``ram_estimate`` the best figure there is, for display."""
     from ..modelfiles.check import check_model_file
     from ..modelfiles.gguf_header import FILE_TYPES, read_gguf_metadata
-    from ..modelfiles.hashing import cached_sha256
     from ..modelfiles.resolve import require
+    from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, UNVERIFIABLE, verify
 
     subject = f"model {spec.id}"
     try:
@@ -345,25 +345,29 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
     context = metadata.get(f"{arch}.context_length")
     report.add(OK, subject, f"GGUF header readable: {arch}, {quant}, trained context {context or '?'}")
 
-    entry = lock.get(spec.id)
-    sha = cached_sha256(path)
-    stale = stale_reason(entry, spec, config.path.parent) if entry else None
-    if entry is not None and stale:
-        report.add(FAIL, subject, f"{stale}; run 'medbench-local models pull {spec.id}'")
-    elif entry is not None and entry["sha256"] != sha:
-        report.add(FAIL, subject, f"SHA-256 mismatch: the file has {sha[:16]}…, models.lock has "
-                                  f"{entry['sha256'][:16]}…: corrupted or replaced (check with 'medbench-local "
+    verdict = verify(spec, lock.get(spec.id), config.path.parent)  # the same verdict as run and models verify
+    sha = verdict.sha256 or ""
+    if verdict.problem == STALE_LOCK:
+        report.add(FAIL, subject, f"{verdict.detail}; run 'medbench-local models pull {spec.id}'")
+    elif verdict.problem in (SIZE, LOCK_MISMATCH):
+        found = f"{sha[:16]}…" if sha else f"{verdict.size:,} bytes"
+        locked = f"{verdict.expected[:16]}…" if sha else f"{verdict.lock['size']:,} bytes"  # type: ignore[index]
+        report.add(FAIL, subject, f"{'SHA-256' if sha else 'size'} mismatch: the file has {found}, models.lock has "
+                                  f"{locked}: corrupted or replaced (check with 'medbench-local "
                                   "models verify', then pull or import it again)")
         return
-    elif spec.sha256 and spec.sha256 != sha:
+    elif verdict.problem == PIN_MISMATCH:
         report.add(FAIL, subject, f"SHA-256 mismatch: the file has {sha[:16]}…, models.toml pins "
                                   f"{spec.sha256[:16]}…: corrupted or replaced")
         return
-    elif entry is None and not spec.sha256:
+    elif verdict.problem == MISSING:  # vanished since it was found above
+        report.add(FAIL, subject, f"file missing: {verdict.detail}")
+        return
+    elif verdict.problem == UNVERIFIABLE:
         report.add(WARN, subject, f"SHA-256 {sha[:16]}… not verified: neither models.lock nor models.toml has "
                                   "a hash for it (run 'medbench-local models pull')")
     else:
-        report.add(OK, subject, f"SHA-256 {sha[:16]}… matches " + ("models.lock" if entry else "models.toml"))
+        report.add(OK, subject, f"SHA-256 {sha[:16]}… matches {verdict.reference}")
 
     try:
         check_model_file(spec, path, memory=False)  # the memory estimate is a line of its own below

@@ -26,8 +26,8 @@ from ..metrics.stats import (Interval, holm, mcnemar_exact, mean_ci, paired_diff
                              paired_proportion_difference_ci, wilson_ci)
 from ..store.queries import has_evaluation, pairs, tasks_for
 from ..errors import UserError
-from ..tasks import get_task
-from ..tasks.base import OUTCOMES
+from ..tasks import get_task, task_ids
+from ..tasks.base import BERTSCORE_METRICS, OUTCOMES, UMLS_METRICS
 from .pairing import DataLabel, PairedEvaluations, PairingNote, pair_evaluations
 
 # A difference counts as significant when its Holm-adjusted p is below this.
@@ -48,14 +48,23 @@ INTERVAL_NOTE = ("95% CIs: Wilson per model and continuity-corrected Tango score
                  "p < 0.05 (green: biomedical ahead).")
 
 
-# Per-item right/wrong scores (McNemar) and per-item continuous scores (permutation test) of our tasks.
-BINARY_METRICS = frozenset({"accuracy", "task1", "task2", "task3", "task3_hallucinated", "task2_abstained"})
-CONTINUOUS = frozenset({"rouge1", "rouge2", "rougeL", "em_precision", "em_recall", "em_f1", "ap_precision",
-                        "ap_recall", "ap_f1", "valid_ratio", "bertscore_f1", "bertscore_precision",
-                        "bertscore_recall", "umls_f1", "umls_precision", "umls_recall"})
 # Scores that optional metric back-ends add to items (compared when present).
-OPTIONAL_SCORES = ("bertscore_f1", "bertscore_precision", "bertscore_recall", "umls_f1", "umls_precision",
-                   "umls_recall")
+OPTIONAL_SCORES = tuple(m.name for m in BERTSCORE_METRICS + UMLS_METRICS)
+
+
+def metric_kind(task: str, metric: str) -> str | None:
+    """``binary`` or ``continuous`` as the task declares it (``MetricSpec.kind``); for a task this version does
+    not know, as any known task declares a metric of that name; None when nobody declares it."""
+    known = task_ids()
+    if task in known:
+        spec = get_task(task).metric(metric)
+        if spec is not None:
+            return spec.kind
+    for other in known:
+        spec = get_task(other).metric(metric)
+        if spec is not None:
+            return spec.kind
+    return None
 
 
 
@@ -192,7 +201,7 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
         return None
     a, b = _values(bio, keys, metric), _values(gen, keys, metric)
     # right/wrong per item -> McNemar; an F1 or ROUGE that happens to be 0 or 1 everywhere stays continuous
-    binary = all(v in (0.0, 1.0) for v in a + b) and (metric in BINARY_METRICS or metric not in CONTINUOUS)
+    binary = all(v in (0.0, 1.0) for v in a + b) and metric_kind(task, metric) != "continuous"
     gold_labels = None
     if binary:
         right_a, right_b = [v == 1.0 for v in a], [v == 1.0 for v in b]
@@ -221,8 +230,8 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
 
 
 def _metric_names(task: str, bio: ItemScores, gen: ItemScores) -> list[str]:
-    """The scores to compare: the task's reported metrics (``reported_metrics``, else ``metric_names``, in
-    order) plus optional ones that are present. Per-item accounting values that tasks also store (token
+    """The scores to compare: the task's reported metrics (``MetricSpec.reported``, in declaration order; optional
+    ones such as BERTScore only when present). Per-item accounting values that tasks also store (token
     budgets, kept-document shares) and components such as ICD precision/recall are not compared."""
     present: list[str] = []
     for side in (bio, gen):
@@ -230,7 +239,7 @@ def _metric_names(task: str, bio: ItemScores, gen: ItemScores) -> list[str]:
             present += [m for m in metrics if m not in present]
     try:
         known = get_task(task)
-        declared = list(getattr(known, "reported_metrics", known.metric_names)) + list(OPTIONAL_SCORES)
+        declared = list(known.reported_metrics)
     except UserError:  # a task this version does not know: compare everything stored
         return present
     return [m for m in declared if m in present]

@@ -13,6 +13,8 @@ import io
 from dataclasses import dataclass
 from importlib import resources
 
+from ..tasks import get_task, task_ids
+
 # Our models.toml ids -> the study's names (CLUE table name, abstract name).
 STUDY_NAMES: dict[str, tuple[str, str | None]] = {
     "openbiollm-8b": ("Llama3-OpenBioLLM-8B", "OpenBioLLM-8B"),
@@ -27,22 +29,27 @@ STUDY_NAMES: dict[str, tuple[str, str | None]] = {
     "llama2-70b": ("Llama-2-70b", None),
 }
 
-# CLUE column -> (our task id, our metric key)
-CLUE_COLUMNS: dict[str, tuple[str, str]] = {
-    "level1": ("clue", "level1"),  # the CLUE aggregates (paper.md §3.4), computed by us from our task scores
-    "level2": ("clue", "level2"),
-    "mednli_acc": ("mednli", "accuracy"),
-    **{f"meqsum_{m}": ("meqsum", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1")},
-    **{f"probsum_{m}": ("problem_summary", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")},
-    **{f"medisumqa_{m}": ("medisumqa", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")},
-    "medisumcode_em_f1": ("medisumcode", "em_f1"),
-    "medisumcode_ap_f1": ("medisumcode", "ap_f1"),
-    "medisumcode_valid_codes": ("medisumcode", "valid_ratio"),
-    "longhealth_task1_acc": ("longhealth", "task1"),
-    "longhealth_task2_acc": ("longhealth", "task2"),
-    "longhealth_task3_acc": ("longhealth", "task3"),
-}
-CASE_CHALLENGE_TASKS = {"NEJM": "nejm", "JAMA": "jama"}
+# The CLUE aggregates (paper.md §3.4), computed by us from our task scores, under the pseudo-task "clue".
+AGGREGATE_COLUMNS: dict[str, tuple[str, str]] = {"level1": ("clue", "level1"), "level2": ("clue", "level2")}
+
+
+def clue_columns() -> dict[str, tuple[str, str]]:
+    """CLUE column -> (our task id, our metric key): the aggregates, then what each task declares
+    (``Task.published_columns``)."""
+    columns = dict(AGGREGATE_COLUMNS)
+    for task_id in task_ids():
+        columns.update({column: (task_id, metric) for column, metric in get_task(task_id).published_columns})
+    return columns
+
+
+def case_challenge_tasks() -> dict[str, str]:
+    """The abstract's benchmark name -> our task id (``Task.study_benchmark``)."""
+    found = {}
+    for task_id in task_ids():
+        name = get_task(task_id).study_benchmark
+        if name:
+            found[name] = task_id
+    return found
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,13 @@ def _read(name: str) -> list[dict[str, str]]:
 
 def published_values() -> list[PublishedValue]:
     values = []
+    columns, benchmarks = clue_columns(), case_challenge_tasks()
     for row in _read("clue_june2024.csv"):
-        for column, (task, metric) in CLUE_COLUMNS.items():
+        for column, (task, metric) in columns.items():
             if row.get(column):
                 values.append(PublishedValue(row["model"], task, metric, float(row[column]), "CLUE June 2024"))
     for row in _read("case_challenges_abstract.csv"):
-        values.append(PublishedValue(row["model"], CASE_CHALLENGE_TASKS[row["benchmark"]], "accuracy",
+        values.append(PublishedValue(row["model"], benchmarks[row["benchmark"]], "accuracy",
                                      float(row["accuracy_percent"]), row["source"]))
     return values
 

@@ -36,13 +36,19 @@ from ..store.queries import evaluation_rows, evaluations_of, generations_to_copy
 from ..store.writer import now, transaction
 from ..tasks import get_task, task_ids
 from ..tasks.base import Item, Score, Task, canonical_json
-from ..tasks.prompts import load_override
 
-# metric -> {task: how the reference prepared the texts}
-APPLIES: dict[str, dict[str, str]] = {
-    "bertscore": {"meqsum": "as is", "problem_summary": "lower-cased", "medisumqa": "as is"},
-    "umls": {"problem_summary": "original case", "medisumqa": "original case"},
-}
+#: The optional metrics ``rescore --metric`` adds; which tasks take them, and how, the tasks declare.
+RESCORE_METRICS: tuple[str, ...] = ("bertscore", "umls")
+
+
+def applies(metric: str) -> dict[str, str]:
+    """task id -> how the reference prepared the texts for ``metric`` (``Task.rescore_texts``)."""
+    found = {}
+    for task_id in task_ids():
+        text = get_task(task_id).rescore_text(metric)
+        if text is not None:
+            found[task_id] = text
+    return found
 
 
 @dataclass(frozen=True)
@@ -56,14 +62,15 @@ class Rescored:
 def _scorer(metric: str, task: str):  # type: ignore[no-untyped-def]
     """(score function over lists, identity) for a metric and task; raises MetricUnavailable when absent."""
     if metric == "bertscore":
-        from ..metrics.bertscore import TASK_MODELS, scorer_for
+        from ..metrics.bertscore import MODELS, scorer_for
 
-        scorer = scorer_for(TASK_MODELS[task])
+        model = MODELS[str(get_task(task).bertscore_model)]
+        scorer = scorer_for(model)
 
         def bert(preds: list[str], refs: list[str]) -> list[dict[str, float]]:
             return [{f"bertscore_{k}": v for k, v in r.items()} for r in scorer.score(preds, refs)]
 
-        return bert, {"model": TASK_MODELS[task].hub_id, **scorer.identity}
+        return bert, {"model": model.hub_id, **scorer.identity}
     from ..metrics.umls import load_umls, umls_prf
 
     concepts = load_umls()
@@ -71,13 +78,14 @@ def _scorer(metric: str, task: str):  # type: ignore[no-untyped-def]
 
 
 def rescore(db: sqlite_utils.Database, metric: str, task_filter: tuple[str, ...] = ()) -> list[Rescored]:
-    if metric not in APPLIES:
-        raise UserError(f"unknown metric '{metric}' (known: {', '.join(APPLIES)})")
+    if metric not in RESCORE_METRICS:
+        raise UserError(f"unknown metric '{metric}' (known: {', '.join(RESCORE_METRICS)})")
+    prepared = applies(metric)
     done = []
     evaluations = list(db.query("select key, model_id, task from evaluations order by model_id, task"))
     for evaluation in evaluations:
         task = evaluation["task"]
-        if task not in APPLIES[metric] or (task_filter and task not in task_filter):
+        if task not in prepared or (task_filter and task not in task_filter):
             continue
         rows = list(db.query("select generation_id, outcome, extracted, gold, metrics from scores "
                              "where evaluation = ? order by generation_id", [evaluation["key"]]))
@@ -85,7 +93,7 @@ def rescore(db: sqlite_utils.Database, metric: str, task_filter: tuple[str, ...]
         if not scorable:
             continue
         score, identity = _scorer(metric, task)
-        lower = APPLIES[metric][task] == "lower-cased"
+        lower = prepared[task] == "lower-cased"
         preds = [(r["extracted"] or "").lower() if lower else (r["extracted"] or "") for r in scorable]
         refs = [r["gold"].lower() if lower else r["gold"] for r in scorable]
         values = dict(zip((r["generation_id"] for r in scorable), score(preds, refs)))
@@ -127,13 +135,10 @@ class ExtractionRescore:
 
 
 def _today_task(task_id: str, stored: dict[str, Any], prompt_file: Path | None) -> Task:
-    """Today's task as the stored evaluation ran it: the same reference-quirks mode and prompt override."""
-    task = get_task(task_id)
-    if stored.get("reference_quirks") and hasattr(task, "reference_quirks"):
-        task = replace(task, reference_quirks=True)  # type: ignore[type-var]
-    if prompt_file is not None and hasattr(task, "template"):
-        task = replace(task, template=load_override(prompt_file, task.template))  # type: ignore[type-var]
-    return task
+    """Today's task as the stored evaluation ran it: the same reference-quirks mode, document order and prompt
+    override."""
+    return get_task(task_id).configure(prompts=prompt_file, reference_quirks=bool(stored.get("reference_quirks")),
+                                       document_order=stored.get("document_order"))
 
 
 def _settings_plan(stored: dict[str, Any], task: Task) -> tuple[dict[str, Any], list[str]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,9 +13,10 @@ from ..airgap import select_models
 from ..config import HubSource, ModelSpec
 from ..errors import UserError
 from ..modelfiles.hashing import cached_sha256
-from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, stale_reason, write_lock
+from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, write_lock
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
-from ..modelfiles.resolve import require, resolve
+from ..modelfiles.resolve import resolve
+from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, verify
 from .common import config_option, read_config, stderr, stdout
 from .safe_text import literal
 
@@ -177,36 +179,40 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
     stdout.print(f"[green]All {ok} models match {against}[/green] ({how}).")
 
 
+def _rehash(model_id: str) -> Callable[[Path], str]:
+    """A full re-hash of every byte, with a progress bar on a terminal."""
+    def digest(path: Path) -> str:
+        with Progress(TextColumn(f"[bold]{model_id}[/bold]"), BarColumn(bar_width=30), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, transient=True,
+                      disable=not stderr.is_terminal) as progress:
+            bar = progress.add_task("hash", total=path.stat().st_size)
+            return hash_file(path, lambda n: progress.update(bar, advance=n))
+    return digest
+
+
 def _verify_one(spec: ModelSpec, entry: LockEntry | None, config_dir: Path, cached: bool) -> str | None:
+    """The shared verdict (``modelfiles.verdict.verify``), phrased as one ✓/✗ row; the problem, or None."""
     if entry is None and not spec.sha256:
         return ("nothing to verify against: not in models.lock and no 'sha256' pin in models.toml; run "
                 f"'medbench-local models pull {spec.id}'")
-    stale = stale_reason(entry, spec, config_dir) if entry is not None else None
-    if stale:
-        return f"{stale}; run 'medbench-local models pull {spec.id}'"
-    expected = entry["sha256"] if entry is not None else spec.sha256
-    reference = "models.lock" if entry is not None else "the sha256 pinned in models.toml"
-    try:
-        path = require(spec)
-    except UserError as exc:
-        return str(exc)
-    size = path.stat().st_size
-    if entry is not None and size != entry["size"]:
-        return (f"{path} has {size:,} bytes but models.lock says {entry['size']:,}: the file is truncated or was "
+    verdict = verify(spec, entry, config_dir, digest=cached_sha256 if cached else _rehash(spec.id))
+    path, size, digest, expected = verdict.path, verdict.size or 0, verdict.sha256, verdict.expected
+    if verdict.problem == STALE_LOCK:
+        return f"{verdict.detail}; run 'medbench-local models pull {spec.id}'"
+    if verdict.problem == MISSING:
+        return verdict.detail
+    if verdict.problem == SIZE:
+        locked = verdict.lock["size"] if verdict.lock is not None else 0
+        return (f"{path} has {size:,} bytes but models.lock says {locked:,}: the file is truncated or was "
                 "replaced; pull it again (or re-import the bundle)")
-    if cached:
-        digest = cached_sha256(path)
-    else:
-        with Progress(TextColumn(f"[bold]{spec.id}[/bold]"), BarColumn(bar_width=30), DownloadColumn(),
-                      TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, transient=True,
-                      disable=not stderr.is_terminal) as progress:
-            bar = progress.add_task("hash", total=size)
-            digest = hash_file(path, lambda n: progress.update(bar, advance=n))
-    if digest != expected:
+    if verdict.problem == PIN_MISMATCH and verdict.lock is not None:
+        return f"SHA-256 {digest} matches models.lock but not the sha256 pinned in models.toml ({spec.sha256})"
+    if verdict.problem in (LOCK_MISMATCH, PIN_MISMATCH):
+        reference = "models.lock" if verdict.reference == "models.lock" else "the sha256 pinned in models.toml"
         return (f"SHA-256 mismatch: {path} has {digest}, {reference} has {expected}: the file is corrupted "
                 "or was replaced; pull it again (or re-import the bundle)")
-    if spec.sha256 and digest != spec.sha256:
-        return f"SHA-256 {digest} matches models.lock but not the sha256 pinned in models.toml ({spec.sha256})"
+    reference = "models.lock" if verdict.reference == "models.lock" else "the sha256 pinned in models.toml"
+    assert digest is not None
     stdout.print(f"[green]✓[/green] {spec.id}: sha256 {digest[:16]}… matches {reference} ({_size(size)})",
                  soft_wrap=True)
     return None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..analysis.rescore import APPLIES, ExtractionRescore, rescore, rescore_extraction
+from ..analysis.rescore import RESCORE_METRICS, ExtractionRescore, applies, rescore, rescore_extraction
 from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
@@ -28,7 +28,7 @@ def _extraction_line(entry: ExtractionRescore) -> str:
 
 @click.command("rescore")
 @db_option
-@click.option("--metric", type=click.Choice(sorted(APPLIES)),
+@click.option("--metric", type=click.Choice(sorted(RESCORE_METRICS)),
               help="bertscore: SciBERT L8 (MeQSum) / Bio_ClinicalBERT L9 (Problem Summary, MeDiSumQA); "
                    "umls: scispaCy + UMLS linker (Problem Summary, MeDiSumQA).")
 @click.option("--extraction", is_flag=True,
@@ -88,6 +88,6 @@ def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_fi
             stdout.print(f"Compare with: medbench-local compare --db {db_path}")
         return
     if not done:
-        stdout.print(f"Nothing to rescore: no stored results of {', '.join(APPLIES[metric])} in {db_path}.")
+        stdout.print(f"Nothing to rescore: no stored results of {', '.join(applies(metric))} in {db_path}.")
     for item in done:
         stdout.print(f"{item.model_id} · {item.task}: {metric} added to {item.items} items")

@@ -6,7 +6,6 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -21,7 +20,6 @@ from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_his
 from ..store import close_database, open_database, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
-from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
@@ -271,13 +269,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     models = _pick_models(config, pairs, model_ids)
     task_paths: list[tuple[Task, Path]] = []
     for task_id, path in _task_data(task_ids, data):
-        task = get_task(task_id)
-        if prompt_file is not None:
-            task = replace(task, template=load_override(prompt_file, task.template))  # type: ignore[type-var]
-        if reference_quirks and hasattr(task, "reference_quirks"):
-            task = replace(task, reference_quirks=True)  # type: ignore[type-var]
-        if document_order != "per-question" and hasattr(task, "document_order"):
-            task = replace(task, document_order=document_order)  # type: ignore[type-var]
+        task = get_task(task_id).configure(prompts=prompt_file, reference_quirks=reference_quirks,
+                                           document_order=document_order)
         task_paths.append((task, path))
     tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed, shard=shard)
     modes = ("generate", "loglik") if scoring == "both" else (scoring,)

@@ -15,12 +15,17 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Prompt:
-    """A model-neutral prompt. ``shots`` are few-shot (user, assistant) turns before ``user``."""
+    """A model-neutral prompt. ``shots`` are few-shot (user, assistant) turns before ``user``.
+
+    ``plan``: what the task's prompt builder decided for this item and its scorer needs (LongHealth's document
+    assembly). Engines ignore it; the runner hands it to ``task.score``, so per-item state travels with the
+    item instead of living in the task object."""
 
     system: str
     user: str
     shots: tuple[tuple[str, str], ...] = ()
     answer_prefix: str = ""
+    plan: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from typing import Any
 
 from .optional import MetricUnavailable, env_path, missing_modules
 
-__all__ = ["BertScoreModel", "SCIBERT", "CLINICALBERT", "TASK_MODELS", "BertScorer", "bertscore",
+__all__ = ["BertScoreModel", "SCIBERT", "CLINICALBERT", "MODELS", "BertScorer", "bertscore",
            "model_dir", "scorer_for", "unavailable_reason"]
 
 METRIC = "BERTScore"
@@ -72,9 +72,8 @@ class BertScoreModel:
 SCIBERT = BertScoreModel("scibert", "allenai/scibert_scivocab_uncased", 8, "MEDBENCH_BERTSCORE_SCIBERT")
 CLINICALBERT = BertScoreModel("clinicalbert", "emilyalsentzer/Bio_ClinicalBERT", 9,
                               "MEDBENCH_BERTSCORE_CLINICALBERT")
-#: The 2024 reference's choice per CLUE task (paper.md §3.4).
-TASK_MODELS: dict[str, BertScoreModel] = {"meqsum": SCIBERT, "problem_summary": CLINICALBERT,
-                                          "medisumqa": CLINICALBERT}
+#: The models by name; each task names the 2024 reference's choice for it (``Task.bertscore_model``, paper.md §3.4).
+MODELS: dict[str, BertScoreModel] = {model.name: model for model in (SCIBERT, CLINICALBERT)}
 
 
 def _unavailable(reason: str) -> MetricUnavailable:

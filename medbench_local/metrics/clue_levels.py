@@ -32,8 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
-    "LEVEL1_SPEC",
-    "LEVEL2_SPEC",
+    "level_spec",
     "LevelScore",
     "level1",
     "level2",
@@ -43,17 +42,17 @@ __all__ = [
 
 Scores = Mapping[str, Mapping[str, "float | None"]]
 
-#: task id -> metric names averaged into that task's component, in table order.
-LEVEL1_SPEC: dict[str, tuple[str, ...]] = {
-    "mednli": ("accuracy",),
-    "meqsum": ("rougeL", "rouge1", "rouge2", "bertscore_f1"),
-    "problem_summary": ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1"),
-}
-LEVEL2_SPEC: dict[str, tuple[str, ...]] = {
-    "medisumcode": ("em_f1", "ap_f1", "valid_ratio"),
-    "medisumqa": ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1"),
-    "longhealth": ("task1", "task2", "task3"),
-}
+def level_spec(level: int) -> dict[str, tuple[str, ...]]:
+    """task id -> metric names averaged into that task's component of CLUE Level ``level``, as each task
+    declares it (``Task.clue_level``, ``Task.clue_metrics``), in registry order."""
+    from ..tasks import get_task, task_ids
+
+    spec = {}
+    for task_id in task_ids():
+        task = get_task(task_id)
+        if task.clue_level == level:
+            spec[task_id] = tuple(task.clue_metrics)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -106,20 +105,19 @@ def _partial(scores: Scores, spec: Mapping[str, tuple[str, ...]]) -> LevelScore:
 
 def level1_partial(scores: Scores) -> LevelScore:
     """Level 1 over the available components, with a list of what was missing."""
-    return _partial(scores, LEVEL1_SPEC)
+    return _partial(scores, level_spec(1))
 
 
 def level2_partial(scores: Scores) -> LevelScore:
     """Level 2 over the available components, with a list of what was missing."""
-    return _partial(scores, LEVEL2_SPEC)
+    return _partial(scores, level_spec(2))
 
 
 def level1(scores: Scores) -> float | None:
     """CLUE Level 1, or ``None`` if any required component is missing.
 
-    ``scores`` maps task id (``mednli``, ``meqsum``, ``problem_summary``) to
-    metric name -> value (``accuracy``; ``rougeL``, ``rouge1``, ``rouge2``,
-    ``bertscore_f1``, ``umls_f1``).  Extra tasks/metrics are ignored.
+    ``scores`` maps task id to metric name -> value (the Level-1 tasks and
+    metrics: ``level_spec(1)``).  Extra tasks/metrics are ignored.
     """
     result = level1_partial(scores)
     return result.value if result.complete else None
@@ -128,10 +126,8 @@ def level1(scores: Scores) -> float | None:
 def level2(scores: Scores) -> float | None:
     """CLUE Level 2, or ``None`` if any required component is missing.
 
-    ``scores`` maps task id (``medisumcode``, ``medisumqa``, ``longhealth``)
-    to metric name -> value (``em_f1``, ``ap_f1``, ``valid_ratio``;
-    ``rougeL``, ``rouge1``, ``rouge2``, ``bertscore_f1``, ``umls_f1``;
-    ``task1``, ``task2``, ``task3``).  Extra tasks/metrics are ignored.
+    ``scores`` maps task id to metric name -> value (the Level-2 tasks and
+    metrics: ``level_spec(2)``).  Extra tasks/metrics are ignored.
     """
     result = level2_partial(scores)
     return result.value if result.complete else None

@@ -68,12 +68,13 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
     """Per-metric means over the items that carry the metric (errors carry zeros, so they count against).
 
     With ``--reference-quirks`` recorded in the evaluation's task settings, the first evaluated item is
-    counted twice, as the CLUE reference's ``update_results`` did for every task but LongHealth (paper.md §9).
+    counted twice, as the CLUE reference's ``update_results`` did (paper.md §9), for the tasks that declare it
+    (``Task.quirk_counts_first_twice``: every CLUE task but LongHealth).
     """
     head = db.conn.execute("select model_id, task, settings, model_sha256 from evaluations where key = ?",
                            (key,)).fetchone()
     settings = json.loads(head[2] or "{}")
-    double_first = bool(settings.get("task", {}).get("reference_quirks")) and head[1] != "longhealth"
+    double_first = bool(settings.get("task", {}).get("reference_quirks")) and _counts_first_twice(head[1])
     outcomes = {name: 0 for name in OUTCOMES}
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -89,6 +90,13 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
     means = {name: total / counts[name] for name, total in sums.items()}
     return EvaluationSummary(key=key, model_id=head[0], task=head[1], n=n, outcomes=outcomes, metrics=means,
                              settings=settings, model_sha256=head[3])
+
+
+def _counts_first_twice(task_id: str) -> bool:
+    """What the task declares about the reference's double-counted first item (unknown tasks: no)."""
+    from ..tasks import get_task, task_ids
+
+    return task_id in task_ids() and get_task(task_id).quirk_counts_first_twice
 
 
 INPUT_COLUMNS = ("prompt",)

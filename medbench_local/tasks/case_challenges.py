@@ -17,7 +17,7 @@ from typing import Any
 
 from ..engine.base import Generation, Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
-from .base import Item, PromptContext, Score, TaskData
+from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary
 from .choice_scoring import score_choice
 from .loglik_scoring import ChoiceSet, continuation
 from .mcq_data import load_mcq
@@ -37,7 +37,7 @@ DATA_FORMAT = ("JSONL {id, case, question, options{A..}, answer} or CSV id,case,
 
 
 @dataclass(frozen=True)
-class CaseChallengeTask:
+class CaseChallengeTask(TaskBase):
     id: str
     title: str
     description: str
@@ -45,7 +45,10 @@ class CaseChallengeTask:
     max_tokens: int = 64
     stop: tuple[str, ...] = ("\n\n",)
     data_format: str = DATA_FORMAT
-    metric_names: tuple[str, ...] = ("accuracy",)
+    metrics: tuple[MetricSpec, ...] = binary("accuracy")
+    study_benchmark: str | None = None  # the benchmark's name in the study abstract's table (analysis/published)
+    configurable = ("prompts",)
+    multiple_choice = True
 
     def load(self, path: Path) -> TaskData:
         return TaskData(load_mcq(path))
@@ -57,7 +60,7 @@ class CaseChallengeTask:
                                          options=options, letters=", ".join(letters[:-1]) + " or " + letters[-1])
         return Prompt(system=self.template.system, user=user, answer_prefix=self.template.answer_prefix)
 
-    def score(self, item: Item, generation: Generation) -> Score:
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
         found = extract_choice(self.template.answer_prefix + generation.output, item.payload["options"])
         return score_choice(item.payload["answer"], found, generation.finish_reason)
 
@@ -78,8 +81,10 @@ class CaseChallengeTask:
 TASKS = [
     CaseChallengeTask(
         id="nejm", title="NEJM-style case challenges",
-        description="Diagnosis from a clinical vignette (image findings described in text); usually 5 options."),
+        description="Diagnosis from a clinical vignette (image findings described in text); usually 5 options.",
+        study_benchmark="NEJM"),
     CaseChallengeTask(
         id="jama", title="JAMA-style clinical challenges",
-        description="Next step in management from a clinical vignette; usually 4 options."),
+        description="Next step in management from a clinical vignette; usually 4 options.",
+        study_benchmark="JAMA"),
 ]

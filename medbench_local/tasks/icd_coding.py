@@ -41,7 +41,7 @@ from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from ..metrics.icd import ICD_PATTERN, ICD_TABLE_VERSION, extract_codes, icd_metrics, normalize_code, \
     parse_reference
-from .base import Item, PromptContext, Score, TaskData
+from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
 from .clue_common import CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file, json_records, \
     pick_text, split_shots, user_block_stop
 from .prompts import PromptTemplate
@@ -123,7 +123,7 @@ def load_medisumcode(path: Path) -> TaskData:
 
 
 @dataclass(frozen=True)
-class IcdCodingTask:
+class IcdCodingTask(TaskBase):
     id: str = "medisumcode"
     title: str = "MeDiSumCode (CLUE): ICD-10 coding of discharge letters"
     description: str = ("List the ICD-10-CM codes of all diagnoses in a MIMIC-IV discharge letter; 1-shot. "
@@ -132,8 +132,15 @@ class IcdCodingTask:
     reference_quirks: bool = False
     max_tokens: int = 200
     data_format: str = DATA_FORMAT
-    metric_names: tuple[str, ...] = METRICS
-    reported_metrics: tuple[str, ...] = ("em_f1", "ap_f1", "valid_ratio")  # what CLUE reports
+    # CLUE reports EM-F1, AP-F1 and the valid-code ratio; precision and recall are components
+    metrics: tuple[MetricSpec, ...] = tuple(
+        MetricSpec(name, "continuous", reported=name in ("em_f1", "ap_f1", "valid_ratio")) for name in METRICS)
+    configurable = ("prompts", "reference_quirks")
+    quirk_counts_first_twice = True
+    clue_level = 2
+    clue_metrics = ("em_f1", "ap_f1", "valid_ratio")
+    published_columns = (("medisumcode_em_f1", "em_f1"), ("medisumcode_ap_f1", "ap_f1"),
+                         ("medisumcode_valid_codes", "valid_ratio"))
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -151,7 +158,7 @@ class IcdCodingTask:
         return Prompt(system=self.template.system, user=self._user(item), shots=shots,
                       answer_prefix=self.template.answer_prefix)
 
-    def score(self, item: Item, generation: Generation) -> Score:
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
         predicted = extract_codes(clean_output(generation.output))
         gold = parse_reference(item.payload["codes"])
         metrics = icd_metrics(predicted, gold, count_duplicates=self.reference_quirks)

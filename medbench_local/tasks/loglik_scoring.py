@@ -55,7 +55,8 @@ class ChoiceSet:
 
 
 def supports_choices(task: Any) -> bool:
-    return callable(getattr(task, "choices", None))
+    """Whether ``task`` declares options to score (``Task.multiple_choice``)."""
+    return bool(task.multiple_choice)
 
 
 def continuation(prefix: str, text: str) -> str:

@@ -20,8 +20,8 @@ Design, in the order the data flows (details and reasons in docs/tasks-longhealt
 * ``score`` reads the letter with the reference regex ``The correct answer is (\\w):`` and, unless
   ``reference_quirks``, vets its letter like the cascade (a letter inside an echoed option list is no answer;
   "B: <text of option C>" is a ``conflict``) and falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
-  documents kept, tokens cut, the effective budget) are handed from ``prompt`` to ``score`` through a small
-  per-item record, accepted only if its user text is part of the prompt the model actually received.
+  documents kept, tokens cut, the effective budget) travel from ``prompt`` to ``score`` as the prompt's ``plan``
+  (the runner passes it on), accepted only if its user text is part of the prompt the model actually received.
 
 Randomness is a pure function of (``seed``, item id, document id) through SHA-256, so every item is
 reproducible on its own, whatever the order of items, ``--limit`` or a resumed run, and independent of
@@ -39,14 +39,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
-from .base import Item, PromptContext, Score, TaskData, sha256_text
+from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary, sha256_text
 from .choice_scoring import score_choice
 from .datafiles import parse_json, read_text
 from .loglik_scoring import ChoiceSet, continuation
@@ -363,7 +363,7 @@ def assemble(payload: Mapping[str, Any], texts: Mapping[str, str], template: Pro
 
 
 @dataclass(frozen=True)
-class LongHealthTask:
+class LongHealthTask(TaskBase):
     id: str = "longhealth"
     title: str = "LongHealth (long clinical documents, Tasks 1-3)"
     description: str = ("Multiple-choice questions about fictional patients over ~8k tokens of documents: "
@@ -380,10 +380,14 @@ class LongHealthTask:
     stop: tuple[str, ...] = ("--------------",)  # a model that starts writing a new document is done
     document_order: str = "per-question"  # or "per-patient" (see the module docstring)
     data_format: str = DATA_FORMAT
-    metric_names: tuple[str, ...] = ("accuracy", "task1", "task2", "task3", "task3_hallucinated",
-                                      "task2_abstained")
-    # prompt() -> score() hand-over of assembly facts, per item id (bounded; see the module docstring)
-    _assemblies: dict[str, Assembly] = field(default_factory=dict, init=False, repr=False, compare=False)
+    metrics: tuple[MetricSpec, ...] = binary("accuracy", "task1", "task2", "task3", "task3_hallucinated",
+                                             "task2_abstained")
+    configurable = ("prompts", "reference_quirks", "document_order")
+    multiple_choice = True
+    quirk_counts_first_twice = False  # the reference's LongHealth script averaged every item once
+    clue_level = 2
+    clue_metrics = ("task1", "task2", "task3")
+    published_columns = tuple((f"longhealth_task{n}_acc", f"task{n}") for n in TASK_NUMBERS)
 
     # ---- load
 
@@ -446,10 +450,8 @@ class LongHealthTask:
         assembly = assemble(item.payload, texts, self.template, context.count_tokens,
                             budget=self.effective_budget(context.n_ctx), seed=self.seed, item_id=key,
                             separator=REFERENCE_SEPARATOR if self.reference_quirks else DIVIDER)
-        while len(self._assemblies) >= 64:  # the runner scores each item right after prompting it
-            self._assemblies.pop(next(iter(self._assemblies)))
-        self._assemblies[item.id] = assembly
-        return Prompt(system=self.template.system, user=assembly.user, answer_prefix=self.template.answer_prefix)
+        return Prompt(system=self.template.system, user=assembly.user, answer_prefix=self.template.answer_prefix,
+                      plan=assembly)
 
     # ---- score
 
@@ -473,7 +475,9 @@ class LongHealthTask:
         found = extract_choice(text, options)
         return Extraction(found.letter, found.method, f"{note}; {found.detail}")
 
-    def score(self, item: Item, generation: Generation) -> Score:
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
+        """``plan``: the ``Assembly`` of this item's prompt (``Prompt.plan``); without it (``rescore``) the
+        assembly metrics are left out and the detail says so."""
         p = item.payload
         task, gold, options = p["task"], p["gold"], p["options"]
         found = self.read_letter(self.template.answer_prefix + generation.output, options)
@@ -490,7 +494,7 @@ class LongHealthTask:
 
         score = score_choice(gold, found, generation.finish_reason, metrics_for)
         metrics, detail = dict(score.metrics), score.detail
-        assembly = self._assemblies.pop(item.id, None)
+        assembly = plan if isinstance(plan, Assembly) else None
         if assembly is not None and assembly.user in generation.prompt_text:
             metrics["budget_tokens"] = float(assembly.budget)
             metrics["truncated_doc_tokens"] = float(assembly.cut_tokens)
@@ -506,7 +510,6 @@ class LongHealthTask:
     def error_metrics(self, item: Item) -> dict[str, float]:
         """Metrics of an item whose generation failed (the runner asks): zero on exactly the keys that item
         counts in, so an error weighs on its own task only and the per-task denominators stay equal."""
-        self._assemblies.pop(item.id, None)
         task = item.payload["task"]
         metrics = {"accuracy": 0.0, f"task{task}": 0.0}
         if task == 2:
@@ -519,7 +522,7 @@ class LongHealthTask:
         """The options A-E (F for Tasks 2 and 3) as continuations of the prompt followed by "The correct answer
         is" (``run --scoring loglik|constrained``); choosing a letter yields the same metrics as ``score``."""
         prompt = self.prompt(item, context)
-        assembly = self._assemblies.pop(item.id, None)
+        assembly = prompt.plan if isinstance(prompt.plan, Assembly) else None
         prefix = prompt.answer_prefix + CHOICE_PREFIX
         options = {k: continuation(prefix, k if target == "letter" else v) for k, v in item.payload["options"].items()}
 

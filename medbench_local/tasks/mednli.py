@@ -32,7 +32,7 @@ from typing import Any
 
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
-from .base import Item, PromptContext, Score, TaskData
+from .base import MetricSpec, TaskBase, binary, Item, PromptContext, Score, TaskData
 from .clue_common import (CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file,
                           pick_text, split_shots, user_block_stop)
 from .datafiles import jsonl_records
@@ -98,7 +98,7 @@ def reference_label_count(text: str, gold: str) -> int:
 
 
 @dataclass(frozen=True)
-class MedNLITask:
+class MedNLITask(TaskBase):
     id: str = "mednli"
     title: str = "MedNLI (CLUE)"
     description: str = ("Clinical natural language inference: does a note sentence entail, contradict or leave "
@@ -108,7 +108,13 @@ class MedNLITask:
     max_tokens: int = 20
     n_shots: int = 3
     data_format: str = DATA_FORMAT
-    metric_names: tuple[str, ...] = ("accuracy",)
+    metrics: tuple[MetricSpec, ...] = binary("accuracy")
+    configurable = ("prompts", "reference_quirks")
+    multiple_choice = True
+    quirk_counts_first_twice = True
+    clue_level = 1
+    clue_metrics = ("accuracy",)
+    published_columns = (("mednli_acc", "accuracy"),)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -149,7 +155,7 @@ class MedNLITask:
         options = {label: continuation(prompt.answer_prefix, spell(label)) for label in LABELS}
         return ChoiceSet(prompt, options, item.payload["gold_label"].strip().upper())
 
-    def score(self, item: Item, generation: Generation) -> Score:
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
         gold = item.payload["gold_label"].strip().upper()
         text = clean_output(generation.output)
         incomplete = "truncated" if generation.finish_reason == "length" else "unparseable"

@@ -133,7 +133,7 @@ class PubMedQATask(PublicMCQTask):
     def load(self, path: Path) -> TaskData:
         return TaskData(load_pubmedqa(path))
 
-    def score(self, item: Item, generation: Generation) -> Score:
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
         """The case-challenge cascade without its fuzzy stage, plus one stage after lone_letter: a reply that
         starts with a label word ("no", "Yes, ...") chooses that option. Fuzzy matching is not used: "no" is
         too short for it, and one-word options match inside unrelated words ("eyes"). An echoed list of the

@@ -2,6 +2,7 @@
 
 A new task is one module that defines ``TASKS`` (a list of task objects) plus one line in ``_MODULES``.
 Modules are imported lazily, so a task family with heavy optional dependencies costs nothing until used.
+``register`` adds tasks at run time (a plug-in, or a toy task in a test; ``unregister`` takes them out again).
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ def _registry() -> dict[str, Task]:
         for task in module.TASKS:
             tasks[task.id] = task
     return tasks
+
+
+def register(*tasks: Task) -> None:
+    """Add tasks to the registry; an id that is already taken is refused (one id, one meaning)."""
+    registry = _registry()
+    for task in tasks:
+        if task.id in registry:
+            raise UserError(f"task '{task.id}' is already registered")
+    for task in tasks:
+        registry[task.id] = task
+
+
+def unregister(*task_ids: str) -> None:
+    """Remove tasks that ``register`` added (unknown ids are ignored)."""
+    registry = _registry()
+    for task_id in task_ids:
+        registry.pop(task_id, None)
 
 
 def task_ids() -> list[str]:

@@ -35,7 +35,8 @@ from typing import Any
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
-from .base import Item, PromptContext, Score, TaskData
+from .base import (BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData,
+                   continuous)
 from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, check_unique_ids, clean_output,
                           csv_records, find_data_file, json_records, match_columns, pick_text,
                           seeded_shuffle, split_shots, strip_output, user_block_stop)
@@ -76,7 +77,7 @@ MEDISUMQA_PROMPT = PromptTemplate(
 
 
 @dataclass(frozen=True)
-class SummaryTask:
+class SummaryTask(TaskBase):
     """Shared prompt/score/settings of the ROUGE-scored CLUE tasks; subclasses load, format and clean."""
 
     id: str
@@ -88,7 +89,10 @@ class SummaryTask:
     data_format: str
     reference_quirks: bool = False
     lowercase: bool = False
-    metric_names: tuple[str, ...] = ROUGE_TYPES
+    # ROUGE on every run; BERTScore (and UMLS-F1 where the reference had it) later, from `rescore`
+    metrics: tuple[MetricSpec, ...] = continuous(*ROUGE_TYPES) + BERTSCORE_METRICS
+    configurable = ("prompts", "reference_quirks")
+    quirk_counts_first_twice = True
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -121,7 +125,7 @@ class SummaryTask:
         return Prompt(system=self.template.system, user=self._user(item), shots=shots,
                       answer_prefix=self.template.answer_prefix)
 
-    def score(self, item: Item, generation: Generation) -> Score:
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
         prediction = self.postprocess(generation.output)
         reference = self.reference(item)
         metrics = rouge_scores(prediction, reference, lowercase=self.lowercase)
@@ -157,6 +161,11 @@ class MeQSumTask(SummaryTask):
     template: PromptTemplate = MEQSUM_PROMPT
     max_tokens: int = 200
     n_shots: int = 3
+    clue_level = 1
+    clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1")
+    published_columns = tuple((f"meqsum_{m}", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1"))
+    rescore_texts = (("bertscore", "as is"),)
+    bertscore_model = "scibert"
     data_format: str = (f"MeQSum release {MEQSUM_FILE} (columns CHQ, Summary, File; first sheet), or the same "
                         "columns as JSON Lines (.jsonl); first 3 rows are few-shot examples")
 
@@ -247,6 +256,12 @@ class ProblemSummaryTask(SummaryTask):
     max_tokens: int = 100
     n_shots: int = 3
     lowercase: bool = True
+    metrics: tuple[MetricSpec, ...] = continuous(*ROUGE_TYPES) + BERTSCORE_METRICS + UMLS_METRICS
+    clue_level = 1
+    clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
+    published_columns = tuple((f"probsum_{m}", m) for m in clue_metrics)
+    rescore_texts = (("bertscore", "lower-cased"), ("umls", "original case"))
+    bertscore_model = "clinicalbert"
     data_format: str = (f"BioNLP 2023 1A CSV ({PROBSUM_FILE}): File ID, Subjectives (or Subjective Sections), "
                         "Assessment, Summary (';'-separated); first 3 rows are few-shot examples")
 
@@ -300,6 +315,12 @@ class MeDiSumQATask(SummaryTask):
     max_tokens: int = 200
     n_shots: int = 1
     shuffle_seed: int | None = MEDISUMQA_SHUFFLE_SEED
+    metrics: tuple[MetricSpec, ...] = continuous(*ROUGE_TYPES) + BERTSCORE_METRICS + UMLS_METRICS
+    clue_level = 2
+    clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
+    published_columns = tuple((f"medisumqa_{m}", m) for m in clue_metrics)
+    rescore_texts = (("bertscore", "as is"), ("umls", "original case"))
+    bertscore_model = "clinicalbert"
     postprocess_version: str = STRIP_VERSION
     data_format: str = ("PhysioNet MeDiSumQA: JSON array, JSON Lines or CSV with discharge_summary (or "
                         "without_discharge_summary), Question, Answer, optional note_id; shuffled with seed 1, "
