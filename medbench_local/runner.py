@@ -296,8 +296,7 @@ def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], path
     if accept_changed:
         return
     for entry in models:
-        known = {sha for (sha,) in db.conn.execute("select distinct model_sha256 from evaluations where model_id = ?",
-                                                   (entry.spec.id,))}
+        known = queries.model_file_hashes(db, entry.spec.id)
         current = cached_sha256(paths[entry.spec.id])
         if known and current not in known:
             raise ModelFileError(

@@ -324,3 +324,35 @@ def test_evaluations_with_other_settings_are_skipped_and_bad_options_refused(tmp
         bad = invoke("rescore", "--db", str(db), *args, expect=1)
         assert message in bad.output and "Traceback" not in bad.output
     assert rows(db, "select count(*) from evaluations") == count
+
+
+def test_a_metric_added_later_is_stored_per_item_with_what_computed_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write side of ``rescore --metric`` without a heavy model: a fake scorer (a pure function of the
+    texts) stands in for BERTScore; every scorable item gets its value, error items 0, and metric_runs names the
+    scorer's identity."""
+    from medbench_local.analysis import rescore as rescore_module
+    from medbench_local.store import close_database, open_database
+
+    from .synthetic import Side, build_pair_db
+
+    db_path = build_pair_db(tmp_path / "r.db", "demo", Side("bio", [("scored", "short"), ("error", "")]),
+                            Side("gen", [("scored", "a longer answer"), ("scored", "x")]), task="meqsum")
+
+    def fake(metric: str, task: str):  # type: ignore[no-untyped-def]
+        return (lambda preds, refs: [{"bertscore_f1": len(p) / 100} for p in preds]), {"model": "fake", "v": 1}
+
+    monkeypatch.setattr(rescore_module, "_scorer", fake)
+    db = open_database(db_path)
+    try:
+        done = rescore_module.rescore(db, "bertscore")
+    finally:
+        close_database(db)
+    assert sorted((d.model_id, d.items) for d in done) == [("bio", 2), ("gen", 2)]
+    stored = {(m, out): json.loads(metrics)["bertscore_f1"] for m, out, metrics in rows(db_path, (
+        "select e.model_id, g.output, s.metrics from scores s join generations g on g.id = s.generation_id "
+        "join evaluations e on e.key = s.evaluation"))}
+    # extracted answers are "A"/"B" in the synthetic db: the fake scores their length; the error item gets 0
+    assert stored == {("bio", "short"): 0.01, ("bio", ""): 0.0, ("gen", "a longer answer"): 0.01, ("gen", "x"): 0.01}
+    assert sorted(json.loads(i)["model"] for (i,) in rows(db_path, "select identity from metric_runs")) == \
+        ["fake", "fake"]

@@ -31,9 +31,8 @@ from .. import __version__
 from ..engine.base import Generation
 from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION, reads_with_this_extraction
-from ..store import writer
+from ..store import queries, writer
 from ..store.queries import evaluation_rows, evaluations_of, generations_to_copy
-from ..store.writer import now, transaction
 from ..tasks import get_task, task_ids
 from ..tasks.base import Item, Score, Task, canonical_json
 
@@ -82,13 +81,12 @@ def rescore(db: sqlite_utils.Database, metric: str, task_filter: tuple[str, ...]
         raise UserError(f"unknown metric '{metric}' (known: {', '.join(RESCORE_METRICS)})")
     prepared = applies(metric)
     done = []
-    evaluations = list(db.query("select key, model_id, task from evaluations order by model_id, task"))
+    evaluations = queries.evaluation_heads(db)
     for evaluation in evaluations:
         task = evaluation["task"]
         if task not in prepared or (task_filter and task not in task_filter):
             continue
-        rows = list(db.query("select generation_id, outcome, extracted, gold, metrics from scores "
-                             "where evaluation = ? order by generation_id", [evaluation["key"]]))
+        rows = queries.stored_scores(db, evaluation["key"])
         scorable = [r for r in rows if r["outcome"] != "error" and r["gold"] is not None]
         if not scorable:
             continue
@@ -98,15 +96,10 @@ def rescore(db: sqlite_utils.Database, metric: str, task_filter: tuple[str, ...]
         refs = [r["gold"].lower() if lower else r["gold"] for r in scorable]
         values = dict(zip((r["generation_id"] for r in scorable), score(preds, refs)))
         names = next(iter(values.values())).keys()
-        with transaction(db):
-            for row in rows:
-                merged = {**json.loads(row["metrics"] or "{}"),
-                          **values.get(row["generation_id"], {name: 0.0 for name in names})}
-                db.conn.execute("update scores set metrics = ? where generation_id = ?",
-                                (json.dumps(merged, sort_keys=True), row["generation_id"]))
-            db.conn.execute("insert or replace into metric_runs (evaluation, metric, identity, items, created_at) "
-                            "values (?,?,?,?,?)", (evaluation["key"], metric, json.dumps(identity, sort_keys=True),
-                                                   len(rows), now()))
+        writer.add_metric_values(db, evaluation["key"], metric, identity, {
+            row["generation_id"]: {**json.loads(row["metrics"] or "{}"),
+                                   **values.get(row["generation_id"], {name: 0.0 for name in names})}
+            for row in rows})
         done.append(Rescored(evaluation["key"], evaluation["model_id"], task, len(rows)))
     return done
 

@@ -27,6 +27,7 @@ import click
 from ..errors import UserError
 from ..store import open_database
 from ..store.catalog import datasette_metadata
+from ..store.queries import view_names
 from ..store.views import VIEWS
 from .common import db_option, stderr, stdout
 
@@ -63,7 +64,7 @@ def _check_database(db_path: Path) -> None:
     """The file must be a medbench-local database; an older one gets its views added when it is writable."""
     db = open_database(db_path, create=False)
     try:
-        present = {row[0] for row in db.conn.execute("select name from sqlite_master where type = 'view'")}
+        present = view_names(db)
     finally:
         db.conn.close()
     missing = [name for name in VIEWS if name not in present]

@@ -208,3 +208,25 @@ def database_path(db: sqlite_utils.Database) -> str:
     """The file behind an open database (for messages that tell the user what to type next)."""
     row = db.conn.execute("pragma database_list").fetchone()
     return str(row[2]) if row else ""
+
+
+def evaluation_heads(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every evaluation's key, model and task, by model and task (what ``rescore`` walks)."""
+    return list(db.query("select key, model_id, task from evaluations order by model_id, task"))
+
+
+def stored_scores(db: sqlite_utils.Database, evaluation: str) -> list[dict[str, Any]]:
+    """The scores of one evaluation in generation order (what a metric added later is computed from)."""
+    return list(db.query("select generation_id, outcome, extracted, gold, metrics from scores "
+                         "where evaluation = ? order by generation_id", [evaluation]))
+
+
+def model_file_hashes(db: sqlite_utils.Database, model_id: str) -> set[str]:
+    """The model-file SHA-256s results were stored under for ``model_id``."""
+    return {sha for (sha,) in db.conn.execute("select distinct model_sha256 from evaluations where model_id = ?",
+                                              (model_id,))}
+
+
+def view_names(db: sqlite_utils.Database) -> set[str]:
+    """The SQL views the database holds (older databases may lack m004's)."""
+    return {row[0] for row in db.conn.execute("select name from sqlite_master where type = 'view'")}

@@ -209,3 +209,16 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                 "metrics) values (?,?,?,?,?,?,?,?,?)",
                 (cursor.lastrowid, key, item, score.outcome, score.extracted, score.gold, score.method,
                  score.detail, json.dumps(score.metrics, sort_keys=True)))
+
+
+def add_metric_values(db: sqlite_utils.Database, evaluation: str, metric: str, identity: dict[str, Any],
+                      metrics: dict[int, dict[str, Any]]) -> None:
+    """Store a metric computed after generation (``rescore``): each generation's new metrics dict, and which
+    model and versions computed it (``metric_runs``), in one transaction."""
+    with transaction(db):
+        for generation_id, merged in metrics.items():
+            db.conn.execute("update scores set metrics = ? where generation_id = ?",
+                            (json.dumps(merged, sort_keys=True), generation_id))
+        db.conn.execute("insert or replace into metric_runs (evaluation, metric, identity, items, created_at) "
+                        "values (?,?,?,?,?)", (evaluation, metric, json.dumps(identity, sort_keys=True),
+                                               len(metrics), now()))
