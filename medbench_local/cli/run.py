@@ -13,16 +13,16 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from ..config import Config
+from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
 from ..paths import default_data
 from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, execute,
                       load_tasks, locate_models, parse_shard)
-from ..store import close_database, open_database, writer
+from ..store import close_database, open_database, queries, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
 from ..tasks.prompts import load_override
-from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
+from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
 
@@ -157,6 +157,17 @@ def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, .
     return list(chosen.values())
 
 
+def pairs_to_record(config: Config, pair_names: tuple[str, ...], model_ids: tuple[str, ...],
+                    recorded: list[dict[str, str]]) -> list[PairSpec]:
+    """The models.toml pairs that ``run --model X`` records: those containing X that the database does not hold
+    yet, so that ``compare`` and the ``paired_items`` view pair two models run one at a time. A pair the database
+    already holds (under its name, with whatever members) is left as it is: only ``run --pair`` redefines one."""
+    known = {row["name"] for row in recorded}
+    return [pair for pair in config.pairs.values()
+            if pair.name not in known and pair.name not in pair_names
+            and (pair.biomedical in model_ids or pair.general in model_ids)]
+
+
 def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path]]:
     """Each task's data path: from --data, else ./bench_data/<task>, else the sample shipped with medbench-local
     (paths.default_data; absolute, so the run records where its items came from)."""
@@ -183,8 +194,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
-@click.option("--task", "task_ids", multiple=True, required=True, metavar="TASK",
-              help="Task id, see 'medbench-local tasks list' (repeatable).")
+@task_option("Task id, see 'medbench-local tasks list' (repeatable, or comma-separated: --task mednli,meqsum).",
+             required=True)
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file or folder. Default: ./bench_data/<task>, else the sample shipped with "
                    "medbench-local. With several tasks use TASK=PATH.")
@@ -267,6 +278,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
       medbench-local run --pair demo --task longhealth --document-order per-patient
     """
     shard = parse_shard(shard_text) if shard_text is not None else None
+    for task_id in task_ids:  # every name first: an unknown task is named as such, before any data is looked for
+        get_task(task_id)
     config = read_config(config_path)
     models = _pick_models(config, pairs, model_ids)
     task_paths: list[tuple[Task, Path]] = []
@@ -292,6 +305,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         raise
     for name in pairs:
         pair = config.pair(name)
+        writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
+    for pair in pairs_to_record(config, pairs, model_ids, queries.pairs(db)):
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
                          retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
