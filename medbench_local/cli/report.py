@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..units import count
 from ..analysis.paired import compare_pairs
 from ..fileio import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
@@ -23,8 +24,10 @@ from .show import disagreements_between
 @pair_options
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
               help="Disagreement examples per pair and task.")
-@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap / permutation resamples, as in compare.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the resampling, as in compare (same seed, same numbers).")
 def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
                    config_path: Path | None, examples: int, resamples: int, seed: int) -> None:
     """Write a self-contained HTML report (opens without network; plots embedded) and the plots as PNG.
@@ -69,4 +72,4 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
         for name, png in data.plots.items():
             atomic_write(plot_dir / name, png, protect=protect)
     stdout.print(f"wrote {literal(out_path)}"
-                 + (f" and {len(data.plots)} plots in {literal(plot_dir)}/" if data.plots else ""))
+                 + (f" and {count(len(data.plots), 'plot')} in {literal(plot_dir)}/" if data.plots else ""))

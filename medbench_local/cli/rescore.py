@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..units import count
 from ..analysis.rescore import APPLIES, ExtractionRescore, rescore, rescore_extraction
 from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION
@@ -20,7 +21,7 @@ def _extraction_line(entry: ExtractionRescore) -> str:
     label = f"{entry.model_id} · {entry.task}"
     if entry.status == "rescored":
         changes = ", ".join(f"{k} {a}→{b}" for k, (a, b) in (entry.changed or {}).items()) or "no outcome changed"
-        return (f"{label}: {entry.items} items re-scored with extraction v{EXTRACTION_VERSION} into evaluation "
+        return (f"{label}: {count(entry.items, 'item')} re-scored with extraction v{EXTRACTION_VERSION} into evaluation "
                 f"{(entry.new_key or '')[:12]} (from {entry.old_key[:12]}, which is kept): {changes}")
     colour = {"refused": "yellow", "skipped": "yellow"}.get(entry.status, "dim")
     return f"[{colour}]{label} ({entry.old_key[:12]}): {entry.status}: {entry.note}[/{colour}]"
@@ -90,4 +91,4 @@ def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_fi
     if not done:
         stdout.print(f"Nothing to rescore: no stored results of {', '.join(APPLIES[metric])} in {db_path}.")
     for item in done:
-        stdout.print(f"{item.model_id} · {item.task}: {metric} added to {item.items} items")
+        stdout.print(f"{item.model_id} · {item.task}: {metric} added to {count(item.items, 'item')}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
@@ -23,6 +23,7 @@ from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
 from ..tasks.prompts import load_override
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
+from ..units import count, plural
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
 
@@ -64,20 +65,24 @@ class ProgressReporter:
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
         self._label = literal(f"{model_id} · {task_id}{self._shard}", one_line=True)
         if already_done:
-            self.note(f"{model_id} · {task_id}: {already_done} of {total} items already done, resuming")
+            self.note(f"{model_id} · {task_id}: {already_done} of {total} {plural(total, 'item')} already done, "
+                      "resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
         self._total, self._done_before = total, already_done
         self._started = self._last_line = self.clock()
         self._active = True
-        if not self.console.is_terminal:  # logs and pipes: timed lines, not redraws of a bar
-            if total > already_done:
-                self.console.print(f"{self._label}: {already_done}/{total} items, starting")
+        if total <= already_done:  # fully resumed: the note says so; an empty bar would only flash
             return
+        if not self.console.is_terminal:  # logs and pipes: timed lines, not redraws of a bar
+            self.console.print(f"{self._label}: {already_done}/{total} {plural(total, 'item')}, starting")
+            return
+        # our own ETA (from the first finished item on), not rich's, which needs several samples first
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=self.console, transient=True)
+            TextColumn("{task.fields[tps]} tok/s"), TextColumn("ETA {task.fields[eta]}"), console=self.console,
+            transient=True)
         self.progress.start()
-        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-")
+        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-", eta="…")
 
     def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None:
         self._tokens += completion_tokens
@@ -85,21 +90,24 @@ class ProgressReporter:
         self._counts[score.outcome] = self._counts.get(score.outcome, 0) + 1
         if self.progress is not None and self._bar is not None:
             tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
-            self.progress.update(self._bar, advance=1, tps=tps)
+            self.progress.update(self._bar, advance=1, tps=tps, eta=self.eta(self.clock()))
             return
         now = self.clock()
         if self._active and now - self._last_line >= self.interval:
             self._last_line = now
             self.console.print(self.progress_line(now))
 
+    def eta(self, now: float) -> str:
+        """Time left at the pace of the items finished in this run so far ('unknown' before the first)."""
+        finished = sum(self._counts.values())
+        left = self._total - self._done_before - finished
+        return _duration((now - self._started) / finished * left) if finished else "unknown"
+
     def progress_line(self, now: float) -> str:
         """'<model> · <task>: k/N items, ETA 3m20s, 12.3 tok/s' from the items finished in this run so far."""
-        finished = sum(self._counts.values())
-        done = self._done_before + finished
-        left = self._total - done
-        eta = _duration((now - self._started) / finished * left) if finished else "unknown"
+        done = self._done_before + sum(self._counts.values())
         tps = f"{self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else "- tok/s"
-        return f"{self._label}: {done}/{self._total} items, ETA {eta}, {tps}"
+        return f"{self._label}: {done}/{self._total} {plural(self._total, 'item')}, ETA {self.eta(now)}, {tps}"
 
     def end(self) -> None:
         if not self._active:
@@ -111,8 +119,7 @@ class ProgressReporter:
         if self._counts:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
             tps = f", {self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else ""
-            count = sum(self._counts.values())
-            self.console.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
+            self.console.print(f"{self._label}: {count(sum(self._counts.values()), 'item')} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
         """A plain-text note (never markup: it may name models, tasks or files)."""
@@ -328,7 +335,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         close_database(db)
     which = f" (shard {shard})" if shard else ""
     line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
-            + (f", {summary.errors} errors" if summary.errors else "")
+            + (f", {count(summary.errors, 'error')}" if summary.errors else "")
             + (f", {summary.done_elsewhere} finished by a concurrent run" if summary.done_elsewhere else "")
             + (f", {summary.held_elsewhere} left to a concurrent run of the same model and task (rerun "
                "afterwards to fill in anything it does not finish)" if summary.held_elsewhere else ""))
