@@ -143,9 +143,11 @@ def _aggregate_rows(db: sqlite_utils.Database, pair_list: Sequence[PairSource], 
         s = summarize_evaluation(db, key)
         if not _keep(s.model_id, s.task, models, tasks) or (only_pairs and key not in compared):
             continue
-        rows.append({"row": "evaluation", "model_id": s.model_id, "model_sha256": s.model_sha256, "task": s.task,
+        where = pairing.get(key, {})
+        role = next((r for name, r in compared.get(key, []) if name == where.get("pair")), None)
+        rows.append({"row": "evaluation", "role": role, "model_id": s.model_id, "model_sha256": s.model_sha256, "task": s.task,
                      "evaluation": s.key, "n": s.n, **{f"metric_{k}": v for k, v in s.metrics.items()},
-                     **{f"n_{k}": s.outcomes.get(k, 0) for k in OUTCOMES}, **pairing.get(key, {})})
+                     **{f"n_{k}": s.outcomes.get(k, 0) for k in OUTCOMES}, **where})
     return rows
 
 
