@@ -52,3 +52,15 @@ def test_tasks_list_fits_80_columns_without_cutting_words(monkeypatch: pytest.Mo
     for task_id in task_ids():  # every word of every description appears whole (wrapped, never cut)
         for word in get_task(task_id).description.split():
             assert word in words, (task_id, word)
+
+
+TASK_OPTIONS = [(path, param) for path, command in COMMANDS for param in command.params
+                if isinstance(param, click.Option) and "--task" in param.opts]
+
+
+def test_every_task_option_takes_comma_lists() -> None:
+    assert {path for path, _ in TASK_OPTIONS} >= {"run", "compare", "show", "export", "reproduce", "rescore",
+                                                  "doctor"}
+    for path, param in TASK_OPTIONS:
+        ctx = click.Context(dict(COMMANDS)[path])
+        assert param.process_value(ctx, ("mednli,meqsum", "jama")) == ("mednli", "meqsum", "jama"), path

@@ -85,10 +85,12 @@ def test_a_terminal_bar_has_an_eta_from_the_first_finished_item() -> None:
     reporter.end()
 
 
-def test_the_summary_line_agrees_in_number() -> None:
+def test_lines_about_one_item_say_item() -> None:
     reporter, buffer, clock = _reporter()
     reporter.begin("m", "jama", 1, 0)
+    assert buffer.getvalue().splitlines() == ["m · jama: 0/1 item, starting"]
     clock.now += 1.0
     reporter.advance(Score("correct"), 3, 1.0)
+    assert reporter.progress_line(clock.now) == "m · jama: 1/1 item, ETA 0s, 3.0 tok/s"
     reporter.end()
     assert buffer.getvalue().splitlines()[-1] == "m · jama: 1 item (correct 1), 3.0 tok/s"

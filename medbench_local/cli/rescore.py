@@ -13,7 +13,7 @@ from ..analysis.rescore import APPLIES, ExtractionRescore, rescore, rescore_extr
 from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
-from .common import db_option, stdout
+from .common import db_option, split_commas, stdout
 from .safe_text import literal
 
 
@@ -35,7 +35,8 @@ def _extraction_line(entry: ExtractionRescore) -> str:
 @click.option("--extraction", is_flag=True,
               help="Re-read the stored multiple-choice outputs with today's answer extraction "
                    f"(v{EXTRACTION_VERSION}) into new evaluations; the old ones are kept.")
-@click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
+@click.option("--task", "task_filter", multiple=True, metavar="TASK[,TASK...]", callback=split_commas,
+              help="Only these tasks (repeatable, or comma-separated).")
 @click.option("--model", "model_filter", multiple=True, metavar="ID",
               help="Only these model ids (repeatable; --extraction only).")
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
