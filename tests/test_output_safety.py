@@ -279,6 +279,22 @@ def test_any_text_prints_literally_through_rich(text: str) -> None:
     assert "".join(plain(text).split()) in "".join(shown.split())  # every visible character, in order
 
 
+MARKUP_PRONE = st.text(alphabet=st.sampled_from(list("\\[]/#@ab x")), max_size=30)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(MARKUP_PRONE | st.text(max_size=40))
+def test_literal_text_reads_back_exactly_in_any_markup_context(text: str) -> None:
+    """Backslashes and brackets are where rich markup bites: "\\[" lost its backslash, a trailing backslash
+    escaped the closing tag after it, and two texts side by side could form a tag ("[/" + "@]"). Whatever the
+    text and whatever follows it, what prints is the text itself."""
+    expected = plain(text)
+    for markup, shown_text in ((f"[dim]{literal(text)}[/dim] and [bold]{literal(text)}[/bold]",
+                                f"{expected} and {expected}"),
+                               (literal(text), expected), (literal(text) + literal(text), expected * 2)):
+        assert "".join(_printed(markup).split()) == "".join(shown_text.split()), markup
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=60))
 def test_plain_text_has_no_control_characters_left(text: str) -> None:

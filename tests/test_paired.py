@@ -369,7 +369,7 @@ def test_show_report_and_export_use_the_same_pairing(tmp_path: Path) -> None:
         Ev("bio", "jama", acc(1, prefix="y"), ("c.csv", "c" * 64), new, key="bio-c"),  # no general counterpart
     ])
     newest = " ".join(invoke("show", "--db", str(db), "--pair", "p", "--task", "jama").output.split())
-    assert "on b.csv bbbbbbbb: 1 items where the models disagree" in newest and "item x0" in newest
+    assert "on b.csv bbbbbbbb: 1 item where the models disagree" in newest and "item x0" in newest
     assert "also paired on: a.csv aaaaaaaa" in newest
     chosen = " ".join(invoke("show", "--db", str(db), "--pair", "p", "--task", "jama", "--data", "a.csv").output.split())
     assert "on a.csv aaaaaaaa: 2 items" in chosen  # v2 pair: i0 (1 vs 0) and i2 (0 vs 1), not the v1 pair

@@ -57,3 +57,40 @@ def test_nothing_to_do_prints_no_progress_lines() -> None:
     clock.now += 100.0
     reporter.end()
     assert buffer.getvalue().splitlines() == ["m · jama: 5 of 5 items already done, resuming"]
+
+
+def _terminal_reporter() -> tuple[ProgressReporter, io.StringIO, FakeClock]:
+    buffer, clock = io.StringIO(), FakeClock()
+    console = Console(file=buffer, force_terminal=True, width=120, highlight=False)
+    return ProgressReporter(console=console, clock=clock), buffer, clock
+
+
+def test_a_fully_resumed_task_draws_no_bar_on_a_terminal() -> None:
+    reporter, buffer, clock = _terminal_reporter()
+    reporter.begin("m", "jama", 1, 1)
+    assert reporter.progress is None
+    reporter.end()
+    text = buffer.getvalue()
+    assert "1 of 1 item already done, resuming" in text and "━" not in text and "0/0" not in text
+
+
+def test_a_terminal_bar_has_an_eta_from_the_first_finished_item() -> None:
+    reporter, _, clock = _terminal_reporter()
+    reporter.begin("m", "jama", 4, 0)
+    assert reporter.progress is not None
+    clock.now += 30.0
+    reporter.advance(Score("correct"), 10, 5.0)
+    (task,) = reporter.progress.tasks
+    assert task.fields["eta"] == "1m30s"  # 30 s per item, 3 items left
+    reporter.end()
+
+
+def test_lines_about_one_item_say_item() -> None:
+    reporter, buffer, clock = _reporter()
+    reporter.begin("m", "jama", 1, 0)
+    assert buffer.getvalue().splitlines() == ["m · jama: 0/1 item, starting"]
+    clock.now += 1.0
+    reporter.advance(Score("correct"), 3, 1.0)
+    assert reporter.progress_line(clock.now) == "m · jama: 1/1 item, ETA 0s, 3.0 tok/s"
+    reporter.end()
+    assert buffer.getvalue().splitlines()[-1] == "m · jama: 1 item (correct 1), 3.0 tok/s"

@@ -41,6 +41,7 @@ from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource, p
 from ..errors import ModelFileError, UserError
 from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields
 from ..modelfiles.verdict import verify
+from ..units import human_size
 from ..modelfiles.resolve import require
 
 if sys.version_info >= (3, 11):
@@ -159,8 +160,8 @@ def _free_space_check(folder: Path, needed: int) -> None:
     except OSError:
         return
     if free < needed + 64 * 1024 * 1024:
-        raise BundleError(f"{folder}: not enough free space ({free / 1e9:,.1f} GB free, the bundle needs "
-                          f"{needed / 1e9:,.1f} GB)")
+        raise BundleError(f"{folder}: not enough free space ({human_size(free)} free, the bundle needs "
+                          f"{human_size(needed)})")
 
 
 def _private_mkdir(path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,10 +25,11 @@ import sqlite_utils
 
 from ..metrics.stats import (Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test,
                              paired_proportion_difference_ci, wilson_ci)
-from ..store.queries import has_evaluation, pairs, tasks_for
+from ..store.queries import has_evaluation, tasks_for
 from ..errors import UserError
 from ..tasks import get_task, task_ids
 from ..tasks.base import BERTSCORE_METRICS, OUTCOMES, UMLS_METRICS
+from .pair_sources import PairSource, database_pairs
 from .pairing import DataLabel, PairedEvaluations, PairingNote, pair_evaluations
 
 # A difference counts as significant when its Holm-adjusted p is below this.
@@ -259,30 +261,33 @@ class PairReport:
     groups: list[PairedEvaluations] = field(default_factory=list)
 
 
-def compare_pairs(db: sqlite_utils.Database, *, pair_filter: tuple[str, ...] = (),
-                  task_filter: tuple[str, ...] = (), resamples: int = 10_000, seed: int = 0,
-                  allow_different_data: bool = False) -> list[PairReport]:
-    """Per pair: one row per task x data x metric, paired by ``analysis.pairing``, Holm-adjusted per pair."""
+def compare_pairs(db: sqlite_utils.Database, pair_list: Sequence[PairSource] | None = None, *,
+                  pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (), resamples: int = 10_000,
+                  seed: int = 0, allow_different_data: bool = False) -> list[PairReport]:
+    """Per pair: one row per task x data x metric, paired by ``analysis.pairing``, Holm-adjusted per pair.
+
+    ``pair_list``: the pairs to compare, as the read commands select them (``analysis.pair_sources``: database,
+    models.toml, ``--models``); None: the database's pairs."""
     reports = []
-    for pair in pairs(db):
-        if pair_filter and pair["name"] not in pair_filter:
+    for pair in database_pairs(db) if pair_list is None else pair_list:
+        if pair_filter and pair.name not in pair_filter:
             continue
-        report = PairReport(pair["name"], pair["biomedical"], pair["general"])
-        for task in tasks_for(db, [pair["biomedical"], pair["general"]]):
+        report = PairReport(pair.name, pair.biomedical, pair.general)
+        for task in tasks_for(db, [pair.biomedical, pair.general]):
             if task_filter and task not in task_filter:
                 continue
-            has = {role: has_evaluation(db, pair[role], task) for role in ("biomedical", "general")}
+            has = {role: has_evaluation(db, getattr(pair, role), task) for role in ("biomedical", "general")}
             if not all(has.values()):
                 report.unpaired_tasks[task] = "biomedical" if not has["biomedical"] else "general"
                 continue
-            groups, notes = pair_evaluations(db, pair["biomedical"], pair["general"], task,
+            groups, notes = pair_evaluations(db, pair.biomedical, pair.general, task,
                                              allow_different_data=allow_different_data)
             report.notes += notes
             report.groups += groups
             for group in groups:
                 bio, gen = load_item_scores(db, group.biomedical), load_item_scores(db, group.general)
                 for metric in _metric_names(task, bio, gen):
-                    row = compare_metric(pair["name"], task, metric, bio, gen, resamples=resamples, seed=seed,
+                    row = compare_metric(pair.name, task, metric, bio, gen, resamples=resamples, seed=seed,
                                          group=group)
                     if row is not None:
                         report.rows.append(row)

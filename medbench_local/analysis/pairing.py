@@ -22,13 +22,15 @@ The rule is a pure function of the evaluation records (``pair_task``), so it is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
 import sqlite_utils
 
-from ..store.queries import EvaluationRecord, evaluation_records, model_tasks, pairs
+from ..store.queries import EvaluationRecord, evaluation_records, model_tasks
+from .pair_sources import PairSource, database_pairs
 from ..tasks.loglik_scoring import scoring_mode
 
 ROLES = ("biomedical", "general")
@@ -175,16 +177,18 @@ def pair_evaluations(db: sqlite_utils.Database, biomedical: str, general: str, t
                      allow_different_data=allow_different_data)
 
 
-def model_evaluations(db: sqlite_utils.Database, model_id: str, task: str) -> list[tuple[str, DataLabel]]:
+def model_evaluations(db: sqlite_utils.Database, model_id: str, task: str,
+                      pair_list: Sequence[PairSource] | None = None) -> list[tuple[str, DataLabel]]:
     """The evaluations that stand for one model on one task, one per data: those ``compare`` pairs when the
-    model is part of a pair that ran the task, else its newest evaluation per data (for ``reproduce``)."""
+    model is part of a pair that ran the task, else its newest evaluation per data (for ``reproduce``).
+    ``pair_list``: the pairs as the read command selected them (analysis.pair_sources); None: the database's."""
     chosen: dict[str, DataLabel] = {}
-    for pair in pairs(db):
-        if model_id not in (pair["biomedical"], pair["general"]):
+    for pair in database_pairs(db) if pair_list is None else pair_list:
+        if model_id not in pair.members:
             continue
-        groups, _ = pair_evaluations(db, pair["biomedical"], pair["general"], task)
+        groups, _ = pair_evaluations(db, pair.biomedical, pair.general, task)
         for group in groups:
-            key = group.biomedical if pair["biomedical"] == model_id else group.general
+            key = group.biomedical if pair.biomedical == model_id else group.general
             chosen.setdefault(key, group.data)
     covered = {label.sha256 for label in chosen.values()}
     for record in evaluation_records(db, model_id, task):  # newest first
@@ -194,7 +198,8 @@ def model_evaluations(db: sqlite_utils.Database, model_id: str, task: str) -> li
     return list(chosen.items())
 
 
-def pairing_columns(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
+def pairing_columns(db: sqlite_utils.Database, pair_list: Sequence[PairSource] | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """Per evaluation key, how the pairing rule used it (for ``export --aggregate``): its data (name, SHA-256),
     and per pair whether ``compare`` shows it ("compared", with the counterpart), lists it as "superseded", or
     does not use it ("not compared")."""
@@ -205,14 +210,14 @@ def pairing_columns(db: sqlite_utils.Database) -> dict[str, dict[str, Any]]:
             label = data_label(record)
             columns[record.key] = {"data_name": label.name, "data_sha256": label.sha256, "pair": None,
                                    "paired_with": None, "pairing": "not compared"}
-    for pair in pairs(db):
-        tasks = {t for m, t in ran if m == pair["biomedical"]} & {t for m, t in ran if m == pair["general"]}
+    for pair in database_pairs(db) if pair_list is None else pair_list:
+        tasks = {t for m, t in ran if m == pair.biomedical} & {t for m, t in ran if m == pair.general}
         for task in sorted(tasks):
-            groups, _ = pair_evaluations(db, pair["biomedical"], pair["general"], task)
+            groups, _ = pair_evaluations(db, pair.biomedical, pair.general, task)
             for group in groups:
                 for status, (bio, gen) in [("compared", (group.biomedical, group.general))] + \
                         [("superseded", older) for older in group.superseded]:
                     for key, other in ((bio, gen), (gen, bio)):
                         if columns.get(key, {}).get("pairing") != "compared":
-                            columns.setdefault(key, {}).update(pair=pair["name"], paired_with=other, pairing=status)
+                            columns.setdefault(key, {}).update(pair=pair.name, paired_with=other, pairing=status)
     return columns

@@ -9,6 +9,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
                            TransferSpeedColumn)
 
 from ..airgap import select_models
+from ..units import count, human_size
 from ..airgap.bundle import Reporter, export_bundle, import_bundle, verify_bundle
 from .common import config_option, read_config, stderr, stdout
 
@@ -43,7 +44,7 @@ class _Bar(Reporter):
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+    return human_size(n)
 
 
 @click.group("bundle")
@@ -78,7 +79,7 @@ def export_command(path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...
     specs = select_models(config, pairs, model_ids)
     with _Bar() as bar:
         summary = export_bundle(config, specs, pairs, data, assets, path, as_tar=as_tar, reporter=bar)
-    stdout.print(f"[green]✓[/green] Bundle written: {summary.path} ({summary.files} files + MANIFEST.json, "
+    stdout.print(f"[green]✓[/green] Bundle written: {summary.path} ({count(summary.files, 'file')} + MANIFEST.json, "
                  f"{_size(summary.total_bytes)})", soft_wrap=True)
     for mid, name in sorted(summary.models.items()):
         stdout.print(f"  {mid}: {name}", soft_wrap=True)
@@ -100,7 +101,7 @@ def verify_command(path: Path) -> None:
     with _Bar() as bar:
         manifest = verify_bundle(path, bar)
     files = manifest["files"]
-    stdout.print(f"[green]✓[/green] {path}: all {len(files)} files listed in MANIFEST.json match "
+    stdout.print(f"[green]✓[/green] {path}: all {count(len(files), 'file')} listed in MANIFEST.json match "
                  f"({_size(sum(f['size'] for f in files))})", soft_wrap=True)
 
 
@@ -124,7 +125,7 @@ def import_command(path: Path, dest: Path) -> None:
     for folder in summary.cleaned:
         stdout.print(f"Removed {folder}: the staging folder of an earlier import that was interrupted",
                      soft_wrap=True)
-    stdout.print(f"[green]✓[/green] All {summary.files} files listed in MANIFEST.json verified; installed in "
+    stdout.print(f"[green]✓[/green] All {count(summary.files, 'file')} listed in MANIFEST.json verified; installed in "
                  f"{summary.path}",
                  soft_wrap=True)
     config = summary.path / "models.toml"

@@ -10,6 +10,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+import sqlite_utils
+
+from ..analysis.pair_sources import PairSelection, check_tasks, read_pair_config, select_pairs
 from ..config import Config, load_config
 from ..errors import UserError
 from ..paths import find_config
@@ -58,3 +61,53 @@ def match_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> dict[str, Pa
     if bare:
         explicit[task_ids[0]] = bare[0]
     return explicit
+
+
+def split_commas(ctx: click.Context | None, param: click.Parameter | None, value: tuple[str, ...] | None
+                 ) -> tuple[str, ...]:
+    """A repeatable option that also takes comma lists, as lm-eval users type them: ``--task mednli,meqsum
+    --task jama`` -> (mednli, meqsum, jama), in order, each once. An empty name (``a,,b``) is refused."""
+    names: list[str] = []
+    for text in value or ():
+        for part in text.split(","):
+            name = part.strip()
+            if not name:
+                raise click.BadParameter(f"empty name in '{text}' (give names separated by commas)",
+                                         ctx=ctx, param=param)
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def task_option(help_text: str, required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--task for every command that takes tasks: repeatable and comma lists (``--task mednli,meqsum``)."""
+    return click.option("--task", "task_ids", multiple=True, required=required, metavar="TASK[,TASK...]",
+                        callback=split_commas, help=help_text)
+
+
+def pair_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--pair, --models and --config: which pairs a read command works on (analysis/pair_sources.py)."""
+    fn = click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="models.toml whose pairs are used besides the database's (default: found as 'run' finds it; "
+             "none is fine: then the database's pairs). Where both name a pair with other members, the "
+             "database's are used.")(fn)
+    fn = click.option(
+        "--models", "model_pair", nargs=2, metavar="BIO GEN", default=None,
+        help="Pair any two models with results ad hoc, biomedical first (e.g. --models "
+             "smollm2-135m-instruct gemma3-270m); run one at a time with 'run --model'.")(fn)
+    return click.option(
+        "--pair", "pair_filter", multiple=True, metavar="NAME[,NAME...]", callback=split_commas,
+        help="Only these pairs (repeatable, or comma-separated): pairs recorded in the database or defined in "
+             "models.toml.")(fn)
+
+
+def selected_pairs(db: sqlite_utils.Database, db_path: Path, config_path: Path | None,
+                   pair_filter: tuple[str, ...] = (), model_pair: tuple[str, str] | None = None,
+                   task_ids: tuple[str, ...] = ()) -> PairSelection:
+    """The pairs of a read command (database ∪ models.toml ∪ --models), after checking every name it was given:
+    an unknown pair, model or task is one line naming what exists (exit 1), never an empty table."""
+    where = str(db_path)
+    selection = select_pairs(db, read_pair_config(config_path), pair_filter, model_pair or (), where)
+    check_tasks(db, task_ids, where)
+    return selection

@@ -11,9 +11,10 @@ from rich.table import Table
 
 from ..analysis.paired import (INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, MetricComparison, PairReport,
                                compare_pairs)
+from ..errors import UserError
 from ..store.database import reading
 from ..tasks.base import OUTCOMES
-from .common import db_option, stderr, stdout
+from .common import db_option, pair_options, selected_pairs, stderr, stdout, task_option
 from .safe_text import literal, plain
 from .limits import RESAMPLES, STATS_SEED
 
@@ -21,10 +22,15 @@ OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines 
 
 
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
-                 resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False) -> list[PairReport]:
+                 resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False,
+                 config_path: Path | None = None, model_pair: tuple[str, str] | None = None
+                 ) -> tuple[list[PairReport], list[str]]:
+    """The reports of the selected pairs (database ∪ models.toml ∪ --models) and the pair-source notes."""
     with reading(db_path) as db:
-        return compare_pairs(db, pair_filter=pair_filter, task_filter=task_filter, resamples=resamples, seed=seed,
-                             allow_different_data=allow_different_data)
+        selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_filter)
+        reports = compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples, seed=seed,
+                                allow_different_data=allow_different_data)
+        return reports, selection.conflicts
 
 
 def _pct(value: float) -> str:
@@ -153,8 +159,8 @@ def markdown(reports: list[PairReport]) -> str:
 
 @click.command("compare")
 @db_option
-@click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
-@click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
+@pair_options
+@task_option("Only these tasks (repeatable, or comma-separated: --task nejm,jama).")
 @click.option("--resamples", type=RESAMPLES, default=10_000, show_default=True,
               help="Bootstrap / permutation resamples (continuous metrics).")
 @click.option("--seed", type=STATS_SEED, default=0, show_default=True,
@@ -164,8 +170,9 @@ def markdown(reports: list[PairReport]) -> str:
                    "by item id anyway (rows marked 'different data'). Normally refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
-def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tuple[str, ...], resamples: int,
-                    seed: int, allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
+def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
+                    config_path: Path | None, task_ids: tuple[str, ...], resamples: int, seed: int,
+                    allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
     \b
@@ -175,6 +182,13 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
     pairs exist (e.g. after 'rescore --extraction') the newest is shown and the older ones are listed as
     superseded. Evaluations on different data are not paired (one line says so; --allow-different-data pairs
     them by item id, marked); nothing pairable at all exits 1.
+
+    \b
+    Which pairs: those recorded in the database (by 'run --pair', or 'run --model' for the models.toml pairs
+    containing the model) and those of models.toml (--config; found as 'run' finds it) of which a model has
+    results, so two models run one at a time are compared; --models BIO GEN pairs any two models ad hoc.
+    Where the database and models.toml name a pair with different members, the database's are used (a note
+    says so). An unknown pair, model or task is an error naming those that exist.
 
     \b
     The numbers: for every pair, task, data and metric, each model's score with a 95% CI (Wilson for
@@ -198,25 +212,31 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
       medbench-local compare --db results.db --pair demo --task jama --json
       medbench-local compare --db results.db --markdown > results.md
       medbench-local compare --db results.db --task jama --allow-different-data
+      medbench-local compare --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
     """
-    reports = load_reports(db_path, pair_filter, task_filter, resamples, seed, allow_different_data)
+    reports, conflicts = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
+                                      config_path, model_pair)
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
+    if nothing and not refused and not any(warnings(report) for report in reports):
+        raise UserError(f"no paired results in {db_path} yet: run both models of a pair, e.g. 'medbench-local "
+                        f"run --pair demo --task jama --db {db_path}' (or one at a time with --model)")
     if as_json or as_markdown:
         # the rows carry data, superseded pairs and gold-label warnings; Markdown quotes every note. On stderr
-        # only what was refused, so that standard output stays a clean document.
+        # only what was refused (and, when nothing was compared, why), so that standard output stays clean.
         for report in reports:
             for note in report.notes:
                 if note.refused:
                     stderr.print(f"[yellow]{literal(report.pair)} · {literal(note.text)}[/yellow]")
-        if nothing and refused:
+        if nothing:
+            for line in [line for report in reports for line in warnings(report)]:
+                stderr.print(f"[yellow]{literal(line)}[/yellow]")
             sys.exit(1)
         click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)
                    if as_json else plain(markdown(reports)))
         return
-    if nothing and not refused:
-        stdout.print(f"No paired results in {literal(db_path)} yet. Run both models of a pair, e.g.: "
-                     f"medbench-local run --pair demo --task jama --db {literal(db_path)}")
+    for line in conflicts:
+        stdout.print(f"[dim]{literal(line)}[/dim]")
     for report in reports:
         if report.rows:
             stdout.print(_pair_table(report))
@@ -225,7 +245,7 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], task_filter: tu
             stdout.print(f"[dim]{literal(line)}[/dim]")
         for line in warnings(report):
             stdout.print(f"[yellow]{literal(line)}[/yellow]")
-    if nothing and refused:
+    if nothing:  # only notes and warnings: nothing was compared
         sys.exit(1)
     stdout.print(f"[dim]Scores ×100 ({resamples} resamples, seed {seed} for the bootstrap and permutation). "
                  f"{INTERVAL_NOTE} {PAIRING_NOTE} {TRUNCATION_NOTE} Unparseable, conflict and error items score 0.[/dim]")

@@ -9,7 +9,7 @@ import click
 from ..airgap.doctor import FAIL, OK, WARN, run_doctor
 from ..errors import UserError
 from ..paths import find_config
-from .common import config_option, match_data, stdout
+from .common import config_option, match_data, split_commas, stdout
 
 _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]"}
 
@@ -17,7 +17,8 @@ _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[
 @click.command("doctor")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Check both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Check one model (repeatable).")
-@click.option("--task", "task_ids", multiple=True, metavar="TASK", help="Check that a task's data loads.")
+@click.option("--task", "task_ids", multiple=True, metavar="TASK[,TASK...]", callback=split_commas,
+              help="Check that a task's data loads (repeatable, or comma-separated).")
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file or folder for --task. Default: ./bench_data/<task>, else the shipped sample.")
 @click.option("--asset", "assets", multiple=True, type=click.Path(path_type=Path), metavar="PATH",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..units import count
 from ..store.merge import merge_databases
 from .common import stderr, stdout
 from .safe_text import literal
@@ -37,12 +38,12 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     """
     report = merge_databases(out, list(inputs))
     for entry in report.inputs:
-        parts = [f"{entry.added} items added", f"{entry.identical} already there"]
+        parts = [f"{count(entry.added, 'item')} added", f"{entry.identical} already there"]
         if entry.retried:
-            parts.append(f"{entry.retried} errors replaced by results")
+            parts.append(f"{count(entry.retried, 'error')} replaced by results")
         if entry.extended:
             parts.append(f"{entry.extended} gained metrics")
-        parts.append(f"{entry.runs} run{'' if entry.runs == 1 else 's'} added")
+        parts.append(f"{count(entry.runs, 'run')} added")
         note = " (older schema: read through an upgraded temporary copy)" if entry.upgraded else ""
         stdout.print(f"{literal(entry.path)}: {', '.join(parts)}{note}", soft_wrap=True)
         if entry.unfinished_runs:
@@ -52,6 +53,6 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     for note in report.notes:
         stderr.print(f"[yellow]{literal(note)}[/yellow]", soft_wrap=True)
     verb = "created" if report.created else "updated"
-    stdout.print(f"{literal(out)} {verb}: {report.added} items added from {len(report.inputs)} "
-                 f"database{'' if len(report.inputs) == 1 else 's'}", soft_wrap=True)
+    stdout.print(f"{literal(out)} {verb}: {count(report.added, 'item')} added from "
+                 f"{count(len(report.inputs), 'database')}", soft_wrap=True)
     stdout.print(f"Compare with: medbench-local compare --db {literal(out)}", soft_wrap=True)

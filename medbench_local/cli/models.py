@@ -12,6 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from ..airgap import select_models
 from ..config import HubSource, ModelSpec
 from ..errors import UserError
+from ..units import count, human_size
 from ..modelfiles.hashing import cached_sha256
 from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, write_lock
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
@@ -43,7 +44,7 @@ def list_models(config_path: Path) -> None:
     for spec in config.models.values():
         found = resolve(spec)
         if found.path is not None:
-            status = f"[green]present[/green], {found.path.stat().st_size / 1e6:,.0f} MB: {literal(found.path)}"
+            status = f"[green]present[/green], {human_size(found.path.stat().st_size)}: {literal(found.path)}"
         else:
             status = f"[yellow]missing[/yellow]: {literal(found.how)}"
         stdout.print(f"\n[bold]{literal(spec.id)}[/bold]  {spec.role} · {spec.prompt_mode} prompt · n_ctx {spec.n_ctx}")
@@ -59,7 +60,7 @@ def list_models(config_path: Path) -> None:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n:,} bytes"
+    return human_size(n)
 
 
 def _hash_with_status(path: Path) -> str:
@@ -124,7 +125,7 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
                      f"sha256 {pulled.entry['sha256']}", soft_wrap=True)
         stdout.print(f"  [dim]{literal(pulled.path)}[/dim]", soft_wrap=True)
     done = len(specs) - len(failures)
-    stdout.print(f"{done} of {len(specs)} models locked in {literal(target)}" if done else "Nothing was locked.")
+    stdout.print(f"{done} of {count(len(specs), 'model')} locked in {literal(target)}" if done else "Nothing was locked.")
     if failures:
         stdout.print(f"[red]Failed:[/red] {', '.join(failures)}")
         ctx.exit(1)
@@ -173,10 +174,11 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
     how = "hash cache" if cached else "full re-hash"
     against = "models.lock" if all(spec.id in entries for spec in specs) else "models.lock or their sha256 pins"
     if failures:
-        stdout.print(f"[red]{len(failures)} of {len(specs)} models do not match {against}[/red] ({how}): "
+        stdout.print(f"[red]{len(failures)} of {count(len(specs), 'model')} do not match {against}[/red] ({how}): "
                      f"{', '.join(failures)}")
         ctx.exit(1)
-    stdout.print(f"[green]All {ok} models match {against}[/green] ({how}).")
+    matched = f"All {count(ok, 'model')} match" if ok != 1 else "1 model matches"
+    stdout.print(f"[green]{matched} {against}[/green] ({how}).")
 
 
 def _rehash(model_id: str) -> Callable[[Path], str]:

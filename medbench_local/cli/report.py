@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from ..units import count
 from ..analysis.paired import compare_pairs
 from ..fileio import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
-from .common import db_option, stdout
+from .common import db_option, pair_options, selected_pairs, stdout
 from .safe_text import literal
 from .show import disagreements_between
 
@@ -20,24 +21,28 @@ from .show import disagreements_between
               default=Path("report.html"), show_default=True,
               help="The HTML file to write (owner-only, replaced atomically; the results database, a symbolic "
                    "link or a missing folder is refused).")
-@click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
+@pair_options
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
               help="Disagreement examples per pair and task.")
-@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], examples: int, resamples: int,
-                   seed: int) -> None:
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap / permutation resamples, as in compare.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the resampling, as in compare (same seed, same numbers).")
+def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
+                   config_path: Path | None, examples: int, resamples: int, seed: int) -> None:
     """Write a self-contained HTML report (opens without network; plots embedded) and the plots as PNG.
 
     Contents: per pair, the paired statistics table, a forest plot of the differences with 95% CIs, score
     and outcome charts, and a few disagreement examples; then every model with its SHA-256, quantization and
-    settings, and every run with versions and the command line. PNGs go to <output stem>_plots/. Reports may
+    settings, and every run with versions and the command line. The pairs are those of 'compare' (the database's
+    and models.toml's, or --models BIO GEN). PNGs go to <output stem>_plots/. Reports may
     quote model outputs about patients: the file is written owner-only (0600), the plot folder 0700.
 
     \b
     Examples:
       medbench-local report --db results.db -o report.html
       medbench-local report --db study.db --pair openbiollm-8b --examples 5 -o openbiollm-8b.html
+      medbench-local report --db study.db --models openbiollm-70b llama3-70b-instruct -o 70b.html
     """
     from ..report import html, plots  # matplotlib is imported only when a report is made
     from ..report.html import plot_file_name
@@ -46,7 +51,8 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
     check_output_target(out_path, protect=protect)  # refuse a bad target before any work
     plot_dir = out_path.with_name(out_path.stem + "_plots")
     with reading(db_path) as db:
-        reports = compare_pairs(db, pair_filter=pair_filter, resamples=resamples, seed=seed)
+        selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair)
+        reports = compare_pairs(db, selection.pairs, resamples=resamples, seed=seed)
         runs, models, evaluations = html.gather_metadata(db)
         data = html.ReportInput(str(db_path), reports, runs, models, evaluations)
         for report in reports:
@@ -66,4 +72,4 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
         for name, png in data.plots.items():
             atomic_write(plot_dir / name, png, protect=protect)
     stdout.print(f"wrote {literal(out_path)}"
-                 + (f" and {len(data.plots)} plots in {literal(plot_dir)}/" if data.plots else ""))
+                 + (f" and {count(len(data.plots), 'plot')} in {literal(plot_dir)}/" if data.plots else ""))

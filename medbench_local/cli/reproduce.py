@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,14 @@ import click
 from rich.table import Table
 
 from ..analysis.paired import compare_pairs
+from ..analysis.pair_sources import PairSource
 from ..analysis.pairing import model_evaluations
 from ..analysis.published import STUDY_NAMES, lookup, published_values
 from ..errors import UserError
 from ..metrics.clue_levels import level1, level2
 from ..store.database import reading
-from ..store.queries import model_tasks, pairs, summarize_evaluation
-from .common import db_option, stdout
+from ..store.queries import model_tasks, summarize_evaluation
+from .common import db_option, pair_options, selected_pairs, stdout, task_option
 from .safe_text import literal
 from .limits import RESAMPLES
 
@@ -49,22 +51,24 @@ def check_aliases(aliases: dict[str, str], model_ids: list[str], db_path: Path) 
                             f"(models with results: {known})")
 
 
-def value_rows(db: Any, aliases: dict[str, str]) -> list[dict[str, Any]]:
+def value_rows(db: Any, aliases: dict[str, str], pair_list: Sequence[PairSource] | None = None,
+               models: Collection[str] | None = None, tasks: Collection[str] = ()) -> list[dict[str, Any]]:
     """Per model, task, data and metric with a published value: ours (×100, as the reference aggregates) and
     theirs; plus the CLUE Level-1/Level-2 aggregates when every component task has been run.
 
     The evaluations are those ``compare`` pairs (analysis.pairing), one per data; a model in no pair counts
-    with its newest evaluation per data. The CLUE levels use each task's newest data.
+    with its newest evaluation per data. The CLUE levels use each task's newest data. ``models``/``tasks``: only
+    these (None/empty: all with results).
     """
     result: list[dict[str, Any]] = []
-    ran = model_tasks(db)
+    ran = [(m, t) for m, t in model_tasks(db) if (models is None or m in models) and (not tasks or t in tasks)]
     for model_id in dict.fromkeys(m for m, _ in ran):
         published = lookup(model_id, aliases)
         if not published:
             continue
         ours_by_task: dict[str, dict[str, float]] = {}
         for task in [t for m, t in ran if m == model_id]:
-            for key, data in model_evaluations(db, model_id, task):
+            for key, data in model_evaluations(db, model_id, task, pair_list):
                 summary = summarize_evaluation(db, key)
                 ours = {k: 100 * v for k, v in summary.metrics.items()}
                 ours_by_task.setdefault(task, ours)
@@ -98,7 +102,8 @@ def _row(model_id: str, value: Any, n: int | None, ours: float | None, data: dic
             "difference": None if ours is None else ours - value.value, "source": value.source}
 
 
-def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str, Any]]:
+def findings(db: Any, aliases: dict[str, str], resamples: int, pair_list: Sequence[PairSource] | None = None,
+             tasks: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Per pair, task and data: the direction of the biomedical-minus-general difference, published vs ours.
 
     'reproduced' only when, for every metric of the task with published values, the Holm-adjusted test is
@@ -106,7 +111,7 @@ def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str,
     the mean difference has the published sign but that fails; else 'not reproduced'.
     """
     result = []
-    for report in compare_pairs(db, resamples=resamples):
+    for report in compare_pairs(db, pair_list, task_filter=tasks, resamples=resamples):
         bio_pub, gen_pub = lookup(report.biomedical_model, aliases), lookup(report.general_model, aliases)
         for label in dict.fromkeys(r.group_label for r in report.rows):
             group = [r for r in report.rows if r.group_label == label]
@@ -132,12 +137,16 @@ def findings(db: Any, aliases: dict[str, str], resamples: int) -> list[dict[str,
 
 @click.command("reproduce")
 @db_option
+@pair_options
+@task_option("Only these tasks (repeatable, or comma-separated: --task nejm,jama).")
 @click.option("--as", "aliases", multiple=True, metavar="MODEL=STUDY_NAME",
               help="Treat one of your model ids as a study model (e.g. my-bio=Llama3-OpenBioLLM-8B).")
 @click.option("--resamples", type=RESAMPLES, default=10_000, show_default=True,
               help="Bootstrap resamples.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, as_json: bool) -> None:
+def reproduce_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
+                      config_path: Path | None, task_ids: tuple[str, ...], aliases: tuple[str, ...], resamples: int,
+                      as_json: bool) -> None:
     """Compare our results with the study's published numbers, per model and metric, and check the headline
     findings (the sign of biomedical minus general per task).
 
@@ -149,20 +158,27 @@ def reproduce_command(db_path: Path, aliases: tuple[str, ...], resamples: int, a
     of our paired difference (exact McNemar or permutation, as in 'compare') is significant (p < 0.05) and the
     difference has the published sign; the evaluations are those 'compare' pairs (same data, same settings).
     --as must name a model with results here and a study name of the published tables (the error lists them).
+    The pairs are those of 'compare' (the database's and models.toml's; --pair, --models BIO GEN); with --pair
+    or --models only their models are listed.
 
     \b
     Examples:
       medbench-local run --pair openbiollm-8b --task nejm --data nejm=my_nejm.jsonl --db study.db
       medbench-local reproduce --db study.db
+      medbench-local reproduce --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
       medbench-local reproduce --db results.db --as smollm2-135m-instruct=Llama3-OpenBioLLM-8B \\
           --as gemma3-270m=Meta-Llama-3-8B-Instruct
     """
     alias_map = _aliases(aliases)
     with reading(db_path) as db:
+        selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_ids)
         check_aliases(alias_map, list(dict.fromkeys(m for m, _ in model_tasks(db))), db_path)
-        values, verdicts = value_rows(db, alias_map), findings(db, alias_map, resamples)
-        unpublished = unpublished_tasks(db, alias_map)
-        pair_names = [p["name"] for p in pairs(db)]
+        members = {m for p in selection.pairs for m in p.members} if pair_filter or model_pair else None
+        values = value_rows(db, alias_map, selection.pairs, members, task_ids)
+        verdicts = findings(db, alias_map, resamples, selection.pairs, task_ids)
+        unpublished = [u for u in unpublished_tasks(db, alias_map)
+                       if (members is None or u["model"] in members) and (not task_ids or u["task"] in task_ids)]
+        pair_names = [p.name for p in selection.pairs]
     if as_json:
         click.echo(json.dumps({"values": values, "findings": verdicts, "unpublished": unpublished}, indent=2))
         return

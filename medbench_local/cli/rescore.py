@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from ..analysis.rescore import RESCORE_METRICS, ExtractionRescore, applies, rescore, rescore_extraction
+from ..units import count
 from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
-from .common import db_option, stdout
+from .common import db_option, split_commas, stdout
 from .safe_text import literal
 
 
@@ -20,7 +21,7 @@ def _extraction_line(entry: ExtractionRescore) -> str:
     label = f"{entry.model_id} · {entry.task}"
     if entry.status == "rescored":
         changes = ", ".join(f"{k} {a}→{b}" for k, (a, b) in (entry.changed or {}).items()) or "no outcome changed"
-        return (f"{label}: {entry.items} items re-scored with extraction v{EXTRACTION_VERSION} into evaluation "
+        return (f"{label}: {count(entry.items, 'item')} re-scored with extraction v{EXTRACTION_VERSION} into evaluation "
                 f"{(entry.new_key or '')[:12]} (from {entry.old_key[:12]}, which is kept): {changes}")
     colour = {"refused": "yellow", "skipped": "yellow"}.get(entry.status, "dim")
     return f"[{colour}]{label} ({entry.old_key[:12]}): {entry.status}: {entry.note}[/{colour}]"
@@ -34,7 +35,8 @@ def _extraction_line(entry: ExtractionRescore) -> str:
 @click.option("--extraction", is_flag=True,
               help="Re-read the stored multiple-choice outputs with today's answer extraction "
                    f"(v{EXTRACTION_VERSION}) into new evaluations; the old ones are kept.")
-@click.option("--task", "task_filter", multiple=True, metavar="TASK", help="Only these tasks (repeatable).")
+@click.option("--task", "task_filter", multiple=True, metavar="TASK[,TASK...]", callback=split_commas,
+              help="Only these tasks (repeatable, or comma-separated).")
 @click.option("--model", "model_filter", multiple=True, metavar="ID",
               help="Only these model ids (repeatable; --extraction only).")
 @click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -90,4 +92,4 @@ def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_fi
     if not done:
         stdout.print(f"Nothing to rescore: no stored results of {', '.join(applies(metric))} in {db_path}.")
     for item in done:
-        stdout.print(f"{item.model_id} · {item.task}: {metric} added to {item.items} items")
+        stdout.print(f"{item.model_id} · {item.task}: {metric} added to {count(item.items, 'item')}")

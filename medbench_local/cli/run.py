@@ -10,17 +10,18 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from ..config import Config
+from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
 from ..paths import default_data
 from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, execute,
                       load_tasks, locate_models, parse_shard)
-from ..store import close_database, open_database, writer
+from ..store import close_database, open_database, queries, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
-from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout
+from ..units import count, plural
+from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
 
@@ -62,20 +63,24 @@ class ProgressReporter:
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None:
         self._label = literal(f"{model_id} · {task_id}{self._shard}", one_line=True)
         if already_done:
-            self.note(f"{model_id} · {task_id}: {already_done} of {total} items already done, resuming")
+            self.note(f"{model_id} · {task_id}: {already_done} of {total} {plural(total, 'item')} already done, "
+                      "resuming")
         self._tokens, self._seconds, self._counts = 0, 0.0, {}
         self._total, self._done_before = total, already_done
         self._started = self._last_line = self.clock()
         self._active = True
-        if not self.console.is_terminal:  # logs and pipes: timed lines, not redraws of a bar
-            if total > already_done:
-                self.console.print(f"{self._label}: {already_done}/{total} items, starting")
+        if total <= already_done:  # fully resumed: the note says so; an empty bar would only flash
             return
+        if not self.console.is_terminal:  # logs and pipes: timed lines, not redraws of a bar
+            self.console.print(f"{self._label}: {already_done}/{total} {plural(total, 'item')}, starting")
+            return
+        # our own ETA (from the first finished item on), not rich's, which needs several samples first
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"), TimeRemainingColumn(), console=self.console, transient=True)
+            TextColumn("{task.fields[tps]} tok/s"), TextColumn("ETA {task.fields[eta]}"), console=self.console,
+            transient=True)
         self.progress.start()
-        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-")
+        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-", eta="…")
 
     def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None:
         self._tokens += completion_tokens
@@ -83,21 +88,24 @@ class ProgressReporter:
         self._counts[score.outcome] = self._counts.get(score.outcome, 0) + 1
         if self.progress is not None and self._bar is not None:
             tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
-            self.progress.update(self._bar, advance=1, tps=tps)
+            self.progress.update(self._bar, advance=1, tps=tps, eta=self.eta(self.clock()))
             return
         now = self.clock()
         if self._active and now - self._last_line >= self.interval:
             self._last_line = now
             self.console.print(self.progress_line(now))
 
+    def eta(self, now: float) -> str:
+        """Time left at the pace of the items finished in this run so far ('unknown' before the first)."""
+        finished = sum(self._counts.values())
+        left = self._total - self._done_before - finished
+        return _duration((now - self._started) / finished * left) if finished else "unknown"
+
     def progress_line(self, now: float) -> str:
         """'<model> · <task>: k/N items, ETA 3m20s, 12.3 tok/s' from the items finished in this run so far."""
-        finished = sum(self._counts.values())
-        done = self._done_before + finished
-        left = self._total - done
-        eta = _duration((now - self._started) / finished * left) if finished else "unknown"
+        done = self._done_before + sum(self._counts.values())
         tps = f"{self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else "- tok/s"
-        return f"{self._label}: {done}/{self._total} items, ETA {eta}, {tps}"
+        return f"{self._label}: {done}/{self._total} {plural(self._total, 'item')}, ETA {self.eta(now)}, {tps}"
 
     def end(self) -> None:
         if not self._active:
@@ -109,8 +117,7 @@ class ProgressReporter:
         if self._counts:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
             tps = f", {self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else ""
-            count = sum(self._counts.values())
-            self.console.print(f"{self._label}: {count} item{'' if count == 1 else 's'} ({outcomes}){tps}")
+            self.console.print(f"{self._label}: {count(sum(self._counts.values()), 'item')} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
         """A plain-text note (never markup: it may name models, tasks or files)."""
@@ -155,6 +162,17 @@ def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, .
     return list(chosen.values())
 
 
+def pairs_to_record(config: Config, pair_names: tuple[str, ...], model_ids: tuple[str, ...],
+                    recorded: list[dict[str, str]]) -> list[PairSpec]:
+    """The models.toml pairs that ``run --model X`` records: those containing X that the database does not hold
+    yet, so that ``compare`` and the ``paired_items`` view pair two models run one at a time. A pair the database
+    already holds (under its name, with whatever members) is left as it is: only ``run --pair`` redefines one."""
+    known = {row["name"] for row in recorded}
+    return [pair for pair in config.pairs.values()
+            if pair.name not in known and pair.name not in pair_names
+            and (pair.biomedical in model_ids or pair.general in model_ids)]
+
+
 def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path]]:
     """Each task's data path: from --data, else ./bench_data/<task>, else the sample shipped with medbench-local
     (paths.default_data; absolute, so the run records where its items came from)."""
@@ -181,8 +199,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
-@click.option("--task", "task_ids", multiple=True, required=True, metavar="TASK",
-              help="Task id, see 'medbench-local tasks list' (repeatable).")
+@task_option("Task id, see 'medbench-local tasks list' (repeatable, or comma-separated: --task mednli,meqsum).",
+             required=True)
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file or folder. Default: ./bench_data/<task>, else the sample shipped with "
                    "medbench-local. With several tasks use TASK=PATH.")
@@ -265,6 +283,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
       medbench-local run --pair demo --task longhealth --document-order per-patient
     """
     shard = parse_shard(shard_text) if shard_text is not None else None
+    for task_id in task_ids:  # every name first: an unknown task is named as such, before any data is looked for
+        get_task(task_id)
     config = read_config(config_path)
     models = _pick_models(config, pairs, model_ids)
     task_paths: list[tuple[Task, Path]] = []
@@ -286,6 +306,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     for name in pairs:
         pair = config.pair(name)
         writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
+    for pair in pairs_to_record(config, pairs, model_ids, queries.pairs(db)):
+        writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
                          retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
                          scoring=modes, loglik_target=loglik_target, kv_reuse=kv_reuse == "on",
@@ -306,7 +328,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         close_database(db)
     which = f" (shard {shard})" if shard else ""
     line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
-            + (f", {summary.errors} errors" if summary.errors else "")
+            + (f", {count(summary.errors, 'error')}" if summary.errors else "")
             + (f", {summary.done_elsewhere} finished by a concurrent run" if summary.done_elsewhere else "")
             + (f", {summary.held_elsewhere} left to a concurrent run of the same model and task (rerun "
                "afterwards to fill in anything it does not finish)" if summary.held_elsewhere else ""))

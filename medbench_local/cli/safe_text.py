@@ -14,9 +14,8 @@ with bidirectional-override characters. Every such text goes through one of two 
 
 from __future__ import annotations
 
+import re
 import unicodedata
-
-from rich.markup import escape as _escape_markup
 
 # Invisible characters that reorder or hide the text around them (the "Trojan Source" set).
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -40,6 +39,32 @@ def plain(text: object, *, one_line: bool = False) -> str:
         for char in value)
 
 
+# rich's markup: a "[" that opens something tag-like (rich.markup's own pattern), and "[" with the backslashes
+# before it.
+_TAG_LIKE = re.compile(r"\[[a-z#/@][^[]*?]")
+_BRACKET = re.compile(r"(\\*)\[")
+_TRAILING_BACKSLASHES = re.compile(r"(\\+)$")
+# An empty style: renders nothing, and ends a text so that its last character cannot combine with the markup
+# after it (a trailing backslash would escape the next tag, a trailing "[" could open one).
+_END = "[dim][/]"
+
+
+def _escape_bracket(match: re.Match[str]) -> str:
+    backslashes = len(match.group(1))
+    if _TAG_LIKE.match(match.string, match.end() - 1):
+        return "\\" * (2 * backslashes + 1) + "["  # rich shows k of 2k+1 backslashes and then the "[" itself
+    return "\\" * (backslashes + 1) + "["  # rich shows k of k+1 backslashes before a "[" that opens nothing
+
+
 def literal(text: object, *, one_line: bool = False) -> str:
-    """``text`` ready to be placed inside a rich markup string: shown exactly, never styled or swallowed."""
-    return _escape_markup(plain(text, one_line=one_line))
+    """``text`` ready to be placed inside a rich markup string: shown exactly, never styled or swallowed.
+
+    Why not just ``rich.markup.escape``: rich reads backslashes before any "[" as escapes (a model output
+    "\\[" lost its backslash), and a text ending in a backslash escapes the tag that follows it in the markup
+    (``[dim]...\\[/dim]``). Every "[" gets the backslashes rich needs to show it and those before it, and a text
+    ending in backslashes or holding a "[" is closed by an empty style, so nothing after it can change how it
+    reads."""
+    value = _BRACKET.sub(_escape_bracket, plain(text, one_line=one_line))
+    value = _TRAILING_BACKSLASHES.sub(lambda m: m.group(1) * 2 + _END, value)
+    # a "[" without its "]" could pair with a "]" in the markup after it: end such a text too
+    return value + _END if "[" in value and not value.endswith(_END) else value

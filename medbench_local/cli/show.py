@@ -11,12 +11,14 @@ import sqlite_utils
 from rich.panel import Panel
 from rich.table import Table
 
+from ..analysis.pair_sources import (PairSource, check_models, check_tasks, database_pairs, read_pair_config,
+                                     select_pairs)
 from ..analysis.pairing import PairedEvaluations, pair_evaluations
 from ..errors import UserError
 from ..store.database import reading
-from ..store.queries import latest_evaluation, pairs
+from ..store.queries import latest_evaluation
 from ..tasks.loglik_scoring import SCORING_MODES
-from .common import db_option, stdout
+from .common import db_option, pair_options, split_commas, stdout
 from .safe_text import literal
 
 
@@ -27,15 +29,19 @@ def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any
         "where s.evaluation = ? order by g.id", [evaluation])}
 
 
-def paired_group(db: sqlite_utils.Database, pair_name: str, task: str, data: str | None = None,
+def paired_group(db: sqlite_utils.Database, pair: PairSource | str, task: str, data: str | None = None,
                  mode: str = "generate") -> tuple[PairedEvaluations, list[PairedEvaluations]]:
     """The (task, data) row group of ``compare`` in scoring ``mode`` to inspect: the one whose data name or hash
     prefix is ``data``, else the newest; plus all groups of the task in that mode. One line, exit 1, when the
-    pairing rule pairs nothing."""
-    pair = next((p for p in pairs(db) if p["name"] == pair_name), None)
-    if pair is None:
-        raise UserError(f"no pair '{pair_name}' in this database (run it first, or see 'compare')")
-    groups, notes = pair_evaluations(db, pair["biomedical"], pair["general"], task)
+    pairing rule pairs nothing. ``pair``: as the read commands select it (analysis.pair_sources), or the name of
+    a pair recorded in the database."""
+    if isinstance(pair, str):
+        found_pair = next((p for p in database_pairs(db) if p.name == pair), None)
+        if found_pair is None:
+            raise UserError(f"no pair '{pair}' in this database (run it first, or see 'compare')")
+        pair = found_pair
+    pair_name = pair.name
+    groups, notes = pair_evaluations(db, pair.biomedical, pair.general, task)
     groups = [g for g in groups if g.data.mode == mode]
     if not groups:
         reason = notes[0].text if notes else (f"pair '{pair_name}' has no results of both models on task '{task}'"
@@ -56,6 +62,11 @@ def disagreements_between(db: sqlite_utils.Database, biomedical: str, general: s
     """Items both evaluations answered where they differ: (|difference|, first row, second row), largest
     first. For a binary metric that is every item one model got right and the other wrong."""
     first, second = _side(db, biomedical), _side(db, general)
+    if metric is not None:
+        present = sorted({name for side in (first, second) for row in side.values()
+                          for name in json.loads(row["metrics"] or "{}")})
+        if metric not in present:
+            raise UserError(f"unknown metric '{metric}' for these results (metrics: {', '.join(present) or 'none'})")
     found = []
     for item, b in first.items():
         g = second.get(item)
@@ -103,20 +114,23 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
 
 @click.command("show")
 @db_option
-@click.option("--pair", "pair_name", metavar="NAME", help="The pair to inspect (its two models side by side).")
+@pair_options
 @click.option("--model", "model_id", metavar="ID",
               help="Instead of a pair: one model, its two scoring modes side by side (with --modes).")
-@click.option("--task", required=True, metavar="TASK", help="The task to inspect.")
+@click.option("--task", "task_ids", required=True, multiple=True, metavar="TASK[,TASK...]", callback=split_commas,
+              help="The task to inspect (repeatable, or comma-separated: one section per task).")
 @click.option("--mode", type=click.Choice(["generate", "loglik", "constrained"]), default="generate",
               show_default=True, help="With --pair: the scoring mode both models are compared in.")
 @click.option("--modes", default="generate,loglik", show_default=True, metavar="A,B",
               help="With --model: the two scoring modes to put side by side.")
-@click.option("--metric", help="Metric that defines disagreement (default: the task's first metric).")
+@click.option("--metric", help="Metric that defines disagreement (default: the task's first metric); an unknown "
+                               "one is an error naming those stored.")
 @click.option("--data", "data_name", metavar="NAME|HASH",
               help="Which data's row group, when the pair ran the task on several files (default: the newest).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N items.")
 @click.option("--prompts", "with_prompts", is_flag=True, help="Also print each side's full rendered prompt.")
-def show_command(db_path: Path, pair_name: str | None, model_id: str | None, task: str, mode: str, modes: str,
+def show_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
+                 config_path: Path | None, model_id: str | None, task_ids: tuple[str, ...], mode: str, modes: str,
                  metric: str | None, data_name: str | None, limit: int, with_prompts: bool) -> None:
     """Show the items on which the biomedical and the general model disagree, answers side by side; or, with
     --model, the items on which one model's two scoring modes disagree (how often reading the generated text
@@ -124,39 +138,66 @@ def show_command(db_path: Path, pair_name: str | None, model_id: str | None, tas
 
     For accuracy these are the discordant items behind the McNemar test; for continuous metrics the items
     with the largest score difference come first. The evaluations are those 'compare' pairs (same data, same
-    task settings); with several data files, --data picks one.
+    task settings); with several data files, --data picks one. The pair comes from the database or models.toml
+    (--pair), or is any two models with results (--models BIO GEN).
 
     \b
     Examples:
       medbench-local show --db results.db --pair demo --task jama
       medbench-local show --db results.db --pair openbiollm-8b --task meqsum --metric rougeL --limit 3 --prompts
+      medbench-local show --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
       medbench-local show --db results.db --model smollm2-135m-instruct --task jama --modes generate,loglik
     """
-    if (pair_name is None) == (model_id is None):
-        raise UserError("give either --pair NAME (two models) or --model ID (two scoring modes with --modes)")
+    chosen = len(pair_filter) + (model_pair is not None) + (model_id is not None)
+    if chosen != 1:
+        raise UserError("give one of --pair NAME, --models BIO GEN (two models) or --model ID (two scoring modes "
+                        "with --modes)")
     wanted = tuple(m.strip() for m in modes.split(","))
     if model_id is not None and (len(wanted) != 2 or not set(wanted) <= set(SCORING_MODES)):
         raise UserError(f"--modes takes two of {', '.join(SCORING_MODES)} separated by a comma, got '{modes}'")
-    others: list[str] = []
     with reading(db_path) as db:  # stored JSON is parsed inside, where damage is diagnosed as one line
-        if pair_name is not None:
-            group, groups = paired_group(db, pair_name, task, data_name, mode)
-            found = disagreements_between(db, group.biomedical, group.general, metric)
-            title, labels = f"{pair_name} · {task}", ("biomedical", "general")
-            where = f" on {group.data.short}"
-            others = [g.data.short for g in groups if g is not group]
+        pair: PairSource | None = None
+        if model_id is None:
+            (pair,) = select_pairs(db, read_pair_config(config_path), pair_filter, model_pair or (),
+                                   str(db_path)).pairs
         else:
-            assert model_id is not None
-            found = mode_disagreements(db, model_id, task, (wanted[0], wanted[1]), metric)
-            title, labels, where = f"{model_id} · {task}", (wanted[0], wanted[1]), ""
-        shown = [(left, right, json.loads(left["payload"] or "{}"), _answer(left, labels[0]),
-                  _answer(right, labels[1])) for _, left, right in found[:limit]]
-    what = "the models" if pair_name is not None else f"{labels[0]} and {labels[1]}"
-    stdout.print(f"[bold]{literal(title)}[/bold]{literal(where)}: {len(found)} items where {what} disagree"
-                 + (f" (showing {limit})" if len(found) > limit else ""))
-    if others:
-        stdout.print(f"[dim]also paired on: {literal(', '.join(others))} (choose with --data)[/dim]")
-    for left, right, payload, left_panel, right_panel in shown:
+            check_models(db, [model_id], str(db_path))
+        check_tasks(db, task_ids, str(db_path))
+        sections = [_section(db, pair, model_id, task, mode, wanted, metric, data_name, limit) for task in task_ids]
+    for section in sections:
+        _print_section(section, limit, with_prompts)
+
+
+def _section(db: sqlite_utils.Database, pair: PairSource | None, model_id: str | None, task: str, mode: str,
+             wanted: tuple[str, ...], metric: str | None, data_name: str | None, limit: int) -> dict[str, Any]:
+    """What show prints for one task, read while the database is open."""
+    others: list[str] = []
+    if pair is not None:
+        group, groups = paired_group(db, pair, task, data_name, mode)
+        found = disagreements_between(db, group.biomedical, group.general, metric)
+        title, labels = f"{pair.name} · {task}", ("biomedical", "general")
+        where = f" on {group.data.short}"
+        others = [g.data.short for g in groups if g is not group]
+    else:
+        assert model_id is not None
+        found = mode_disagreements(db, model_id, task, (wanted[0], wanted[1]), metric)
+        title, labels, where = f"{model_id} · {task}", (wanted[0], wanted[1]), ""
+    shown = [(left, right, json.loads(left["payload"] or "{}"), _answer(left, labels[0]),
+              _answer(right, labels[1])) for _, left, right in found[:limit]]
+    return {"title": title, "labels": labels, "where": where, "others": others, "found": len(found),
+            "shown": shown, "pair": pair is not None}
+
+
+def _print_section(section: dict[str, Any], limit: int, with_prompts: bool) -> None:
+    labels = section["labels"]
+    what = "the models" if section["pair"] else f"{labels[0]} and {labels[1]}"
+    count = section["found"]
+    stdout.print(f"[bold]{literal(section['title'])}[/bold]{literal(section['where'])}: {count} "
+                 f"item{'' if count == 1 else 's'} where {what} disagree"
+                 + (f" (showing {limit})" if count > limit else ""))
+    if section["others"]:
+        stdout.print(f"[dim]also paired on: {literal(', '.join(section['others']))} (choose with --data)[/dim]")
+    for left, right, payload, left_panel, right_panel in section["shown"]:
         stdout.rule(f"item {literal(left['item_id'], one_line=True)}")
         if isinstance(payload, dict) and payload.get("not_stored"):
             stdout.print("[dim](inputs were not stored for this run: --no-store-inputs)[/dim]")
