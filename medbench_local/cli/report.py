@@ -23,15 +23,20 @@ from .show import disagreements_between
 @click.option("--pair", "pair_filter", multiple=True, metavar="NAME", help="Only these pairs (repeatable).")
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
               help="Disagreement examples per pair and task.")
+@click.option("--items/--no-items", "with_items", default=True, show_default=True,
+              help="Include the per-item browser (every paired item: filter, sort, open prompt and outputs; "
+                   "inline, offline). --no-items gives a smaller file with statistics and examples only.")
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], examples: int, resamples: int,
-                   seed: int) -> None:
+def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], examples: int, with_items: bool,
+                   resamples: int, seed: int) -> None:
     """Write a self-contained HTML report (opens without network; plots embedded) and the plots as PNG.
 
-    Contents: per pair, the paired statistics table, a forest plot of the differences with 95% CIs, score
-    and outcome charts, and a few disagreement examples; then every model with its SHA-256, quantization and
-    settings, and every run with versions and the command line. PNGs go to <output stem>_plots/. Reports may
+    Contents: per pair, the paired statistics table, an outcome table, a forest plot of the differences with
+    95% CIs, score and outcome charts, and a few disagreement examples; a browser of every paired item (filter
+    by task, outcome, disagreement; sort by the difference; open prompt and outputs); then every model with its
+    SHA-256 and quantization, the data files with their hashes, the settings, and every run with versions and
+    the command line. PNGs go to <output stem>_plots/. Reports may
     quote model outputs about patients: the file is written owner-only (0600), the plot folder 0700.
 
     \b
@@ -59,6 +64,7 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
                 found = disagreements_between(db, group.evaluations["biomedical"],
                                               group.evaluations["general"])[:examples] if examples else []
                 data.examples[(report.pair, group.group_label)] = [(b, g) for _, b, g in found]
+        data.items = html.browser.gather(db, reports) if with_items else []
         page = html.render(data).encode("utf-8")
     atomic_write(out_path, page, protect=protect)
     if data.plots:
