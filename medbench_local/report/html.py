@@ -102,7 +102,7 @@ def render(data: ReportInput) -> str:
              "<h2>Data files</h2>", sections.data_table(data.evaluations),
              "<h2>Settings</h2>", sections.settings_block(data.evaluations, data.models),
              "<h2>Runs</h2>", sections.runs_table(data.runs)]
-    csp = escape(content_security_policy(script), quote=True)
+    csp = escape(content_security_policy(script), quote=False)  # no quote of either kind in it but the CSP's own
     tail = f"<script>{script}</script>" if script else ""
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">'

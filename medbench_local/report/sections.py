@@ -127,6 +127,10 @@ def plots_block(report: PairReport, plots: dict[str, bytes], file_name: Any) -> 
     for kind, (title, caption) in captions.items():
         png = plots.get(file_name(report.pair, kind))
         if png:
+            if kind == "forest":
+                caption = (f"<b class='ahead-general'>← {escape(report.general_model)} (general) better</b> | "
+                           f"<b class='ahead-biomedical'>{escape(report.biomedical_model)} (biomedical) better →"
+                           f"</b>. {caption}")
             parts.append(f"<figure><h3>{title}</h3>{img(png, f'{report.pair} {title}')}"
                          f"<figcaption class='muted'>{caption}</figcaption></figure>")
     return "".join(parts)
