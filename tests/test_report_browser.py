@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import re
+import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: dict[str, str] = {}
+        self.all_text: list[str] = []
         self._open: list[tuple[str, str]] = []
         self.feed(html)
 
@@ -59,6 +61,7 @@ class Page(HTMLParser):
                 break
 
     def handle_data(self, data: str) -> None:
+        self.all_text.append(data)
         for _, name in self._open:
             if name:
                 self.text[name] = self.text.get(name, "") + data
@@ -71,9 +74,26 @@ def hostile_db(path: Path, text: str) -> Path:
     """A pair whose names, item ids, inputs and outputs all carry ``text``."""
     answers = [text if i in (1, 2) else f"answer {i}" for i in range(len(BIO))]
     answers[2] = ("long output line\n" * 80) + text
-    return build_pair_db(path, f"pair{text}", Side(f"bio{text}", list(zip(BIO, answers))),
-                         Side(f"gen{text}", [(o, text if i == 2 else f"gen answer {i}") for i, o in enumerate(GEN)]),
-                         item_ids=[f"item{i}{text}" for i in range(len(BIO))], payload_text=f"case {text}")
+    build_pair_db(path, f"pair{text}", Side(f"bio{text}", list(zip(BIO, answers))),
+                  Side(f"gen{text}", [(o, text if i == 2 else f"gen answer {i}") for i, o in enumerate(GEN)]),
+                  item_ids=[f"item{i}{text}" for i in range(len(BIO))], payload_text=f"case {text}")
+    # and every other stored text the report shows: gold and extracted answers, data names and settings,
+    # model file names and header fields, the run's command line and versions
+    settings = json.dumps({"task": {"task": "jama", "extraction": f"x{text}", "prompt_sha256": text},
+                           "engine": {"n_ctx": 512, "sampler": text}, "data": {"name": f"data{text}"}})
+    with sqlite3.connect(path) as conn:
+        conn.execute("update scores set gold = ?, extracted = ? || extracted", (f"A{text}", text))
+        conn.execute("update evaluations set settings = ?", (settings,))
+        conn.execute("update models set file_name = ?, quantization = ?, architecture = ?", (text, text, text))
+        conn.execute("update runs set command = ?, medbench_version = ?, llama_cpp_version = ?, git_revision = ?",
+                     (json.dumps([text]), text, text, text))
+    return path
+
+
+def html_text(html: str) -> str:
+    """The page's text as a browser shows it (markup removed, entities decoded), scripts left out."""
+    parser = Page(re.sub(r"<script.*?</script>", "", html, flags=re.S))
+    return "".join(parser.all_text)
 
 
 def _strings(value: object) -> list[str]:
@@ -105,7 +125,9 @@ def test_hostile_values_never_become_markup(tmp_path: Path, text: str) -> None:
     # the data block parses back to the hostile text
     block = re.search(r'<script type="application/json" id="mb-items">(.*?)</script>', html, re.S)
     assert block and any(text in value for value in _strings(json.loads(block.group(1))))
-    assert f"case {text}" in page.text["example"]  # the input is shown, as text
+    shown = html_text(html)
+    for value in (f"case {text}", f"A{text}", f"data{text}", f"x{text}", f"pair{text}", f"bio{text}"):
+        assert value in shown, value  # each field is really on the page, as text
 
 
 @settings(max_examples=300, deadline=None)
@@ -207,4 +229,4 @@ def test_the_browser_filters_sorts_and_opens_items_in_chromium(tmp_path: Path, t
     detail = opened.text["item-detail"]
     assert f"item2{text}" in detail and "prompt for item" in detail
     assert opened.text["output"] == "long output line\n" * 80 + text + text  # both outputs, as text
-    assert f"bio{text} (biomedical)" in detail and "gold A" in detail
+    assert f"bio{text} (biomedical)" in detail and f"gold A{text}" in detail
