@@ -130,6 +130,17 @@ def test_hostile_values_never_become_markup(tmp_path: Path, text: str) -> None:
         assert value in shown, value  # each field is really on the page, as text
 
 
+def test_without_the_browser_no_script_may_run(tmp_path: Path) -> None:
+    db = hostile_db(tmp_path / "r.db", HOSTILE[0])
+    out = tmp_path / "r.html"
+    invoke("report", "--db", str(db), "-o", str(out), "--resamples", "200", "--no-items")
+    html = out.read_text(encoding="utf-8")
+    page = Page(html)
+    assert page.all("script") == [] and 'id="mb-browser"' not in html and "Disagreements on" in html
+    csp = next(a["content"] for a in page.all("meta") if a.get("http-equiv") == "Content-Security-Policy")
+    assert "script-src 'none'" in (csp or "")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(st.text() | st.integers() | st.none(), lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12))

@@ -82,9 +82,11 @@ def _pair_section(report: PairReport, data: ReportInput) -> str:
 
 
 def content_security_policy(script: str) -> str:
-    """No network of any kind; images only as data URIs; inline styles; only ``script`` (by its hash) runs."""
+    """No network of any kind; images only as data URIs; inline styles; only ``script`` (by its hash) runs, or
+    no script at all when there is none (``report --no-items``)."""
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
-    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+    scripts = f"'sha256-{digest}'" if script else "'none'"
+    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
             "base-uri 'none'; form-action 'none'")
 
 
