@@ -241,3 +241,35 @@ def test_the_browser_filters_sorts_and_opens_items_in_chromium(tmp_path: Path, t
     assert f"item2{text}" in detail and "prompt for item" in detail
     assert opened.text["output"] == "long output line\n" * 80 + text + text  # both outputs, as text
     assert f"bio{text} (biomedical)" in detail and f"gold A{text}" in detail
+
+
+def _example_row(item: str, output: str | None, payload: dict[str, object], outcome: str, value: float
+                 ) -> dict[str, object]:
+    return {"item_id": item, "payload": json.dumps(payload), "prompt": "p", "output": output, "outcome": outcome,
+            "extracted": "B" if outcome == "wrong" else "A", "gold": "A",
+            "metrics": json.dumps({"accuracy": value, "rougeL": value / 2})}
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_examples_show_input_gold_metric_and_each_output_once_long_ones_folded(stored: bool) -> None:
+    from medbench_local.report.sections import FOLD_CHARS, examples_block
+
+    payload: dict[str, object] = ({"case": "CASE-TEXT", "question": "QUESTION-TEXT", "options": {"A": "OPT-A"},
+                                   "answer": "A"} if stored else {"not_stored": True, "content_sha256": "c" * 64})
+    long_output = "LONG-OUTPUT " * (FOLD_CHARS // 6)
+    bio = _example_row("item-7", long_output, payload, "correct", 1.0)
+    gen = _example_row("item-7", "SHORT-OUTPUT", payload, "wrong", 0.0)
+    html = examples_block("jama · d.jsonl", [(bio, gen)], ("bio-model", "gen-model"))
+    text = html_text(html)
+    assert text.count("SHORT-OUTPUT") == 1 and html.count(long_output) == 1
+    assert re.search(r"<details><summary>output: [\d,]+ characters.*?</summary><pre>(LONG-OUTPUT )+</pre></details>",
+                     html)
+    assert "<details><summary>output" not in html.split("SHORT-OUTPUT")[0].split(long_output)[-1]
+    assert text.count("gold A") == 1
+    assert "accuracy 100.0" in text and "accuracy 0.0" in text and "rougeL 50.0" in text
+    assert "answer B" in text and "bio-model (biomedical)" in text
+    if stored:
+        assert all(part in text for part in ("CASE-TEXT", "QUESTION-TEXT", "A. OPT-A"))
+        assert text.count("CASE-TEXT") == 1
+    else:
+        assert "Inputs were not stored" in text and "c" * 64 not in html
