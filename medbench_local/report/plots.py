@@ -97,8 +97,9 @@ def forest_figure(report: PairReport) -> Figure:
     at_zero = blended_transform_factory(axis.transData, axis.transAxes)
     sides = (f"← {wrap_label(report.general_model, 40)} better ", f" {wrap_label(report.biomedical_model, 40)} better →")
     for text, align, role in ((sides[0], "right", "general"), (sides[1], "left", "biomedical")):
-        axis.text(0, 1.015, text, transform=at_zero, ha=align, va="bottom", fontsize=FONT_SIZE,
-                  color=AHEAD_COLOURS[role])
+        # a fixed distance in points above the axes (a fraction of the axes height grows with the row count)
+        axis.annotate(text, xy=(0, 1), xycoords=at_zero, xytext=(0, 4), textcoords="offset points", ha=align,
+                      va="bottom", fontsize=FONT_SIZE, color=AHEAD_COLOURS[role])
     side_lines = max(text.count("\n") + 1 for text in sides)
     axis.set_xlabel("Δ biomedical − general, points ×100, 95% CI", fontsize=FONT_SIZE)
     axis.set_title(wrap_label(f"{report.pair}: paired differences", 70), fontsize=10,
