@@ -25,7 +25,7 @@ matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+from matplotlib.transforms import ScaledTranslation, blended_transform_factory  # noqa: E402
 
 from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport  # noqa: E402
 
@@ -107,8 +107,11 @@ def forest_figure(report: PairReport) -> Figure:
     handles = [Line2D([], [], color=AHEAD_COLOURS["biomedical"], marker="o", label="biomedical ahead"),
                Line2D([], [], color=AHEAD_COLOURS["general"], marker="o", label="general ahead"),
                Line2D([], [], color=AHEAD_COLOURS[None], marker="o", label="not significant")]
+    # the legend starts right of the widest "n = …" label (its width estimated generously: 0.7 em a character)
+    n_width = max(len(f"n = {r.n:,}") for r in rows) * FONT_SIZE * 0.7 / 72 + 0.25
     axis.legend(handles=handles, title=f"Holm p < {SIGNIFICANCE:g}", fontsize=7, title_fontsize=7,
-                loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0)
+                loc="upper left", bbox_to_anchor=(1, 1), borderaxespad=0,
+                bbox_transform=axis.transAxes + ScaledTranslation(n_width, 0, figure.dpi_scale_trans))
     return figure
 
 
