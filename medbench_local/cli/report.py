@@ -43,6 +43,7 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
     Examples:
       medbench-local report --db results.db -o report.html
       medbench-local report --db study.db --pair openbiollm-8b --examples 5 -o openbiollm-8b.html
+      medbench-local report --db big.db --no-items -o summary.html    # without the item browser
     """
     from ..report import html, plots  # matplotlib is imported only when a report is made
     from ..report.html import plot_file_name
