@@ -24,18 +24,23 @@ from .show import disagreements_between
 @pair_options
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
               help="Disagreement examples per pair and task.")
+@click.option("--items/--no-items", "with_items", default=True, show_default=True,
+              help="Include the per-item browser (every paired item: filter, sort, open prompt and outputs; "
+                   "inline, offline). --no-items gives a smaller file with statistics and examples only.")
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap / permutation resamples, as in compare.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the resampling, as in compare (same seed, same numbers).")
 def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
-                   config_path: Path | None, examples: int, resamples: int, seed: int) -> None:
+                   config_path: Path | None, examples: int, with_items: bool, resamples: int, seed: int) -> None:
     """Write a self-contained HTML report (opens without network; plots embedded) and the plots as PNG.
 
-    Contents: per pair, the paired statistics table, a forest plot of the differences with 95% CIs, score
-    and outcome charts, and a few disagreement examples; then every model with its SHA-256, quantization and
-    settings, and every run with versions and the command line. The pairs are those of 'compare' (the database's
-    and models.toml's, or --models BIO GEN). PNGs go to <output stem>_plots/. Reports may
+    Contents: per pair, the paired statistics table, an outcome table, a forest plot of the differences with
+    95% CIs, score and outcome charts, and a few disagreement examples; a browser of every paired item (filter
+    by task, outcome, disagreement; sort by the difference; open prompt and outputs); then every model with its
+    SHA-256 and quantization, the data files with their hashes, the settings, and every run with versions and
+    the command line. The pairs are those of 'compare' (the database's and models.toml's, or --models BIO GEN).
+    PNGs go to <output stem>_plots/. Reports may
     quote model outputs about patients: the file is written owner-only (0600), the plot folder 0700.
 
     \b
@@ -43,6 +48,7 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
       medbench-local report --db results.db -o report.html
       medbench-local report --db study.db --pair openbiollm-8b --examples 5 -o openbiollm-8b.html
       medbench-local report --db study.db --models openbiollm-70b llama3-70b-instruct -o 70b.html
+      medbench-local report --db big.db --no-items -o summary.html    # without the item browser
     """
     from ..report import html, plots  # matplotlib is imported only when a report is made
     from ..report.html import plot_file_name
@@ -65,6 +71,7 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
                 found = disagreements_between(db, group.evaluations["biomedical"],
                                               group.evaluations["general"])[:examples] if examples else []
                 data.examples[(report.pair, group.group_label)] = [(b, g) for _, b, g in found]
+        data.items = html.browser.gather(db, reports) if with_items else []
         page = html.render(data).encode("utf-8")
     atomic_write(out_path, page, protect=protect)
     if data.plots:
