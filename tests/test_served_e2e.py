@@ -364,3 +364,22 @@ def test_llama_server_outputs_equal_in_process_outputs(tmp_path: Path) -> None:
         served.close()
     finally:
         running.stop()
+
+
+# ------------------------------------------------------------------------------------------- doctor
+
+
+def test_doctor_asks_the_server_and_offline_allows_exactly_its_host(server: Server, tmp_path: Path,
+                                                                    key_env: None, in_repo: Path) -> None:
+    config = write_config(tmp_path, server.url)
+    result = invoke("doctor", "--config", str(config), "--model", "smol-served", "--offline")
+    host = server.url.removeprefix("http://")
+    assert f"a run reaches host {host} and no other" in result.output
+    assert "llama-cpp-python server" in result.output and "as text" in result.output
+    assert "no network access was attempted" in result.output and host in result.output.split("network")[-1]
+    assert "--scoring loglik is refused" in result.output
+
+    wrong = write_config(tmp_path, server.url, model="smol-70b")
+    failed = invoke("doctor", "--config", str(wrong), "--model", "smol-served", "--offline", expect=1)
+    assert sum("does not serve a model named 'smol-70b'" in line for line in failed.output.splitlines()) == 1
+    assert "Traceback" not in failed.output
