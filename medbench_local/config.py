@@ -66,7 +66,50 @@ class PackageSource:
         return f"package {self.package}:{self.file}"
 
 
-Source = LocalSource | HubSource | PackageSource
+@dataclass(frozen=True)
+class ServedSource:
+    """A model served by an OpenAI-compatible server (``engine = "openai"``) with no local GGUF to read."""
+
+    base_url: str
+    model: str
+
+    def describe(self) -> str:
+        return f"served '{self.model}' at {self.base_url}"
+
+
+Source = LocalSource | HubSource | PackageSource | ServedSource
+ENGINES: tuple[str, ...] = ("llama", "openai")
+
+
+@dataclass(frozen=True)
+class ServedSpec:
+    """How to reach a served model (``engine = "openai"``) and which weights it serves.
+
+    Why the weights are declared by the user: the server's files are out of our reach, yet results are keyed on
+    weights; ``sha256`` (of the GGUF the server loads) or ``repo`` + ``revision`` (safetensors, vLLM) stands in
+    for the hash we compute of local files. ``base_url``, ``max_concurrency`` and the timeouts say where and
+    how the work runs, not what is computed: they are recorded, not part of the evaluation identity.
+    """
+
+    base_url: str                      # server root, e.g. http://gpu01:8080 (a trailing /v1 is removed)
+    model: str                         # the served model name (llama-server --alias, vLLM --served-model-name)
+    api_key_env: str | None = None     # environment variable holding the API key; the key is never stored
+    max_concurrency: int = 1           # items in flight at once
+    timeout_s: float = 600.0           # one request, connect to last byte
+    connect_timeout_s: float = 10.0
+    retries: int = 3                   # extra attempts on connection errors and 5xx, with exponential backoff
+    weights_repo: str | None = None    # safetensors identity (with weights_revision), when there is no GGUF sha256
+    weights_revision: str | None = None
+    n_ctx: int | None = None           # declared context size (else what the server reports)
+
+    @property
+    def host(self) -> str:
+        """``host:port`` of the server: the one network destination a served run may reach."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.hostname}:{port}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +134,8 @@ class ModelSpec:
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     rpc_servers: tuple[str, ...] = ()  # llama.cpp rpc-server endpoints the layers are spread over
+    engine: str = "llama"              # "llama": in-process llama.cpp; "openai": an OpenAI-compatible server
+    served: ServedSpec | None = None   # with engine = "openai"; ``source`` is then the template GGUF, if any
 
 
 @dataclass(frozen=True)
@@ -124,11 +169,17 @@ class Config:
 
 
 KV_CACHE_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
+# keys of a served model (engine = "openai"), refused for in-process ones
+SERVED_KEYS: tuple[str, ...] = ("base_url", "model", "api_key_env", "max_concurrency", "timeout_s",
+                                "connect_timeout_s", "retries")
 _MODEL_KEYS = {
     "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers", "main_gpu",
     "tensor_split", "flash_attn", "cache_type_k", "cache_type_v", "rpc_servers", "allow_context_beyond_trained",
-    "chat_template", "prompt_mode", "stop", "description", "licence", "upstream", "note",
-}
+    "chat_template", "prompt_mode", "stop", "description", "licence", "upstream", "note", "engine",
+} | set(SERVED_KEYS)
+# in-process llama.cpp settings that a served model takes from its server's command line instead
+_SERVER_SIDE_KEYS = ("n_gpu_layers", "main_gpu", "tensor_split", "flash_attn", "cache_type_k", "cache_type_v",
+                     "rpc_servers", "allow_context_beyond_trained")
 _INFO_KEYS = ("licence", "upstream", "note")
 _PAIR_KEYS = {"biomedical", "general", "description"}
 _TOP_KEYS = {"models", "pairs"}
@@ -270,6 +321,19 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
             raise fail(key, f"expected a non-empty string, got {value!r}")
         return value
 
+    engine = get_str("engine") or "llama"
+    if engine not in ENGINES:
+        raise fail("engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "llama":
+        for key in body:
+            if key in SERVED_KEYS:
+                raise fail(key, 'only for served models (engine = "openai"); an in-process model has no server')
+    else:
+        for key in body:
+            if key in _SERVER_SIDE_KEYS:
+                raise fail(key, 'set on the server\'s command line for a served model (engine = "openai"), '
+                                "not here (docs/scale-out.md)")
+
     role = get_str("role", required=True)
     if role not in ROLES:
         raise fail("role", f"expected one of {', '.join(ROLES)}, got {role!r}")
@@ -280,7 +344,14 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
     if sha is not None and not _SHA256.match(sha.lower()):
         raise fail("sha256", "expected 64 hexadecimal characters")
 
+    served: ServedSpec | None = None
+    if engine == "openai":
+        served = _parse_served(body, get_str, fail, sha is not None)
+        if "repo" in body and "file" not in body:  # repo + revision: the safetensors identity, not a GGUF source
+            body = {k: v for k, v in body.items() if k not in ("repo", "revision")}
     given = [k for k in ("path", "repo", "package") if k in body]
+    if served is not None and not given:
+        given = ["served"]
     if len(given) != 1:
         raise fail(None, "needs exactly one source: 'path', or 'repo' + 'file' + 'revision', or 'package' + 'file'"
                    + (f" (found {', '.join(given)})" if given else ""))
@@ -288,6 +359,9 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
     if given[0] == "path":
         raw_path = Path(get_str("path") or "").expanduser()
         source = LocalSource(raw_path if raw_path.is_absolute() else (path.parent / raw_path))
+    elif given[0] == "served":
+        assert served is not None
+        source = ServedSource(served.base_url, served.model)
     elif given[0] == "repo":
         repo = get_str("repo") or ""
         if repo.count("/") != 1:
@@ -330,7 +404,103 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
         description=get_str("description") or "",
         extra={k: str(body[k]) for k in _INFO_KEYS if k in body},
         rpc_servers=rpc_servers,
+        engine=engine,
+        served=served,
     )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+MAX_CONCURRENCY = 256
+MAX_RETRIES = 20
+MAX_TIMEOUT_S = 86400.0
+
+
+def base_url_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable server root URL, or None.
+
+    Why strict: the URL decides the one host a served run may reach (the network guard allows exactly it), and
+    credentials in it would end up in the database and in logs."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not value.strip():
+        return f"expected a URL such as 'http://127.0.0.1:8080', got {value!r}"
+    if any(ord(c) < 33 or ord(c) == 127 for c in value):
+        return f"expected a URL without spaces or control characters, got {value!r}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc}): {value!r}"
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http:// or https:// URL, got {value!r}"
+    if not parts.hostname:
+        return f"no host in {value!r}"
+    if parts.username is not None or parts.password is not None:
+        return "credentials in the URL would be stored with every result; put the key in an environment " \
+               "variable and name it with api_key_env"
+    if parts.query or parts.fragment:
+        return f"expected the server's root URL without '?' or '#', got {value!r}"
+    if port == 0:
+        return f"port 0 is not a server port: {value!r}"
+    return None
+
+
+def normalize_base_url(value: str) -> str:
+    """The server root: trailing slashes and a trailing ``/v1`` removed (the OpenAI routes are added to it)."""
+    root = value.rstrip("/")
+    return root[:-3].rstrip("/") if root.endswith("/v1") else root
+
+
+def _parse_served(body: dict[str, Any], get_str: Callable[..., str | None],
+                  fail: Callable[[str | None, str], ConfigError], has_sha256: bool) -> ServedSpec:
+    """The served-model keys of one ``engine = "openai"`` model, validated (see ServedSpec)."""
+    base_url = get_str("base_url", required=True) or ""
+    problem = base_url_problem(base_url)
+    if problem:
+        raise fail("base_url", problem)
+    model = get_str("model", required=True) or ""
+    key_env = get_str("api_key_env")
+    if key_env is not None and not _ENV_NAME.fullmatch(key_env):
+        raise fail("api_key_env", f"expected the NAME of an environment variable (letters, digits, '_'), got "
+                                  f"{key_env[:40]!r}; never put the key itself in models.toml")
+
+    def integer(key: str, default: int, low: int, high: int) -> int:
+        value = body.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise fail(key, f"expected an integer >= {low} and <= {high}, got {_describe_number(value)}")
+        return value
+
+    def seconds(key: str, default: float) -> float:
+        value = body.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or not 0 < value <= MAX_TIMEOUT_S:
+            raise fail(key, f"expected seconds > 0 and <= {MAX_TIMEOUT_S:g}, got {_describe_number(value)}")
+        return float(value)
+
+    repo = revision = None
+    if "repo" in body and "file" not in body:  # safetensors weights (vLLM): repo + a pinned commit
+        repo, revision = get_str("repo") or "", get_str("revision", required=True) or ""
+        if repo.count("/") != 1:
+            raise fail("repo", f"expected 'owner/name', got {repo!r}")
+        if not _COMMIT.fullmatch(revision):
+            raise fail("revision", f"expected the 40-character commit hash of the served weights (a branch or "
+                                   f"tag moves), got {revision!r}")
+        if has_sha256:
+            raise fail("sha256", "give the weights' identity once: sha256 of a GGUF, or repo + revision of "
+                                 "safetensors")
+    elif not has_sha256:
+        raise fail("sha256", "missing (a served model needs the identity of the weights its "
+                         "server loads, because results are keyed on weights: sha256 = \"<64 hex>\" of the GGUF, "
+                         "or repo = \"owner/name\" + revision = \"<commit>\" for safetensors)")
+    n_ctx = body.get("n_ctx")
+    if n_ctx is not None:
+        n_ctx = _int_setting("n_ctx", n_ctx, fail)
+    return ServedSpec(
+        base_url=normalize_base_url(base_url), model=model, api_key_env=key_env,
+        max_concurrency=integer("max_concurrency", 1, 1, MAX_CONCURRENCY),
+        timeout_s=seconds("timeout_s", 600.0), connect_timeout_s=seconds("connect_timeout_s", 10.0),
+        retries=integer("retries", 3, 0, MAX_RETRIES), weights_repo=repo, weights_revision=revision, n_ctx=n_ctx)
 
 
 def _parse_rpc_servers(body: dict[str, Any], fail: Callable[[str | None, str], ConfigError]) -> tuple[str, ...]:

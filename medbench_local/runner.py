@@ -24,7 +24,8 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from . import __version__
-from .config import Config, ModelSpec
+from .config import Config, ModelSpec, ServedSource
 from .errors import ModelFileError, UserError
 from .engine.base import Engine, GenerateRequest, LoglikelihoodRequest
 from .engine.llama import RUNTIME_ONLY_SETTINGS, LlamaEngine, require_gpu_build
@@ -44,6 +45,7 @@ from .modelfiles.lock import lock_path, read_lock
 from .modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
 from .modelfiles.resolve import require
 from .analysis.rescore import older_extraction_items
+from .item_pool import run_pooled
 from .signals import StopFlag
 from .store import queries, writer
 from .store.claims import ItemClaims, database_path
@@ -270,6 +272,9 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     locked = read_lock(lock_path(config)) if config is not None else {}
     paths = {}
     for entry in models:
+        if entry.spec.served is not None:  # the weights are the server's; a local GGUF only lends its template
+            paths[entry.spec.id] = served_template_path(entry.spec)  # type: ignore[assignment]
+            continue
         path = require(entry.spec)
         sha256, _ = check_model_file(entry.spec, path)  # header, context, memory, models.toml pin
         verdict = verify(entry.spec, locked.get(entry.spec.id), config.path.parent if config else Path("."),
@@ -285,6 +290,31 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     return paths
 
 
+def served_template_path(spec: ModelSpec) -> Path | None:
+    """A served model's local GGUF (path, package or cached hub file), read for its chat template only."""
+    if isinstance(spec.source, ServedSource):
+        return None
+    return require(spec)
+
+
+def check_served(models: list[ModelRole], modes: tuple[str, ...]) -> list[str]:
+    """Reach every served model's server before the database is touched: reachable, the model name served,
+    the API key accepted, the scoring modes possible. Returns the hosts ("host:port") a run may reach."""
+    from .engine.openai_compat import make_client, probe_server, require_capabilities
+
+    hosts: list[str] = []
+    for entry in models:
+        if entry.spec.served is None:
+            continue
+        client = make_client(entry.spec, retries=0)
+        try:
+            require_capabilities(entry.spec, probe_server(entry.spec, client), modes)
+        finally:
+            client.close()
+        hosts.append(entry.spec.served.host)
+    return list(dict.fromkeys(hosts))
+
+
 def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], paths: dict[str, Path],
                         accept_changed: bool = False) -> None:
     """Refuse to carry on under a model id whose file changed since results were stored for it.
@@ -297,11 +327,17 @@ def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], path
         return
     for entry in models:
         known = queries.model_file_hashes(db, entry.spec.id)
-        current = cached_sha256(paths[entry.spec.id])
+        if entry.spec.served is not None:
+            from .engine.openai_compat import weights_identity
+
+            current, _ = weights_identity(entry.spec.served, entry.spec.sha256)
+        else:
+            current = cached_sha256(paths[entry.spec.id])
         if known and current not in known:
             raise ModelFileError(
                 f"model '{entry.spec.id}': its file changed since results were stored in this database "
-                f"(SHA-256 {sorted(known)[0][:12]}… then, {current[:12]}… now: {paths[entry.spec.id]}); results "
+                f"(SHA-256 {sorted(known)[0][:12]}… then, {current[:12]}… now: "
+                f"{paths[entry.spec.id] or entry.spec.source.describe()}); results "
                 "of different files are never mixed; pass --accept-changed-model to start new evaluations "
                 "(the old results are kept)")
 
@@ -311,7 +347,7 @@ def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any
 
 
 # Engine settings that say where the work runs, not what is computed: recorded, not part of the identity.
-PLACEMENT_ONLY = ("n_threads", "rpc_servers")
+PLACEMENT_ONLY = ("n_threads", "rpc_servers", "placement")  # placement: a served model's URL, name, concurrency
 
 
 def engine_identity(engine: Engine) -> dict[str, Any]:
@@ -323,6 +359,9 @@ def engine_identity(engine: Engine) -> dict[str, Any]:
     settings = {k: v for k, v in engine.settings.items() if k not in PLACEMENT_ONLY and k not in RUNTIME_ONLY_SETTINGS}
     if engine.settings.get("rpc_servers"):
         settings["rpc_server_count"] = len(engine.settings["rpc_servers"])
+    if engine.settings.get("engine") == "openai":  # the server's build decides outputs, not our llama.cpp
+        return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
+                "settings": settings}
     return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
             "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
 
@@ -360,7 +399,7 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
             engine_factory: EngineFactory | None = None) -> RunSummary:
     """Run every model on every task; returns counts. Caller has validated inputs (load_tasks, locate_models).
     ``engine_factory`` defaults to the llama.cpp engine; tests of the orchestration pass a fake."""
-    factory = engine_factory or _llama_engine
+    factory = engine_factory or default_engine
     summary = RunSummary(run_id=uuid.uuid4().hex)
     writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
     claims = ItemClaims(database_path(db.conn))
@@ -391,6 +430,16 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
         except sqlite3.Error:
             pass  # the database cannot be written (disk full?): the run row stays 'running', like a crash
     return summary
+
+
+def default_engine(spec: ModelSpec, path: Path | None, options: RunOptions) -> Engine:
+    """The engine a model's ``engine`` key asks for: in-process llama.cpp, or an OpenAI-compatible server."""
+    if spec.served is not None:
+        from .engine.openai_compat import OpenAICompatEngine
+
+        return OpenAICompatEngine(spec, path, seed=options.seed)
+    assert path is not None
+    return _llama_engine(spec, path, options)
 
 
 def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
@@ -443,21 +492,56 @@ def _run_evaluation(db: sqlite_utils.Database, entry: ModelRole, engine: Engine,
     label = loaded.task.id if mode == "generate" else f"{loaded.task.id} ({mode})"
     reporter.begin(entry.spec.id, label, len(loaded.items), skipped)
     try:
+        workers = int(getattr(engine, "max_concurrency", 1) or 1)
+        if workers > 1:  # a served engine: items in flight at once, committed here (item_pool.py)
+            _run_pooled(db, engine, loaded, todo, context, key, summary, reporter, options, stop, claims, mode,
+                        workers)
+            return
         for item in todo:
             if stop.requested:
                 return
-            item_key = writer.item_key(loaded.task.id, item)
-            with claims.hold(key, item_key) as ours:
-                if not ours:  # a concurrent run of the same model and task is generating it right now
-                    summary.held_elsewhere += 1
-                    continue
-                if writer.is_done(db, key, item_key):
-                    summary.done_elsewhere += 1  # the concurrent run finished it meanwhile
+            with _claim(db, claims, key, loaded.task.id, item, summary) as ours:
+                if not ours:
                     continue
                 _run_item(db, engine, loaded.task, item, context, key, summary, reporter, options.store_inputs,
                           stop, mode, options.loglik_target)
     finally:
         reporter.end()
+
+
+@contextmanager
+def _claim(db: sqlite_utils.Database, claims: ItemClaims, key: str, task_id: str, item: Item,
+           summary: RunSummary) -> Iterator[bool]:
+    """Whether this run does ``item`` now: it is not being generated by a concurrent run, nor stored by one
+    meanwhile. The claim is held until the context ends (after the item's commit)."""
+    item_key = writer.item_key(task_id, item)
+    with claims.hold(key, item_key) as ours:
+        if not ours:  # a concurrent run of the same model and task is generating it right now
+            summary.held_elsewhere += 1
+            yield False
+        elif writer.is_done(db, key, item_key):
+            summary.done_elsewhere += 1  # the concurrent run finished it meanwhile
+            yield False
+        else:
+            yield True
+
+
+def _run_pooled(db: sqlite_utils.Database, engine: Engine, loaded: LoadedTask, todo: list[Item],
+                context: PromptContext, key: str, summary: RunSummary, reporter: Reporter, options: RunOptions,
+                stop: StopFlag, claims: ItemClaims, mode: str, workers: int) -> None:
+    """Up to ``workers`` items in flight; each committed in this thread, one transaction per item."""
+    task, target = loaded.task, options.loglik_target
+
+    def compute(item: Item) -> ItemOutcome:
+        return _compute_item(engine, task, item, context, None, mode, target)
+
+    def commit(item: Item, outcome: ItemOutcome) -> None:
+        if stop.aborted:
+            raise KeyboardInterrupt  # never store an item cut short by the abort
+        _commit_item(db, engine, task, item, outcome, key, summary, reporter, options.store_inputs, mode, target)
+
+    run_pooled(todo, workers=workers, stop=stop, compute=compute, commit=commit,
+               claim=lambda item: _claim(db, claims, key, task.id, item, summary))
 
 
 def _data_variants(task_settings: dict[str, Any], loaded: LoadedTask) -> list[dict[str, Any]]:
@@ -486,13 +570,22 @@ def _legacy_evaluation(db: sqlite_utils.Database, key: str, identity: dict[str, 
     return legacy_key, legacy_settings
 
 
-def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,
-              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True,
-              stop: StopFlag | None = None, mode: str = "generate", target: str = "letter") -> None:
+@dataclass
+class ItemOutcome:
+    """What computing one item produced, before anything is stored (see _compute_item)."""
+
+    prompt: Any
+    choices: Any = None
+    result: Any = None        # Loglikelihoods (loglik)
+    generation: Any = None    # Generation (generate, constrained)
+    error: Exception | None = None
+
+
+def _compute_item(engine: Engine, task: Task, item: Item, context: PromptContext, stop: StopFlag | None,
+                  mode: str, target: str) -> ItemOutcome:
+    """Ask the engine for one item (no database access: may run in a worker thread, with ``stop`` None)."""
     prompt = task.prompt(item, context) if mode == "generate" else None
     choices: Any = None
-    result: Any = None
-    generation: Any = None
     try:
         if mode != "generate":
             choices = task.choices(item, context, target)
@@ -502,20 +595,38 @@ def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item,
             stop.native_depth += 1  # a second signal now trips the engine's abort switch instead of raising
         try:
             if mode == "loglik":
-                result = engine.loglikelihood(LoglikelihoodRequest(prompt, tuple(choices.options.values())))
-            elif mode == "constrained":
-                generation = engine.generate(GenerateRequest(
-                    prompt, constrained_max_tokens(choices, engine.count_tokens), grammar=choice_grammar(choices)))
-            else:
-                generation = engine.generate(GenerateRequest(prompt, task.max_tokens, task.stop))
+                return ItemOutcome(prompt, choices, result=engine.loglikelihood(
+                    LoglikelihoodRequest(prompt, tuple(choices.options.values()))))
+            if mode == "constrained":
+                return ItemOutcome(prompt, choices, generation=engine.generate(GenerateRequest(
+                    prompt, constrained_max_tokens(choices, engine.count_tokens), grammar=choice_grammar(choices))))
+            return ItemOutcome(prompt, generation=engine.generate(GenerateRequest(prompt, task.max_tokens,
+                                                                                  task.stop)))
         finally:
             if stop is not None:
                 stop.native_depth -= 1
-        if stop is not None and stop.aborted:
-            raise KeyboardInterrupt  # aborted while llama.cpp finished anyway: never store a cut item
-    except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp failures: record, count, go on
+    except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp or server failures: recorded, counted
         if stop is not None and stop.aborted:
             raise KeyboardInterrupt from None  # the failure is our own abort, not the model's: store nothing
+        return ItemOutcome(prompt, choices, error=exc)
+
+
+def _run_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, context: PromptContext,
+              key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool = True,
+              stop: StopFlag | None = None, mode: str = "generate", target: str = "letter") -> None:
+    outcome = _compute_item(engine, task, item, context, stop, mode, target)
+    if stop is not None and stop.aborted:
+        raise KeyboardInterrupt  # aborted while llama.cpp finished anyway: never store a cut item
+    _commit_item(db, engine, task, item, outcome, key, summary, reporter, store_inputs, mode, target)
+
+
+def _commit_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: Item, outcome: ItemOutcome,
+                 key: str, summary: RunSummary, reporter: Reporter, store_inputs: bool, mode: str,
+                 target: str) -> None:
+    """Score and store one computed item in one transaction (always in the main thread)."""
+    prompt, choices, result, generation = outcome.prompt, outcome.choices, outcome.result, outcome.generation
+    if outcome.error is not None:
+        exc = outcome.error
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
         metrics = task.error_metrics(item)

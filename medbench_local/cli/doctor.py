@@ -40,7 +40,9 @@ def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[
     the cache, packages when installed (the others are listed as not here; name one to require it). Model
     hashes are compared with models.lock (or the sha256 pinned in models.toml) using the hash cache; 'models
     verify' re-reads every byte. Memory needs are an estimate (weights = file size, plus the KV cache for
-    n_ctx). Nothing is written to any results database.
+    n_ctx). A served model (engine = "openai") is checked by asking its server: reachable, the model name
+    served, the API key accepted, tokenizer, grammar, context size; --offline then allows exactly its host.
+    Nothing is written to any results database.
     Exit code 0 when nothing failed, 1 otherwise.
 
     \b

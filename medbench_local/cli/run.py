@@ -6,17 +6,19 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
+from ..airgap.netguard import NetworkGuard
 from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
 from ..paths import default_data
-from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, execute,
-                      load_tasks, locate_models, parse_shard)
+from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, check_served,
+                      execute, load_tasks, locate_models, parse_shard)
 from ..store import close_database, open_database, queries, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
@@ -281,6 +283,11 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
       medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db   # then: medbench-local merge
       medbench-local run --pair demo --task jama --task mednli --scoring both
       medbench-local run --pair demo --task longhealth --document-order per-patient
+      medbench-local run --model my-served-model --task jama   # engine = "openai" in models.toml
+
+    A model with engine = "openai" in models.toml is run on its OpenAI-compatible server (llama-server,
+    vLLM, llama-cpp-python's server) with up to max_concurrency items in flight; the run reaches that server
+    and no other host (docs/scale-out.md).
     """
     shard = parse_shard(shard_text) if shard_text is not None else None
     for task_id in task_ids:  # every name first: an unknown task is named as such, before any data is looked for
@@ -296,6 +303,10 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     modes = ("generate", "loglik") if scoring == "both" else (scoring,)
     check_scoring(tasks, modes, loglik_target)
     paths = locate_models(models, allow_cpu, config)
+    hosts = check_served(models, modes)  # served models: reachable, named, key accepted; before the database
+    if hosts:
+        stderr.print(f"[dim]served models: this run reaches {literal(', '.join(hosts))} and no other host "
+                     "(network guard)[/dim]", soft_wrap=True)
 
     db = open_database(db_path)
     try:
@@ -313,8 +324,10 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
                          scoring=modes, loglik_target=loglik_target, kv_reuse=kv_reuse == "on",
                          command=sys.argv[:])
     reporter = ProgressReporter(shard)
+    guard = NetworkGuard(allow=hosts) if hosts else nullcontext()
     try:
-        summary = execute(db, config, models, tasks, paths, options, reporter)
+        with guard:
+            summary = execute(db, config, models, tasks, paths, options, reporter)
     except KeyboardInterrupt:
         reporter.end()
         stderr.print("[yellow]Aborted.[/yellow] Everything committed before the item in flight is kept; "

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import HubSource, LocalSource, ModelSpec, PackageSource
+from ..config import HubSource, LocalSource, ModelSpec, PackageSource, ServedSource
 from ..errors import ModelFileError
 from .hashing import cache_dir
 
@@ -37,11 +37,16 @@ def resolve(spec: ModelSpec, *, materialize: bool = False) -> Resolution:
         return Resolution(source.path if present else None, f"{source.path}{state}")
     if isinstance(source, HubSource):
         return _resolve_hub(source)
+    if isinstance(source, ServedSource):  # engine = "openai" without a local GGUF: the server has the weights
+        return Resolution(None, f"{source.describe()} (no local file)")
     return _resolve_package(source, materialize)
 
 
 def require(spec: ModelSpec) -> Path:
     """Like resolve(), but the file must exist; raises ModelFileError explaining how to get it."""
+    if isinstance(spec.source, ServedSource):
+        raise ModelFileError(f"model '{spec.id}' is {spec.source.describe()}: there is no local file (the server "
+                             "loads the weights)")
     found = resolve(spec, materialize=True)
     if found.path is None:
         hint = {

@@ -1,0 +1,426 @@
+"""The served engine: a model behind an OpenAI-compatible completions endpoint (llama-server, vLLM,
+llama-cpp-python's server), implementing the same Engine protocol as the in-process llama.cpp adapter.
+
+Why the *completions* endpoint and our own rendering: a served model must see exactly what the in-process
+model sees. So the prompt is rendered here with the same code (prompt_format, the GGUF's chat template or the
+models.toml override), tokenized by the server's own tokenizer (``/tokenize``, llama-cpp-python's
+``/extras/tokenize``), cut from the left with the same rule (truncation.left_truncate), and sent as token ids
+where the server accepts them (llama-server, vLLM) or as text where it does not (llama-cpp-python: the text is
+checked to tokenize back to exactly those tokens). Decoding is greedy (temperature 0, top_k 1 and no
+repetition penalty where the server has these knobs), with the task's stop strings. The chat endpoint is never
+used: it would apply the server's idea of the template.
+
+What is recorded (``settings``): the server's kind and build, the weights the user declared (we cannot hash
+the server's files), the template hash, n_ctx, the sampling fields sent, whether token ids or text were sent.
+Where the server runs, under which name, with how much concurrency, and what it said about itself (``/props``,
+``/v1/models``) are recorded under ``placement``: they do not decide outputs and are not part of the identity.
+
+Capabilities are detected once, up front (``probe_server``): a scoring mode the server cannot do is refused
+with one line before the database is touched (``require_capabilities``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelSpec, ServedSpec
+from ..errors import UserError
+from .base import GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo, Prompt
+from .http import ServerClient, ServerRefused, ServerRequestError
+from .prompt_format import TemplateRenderError, render_base, render_chat
+from .truncation import left_truncate
+
+DEFAULT_SEED = 1234
+KINDS = ("llama-server", "vllm", "llama-cpp-python", "openai")
+# tokenize/detokenize routes and their request/response shapes, per server kind
+_TOKENIZE: dict[str, tuple[str, Callable[[str, str], dict[str, Any]], str]] = {
+    "llama-server": ("/tokenize", lambda text, model: {"content": text, "add_special": True,
+                                                       "parse_special": True}, "tokens"),
+    "vllm": ("/tokenize", lambda text, model: {"model": model, "prompt": text, "add_special_tokens": True},
+             "tokens"),
+    "llama-cpp-python": ("/extras/tokenize", lambda text, model: {"input": text, "model": model}, "tokens"),
+}
+_DETOKENIZE: dict[str, tuple[str, Callable[[list[int], str], dict[str, Any]], str]] = {
+    "llama-server": ("/detokenize", lambda tokens, model: {"tokens": tokens}, "content"),
+    "vllm": ("/detokenize", lambda tokens, model: {"model": model, "tokens": tokens}, "prompt"),
+    "llama-cpp-python": ("/extras/detokenize", lambda tokens, model: {"tokens": tokens, "model": model}, "text"),
+}
+# greedy decoding as each kind spells it (beyond temperature 0 and top_p 1, which every kind takes)
+_GREEDY: dict[str, dict[str, Any]] = {
+    "llama-server": {"top_k": 1, "min_p": 0.0, "repeat_penalty": 1.0, "cache_prompt": True},
+    "llama-cpp-python": {"top_k": 1, "min_p": 0.0, "repeat_penalty": 1.0},
+    "vllm": {"top_k": 1, "repetition_penalty": 1.0},
+    "openai": {},
+}
+
+
+@dataclass(frozen=True)
+class ServerProbe:
+    """What a server says about itself and what it can do, found out once before a run."""
+
+    kind: str                       # one of KINDS
+    build: str                      # the server's build/version as it reports it ("unknown" when it does not)
+    models: list[str]               # names /v1/models lists
+    n_ctx: int | None               # the context size it reports, if any
+    chat_template: str | None       # /props chat_template (llama-server)
+    bos_token: str                  # BOS/EOS text for templates, when reported
+    eos_token: str
+    token_ids: bool                 # accepts a list of token ids as the prompt
+    tokenize: bool                  # has a tokenize endpoint (left truncation as in-process)
+    grammar: bool                   # accepts a GBNF ``grammar`` (constrained scoring)
+    loglik: bool                    # prompt log-probabilities usable for loglik scoring
+    reported: dict[str, Any] = field(default_factory=dict)  # /props and /v1/models, trimmed, for the record
+
+
+def api_key(served: ServedSpec, environ: dict[str, str] | None = None) -> str | None:
+    """The API key from the environment variable models.toml names (never stored, never logged)."""
+    if served.api_key_env is None:
+        return None
+    value = (os.environ if environ is None else environ).get(served.api_key_env)
+    if not value:
+        raise UserError(f"api_key_env = \"{served.api_key_env}\" names an environment variable that is not set "
+                        f"(export {served.api_key_env}=... before the run)")
+    return value
+
+
+def make_client(spec: ModelSpec, **overrides: Any) -> ServerClient:
+    served = _served(spec)
+    hint = (f"check the key in ${served.api_key_env}" if served.api_key_env
+            else "the server wants an API key: export it as a variable and name that variable with api_key_env "
+                 "in models.toml")
+    options: dict[str, Any] = dict(api_key=api_key(served), timeout_s=served.timeout_s,
+                                   connect_timeout_s=served.connect_timeout_s, retries=served.retries,
+                                   max_connections=served.max_concurrency, key_hint=hint)
+    options.update(overrides)
+    return ServerClient(served.base_url, **options)
+
+
+def _served(spec: ModelSpec) -> ServedSpec:
+    if spec.served is None:
+        raise ValueError(f"model '{spec.id}' is not a served model")
+    return spec.served
+
+
+def _trim(value: Any, depth: int = 0) -> Any:
+    """A JSON value with long strings and lists shortened, for the record (a /props answer can hold a 10 KB
+    template and per-slot state)."""
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "…"
+    if isinstance(value, list):
+        return [_trim(v, depth + 1) for v in value[:8]] if depth < 4 else "…"
+    if isinstance(value, dict):
+        return {str(k): _trim(v, depth + 1) for k, v in list(value.items())[:40]} if depth < 4 else "…"
+    return value
+
+
+def probe_server(spec: ModelSpec, client: ServerClient) -> ServerProbe:
+    """Reach the server, check the model name, and find out its kind and capabilities.
+
+    Raises ServerUnavailable (not reachable), ServerRefused (API key, or model not served: one line each)."""
+    served = _served(spec)
+    listing = client.get("/v1/models", optional=True)
+    if listing is None:
+        raise ServerRefused(f"server {served.base_url} has no /v1/models route: not an OpenAI-compatible server "
+                            "(base_url should be the server's root, e.g. http://host:8080)")
+    entries = listing.get("data", []) if isinstance(listing, dict) else []
+    names = [str(e.get("id")) for e in entries if isinstance(e, dict) and e.get("id") is not None]
+    if served.model not in names:
+        raise ServerRefused(f"server {served.base_url} does not serve a model named '{served.model}' (it serves: "
+                            f"{', '.join(repr(n) for n in names[:10]) or 'nothing'}); set model = ... in models.toml "
+                            "to the served name (llama-server --alias, vLLM --served-model-name)")
+    entry = next(e for e in entries if isinstance(e, dict) and str(e.get("id")) == served.model)
+    props = client.get("/props", optional=True)
+    props = props if isinstance(props, dict) else None
+    version = None if props else client.get("/version", optional=True)
+    kind, build = "openai", "unknown"
+    if props is not None and ("default_generation_settings" in props or "build_info" in props):
+        kind, build = "llama-server", str(props.get("build_info") or "unknown")
+    elif isinstance(version, dict) and "version" in version:
+        kind, build = "vllm", str(version["version"])
+    elif client.post("/extras/tokenize", {"input": "", "model": served.model}, optional=True) is not None:
+        kind = "llama-cpp-python"
+        api = client.get("/openapi.json", optional=True)
+        build = str(api.get("info", {}).get("version", "unknown")) if isinstance(api, dict) else "unknown"
+    settings = (props or {}).get("default_generation_settings") or {}
+    n_ctx = settings.get("n_ctx") or (props or {}).get("n_ctx") or entry.get("max_model_len")
+    return ServerProbe(
+        kind=kind, build=build, models=names, n_ctx=int(n_ctx) if isinstance(n_ctx, int) else None,
+        chat_template=(props or {}).get("chat_template") or None,
+        bos_token=str((props or {}).get("bos_token") or ""), eos_token=str((props or {}).get("eos_token") or ""),
+        token_ids=kind in ("llama-server", "vllm"), tokenize=kind in _TOKENIZE,
+        grammar=kind in ("llama-server", "llama-cpp-python"),
+        loglik=False,  # see docs/scale-out.md: prompt logprobs are not wired up yet for any server kind
+        reported={"models": _trim(entries), **({"props": _trim({k: v for k, v in props.items()
+                                                                if k != "chat_template"})} if props else {}),
+                  **({"version": _trim(version)} if isinstance(version, dict) else {})},
+    )
+
+
+def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, ...]) -> None:
+    """Refuse, before anything is written, a scoring mode this server cannot do (one line)."""
+    served = _served(spec)
+    if "loglik" in modes and not probe.loglik:
+        raise UserError(f"model '{spec.id}': --scoring loglik needs prompt log-probabilities, which medbench-local "
+                        f"does not read from a {probe.kind} server ({served.base_url}); use --scoring generate or "
+                        "constrained, or run the model in-process (docs/scale-out.md)")
+    if "constrained" in modes and not probe.grammar:
+        raise UserError(f"model '{spec.id}': --scoring constrained needs a GBNF grammar field, which a "
+                        f"{probe.kind} server ({served.base_url}) does not take; use llama-server or "
+                        "llama-cpp-python's server, or --scoring generate")
+    n_ctx = context_size(spec, probe)
+    if served.n_ctx is None and n_ctx is None:
+        raise UserError(f"model '{spec.id}': the {probe.kind} server at {served.base_url} does not report its "
+                        "context size; set n_ctx in models.toml to the server's (e.g. --n_ctx 4096)")
+
+
+def context_size(spec: ModelSpec, probe: ServerProbe) -> int | None:
+    """The context the prompts must fit in: the declared n_ctx (at most the server's), else the server's."""
+    served = _served(spec)
+    if served.n_ctx is not None and probe.n_ctx is not None and served.n_ctx > probe.n_ctx:
+        raise UserError(f"model '{spec.id}': n_ctx = {served.n_ctx} in models.toml, but the server at "
+                        f"{served.base_url} has only {probe.n_ctx}; lower n_ctx or restart the server with more")
+    return served.n_ctx if served.n_ctx is not None else probe.n_ctx
+
+
+def weights_identity(served: ServedSpec, declared_sha256: str | None) -> tuple[str, dict[str, str]]:
+    """(the model's sha256 column, what was declared): the GGUF's SHA-256, or for safetensors the SHA-256 of
+    the text "<repo>@<revision>" (a stable key for the pinned weights; the declaration itself is recorded)."""
+    if declared_sha256:
+        return declared_sha256, {"sha256": declared_sha256}
+    pin = f"{served.weights_repo}@{served.weights_revision}"
+    return hashlib.sha256(pin.encode()).hexdigest(), {"repo": str(served.weights_repo),
+                                                       "revision": str(served.weights_revision)}
+
+
+def local_template(path: Path | None) -> tuple[str | None, str, str, dict[str, Any]]:
+    """(chat template, BOS text, EOS text, header summary) of a local copy of the served GGUF, read for its
+    template only (llama.cpp's vocab-only load: no weights, no hashing)."""
+    if path is None:
+        return None, "", "", {}
+    from ..modelfiles.gguf_header import read_gguf_metadata, summarize
+
+    metadata = read_gguf_metadata(path)
+    bos_text = eos_text = ""
+    try:
+        import llama_cpp
+
+        from .llama import captured_stderr
+
+        with captured_stderr():
+            vocab_model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        try:
+            for token, name in ((vocab_model.token_bos(), "bos"), (vocab_model.token_eos(), "eos")):
+                text = vocab_model._model.token_get_text(token) if token != -1 else ""
+                bos_text, eos_text = (text, eos_text) if name == "bos" else (bos_text, text)
+        finally:
+            vocab_model.close()
+    except Exception:  # noqa: BLE001 - an unusual binding: templates then see empty BOS/EOS texts
+        pass
+    return metadata.get("tokenizer.chat_template"), bos_text, eos_text, summarize(metadata)
+
+
+class OpenAICompatEngine:
+    """One served model. Thread-safe: ``generate`` may run in several threads at once (one HTTP pool)."""
+
+    def __init__(self, spec: ModelSpec, template_path: Path | None = None, *, seed: int = DEFAULT_SEED,
+                 client: ServerClient | None = None, probe: ServerProbe | None = None) -> None:
+        served = _served(spec)
+        self.spec = spec
+        self.client = client or make_client(spec)
+        self.probe = probe or probe_server(spec, self.client)
+        self.max_concurrency = served.max_concurrency
+        file_template, bos_text, eos_text, header = local_template(template_path)
+        if spec.chat_template:
+            template, template_from = spec.chat_template, "models.toml"
+        elif self.probe.chat_template:
+            template, template_from = self.probe.chat_template, "server /props"
+        elif file_template:
+            template, template_from = file_template, f"GGUF {template_path}"
+        else:
+            template, template_from = None, "none"
+        if spec.prompt_mode == "chat" and template is None:
+            raise UserError(f"model '{spec.id}': prompt_mode = \"chat\" needs a chat template, and none was found "
+                            "(models.toml chat_template, the server's /props, or a local copy of the GGUF as path "
+                            "or package + file); set one, or prompt_mode = \"base\"")
+        self._template = template if spec.prompt_mode == "chat" else None
+        self._bos_text = self.probe.bos_token or bos_text
+        self._eos_text = self.probe.eos_token or eos_text
+        n_ctx = context_size(spec, self.probe)
+        if n_ctx is None:
+            raise UserError(f"model '{spec.id}': the server does not report its context size; set n_ctx in "
+                            "models.toml")
+        self._bos: int | None = None
+        self._bos_probe = threading.Lock()
+        self._aborted = False
+        sha256, weights = weights_identity(served, spec.sha256)
+        self.settings: dict[str, Any] = {
+            "engine": "openai",
+            "server_kind": self.probe.kind,
+            "server_build": self.probe.build,
+            "weights": weights,
+            "n_ctx": n_ctx,
+            "seed": seed,
+            "temperature": 0.0,
+            "sampler": "greedy",
+            "request_sampling": {"temperature": 0.0, "top_p": 1.0, **_GREEDY[self.probe.kind]},
+            "prompt_sent_as": "token ids" if self.probe.token_ids else "text",
+            "truncation": "left, server tokenizer" if self.probe.tokenize else "none (server cannot tokenize)",
+            "prompt_mode": spec.prompt_mode,
+            "model_stop": list(spec.stop),
+            # where and how the work runs: recorded, not part of the identity (runner.PLACEMENT_ONLY)
+            "placement": {
+                "base_url": served.base_url, "served_model": served.model,
+                "max_concurrency": served.max_concurrency, "timeout_s": served.timeout_s,
+                "connect_timeout_s": served.connect_timeout_s, "retries": served.retries,
+                "template_from": template_from, "server_reported": self.probe.reported,
+            },
+        }
+        self.info = ModelInfo(
+            model_id=spec.id, path=str(template_path) if template_path else f"served:{served.model}",
+            sha256=sha256, size_bytes=template_path.stat().st_size if template_path else 0,
+            prompt_mode=spec.prompt_mode, chat_template=self._template,
+            chat_template_sha256=hashlib.sha256(self._template.encode()).hexdigest() if self._template else None,
+            metadata={**header, "served": {"kind": self.probe.kind, "weights": weights}}, settings=self.settings)
+
+    # ---- text and tokens
+
+    def render(self, prompt: Prompt) -> str:
+        if self._template is None:
+            return render_base(prompt)
+        try:
+            return render_chat(self._template, prompt, bos_token=self._bos_text, eos_token=self._eos_text)
+        except TemplateRenderError as exc:
+            raise UserError(f"model '{self.info.model_id}': {exc}") from None
+
+    def tokenize(self, text: str) -> list[int]:
+        """The server's tokens for ``text``: special tokens parsed, one BOS where the model adds one (a BOS
+        already in the text is not doubled, as in-process)."""
+        return self._single_bos(self._server_tokens(text))
+
+    def _server_tokens(self, text: str) -> list[int]:
+        route, body, key = _TOKENIZE[self.probe.kind]
+        answer = self.client.post(route, body(text, self._served_name))
+        if not isinstance(answer, dict) or not isinstance(answer.get(key), list):
+            raise ServerRequestError(f"{route}: unexpected answer {str(answer)[:200]}")
+        return [int(t) for t in answer[key]]
+
+    def _single_bos(self, tokens: list[int]) -> list[int]:
+        bos = self._bos_token()
+        if bos is not None and len(tokens) >= 2 and tokens[0] == tokens[1] == bos:
+            return tokens[1:]
+        return tokens
+
+    def _bos_token(self) -> int | None:
+        """The BOS id when the server adds one: what it makes of an empty text."""
+        with self._bos_probe:
+            if self._bos is None:
+                route, body, key = _TOKENIZE[self.probe.kind]
+                answer = self.client.post(route, body("", self._served_name))
+                tokens = answer.get(key, []) if isinstance(answer, dict) else []
+                self._bos = int(tokens[0]) if tokens else -1
+        return self._bos if self._bos != -1 else None
+
+    def detokenize(self, tokens: list[int]) -> str:
+        route, body, key = _DETOKENIZE[self.probe.kind]
+        answer = self.client.post(route, body(tokens, self._served_name))
+        return str(answer[key])
+
+    @property
+    def _served_name(self) -> str:
+        return _served(self.spec).model
+
+    def count_tokens(self, text: str) -> int:
+        """Length of a plain text (for token budgets such as LongHealth's): the server's tokens, less its BOS."""
+        if not self.probe.tokenize:
+            return max(1, len(text) // 4)  # no tokenizer to ask: the usual 4-characters-per-token estimate
+        tokens = self.tokenize(text)
+        bos = self._bos_token()
+        return len(tokens) - (1 if bos is not None and tokens and tokens[0] == bos else 0)
+
+    def _prompt_payload(self, text: str, budget: int) -> tuple[Any, int, int]:
+        """(what to send as ``prompt``, prompt tokens, tokens dropped from the left)."""
+        if not self.probe.tokenize:
+            return text, 0, 0
+        raw = self._server_tokens(text)
+        tokens = self._single_bos(raw)
+        bos = self._bos_token()
+        kept, truncated = left_truncate(tokens, budget, bos)
+        if self.probe.token_ids:
+            return kept, len(kept), truncated
+        if truncated == 0 and tokens == raw:  # the server reads the text as exactly these tokens
+            return text, len(kept), 0
+        # text-only server and a changed token list: send text that the server tokenizes to exactly ``kept``
+        body = kept[1:] if bos is not None and kept and kept[0] == bos else kept
+        sent = self.detokenize(body)
+        if self.tokenize(sent) != kept:
+            raise ServerRequestError(f"the prompt had to be cut to {len(kept)} tokens, and this {self.probe.kind} "
+                                     "server accepts only text, which does not tokenize back to the same tokens; "
+                                     "raise n_ctx on the server and in models.toml, or use llama-server or vLLM")
+        return sent, len(kept), truncated
+
+    # ---- generate_until
+
+    def generate(self, request: GenerateRequest) -> Generation:
+        if self._aborted:
+            raise ServerRequestError("run aborted")
+        text = self.render(request.prompt)
+        budget = int(self.settings["n_ctx"]) - request.max_tokens
+        if budget < 8:
+            raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
+                            f"prompt after max_tokens {request.max_tokens}")
+        started = time.perf_counter()
+        prompt, prompt_tokens, truncated = self._prompt_payload(text, budget)
+        body: dict[str, Any] = {
+            "model": self._served_name, "prompt": prompt, "max_tokens": request.max_tokens, "stream": False,
+            "seed": self.settings["seed"], **self.settings["request_sampling"],
+        }
+        stop = [*request.stop, *self.settings["model_stop"]]
+        if stop:
+            body["stop"] = stop
+        if request.grammar is not None:
+            if not self.probe.grammar:
+                raise ServerRequestError(f"a {self.probe.kind} server takes no grammar")
+            body["grammar"] = request.grammar
+        answer = self.client.post("/v1/completions", body)
+        seconds = time.perf_counter() - started
+        try:
+            choice = answer["choices"][0]
+            output = str(choice["text"])
+        except (KeyError, IndexError, TypeError):
+            raise ServerRequestError(f"unexpected completion answer: {str(answer)[:200]}") from None
+        usage = answer.get("usage") or {}
+        timings = answer.get("timings") or {}  # llama-server's own split of the time
+        finish = str(choice.get("finish_reason") or "stop")
+        return Generation(
+            prompt_text=text, output=output, prompt_tokens=prompt_tokens or int(usage.get("prompt_tokens") or 0),
+            truncated_tokens=truncated, completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason="length" if finish == "length" else "stop", seconds=seconds,
+            prompt_ms=_number(timings.get("prompt_ms")), generation_ms=_number(timings.get("predicted_ms")),
+            prompt_tokens_evaluated=_integer(timings.get("prompt_n")),
+        )
+
+    def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods:
+        raise UserError(f"model '{self.info.model_id}': loglik scoring is not available for served models yet")
+
+    def abort(self) -> None:
+        """Second Ctrl-C: close the connections, so requests in flight fail now instead of at their timeout."""
+        self._aborted = True
+        self.client.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _integer(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
