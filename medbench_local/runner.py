@@ -36,7 +36,7 @@ from . import __version__
 from .config import Config, ModelSpec, ServedSource
 from .errors import ModelFileError, UserError
 from .engine.base import Engine, GenerateRequest, LoglikelihoodRequest
-from .engine.llama import RUNTIME_ONLY_SETTINGS, LlamaEngine, require_gpu_build
+from .engine.llama import LlamaEngine, require_gpu_build
 from .engine.rpc import check_rpc_plan, require_rpc_build
 from .engine.runtime import build_info
 from .modelfiles.check import check_model_file
@@ -346,24 +346,9 @@ def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any
     return sha256_text(canonical_json({"engine": engine_identity, "task": task_settings}))
 
 
-# Engine settings that say where the work runs, not what is computed: recorded, not part of the identity.
-PLACEMENT_ONLY = ("n_threads", "rpc_servers", "placement")  # placement: a served model's URL, name, concurrency
-
-
 def engine_identity(engine: Engine) -> dict[str, Any]:
-    """What decides the outputs: the weights, the template, the llama.cpp build and output-relevant settings.
-
-    Threads, KV reuse (RUNTIME_ONLY_SETTINGS: proven not to change outputs) and the RPC servers' addresses do not
-    change results (a replaced cluster node must not start a new evaluation), but spreading layers over RPC
-    servers can, like a GPU split: their number is part of it."""
-    settings = {k: v for k, v in engine.settings.items() if k not in PLACEMENT_ONLY and k not in RUNTIME_ONLY_SETTINGS}
-    if engine.settings.get("rpc_servers"):
-        settings["rpc_server_count"] = len(engine.settings["rpc_servers"])
-    if engine.settings.get("engine") == "openai":  # the server's build decides outputs, not our llama.cpp
-        return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
-                "settings": settings}
-    return {"model_sha256": engine.info.sha256, "chat_template_sha256": engine.info.chat_template_sha256,
-            "llama_cpp_python": build_info()["llama_cpp_python"], "settings": settings}
+    """What decides the outputs of ``engine`` (its ``identity()``: engine/identity.py says what is left out)."""
+    return engine.identity()
 
 
 def run_record(config: Config, options: RunOptions, models: list[ModelRole], tasks: list[LoadedTask]

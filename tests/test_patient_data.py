@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo, Prompt
 from medbench_local.engine.prompt_format import render_base
@@ -33,6 +34,9 @@ class MisspellingEngine:
         self.settings: dict[str, Any] = {"n_ctx": 4096, "seed": 1, "n_threads": 1}
         self.info = ModelInfo(model_id=spec.id, path=f"/fake/{spec.id}.gguf", sha256=spec.id[0] * 64,
                               size_bytes=1, prompt_mode="base", chat_template=None, chat_template_sha256=None)
+
+    def identity(self) -> dict[str, Any]:  # as an in-process engine's, with a fixed build
+        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings, build="fake")
 
     def render(self, prompt: Prompt) -> str:
         return render_base(prompt)

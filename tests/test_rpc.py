@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from medbench_local.engine.identity import identity as identity_of
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine import rpc
 from medbench_local.engine.base import ModelInfo
@@ -243,6 +244,9 @@ class _Engine:
         self.settings = settings
         self.info = ModelInfo(model_id="m", path="/m.gguf", sha256="a" * 64, size_bytes=1, prompt_mode="chat",
                               chat_template=None, chat_template_sha256=None)
+
+    def identity(self) -> dict[str, Any]:  # as an in-process engine's, with a fixed build
+        return identity_of(self.info.sha256, self.info.chat_template_sha256, self.settings, build="fake")
 
 
 def test_rpc_servers_are_recorded_and_only_their_number_is_identity() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo, Prompt
 from medbench_local.engine.prompt_format import render_base
@@ -24,6 +25,9 @@ class FakeEngine:
         self.info = ModelInfo(model_id=spec.id, path="/fake.gguf", sha256="f" * 64, size_bytes=1,
                               prompt_mode="base", chat_template=None, chat_template_sha256=None)
         self.closed = False
+
+    def identity(self) -> dict[str, Any]:  # as an in-process engine's, with a fixed build
+        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings, build="fake")
 
     def render(self, prompt: Prompt) -> str:
         return render_base(prompt)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.analysis.paired import compare_pairs
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo, Prompt
@@ -75,6 +76,9 @@ class AnsweringEngine:
         self.settings: dict[str, Any] = {"n_ctx": 512, "seed": 1, "n_threads": 1}
         self.info = ModelInfo(model_id=spec.id, path=f"/{spec.id}.gguf", sha256=spec.id[0] * 64, size_bytes=1,
                               prompt_mode="base", chat_template=None, chat_template_sha256=None)
+
+    def identity(self) -> dict[str, Any]:  # as an in-process engine's, with a fixed build
+        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings, build="fake")
 
     def render(self, prompt: Prompt) -> str:
         return render_base(prompt)

@@ -39,6 +39,7 @@ from .base import (ContinuationScore, GenerateRequest, Generation, Loglikelihood
 from .prompt_format import TemplateRenderError, render_base, render_chat
 from .rpc import rpc_llama_kwargs
 from .runtime import ThreadChoice, build_info, choose_threads, default_gpu_layers
+from .identity import identity as engine_identity
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
@@ -87,7 +88,6 @@ def engine_settings(spec: ModelSpec, *, seed: int, n_threads: int | None, n_batc
 
 # Recorded with every evaluation, but not part of its identity: outputs are byte-identical across them
 # (tests/test_kv_reuse.py for kv_reuse; thread counts: issue 12, 100/100 items).
-RUNTIME_ONLY_SETTINGS = frozenset({"n_threads", "n_threads_batch", "threads_rule", "kv_reuse"})
 
 
 def require_gpu_build(spec: ModelSpec, allow_cpu: bool) -> None:
@@ -456,6 +456,11 @@ class LlamaEngine:
     def abort(self) -> None:
         """Stop the computation in flight as soon as llama.cpp next polls (called from a signal handler)."""
         self._abort.trip()
+
+    def identity(self) -> dict[str, Any]:
+        """Weights, chat template, this llama.cpp build and the output-relevant settings (engine/identity.py)."""
+        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings,
+                               build=build_info()["llama_cpp_python"])
 
     def close(self) -> None:
         import llama_cpp

@@ -34,6 +34,7 @@ from ..config import ModelSpec, ServedSpec
 from ..errors import UserError
 from .base import GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo, Prompt
 from .http import ServerClient, ServerRefused, ServerRequestError
+from .identity import identity as engine_identity
 from .prompt_format import TemplateRenderError, render_base, render_chat
 from .truncation import left_truncate
 
@@ -413,6 +414,11 @@ class OpenAICompatEngine:
         """Second Ctrl-C: close the connections, so requests in flight fail now instead of at their timeout."""
         self._aborted = True
         self.client.close()
+
+    def identity(self) -> dict[str, Any]:
+        """Declared weights, chat template and output settings; the server's build is in those settings (the
+        server, not our llama.cpp, computes the outputs). URL, served name and concurrency are placement."""
+        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings)
 
     def close(self) -> None:
         self.client.close()
