@@ -11,6 +11,7 @@ batch shapes, which moves the last bits (docs/kv-reuse.md explains why).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -100,9 +101,14 @@ def test_constrained_output_maps_back_to_its_option() -> None:
 @given(st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=5, unique=True))
 def test_grammar_lists_every_option_as_an_escaped_literal(texts: list[str]) -> None:
     grammar = choice_grammar(ChoiceSet(Prompt("s", "u"), {chr(65 + i): t for i, t in enumerate(texts)}, "A"))
-    assert grammar.startswith("root ::= ") and grammar.count(" | ") == len(texts) - 1
-    body = grammar[len("root ::= "):].rstrip("\n")
+    assert grammar.startswith("root ::= ") and grammar.endswith("\n")
+    body = grammar[len("root ::= "):-1]
     assert "\n" not in body  # newlines inside options are escaped, one rule line
+    literals = re.findall(r'"(?:[^"\\]|\\.)*"', body)  # GBNF string literals, escapes included
+    assert " | ".join(literals) == body  # nothing but the alternatives (an option may itself contain " | ")
+    unescape = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+    decoded = [re.sub(r"\\(.)", lambda m: unescape[m.group(1)], lit[1:-1]) for lit in literals]
+    assert decoded == texts  # each option exactly once, in order, read back to its own text
 
 
 def context(task_id: str, data: object) -> PromptContext:
