@@ -141,8 +141,10 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "id": "Generation id", "evaluation": "evaluations.key", "item": "items.key", "run_id": "The run that "
         "generated it", "prompt": "The exact rendered prompt (or its SHA-256 with --no-store-inputs)",
         "prompt_tokens": "Tokens of the prompt (after truncation)", "truncated_tokens": "Tokens dropped from the "
-        "start of a prompt beyond the context", "output": "Raw output", "completion_tokens": "Tokens generated",
-        "finish_reason": "stop, length or error", "seconds": "Wall time", "prompt_ms": "llama.cpp prompt "
+        "start of a prompt beyond the context", "prompt_tokens_evaluated": "Prompt tokens actually processed for "
+        "this item; the rest came from the KV cache (a prefix shared with the previous item; null before m005)",
+        "output": "Raw output", "completion_tokens": "Tokens generated",
+        "finish_reason": "stop, length, loglik (likelihood scoring) or error", "seconds": "Wall time", "prompt_ms": "llama.cpp prompt "
         "processing time, ms", "generation_ms": "llama.cpp token generation time, ms", "error": "Error message "
         "when generation failed", "created_at": "When it was stored (UTC)"}),
     "scores": ("One row per generation: the verdict", {
