@@ -25,7 +25,7 @@ import sqlite_utils
 
 from ..metrics.stats import (Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test,
                              paired_proportion_difference_ci, wilson_ci)
-from ..store.queries import has_evaluation, tasks_for
+from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
 from ..errors import UserError
 from ..tasks import get_task, task_ids
 from ..tasks.base import BERTSCORE_METRICS, OUTCOMES, UMLS_METRICS
@@ -173,14 +173,11 @@ def _interval(interval: Interval) -> dict[str, float]:
 
 
 def load_item_scores(db: sqlite_utils.Database, evaluation: str) -> ItemScores:
-    head = db.conn.execute("select model_id, model_sha256, settings from evaluations where key = ?",
-                           (evaluation,)).fetchone()
+    head = evaluation_head(db, evaluation)
     settings = json.loads(head[2] or "{}")
     items: dict[str, tuple[str, dict[str, float]]] = {}
     golds: dict[str, str | None] = {}
-    for item, outcome, metrics, gold in db.conn.execute(
-            "select item, outcome, metrics, gold from scores where evaluation = ? order by generation_id",
-            (evaluation,)):
+    for item, outcome, metrics, gold in evaluation_scores(db, evaluation):
         items[item] = (outcome, json.loads(metrics or "{}"))
         golds[item] = gold
     quirks = bool(settings.get("task", {}).get("reference_quirks"))

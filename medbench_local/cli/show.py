@@ -16,17 +16,14 @@ from ..analysis.pair_sources import (PairSource, check_models, check_tasks, data
 from ..analysis.pairing import PairedEvaluations, pair_evaluations
 from ..errors import UserError
 from ..store.database import reading
-from ..store.queries import latest_evaluation
+from ..store.queries import answers_by_item, latest_evaluation
 from ..tasks.loglik_scoring import SCORING_MODES
 from .common import db_option, pair_options, split_commas, stdout
 from .safe_text import literal
 
 
 def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
-    return {row["item"]: row for row in db.query(
-        "select s.item, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, s.metrics "
-        "from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
-        "where s.evaluation = ? order by g.id", [evaluation])}
+    return answers_by_item(db, evaluation)
 
 
 def paired_group(db: sqlite_utils.Database, pair: PairSource | str, task: str, data: str | None = None,

@@ -21,6 +21,7 @@ import sqlite_utils
 from .. import __version__
 from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport
 from ..fileio import safe_component
+from ..store.queries import report_metadata
 from . import browser, sections
 
 STYLE = """
@@ -59,15 +60,7 @@ def plot_file_name(pair: str, kind: str) -> str:
 
 def gather_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                                          list[dict[str, Any]]]:
-    runs = list(db.query("select id, started_at, finished_at, status, medbench_version, llama_cpp_version, "
-                         "gpu_offload_supported, git_revision, command, settings, packages from runs "
-                         "order by started_at"))
-    models = list(db.query("select m.sha256, m.file_name, m.size_bytes, m.quantization, m.architecture, "
-                           "m.chat_template_sha256, group_concat(distinct e.model_id) as model_ids from models m "
-                           "left join evaluations e on e.model_sha256 = m.sha256 group by m.sha256"))
-    evaluations = list(db.query("select model_id, model_sha256, task, settings, created_at from evaluations "
-                                "order by model_id, task, created_at"))
-    return runs, models, evaluations
+    return report_metadata(db)
 
 
 def _pair_section(report: PairReport, data: ReportInput) -> str:

@@ -230,3 +230,39 @@ def model_file_hashes(db: sqlite_utils.Database, model_id: str) -> set[str]:
 def view_names(db: sqlite_utils.Database) -> set[str]:
     """The SQL views the database holds (older databases may lack m004's)."""
     return {row[0] for row in db.conn.execute("select name from sqlite_master where type = 'view'")}
+
+
+def evaluation_head(db: sqlite_utils.Database, key: str) -> tuple[str, str, str | None]:
+    """(model id, model SHA-256, settings JSON) of one evaluation."""
+    row = db.conn.execute("select model_id, model_sha256, settings from evaluations where key = ?", (key,)).fetchone()
+    if row is None:
+        raise KeyError(key)
+    return row[0], row[1], row[2]
+
+
+def evaluation_scores(db: sqlite_utils.Database, key: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(item key, outcome, metrics JSON, gold) of one evaluation's scores, in generation order."""
+    return list(db.conn.execute("select item, outcome, metrics, gold from scores where evaluation = ? "
+                                "order by generation_id", (key,)))
+
+
+def answers_by_item(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
+    """One evaluation's answers keyed by item key: the item, prompt, output and score (what ``show`` prints)."""
+    return {row["item"]: row for row in db.query(
+        "select s.item, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, s.metrics "
+        "from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
+        "where s.evaluation = ? order by g.id", [evaluation])}
+
+
+def report_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                         list[dict[str, Any]]]:
+    """Runs, models (with the ids they ran under) and evaluations, for the report's provenance sections."""
+    runs = list(db.query("select id, started_at, finished_at, status, medbench_version, llama_cpp_version, "
+                         "gpu_offload_supported, git_revision, command, settings, packages from runs "
+                         "order by started_at"))
+    models = list(db.query("select m.sha256, m.file_name, m.size_bytes, m.quantization, m.architecture, "
+                           "m.chat_template_sha256, group_concat(distinct e.model_id) as model_ids from models m "
+                           "left join evaluations e on e.model_sha256 = m.sha256 group by m.sha256"))
+    evaluations = list(db.query("select model_id, model_sha256, task, settings, created_at from evaluations "
+                                "order by model_id, task, created_at"))
+    return runs, models, evaluations
