@@ -1,4 +1,5 @@
-"""Reading dataset files the same way for every task: UTF-8 (BOM tolerated), one clear error line otherwise.
+"""Reading dataset files the same way for every task: UTF-8 (BOM tolerated), one clear error line otherwise;
+and the record checks loaders share (required text fields, multiple-choice options, finding the file in a folder).
 
 Why shared: every loader must turn an unreadable, non-UTF-8 or empty file into the same kind of DataError
 (file, line, what was expected), so the hostile-input guarantees hold for every task alike. The same goes for
@@ -12,12 +13,15 @@ from __future__ import annotations
 import csv
 import json
 import stat
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 
+LETTERS = string.ascii_uppercase[:10]  # option letters A-J
+MIN_OPTIONS = 2
 MAX_JSON_DEPTH = 64                 # real data files nest 2-5 levels
 MAX_CSV_FIELD = 16 * 1024 * 1024    # one CSV cell (a long discharge letter is ~0.5 MB)
 
@@ -139,3 +143,51 @@ def csv_reader(lines: Any, **options: Any) -> _LongFieldReader:
     """``csv.reader(lines, **options)`` that accepts cells up to MAX_CSV_FIELD characters (a longer cell is a
     csv.Error, reported by the loaders as malformed CSV with its line)."""
     return _LongFieldReader(csv.reader(lines, **options))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# records: required fields, multiple-choice options, finding the file in a folder
+
+def required_text(path: Path, line: int | None, record: dict[str, Any], name: str, where: str = "") -> str:
+    """A record's field that must be non-empty text, stripped; else one DataError naming file, line and field."""
+    value = record.get(name)
+    if not isinstance(value, str) or not value.strip():
+        problem = "missing or empty" if value in (None, "") else f"expected text, got {value!r}"
+        raise DataError(path, where + problem, line=line, field=name)
+    return value.strip()
+
+
+def check_options(path: Path, line: int | None, options: dict[str, Any], field: str) -> dict[str, str]:
+    """Multiple-choice options: MIN_OPTIONS to 10, lettered A, B, C, ... without gaps, each non-empty text."""
+    if len(options) < MIN_OPTIONS or len(options) > len(LETTERS):
+        raise DataError(path, f"expected {MIN_OPTIONS}-{len(LETTERS)} options, got {len(options)}",
+                        line=line, field=field)
+    letters = list(options)
+    if letters != list(LETTERS[: len(letters)]):
+        raise DataError(path, "option letters must run A, B, C, ... without gaps, got "
+                        f"{', '.join(map(str, letters))}", line=line, field=field)
+    for letter, text in options.items():
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, f"option {letter} is empty or not text", line=line, field=field)
+    return {k: v.strip() for k, v in options.items()}
+
+
+def pick_file(folder: Path, preferred: tuple[str, ...], suffixes: tuple[str, ...], what: str) -> Path:
+    """In a data folder: the first ``preferred`` file that exists, else the only file with one of ``suffixes``."""
+    for name in preferred:
+        if (folder / name).is_file():
+            return folder / name
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(p.name for p in candidates) or "none"
+    raise DataError(folder, f"folder holds no {' or '.join(preferred)} and not exactly one {what} file "
+                    f"(found: {found}); pass the file itself with --data")
+
+
+def existing_path(path: Path) -> Path:
+    """``path`` as a Path, or one DataError when nothing is there."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    return path

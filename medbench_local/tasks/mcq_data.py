@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import csv
 import io
-import string
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
 from .base import Item
-from .datafiles import csv_reader, jsonl_records, read_text
-
-LETTERS = string.ascii_uppercase[:10]  # A-J
-MIN_OPTIONS = 2
+from .datafiles import LETTERS, MIN_OPTIONS, csv_reader, jsonl_records, read_text, required_text
 
 
 def load_mcq(path: Path) -> list[Item]:
@@ -105,11 +101,8 @@ def _make_item(path: Path, line: int, record: dict[str, Any], options: Any) -> I
     def text_field(name: str) -> str:
         value = record.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "id":
-            value = str(value)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(path, "missing or empty" if value in (None, "") else f"expected text, got {value!r}",
-                            line=line, field=name)
-        return value.strip()
+            return required_text(path, line, {name: str(value)}, name)  # a numeric id is its text
+        return required_text(path, line, record, name)
 
     item_id, case, question = text_field("id"), text_field("case"), text_field("question")
     if not isinstance(options, dict) or not options:

@@ -37,8 +37,8 @@ from ..metrics.extraction import Extraction, extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
 from .choice_scoring import score_choice
-from .datafiles import csv_reader, jsonl_records, parse_json, read_text
-from .mcq_data import LETTERS, MIN_OPTIONS
+from .datafiles import (LETTERS, MIN_OPTIONS, check_options, csv_reader, existing_path, jsonl_records, parse_json,
+                        pick_file, read_text, required_text)
 from .prompts import PromptTemplate
 
 MCQ_PROMPT = PromptTemplate(
@@ -178,28 +178,6 @@ TASKS = [
 # Shared validation
 
 
-def _text(path: Path, line: int | None, record: dict[str, Any], name: str, where: str = "") -> str:
-    value = record.get(name)
-    if not isinstance(value, str) or not value.strip():
-        problem = "missing or empty" if value in (None, "") else f"expected text, got {value!r}"
-        raise DataError(path, where + problem, line=line, field=name)
-    return value.strip()
-
-
-def _check_options(path: Path, line: int | None, options: dict[str, Any], field: str) -> dict[str, str]:
-    if len(options) < MIN_OPTIONS or len(options) > len(LETTERS):
-        raise DataError(path, f"expected {MIN_OPTIONS}-{len(LETTERS)} options, got {len(options)}",
-                        line=line, field=field)
-    letters = list(options)
-    if letters != list(LETTERS[: len(letters)]):
-        raise DataError(path, "option letters must run A, B, C, ... without gaps, got "
-                        f"{', '.join(map(str, letters))}", line=line, field=field)
-    for letter, text in options.items():
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(path, f"option {letter} is empty or not text", line=line, field=field)
-    return {k: v.strip() for k, v in options.items()}
-
-
 def _item(item_id: str, path: Path, line: int, question: str, options: dict[str, str], answer: str,
           **extra: str) -> Item:
     return Item(id=item_id, payload={"question": question, **extra, "options": options, "answer": answer},
@@ -215,25 +193,6 @@ def _split_id(path: Path) -> str:
     return stem
 
 
-def _pick_file(folder: Path, preferred: tuple[str, ...], suffixes: tuple[str, ...], what: str) -> Path:
-    for name in preferred:
-        if (folder / name).is_file():
-            return folder / name
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-    if len(candidates) == 1:
-        return candidates[0]
-    found = ", ".join(p.name for p in candidates) or "none"
-    raise DataError(folder, f"folder holds no {' or '.join(preferred)} and not exactly one {what} file "
-                    f"(found: {found}); pass the file itself with --data")
-
-
-def _existing(path: Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file or directory")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------------------
 # MedQA
 
@@ -243,19 +202,19 @@ def load_medqa(path: Path) -> list[Item]:
 
     ``answer_idx`` is the gold letter; ``answer`` (the gold text), when present, must equal that option.
     """
-    path = _existing(path)
+    path = existing_path(path)
     if path.is_dir():
-        path = _pick_file(path, (MEDQA_FILE,), (".jsonl",), ".jsonl")
+        path = pick_file(path, (MEDQA_FILE,), (".jsonl",), ".jsonl")
     split = _split_id(path)
     items = []
     for line, record in jsonl_records(path):
-        question = _text(path, line, record, "question")
+        question = required_text(path, line, record, "question")
         options = record.get("options")
         if not isinstance(options, dict):
             raise DataError(path, "expected an object of lettered options" if options is not None else
                             "missing", line=line, field="options")
-        options = _check_options(path, line, options, "options")
-        answer = _text(path, line, record, "answer_idx").upper()
+        options = check_options(path, line, options, "options")
+        answer = required_text(path, line, record, "answer_idx").upper()
         if answer not in options:
             raise DataError(path, f"'{record['answer_idx']}' is not one of the options "
                             f"{', '.join(options)}", line=line, field="answer_idx")
@@ -324,7 +283,7 @@ def load_pubmedqa(path: Path) -> list[Item]:
     official 500-item test split. Its labels must equal ``final_decision``. Any other file in the same schema
     (e.g. the split script's ``test_set.json``) is evaluated whole, gold = ``final_decision``.
     """
-    path = _existing(path)
+    path = existing_path(path)
     if path.is_dir():
         if not (path / "ori_pqal.json").is_file():
             raise DataError(path, "folder holds no ori_pqal.json; pass the PubMedQA file itself with --data")
@@ -358,7 +317,7 @@ def load_pubmedqa(path: Path) -> list[Item]:
                 if isinstance(record, str) else ""
             raise DataError(path, f"{where}expected an object with QUESTION, CONTEXTS, final_decision, got "
                             f"{type(record).__name__}{hint}", line=line, field=pmid)
-        question = _text(path, line, record, "QUESTION", where)
+        question = required_text(path, line, record, "QUESTION", where)
         contexts = record.get("CONTEXTS")
         if not isinstance(contexts, list) or not contexts or \
                 not all(isinstance(c, str) and c.strip() for c in contexts):
@@ -397,7 +356,7 @@ def load_mmlu_medical(path: Path) -> list[Item]:
     each of the six medical subjects (one split; other subjects' files are ignored, so the full MMLU
     ``data/test`` works too). A single CSV is read whatever its subject.
     """
-    path = _existing(path)
+    path = existing_path(path)
     if path.is_file():
         return _load_mmlu_csv(path)
     folder = path / "test" if (path / "test").is_dir() else path
@@ -437,12 +396,12 @@ def _load_mmlu_csv(path: Path) -> list[Item]:
             if row_number == 1 and [c.strip().lower() for c in row] == ["question", "a", "b", "c", "d", "answer"]:
                 raise DataError(path, "MMLU CSVs have no header row; remove it", line=start)
             record = dict(zip(("question", "A", "B", "C", "D", "answer"), row))
-            question = _text(path, start, record, "question")
+            question = required_text(path, start, record, "question")
             options = {letter: record[letter] for letter in "ABCD"}
             for letter, text in options.items():
                 if not text.strip():
                     raise DataError(path, f"option {letter} is empty", line=start, field=letter)
-            options = _check_options(path, start, options, "options")
+            options = check_options(path, start, options, "options")
             answer = record["answer"].strip().upper()
             if answer not in options:
                 raise DataError(path, f"'{record['answer']}' is not one of A, B, C, D", line=start, field="answer")
@@ -469,15 +428,15 @@ def load_medmcqa(path: Path) -> list[Item]:
       choice_type, exp, subject_name, topic_name}``, ``cop`` 1-based (1 = opa) as the MedMCQA README states.
       (The Hugging Face copy stores cop 0-based: such a file fails on its first cop 0, never mis-scores.)
     """
-    path = _existing(path)
+    path = existing_path(path)
     if path.is_dir():
-        path = _pick_file(path, MEDMCQA_FILES, (".jsonl", ".json"), ".jsonl/.json")
+        path = pick_file(path, MEDMCQA_FILES, (".jsonl", ".json"), ".jsonl/.json")
     records = jsonl_records(path)
     original = "cop" in records[0][1] or "opa" in records[0][1]
     items: list[Item] = []
     seen: dict[str, int] = {}
     for line, record in records:
-        question = _text(path, line, record, "question")
+        question = required_text(path, line, record, "question")
         if original:
             item = _medmcqa_original(path, line, record, question)
             if item.id in seen:
@@ -494,8 +453,8 @@ def _medmcqa_original(path: Path, line: int, record: dict[str, Any], question: s
     if "choices" in record:
         raise DataError(path, "mixes the original (opa..opd, cop) and simplified (choices, answer) layouts",
                         line=line, field="choices")
-    item_id = _text(path, line, record, "id")
-    options = _check_options(path, line, {letter: _text(path, line, record, f"op{letter.lower()}")
+    item_id = required_text(path, line, record, "id")
+    options = check_options(path, line, {letter: required_text(path, line, record, f"op{letter.lower()}")
                                           for letter in "ABCD"}, "opa")
     cop = record.get("cop")
     if cop is None or cop == -1:
@@ -524,7 +483,7 @@ def _medmcqa_simplified(path: Path, line: int, record: dict[str, Any], question:
         if isinstance(choice, str) and (m := _CHOICE_LABEL.match(choice.strip())) and m.group(1) == letter:
             choice = choice.strip()[m.end():]
         options[letter] = choice
-    options = _check_options(path, line, options, "choices")
+    options = check_options(path, line, options, "choices")
     answer = record.get("answer")
     if answer is None or answer == -1:
         raise DataError(path, "missing (the MedMCQA test split has no public answers; use the validation split)",
