@@ -36,7 +36,7 @@ from . import kv
 from .abort import AbortSwitch
 from .base import (ContinuationScore, GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo,
                    Prompt)
-from .prompt_format import TemplateRenderError, render_base, render_chat
+from .prompt_format import render_for_model
 from .rpc import rpc_llama_kwargs
 from .runtime import ThreadChoice, build_info, choose_threads, default_gpu_layers
 from .identity import identity as engine_identity
@@ -209,12 +209,8 @@ class LlamaEngine:
     # ---- text and tokens
 
     def render(self, prompt: Prompt) -> str:
-        if self._template is None:
-            return render_base(prompt)
-        try:
-            return render_chat(self._template, prompt, bos_token=self._bos_text, eos_token=self._eos_text)
-        except TemplateRenderError as exc:
-            raise UserError(f"model '{self.info.model_id}': {exc}") from None
+        return render_for_model(self.info.model_id, self._template, prompt, bos_token=self._bos_text,
+                                eos_token=self._eos_text)
 
     def tokenize(self, text: str) -> list[int]:
         """Tokens exactly as the model will see them: special tokens parsed, one BOS if the model wants it."""

@@ -35,7 +35,7 @@ from ..errors import UserError
 from .base import GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo, Prompt
 from .http import ServerClient, ServerRefused, ServerRequestError
 from .identity import identity as engine_identity
-from .prompt_format import TemplateRenderError, render_base, render_chat
+from .prompt_format import render_for_model
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
@@ -293,12 +293,8 @@ class OpenAICompatEngine:
     # ---- text and tokens
 
     def render(self, prompt: Prompt) -> str:
-        if self._template is None:
-            return render_base(prompt)
-        try:
-            return render_chat(self._template, prompt, bos_token=self._bos_text, eos_token=self._eos_text)
-        except TemplateRenderError as exc:
-            raise UserError(f"model '{self.info.model_id}': {exc}") from None
+        return render_for_model(self.info.model_id, self._template, prompt, bos_token=self._bos_text,
+                                eos_token=self._eos_text)
 
     def tokenize(self, text: str) -> list[int]:
         """The server's tokens for ``text``: special tokens parsed, one BOS where the model adds one (a BOS

@@ -308,3 +308,18 @@ def render_base(prompt: Prompt) -> str:
         blocks += [user, prompt.answer_prefix + assistant]
     blocks.append(prompt.user)
     return "\n\n".join(blocks) + "\n\n" + prompt.answer_prefix
+
+
+def render_for_model(model_id: str, template: str | None, prompt: Prompt, *, bos_token: str = "",
+                     eos_token: str = "") -> str:
+    """What every engine sends: the chat template's rendering, or plain text for a model without one; a
+    template that fails is one UserError naming the model. Shared so that a served model sees exactly the text
+    the in-process model sees."""
+    if template is None:
+        return render_base(prompt)
+    from ..errors import UserError
+
+    try:
+        return render_chat(template, prompt, bos_token=bos_token, eos_token=eos_token)
+    except TemplateRenderError as exc:
+        raise UserError(f"model '{model_id}': {exc}") from None
