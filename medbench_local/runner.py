@@ -308,7 +308,7 @@ def check_served(models: list[ModelRole], modes: tuple[str, ...]) -> list[str]:
             continue
         client = make_client(entry.spec, retries=0)
         try:
-            require_capabilities(entry.spec, probe_server(entry.spec, client), modes)
+            require_capabilities(entry.spec, probe_server(entry.spec, client), modes, client)
         finally:
             client.close()
         hosts.append(entry.spec.served.host)

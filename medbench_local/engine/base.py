@@ -75,7 +75,8 @@ class Loglikelihoods:
     scores: tuple[ContinuationScore, ...]
     prompt_tokens: int             # context tokens (after truncation)
     truncated_tokens: int
-    prompt_tokens_evaluated: int   # context tokens actually decoded (the rest came from the KV cache)
+    prompt_tokens_evaluated: int | None  # context tokens decoded (the rest came from the KV cache); None:
+    #                                     a server's own cache decides, and it does not say
     continuation_tokens_evaluated: int
     seconds: float
     prompt_ms: float | None = None

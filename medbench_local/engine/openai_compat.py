@@ -16,7 +16,9 @@ Where the server runs, under which name, with how much concurrency, and what it 
 ``/v1/models``) are recorded under ``placement``: they do not decide outputs and are not part of the identity.
 
 Capabilities are detected once, up front (``probe_server``): a scoring mode the server cannot do is refused
-with one line before the database is touched (``require_capabilities``).
+with one line before the database is touched (``require_capabilities``). Log-likelihood scoring reads the
+completions endpoint's echoed prompt log-probabilities (``served_loglik.py``): vLLM and llama-cpp-python's
+server give them, llama-server does not; a live echo request confirms it before a loglik run.
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ from typing import Any
 
 from ..config import ModelSpec, ServedSpec
 from ..errors import UserError
-from .base import GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo, Prompt
+from .base import (ContinuationScore, GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo,
+                   Prompt)
 from .http import ServerClient, ServerRefused, ServerRequestError
 from .identity import identity as engine_identity
 from .prompt_format import render_for_model
+from .served_loglik import echo_body, echo_works, read_tail
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
 KINDS = ("llama-server", "vllm", "llama-cpp-python", "openai")
+# kinds whose completions endpoint echoes the prompt with log-probabilities (llama-server rejects echo:
+# llama.cpp issue #27174); the tokenize route is needed too, to know how many tokens a continuation has
+_ECHO_LOGPROBS = ("vllm", "llama-cpp-python")
 # tokenize/detokenize routes and their request/response shapes, per server kind
 _TOKENIZE: dict[str, tuple[str, Callable[[str, str], dict[str, Any]], str]] = {
     "llama-server": ("/tokenize", lambda text, model: {"content": text, "add_special": True,
@@ -157,20 +164,33 @@ def probe_server(spec: ModelSpec, client: ServerClient) -> ServerProbe:
         bos_token=str((props or {}).get("bos_token") or ""), eos_token=str((props or {}).get("eos_token") or ""),
         token_ids=kind in ("llama-server", "vllm"), tokenize=kind in _TOKENIZE,
         grammar=kind in ("llama-server", "llama-cpp-python"),
-        loglik=False,  # see docs/scale-out.md: prompt logprobs are not wired up yet for any server kind
+        loglik=kind in _ECHO_LOGPROBS,
         reported={"models": _trim(entries), **({"props": _trim({k: v for k, v in props.items()
                                                                 if k != "chat_template"})} if props else {}),
                   **({"version": _trim(version)} if isinstance(version, dict) else {})},
     )
 
 
-def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, ...]) -> None:
-    """Refuse, before anything is written, a scoring mode this server cannot do (one line)."""
+def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, ...],
+                         client: ServerClient | None = None) -> None:
+    """Refuse, before anything is written, a scoring mode this server cannot do (one line). With a ``client``,
+    loglik is also tried once: a server that takes ``echo`` but returns no prompt log-probabilities (an older
+    version, a proxy in between) is refused here rather than failing every item."""
     served = _served(spec)
     if "loglik" in modes and not probe.loglik:
-        raise UserError(f"model '{spec.id}': --scoring loglik needs prompt log-probabilities, which medbench-local "
-                        f"does not read from a {probe.kind} server ({served.base_url}); use --scoring generate or "
-                        "constrained, or run the model in-process (docs/scale-out.md)")
+        why = ("llama-server rejects echo, so it returns no prompt log-probabilities (llama.cpp issue #27174)"
+               if probe.kind == "llama-server" else
+               f"a {probe.kind} server is not known to return prompt log-probabilities with echo")
+        raise UserError(f"model '{spec.id}': --scoring loglik needs the prompt's log-probabilities, and {why} "
+                        f"({served.base_url}); use --scoring generate or constrained, serve it with vLLM or "
+                        "llama-cpp-python's server, or run it in-process (docs/scale-out.md)")
+    if "loglik" in modes and client is not None:
+        answer = client.post("/v1/completions", echo_body(served.model, "The answer is", {"temperature": 0.0}, 0),
+                             optional=True)
+        if not echo_works(answer):
+            raise UserError(f"model '{spec.id}': --scoring loglik needs the prompt's log-probabilities, and the "
+                            f"{probe.kind} server at {served.base_url} answered an echo request without them; use "
+                            "--scoring generate or constrained, or run the model in-process (docs/scale-out.md)")
     if "constrained" in modes and not probe.grammar:
         raise UserError(f"model '{spec.id}': --scoring constrained needs a GBNF grammar field, which a "
                         f"{probe.kind} server ({served.base_url}) does not take; use llama-server or "
@@ -403,21 +423,73 @@ class OpenAICompatEngine:
             prompt_tokens_evaluated=_integer(timings.get("prompt_n")),
         )
 
+    # ---- loglikelihood (served_loglik.py)
+
     def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods:
-        raise UserError(f"model '{self.info.model_id}': loglik scoring is not available for served models yet")
+        """Each continuation's log-probability after the rendered context, from the server's echoed prompt
+        log-probabilities: one request per continuation (context + continuation, one token generated and
+        ignored). The context is cut from the left exactly as in-process, leaving room for the longest
+        continuation and the generated token."""
+        if self._aborted:
+            raise ServerRequestError("run aborted")
+        if not request.continuations:
+            raise ValueError("loglikelihood needs at least one continuation")
+        if not (self.probe.loglik and self.probe.tokenize):
+            raise UserError(f"model '{self.info.model_id}': a {self.probe.kind} server gives no prompt "
+                            "log-probabilities; --scoring loglik is not possible on it")
+        text = self.render(request.prompt)
+        context = self.tokenize(text)
+        split = [self._continuation_tokens(text, context, c) for c in request.continuations]
+        continuations = [tokens for tokens, _ in split]
+        budget = int(self.settings["n_ctx"]) - max(len(c) for c in continuations) - 1
+        if budget < 8:
+            raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
+                            "context before the longest continuation")
+        kept, truncated = left_truncate(context, budget, self._bos_token())
+        started = time.perf_counter()
+        scores = []
+        for continuation, (tokens, spelled) in zip(request.continuations, split):
+            answer = self.client.post("/v1/completions", echo_body(
+                self._served_name, self._scoring_prompt(text, kept, truncated, continuation, tokens),
+                self.settings["request_sampling"], int(self.settings["seed"])))
+            tail = read_tail(answer, len(tokens), spelled)
+            scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=len(tokens),
+                                            bytes=len(continuation.encode("utf-8")), greedy=tail.greedy))
+        return Loglikelihoods(prompt_text=text, scores=tuple(scores), prompt_tokens=len(kept),
+                              truncated_tokens=truncated, prompt_tokens_evaluated=None,
+                              continuation_tokens_evaluated=sum(len(c) for c in continuations),
+                              seconds=time.perf_counter() - started)
 
-    def abort(self) -> None:
-        """Second Ctrl-C: close the connections, so requests in flight fail now instead of at their timeout."""
-        self._aborted = True
-        self.client.close()
+    def _continuation_tokens(self, context_text: str, context: list[int],
+                             continuation: str) -> tuple[list[int], str]:
+        """(the tokens ``continuation`` adds after ``context``, the text they spell) by the in-process rule: the
+        joint text's tokens after the context's, or the continuation's own when the join merges tokens across
+        the seam (their text may then differ from the continuation, e.g. in a leading space)."""
+        if not continuation:
+            raise ValueError("empty continuation")
+        whole = self.tokenize(context_text + continuation)
+        if len(whole) > len(context) and whole[:len(context)] == context:
+            return whole[len(context):], continuation
+        own = self._server_tokens(continuation)
+        bos = self._bos_token()
+        own = own[1:] if bos is not None and own[:1] == [bos] else own
+        return own, self.detokenize(own)
 
-    def identity(self) -> dict[str, Any]:
-        """Declared weights, chat template and output settings; the server's build is in those settings (the
-        server, not our llama.cpp, computes the outputs). URL, served name and concurrency are placement."""
-        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings)
-
-    def close(self) -> None:
-        self.client.close()
+    def _scoring_prompt(self, text: str, kept: list[int], truncated: int, continuation: str,
+                        tokens: list[int]) -> Any:
+        """What to send so that the server reads exactly ``kept + tokens``: the ids where it takes ids, else a
+        text checked to tokenize to them."""
+        wanted = kept + tokens
+        if self.probe.token_ids:
+            return wanted
+        bos = self._bos_token()
+        sent = text + continuation if truncated == 0 else self.detokenize(
+            wanted[1:] if bos is not None and wanted[:1] == [bos] else wanted)
+        if self._server_tokens(sent) != wanted:
+            raise ServerRequestError(f"this {self.probe.kind} server takes only text, and no text reads as the "
+                                     "context followed by the continuation's own tokens (the continuation merges "
+                                     "with the context, or the context had to be cut); use vLLM, or raise n_ctx")
+        return sent
 
 
 def _number(value: Any) -> float | None:

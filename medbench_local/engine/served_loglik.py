@@ -1,0 +1,106 @@
+"""Log-likelihood scoring on a served model, read from the completions endpoint's prompt log-probabilities.
+
+The (legacy) OpenAI completions API answers ``echo: true`` with ``logprobs: k`` by listing the prompt's own
+tokens, each with the log-probability the model gave it after the tokens before it, followed by what it then
+generated. vLLM and llama-cpp-python's server implement it; llama-server rejects ``echo`` (llama.cpp issue
+#27174; PR #15189 is unmerged), so ``--scoring loglik`` on it is refused before a run starts.
+
+We send context + continuation with ``max_tokens: 1`` and read the continuation's tokens from the *end* of the
+echoed list, after dropping the generated entries (``usage.completion_tokens``). Reading from the end matters:
+servers differ in what they echo at the start (llama-cpp-python leaves out every token whose id is the BOS id,
+which for SmolLM2 is also ``<|im_start|>``, so its list is shorter than the prompt), but every one echoes the
+tokens it read last. The tail must spell the continuation; when it does not, the item is an ``error`` rather
+than a score computed from the wrong tokens.
+
+Pure functions: the engine (``openai_compat.py``) does the requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .http import ServerRequestError
+
+#: Asked of every echo request: the greedy top-1 alternative is enough to say whether a token was the argmax.
+ECHO_LOGPROBS = 1
+
+
+@dataclass(frozen=True)
+class EchoedTail:
+    """The continuation as the server scored it."""
+
+    logprob: float   # sum over its tokens, natural log
+    greedy: bool     # every token was the server's top-1 after the tokens before it
+    text: str        # the echoed tokens' text, joined
+
+
+def echo_body(model: str, prompt: Any, sampling: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The request that makes a completions endpoint score ``prompt`` (text or token ids) token by token."""
+    return {"model": model, "prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": ECHO_LOGPROBS,
+            "stream": False, "seed": seed, **sampling}
+
+
+def echoed_entries(answer: Any) -> tuple[list[Any], list[str], list[Any], int]:
+    """(token log-probabilities, token texts, top alternatives, entries generated) of an echo answer."""
+    try:
+        choice = answer["choices"][0]
+        logprobs = choice["logprobs"]
+        values, tokens = list(logprobs["token_logprobs"]), [str(t) for t in logprobs["tokens"]]
+        tops = list(logprobs.get("top_logprobs") or [None] * len(values))
+    except (KeyError, IndexError, TypeError):
+        raise ServerRequestError("the server answered an echo request without prompt log-probabilities: "
+                                 f"{str(answer)[:200]}") from None
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if not isinstance(generated, int) or isinstance(generated, bool) or generated < 0:
+        raise ServerRequestError("the server's echo answer does not say how many tokens it generated "
+                                 "(usage.completion_tokens)")
+    if not len(values) == len(tokens) == len(tops):
+        raise ServerRequestError("the server's echo answer has lists of different lengths")
+    return values, tokens, tops, generated
+
+
+def read_tail(answer: Any, n_tokens: int, continuation: str) -> EchoedTail:
+    """Score the last ``n_tokens`` prompt tokens of an echo answer, which must spell ``continuation``."""
+    if n_tokens < 1:
+        raise ValueError("a continuation has at least one token")
+    values, tokens, tops, generated = echoed_entries(answer)
+    end = len(values) - generated
+    start = end - n_tokens
+    if start < 1:  # the first echoed token has no log-probability: nothing came before it
+        raise ServerRequestError(f"the server echoed {end} prompt tokens, too few for a {n_tokens}-token "
+                                 "continuation after a context: its echo does not include the prompt")
+    text = "".join(tokens[start:end])
+    if text != continuation:
+        raise ServerRequestError(f"the server's echoed prompt ends in {text[-60:]!r}, not in the continuation "
+                                 f"{continuation[-60:]!r}: its prompt log-probabilities do not line up with the "
+                                 "tokens sent")
+    total, greedy = 0.0, True
+    for value, top in zip(values[start:end], tops[start:end]):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or value > 0:
+            raise ServerRequestError(f"the server gave a prompt token the log-probability {value!r}")
+        total += float(value)
+        best = _best(top)
+        greedy = greedy and best is not None and float(value) >= best
+    return EchoedTail(logprob=total, greedy=greedy, text=text)
+
+
+def _best(top: Any) -> float | None:
+    """The highest log-probability among a position's listed alternatives (the token itself is among them)."""
+    if not isinstance(top, dict) or not top:
+        return None
+    numbers = [float(v) for v in top.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return max(numbers) if numbers else None
+
+
+def echo_works(answer: Any) -> bool:
+    """Does an answer to ``echo_body`` carry log-probabilities for prompt tokens (not only the generated one)?"""
+    try:
+        values, _, _, generated = echoed_entries(answer)
+    except ServerRequestError:
+        return False
+    prompt_values = values[:len(values) - generated]
+    return len(prompt_values) >= 2 and all(isinstance(v, (int, float)) for v in prompt_values[1:])
