@@ -144,6 +144,7 @@ class Task(Protocol):
     max_tokens: int
     stop: tuple[str, ...]
     multiple_choice: bool
+    data_layout: DataLayout | None
 
     @property
     def metric_names(self) -> tuple[str, ...]: ...
