@@ -158,7 +158,7 @@ def test_malformed_json_names_the_line(tmp_path: Path) -> None:
     (lambda d: d["patient_03"]["questions"][0].update(answer_location={}),
      "patients.patient_03.questions[0].answer_location", "must name the text"),
     (lambda d: d["patient_03"]["questions"][0].update(question=["x"]),
-     "patients.patient_03.questions[0].question", "must be a string"),
+     "patients.patient_03.questions[0].question", "expected text, got a list"),
     (lambda d: d["patient_02"].update(texts="all in one"), "patients.patient_02.texts", "needs 'texts'"),
     (lambda d: d["patient_02"]["texts"].update(text_1="  "), "patients.patient_02.texts.text_1", "empty"),
     (lambda d: d["patient_01"].update(questions={}), "patients.patient_01.questions", "must be a list"),

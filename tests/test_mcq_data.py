@@ -56,9 +56,9 @@ BAD_JSONL = [
     ("", None, None, "file is empty"),
     ("{not json}\n", 1, None, "malformed JSON"),
     ("[1, 2]\n", 1, None, "expected a JSON object"),
-    (_jsonl(case=None) + "\n", 1, "case", "missing or empty"),
-    (_jsonl(question="") + "\n", 1, "question", "missing or empty"),
-    (_jsonl(options={"A": "only"}) + "\n", 1, "options", "at least 2"),
+    (_jsonl(case=None) + "\n", 1, "case", "missing (the record has: 'id', 'question', 'options', 'answer')"),
+    (_jsonl(question="") + "\n", 1, "question", "empty"),
+    (_jsonl(options={"A": "only"}) + "\n", 1, "options", "expected 2-10 options, got 1"),
     (_jsonl(options={"A": "x", "C": "y"}) + "\n", 1, "options", "without gaps"),
     (_jsonl(options={"A": "x", "B": ""}) + "\n", 1, "options", "option B is empty"),
     (_jsonl(options="A, B") + "\n", 1, "options", "lettered options"),
@@ -83,9 +83,9 @@ def test_bad_jsonl(tmp_path: Path, content: str, line: int | None, field: str | 
 
 
 BAD_CSV = [
-    ("id,case,question,A,B\n1,c,q,a,b\n", 1, "lacks column 'answer'"),
+    ("id,case,question,A,B\n1,c,q,a,b\n", 1, "missing column 'answer'"),
     ("id,case,question,A,C,answer\n1,c,q,a,b,A\n", 1, "option columns A, B"),
-    ("id,case,question,A,B,answer\n1,c,q,a,b\n", 2, "expected 6 columns, found 5"),
+    ("id,case,question,A,B,answer\n1,c,q,a,b\n", 2, "expected 6 columns (as in the header), found 5"),
     ("id,case,question,A,B,answer\n1,c,q,a,b,F\n", 2, "not one of the options A-B"),
     ("id,case,question,A,B,answer\n1,,q,a,b,A\n", 2, "field 'case'"),
 ]

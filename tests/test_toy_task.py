@@ -23,7 +23,7 @@ from medbench_local.runner import ModelRole, RunOptions, execute, load_tasks
 from medbench_local.store import open_database, writer
 from medbench_local.tasks import (Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, get_task, register,
                                   unregister)
-from medbench_local.tasks.datafiles import jsonl_records
+from medbench_local.tasks.datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, required_text
 
 from .conftest import REPO
 
@@ -41,14 +41,21 @@ class YesNoTask(TaskBase):
     max_tokens: int = 8
     stop: tuple[str, ...] = ("\n",)
     metrics: tuple[MetricSpec, ...] = (MetricSpec("accuracy", "binary"), MetricSpec("brevity", "continuous"))
+    data_layout = DataLayout("toy.jsonl", "jsonl", ({"id": "q1", "question": "Is 1 small?", "answer": "yes"},
+                                                    {"id": "q2", "question": "Is 9 small?", "answer": "no"}),
+                             text_fields=("id", "question", "answer"), id_field="id")
 
     def load(self, path: Path) -> TaskData:
+        path = find_data_file(path, ("toy.jsonl",), (".jsonl",), "toy")  # a folder: its toy.jsonl
         items = []
         for line, record in jsonl_records(path):
-            if record.get("answer") not in ("yes", "no"):
+            question = required_text(path, line, record, "question")
+            answer = required_text(path, line, record, "answer")
+            if answer not in ("yes", "no"):
                 raise DataError(path, "must be yes or no", line=line, field="answer")
-            items.append(Item(str(record["id"]), {"question": record["question"], "answer": record["answer"]},
-                              source=f"{path}:{line}"))
+            items.append(Item(required_text(path, line, record, "id", numbers=True),
+                              {"question": question, "answer": answer}, source=f"{path}:{line}"))
+        check_unique_ids(items, "id")
         return TaskData(items)
 
     def prompt(self, item: Item, context: PromptContext) -> Prompt:
@@ -141,6 +148,13 @@ def test_a_task_from_one_module_runs_end_to_end_and_compares(toy_task: YesNoTask
     assert accuracy.biomedical.estimate == pytest.approx(12 / 15) and accuracy.general.estimate == pytest.approx(3 / 15)
     assert brevity.test == "paired-permutation"  # declared continuous
     assert brevity.biomedical.estimate == pytest.approx(1.0) and brevity.general.estimate == pytest.approx(0.25)
+
+
+def test_the_new_task_gets_the_hostile_data_table_from_its_layout(toy_task: YesNoTask, tmp_path: Path) -> None:
+    """Declaring ``data_layout`` is all it takes: the table every built-in task passes runs on this one too."""
+    from .test_datafiles_all_tasks import check_layout
+
+    check_layout(get_task("toy_yesno"), tmp_path)
 
 
 def test_a_registered_id_cannot_be_taken_twice(toy_task: YesNoTask) -> None:

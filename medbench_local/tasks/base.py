@@ -14,10 +14,13 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..engine.base import Generation, Prompt
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .datafiles import DataLayout
 
 # correct/wrong: a discrete answer was read; scored: a free-text answer got continuous metrics (ROUGE, F1);
 # unparseable: no answer could be read (or the output only echoed the options); conflict: a letter was stated
@@ -141,6 +144,7 @@ class Task(Protocol):
     max_tokens: int
     stop: tuple[str, ...]
     multiple_choice: bool
+    data_layout: DataLayout | None
 
     @property
     def metric_names(self) -> tuple[str, ...]: ...
@@ -177,6 +181,9 @@ class TaskBase:
     * ``rescore_texts``: optional metric family (``bertscore``, ``umls``) -> how the reference prepared the texts
       (``as is``, ``lower-cased``, ``original case``); ``bertscore_model``: which BERTScore model (by name).
     * ``study_benchmark``: the benchmark's name in the study abstract's table (case challenges).
+    * ``data_layout``: what its data file looks like (``datafiles.DataLayout``: released name, record format, a
+      minimal valid sample, required text fields, id field), from which the hostile-input table of
+      tests/test_datafiles_all_tasks.py damages a file of this task's own format.
     """
 
     id: str
@@ -190,6 +197,7 @@ class TaskBase:
     rescore_texts: tuple[tuple[str, str], ...] = ()
     bertscore_model: str | None = None
     study_benchmark: str | None = None
+    data_layout: DataLayout | None = None
 
     @property
     def metric_names(self) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ stated with another option's text (``conflict``), see metrics/extraction.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ..engine.base import Generation, Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
 from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary
 from .choice_scoring import score_choice
+from .datafiles import DataLayout
 from .loglik_scoring import ChoiceSet, continuation
 from .mcq_data import load_mcq
 from .prompts import PromptTemplate
@@ -35,6 +36,13 @@ CASE_CHALLENGE_PROMPT = PromptTemplate(
 DATA_FORMAT = ("JSONL {id, case, question, options{A..}, answer} or CSV id,case,question,A,B,...,answer "
                "(see bench_data/README.md)")
 
+_CASES = tuple({"id": f"c{n}", "case": f"A {50 + n}-year-old with chest pain.", "question": "Next step?",
+                "A": "ECG", "B": "Discharge", "C": "Antacids", "D": "Observe", "answer": "A"} for n in range(2))
+CASES_JSONL = DataLayout("cases.jsonl", "jsonl", tuple(
+    {k: v for k, v in case.items() if len(k) > 1} | {"options": {k: v for k, v in case.items() if len(k) == 1}}
+    for case in _CASES), text_fields=("id", "case", "question", "answer"), id_field="id")
+CASES_CSV = DataLayout("cases.csv", "csv", _CASES, text_fields=("id", "case", "question", "answer"), id_field="id")
+
 
 @dataclass(frozen=True)
 class CaseChallengeTask(TaskBase):
@@ -47,6 +55,7 @@ class CaseChallengeTask(TaskBase):
     data_format: str = DATA_FORMAT
     metrics: tuple[MetricSpec, ...] = binary("accuracy")
     study_benchmark: str | None = None  # the benchmark's name in the study abstract's table (analysis/published)
+    data_layout: DataLayout = field(default=CASES_JSONL, compare=False, repr=False)  # what its files look like
     configurable = ("prompts",)
     multiple_choice = True
 
@@ -86,5 +95,5 @@ TASKS = [
     CaseChallengeTask(
         id="jama", title="JAMA-style clinical challenges",
         description="Next step in management from a clinical vignette; usually 4 options.",
-        study_benchmark="JAMA"),
+        study_benchmark="JAMA", data_layout=CASES_CSV),
 ]

@@ -42,8 +42,8 @@ from ..errors import DataError
 from ..metrics.icd import ICD_PATTERN, ICD_TABLE_VERSION, extract_codes, icd_metrics, normalize_code, \
     parse_reference
 from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
-from .clue_common import CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file, json_records, \
-    pick_text, split_shots, user_block_stop
+from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
+from .datafiles import DataLayout, check_unique_ids, find_data_file, json_kind, json_records, required_text
 from .prompts import PromptTemplate
 
 MEDISUMCODE_PROMPT = PromptTemplate(
@@ -81,7 +81,7 @@ def _codes_of(path: Path, line: int, name: str, value: Any) -> list[str]:
     elif isinstance(value, list):
         raw = [entry.get("code") if isinstance(entry, dict) else entry for entry in value]
     else:
-        raise DataError(path, f"expected a comma-separated string or a list of codes, got {type(value).__name__}",
+        raise DataError(path, f"expected a comma-separated string or a list of codes, got {json_kind(value)}",
                         line=line, field=name)
     codes = []
     for code in raw:
@@ -114,11 +114,11 @@ def load_medisumcode(path: Path) -> TaskData:
     file = find_data_file(path, DATA_FILES, (".json", ".jsonl"), "MeDiSumCode")
     items = []
     for line, record in json_records(file):
-        item_id = pick_text(file, line, record, ID_FIELDS)
-        text = pick_text(file, line, record, TEXT_FIELDS)
+        item_id = required_text(file, line, record, ID_FIELDS, numbers=True)
+        text = required_text(file, line, record, TEXT_FIELDS, numbers=True, strip=False)
         payload = {"text": text, "codes": reference_codes(file, line, record)}
-        items.append(Item(id=str(item_id).strip(), payload=payload, source=f"{file}:{line}"))
-    check_unique_ids(file, items, ID_FIELDS[0])
+        items.append(Item(id=item_id, payload=payload, source=f"{file}:{line}"))
+    check_unique_ids(items, ID_FIELDS[0])
     return split_shots(file, items, N_SHOTS)
 
 
@@ -141,6 +141,10 @@ class IcdCodingTask(TaskBase):
     clue_metrics = ("em_f1", "ap_f1", "valid_ratio")
     published_columns = (("medisumcode_em_f1", "em_f1"), ("medisumcode_ap_f1", "ap_f1"),
                          ("medisumcode_valid_codes", "valid_ratio"))
+    data_layout = DataLayout(
+        DATA_FILES[1], "jsonl", tuple({"id": f"h{n}", "text": f"Discharge letter {n}: diabetes, hypertension.",
+                                       "icd_codes": [{"code": "E119"}, {"code": "I10"}]} for n in range(3)),
+        text_fields=("id", "text"), id_field="id")
 
     @property
     def stop(self) -> tuple[str, ...]:

@@ -48,7 +48,8 @@ from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
 from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary, sha256_text
 from .choice_scoring import score_choice
-from .datafiles import parse_json, read_text
+from .datafiles import (DataLayout, find_data_file, json_kind, json_object_file, key_lines, required_text,
+                        required_value, text_value)
 from .loglik_scoring import ChoiceSet, continuation
 from .prompts import PromptTemplate
 
@@ -87,6 +88,19 @@ LONGHEALTH_PROMPT = PromptTemplate(
     answer_prefix="",  # the reference used none
 )
 
+
+def _sample_patient(n: int) -> dict[str, Any]:
+    question = {"question": f"What brought patient {n} to hospital?", "answer_a": "Pneumonia", "answer_b": "Fracture",
+                "answer_c": "Stroke", "answer_d": "Sepsis", "answer_e": "Asthma", "correct": "Pneumonia",
+                "answer_location": {"text_0": {}}}
+    return {"name": f"Patient {n}", "texts": {"text_0": f"Discharge letter {n}: treated for pneumonia."},
+            "questions": [question]}
+
+
+DATA_LAYOUT = DataLayout("benchmark_v5.json", "json-keyed", (_sample_patient(1), _sample_patient(2)),
+                         text_fields=("questions.0.question", "questions.0.answer_a", "questions.0.correct"),
+                         field_label="patients.{key}.{field}")
+
 DATA_FORMAT = ("LongHealth benchmark_v5.json: {patient_id: {name, texts{text_id: text}, questions[{question, "
                "answer_a..answer_e, correct, answer_location{text_id: ...}}]}} (see docs/tasks-longhealth.md)")
 
@@ -114,16 +128,17 @@ class Patient:
 
 
 def load_benchmark(path: Path, *, reference_gold: bool = False) -> list[Patient]:
-    """Parse and check a LongHealth file (or a folder holding ``benchmark_v5.json`` or a single .json)."""
-    path = _data_file(Path(path))
-    text = read_text(path)
-    data = parse_json(path, text)
-    if isinstance(data, dict) and isinstance(data.get("patients"), dict) and len(data) == 1:
+    """Parse and check a LongHealth file (or a folder holding ``benchmark_v5.json`` or a single .json).
+
+    Errors name the file, the line where the patient starts and the field by its path
+    (``patients.patient_01.questions[2].correct``); a patient id given twice is refused (JSON would keep the last).
+    """
+    path = data_file(path)
+    text, data = json_object_file(path, 'patients keyed by id (e.g. "patient_01")')
+    if isinstance(data.get("patients"), dict) and len(data) == 1:
         data = data["patients"]  # tolerate a {"patients": {...}} wrapper
-    if not isinstance(data, dict):
-        raise DataError(path, f"expected a JSON object of patients keyed by id (e.g. \"patient_01\"), "
-                              f"got {_kind(data)}")
-    patients = [_patient(path, str(pid), record, reference_gold) for pid, record in data.items()]
+    lines = key_lines(text)
+    patients = [_patient(path, lines.get(str(pid)), str(pid), record, reference_gold) for pid, record in data.items()]
     if len(patients) < 2:
         raise DataError(path, f"found {len(patients)} patient(s); Tasks 2 and 3 take distractor documents from "
                               "other patients, so at least 2 are needed", field="patients")
@@ -132,79 +147,58 @@ def load_benchmark(path: Path, *, reference_gold: bool = False) -> list[Patient]
     return patients
 
 
-def _data_file(path: Path) -> Path:
-    if not path.exists():
-        raise DataError(path, "no such file or directory")
-    if not path.is_dir():
-        return path
-    if (path / "benchmark_v5.json").is_file():
-        return path / "benchmark_v5.json"
-    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json" and p.is_file())
-    if len(found) != 1:
-        raise DataError(path, "folder must hold benchmark_v5.json or exactly one .json file "
-                              f"(found {len(found)})")
-    return found[0]
+def data_file(path: Path) -> Path:
+    """The LongHealth file: ``path`` itself, or in a folder benchmark_v5.json (else its only .json file)."""
+    return find_data_file(path, ("benchmark_v5.json",), (".json",), "LongHealth")
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
-
-
-def _string(path: Path, value: Any, where: str, what: str) -> str:
-    """A non-empty string; numbers are accepted as their text (e.g. an option that is just "12")."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise DataError(path, f"{what} must be a string, got {_kind(value)}", field=where)
-    if not value.strip():
-        raise DataError(path, f"{what} is empty", field=where)
-    return value
-
-
-def _patient(path: Path, pid: str, record: Any, reference_gold: bool) -> Patient:
+def _patient(path: Path, line: int | None, pid: str, record: Any, reference_gold: bool) -> Patient:
     here = f"patients.{pid}"
     if not isinstance(record, dict):
-        raise DataError(path, f"a patient must be an object, got {_kind(record)}", field=here)
+        raise DataError(path, f"a patient must be an object, got {json_kind(record)}", line=line, field=here)
     texts_raw = record.get("texts")
     if isinstance(texts_raw, list):  # tolerate a list: ids text_0, text_1, ...
         texts_raw = {f"text_{i}": t for i, t in enumerate(texts_raw)}
     if not isinstance(texts_raw, dict) or not texts_raw:
         raise DataError(path, "needs 'texts', an object of text id -> document text"
-                        + ("" if texts_raw is None else f" (got {_kind(texts_raw)})"), field=f"{here}.texts")
-    texts = {str(tid): _string(path, t, f"{here}.texts.{tid}", "document text") for tid, t in texts_raw.items()}
+                        + ("" if texts_raw is None else f" (got {json_kind(texts_raw)})"), line=line,
+                        field=f"{here}.texts")
+    texts = {str(tid): text_value(path, line, f"{here}.texts.{tid}", t, numbers=True, strip=False)
+             for tid, t in texts_raw.items()}
     questions_raw = record.get("questions", [])
     if not isinstance(questions_raw, list):
-        raise DataError(path, f"'questions' must be a list, got {_kind(questions_raw)}", field=f"{here}.questions")
-    questions = tuple(_question(path, pid, i, q, texts, reference_gold) for i, q in enumerate(questions_raw))
+        raise DataError(path, f"'questions' must be a list, got {json_kind(questions_raw)}", line=line,
+                        field=f"{here}.questions")
+    questions = tuple(_question(path, line, pid, i, q, texts, reference_gold) for i, q in enumerate(questions_raw))
     return Patient(pid, texts, questions)
 
 
-def _question(path: Path, pid: str, index: int, record: Any, texts: Mapping[str, str],
+def _question(path: Path, line: int | None, pid: str, index: int, record: Any, texts: Mapping[str, str],
               reference_gold: bool) -> Question:
     here = f"patients.{pid}.questions[{index}]"
     if not isinstance(record, dict):
-        raise DataError(path, f"a question must be an object, got {_kind(record)}", field=here)
-    for key in ("question", *(f"answer_{c}" for c in LETTERS.lower()), "correct", "answer_location"):
-        if key not in record:
-            raise DataError(path, "missing", field=f"{here}.{key}")
-    question = _string(path, record["question"], f"{here}.question", "question")
-    options = {c: _string(path, record[f"answer_{c.lower()}"], f"{here}.answer_{c.lower()}", "option")
-               for c in LETTERS}
-    correct = _string(path, record["correct"], f"{here}.correct", "'correct'")
+        raise DataError(path, f"a question must be an object, got {json_kind(record)}", line=line, field=here)
+
+    def text(key: str) -> str:
+        return required_text(path, line, record, key, numbers=True, strip=False, prefix=f"{here}.")
+
+    question = text("question")
+    options = {c: text(f"answer_{c.lower()}") for c in LETTERS}
+    correct = text("correct")
     gold = gold_letter(options, correct, reference=reference_gold)
     if gold is None:
-        raise DataError(path, f"'{_clip(correct)}' matches none of answer_a..answer_e", field=f"{here}.correct")
-    location = record["answer_location"]
+        raise DataError(path, f"'{_clip(correct)}' matches none of answer_a..answer_e", line=line,
+                        field=f"{here}.correct")
+    _, location = required_value(path, line, record, "answer_location", prefix=f"{here}.")
     if isinstance(location, list):  # tolerate a plain list of text ids
         location = {str(t): None for t in location}
     if not isinstance(location, dict) or not location:
-        raise DataError(path, "must name the text(s) holding the answer, e.g. {\"text_0\": {...}}",
+        raise DataError(path, "must name the text(s) holding the answer, e.g. {\"text_0\": {...}}", line=line,
                         field=f"{here}.answer_location")
     for tid in location:
         if str(tid) not in texts:
             raise DataError(path, f"names '{tid}', which {pid} does not have (texts: {', '.join(texts)})",
-                            field=f"{here}.answer_location.{tid}")
+                            line=line, field=f"{here}.answer_location.{tid}")
     return Question(pid, index + 1, question, options, correct, gold, tuple(str(t) for t in location), here)
 
 
@@ -380,6 +374,7 @@ class LongHealthTask(TaskBase):
     stop: tuple[str, ...] = ("--------------",)  # a model that starts writing a new document is done
     document_order: str = "per-question"  # or "per-patient" (see the module docstring)
     data_format: str = DATA_FORMAT
+    data_layout = DATA_LAYOUT
     metrics: tuple[MetricSpec, ...] = binary("accuracy", "task1", "task2", "task3", "task3_hallucinated",
                                              "task2_abstained")
     configurable = ("prompts", "reference_quirks", "document_order")
@@ -392,8 +387,9 @@ class LongHealthTask(TaskBase):
     # ---- load
 
     def load(self, path: Path) -> TaskData:
-        patients = load_benchmark(path, reference_gold=self.reference_quirks)
-        source = str(_data_file(Path(path)))
+        file = data_file(path)
+        patients = load_benchmark(file, reference_gold=self.reference_quirks)
+        source = str(file)
         corpus = tuple(
             Item(id=doc_id(p.id, tid), payload={"patient": p.id, "text_id": tid, "text": text},
                  source=f"{source}#patients.{p.id}.texts.{tid}")

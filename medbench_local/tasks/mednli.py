@@ -33,9 +33,8 @@ from typing import Any
 from ..engine.base import Generation, Prompt
 from ..errors import DataError
 from .base import MetricSpec, TaskBase, binary, Item, PromptContext, Score, TaskData
-from .clue_common import (CLEANUP_VERSION, check_unique_ids, clean_output, find_data_file,
-                          pick_text, split_shots, user_block_stop)
-from .datafiles import jsonl_records
+from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
+from .datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, optional_text, required_text
 from .loglik_scoring import ChoiceSet, continuation
 from .prompts import PromptTemplate
 
@@ -115,6 +114,10 @@ class MedNLITask(TaskBase):
     clue_level = 1
     clue_metrics = ("accuracy",)
     published_columns = (("mednli_acc", "accuracy"),)
+    data_layout = DataLayout(
+        MEDNLI_FILE, "jsonl", tuple({"sentence1": f"Premise {n}.", "sentence2": f"Hypothesis {n}.",
+                                     "gold_label": LABELS[n % 3].lower(), "pairID": f"p{n}"} for n in range(5)),
+        text_fields=("sentence1", "sentence2", "gold_label"), id_field="pairID")
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -124,18 +127,16 @@ class MedNLITask(TaskBase):
         file = find_data_file(path, (MEDNLI_FILE,), (".jsonl",), "MedNLI")
         items = []
         for line, record in jsonl_records(file):
-            sentence1 = pick_text(file, line, record, ("sentence1",))
-            sentence2 = pick_text(file, line, record, ("sentence2",))
-            gold = pick_text(file, line, record, ("gold_label",))
-            assert sentence1 is not None and sentence2 is not None and gold is not None
+            sentence1, sentence2, gold = (required_text(file, line, record, name, numbers=True, strip=False)
+                                          for name in ("sentence1", "sentence2", "gold_label"))
             if gold.strip().upper() not in LABELS:
                 raise DataError(file, f"'{gold}' is not one of entailment, neutral, contradiction", line=line,
                                 field="gold_label")
-            pair_id = pick_text(file, line, record, ("pairID",), required=False, allow_empty=True)
-            items.append(Item(id=pair_id.strip() if pair_id and pair_id.strip() else f"mednli-{line}",
+            pair_id = optional_text(file, line, record, "pairID", numbers=True)
+            items.append(Item(id=pair_id or f"mednli-{line}",
                               payload={"sentence1": sentence1, "sentence2": sentence2, "gold_label": gold},
                               source=f"{file}:{line}"))
-        check_unique_ids(file, items, "pairID")
+        check_unique_ids(items, "pairID")
         return split_shots(file, items, self.n_shots)
 
     def _user(self, item: Item) -> str:

@@ -24,8 +24,6 @@ Item selection and ids (docs/tasks-public-mcq.md has the details):
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +35,8 @@ from ..metrics.extraction import Extraction, extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
 from .choice_scoring import score_choice
-from .datafiles import (LETTERS, MIN_OPTIONS, check_options, csv_reader, existing_path, jsonl_records, parse_json,
-                        pick_file, read_text, required_text)
+from .datafiles import (LETTERS, MIN_OPTIONS, DataLayout, check_options, check_unique_ids, csv_rows, existing_path,
+                        find_data_file, json_object_file, jsonl_records, key_lines, required_text)
 from .prompts import PromptTemplate
 
 MCQ_PROMPT = PromptTemplate(
@@ -155,22 +153,39 @@ class PubMedQATask(PublicMCQTask):
         return {**super().settings(), "extraction": extraction_setting("explicit>lone_letter>label_word")}
 
 
+_OPTIONS = {"A": "ECG", "B": "Chest X-ray", "C": "Troponin", "D": "Discharge"}
+MEDQA_LAYOUT = DataLayout(MEDQA_FILE, "jsonl", tuple(
+    {"question": f"Vignette {n}: what next?", "answer": "ECG", "options": _OPTIONS, "answer_idx": "A"}
+    for n in range(2)), text_fields=("question", "answer_idx"))
+PUBMEDQA_LAYOUT = DataLayout("ori_pqal.json", "json-keyed", tuple(
+    {"QUESTION": f"Does drug {n} help?", "CONTEXTS": ["Methods.", "Results."], "final_decision": "yes"}
+    for n in range(2)), text_fields=("QUESTION",))
+MMLU_LAYOUT = DataLayout(f"{MMLU_MEDICAL_SUBJECTS[0]}_test.csv", "csv-headerless", tuple(
+    {"question": f"Question {n}?", **_OPTIONS, "answer": "B"} for n in range(2)), text_fields=("question", "A"))
+MEDMCQA_LAYOUT = DataLayout(MEDMCQA_FILES[1], "jsonl", tuple(
+    {"id": f"x{n}", "question": f"Question {n}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 1}
+    for n in range(2)), text_fields=("id", "question", "opa"), id_field="id")
+
 TASKS = [
     MedQATask(
         id="medqa", title="MedQA (USMLE, 4 options)",
-        description="USMLE-style clinical vignettes, 4 options; the official 1,273-item US test split."),
+        description="USMLE-style clinical vignettes, 4 options; the official 1,273-item US test split.",
+        data_layout=MEDQA_LAYOUT),
     PubMedQATask(
         id="pubmedqa", title="PubMedQA (PQA-L, reasoning-required)",
         description="Yes / no / maybe research questions answered from a PubMed abstract (without its "
-                    "conclusion), as options A/B/C; the official 500-item test split."),
+                    "conclusion), as options A/B/C; the official 500-item test split.",
+        data_layout=PUBMEDQA_LAYOUT),
     MMLUMedicalTask(
         id="mmlu_medical", title="MMLU medical subjects",
         description="4-option exam questions from six MMLU subjects (anatomy, clinical knowledge, college "
-                    "biology, college medicine, medical genetics, professional medicine); 1,089 test items."),
+                    "biology, college medicine, medical genetics, professional medicine); 1,089 test items.",
+        data_layout=MMLU_LAYOUT),
     MedMCQATask(
         id="medmcqa", title="MedMCQA (validation split)",
         description="4-option questions from Indian medical entrance exams (AIIMS / NEET-PG); the 4,183-item "
-                    "validation split (the test answers are not public)."),
+                    "validation split (the test answers are not public).",
+        data_layout=MEDMCQA_LAYOUT),
 ]
 
 
@@ -202,9 +217,7 @@ def load_medqa(path: Path) -> list[Item]:
 
     ``answer_idx`` is the gold letter; ``answer`` (the gold text), when present, must equal that option.
     """
-    path = existing_path(path)
-    if path.is_dir():
-        path = pick_file(path, (MEDQA_FILE,), (".jsonl",), ".jsonl")
+    path = find_data_file(path, (MEDQA_FILE,), (".jsonl",), "MedQA")
     split = _split_id(path)
     items = []
     for line, record in jsonl_records(path):
@@ -230,51 +243,6 @@ def load_medqa(path: Path) -> list[Item]:
 # PubMedQA
 
 
-def _json_object(path: Path, what: str) -> tuple[str, dict[str, Any]]:
-    """Parse a JSON file whose top level must be an object; duplicate keys are an error (json.loads would
-    silently keep the last one)."""
-    text = read_text(path)
-    duplicates: list[str] = []
-
-    def keep_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                duplicates.append(key)
-            result[key] = value
-        return result
-
-    data = parse_json(path, text, object_pairs_hook=keep_duplicates)
-    if not isinstance(data, dict):
-        raise DataError(path, f"expected a JSON object of {what}, got {type(data).__name__}", line=1)
-    if duplicates:
-        key = duplicates[0]
-        if key not in data:  # inside an item: its place cannot be told apart from the same key in other items
-            raise DataError(path, f"duplicate key '{key}' inside an item object", field=key)
-        starts = [m.start() for m in _STRING.finditer(text) if m.group(1) == key and _COLON.match(text, m.end())]
-        line = text.count("\n", 0, starts[1]) + 1 if len(starts) > 1 else None
-        raise DataError(path, f"duplicate key '{key}'", line=line, field=key)
-    if not data:
-        raise DataError(path, f"no {what} (empty object)", line=1)
-    return text, data
-
-
-_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')  # a JSON string token; scanning from the start stays aligned
-_COLON = re.compile(r"\s*:")
-
-
-def _key_lines(text: str) -> dict[str, int]:
-    """Line of the first occurrence of every object key, in one pass (for error messages and item sources)."""
-    lines: dict[str, int] = {}
-    line, pos = 1, 0
-    for match in _STRING.finditer(text):
-        if _COLON.match(text, match.end()):
-            line += text.count("\n", pos, match.start())
-            pos = match.start()
-            lines.setdefault(match.group(1), line)
-    return lines
-
-
 def load_pubmedqa(path: Path) -> list[Item]:
     """PubMedQA PQA-L: ``ori_pqal.json`` maps PMID -> {QUESTION, CONTEXTS, LABELS, ..., final_decision}.
 
@@ -283,12 +251,8 @@ def load_pubmedqa(path: Path) -> list[Item]:
     official 500-item test split. Its labels must equal ``final_decision``. Any other file in the same schema
     (e.g. the split script's ``test_set.json``) is evaluated whole, gold = ``final_decision``.
     """
-    path = existing_path(path)
-    if path.is_dir():
-        if not (path / "ori_pqal.json").is_file():
-            raise DataError(path, "folder holds no ori_pqal.json; pass the PubMedQA file itself with --data")
-        path = path / "ori_pqal.json"
-    text, data = _json_object(path, "PMID -> item")
+    path = find_data_file(path, ("ori_pqal.json",), (), "PubMedQA")
+    text, data = json_object_file(path, "PMID -> item")
     selected: list[tuple[str, str | None]] = [(pmid, None) for pmid in data]
     if path.name == "ori_pqal.json":
         truth_path = path.with_name("test_ground_truth.json")
@@ -296,8 +260,8 @@ def load_pubmedqa(path: Path) -> list[Item]:
             raise DataError(path, "test_ground_truth.json is not beside ori_pqal.json; it selects the official "
                             "500 test PMIDs (ori_pqal.json also holds the training folds). Copy it from the "
                             "PubMedQA repository's data/ folder, or pass a file holding only the items to evaluate")
-        truth_text, truth = _json_object(truth_path, "PMID -> label")
-        truth_lines = _key_lines(truth_text)
+        truth_text, truth = json_object_file(truth_path, "PMID -> label")
+        truth_lines = key_lines(truth_text)
         selected = []
         for pmid, label in truth.items():
             if label not in PUBMEDQA_LABELS:
@@ -307,7 +271,7 @@ def load_pubmedqa(path: Path) -> list[Item]:
                 raise DataError(truth_path, f"PMID {pmid} is not in {path.name}", line=truth_lines.get(pmid),
                                 field=pmid)
             selected.append((pmid, label))
-    lines = _key_lines(text)
+    lines = key_lines(text)
     items = []
     for pmid, truth_label in selected:
         record, line = data[pmid], lines.get(pmid, 1)
@@ -317,7 +281,7 @@ def load_pubmedqa(path: Path) -> list[Item]:
                 if isinstance(record, str) else ""
             raise DataError(path, f"{where}expected an object with QUESTION, CONTEXTS, final_decision, got "
                             f"{type(record).__name__}{hint}", line=line, field=pmid)
-        question = required_text(path, line, record, "QUESTION", where)
+        question = required_text(path, line, record, "QUESTION", where=where)
         contexts = record.get("CONTEXTS")
         if not isinstance(contexts, list) or not contexts or \
                 not all(isinstance(c, str) and c.strip() for c in contexts):
@@ -383,31 +347,24 @@ def _load_mmlu_csv(path: Path) -> list[Item]:
         raise DataError(path, f"unsupported file type '{path.suffix}' (expected an MMLU .csv)")
     subject, split = _mmlu_name(path)
     prefix = subject if split == "test" else f"{subject}-{split}"
-    reader = csv_reader(io.StringIO(read_text(path), newline=""), strict=True)
-    items, row_number, line = [], 0, 1
-    try:
-        for row in reader:
-            start, line = line, reader.line_num + 1  # the record's first physical line; questions may span lines
-            if not any(cell.strip() for cell in row):
-                continue
-            row_number += 1
-            if len(row) != 6:
-                raise DataError(path, f"expected 6 columns (question,A,B,C,D,answer), found {len(row)}", line=start)
-            if row_number == 1 and [c.strip().lower() for c in row] == ["question", "a", "b", "c", "d", "answer"]:
-                raise DataError(path, "MMLU CSVs have no header row; remove it", line=start)
-            record = dict(zip(("question", "A", "B", "C", "D", "answer"), row))
-            question = required_text(path, start, record, "question")
-            options = {letter: record[letter] for letter in "ABCD"}
-            for letter, text in options.items():
-                if not text.strip():
-                    raise DataError(path, f"option {letter} is empty", line=start, field=letter)
-            options = check_options(path, start, options, "options")
-            answer = record["answer"].strip().upper()
-            if answer not in options:
-                raise DataError(path, f"'{record['answer']}' is not one of A, B, C, D", line=start, field="answer")
-            items.append(_item(f"{prefix}-{row_number}", path, start, question, options, answer))
-    except csv.Error as exc:
-        raise DataError(path, f"malformed CSV ({exc})", line=line) from None  # where the bad record starts
+    items, row_number = [], 0
+    for start, row in csv_rows(path, strict=True):  # start: the record's first line; questions may span lines
+        row_number += 1
+        if len(row) != 6:
+            raise DataError(path, f"expected 6 columns (question,A,B,C,D,answer), found {len(row)}", line=start)
+        if row_number == 1 and [c.strip().lower() for c in row] == ["question", "a", "b", "c", "d", "answer"]:
+            raise DataError(path, "MMLU CSVs have no header row; remove it", line=start)
+        record = dict(zip(("question", "A", "B", "C", "D", "answer"), row))
+        question = required_text(path, start, record, "question")
+        options = {letter: record[letter] for letter in "ABCD"}
+        for letter, text in options.items():
+            if not text.strip():
+                raise DataError(path, f"option {letter} is empty", line=start, field=letter)
+        options = check_options(path, start, options, "options")
+        answer = record["answer"].strip().upper()
+        if answer not in options:
+            raise DataError(path, f"'{record['answer']}' is not one of A, B, C, D", line=start, field="answer")
+        items.append(_item(f"{prefix}-{row_number}", path, start, question, options, answer))
     if not items:
         raise DataError(path, "file holds no rows")
     return items
@@ -428,24 +385,12 @@ def load_medmcqa(path: Path) -> list[Item]:
       choice_type, exp, subject_name, topic_name}``, ``cop`` 1-based (1 = opa) as the MedMCQA README states.
       (The Hugging Face copy stores cop 0-based: such a file fails on its first cop 0, never mis-scores.)
     """
-    path = existing_path(path)
-    if path.is_dir():
-        path = pick_file(path, MEDMCQA_FILES, (".jsonl", ".json"), ".jsonl/.json")
+    path = find_data_file(path, MEDMCQA_FILES, (".jsonl", ".json"), "MedMCQA")
     records = jsonl_records(path)
     original = "cop" in records[0][1] or "opa" in records[0][1]
-    items: list[Item] = []
-    seen: dict[str, int] = {}
-    for line, record in records:
-        question = required_text(path, line, record, "question")
-        if original:
-            item = _medmcqa_original(path, line, record, question)
-            if item.id in seen:
-                raise DataError(path, f"duplicate id '{item.id}' (first on line {seen[item.id]})", line=line,
-                                field="id")
-            seen[item.id] = line
-        else:
-            item = _medmcqa_simplified(path, line, record, question)
-        items.append(item)
+    read = _medmcqa_original if original else _medmcqa_simplified
+    items = [read(path, line, record, required_text(path, line, record, "question")) for line, record in records]
+    check_unique_ids(items, "id")  # the original release's ids; the export's are line numbers
     return items
 
 

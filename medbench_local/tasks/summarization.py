@@ -37,15 +37,16 @@ from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
 from .base import (BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData,
                    continuous)
-from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, check_unique_ids, clean_output,
-                          csv_records, find_data_file, json_records, match_columns, pick_text,
-                          seeded_shuffle, split_shots, strip_output, user_block_stop)
-from .datafiles import jsonl_records, require_regular_file
+from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, clean_output, seeded_shuffle,
+                          split_shots, strip_output, user_block_stop)
+from .datafiles import (DataLayout, check_unique_ids, csv_records, find_data_file, json_records, jsonl_records,
+                        optional_text, required_text, xlsx_records)
 from .prompts import PromptTemplate
 
 MEQSUM_FILE = "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
 PROBSUM_FILE = "BioNLP2023-1A-Test.csv"
 MEDISUMQA_FILES = ("MeDiSumQA.json", "MeDiSumQA.jsonl", "MeDiSumQA.csv")
+MEQSUM_COLUMNS: dict[str, tuple[str, ...]] = {"CHQ": ("CHQ",), "Summary": ("Summary",), "File": ("File",)}
 
 MEQSUM_PROMPT = PromptTemplate(
     system=("You help patients put their health questions into words. You will read a message that a patient "
@@ -166,62 +167,33 @@ class MeQSumTask(SummaryTask):
     published_columns = tuple((f"meqsum_{m}", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1"))
     rescore_texts = (("bertscore", "as is"),)
     bertscore_model = "scibert"
+    data_layout = DataLayout(
+        MEQSUM_FILE, "xlsx", tuple({"File": f"q{n}.txt", "CHQ": f"Message {n}: is my rash serious?",
+                                    "Summary": f"Is rash {n} serious?"} for n in range(5)),
+        text_fields=("CHQ", "Summary"), id_field="File")
     data_format: str = (f"MeQSum release {MEQSUM_FILE} (columns CHQ, Summary, File; first sheet), or the same "
                         "columns as JSON Lines (.jsonl); first 3 rows are few-shot examples")
 
     def load(self, path: Path) -> TaskData:
         file = find_data_file(path, (MEQSUM_FILE,), (".xlsx", ".jsonl"), "MeQSum")
-        rows = _xlsx_rows(file) if file.suffix.lower() == ".xlsx" else jsonl_records(file)
+        if file.suffix.lower() == ".xlsx":
+            columns, cells = xlsx_records(file, MEQSUM_COLUMNS, optional=("File",))
+            # the header may spell the columns in another case: read each under the released spelling
+            rows = [(n, {name: row[column] for name, column in columns.items() if column}) for n, row in cells]
+        else:
+            rows = jsonl_records(file)
         items = []
         for line, record in rows:
-            if "CHQ" not in record or "Summary" not in record:
-                keys = [k for k in record if k]
-                missing = "CHQ" if "CHQ" not in record else "Summary"
-                raise DataError(file, f"missing (expected columns CHQ, Summary and optionally File; found: "
-                                f"{', '.join(repr(k) for k in keys)})", line=line, field=missing)
-            inquiry = pick_text(file, line, record, ("CHQ",))
-            summary = pick_text(file, line, record, ("Summary",))
-            source_id = pick_text(file, line, record, ("File",), required=False, allow_empty=True)
-            items.append(Item(id=source_id.strip() if source_id and source_id.strip() else f"meqsum-{line}",
-                              payload={"inquiry": inquiry, "summary": summary}, source=f"{file}:{line}"))
-        check_unique_ids(file, items, "File")
+            inquiry = required_text(file, line, record, "CHQ", numbers=True, strip=False)
+            summary = required_text(file, line, record, "Summary", numbers=True, strip=False)
+            source_id = optional_text(file, line, record, "File", numbers=True)
+            items.append(Item(id=source_id or f"meqsum-{line}", payload={"inquiry": inquiry, "summary": summary},
+                              source=f"{file}:{line}"))
+        check_unique_ids(items, "File")
         return split_shots(file, items, self.n_shots)
 
     def user_fields(self, item: Item) -> dict[str, str]:
         return {"inquiry": item.payload["inquiry"]}
-
-
-def _xlsx_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(Excel row number, {header: value}) for the non-empty rows of the first sheet; header = row 1."""
-    import openpyxl
-
-    require_regular_file(path)  # openpyxl would block on a FIFO
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types for a bad file; all mean "not xlsx"
-        raise DataError(path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
-    try:
-        sheet = workbook.worksheets[0]
-        header_row = next(sheet.iter_rows(min_row=1, max_row=1, values_only=True), None)
-        if header_row is None:
-            raise DataError(path, "the first sheet is empty")
-        header = [str(h).strip() if h is not None else "" for h in header_row]
-        width = max((i + 1 for i, h in enumerate(header) if h), default=0)
-        header = header[:width]
-        match_columns(path, header, {"CHQ": ("CHQ",), "Summary": ("Summary",), "File": ("File",)},
-                      optional=("File",))
-        rows = []
-        for number, values in enumerate(sheet.iter_rows(min_row=2, max_col=width, values_only=True), start=2):
-            if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
-                continue
-            rows.append((number, {h: v for h, v in zip(header, values) if h}))
-    finally:
-        workbook.close()
-    if not rows:
-        raise DataError(path, "the first sheet has a header but no records")
-    # the header may spell the columns in another case: normalise to the released spelling
-    canonical = {"chq": "CHQ", "summary": "Summary", "file": "File"}
-    return [(n, {canonical.get(k.lower(), k): v for k, v in r.items()}) for n, r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,6 +234,11 @@ class ProblemSummaryTask(SummaryTask):
     published_columns = tuple((f"probsum_{m}", m) for m in clue_metrics)
     rescore_texts = (("bertscore", "lower-cased"), ("umls", "original case"))
     bertscore_model = "clinicalbert"
+    data_layout = DataLayout(
+        PROBSUM_FILE, "csv", tuple({"File ID": f"f{n}", "Subjectives": f"Cough for {n} days.",
+                                    "Assessment": "Likely pneumonia.", "Summary": "Pneumonia; cough"}
+                                   for n in range(5)),
+        text_fields=("Summary",), id_field="File ID")
     data_format: str = (f"BioNLP 2023 1A CSV ({PROBSUM_FILE}): File ID, Subjectives (or Subjective Sections), "
                         "Assessment, Summary (';'-separated); first 3 rows are few-shot examples")
 
@@ -275,12 +252,12 @@ class ProblemSummaryTask(SummaryTask):
             if not subjective.strip() and not assessment.strip():
                 raise DataError(file, "both the subjective sections and the assessment are empty", line=line,
                                 field=columns["assessment"])
-            summary = pick_text(file, line, row, (columns["summary"],))  # type: ignore[arg-type]
-            file_id = row[columns["id"]].strip() if columns["id"] else ""
+            summary = required_text(file, line, row, columns["summary"] or "Summary", strip=False)
+            file_id = optional_text(file, line, row, columns["id"]) if columns["id"] else None
             items.append(Item(id=file_id or f"probsum-{line}",
                               payload={"subjective": subjective, "assessment": assessment, "summary": summary},
                               source=f"{file}:{line}"))
-        check_unique_ids(file, items, columns["id"] or "File ID")
+        check_unique_ids(items, columns["id"] or "File ID")
         return split_shots(file, items, self.n_shots)
 
     def user_fields(self, item: Item) -> dict[str, str]:
@@ -322,6 +299,11 @@ class MeDiSumQATask(SummaryTask):
     rescore_texts = (("bertscore", "as is"), ("umls", "original case"))
     bertscore_model = "clinicalbert"
     postprocess_version: str = STRIP_VERSION
+    data_layout = DataLayout(
+        MEDISUMQA_FILES[0], "json-array",
+        tuple({"note_id": f"n{n}", "without_discharge_summary": f"Letter {n}: admitted with chest pain.",
+               "Question": "Why was I in hospital?", "Answer": "Chest pain."} for n in range(3)),
+        text_fields=("without_discharge_summary", "Question", "Answer"))  # a note may carry several questions
     data_format: str = ("PhysioNet MeDiSumQA: JSON array, JSON Lines or CSV with discharge_summary (or "
                         "without_discharge_summary), Question, Answer, optional note_id; shuffled with seed 1, "
                         "first record is the few-shot example")
@@ -338,13 +320,10 @@ class MeDiSumQATask(SummaryTask):
             records = json_records(file)
         parsed = []
         for line, record in records:
-            letter = pick_text(file, line, record, names["letter"])
-            question = pick_text(file, line, record, names["question"])
-            answer = pick_text(file, line, record, names["answer"])
-            note_id = pick_text(file, line, record, names["id"], required=False, allow_empty=True) \
-                if names["id"] else None
-            parsed.append((line, (note_id or "").strip(), {"letter": letter, "question": question,
-                                                          "answer": answer}))
+            letter, question, answer = (required_text(file, line, record, names[key], numbers=True, strip=False)
+                                        for key in ("letter", "question", "answer"))
+            note_id = optional_text(file, line, record, names["id"], numbers=True) if names["id"] else None
+            parsed.append((line, note_id or "", {"letter": letter, "question": question, "answer": answer}))
         # ids: note_id (with "#k" for the k-th question on a note that has several), else the record number
         totals: dict[str, int] = {}
         for _, note_id, _ in parsed:
@@ -358,7 +337,7 @@ class MeDiSumQATask(SummaryTask):
             else:
                 item_id = f"medisumqa-{number}"
             items.append(Item(id=item_id, payload=payload, source=f"{file}:{line}"))
-        check_unique_ids(file, items, "note_id")
+        check_unique_ids(items, "note_id")
         ordered = items if self.shuffle_seed is None else seeded_shuffle(items, self.shuffle_seed)
         return split_shots(file, ordered, self.n_shots)
 
