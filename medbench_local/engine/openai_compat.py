@@ -35,7 +35,7 @@ from ..errors import UserError
 from .base import GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo, Prompt
 from .http import ServerClient, ServerRefused, ServerRequestError
 from .identity import identity as engine_identity
-from .prompt_format import render_for_model
+from ..prompting.prompt_format import render_for_model
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
