@@ -503,13 +503,35 @@ def _parse_served(body: dict[str, Any], get_str: Callable[..., str | None],
         retries=integer("retries", 3, 0, MAX_RETRIES), weights_repo=repo, weights_revision=revision, n_ctx=n_ctx)
 
 
+_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_RPC_HOST = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*$")
+
+
+def rpc_server_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable ``host:port`` for llama.cpp's RPC backend, or None when it is.
+
+    llama.cpp splits an endpoint at its first ':', so IPv6 literals cannot be given (use a host name). Here, not
+    in engine/rpc.py, because models.toml is checked when it is read and config sits below the engines."""
+    if not isinstance(value, str) or not value:
+        return f"expected a 'host:port' string, got {value!r}"
+    host, sep, port = value.partition(":")
+    if not sep:
+        return f"expected 'host:port', got {value!r} (no port)"
+    if ":" in port or host.startswith("["):
+        return f"expected 'host:port' with a host name or IPv4 address, got {value!r} (llama.cpp's RPC " \
+               "endpoints cannot be IPv6 literals; use a host name)"
+    if not _RPC_HOST.match(host):
+        return f"expected 'host:port', got {value!r} (host {host!r} is not a host name or IPv4 address)"
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"expected 'host:port' with a port from 1 to 65535, got {value!r}"
+    return None
+
+
 def _parse_rpc_servers(body: dict[str, Any], fail: Callable[[str | None, str], ConfigError]) -> tuple[str, ...]:
     """``rpc_servers = ["host:port", ...]``: llama.cpp rpc-server endpoints (docs/scale-out.md).
 
     Why checked here: a typo in an endpoint would otherwise surface as a network error deep inside llama.cpp
     after the run started; and with ``n_gpu_layers = 0`` no layer would ever go to the servers."""
-    from .engine.rpc import rpc_server_problem
-
     value = body.get("rpc_servers")
     if value is None:
         return ()
@@ -595,7 +617,7 @@ def _chat_template_setting(template: str | None, fail: Any) -> str | None:
     typo is a config error with its line, not a failure at the first item."""
     if template is None:
         return None
-    from .engine.prompt_format import TemplateRenderError, compile_chat_template
+    from .prompting.prompt_format import TemplateRenderError, compile_chat_template
 
     try:
         compile_chat_template(template)

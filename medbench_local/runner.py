@@ -16,12 +16,10 @@ Order matters for the guarantees:
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import math
 import platform
 import re
 import sqlite3
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,23 +37,21 @@ from .engine.base import Engine, GenerateRequest, LoglikelihoodRequest
 from .engine.llama import LlamaEngine, require_gpu_build
 from .engine.rpc import check_rpc_plan, require_rpc_build
 from .engine.runtime import build_info
-from .modelfiles.check import check_model_file
+from .engine.preflight import check_model_file
 from .modelfiles.hashing import cached_sha256, sha256_file
 from .modelfiles.lock import lock_path, read_lock
 from .modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
 from .modelfiles.resolve import require
 from .analysis.rescore import older_extraction_items
 from .item_pool import run_pooled
+from .provenance import evaluation_key, git_revision, package_versions
 from .signals import StopFlag
 from .store import queries, writer
 from .store.claims import ItemClaims, database_path
-from .tasks.base import Item, PromptContext, Score, Task, TaskData, canonical_json, sha256_text
+from .tasks.base import Item, PromptContext, Score, Task, TaskData, sha256_text
 from .tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
                                    constrained_max_tokens, loglik_generation, score_constrained, score_loglik,
                                    supports_choices)
-
-RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
-                     "rouge-score", "simple-icd-10-cm", "openpyxl", "numpy", "torch", "transformers", "scispacy")
 
 
 @dataclass(frozen=True)
@@ -340,10 +336,6 @@ def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], path
                 f"{paths[entry.spec.id] or entry.spec.source.describe()}); results "
                 "of different files are never mixed; pass --accept-changed-model to start new evaluations "
                 "(the old results are kept)")
-
-
-def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any]) -> str:
-    return sha256_text(canonical_json({"engine": engine_identity, "task": task_settings}))
 
 
 def engine_identity(engine: Engine) -> dict[str, Any]:
@@ -639,28 +631,3 @@ def _commit_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: It
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
     reporter.advance(score, generation.completion_tokens if mode != "loglik" else 0, gen_seconds)
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"medbench-local": __version__}
-    for name in RECORDED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def git_revision() -> str | None:
-    """The source revision of this medbench-local checkout (with '-dirty' when modified), if it is one."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
-    try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("-dirty" if dirty else "")) if rev else None

@@ -616,7 +616,7 @@ def test_doctor_offline_fails_when_something_reaches_for_the_network(tmp_path: P
 
 
 def test_memory_estimate_follows_the_documented_formula() -> None:
-    from medbench_local.airgap.doctor import estimate_memory
+    from medbench_local.modelfiles.memory import estimate_memory
 
     llama3_8b = {"general.architecture": "llama", "llama.block_count": 32, "llama.embedding_length": 4096,
                  "llama.attention.head_count": 32, "llama.attention.head_count_kv": 8}
@@ -626,8 +626,63 @@ def test_memory_estimate_follows_the_documented_formula() -> None:
     assert estimate_memory({"general.architecture": "x"}, 2048, 10).kv_cache is None  # metadata incomplete
 
 
+GiB = 1024 ** 3
+SMALL_LLAMA = {"general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+               "llama.attention.head_count": 4}  # KV cache for n_ctx 4096: 2 MiB
+
+
+@pytest.mark.parametrize("on_gpu, ram, vram, refused", [
+    (False, 1 * GiB, None, None),                          # fits in RAM
+    (False, 1024, 80 * GiB, "MemAvailable"),               # a CPU model is judged against RAM, VRAM or not
+    (True, 1024, [("GPU", 1 * GiB, 2 * GiB)], None),       # a GPU model fits in VRAM, whatever RAM says
+    (True, 1024, [("GPU", 1024, 2 * GiB)], "free VRAM"),   # fits nowhere
+    (True, 1024, None, None),                              # GPU build without nvidia-smi: VRAM unknown, not judged
+], ids=["cpu-fits", "cpu-ram-short", "gpu-fits-vram", "gpu-fits-nowhere", "gpu-vram-unknown"])
+def test_run_preflight_judges_memory_where_the_caller_says_the_model_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_gpu: bool, ram: int,
+        vram: list[tuple[str, int, int]] | None, refused: str | None) -> None:
+    """modelfiles does not ask llama.cpp where the model goes (tests/test_layering.py): the caller says it, and
+    the verdict follows: VRAM (+ RAM) for a GPU model, RAM alone for a CPU model, whose VRAM is never read."""
+    from medbench_local.config import LocalSource, ModelSpec
+    from medbench_local.errors import ModelFileError
+    from medbench_local.modelfiles import check
+
+    def gpus() -> list[tuple[str, int, int]] | None:
+        assert on_gpu, "a CPU model's check read the GPU memory"
+        return vram
+
+    monkeypatch.setattr(check, "mem_available", lambda precise=False: ram)
+    monkeypatch.setattr(check, "gpu_memory", gpus)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"\0" * 4096)
+    spec = ModelSpec(id="m", role="general", source=LocalSource(path))
+    if refused is None:
+        check.check_memory(spec, SMALL_LLAMA, path, on_gpu=on_gpu)
+    else:
+        with pytest.raises(ModelFileError, match=refused):
+            check.check_memory(spec, SMALL_LLAMA, path, on_gpu=on_gpu)
+
+
+def test_the_doctor_skips_the_preflight_memory_check_it_reports_itself(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from medbench_local.config import LocalSource, ModelSpec
+    from medbench_local.modelfiles import check
+
+    def unreachable(*_: Any, **__: Any) -> None:
+        raise AssertionError("memory was judged although the caller said on_gpu=None")
+
+    monkeypatch.setattr(check, "check_memory", unreachable)
+    monkeypatch.setattr(check, "read_gguf_metadata", lambda path: SMALL_LLAMA)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"x")
+    spec = ModelSpec(id="m", role="general", prompt_mode="base", source=LocalSource(path))
+    assert check.check_model_file(spec, path, on_gpu=None)[0] == hashlib.sha256(b"x").hexdigest()
+    with pytest.raises(AssertionError, match="on_gpu=None"):
+        check.check_model_file(spec, path, on_gpu=False)
+
+
 def test_gpu_memory_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medbench_local.airgap.doctor import gpu_memory
+    from medbench_local.modelfiles.memory import gpu_memory
 
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 80000, 81559'\n")

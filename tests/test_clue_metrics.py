@@ -19,14 +19,8 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from medbench_local.metrics.clue_levels import (
-    level_spec,
-    LevelScore,
-    level1,
-    level1_partial,
-    level2,
-    level2_partial,
-)
+from medbench_local.analysis.published import clue_level_spec as level_spec
+from medbench_local.metrics.clue_levels import LevelScore, level_score, level_score_partial
 from medbench_local.metrics.icd import (
     ICD_PATTERN,
     ICD_TABLE_VERSION,
@@ -337,6 +331,22 @@ L2_ROWS = {
     "Mixtral-8x22B-Instruct-v0.1": (21.81, 27.75, 9.42, 68.51, 22.7, 15.95, 35.96, 79.84, 79.0, 73.9, 86.3),
 }
 # fmt: on
+
+
+def level1(scores: dict[str, dict[str, float]]) -> float | None:
+    return level_score(scores, level_spec(1))
+
+
+def level2(scores: dict[str, dict[str, float]]) -> float | None:
+    return level_score(scores, level_spec(2))
+
+
+def level1_partial(scores: dict[str, dict[str, float]]) -> LevelScore:
+    return level_score_partial(scores, level_spec(1))
+
+
+def level2_partial(scores: dict[str, dict[str, float]]) -> LevelScore:
+    return level_score_partial(scores, level_spec(2))
 
 
 def _scores(model: str) -> dict[str, dict[str, float]]:

@@ -19,7 +19,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from medbench_local.engine.base import Generation
-from medbench_local.engine.prompt_format import render_base
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError
 from medbench_local.metrics.rouge import ROUGE_IMPL_VERSION
 from medbench_local.tasks import PromptContext, get_task

@@ -237,7 +237,8 @@ def test_the_abort_switch_is_read_by_llama_cpp_itself(tmp_path: Path) -> None:
     import llama_cpp
 
     from medbench_local.config import load_config
-    from medbench_local.engine.base import GenerateRequest, Prompt
+    from medbench_local.engine.base import GenerateRequest
+    from medbench_local.prompting import Prompt
     from medbench_local.engine.llama import LlamaEngine
     from medbench_local.modelfiles.resolve import require
 

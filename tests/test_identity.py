@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo, Prompt
+from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.prompting import Prompt
 from medbench_local.engine.truncation import left_truncate
 from medbench_local.metrics.rouge import rouge_scores
 from medbench_local.runner import evaluation_key

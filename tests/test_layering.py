@@ -1,11 +1,28 @@
-"""Where things live: SQL only in store/ (issue 12). A scan of the source, so a new query written elsewhere
-fails here instead of spreading the schema across the package."""
+"""Where things live (issue 12), checked by scanning the source, so that a violation fails here instead of
+spreading through the package:
+
+* SQL only in store/: a query written elsewhere spreads the schema across the package.
+* The package's parts import each other in one direction only. Each subpackage (engine/, modelfiles/, ...) and
+  each top-level module (config.py, runner.py, ...) is one node; every import is an edge, wherever it is
+  written: at module level, inside a function or method (the "lazy" imports that hid the old cycles), under
+  ``if TYPE_CHECKING``, relative or absolute. (a) The whole graph has no cycle: not only among engine,
+  modelfiles, prompting, tasks, store, metrics and analysis, which issue 12 names, but among all nodes, because
+  a cycle through config.py or runner.py (engine -> config -> engine, analysis -> runner -> analysis, both
+  found on the way) ties the packages on it together just the same. None is left. (b) ``MAY_IMPORT``: what
+  each lower layer may import; a new dependency is a line added there on purpose, an upward import fails. The
+  top layers (``TOP``: cli, runner, report, airgap, the entry point) may import anything below; for them only
+  (a) holds. Not seen: ``importlib.import_module`` with a computed name (only tasks/registry.py uses it, for
+  its own modules).
+"""
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "medbench_local"
 SQL = re.compile(r"^\s*(select\b.*\bfrom\b|insert (or \w+ )?into\b|update \w+ set\b|delete from\b|"
@@ -36,3 +53,206 @@ def test_sql_runs_only_in_store() -> None:
 def test_the_scan_finds_sql_where_it_is() -> None:
     """The scan is not vacuous: it finds the queries in store/ itself."""
     assert any(_offences(path) for path in (PACKAGE / "store").glob("*.py"))
+
+
+# --------------------------------------------------------------------------------------------- import layering
+
+INIT = "medbench_local"  # the package's own __init__.py (``from .. import __version__``)
+
+#: node -> the nodes it may import. Read bottom-up: prompting knows only errors; config validates chat
+#: templates with prompting; modelfiles checks files against config and renders a probe prompt; engine runs
+#: what modelfiles checked; tasks build prompts and score with metrics; store records tasks' results; analysis
+#: reads the store.
+MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allowed in {
+    INIT: (),
+    "errors": (),
+    "data": (),  # the shipped CSVs' package
+    "units": (),
+    "signals": (),
+    "paths": ("errors",),
+    "fileio": ("errors",),
+    "item_pool": ("errors",),
+    "prompting": ("errors",),
+    "metrics": ("errors",),
+    "config": ("errors", "prompting"),
+    "modelfiles": ("errors", "paths", "config", "prompting"),
+    "engine": ("errors", "config", "prompting", "modelfiles"),
+    "tasks": ("errors", "paths", "fileio", "units", "prompting", "engine", "metrics"),
+    "store": ("errors", "fileio", "engine", "tasks"),
+    "provenance": (INIT, "tasks"),
+    "analysis": (INIT, "errors", "paths", "config", "engine", "metrics", "tasks", "store", "provenance"),
+}.items()}
+TOP = frozenset({"__main__", "cli", "runner", "report", "airgap"})
+ISSUE_12 = ("engine", "modelfiles", "prompting", "tasks", "store", "metrics", "analysis")
+
+
+def _node(package_dir: Path, dotted: str) -> str | None:
+    """The node a dotted module name inside the package belongs to; None outside the package."""
+    parts = dotted.split(".")
+    if parts[0] != package_dir.name:
+        return None
+    if len(parts) == 1:
+        return INIT
+    top = package_dir / parts[1]
+    return parts[1] if top.is_dir() or top.with_suffix(".py").is_file() else INIT  # else a name in __init__
+
+
+def _imported_modules(node: ast.Import | ast.ImportFrom, package: str) -> Iterator[str]:
+    """Dotted names an import statement reaches; ``package`` is the importing module's package."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+        return
+    if node.level:
+        base = package.split(".")[:len(package.split(".")) - node.level + 1]
+        stem = ".".join(base + ([node.module] if node.module else []))
+    else:
+        stem = node.module or ""
+    # ``from pkg import name``: the submodule pkg.name where it is one, else a name in pkg (both map to the node
+    # of the first component below the package, see _node)
+    yield from (f"{stem}.{alias.name}" for alias in node.names)
+
+
+def import_graph(package_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """node -> imported node -> where ("path:line"), for every import anywhere in the package's source."""
+    graph: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = (package_dir.name, *path.relative_to(package_dir).with_suffix("").parts)
+        package = ".".join(parts[:-1])
+        source = parts[1] if len(parts) > 2 or parts[-1] != "__init__" else INIT
+        edges = graph.setdefault(source, {})
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            targets = {_node(package_dir, name) for name in _imported_modules(node, package)}
+            for target in sorted(targets - {None, source}):  # type: ignore[type-var]
+                edges.setdefault(target, []).append(f"{path.relative_to(package_dir.parent)}:{node.lineno}")
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, list[str]]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, {}):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _describe(graph: dict[str, dict[str, list[str]]], component: list[str]) -> str:
+    edges = [f"  {a} -> {b}: {', '.join(graph[a][b])}" for a in component for b in sorted(graph.get(a, {}))
+             if b in component]
+    return f"cycle among {', '.join(component)}:\n" + "\n".join(edges)
+
+
+def test_the_packages_import_each_other_in_one_direction_only() -> None:
+    graph = import_graph(PACKAGE)
+    found = cycles(graph)
+    assert not found, "\n".join(_describe(graph, component) for component in found)
+
+
+def test_each_lower_layer_imports_only_what_its_row_allows() -> None:
+    graph = import_graph(PACKAGE)
+    unplaced = sorted(set(graph) - set(MAY_IMPORT) - TOP)
+    assert not unplaced, f"new parts of the package, give them a row in MAY_IMPORT (or add them to TOP): {unplaced}"
+    offending = [f"{source} -> {target}: {', '.join(where)}" for source, allowed in MAY_IMPORT.items()
+                 for target, where in sorted(graph.get(source, {}).items()) if target not in allowed]
+    assert not offending, "imports against the layering (tests/test_layering.py MAY_IMPORT):\n" + "\n".join(offending)
+
+
+def test_the_table_itself_has_one_direction_and_keeps_the_issue_12_rules() -> None:
+    """The allowed directions cannot themselves form a cycle, every issue-12 package has a row, and the rules
+    the issue names hold in the table: nothing below the engines imports them."""
+    table = {source: {target: ["MAY_IMPORT"] for target in allowed} for source, allowed in MAY_IMPORT.items()}
+    assert not cycles(table)
+    assert set(ISSUE_12) <= set(MAY_IMPORT)
+    assert set().union(*MAY_IMPORT.values()) <= set(MAY_IMPORT), "a row allows a part that has no row itself"
+    for lower in ("prompting", "modelfiles", "config", "metrics"):
+        assert "engine" not in MAY_IMPORT[lower] and not MAY_IMPORT[lower] & TOP, lower
+    assert "tasks" not in MAY_IMPORT["metrics"] and "analysis" not in MAY_IMPORT["store"]
+
+
+# Every way an import can be written, and the node it must be counted for. The importer is
+# medbench_local/modelfiles/check.py unless the case says otherwise (a top-level module: runner.py).
+IMPORT_STYLES = [
+    ("module level, relative", "modelfiles/check.py", "from ..engine.base import Prompt\n", "engine"),
+    ("module level, absolute", "modelfiles/check.py", "import medbench_local.engine.runtime\n", "engine"),
+    ("absolute from-import", "modelfiles/check.py", "from medbench_local.engine import runtime\n", "engine"),
+    ("submodule named in a package from-import", "modelfiles/check.py", "from .. import engine\n", "engine"),
+    ("submodule named in an absolute from-import", "modelfiles/check.py", "from medbench_local import airgap\n",
+     "airgap"),
+    ("a name from the package's __init__", "modelfiles/check.py", "from .. import __version__\n", INIT),
+    ("lazy, inside a function", "modelfiles/check.py",
+     "def check():\n    from ..airgap.doctor import gpu_memory\n    return gpu_memory\n", "airgap"),
+    ("lazy, inside a method", "modelfiles/check.py",
+     "class C:\n    def m(self):\n        import medbench_local.engine.llama as llama\n", "engine"),
+    ("typing only", "modelfiles/check.py",
+     "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..engine.base import Prompt\n", "engine"),
+    ("inside try", "modelfiles/check.py", "try:\n    from ..engine import kv\nexcept ImportError:\n    pass\n",
+     "engine"),
+    ("deeper relative level", "modelfiles/sub/deep.py", "from ...engine import kv\n", "engine"),
+    ("top-level module, relative", "runner.py", "from .engine.base import Prompt\n", "engine"),
+    ("top-level module, sibling module", "runner.py", "from . import config\n", "config"),
+    ("package __init__", "modelfiles/__init__.py", "from ..config import ModelSpec\n", "config"),
+]
+
+
+def _fake_package(root: Path, importer: str, code: str) -> Path:
+    package = root / "medbench_local"
+    for folder in ("engine", "airgap", "modelfiles/sub"):
+        (package / folder).mkdir(parents=True, exist_ok=True)
+        (package / folder / "__init__.py").touch()
+    for module in ("__init__.py", "config.py", "runner.py", "engine/base.py", "engine/kv.py", "engine/llama.py",
+                   "engine/runtime.py", "airgap/doctor.py"):
+        (package / module).touch()
+    (package / importer).write_text(code)
+    return package
+
+
+@pytest.mark.parametrize("importer, code, expected", [case[1:] for case in IMPORT_STYLES],
+                         ids=[case[0] for case in IMPORT_STYLES])
+def test_the_scan_counts_every_way_of_writing_an_import(tmp_path: Path, importer: str, code: str,
+                                                        expected: str) -> None:
+    graph = import_graph(_fake_package(tmp_path, importer, code))
+    source = importer.split("/")[0].removesuffix(".py")
+    assert set(graph[source]) == {expected}, graph[source]
+
+
+def test_a_cycle_closed_by_a_lazy_import_is_found(tmp_path: Path) -> None:
+    """The shape issue 12 had: engine imports modelfiles at module level, modelfiles imports engine inside a
+    function (so Python never complained at import time)."""
+    package = _fake_package(tmp_path, "modelfiles/check.py",
+                            "def check():\n    from ..engine.runtime import build_info\n")
+    (package / "engine" / "llama.py").write_text("from ..modelfiles.check import check\n")
+    graph = import_graph(package)
+    assert cycles(graph) == [["engine", "modelfiles"]]
+    assert "modelfiles/check.py:2" in _describe(graph, ["engine", "modelfiles"])
+
+
+def test_the_scan_sees_the_real_package() -> None:
+    """Not vacuous on the real source: the known downward edges are there."""
+    graph = import_graph(PACKAGE)
+    assert {"modelfiles", "prompting"} <= set(graph["engine"]) and "prompting" in graph["modelfiles"]
+    assert {"engine", "metrics", "prompting"} <= set(graph["tasks"]) and "store" in graph["analysis"]

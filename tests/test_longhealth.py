@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from medbench_local.engine.base import Generation
-from medbench_local.engine.prompt_format import render_base
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Item, PromptContext, TaskData

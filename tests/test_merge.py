@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.config import LocalSource, ModelSpec, load_config
-from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo, Prompt
-from medbench_local.engine.prompt_format import render_base
+from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.prompting import Prompt
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import StoreError
 from medbench_local.runner import ModelRole, RunOptions, Shard, execute, load_tasks
 from medbench_local.store import close_database, open_database, writer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medbench_local.engine.base import Prompt
-from medbench_local.engine.prompt_format import TemplateRenderError, render_base, render_chat
+from medbench_local.prompting import Prompt
+from medbench_local.prompting.prompt_format import TemplateRenderError, render_base, render_chat
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medbench_local.engine.identity import identity as identity_of
-from medbench_local.config import LocalSource, ModelSpec, load_config
+from medbench_local.config import LocalSource, ModelSpec, load_config, rpc_server_problem
 from medbench_local.engine import rpc
 from medbench_local.engine.base import ModelInfo
 from medbench_local.engine.llama import engine_settings
@@ -84,12 +84,12 @@ label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 
 @given(host=st.lists(label, min_size=1, max_size=4).map(".".join), port=st.integers(1, 65535))
 def test_every_host_and_port_llama_cpp_accepts_is_valid(host: str, port: int) -> None:
-    assert rpc.rpc_server_problem(f"{host}:{port}") is None
+    assert rpc_server_problem(f"{host}:{port}") is None
 
 
 @given(st.one_of(st.text(max_size=40), st.integers(), st.none(), st.lists(st.text(max_size=5))))
 def test_the_endpoint_check_never_fails_and_accepts_only_host_colon_port(value: Any) -> None:
-    problem = rpc.rpc_server_problem(value)
+    problem = rpc_server_problem(value)
     if problem is None:
         host, _, port = value.partition(":")
         assert host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535 and ":" not in port

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from medbench_local.config import load_config
-from medbench_local.engine.base import GenerateRequest, Prompt
+from medbench_local.engine.base import GenerateRequest
+from medbench_local.prompting import Prompt
 from medbench_local.engine.http import (ServerClient, ServerRefused, ServerRequestError, ServerUnavailable,
                                         backoff_delays)
 from medbench_local.engine.openai_compat import OpenAICompatEngine, probe_server, require_capabilities

@@ -16,8 +16,9 @@ import pytest
 from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.analysis.paired import compare_pairs
 from medbench_local.config import LocalSource, ModelSpec, load_config
-from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo, Prompt
-from medbench_local.engine.prompt_format import render_base
+from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.prompting import Prompt
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError, UserError
 from medbench_local.runner import ModelRole, RunOptions, execute, load_tasks
 from medbench_local.store import open_database, writer

@@ -14,8 +14,6 @@ Nothing is written to the results database.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,10 +24,9 @@ from typing import Any
 from ..config import Config, ModelSpec, load_config
 from ..errors import UserError
 from ..modelfiles.lock import LockEntry, lock_path, read_lock
+from ..modelfiles.memory import (FAIL, OK, WARN, estimate_memory, gib, gpu_memory, mem_available,
+                                 memory_verdict)
 from .netguard import NetworkGuard
-
-OK, WARN, FAIL = "ok", "warn", "fail"
-GiB = 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -52,122 +49,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.count(FAIL) == 0
-
-
-# --------------------------------------------------------------------------------------------- machine facts
-
-
-def mem_available(precise: bool = False) -> int | None:
-    """Bytes of RAM available to new processes (Linux MemAvailable), None when unknown. Without ``precise``,
-    other Unixes get the free physical pages (an underestimate: caches are not counted)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if precise:
-        return None
-    try:  # other Unixes: free physical pages (an underestimate, caches not counted)
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def gpu_memory() -> list[tuple[str, int, int]] | None:
-    """(name, free bytes, total bytes) per NVIDIA GPU from nvidia-smi; None when nvidia-smi is absent or fails."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    gpus = []
-    for line in out.strip().splitlines():
-        try:
-            name, free, total = (part.strip() for part in line.rsplit(",", 2))
-            gpus.append((name, int(float(free)) * 1024 * 1024, int(float(total)) * 1024 * 1024))
-        except ValueError:
-            continue
-    return gpus or None
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    weights: int
-    kv_cache: int | None
-    n_layers: int | None
-    n_embd_kv: int | None
-
-    @property
-    def total(self) -> int:
-        return self.weights + (self.kv_cache or 0)
-
-
-def estimate_memory(metadata: dict[str, Any], n_ctx: int, file_size: int) -> MemoryEstimate:
-    """Weights ≈ file size; KV cache ≈ 2 (K and V) × n_layers × n_ctx × n_embd_kv × 2 bytes (f16 cache).
-
-    n_embd_kv = head_count_kv × head dimension (key_length, else embedding_length / head_count): grouped-query
-    attention shrinks it. An estimate: compute buffers (a few hundred MB) and sliding-window savings are ignored.
-    """
-    arch = metadata.get("general.architecture")
-
-    def number(key: str) -> int | None:
-        value = metadata.get(f"{arch}.{key}")
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    layers, embd, heads = number("block_count"), number("embedding_length"), number("attention.head_count")
-    heads_kv = number("attention.head_count_kv") or heads
-    head_dim = number("attention.key_length") or (embd // heads if embd and heads else None)
-    head_dim_v = number("attention.value_length") or head_dim
-    if not (layers and heads_kv and head_dim and head_dim_v):
-        return MemoryEstimate(file_size, None, layers, None)
-    n_embd_kv = heads_kv * head_dim
-    kv = layers * n_ctx * heads_kv * (head_dim + head_dim_v) * 2
-    return MemoryEstimate(file_size, kv, layers, n_embd_kv)
-
-
-def memory_verdict(estimate: MemoryEstimate, n_ctx: int, ram: int | None,
-                   gpus: list[tuple[str, int, int]] | None) -> tuple[str, str]:
-    """(status, line) for an estimate against free memory: ``gpus`` (free VRAM) when the model is offloaded,
-    else RAM. FAIL when it exceeds everything there is (free VRAM + RAM), WARN when it fits only split between
-    GPU and RAM or RAM is unknown. Shared by ``doctor`` and by ``run``'s pre-flight, so both say the same."""
-    kv = (f"KV cache {_gib(estimate.kv_cache)} = 2 × {estimate.n_layers} layers × n_ctx {n_ctx} × n_embd_kv "
-          f"{estimate.n_embd_kv} × 2 bytes" if estimate.kv_cache is not None else "KV cache n/a (metadata incomplete)")
-    text = f"memory estimate ≈ {_gib(estimate.total)} (weights {_gib(estimate.weights)} + {kv}; an estimate)"
-    if gpus:
-        vram = sum(g[1] for g in gpus)
-        if estimate.total <= vram:
-            return OK, f"{text}; free VRAM {_gib(vram)}"
-        if ram is None or estimate.total <= vram + ram:
-            return WARN, (f"{text}; free VRAM {_gib(vram)}: does not fit, lower n_gpu_layers to split between GPU "
-                          "and RAM")
-        return FAIL, (f"{text}; free VRAM {_gib(vram)} + MemAvailable {_gib(ram)}: does not fit"
-                      f"{_what_fits(estimate, n_ctx, vram + ram)}")
-    if ram is None:
-        return WARN, f"{text}; free RAM unknown"
-    if estimate.total <= ram:
-        return OK, f"{text}; MemAvailable {_gib(ram)}"
-    return FAIL, f"{text}; MemAvailable {_gib(ram)}: does not fit{_what_fits(estimate, n_ctx, ram)}"
-
-
-def _what_fits(estimate: MemoryEstimate, n_ctx: int, available: int) -> str:
-    room = available - estimate.weights
-    if room <= 0:
-        return " (the weights alone need more; free memory, use a smaller quantization or a GPU)"
-    if not estimate.kv_cache or n_ctx <= 0:
-        return " (free memory or lower n_ctx in models.toml)"
-    largest = room * n_ctx // estimate.kv_cache
-    if largest < 128:
-        return " (the weights leave room for fewer than 128 tokens of context; free memory)"
-    return f" (n_ctx {largest} would fit: lower n_ctx in models.toml, or free memory)"
-
-
-def _gib(n: int) -> str:
-    return f"{n / GiB:,.2f} GiB" if n >= GiB / 10 else f"{n / 1024 ** 2:,.0f} MiB"
 
 
 # --------------------------------------------------------------------------------------------- the checks
@@ -248,8 +129,8 @@ def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids
         ram, gpus = mem_available(), gpu_memory()
         precise = mem_available(precise=True) is not None
         report.add(OK if ram else WARN, "memory",
-                   f"RAM available (MemAvailable): {_gib(ram) if ram else 'n/a'}; GPU memory free: "
-                   + (", ".join(f"{name} {_gib(free)} of {_gib(total)}" for name, free, total in gpus)
+                   f"RAM available (MemAvailable): {gib(ram) if ram else 'n/a'}; GPU memory free: "
+                   + (", ".join(f"{name} {gib(free)} of {gib(total)}" for name, free, total in gpus)
                       if gpus else "n/a (no nvidia-smi)"))
         for spec in specs:
             _check_model(report, config, spec, lock, build, ram if precise else None, gpus, load, ram)
@@ -396,7 +277,7 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
         report.add(FAIL, subject, f"file missing: {exc}")
         return
     size = path.stat().st_size
-    report.add(OK, subject, f"file present: {path} ({_gib(size)})")
+    report.add(OK, subject, f"file present: {path} ({gib(size)})")
     try:
         metadata = read_gguf_metadata(path)
     except UserError as exc:
@@ -432,7 +313,7 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
         report.add(OK, subject, f"SHA-256 {sha[:16]}… matches {verdict.reference}")
 
     try:
-        check_model_file(spec, path, memory=False)  # the memory estimate is a line of its own below
+        check_model_file(spec, path, on_gpu=None)  # the memory estimate is a line of its own below
         if spec.prompt_mode == "chat":
             report.add(OK, subject, "chat template renders")
     except UserError as exc:
@@ -459,7 +340,7 @@ def _check_memory(report: Report, subject: str, spec: ModelSpec, metadata: dict[
     if ram is None and ram_estimate is not None and not (on_gpu and gpus):
         fits = estimate.total <= ram_estimate
         status, text = (OK if fits else WARN), (f"{text.removesuffix('; free RAM unknown')}; free physical memory "
-                                                f"≈ {_gib(ram_estimate)} (caches not counted)"
+                                                f"≈ {gib(ram_estimate)} (caches not counted)"
                                                 + ("" if fits else ": may not fit"))
     report.add(status, subject, text)
 
@@ -492,7 +373,8 @@ def _check_rpc(report: Report, subject: str, spec: ModelSpec, build: dict[str, A
 
 
 def _check_load(report: Report, subject: str, spec: ModelSpec, path: Path) -> None:
-    from ..engine.base import GenerateRequest, Prompt
+    from ..engine.base import GenerateRequest
+    from ..prompting import Prompt
     from ..engine.llama import LlamaEngine
 
     try:
@@ -558,7 +440,7 @@ def _check_assets(report: Report, assets: tuple[Path, ...]) -> None:
             status = OK if files else FAIL
             report.add(status, "asset", f"{asset}: {len(files)} files" if files else f"{asset}: empty folder")
         else:
-            report.add(OK, "asset", f"{asset}: {_gib(asset.stat().st_size)}")
+            report.add(OK, "asset", f"{asset}: {gib(asset.stat().st_size)}")
     try:
         from ..metrics.icd import ICD_TABLE_VERSION
 

@@ -42,6 +42,18 @@ def clue_columns() -> dict[str, tuple[str, str]]:
     return columns
 
 
+def clue_level_spec(level: int) -> dict[str, tuple[str, ...]]:
+    """task id -> metric names averaged into that task's component of CLUE Level ``level``, as each task
+    declares it (``Task.clue_level``, ``Task.clue_metrics``), in registry order: what
+    ``metrics.clue_levels.level_score`` takes."""
+    spec = {}
+    for task_id in task_ids():
+        task = get_task(task_id)
+        if task.clue_level == level:
+            spec[task_id] = tuple(task.clue_metrics)
+    return spec
+
+
 def case_challenge_tasks() -> dict[str, str]:
     """The abstract's benchmark name -> our task id (``Task.study_benchmark``)."""
     found = {}

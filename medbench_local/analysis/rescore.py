@@ -31,6 +31,7 @@ from .. import __version__
 from ..engine.base import Generation
 from ..errors import UserError
 from ..metrics.extraction import EXTRACTION_VERSION, reads_with_this_extraction
+from ..provenance import evaluation_key, git_revision, package_versions
 from ..store import queries, writer
 from ..store.queries import evaluation_rows, evaluations_of, generations_to_copy
 from ..tasks import get_task, task_ids
@@ -165,8 +166,6 @@ def _rescore_row(task: Task, row: dict[str, Any]) -> Score:
 
 
 def _run_record(command: list[str], plans: list[dict[str, Any]]) -> dict[str, Any]:
-    from ..runner import git_revision, package_versions
-
     return {"command": command, "medbench_version": __version__, "python_version": sys.version.split()[0],
             "platform": platform.platform(), "git_revision": git_revision(), "packages": package_versions(),
             "settings": {"rescore": "extraction", "extraction_version": EXTRACTION_VERSION,
@@ -185,8 +184,6 @@ def rescore_extraction(db: sqlite_utils.Database, *, task_filter: tuple[str, ...
     are skipped: re-scoring cannot turn them into what a fresh run would produce. The rescore is recorded
     as a row in ``runs``; each new evaluation is written in one transaction.
     """
-    from ..runner import evaluation_key
-
     for task_id in task_filter:
         if task_id not in task_ids():
             raise UserError(f"unknown task '{task_id}' (known: {', '.join(task_ids())})")

@@ -13,9 +13,9 @@ from rich.table import Table
 from ..analysis.paired import compare_pairs
 from ..analysis.pair_sources import PairSource
 from ..analysis.pairing import model_evaluations
-from ..analysis.published import STUDY_NAMES, lookup, published_values
+from ..analysis.published import STUDY_NAMES, clue_level_spec, lookup, published_values
 from ..errors import UserError
-from ..metrics.clue_levels import level1, level2
+from ..metrics.clue_levels import level_score
 from ..store.database import reading
 from ..store.queries import model_tasks, summarize_evaluation
 from .common import db_option, pair_options, selected_pairs, stdout, task_option
@@ -75,9 +75,9 @@ def value_rows(db: Any, aliases: dict[str, str], pair_list: Sequence[PairSource]
                 for (p_task, metric), value in published.items():
                     if p_task == task:
                         result.append(_row(model_id, value, summary.n, ours.get(metric), data.to_json()))
-        for metric, level in (("level1", level1), ("level2", level2)):
+        for metric, level in (("level1", 1), ("level2", 2)):
             value = published.get(("clue", metric))
-            level_value = level(ours_by_task)
+            level_value = level_score(ours_by_task, clue_level_spec(level))
             if value is not None and level_value is not None:
                 result.append(_row(model_id, value, None, level_value, None))
     return result

@@ -5,6 +5,8 @@ budget) or for ``loglikelihood`` (how probable each of a few continuations is af
 scoring without reading free text). A task describes *what* to ask in a model-neutral ``Prompt`` (system text, few-shot turns, the
 question, and an answer prefix); the engine owns *how* that becomes tokens, because only it knows the model's
 chat template. The rendered text is returned so that the exact prompt can be stored.
+``Prompt`` itself lives in ``prompting`` (below engine/, because modelfiles and config need it too) and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -12,20 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-@dataclass(frozen=True)
-class Prompt:
-    """A model-neutral prompt. ``shots`` are few-shot (user, assistant) turns before ``user``.
-
-    ``plan``: what the task's prompt builder decided for this item and its scorer needs (LongHealth's document
-    assembly). Engines ignore it; the runner hands it to ``task.score``, so per-item state travels with the
-    item instead of living in the task object."""
-
-    system: str
-    user: str
-    shots: tuple[tuple[str, str], ...] = ()
-    answer_prefix: str = ""
-    plan: Any = field(default=None, compare=False, repr=False)
+from ..prompting import Prompt  # re-exported: engines and their callers speak of requests with it
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ from typing import Any
 
 from ..config import ModelSpec
 from ..errors import ModelFileError, UserError
-from ..modelfiles.check import check_model_file
+from .preflight import check_model_file
 from ..modelfiles.gguf_header import summarize
 from . import kv
 from .abort import AbortSwitch
 from .base import (ContinuationScore, GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo,
                    Prompt)
-from .prompt_format import render_for_model
+from ..prompting.prompt_format import render_for_model
 from .rpc import rpc_llama_kwargs
 from .runtime import ThreadChoice, build_info, choose_threads, default_gpu_layers
 from .identity import identity as engine_identity

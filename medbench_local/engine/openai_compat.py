@@ -38,7 +38,7 @@ from .base import (ContinuationScore, GenerateRequest, Generation, Loglikelihood
                    Prompt)
 from .http import ServerClient, ServerRefused, ServerRequestError
 from .identity import identity as engine_identity
-from .prompt_format import render_for_model
+from ..prompting.prompt_format import render_for_model
 from .served_loglik import echo_body, echo_works, read_tail
 from .truncation import left_truncate
 

@@ -18,36 +18,15 @@ from __future__ import annotations
 
 import ctypes
 import inspect
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..config import rpc_server_problem  # noqa: F401 - checked where models.toml is read; kept importable here
 from ..errors import UserError
 
 REBUILD = ('CMAKE_ARGS="-DGGML_RPC=on" .venv/bin/pip install --force-reinstall --no-cache-dir --no-deps '
            "llama-cpp-python")
-_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _registered: set[str] = set()  # servers this process has added to ggml's registry (never added twice)
-
-
-def rpc_server_problem(value: object) -> str | None:
-    """Why ``value`` is not a usable ``host:port`` for llama.cpp's RPC backend, or None when it is.
-
-    llama.cpp splits an endpoint at its first ':', so IPv6 literals cannot be given (use a host name)."""
-    if not isinstance(value, str) or not value:
-        return f"expected a 'host:port' string, got {value!r}"
-    host, sep, port = value.partition(":")
-    if not sep:
-        return f"expected 'host:port', got {value!r} (no port)"
-    if ":" in port or host.startswith("["):
-        return f"expected 'host:port' with a host name or IPv4 address, got {value!r} (llama.cpp's RPC " \
-               "endpoints cannot be IPv6 literals; use a host name)"
-    if not _HOST.match(host):
-        return f"expected 'host:port', got {value!r} (host {host!r} is not a host name or IPv4 address)"
-    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return f"expected 'host:port' with a port from 1 to 65535, got {value!r}"
-    return None
 
 
 def rpc_supported() -> bool:

@@ -17,10 +17,15 @@ The functions are scale-agnostic (plain means): feed fractions and get a
 fraction, feed percentages (as the leaderboard does) and get a percentage --
 just do not mix scales within one call.
 
-``level1``/``level2`` refuse to produce a number when any component is
+Which tasks and metrics make up a Level, each task declares (``Task.clue_level``,
+``Task.clue_metrics``); the caller passes that ``spec`` in (``analysis.published.clue_level_spec``), so
+this module stays pure and below the tasks (tasks score with metrics; metrics never import tasks:
+tests/test_layering.py).
+
+``level_score`` refuses to produce a number when any component is
 missing (a Level score over a subset of tasks is not comparable with the
-leaderboard); ``level1_partial``/``level2_partial`` average whatever is
-present and say exactly what was missing, for progress displays.
+leaderboard); ``level_score_partial`` averages whatever is
+present and says exactly what was missing, for progress displays.
 A component counts as missing if its task or metric key is absent, or its
 value is ``None`` or NaN.
 """
@@ -32,27 +37,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
-    "level_spec",
     "LevelScore",
-    "level1",
-    "level2",
-    "level1_partial",
-    "level2_partial",
+    "LevelSpec",
+    "level_score",
+    "level_score_partial",
 ]
 
 Scores = Mapping[str, Mapping[str, "float | None"]]
-
-def level_spec(level: int) -> dict[str, tuple[str, ...]]:
-    """task id -> metric names averaged into that task's component of CLUE Level ``level``, as each task
-    declares it (``Task.clue_level``, ``Task.clue_metrics``), in registry order."""
-    from ..tasks import get_task, task_ids
-
-    spec = {}
-    for task_id in task_ids():
-        task = get_task(task_id)
-        if task.clue_level == level:
-            spec[task_id] = tuple(task.clue_metrics)
-    return spec
+#: task id -> the metric names averaged into that task's component of one Level, in the Level's task order
+LevelSpec = Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,7 @@ class LevelScore:
     had any metric); ``task_means`` holds those task means; ``missing``
     lists absent components as ``"task.metric"``; ``complete`` is True only
     when nothing was missing, i.e. when ``value`` equals the strict
-    ``level1``/``level2`` result.
+    ``level_score`` result.
     """
 
     value: float | None
@@ -86,7 +79,8 @@ def _get(scores: Scores, task: str, metric: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _partial(scores: Scores, spec: Mapping[str, tuple[str, ...]]) -> LevelScore:
+def level_score_partial(scores: Scores, spec: LevelSpec) -> LevelScore:
+    """A Level over the available components of ``spec``, with a list of what was missing."""
     task_means: dict[str, float] = {}
     missing: list[str] = []
     for task, metric_names in spec.items():
@@ -103,31 +97,11 @@ def _partial(scores: Scores, spec: Mapping[str, tuple[str, ...]]) -> LevelScore:
     return LevelScore(value=value, task_means=task_means, missing=tuple(missing))
 
 
-def level1_partial(scores: Scores) -> LevelScore:
-    """Level 1 over the available components, with a list of what was missing."""
-    return _partial(scores, level_spec(1))
+def level_score(scores: Scores, spec: LevelSpec) -> float | None:
+    """The CLUE Level that ``spec`` defines, or ``None`` if any required component is missing.
 
-
-def level2_partial(scores: Scores) -> LevelScore:
-    """Level 2 over the available components, with a list of what was missing."""
-    return _partial(scores, level_spec(2))
-
-
-def level1(scores: Scores) -> float | None:
-    """CLUE Level 1, or ``None`` if any required component is missing.
-
-    ``scores`` maps task id to metric name -> value (the Level-1 tasks and
-    metrics: ``level_spec(1)``).  Extra tasks/metrics are ignored.
+    ``scores`` maps task id to metric name -> value (for Level 1: ``clue_level_spec(1)``'s tasks and
+    metrics).  Extra tasks/metrics are ignored.
     """
-    result = level1_partial(scores)
-    return result.value if result.complete else None
-
-
-def level2(scores: Scores) -> float | None:
-    """CLUE Level 2, or ``None`` if any required component is missing.
-
-    ``scores`` maps task id to metric name -> value (the Level-2 tasks and
-    metrics: ``level_spec(2)``).  Extra tasks/metrics are ignored.
-    """
-    result = level2_partial(scores)
+    result = level_score_partial(scores, spec)
     return result.value if result.complete else None

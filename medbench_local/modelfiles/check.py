@@ -4,6 +4,10 @@ Why a separate step: a wrong file (hash mismatch), a broken or cut-short GGUF, a
 template, a context longer than the model was trained for or than this machine's memory holds must be
 reported as one clear line *before* a run record is written or a model is loaded, so that bad input never
 leaves traces in the results database.
+
+Why nothing here asks llama.cpp: modelfiles sits below the engines (engine/llama.py calls these checks), so
+whether a model goes to a GPU with this build, which decides the memory it is judged against, is passed in
+by the caller (engine/preflight.py, or ``doctor``, which judges memory itself).
 """
 
 from __future__ import annotations
@@ -12,23 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelSpec
-from ..engine.base import Prompt
-from ..engine.prompt_format import TemplateRenderError, render_chat
 from ..errors import ModelFileError, UserError
+from ..prompting import Prompt
+from ..prompting.prompt_format import TemplateRenderError, render_chat
 from .gguf_header import read_gguf_metadata
 from .hashing import cached_sha256
+from .memory import FAIL, estimate_memory, gpu_memory, mem_available, memory_verdict
 
 
-def check_model_file(spec: ModelSpec, path: Path, *, memory: bool = True) -> tuple[str, dict[str, Any]]:
+def check_model_file(spec: ModelSpec, path: Path, *, on_gpu: bool | None) -> tuple[str, dict[str, Any]]:
     """Return (sha256, GGUF metadata) of a usable file, or raise a one-line error saying what is wrong.
 
-    The cheap checks (header, context, memory) come before hashing, which reads every byte. ``memory=False``
-    skips the memory check (the doctor reports it itself, as a line of its checklist).
+    The cheap checks (header, context, memory) come before hashing, which reads every byte. ``on_gpu``: whether
+    the model's layers go to a GPU with this llama.cpp build (engine/preflight.py knows); ``None`` skips the
+    memory check (the doctor reports it itself, as a line of its checklist). No default, so that no caller
+    judges a GPU model against RAM by forgetting it.
     """
     metadata = read_gguf_metadata(path)
     check_context(spec, metadata, path)
-    if memory:
-        check_memory(spec, metadata, path)
+    if on_gpu is not None:
+        check_memory(spec, metadata, path, on_gpu=on_gpu)
     sha256 = cached_sha256(path)
     if spec.sha256 and spec.sha256 != sha256:
         raise ModelFileError(f"model '{spec.id}': {path} has SHA-256 {sha256[:12]}…, but models.toml pins "
@@ -67,17 +74,14 @@ def check_context(spec: ModelSpec, metadata: dict[str, Any], path: Path) -> None
             "models.toml, or set allow_context_beyond_trained = true to run beyond it knowingly")
 
 
-def check_memory(spec: ModelSpec, metadata: dict[str, Any], path: Path) -> None:
-    """Refuse a model whose memory estimate (weights + KV cache for n_ctx, the doctor's formula) exceeds the
-    memory this machine has for it. Only judged where the free memory is measured reliably (Linux
-    MemAvailable, and nvidia-smi when the model goes to a GPU); elsewhere ``doctor`` shows the estimate."""
-    from ..airgap.doctor import FAIL, estimate_memory, gpu_memory, mem_available, memory_verdict
-    from ..engine.runtime import build_info, default_gpu_layers
-
+def check_memory(spec: ModelSpec, metadata: dict[str, Any], path: Path, *, on_gpu: bool) -> None:
+    """Refuse a model whose memory estimate (weights + KV cache for n_ctx, the doctor's formula: memory.py)
+    exceeds the memory this machine has for it: free VRAM + RAM when ``on_gpu``, else RAM. Only judged where the
+    free memory is measured reliably (Linux MemAvailable, and nvidia-smi when the model goes to a GPU);
+    elsewhere ``doctor`` shows the estimate."""
     ram = mem_available(precise=True)
     if ram is None:
         return
-    on_gpu = bool(build_info()["gpu_offload"]) and default_gpu_layers(spec.n_gpu_layers) != 0
     gpus = gpu_memory() if on_gpu else None
     if on_gpu and gpus is None:
         return  # a GPU build without nvidia-smi (Metal, ROCm): free VRAM unknown

@@ -56,13 +56,13 @@ _LATEST = """
 
 def registry_metrics() -> tuple[str, ...]:
     """The metrics the code can produce today: every task's ``metric_names`` plus the optional scores."""
-    from ..analysis.paired import OPTIONAL_SCORES
     from ..tasks import get_task, task_ids
+    from ..tasks.base import BERTSCORE_METRICS, UMLS_METRICS  # what analysis.paired calls OPTIONAL_SCORES
 
     names: list[str] = []
     for task_id in task_ids():
         names += [m for m in get_task(task_id).metric_names if m not in names]
-    return tuple(names + [m for m in OPTIONAL_SCORES if m not in names])
+    return tuple(names + [m.name for m in BERTSCORE_METRICS + UMLS_METRICS if m.name not in names])
 
 
 def _metric(column: str, name: str, alias: str) -> str:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.base import Generation, Prompt
+from ..engine.base import Generation
+from ..prompting import Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
 from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary
 from .choice_scoring import score_choice

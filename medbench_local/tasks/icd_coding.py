@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.base import Generation, Prompt
+from ..engine.base import Generation
+from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.icd import ICD_PATTERN, ICD_TABLE_VERSION, extract_codes, icd_metrics, normalize_code, \
     parse_reference

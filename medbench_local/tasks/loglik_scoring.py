@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.base import ContinuationScore, Generation, Loglikelihoods, Prompt
+from ..engine.base import ContinuationScore, Generation, Loglikelihoods
+from ..prompting import Prompt
 from .base import Score
 
 SCORING_MODES: tuple[str, ...] = ("generate", "loglik", "constrained")

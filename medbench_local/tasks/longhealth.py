@@ -43,7 +43,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..engine.base import Generation, Prompt
+from ..engine.base import Generation
+from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
 from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary, sha256_text

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.base import Generation, Prompt
+from ..engine.base import Generation
+from ..prompting import Prompt
 from ..errors import DataError
 from .base import MetricSpec, TaskBase, binary, Item, PromptContext, Score, TaskData
 from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop

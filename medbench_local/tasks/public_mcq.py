@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.base import Generation, Prompt
+from ..engine.base import Generation
+from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting
 from .base import Item, PromptContext, Score, TaskData

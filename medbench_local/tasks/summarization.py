@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.base import Generation, Prompt
+from ..engine.base import Generation
+from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
 from .base import (BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData,

@@ -28,7 +28,7 @@ from jinja2 import nodes, pass_environment
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from .base import Prompt
+from .prompt import Prompt
 
 MAX_TEMPLATE_CHARS = 256 * 1024       # real chat templates are under 20 KB
 MAX_RENDER_STEPS = 250_000            # loop iterations + calls + filters per render; a real template needs hundreds
