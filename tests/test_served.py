@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from medbench_local.config import load_config
-from medbench_local.engine.base import GenerateRequest
+from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest
 from medbench_local.prompting import Prompt
 from medbench_local.engine.http import (ServerClient, ServerRefused, ServerRequestError, ServerUnavailable,
                                         backoff_delays)
@@ -188,9 +188,27 @@ def test_auth_failure_is_refused_at_once_and_a_read_timeout_is_not_retried() -> 
 class FakeServer:
     """An OpenAI-compatible server of a chosen kind with a character-level tokenizer (BOS = 1)."""
 
-    def __init__(self, kind: str, model: str = "smol", n_ctx: int | None = None, add_bos: bool = True) -> None:
-        self.kind, self.model, self.n_ctx, self.add_bos = kind, model, n_ctx, add_bos
+    def __init__(self, kind: str, model: str = "smol", n_ctx: int | None = None, add_bos: bool = True,
+                 echo: bool = True) -> None:
+        self.kind, self.model, self.n_ctx, self.add_bos, self.echo = kind, model, n_ctx, add_bos, echo
         self.completions: list[dict[str, Any]] = []
+        self.shift_echo = 0  # > 0: a broken server whose echoed list is shifted by this many entries
+
+    def echoed(self, tokens: list[int]) -> dict[str, Any]:
+        """An ``echo`` + ``logprobs`` answer as the OpenAI completions API gives it (first prompt entry null),
+        with one generated token; llama-cpp-python leaves out every token whose id is the BOS id."""
+        kept = [(i, t) for i, t in enumerate(tokens) if not (self.kind == "llama-cpp-python" and t == 1)]
+        values: list[float | None] = [None if i == 0 else fake_logprob(tokens[i - 1], t) for i, t in kept]
+        tops: list[Any] = [None if i == 0 else {"x": FAKE_TOP, self.detokens([t]):
+                                                fake_logprob(tokens[i - 1], t)} for i, t in kept]
+        texts = [self.detokens([t]) for _, t in kept]
+        values, tops, texts = values + [-0.5], tops + [{"?": -0.5}], texts + ["?"]  # the generated token
+        if self.shift_echo:
+            values, tops, texts = values[self.shift_echo:], tops[self.shift_echo:], texts[:-self.shift_echo]
+        return {"choices": [{"text": "", "finish_reason": "length", "logprobs": {
+                    "tokens": texts, "token_logprobs": values, "top_logprobs": tops,
+                    "text_offset": list(range(len(texts)))}}],
+                "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1}}
 
     def tokens(self, text: str, add: bool = True) -> list[int]:
         tokens = []
@@ -234,9 +252,20 @@ class FakeServer:
             self.completions.append(body)
             prompt = body["prompt"]
             n = len(prompt) if isinstance(prompt, list) else len(self.tokens(prompt))
+            if body.get("echo") and self.echo:
+                return httpx.Response(200, json=self.echoed(prompt if isinstance(prompt, list)
+                                                            else self.tokens(prompt)))
             return httpx.Response(200, json={"choices": [{"text": " A", "finish_reason": "stop"}],
                                              "usage": {"prompt_tokens": n, "completion_tokens": 1}})
         return httpx.Response(404, json={"detail": "Not Found"})
+
+
+def fake_logprob(previous: int, token: int) -> float:
+    """The fake model's log-probability of ``token`` after ``previous`` (any fixed, checkable function)."""
+    return -((previous * 31 + token * 17) % 97) / 10
+
+
+FAKE_TOP = -2.0  # the fake model's best other token: a token scoring at least this much was the argmax
 
 
 def served_spec(tmp_path: Path, **extra: Any) -> Any:
@@ -251,18 +280,25 @@ def engine_on(tmp_path: Path, server: FakeServer, **extra: Any) -> OpenAICompatE
     return OpenAICompatEngine(spec, None, client=client)
 
 
-@pytest.mark.parametrize("kind,token_ids,grammar,tokenize", [
-    ("llama-server", True, True, True), ("vllm", True, False, True), ("llama-cpp-python", False, True, True),
-    ("openai", False, False, False)])
+@pytest.mark.parametrize("kind,token_ids,grammar,tokenize,loglik", [
+    ("llama-server", True, True, True, False), ("vllm", True, False, True, True),
+    ("llama-cpp-python", False, True, True, True), ("openai", False, False, False, False)])
 def test_server_kind_and_capabilities_are_detected(tmp_path: Path, kind: str, token_ids: bool, grammar: bool,
-                                                   tokenize: bool) -> None:
+                                                   tokenize: bool, loglik: bool) -> None:
     engine = engine_on(tmp_path, FakeServer(kind, n_ctx=256))
     probe = engine.probe
-    assert (probe.kind, probe.token_ids, probe.grammar, probe.tokenize) == (kind, token_ids, grammar, tokenize)
+    assert (probe.kind, probe.token_ids, probe.grammar, probe.tokenize, probe.loglik) == \
+        (kind, token_ids, grammar, tokenize, loglik)
     assert engine.settings["server_kind"] == kind and engine.settings["prompt_sent_as"] == \
         ("token ids" if token_ids else "text")
-    with pytest.raises(UserError, match="loglik"):
-        require_capabilities(engine.spec, probe, ("generate", "loglik"))
+    if loglik:
+        require_capabilities(engine.spec, probe, ("generate", "loglik"), engine.client)
+    else:
+        with pytest.raises(UserError, match="loglik") as refused:
+            require_capabilities(engine.spec, probe, ("generate", "loglik"))
+        assert "\n" not in str(refused.value)
+        if kind == "llama-server":
+            assert "rejects echo" in str(refused.value)
     if not grammar:
         with pytest.raises(UserError, match="constrained"):
             require_capabilities(engine.spec, probe, ("constrained",))
@@ -308,6 +344,60 @@ def test_a_bos_written_by_the_template_is_not_doubled(tmp_path: Path) -> None:
                        n_ctx=128)
     engine.generate(GenerateRequest(Prompt(system="", user="hi"), max_tokens=8))
     assert server.completions[-1]["prompt"][:2] == [1, ord("h") + 10]
+
+
+# ------------------------------------------------------------------------------------------- loglik on a server
+
+LOGLIK_CONTINUATIONS = [(" A", " B", " C", " D"), (" yes", " no"), ("ENTAILMENT", "NEUTRAL", "CONTRADICTION")]
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llama-cpp-python"])
+@pytest.mark.parametrize("continuations", LOGLIK_CONTINUATIONS, ids=["letters", "words", "labels"])
+@pytest.mark.parametrize("length", [5, 200])
+def test_served_loglik_sums_the_echoed_log_probabilities_of_exactly_the_continuation(
+        tmp_path: Path, kind: str, continuations: tuple[str, ...], length: int) -> None:
+    """Each continuation is scored from the tail of the server's echo (the fake model's log-probabilities,
+    recomputed here from its definition), after the context cut from the left as in-process; llama-cpp-python's
+    habit of leaving BOS-id tokens out of the echo does not shift the tail."""
+    server = FakeServer(kind, n_ctx=128)
+    engine = engine_on(tmp_path, server, n_ctx=128, chat_template="<s>{% for m in messages %}{{ m.content }}"
+                                                                  "{% endfor %}<s>")
+    question = "".join(chr(ord("a") + i % 26) for i in range(length))
+    result = engine.loglikelihood(LoglikelihoodRequest(Prompt(system="", user=question), continuations))
+    context = server.tokens(result.prompt_text, add=False)  # the template writes its own BOS
+    budget = 128 - max(len(c) for c in continuations) - 1
+    kept = context if len(context) <= budget else [1] + context[len(context) - budget + 1:]
+    assert (result.prompt_tokens, result.truncated_tokens) == (len(kept), len(context) - len(kept))
+    sent = server.completions[-len(continuations):]
+    for continuation, score, body in zip(continuations, result.scores, sent):
+        whole = kept + server.tokens(continuation, add=False)
+        steps = [fake_logprob(whole[i - 1], whole[i]) for i in range(len(kept), len(whole))]
+        assert score.logprob == pytest.approx(sum(steps))
+        assert score.greedy == all(step >= FAKE_TOP for step in steps)
+        assert (score.tokens, score.bytes) == (len(continuation), len(continuation.encode()))
+        prompt = body["prompt"] if kind == "vllm" else server.tokens(body["prompt"])  # what the server reads
+        assert prompt == whole
+        assert body["echo"] is True and body["max_tokens"] == 1 and body["temperature"] == 0.0
+
+
+def test_a_served_echo_that_does_not_line_up_is_an_item_error_not_a_score(tmp_path: Path) -> None:
+    server = FakeServer("vllm", n_ctx=128)
+    engine = engine_on(tmp_path, server, n_ctx=128)
+    server.shift_echo = 1
+    with pytest.raises(ServerRequestError, match="do not line up"):
+        engine.loglikelihood(LoglikelihoodRequest(Prompt(system="", user="Which?"), (" A", " B")))
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llama-cpp-python"])
+def test_a_server_that_ignores_echo_is_refused_before_a_loglik_run_and_fails_items_clearly(
+        tmp_path: Path, kind: str) -> None:
+    server = FakeServer(kind, n_ctx=128, echo=False)
+    engine = engine_on(tmp_path, server, n_ctx=128)
+    with pytest.raises(UserError, match="answered an echo request without them") as refused:
+        require_capabilities(engine.spec, engine.probe, ("loglik",), engine.client)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ServerRequestError, match="without prompt log-probabilities"):
+        engine.loglikelihood(LoglikelihoodRequest(Prompt(system="", user="Which?"), (" A", " B")))
 
 
 # ------------------------------------------------------------------------------------------- the item pool

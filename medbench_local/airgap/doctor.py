@@ -185,7 +185,7 @@ def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
     """A served model (engine = "openai"): ask its server, one line per finding. Reachable, the model name
     served, the API key accepted; then what the run would do with it (tokenizer, token ids or text, grammar,
     log-probabilities, context size). The server's host is named: it is the one a served run may reach."""
-    from ..engine.openai_compat import context_size, make_client, probe_server
+    from ..engine.openai_compat import context_size, loglik_problem, make_client, probe_server
 
     served = spec.served
     assert served is not None
@@ -196,6 +196,7 @@ def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
         return
     try:
         probe = probe_server(spec, client)
+        no_loglik = loglik_problem(spec, probe, client)
     except UserError as exc:
         report.add(FAIL, subject, str(exc))
         return
@@ -212,8 +213,9 @@ def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
     report.add(OK if probe.grammar else WARN, subject,
                "GBNF grammar accepted: --scoring constrained works" if probe.grammar
                else "no GBNF grammar field: --scoring constrained is refused")
-    report.add(WARN, subject, "no prompt log-probabilities are read from served models: --scoring loglik is "
-                              "refused (run the model in-process for it)")
+    report.add(OK if no_loglik is None else WARN, subject,
+               "prompt log-probabilities returned with echo: --scoring loglik works" if no_loglik is None
+               else f"--scoring loglik is refused: {no_loglik}")
     try:
         n_ctx = context_size(spec, probe)
     except UserError as exc:

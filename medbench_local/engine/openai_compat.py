@@ -171,26 +171,35 @@ def probe_server(spec: ModelSpec, client: ServerClient) -> ServerProbe:
     )
 
 
-def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, ...],
-                         client: ServerClient | None = None) -> None:
-    """Refuse, before anything is written, a scoring mode this server cannot do (one line). With a ``client``,
-    loglik is also tried once: a server that takes ``echo`` but returns no prompt log-probabilities (an older
-    version, a proxy in between) is refused here rather than failing every item."""
+def loglik_problem(spec: ModelSpec, probe: ServerProbe, client: ServerClient | None = None) -> str | None:
+    """Why loglik scoring cannot run on this server, or None. With a ``client``, one echo request is tried: a
+    server that takes ``echo`` but returns no prompt log-probabilities (an older version, a proxy in between) is
+    refused up front rather than failing every item."""
     served = _served(spec)
-    if "loglik" in modes and not probe.loglik:
-        why = ("llama-server rejects echo, so it returns no prompt log-probabilities (llama.cpp issue #27174)"
-               if probe.kind == "llama-server" else
-               f"a {probe.kind} server is not known to return prompt log-probabilities with echo")
-        raise UserError(f"model '{spec.id}': --scoring loglik needs the prompt's log-probabilities, and {why} "
-                        f"({served.base_url}); use --scoring generate or constrained, serve it with vLLM or "
-                        "llama-cpp-python's server, or run it in-process (docs/scale-out.md)")
-    if "loglik" in modes and client is not None:
+    if probe.kind == "llama-server":
+        return (f"llama-server ({served.base_url}) rejects echo, so it returns none (llama.cpp issue #27174); "
+                "serve the model with vLLM or llama-cpp-python's server for loglik")
+    if not probe.loglik:
+        return f"a {probe.kind} server ({served.base_url}) is not known to return them with echo"
+    if client is not None:
         answer = client.post("/v1/completions", echo_body(served.model, "The answer is", {"temperature": 0.0}, 0),
                              optional=True)
         if not echo_works(answer):
-            raise UserError(f"model '{spec.id}': --scoring loglik needs the prompt's log-probabilities, and the "
-                            f"{probe.kind} server at {served.base_url} answered an echo request without them; use "
-                            "--scoring generate or constrained, or run the model in-process (docs/scale-out.md)")
+            return f"the {probe.kind} server at {served.base_url} answered an echo request without them"
+    return None
+
+
+def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, ...],
+                         client: ServerClient | None = None) -> None:
+    """Refuse, before anything is written, a scoring mode this server cannot do (one line); with a ``client``,
+    loglik is tried once (``loglik_problem``)."""
+    served = _served(spec)
+    if "loglik" in modes:
+        problem = loglik_problem(spec, probe, client)
+        if problem:
+            raise UserError(f"model '{spec.id}': --scoring loglik needs the prompt's log-probabilities, and {problem}"
+                            "; use --scoring generate or constrained, or run the model in-process "
+                            "(docs/scale-out.md)")
     if "constrained" in modes and not probe.grammar:
         raise UserError(f"model '{spec.id}': --scoring constrained needs a GBNF grammar field, which a "
                         f"{probe.kind} server ({served.base_url}) does not take; use llama-server or "
@@ -482,14 +491,28 @@ class OpenAICompatEngine:
         wanted = kept + tokens
         if self.probe.token_ids:
             return wanted
-        bos = self._bos_token()
-        sent = text + continuation if truncated == 0 else self.detokenize(
-            wanted[1:] if bos is not None and wanted[:1] == [bos] else wanted)
+        if truncated == 0 and self._server_tokens(text + continuation) == wanted:
+            return text + continuation
+        bos = self._bos_token()  # the server adds it to a text: send the text of the rest
+        sent = self.detokenize(wanted[1:] if bos is not None and wanted[:1] == [bos] else wanted)
         if self._server_tokens(sent) != wanted:
             raise ServerRequestError(f"this {self.probe.kind} server takes only text, and no text reads as the "
                                      "context followed by the continuation's own tokens (the continuation merges "
                                      "with the context, or the context had to be cut); use vLLM, or raise n_ctx")
         return sent
+
+    def abort(self) -> None:
+        """Second Ctrl-C: close the connections, so requests in flight fail now instead of at their timeout."""
+        self._aborted = True
+        self.client.close()
+
+    def identity(self) -> dict[str, Any]:
+        """Declared weights, chat template and output settings; the server's build is in those settings (the
+        server, not our llama.cpp, computes the outputs). URL, served name and concurrency are placement."""
+        return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _number(value: Any) -> float | None:
