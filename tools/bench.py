@@ -29,6 +29,7 @@ by one per round, so drift of a shared machine hits all alike. Only ratios withi
    127.0.0.1 with the same thread count. On a CPU the gain is small; on a GPU see docs/scale-out.md.
 
     .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N] [--served [--served-only]]
+    .venv/bin/python tools/bench.py --counts-only mednli,longhealth,reference   # only the exact rows of 2.
 """
 
 from __future__ import annotations
@@ -131,15 +132,19 @@ def reuse_counts(engine: LlamaEngine, task: Task, data: TaskData, label: str,
     return {k: (v[0], v[1], v[2], v[3]) for k, v in totals.items()}
 
 
-def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path) -> dict[str, tuple[int, ...]]:
+REFERENCE_SHAPE = "longhealth, reference shape"
+
+
+def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path,
+                     tasks: tuple[str, ...] = (*REUSE_TASKS, REFERENCE_SHAPE)) -> dict[str, tuple[int, ...]]:
     """Every task on bench_data, plus LongHealth in the reference's shape (20 questions per patient, records
-    that fit the 8,140-token budget of an 8k context) grouped by patient."""
+    that fit the 8,140-token budget of an 8k context) grouped by patient; or only ``tasks``."""
     from dataclasses import replace
 
     counts: dict[str, tuple[int, ...]] = {}
     engine = LlamaEngine(spec, path, n_threads=threads, kv_reuse=True)
     try:
-        for task_id in REUSE_TASKS:
+        for task_id in (t for t in REUSE_TASKS if t in tasks):
             fields = {"document_order": "per-patient"} if task_id == "longhealth" else {}
             task, data = load(task_id, **fields)
             group = ((lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"]))
@@ -147,11 +152,13 @@ def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path) -
             counts.update(reuse_counts(engine, task, data, task_id, group))
     finally:
         engine.close()
+    if REFERENCE_SHAPE not in tasks:
+        return counts
     engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
     try:
         task = get_task("longhealth").configure(document_order="per-patient")
         data = task.load(reference_shaped_longhealth(scratch / "longhealth"))
-        counts.update(reuse_counts(engine, task, data, "longhealth, reference shape",
+        counts.update(reuse_counts(engine, task, data, REFERENCE_SHAPE,
                                    lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))
     finally:
         engine.close()
@@ -393,6 +400,44 @@ class _always:
         return None
 
 
+TARGETS = {"mednli": ">= 5x", REFERENCE_SHAPE: ">= 10x",
+           f"{REFERENCE_SHAPE} task1": ">= 10x (the records shared by a patient's questions)"}
+
+
+def count_rows(results: dict[str, dict[str, Any]], row: Callable[..., None]) -> None:
+    """The exact rows: prompt tokens without / with prefix reuse, per task label, from each model's counts."""
+    for label in results[MODELS[0]]["counts"]:
+        def ratio(r: dict[str, Any], label: str = label) -> str:
+            total, evaluated, later, later_evaluated = r["counts"][label]
+            steady = f", {later / later_evaluated:.1f}x after the first of each group" if later_evaluated else ""
+            return f"{total / max(evaluated, 1):.1f}x ({total} / {evaluated}){steady}"
+        name = label + (" (grouped by patient)" if label.startswith("longhealth") and "task" not in label else "")
+        row(f"prompt tokens without / with prefix reuse: {name}", ratio, TARGETS.get(label, ""))
+
+
+def counts_only(config: Any, args: argparse.Namespace) -> list[str]:
+    """Only the exact token-count rows (no timing rounds): a minute or two instead of the full bench."""
+    wanted = tuple(t.strip() for t in args.counts_only.split(",")) if args.counts_only != "all" \
+        else (*REUSE_TASKS, REFERENCE_SHAPE)
+    unknown = [t for t in wanted if t not in (*REUSE_TASKS, REFERENCE_SHAPE, "reference")]
+    if unknown:
+        raise SystemExit(f"--counts-only: unknown task(s) {', '.join(unknown)}")
+    wanted = tuple(REFERENCE_SHAPE if t == "reference" else t for t in wanted)
+    threads = choose_threads(args.threads)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for m in MODELS:
+            spec = config.model(m)
+            results[m] = {"counts": all_reuse_counts(spec, require(spec), threads.n_threads, Path(scratch), wanted)}
+    lines = ["| measure | " + " | ".join(MODELS) + " | target |", "|---|" + "---|" * len(MODELS) + "---|"]
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str], target: str = "") -> None:
+        lines.append(f"| {name} | " + " | ".join(cell(results[m]) for m in MODELS) + f" | {target} |")
+
+    count_rows(results, row)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every timed measurement (median)")
@@ -402,8 +447,14 @@ def main() -> None:
                         help="also measure items/s in-process vs served at concurrency 1, 2, 4, 8 (starts a server)")
     parser.add_argument("--served-only", action="store_true", help="only the served measurement")
     parser.add_argument("--served-items", type=int, default=8, help="items per served measurement")
+    parser.add_argument("--counts-only", metavar="TASKS", default=None,
+                        help="only the exact prompt-token rows, no timings: 'all' or a comma list of tasks "
+                             "('reference' = LongHealth in the reference shape), e.g. mednli,reference")
     args = parser.parse_args()
     config = load_config(ROOT / "models.toml")
+    if args.counts_only:
+        print("\n".join(counts_only(config, args)))
+        return
     if args.served_only:
         print("\n".join(measure_served(config, args)))
         return
@@ -420,15 +471,7 @@ def main() -> None:
     row("engine / raw llama-cpp-python, same prompts, empty cache each (generate)",
         lambda r: f"{r['seconds']['generate'] / r['seconds']['raw']:.2f}x "
                   f"({r['seconds']['generate']:.2f} s / {r['seconds']['raw']:.2f} s)", "<= 1.05x")
-    targets = {"mednli": ">= 5x", "longhealth, reference shape": ">= 10x",
-               "longhealth, reference shape task1": ">= 10x (the records shared by a patient's questions)"}
-    for label in results[MODELS[0]]["counts"]:
-        def ratio(r: dict[str, Any], label: str = label) -> str:
-            total, evaluated, later, later_evaluated = r["counts"][label]
-            steady = f", {later / later_evaluated:.1f}x after the first of each group" if later_evaluated else ""
-            return f"{total / max(evaluated, 1):.1f}x ({total} / {evaluated}){steady}"
-        name = label + (" (grouped by patient)" if label.startswith("longhealth") and "task" not in label else "")
-        row(f"prompt tokens without / with prefix reuse: {name}", ratio, targets.get(label, ""))
+    count_rows(results, row)
     row("raw llama-cpp-python: ubatch 32 (our grid) / 512 (default), same prompts",
         lambda r: f"{r['seconds']['raw'] / r['seconds']['raw, ubatch 512']:.2f}x")
     row("seconds per jama item: generate, kv reuse / generate, empty cache",
