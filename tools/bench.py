@@ -10,8 +10,9 @@ For the demo pair (SmolLM2-135M, Gemma-3-270M), with the same thread counts ever
    patient: ``--document-order per-patient``), computed by the engine's own plan (engine/kv.py) on each model's
    tokens: over all items, and over the items after the first of each group (what a long run converges to; the
    samples have 5 mednli items and 2 questions per LongHealth patient). LongHealth also in the reference's shape
-   (20 questions per patient, records that fit an 8k context; see ``reference_shaped_longhealth``).
-   Targets: >= 5x fewer on mednli (3-shot), >= 10x on LongHealth.
+   (20 questions per patient, records that fit an 8k context; see ``reference_shaped_longhealth``), and in
+   its worst case for Task 2 (every question with its own answer document; records then exceed the budget).
+   ``--counts-only TASKS`` prints only these exact rows, in a few minutes. Targets: >= 5x fewer on mednli (3-shot), >= 10x on LongHealth.
 3. seconds per multiple-choice item (jama, fresh cache): generate vs loglik (letter continuations) vs loglik
    with option texts as continuations, one decode per option vs all options in one batched decode.
    Goals: loglik <= 1.0x generate; <= 0.5x with the continuations batched.
@@ -29,7 +30,7 @@ by one per round, so drift of a shared machine hits all alike. Only ratios withi
    127.0.0.1 with the same thread count. On a CPU the gain is small; on a GPU see docs/scale-out.md.
 
     .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N] [--served [--served-only]]
-    .venv/bin/python tools/bench.py --counts-only mednli,longhealth,reference   # only the exact rows of 2.
+    .venv/bin/python tools/bench.py --counts-only mednli,longhealth,reference,own-answers   # only the exact rows of 2.
 """
 
 from __future__ import annotations
@@ -82,14 +83,20 @@ def context_for(data: TaskData, engine: LlamaEngine) -> PromptContext:
 # ------------------------------------------------------------------------------------------ 2. prompt tokens
 
 
-def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 6) -> Path:
+def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 6,
+                                own_answer_documents: bool = False) -> Path:
     """bench_data's LongHealth file in the reference's shape, for counting prompt tokens only: every patient's
     questions cycled to ``questions`` (the reference has 20 per patient, the sample 2; copies marked "(variant
     k)"), and every document's text repeated ``scale`` times (the sample's 280-380 words per patient become
     1,700-2,300, records that fit the 8k budget; the reference's 5,090-6,754 words need a 16k context to fit).
     With the sample as it is, every other item starts a new group and the records are shorter than the question
-    and instructions after them. When a patient's records exceed the budget, Task 1 puts each question's answer
-    documents first and prompts differ per question, so little is reused (measured: 1.9x with 12 copies)."""
+    and instructions after them.
+
+    The cycled questions keep their answer documents, so a patient's 20 questions have only 2 different ones:
+    the best case for Task 2, whose prompts differ from the first answer document on. ``own_answer_documents``
+    gives the worst case instead: every patient gets ``questions`` documents (the scaled texts cycled, each
+    headed "Document k."), and question k's answer is in document k; the records then exceed the budget, so
+    Task 1 is cut too (as the real records are in an 8k context)."""
     data = json.loads((ROOT / "bench_data" / "longhealth" / "benchmark_v5.json").read_text(encoding="utf-8"))
     for patient in data.values():
         original = patient["questions"]
@@ -97,6 +104,11 @@ def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 
                                      question=f"{original[k % len(original)]['question']} (variant {k + 1})")
                                 for k in range(questions)]
         patient["texts"] = {tid: "\n\n".join([text] * scale) for tid, text in patient["texts"].items()}
+        texts = list(patient["texts"].values())
+        if own_answer_documents:
+            patient["texts"] = {f"text_{k}": f"Document {k + 1}.\n\n{texts[k % len(texts)]}" for k in range(questions)}
+            for k, question in enumerate(patient["questions"]):
+                question["answer_location"] = {f"text_{k}": {}}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "benchmark_v5.json").write_text(json.dumps(data), encoding="utf-8")
     return folder
@@ -133,12 +145,16 @@ def reuse_counts(engine: LlamaEngine, task: Task, data: TaskData, label: str,
 
 
 REFERENCE_SHAPE = "longhealth, reference shape"
+OWN_ANSWERS = "longhealth, reference shape, every question its own answer document"
+COUNT_ALIASES = {"reference": REFERENCE_SHAPE, "own-answers": OWN_ANSWERS}
 
 
 def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path,
-                     tasks: tuple[str, ...] = (*REUSE_TASKS, REFERENCE_SHAPE)) -> dict[str, tuple[int, ...]]:
+                     tasks: tuple[str, ...] = (*REUSE_TASKS, REFERENCE_SHAPE, OWN_ANSWERS)
+                     ) -> dict[str, tuple[int, ...]]:
     """Every task on bench_data, plus LongHealth in the reference's shape (20 questions per patient, records
-    that fit the 8,140-token budget of an 8k context) grouped by patient; or only ``tasks``."""
+    that fit the 8,140-token budget of an 8k context) grouped by patient, and its worst case for Task 2 (every
+    question with its own answer document); or only ``tasks``."""
     from dataclasses import replace
 
     counts: dict[str, tuple[int, ...]] = {}
@@ -152,16 +168,18 @@ def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path,
             counts.update(reuse_counts(engine, task, data, task_id, group))
     finally:
         engine.close()
-    if REFERENCE_SHAPE not in tasks:
-        return counts
-    engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
-    try:
-        task = get_task("longhealth").configure(document_order="per-patient")
-        data = task.load(reference_shaped_longhealth(scratch / "longhealth"))
-        counts.update(reuse_counts(engine, task, data, REFERENCE_SHAPE,
-                                   lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))
-    finally:
-        engine.close()
+    for label, own in ((REFERENCE_SHAPE, False), (OWN_ANSWERS, True)):
+        if label not in tasks:
+            continue
+        engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
+        try:
+            task = get_task("longhealth").configure(document_order="per-patient")
+            data = task.load(reference_shaped_longhealth(scratch / label.replace(" ", "_").replace(",", ""),
+                                                         own_answer_documents=own))
+            counts.update(reuse_counts(engine, task, data, label,
+                                       lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))
+        finally:
+            engine.close()
     return counts
 
 
@@ -418,11 +436,11 @@ def count_rows(results: dict[str, dict[str, Any]], row: Callable[..., None]) -> 
 def counts_only(config: Any, args: argparse.Namespace) -> list[str]:
     """Only the exact token-count rows (no timing rounds): a minute or two instead of the full bench."""
     wanted = tuple(t.strip() for t in args.counts_only.split(",")) if args.counts_only != "all" \
-        else (*REUSE_TASKS, REFERENCE_SHAPE)
-    unknown = [t for t in wanted if t not in (*REUSE_TASKS, REFERENCE_SHAPE, "reference")]
+        else (*REUSE_TASKS, *COUNT_ALIASES)
+    unknown = [t for t in wanted if t not in (*REUSE_TASKS, *COUNT_ALIASES)]
     if unknown:
         raise SystemExit(f"--counts-only: unknown task(s) {', '.join(unknown)}")
-    wanted = tuple(REFERENCE_SHAPE if t == "reference" else t for t in wanted)
+    wanted = tuple(COUNT_ALIASES.get(t, t) for t in wanted)
     threads = choose_threads(args.threads)
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -449,7 +467,8 @@ def main() -> None:
     parser.add_argument("--served-items", type=int, default=8, help="items per served measurement")
     parser.add_argument("--counts-only", metavar="TASKS", default=None,
                         help="only the exact prompt-token rows, no timings: 'all' or a comma list of tasks "
-                             "('reference' = LongHealth in the reference shape), e.g. mednli,reference")
+                             "('reference' = LongHealth in the reference shape, 'own-answers' = its worst case "
+                             "for Task 2), e.g. mednli,reference")
     args = parser.parse_args()
     config = load_config(ROOT / "models.toml")
     if args.counts_only:
