@@ -29,9 +29,11 @@ Python's ``random`` module.
 
 ``document_order`` (``run --document-order``, part of the evaluation identity): ``per-question`` (default, the
 reference) shuffles the documents and draws the distractors per item. ``per-patient`` does both per patient and
-repeat instead, and runs the items grouped by patient, repeat and task, so consecutive prompts share the patient's
-records and the KV cache keeps them (``engine/kv.py``): the question and options come after the documents.
-Repeats still differ from each other in document order.
+repeat instead, fills the documents in that one order with the cut document last (``assemble(shared_prefix=True)``),
+and runs the items grouped by patient, repeat and task, sorted by where their answer documents sit, so consecutive
+prompts share the patient's records and the KV cache keeps them (``engine/kv.py``): the question and options come
+after the documents. Repeats still differ from each other in document order. ``document_order_version`` in the
+settings counts changes of this assembly (docs/tasks-longhealth.md).
 """
 
 from __future__ import annotations
