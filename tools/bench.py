@@ -10,8 +10,9 @@ For the demo pair (SmolLM2-135M, Gemma-3-270M), with the same thread counts ever
    patient: ``--document-order per-patient``), computed by the engine's own plan (engine/kv.py) on each model's
    tokens: over all items, and over the items after the first of each group (what a long run converges to; the
    samples have 5 mednli items and 2 questions per LongHealth patient). LongHealth also in the reference's shape
-   (20 questions per patient, records that fit an 8k context; see ``reference_shaped_longhealth``).
-   Targets: >= 5x fewer on mednli (3-shot), >= 10x on LongHealth.
+   (20 questions per patient, records that fit an 8k context; see ``reference_shaped_longhealth``), and in
+   its worst case for Task 2 (every question with its own answer document; records then exceed the budget).
+   ``--counts-only TASKS`` prints only these exact rows, in a few minutes. Targets: >= 5x fewer on mednli (3-shot), >= 10x on LongHealth.
 3. seconds per multiple-choice item (jama, fresh cache): generate vs loglik (letter continuations) vs loglik
    with option texts as continuations, one decode per option vs all options in one batched decode.
    Goals: loglik <= 1.0x generate; <= 0.5x with the continuations batched.
@@ -29,6 +30,7 @@ by one per round, so drift of a shared machine hits all alike. Only ratios withi
    127.0.0.1 with the same thread count. On a CPU the gain is small; on a GPU see docs/scale-out.md.
 
     .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N] [--served [--served-only]]
+    .venv/bin/python tools/bench.py --counts-only mednli,longhealth,reference,own-answers   # only the exact rows of 2.
 """
 
 from __future__ import annotations
@@ -81,14 +83,20 @@ def context_for(data: TaskData, engine: LlamaEngine) -> PromptContext:
 # ------------------------------------------------------------------------------------------ 2. prompt tokens
 
 
-def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 6) -> Path:
+def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 6,
+                                own_answer_documents: bool = False) -> Path:
     """bench_data's LongHealth file in the reference's shape, for counting prompt tokens only: every patient's
     questions cycled to ``questions`` (the reference has 20 per patient, the sample 2; copies marked "(variant
     k)"), and every document's text repeated ``scale`` times (the sample's 280-380 words per patient become
     1,700-2,300, records that fit the 8k budget; the reference's 5,090-6,754 words need a 16k context to fit).
     With the sample as it is, every other item starts a new group and the records are shorter than the question
-    and instructions after them. When a patient's records exceed the budget, Task 1 puts each question's answer
-    documents first and prompts differ per question, so little is reused (measured: 1.9x with 12 copies)."""
+    and instructions after them.
+
+    The cycled questions keep their answer documents, so a patient's 20 questions have only 2 different ones:
+    the best case for Task 2, whose prompts differ from the first answer document on. ``own_answer_documents``
+    gives the worst case instead: every patient gets ``questions`` documents (the scaled texts cycled, each
+    headed "Document k."), and question k's answer is in document k; the records then exceed the budget, so
+    Task 1 is cut too (as the real records are in an 8k context)."""
     data = json.loads((ROOT / "bench_data" / "longhealth" / "benchmark_v5.json").read_text(encoding="utf-8"))
     for patient in data.values():
         original = patient["questions"]
@@ -96,6 +104,11 @@ def reference_shaped_longhealth(folder: Path, questions: int = 20, scale: int = 
                                      question=f"{original[k % len(original)]['question']} (variant {k + 1})")
                                 for k in range(questions)]
         patient["texts"] = {tid: "\n\n".join([text] * scale) for tid, text in patient["texts"].items()}
+        texts = list(patient["texts"].values())
+        if own_answer_documents:
+            patient["texts"] = {f"text_{k}": f"Document {k + 1}.\n\n{texts[k % len(texts)]}" for k in range(questions)}
+            for k, question in enumerate(patient["questions"]):
+                question["answer_location"] = {f"text_{k}": {}}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "benchmark_v5.json").write_text(json.dumps(data), encoding="utf-8")
     return folder
@@ -131,15 +144,23 @@ def reuse_counts(engine: LlamaEngine, task: Task, data: TaskData, label: str,
     return {k: (v[0], v[1], v[2], v[3]) for k, v in totals.items()}
 
 
-def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path) -> dict[str, tuple[int, ...]]:
+REFERENCE_SHAPE = "longhealth, reference shape"
+OWN_ANSWERS = "longhealth, reference shape, every question its own answer document"
+COUNT_ALIASES = {"reference": REFERENCE_SHAPE, "own-answers": OWN_ANSWERS}
+
+
+def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path,
+                     tasks: tuple[str, ...] = (*REUSE_TASKS, REFERENCE_SHAPE, OWN_ANSWERS)
+                     ) -> dict[str, tuple[int, ...]]:
     """Every task on bench_data, plus LongHealth in the reference's shape (20 questions per patient, records
-    that fit the 8,140-token budget of an 8k context) grouped by patient."""
+    that fit the 8,140-token budget of an 8k context) grouped by patient, and its worst case for Task 2 (every
+    question with its own answer document); or only ``tasks``."""
     from dataclasses import replace
 
     counts: dict[str, tuple[int, ...]] = {}
     engine = LlamaEngine(spec, path, n_threads=threads, kv_reuse=True)
     try:
-        for task_id in REUSE_TASKS:
+        for task_id in (t for t in REUSE_TASKS if t in tasks):
             fields = {"document_order": "per-patient"} if task_id == "longhealth" else {}
             task, data = load(task_id, **fields)
             group = ((lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"]))
@@ -147,14 +168,18 @@ def all_reuse_counts(spec: ModelSpec, path: Path, threads: int, scratch: Path) -
             counts.update(reuse_counts(engine, task, data, task_id, group))
     finally:
         engine.close()
-    engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
-    try:
-        task = get_task("longhealth").configure(document_order="per-patient")
-        data = task.load(reference_shaped_longhealth(scratch / "longhealth"))
-        counts.update(reuse_counts(engine, task, data, "longhealth, reference shape",
-                                   lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))
-    finally:
-        engine.close()
+    for label, own in ((REFERENCE_SHAPE, False), (OWN_ANSWERS, True)):
+        if label not in tasks:
+            continue
+        engine = LlamaEngine(replace(spec, n_ctx=8192), path, n_threads=threads, kv_reuse=True)
+        try:
+            task = get_task("longhealth").configure(document_order="per-patient")
+            data = task.load(reference_shaped_longhealth(scratch / label.replace(" ", "_").replace(",", ""),
+                                                         own_answer_documents=own))
+            counts.update(reuse_counts(engine, task, data, label,
+                                       lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"])))
+        finally:
+            engine.close()
     return counts
 
 
@@ -393,6 +418,44 @@ class _always:
         return None
 
 
+TARGETS = {"mednli": ">= 5x", REFERENCE_SHAPE: ">= 10x",
+           f"{REFERENCE_SHAPE} task1": ">= 10x (the records shared by a patient's questions)"}
+
+
+def count_rows(results: dict[str, dict[str, Any]], row: Callable[..., None]) -> None:
+    """The exact rows: prompt tokens without / with prefix reuse, per task label, from each model's counts."""
+    for label in results[MODELS[0]]["counts"]:
+        def ratio(r: dict[str, Any], label: str = label) -> str:
+            total, evaluated, later, later_evaluated = r["counts"][label]
+            steady = f", {later / later_evaluated:.1f}x after the first of each group" if later_evaluated else ""
+            return f"{total / max(evaluated, 1):.1f}x ({total} / {evaluated}){steady}"
+        name = label + (" (grouped by patient)" if label.startswith("longhealth") and "task" not in label else "")
+        row(f"prompt tokens without / with prefix reuse: {name}", ratio, TARGETS.get(label, ""))
+
+
+def counts_only(config: Any, args: argparse.Namespace) -> list[str]:
+    """Only the exact token-count rows (no timing rounds): a minute or two instead of the full bench."""
+    wanted = tuple(t.strip() for t in args.counts_only.split(",")) if args.counts_only != "all" \
+        else (*REUSE_TASKS, *COUNT_ALIASES)
+    unknown = [t for t in wanted if t not in (*REUSE_TASKS, *COUNT_ALIASES)]
+    if unknown:
+        raise SystemExit(f"--counts-only: unknown task(s) {', '.join(unknown)}")
+    wanted = tuple(COUNT_ALIASES.get(t, t) for t in wanted)
+    threads = choose_threads(args.threads)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for m in MODELS:
+            spec = config.model(m)
+            results[m] = {"counts": all_reuse_counts(spec, require(spec), threads.n_threads, Path(scratch), wanted)}
+    lines = ["| measure | " + " | ".join(MODELS) + " | target |", "|---|" + "---|" * len(MODELS) + "---|"]
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str], target: str = "") -> None:
+        lines.append(f"| {name} | " + " | ".join(cell(results[m]) for m in MODELS) + f" | {target} |")
+
+    count_rows(results, row)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every timed measurement (median)")
@@ -402,8 +465,15 @@ def main() -> None:
                         help="also measure items/s in-process vs served at concurrency 1, 2, 4, 8 (starts a server)")
     parser.add_argument("--served-only", action="store_true", help="only the served measurement")
     parser.add_argument("--served-items", type=int, default=8, help="items per served measurement")
+    parser.add_argument("--counts-only", metavar="TASKS", default=None,
+                        help="only the exact prompt-token rows, no timings: 'all' or a comma list of tasks "
+                             "('reference' = LongHealth in the reference shape, 'own-answers' = its worst case "
+                             "for Task 2), e.g. mednli,reference")
     args = parser.parse_args()
     config = load_config(ROOT / "models.toml")
+    if args.counts_only:
+        print("\n".join(counts_only(config, args)))
+        return
     if args.served_only:
         print("\n".join(measure_served(config, args)))
         return
@@ -420,15 +490,7 @@ def main() -> None:
     row("engine / raw llama-cpp-python, same prompts, empty cache each (generate)",
         lambda r: f"{r['seconds']['generate'] / r['seconds']['raw']:.2f}x "
                   f"({r['seconds']['generate']:.2f} s / {r['seconds']['raw']:.2f} s)", "<= 1.05x")
-    targets = {"mednli": ">= 5x", "longhealth, reference shape": ">= 10x",
-               "longhealth, reference shape task1": ">= 10x (the records shared by a patient's questions)"}
-    for label in results[MODELS[0]]["counts"]:
-        def ratio(r: dict[str, Any], label: str = label) -> str:
-            total, evaluated, later, later_evaluated = r["counts"][label]
-            steady = f", {later / later_evaluated:.1f}x after the first of each group" if later_evaluated else ""
-            return f"{total / max(evaluated, 1):.1f}x ({total} / {evaluated}){steady}"
-        name = label + (" (grouped by patient)" if label.startswith("longhealth") and "task" not in label else "")
-        row(f"prompt tokens without / with prefix reuse: {name}", ratio, targets.get(label, ""))
+    count_rows(results, row)
     row("raw llama-cpp-python: ubatch 32 (our grid) / 512 (default), same prompts",
         lambda r: f"{r['seconds']['raw'] / r['seconds']['raw, ubatch 512']:.2f}x")
     row("seconds per jama item: generate, kv reuse / generate, empty cache",

@@ -29,9 +29,11 @@ Python's ``random`` module.
 
 ``document_order`` (``run --document-order``, part of the evaluation identity): ``per-question`` (default, the
 reference) shuffles the documents and draws the distractors per item. ``per-patient`` does both per patient and
-repeat instead, and runs the items grouped by patient, repeat and task, so consecutive prompts share the patient's
-records and the KV cache keeps them (``engine/kv.py``): the question and options come after the documents.
-Repeats still differ from each other in document order.
+repeat instead, fills the documents in that one order with the cut document last (``assemble(shared_prefix=True)``),
+and runs the items grouped by patient, repeat and task, sorted by where their answer documents sit, so consecutive
+prompts share the patient's records and the KV cache keeps them (``engine/kv.py``): the question and options come
+after the documents. Repeats still differ from each other in document order. ``document_order_version`` in the
+settings counts changes of this assembly (docs/tasks-longhealth.md).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ REFERENCE_REGEX = re.compile(r"The correct answer is (\w):")
 CHOICE_PREFIX = "The correct answer is"
 TASK_NUMBERS = (1, 2, 3)
 DOCUMENT_ORDERS = ("per-question", "per-patient")
+PER_PATIENT_VERSION = 2  # of the per-patient assembly; in settings() (see there)
 
 LONGHEALTH_PROMPT = PromptTemplate(
     system=("You are a meticulous assistant who helps physicians find information in hospital documents such "
@@ -299,20 +302,41 @@ def fill_user(template: PromptTemplate, payload: Mapping[str, Any], documents: s
         letters=", ".join(letters[:-1]) + " or " + letters[-1])
 
 
+def order_rank(seed: int, shuffle_key: str, did: str) -> str:
+    """The rank that orders documents in a prompt (``shuffle_key``: the item, or its patient and repeat)."""
+    return _rank(seed, shuffle_key, "order", did)
+
+
 def assemble(payload: Mapping[str, Any], texts: Mapping[str, str], template: PromptTemplate,
              count_tokens: Callable[[str], int], *, budget: int, seed: int, item_id: str,
-             separator: str = DIVIDER) -> Assembly:
+             separator: str = DIVIDER, shared_prefix: bool = False) -> Assembly:
     """Fill ``budget`` tokens (system + user text) with the item's candidate documents, in priority order.
 
     The frame (question, options, instructions) is reserved first. Candidates (answer documents, then the
     others) are added while they fit, each after the first also paying for ``separator``; the first that does
     not fit is cut to the room left and assembly stops. The chosen documents are then ordered by their
     seeded rank. A last exact count guards against token merges at the joins.
+
+    ``shared_prefix`` (``--document-order per-patient``; ``item_id`` is then the patient and repeat): the other
+    documents are offered in their seeded order rank instead of their given order, and the prompt shows the
+    documents in full in that rank with the cut one *last*. Questions of one patient and repeat then differ,
+    in the documents block, only from their first answer document on (Tasks 1 and 2) or only in how much of
+    the last, cut document fits (Task 3): the KV cache keeps the rest (docs/tasks-longhealth.md).
     """
     system_tokens = count_tokens(template.system)
     limit = budget - system_tokens  # tokens for the user text
     answer_ids = list(payload["answer_docs"])
-    candidates = answer_ids + list(payload["other_docs"])
+    others = list(payload["other_docs"])
+    if shared_prefix:
+        others.sort(key=lambda did: order_rank(seed, item_id, did))
+    candidates = answer_ids + others
+
+    def arranged(chosen: Mapping[str, str], cut: str | None) -> list[str]:
+        order = sorted(chosen, key=lambda did: order_rank(seed, item_id, did))
+        if shared_prefix and cut in chosen:  # the one part whose length depends on the question goes last
+            order = [d for d in order if d != cut] + [cut]
+        return order
+
     room = limit - count_tokens(fill_user(template, payload, ""))
     sep = count_tokens(separator)
     parts: dict[str, str] = {}
@@ -330,7 +354,7 @@ def assemble(payload: Mapping[str, Any], texts: Mapping[str, str], template: Pro
             parts[did], cut = part, did
         dropped = candidates[i + 1:] if part else candidates[i:]
         break
-    order = sorted(parts, key=lambda did: _rank(seed, item_id, "order", did))
+    order = arranged(parts, cut)
     user = fill_user(template, payload, DIVIDER.join(parts[d] for d in order))
     for _ in range(8):  # the sum of parts can differ from the count of the whole by a few merged tokens
         over = count_tokens(user) - limit
@@ -341,6 +365,8 @@ def assemble(payload: Mapping[str, Any], texts: Mapping[str, str], template: Pro
         cut = victim
         if part:
             parts[victim] = part
+            if shared_prefix:
+                order = arranged(parts, cut)
         else:
             del parts[victim]
             order = [d for d in order if d != victim]
@@ -423,9 +449,17 @@ class LongHealthTask(TaskBase):
                         }
                         items.append(Item(item_id, payload, source=f"{source}#{q.where}"))
         if self.document_order == "per-patient":  # prompts that share the patient's records run together
-            items.sort(key=lambda it: (it.payload["patient"], it.payload["repeat"], it.payload["task"],
-                                       it.payload["question_number"]))
+            items.sort(key=self._shared_prefix_run_order)
         return TaskData(items, documents=corpus)
+
+    def _shared_prefix_run_order(self, item: Item) -> tuple[Any, ...]:
+        """Per patient, repeat and task; within them by where the item's answer documents sit in the group's
+        document order, so that consecutive prompts share the documents before the earlier one's first answer
+        document (``assemble(shared_prefix=True)``); then by question."""
+        p = item.payload
+        key = self.shuffle_key(item.id, p["patient"], p["repeat"])
+        places = tuple(sorted(order_rank(self.seed, key, d) for d in p["answer_docs"]))
+        return (p["patient"], p["repeat"], p["task"], places, p["question_number"])
 
     def shuffle_key(self, item_id: str, patient: str, repeat: int) -> str:
         """What seeds an item's document order and distractor draw: the item, or its patient and repeat."""
@@ -446,7 +480,8 @@ class LongHealthTask(TaskBase):
         key = self.shuffle_key(item.id, item.payload["patient"], item.payload["repeat"])
         assembly = assemble(item.payload, texts, self.template, context.count_tokens,
                             budget=self.effective_budget(context.n_ctx), seed=self.seed, item_id=key,
-                            separator=REFERENCE_SEPARATOR if self.reference_quirks else DIVIDER)
+                            separator=REFERENCE_SEPARATOR if self.reference_quirks else DIVIDER,
+                            shared_prefix=self.document_order == "per-patient")
         return Prompt(system=self.template.system, user=assembly.user, answer_prefix=self.template.answer_prefix,
                       plan=assembly)
 
@@ -535,9 +570,13 @@ class LongHealthTask(TaskBase):
         return ChoiceSet(replace(prompt, answer_prefix=prefix), options, item.payload["gold"], key_metrics)
 
     def settings(self) -> dict[str, Any]:
-        order = {"document_order": self.document_order} if self.document_order != "per-question" else {}
+        # only when not the default, so that stored default evaluations keep their keys; the version counts
+        # changes of the per-patient assembly (2: documents in the group order, the cut one last), so that a run
+        # never resumes into an evaluation whose prompts were assembled another way
+        order = ({"document_order": self.document_order, "document_order_version": PER_PATIENT_VERSION}
+                 if self.document_order != "per-question" else {})
         return {
-            **order,  # only when not the default, so that stored default evaluations keep their keys
+            **order,
             "task": self.id, "max_tokens": self.max_tokens, "stop": list(self.stop),
             "prompt_sha256": self.template.sha256, "token_budget": self.token_budget,
             "template_margin": self.template_margin, "seed": self.seed, "repeats": self.repeats,
