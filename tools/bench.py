@@ -292,8 +292,10 @@ def measure_model(model_id: str, spec: ModelSpec, args: argparse.Namespace) -> d
         engine.close()
     raw.close()
     raw512.close()
-    with tempfile.TemporaryDirectory() as scratch:
-        counts = all_reuse_counts(spec, path, threads.n_threads, Path(scratch))
+    counts: dict[str, Any] = {}
+    if not args.timings_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            counts = all_reuse_counts(spec, path, threads.n_threads, Path(scratch))
     seconds = {name: median(t.seconds) for name, t in by_name.items()}
     return {"threads": threads, "seconds": seconds, "items": len(items), "pp": pp, "tg": tg,
             "prompt_tokens": prompt_tokens, "completion_tokens": completion, "counts": counts}
@@ -452,7 +454,8 @@ def counts_only(config: Any, args: argparse.Namespace) -> list[str]:
     def row(name: str, cell: Callable[[dict[str, Any]], str], target: str = "") -> None:
         lines.append(f"| {name} | " + " | ".join(cell(results[m]) for m in MODELS) + f" | {target} |")
 
-    count_rows(results, row)
+    if not args.timings_only:
+        count_rows(results, row)
     return lines
 
 
@@ -469,6 +472,8 @@ def main() -> None:
                         help="only the exact prompt-token rows, no timings: 'all' or a comma list of tasks "
                              "('reference' = LongHealth in the reference shape, 'own-answers' = its worst case "
                              "for Task 2), e.g. mednli,reference")
+    parser.add_argument("--timings-only", action="store_true",
+                        help="only the timed rows (the exact token counts take minutes and do not depend on load)")
     args = parser.parse_args()
     config = load_config(ROOT / "models.toml")
     if args.counts_only:
@@ -490,7 +495,8 @@ def main() -> None:
     row("engine / raw llama-cpp-python, same prompts, empty cache each (generate)",
         lambda r: f"{r['seconds']['generate'] / r['seconds']['raw']:.2f}x "
                   f"({r['seconds']['generate']:.2f} s / {r['seconds']['raw']:.2f} s)", "<= 1.05x")
-    count_rows(results, row)
+    if not args.timings_only:
+        count_rows(results, row)
     row("raw llama-cpp-python: ubatch 32 (our grid) / 512 (default), same prompts",
         lambda r: f"{r['seconds']['raw'] / r['seconds']['raw, ubatch 512']:.2f}x")
     row("seconds per jama item: generate, kv reuse / generate, empty cache",
