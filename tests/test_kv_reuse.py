@@ -152,6 +152,24 @@ def test_cpu_grid_keeps_whole_32_token_ubatches(shared: int, previous_tail: int,
     assert kv.plan(cache.tokens, cache.classes, tokens, batching).reuse == expected
 
 
+def test_the_reuse_grid_is_part_of_the_evaluation_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ubatch changes the bits (docs/kv-reuse.md), so a changed CPU grid must start CPU evaluations anew
+    under new keys instead of mixing results of two grids under one."""
+    from medbench_local.config import load_config
+    from medbench_local.engine.identity import identity
+    from medbench_local.engine.llama import engine_settings
+    from medbench_local.provenance import evaluation_key
+
+    spec = replace(load_config(REPO / "models.toml").model("gemma3-270m"), n_gpu_layers=0)
+    keys = {}
+    for grid in (16, 32):
+        monkeypatch.setattr(kv, "CPU_UBATCH", grid)
+        settings = engine_settings(spec, seed=1234, n_threads=1, n_batch=512, allow_cpu=True)
+        assert settings["n_ubatch"] == grid
+        keys[grid] = evaluation_key(identity("a" * 64, None, settings, build="0.3"), get_task("mednli").settings())
+    assert keys[16] != keys[32]
+
+
 def test_offloaded_models_reuse_whole_512_token_ubatches() -> None:
     batching = kv.Batching(n_batch=512, n_ubatch=kv.ubatch_for(512, offloaded=True))
     cache = kv.CacheState()
