@@ -28,14 +28,22 @@ from .conftest import REPO, invoke, rows
 # ------------------------------------------------------------------------------------------ the rule, unit level
 
 
+def llama_cpp_ubatches(call: kv.Span, n_ubatch: int) -> list[kv.Span]:
+    """What llama.cpp computes one llama_decode call in (``split_simple``, the split of a single-sequence batch
+    with one unified KV cache): ``n_ubatch`` rows at a time from the call's first token."""
+    start, end = call
+    return [(u, min(u + n_ubatch, end)) for u in range(start, end, n_ubatch)]
+
+
 def simulate(cache: kv.CacheState, tokens: list[int], batching: kv.Batching, generated: int = 0) -> kv.Plan:
-    """Apply a plan as the engine does: keep the reused prefix, then 'decode' each piece (recording the ubatch
-    each token was actually computed in), then append generated tokens one by one."""
+    """Apply a plan as the engine does: keep the reused prefix, then 'decode' the pieces in the engine's calls
+    (recording the ubatch llama.cpp actually computes each token in), then append generated tokens one by one."""
     plan = kv.plan(cache.tokens, cache.classes, tokens, batching)
     cache.keep(plan.reuse)
-    for start, end in plan.pieces:
-        cache.tokens.extend(tokens[start:end])
-        cache.classes.extend(kv.row_class((start, end), t) for t in range(start, end))
+    for call in kv.decode_calls(plan.pieces, batching):
+        for start, end in llama_cpp_ubatches(call, batching.n_ubatch):
+            cache.tokens.extend(tokens[start:end])
+            cache.classes.extend(kv.row_class((start, end), t) for t in range(start, end))
     for n in range(generated):
         position = len(cache.tokens)
         cache.tokens.append(10_000 + n)
@@ -92,6 +100,42 @@ def test_the_reuse_is_the_longest_that_keeps_every_ubatch(batching: kv.Batching,
         simulate(cache, tokens, batching, generated)
 
 
+@settings(max_examples=300, deadline=None)
+@given(batching=batchings, prompts=prompt_lists, leave_last=st.booleans())
+def test_the_engine_decodes_whole_chunks_per_call_without_moving_a_ubatch(
+        batching: kv.Batching, prompts: list[tuple[int, list[int], int]], leave_last: bool) -> None:
+    """Why this matters: one llama_decode per ubatch cost up to 1.2x the prompt time at a 16-token grid
+    (docs/kv-reuse.md). The calls must cover the pieces in order, each fit the batch, be cut by llama.cpp into
+    exactly the planned pieces, and be as few as that allows: no two neighbours could be one call."""
+    stem = [7] * 60
+    cache = kv.CacheState()
+    for cut, tail, generated in prompts:
+        tokens = stem[:cut] + tail
+        plan = simulate(cache, tokens, batching, generated)
+        pieces = list(plan.pieces[:-1] if leave_last else plan.pieces)  # generate leaves the last to llama.cpp
+        calls = kv.decode_calls(pieces, batching)
+        assert [u for call in calls for u in llama_cpp_ubatches(call, batching.n_ubatch)] == pieces
+        assert all(0 < end - start <= batching.n_batch for start, end in calls)
+        for (start, _), (_, end) in zip(calls, calls[1:]):
+            joined = (start, end)
+            assert (end - start > batching.n_batch
+                    or llama_cpp_ubatches(joined, batching.n_ubatch) != [p for p in pieces if start <= p[0] < end])
+
+
+@pytest.mark.parametrize("n_batch, n_ubatch, reuse, n_tokens, expected", [
+    (512, 16, 0, 221, [(0, 221)]),                  # a fresh prompt: one call
+    (512, 16, 176, 221, [(176, 221)]),              # mednli after the shared 176 tokens
+    (512, 32, 0, 1300, [(0, 512), (512, 1024), (1024, 1300)]),
+    (512, 32, 480, 1300, [(480, 992), (992, 1300)]),  # after a reuse: calls cross chunks, the ubatches do not
+    (100, 32, 0, 150, [(0, 100), (100, 150)]),      # n_batch not a multiple of n_ubatch: chunks stay apart
+])
+def test_decode_calls_are_whole_batches_of_the_planned_ubatches(n_batch: int, n_ubatch: int, reuse: int, n_tokens: int,
+                                        expected: list[kv.Span]) -> None:
+    batching = kv.Batching(n_batch=n_batch, n_ubatch=n_ubatch)
+    pieces = [s for s in kv.fresh_spans(n_tokens, batching) if s[0] >= reuse]
+    assert kv.decode_calls(pieces, batching) == expected
+
+
 @pytest.mark.parametrize("shared, previous_tail, suffix, expected", [
     (191, 30, 40, 160),   # the issue's 191-token prefix: back to the 32-token grid
     (192, 30, 40, 192),
@@ -106,6 +150,24 @@ def test_cpu_grid_keeps_whole_32_token_ubatches(shared: int, previous_tail: int,
     simulate(cache, list(range(shared)) + [90_000 + i for i in range(previous_tail)], batching, generated=5)
     tokens = list(range(shared)) + [80_000 + i for i in range(suffix)]
     assert kv.plan(cache.tokens, cache.classes, tokens, batching).reuse == expected
+
+
+def test_the_reuse_grid_is_part_of_the_evaluation_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ubatch changes the bits (docs/kv-reuse.md), so a changed CPU grid must start CPU evaluations anew
+    under new keys instead of mixing results of two grids under one."""
+    from medbench_local.config import load_config
+    from medbench_local.engine.identity import identity
+    from medbench_local.engine.llama import engine_settings
+    from medbench_local.provenance import evaluation_key
+
+    spec = replace(load_config(REPO / "models.toml").model("gemma3-270m"), n_gpu_layers=0)
+    keys = {}
+    for grid in (16, 32):
+        monkeypatch.setattr(kv, "CPU_UBATCH", grid)
+        settings = engine_settings(spec, seed=1234, n_threads=1, n_batch=512, allow_cpu=True)
+        assert settings["n_ubatch"] == grid
+        keys[grid] = evaluation_key(identity("a" * 64, None, settings, build="0.3"), get_task("mednli").settings())
+    assert keys[16] != keys[32]
 
 
 def test_offloaded_models_reuse_whole_512_token_ubatches() -> None:
@@ -239,6 +301,46 @@ def test_reusing_the_whole_common_prefix_would_change_the_numbers(monkeypatch: p
             monkeypatch.undo()
     assert any(ev < 32 for _, ev in scores["naive reuse"][1:]), "the naive plan kept more than the grid allows"
     assert any(a[0] != b[0] for a, b in zip(scores["fresh"], scores["naive reuse"]))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("grid", [16, 32])
+def test_llama_cpp_cuts_a_joined_call_into_the_planned_ubatches(grid: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine hands llama.cpp whole batches (kv.decode_calls) on the claim that llama.cpp cuts each into
+    the planned ubatches itself. Checked where shapes change bits (Gemma-3): the last-token logits of mednli
+    prompts, fresh and after a reuse, are those of one llama_decode per ubatch, in one call per prompt."""
+    import llama_cpp
+    import numpy as np
+
+    task = get_task("mednli")
+    data = task.load(REPO / "bench_data" / "mednli")
+    real_decode = llama_cpp.llama_decode
+    seen = {}
+    for variant in ("one call per ubatch", "joined"):
+        monkeypatch.setattr(kv, "CPU_UBATCH", grid)
+        if variant == "one call per ubatch":
+            monkeypatch.setattr(kv, "decode_calls", lambda pieces, batching: list(pieces))
+        calls: list[int] = []
+        monkeypatch.setattr(llama_cpp, "llama_decode",
+                            lambda ctx, batch: calls.append(batch.n_tokens) or real_decode(ctx, batch))
+        engine = load_engine("gemma3-270m", kv_reuse=True)
+        try:
+            assert engine.settings["n_ubatch"] == grid
+            ctx = PromptContext(shots=data.shots, count_tokens=engine.count_tokens, n_ctx=N_CTX)
+            logits = []
+            for item in data.items[:3]:
+                plan = engine._prefill(engine.tokenize(engine.render(task.prompt(item, ctx))), to_the_end=True)
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._llm.ctx, -1),
+                                            shape=(engine._n_vocab,))
+                logits.append((plan.reuse, plan.evaluated, row.tobytes()))
+        finally:
+            engine.close()
+            monkeypatch.undo()
+        seen[variant] = (logits, calls)
+    (per_ubatch, per_ubatch_calls), (joined, joined_calls) = seen["one call per ubatch"], seen["joined"]
+    assert all(reuse > 0 for reuse, _, _ in joined[1:])  # the later prompts did reuse the shots
+    assert joined == per_ubatch
+    assert len(joined_calls) == len(joined) < len(per_ubatch_calls)
 
 
 @pytest.mark.e2e

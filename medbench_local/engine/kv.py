@@ -100,7 +100,7 @@ class Plan:
 
     tokens: tuple[int, ...]
     reuse: int                      # cached tokens kept (a ubatch boundary)
-    pieces: tuple[Span, ...]        # the fresh ubatches from ``reuse`` on, decoded one llama_decode each
+    pieces: tuple[Span, ...]        # the fresh ubatches from ``reuse`` on (decode_calls joins them)
     classes: tuple[Hashable, ...]   # the ubatch of every token of ``tokens`` once the pieces are decoded
 
     @property
@@ -115,6 +115,28 @@ def _suffix_pieces(reuse: int, spans: Sequence[Span]) -> list[Span]:
             continue
         pieces.append((max(start, reuse), end))
     return pieces
+
+
+def decode_calls(pieces: Sequence[Span], batching: Batching) -> list[Span]:
+    """Join consecutive ``pieces`` (ubatches) into as few ``llama_decode`` calls as llama.cpp will split back into
+    exactly those pieces.
+
+    Why: one call per ubatch made prompt processing slower than llama-cpp-python's own (one call per ``n_batch``
+    chunk), by up to 20 % at a 16-token grid (docs/kv-reuse.md). llama.cpp cuts a call into ubatches of
+    ``n_ubatch`` rows from the call's first token (``split_simple``), so a piece joins the call before it only
+    if every piece already in that call is a whole ``n_ubatch`` (the cut then falls where the piece starts),
+    the two touch, and the call stays within ``n_batch`` (the batch's capacity). A fresh prompt then goes in one
+    call per chunk; after a reuse, calls may cross chunk lines, which is harmless: the ubatches are the same."""
+    calls: list[Span] = []
+    for start, end in pieces:
+        if calls:
+            call_start, call_end = calls[-1]
+            if (call_end == start and (call_end - call_start) % batching.n_ubatch == 0
+                    and end - call_start <= batching.n_batch):
+                calls[-1] = (call_start, end)
+                continue
+        calls.append((start, end))
+    return calls
 
 
 def plan(cached: Sequence[int], cached_classes: Sequence[Hashable], tokens: Sequence[int],

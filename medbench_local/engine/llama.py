@@ -370,8 +370,9 @@ class LlamaEngine:
 
     def _prefill(self, tokens: list[int], *, to_the_end: bool) -> kv.Plan:
         """Bring sequence 0 of the KV cache to ``tokens``: keep the longest safe prefix (kv.plan; nothing when
-        kv_reuse is off), decode the rest in the fresh path's ubatches. ``to_the_end=False`` leaves the last
-        ubatch to create_completion (which must decode at least one token to sample the first output)."""
+        kv_reuse is off), decode the rest in the fresh path's ubatches, in as few llama_decode calls as keep
+        them. ``to_the_end=False`` leaves the last ubatch to create_completion (which must decode at least one
+        token to sample the first output)."""
         import llama_cpp
 
         plan = kv.plan(self._cache.tokens, self._cache.classes, tokens, self._batching,
@@ -382,9 +383,10 @@ class LlamaEngine:
         else:
             llama_cpp.llama_memory_seq_rm(memory, -1, plan.reuse, -1)
         self._cache.keep(plan.reuse)
-        pieces = plan.pieces if to_the_end else plan.pieces[:-1]
-        for n, (start, end) in enumerate(pieces):
-            last = to_the_end and n == len(pieces) - 1
+        # whole chunks per llama_decode, which cuts them back into exactly these ubatches (kv.decode_calls)
+        calls = kv.decode_calls(plan.pieces if to_the_end else plan.pieces[:-1], self._batching)
+        for n, (start, end) in enumerate(calls):
+            last = to_the_end and n == len(calls) - 1
             self._decode([(tokens[p], p, 0, last and p == end - 1) for p in range(start, end)])
             self._cache.tokens.extend(tokens[start:end])
             self._cache.classes.extend(plan.classes[start:end])
