@@ -443,13 +443,13 @@ class OpenAICompatEngine:
             raise ServerRequestError("run aborted")
         if not request.continuations:
             raise ValueError("loglikelihood needs at least one continuation")
-        if not (self.probe.loglik and self.probe.tokenize):
+        if not self.probe.loglik:  # every kind that echoes log-probabilities can also tokenize
             raise UserError(f"model '{self.info.model_id}': a {self.probe.kind} server gives no prompt "
                             "log-probabilities; --scoring loglik is not possible on it")
         text = self.render(request.prompt)
         context = self.tokenize(text)
         split = [self._continuation_tokens(text, context, c) for c in request.continuations]
-        continuations = [tokens for tokens, _ in split]
+        continuations = [tokens for tokens, _, _ in split]
         budget = int(self.settings["n_ctx"]) - max(len(c) for c in continuations) - 1
         if budget < 8:
             raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
@@ -457,9 +457,9 @@ class OpenAICompatEngine:
         kept, truncated = left_truncate(context, budget, self._bos_token())
         started = time.perf_counter()
         scores = []
-        for continuation, (tokens, spelled) in zip(request.continuations, split):
+        for continuation, (tokens, spelled, joint) in zip(request.continuations, split):
             answer = self.client.post("/v1/completions", echo_body(
-                self._served_name, self._scoring_prompt(text, kept, truncated, continuation, tokens),
+                self._served_name, self._scoring_prompt(text + continuation, joint, kept + tokens),
                 self.settings["request_sampling"], int(self.settings["seed"])))
             tail = read_tail(answer, len(tokens), spelled)
             scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=len(tokens),
@@ -470,29 +470,30 @@ class OpenAICompatEngine:
                               seconds=time.perf_counter() - started)
 
     def _continuation_tokens(self, context_text: str, context: list[int],
-                             continuation: str) -> tuple[list[int], str]:
-        """(the tokens ``continuation`` adds after ``context``, the text they spell) by the in-process rule: the
-        joint text's tokens after the context's, or the continuation's own when the join merges tokens across
-        the seam (their text may then differ from the continuation, e.g. in a leading space)."""
+                             continuation: str) -> tuple[list[int], str, list[int]]:
+        """(the tokens ``continuation`` adds after ``context``, the text they spell, the server's raw tokens of
+        context + continuation) by the in-process rule: the joint text's tokens after the context's, or the
+        continuation's own when the join merges tokens across the seam (their text may then differ from the
+        continuation, e.g. in a leading space)."""
         if not continuation:
             raise ValueError("empty continuation")
-        whole = self.tokenize(context_text + continuation)
+        joint = self._server_tokens(context_text + continuation)
+        whole = self._single_bos(joint)
         if len(whole) > len(context) and whole[:len(context)] == context:
-            return whole[len(context):], continuation
+            return whole[len(context):], continuation, joint
         own = self._server_tokens(continuation)
         bos = self._bos_token()
         own = own[1:] if bos is not None and own[:1] == [bos] else own
-        return own, self.detokenize(own)
+        return own, self.detokenize(own), joint
 
-    def _scoring_prompt(self, text: str, kept: list[int], truncated: int, continuation: str,
-                        tokens: list[int]) -> Any:
-        """What to send so that the server reads exactly ``kept + tokens``: the ids where it takes ids, else a
-        text checked to tokenize to them."""
-        wanted = kept + tokens
+    def _scoring_prompt(self, joint_text: str, joint_tokens: list[int], wanted: list[int]) -> Any:
+        """What to send so that the server reads exactly ``wanted`` (the kept context + the continuation's
+        tokens): the ids where it takes ids, else the joint text when the server reads it as exactly those
+        (``joint_tokens``, its own tokens of that text), else a detokenized text checked to tokenize to them."""
         if self.probe.token_ids:
             return wanted
-        if truncated == 0 and self._server_tokens(text + continuation) == wanted:
-            return text + continuation
+        if joint_tokens == wanted:
+            return joint_text
         bos = self._bos_token()  # the server adds it to a text: send the text of the rest
         sent = self.detokenize(wanted[1:] if bos is not None and wanted[:1] == [bos] else wanted)
         if self._server_tokens(sent) != wanted:
