@@ -29,7 +29,7 @@ from medbench_local.cli.export import FORMULA_STARTS, neutralise_cell
 from medbench_local.cli.safe_text import literal, plain
 from medbench_local.config import ID_PATTERN, load_config
 from medbench_local.errors import ConfigError
-from medbench_local.fileio import database_files, safe_component
+from medbench_local.gates.files import database_files, safe_component
 from medbench_local.store import open_database
 
 from .conftest import REPO, invoke

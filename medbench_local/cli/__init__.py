@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from ..errors import UserError
+from ..gates.files import command_scope
 from .compare import compare_command
 from .export import export_command
 from .merge import merge_command
@@ -28,7 +29,8 @@ from .view import view_command
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            with command_scope():  # the inputs a command reads are protected from its outputs (gates/files.py)
+                return super().invoke(ctx)
         except UserError as exc:  # messages quote file content and names: one line, control characters visible
             raise click.ClickException(plain(str(exc), one_line=True)) from None
 

@@ -16,6 +16,7 @@ from ..analysis.pair_sources import PairSelection, check_tasks, read_pair_config
 from ..config import Config, load_config
 from ..errors import UserError
 from ..paths import find_config
+from .declare import DatabasePath
 
 DEFAULT_DB = "results.db"
 
@@ -34,7 +35,7 @@ def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--db for the commands that read a results database."""
-    return click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+    return click.option("--db", "db_path", type=DatabasePath(), default=DEFAULT_DB,
                         show_default=True, help="SQLite results database written by 'run'.")(fn)
 
 

@@ -26,7 +26,7 @@ import sqlite_utils
 from ..analysis.pair_sources import PairSource, check_models
 from ..analysis.paired import MetricComparison, PairReport, compare_pairs
 from ..analysis.pairing import pair_evaluations, pairing_columns
-from ..fileio import atomic_open, check_output_target, database_files
+from ..gates.files import atomic_open, check_output_target, database_files
 from ..store.database import reading
 from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, model_tasks, summarize_evaluation
 from ..tasks.base import OUTCOMES

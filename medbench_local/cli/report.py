@@ -8,7 +8,7 @@ import click
 
 from ..units import count
 from ..analysis.paired import compare_pairs
-from ..fileio import atomic_write, check_output_target, database_files, private_dir
+from ..gates.files import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
 from .common import db_option, pair_options, selected_pairs, stdout
 from .safe_text import literal

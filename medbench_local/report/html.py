@@ -20,7 +20,7 @@ import sqlite_utils
 
 from .. import __version__
 from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport
-from ..fileio import safe_component
+from ..gates.files import safe_component
 from ..store.queries import report_metadata
 from . import browser, sections
 
@@ -54,7 +54,7 @@ class ReportInput:
 
 def plot_file_name(pair: str, kind: str) -> str:
     """A plot's file name (also its key in ReportInput.plots). Pair names come from the database, so they are
-    made safe for a path (fileio.safe_component) before they name a file."""
+    made safe for a path (gates/files.py safe_component) before they name a file."""
     return f"{safe_component(pair)}-{kind}.png"
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ..errors import StoreError
+from ..gates.files import remember_database
 from .migrations import MIGRATIONS, applied, migrate
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -48,6 +49,7 @@ def open_database(path: Path | str, *, create: bool = True, read_only: bool = Fa
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path}: is a directory, expected a SQLite results database file")
+    remember_database(path)  # no output of this command may replace it or its companion files
     if read_only:
         return _open_for_reading(path)
     return _open_for_writing(path, create)
