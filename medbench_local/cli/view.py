@@ -1,35 +1,55 @@
-"""``medbench-local view``: browse a results database in Datasette, on this machine only.
+"""``medbench-local view``: browse a results database in Datasette, on this machine only, for this user only.
 
 Why Datasette: readers want to filter, facet and drill down from a score to the item, the prompt and both
 outputs, not only read the tables ``compare`` prints. Datasette does that for any SQLite file; we add what it
 cannot know: what every table and column means, and the questions people ask first, as canned queries
 (store/catalog.py). It is an optional extra (``pip install 'medbench-local[view]'``).
 
-Safety: bound to 127.0.0.1 (results may contain patient text), nothing fetched from the network, and the
-database opened read-only: Datasette's read connections use SQLite's ``mode=ro``, which still sees rows a
-running ``run`` commits (WAL), unlike ``--immutable``, which would freeze the first view of the file.
+Safety (results may contain patient text):
+
+* **Only this user's browser**: Datasette runs behind ``view_guard.py`` (installed by ``view_server.py`` in the
+  Datasette process only): requests must name the address served in their Host header (no DNS rebinding) and
+  carry the random token of the printed URL, or the cookie it sets (other accounts on a shared machine reach
+  127.0.0.1 too). The token goes to Datasette in its environment, never on a command line.
+* **Loopback only**, nothing fetched from the network.
+* **Strictly read-only**: the check opens the database with ``store/readonly.py`` (``mode=ro``, never a
+  migration; an older database is served as it is, without the canned queries it cannot answer), and
+  Datasette reads it with SQLite's ``mode=ro``, which still sees rows a running ``run`` commits (WAL). Where the
+  database or its folder cannot be written (read-only media, another account's files), nothing can change it
+  and ``mode=ro`` may fail to open a WAL database, so Datasette opens it ``--immutable`` instead.
+* **A port in use** is found before anything starts (we bind it ourselves first): one line, exit 1.
 """
 
 from __future__ import annotations
 
+import errno
+import html
 import importlib.util
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import webbrowser
 from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from ..errors import UserError
-from ..store import open_database
+from ..gates.files import atomic_write
 from ..store.catalog import datasette_metadata
-from ..store.queries import view_names
+from ..store.readonly import open_read_only
 from ..store.views import VIEWS
 from .common import db_option, stderr, stdout
+from .declare import OutputPath, declare
+from .safe_text import plain
+from .view_guard import TOKEN_ENV
 
 INSTALL_HINT = "pip install 'medbench-local[view]'"
 
@@ -52,44 +72,74 @@ def looks_headless(environ: Mapping[str, str] | None = None, platform: str | Non
     return not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
-def datasette_command(db_path: Path, metadata: Path, port: int, open_browser: bool) -> list[str]:
-    """The Datasette command line: loopback only, the database in its default read-only mode (not
-    --immutable: that would not see a running 'run'), and a query time limit fit for large studies."""
-    return [sys.executable, "-m", "datasette", "serve", str(db_path), "--host", "127.0.0.1", "--port", str(port),
-            "--metadata", str(metadata), "--setting", "sql_time_limit_ms", "20000"] \
-        + (["--open"] if open_browser else [])
+def datasette_command(db_path: Path, metadata: Path, port: int, *, writable: bool) -> list[str]:
+    """The Datasette command line (``view_server.py`` adds ``--host 127.0.0.1 --port PORT`` and the guard): the
+    database read-only (``mode=ro``, or ``--immutable`` where nothing can write it) and a query time limit fit
+    for large studies. No ``--open``: Datasette would open the address without the token."""
+    path = str(db_path.absolute())  # never read as an option, whatever the name
+    database = [path] if writable else ["--immutable", path]
+    return [sys.executable, "-m", "medbench_local.cli.view_server", str(port), *database,
+            "--metadata", str(metadata), "--setting", "sql_time_limit_ms", "20000"]
 
 
-def _check_database(db_path: Path) -> None:
-    """The file must be a medbench-local database; an older one gets its views added when it is writable."""
-    db = open_database(db_path, create=False)
+def writable(db_path: Path) -> bool:
+    """Whether anything of ours could change the database: the file and its folder are writable (a WAL
+    database needs its folder for the -shm file even to be read with ``mode=ro``)."""
+    folder = db_path.absolute().parent
+    return os.access(db_path, os.W_OK) and os.access(folder, os.W_OK)
+
+
+def _check_database(db_path: Path) -> set[str]:
+    """The tables and views of a medbench-local database, opened strictly read-only (never migrated); an older
+    database without the result views is said in one line and served as it is."""
+    db = open_read_only(db_path)
     try:
-        present = view_names(db)
+        present = set(db.table_names()) | set(db.view_names())
     finally:
         db.conn.close()
     missing = [name for name in VIEWS if name not in present]
     if missing:
-        stderr.print(f"[yellow]{db_path} has no {' or '.join(missing)} view[/yellow] (an older, read-only "
-                     "database): the canned queries that use them will fail; open a writable copy to add them.")
+        stderr.print(f"{plain(db_path, one_line=True)}: an older database without the {' and '.join(missing)} "
+                     f"view{'s' if len(missing) > 1 else ''}; served as it is (read-only), without the canned "
+                     "queries that need them ('medbench-local compare' upgrades a writable copy).",
+                     markup=False, soft_wrap=True)
+    return present
 
 
+def reserve_port(port: int) -> int:
+    """The port to serve on, checked by binding 127.0.0.1:PORT ourselves first (SO_REUSEADDR, as Uvicorn does),
+    so that a port in use is one line before anything starts; 0 picks a free port now, so that the printed
+    address is exact."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            reason = "in use" if exc.errno == errno.EADDRINUSE else f"not available ({exc.strerror or exc})"
+            raise UserError(f"127.0.0.1:{port} is {reason}; choose another port with --port "
+                            "(--port 0: any free port)") from None
+        return int(probe.getsockname()[1])
+
+
+@declare(reads=("database",), writes=("output",), example=("view", "--db", "{db}", "--metadata-out", "{out}"))
 @click.command("view")
 @db_option
 @click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
-              help="Port on 127.0.0.1 (0: any free port; Datasette prints the address).")
+              help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--open/--no-open", "open_browser", default=None,
               help="Open a web browser on the page. Default: open one, except on headless machines (no display, "
                    "an SSH session, or output not to a terminal).")
-@click.option("--metadata-out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--metadata-out", type=OutputPath(), metavar="FILE",
               help="Write the Datasette metadata (table and column descriptions, canned queries) to FILE as JSON "
                    "and exit without starting Datasette (e.g. for 'datasette serve study.db --metadata FILE').")
 def view_command(db_path: Path, port: int, open_browser: bool | None, metadata_out: Path | None) -> None:
     """Browse a results database in Datasette: tables, views and canned queries, read-only, on 127.0.0.1.
 
-    Every table and column is explained on its page. The database menu has canned queries: scores per
+    Every table and column is explained on its page. The front page lists canned queries: scores per
     evaluation, the items a pair disagrees on (side by side), outcomes per model and task, the slowest items,
     and the truncated, unparseable and failed items. Filter and facet any table, or write SQL; the item_results
-    and paired_items views join everything per item. Needs the optional extra: pip install
+    and paired_items views join everything per item. Only the address printed at the start opens it (it
+    carries a key for this session, like Jupyter's). Needs the optional extra: pip install
     'medbench-local[view]'. Ctrl-C stops the server.
 
     \b
@@ -98,32 +148,61 @@ def view_command(db_path: Path, port: int, open_browser: bool | None, metadata_o
       medbench-local view --db study.db --port 8080 --no-open      # on a server: ssh -L 8080:127.0.0.1:8080
       medbench-local view --db study.db --metadata-out metadata.json
     """
-    _check_database(db_path)
-    metadata = datasette_metadata(db_path.stem, f"medbench-local results: {db_path.name}")
+    present = _check_database(db_path)
+    metadata = datasette_metadata(db_path.stem, f"medbench-local results: {db_path.name}", present)
     if metadata_out is not None:
-        try:
-            metadata_out.write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"{metadata_out}: cannot write ({exc.strerror})") from None
-        stdout.print(f"Wrote Datasette metadata for {db_path} to {metadata_out}")
+        atomic_write(metadata_out, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+        stdout.print(f"Wrote Datasette metadata for {plain(db_path, one_line=True)} to "
+                     f"{plain(metadata_out, one_line=True)}", markup=False, soft_wrap=True)
         return
     if not datasette_installed():
         raise UserError(f"Datasette is not installed; install the optional extra: {INSTALL_HINT}")
+    port = reserve_port(port)
     if open_browser is None:
         open_browser = not looks_headless()
-    with tempfile.TemporaryDirectory(prefix="medbench-view-") as folder:
-        meta_file = Path(folder) / "metadata.json"
-        meta_file.write_text(json.dumps(metadata), encoding="utf-8")
-        where = f"http://127.0.0.1:{port}/" if port else "127.0.0.1 (a free port, shown below)"
-        stderr.print(f"Serving {db_path} read-only at {where} with Datasette. Ctrl-C stops it.", soft_wrap=True)
-        code = _serve(datasette_command(db_path, meta_file, port, open_browser))
+    token = secrets.token_urlsafe(32)
+    url = f"http://127.0.0.1:{port}/?token={token}"
+    with tempfile.TemporaryDirectory(prefix="medbench-view-") as folder:  # 0700: this account only
+        meta_file = atomic_write(Path(folder) / "metadata.json", json.dumps(metadata))
+        opener = _redirect_file(Path(folder), url) if open_browser else None
+        mode = "read-only" if writable(db_path) else "read-only (immutable: the database cannot be written)"
+        stderr.print(f"Serving {plain(db_path, one_line=True)} {mode} with Datasette. Open this address (it holds "
+                     "this session's key: do not share it):", markup=False, soft_wrap=True)
+        stderr.print(f"  {url}", markup=False, soft_wrap=True)
+        stderr.print("Ctrl-C stops it.", markup=False)
+        command = datasette_command(db_path, meta_file, port, writable=writable(db_path))
+        code = _serve(command, {**os.environ, TOKEN_ENV: token}, port, opener)
     if code:
         raise click.exceptions.Exit(code)
 
 
-def _serve(command: list[str]) -> int:
+def _redirect_file(folder: Path, url: str) -> Path:
+    """A page that sends the browser to ``url``: the browser is opened on this file, not on the URL, so that
+    the token never appears in the browser's command line (Jupyter's way). Owner-only, in our private folder."""
+    url = html.escape(url, quote=True)
+    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={url}">'
+            f'<title>medbench-local view</title></head><body><a href="{url}">Open the results</a></body></html>')
+    return atomic_write(folder / "open.html", page)
+
+
+def _open_when_served(process: subprocess.Popen[bytes], port: int, page: Path) -> None:
+    """Open the browser once Datasette accepts connections (not before: the page would fail), or never if it
+    stops first."""
+    while process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        webbrowser.open(page.as_uri())
+        return
+
+
+def _serve(command: list[str], env: Mapping[str, str], port: int, opener: Path | None) -> int:
     """Run Datasette until it exits; Ctrl-C or SIGTERM sent to us stops it too (never leave a server behind)."""
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=dict(env))
+    if opener is not None:
+        threading.Thread(target=_open_when_served, args=(process, port, opener), daemon=True).start()
 
     def forward(signum: int, frame: object) -> None:
         process.send_signal(signum)

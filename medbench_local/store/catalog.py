@@ -8,10 +8,15 @@ queries in the database's menu), and anyone can export it with ``view --metadata
 
 from __future__ import annotations
 
+import html
+import re
+import string
+import urllib.parse
+from collections.abc import Collection
 from typing import Any
 
 from ..tasks.base import OUTCOMES
-from .views import VIEW_METRICS
+from .views import VIEW_METRICS, VIEWS
 
 _METRICS: dict[str, str] = {
     "accuracy": "1 when the extracted answer equals the gold answer, else 0 (unparseable, truncated, error: 0)",
@@ -45,60 +50,61 @@ _OUTCOME = ("correct, wrong (an answer was read), scored (free text with metrics
 
 
 def _item_results_columns() -> dict[str, str]:
+    """In the view's own column order (store/views.py): the glossary reads like the table."""
     columns = {
-        "generation_id": "generations.id of this answer (also scores.generation_id)",
-        "run_id": "The run (runs.id) that generated this answer",
-        "evaluation": "evaluations.key: model × task × settings × data",
-        "latest": "1 for the evaluation 'compare' uses: the most recently active one of this model on this task",
-        "pairs": "The pairs (pairs.name) this model belongs to, comma-separated",
-        "role": "biomedical or general, as the model was run",
         "model_id": "Model id from models.toml",
-        "model_sha256": "SHA-256 of the GGUF file (models.sha256)",
         "task": "Task id",
         "item_id": "The item's id in the dataset",
-        "item": "items.key: SHA-256 of task, item id and item content",
         "outcome": _OUTCOME,
         "extracted": "The answer read from the output (a letter, label, summary or codes)",
         "gold": "The gold answer",
-        "method": "How the answer was read (extraction rule)",
+        "latest": "1 for the evaluation 'compare' uses: the most recently active one of this model on this task",
+        "role": "biomedical or general, as the model was run",
+        "pairs": "The pairs (pairs.name) this model belongs to, comma-separated",
     }
     columns.update({m: f"Metric: {_METRICS[m]}" for m in VIEW_METRICS})
     columns.update({
-        "metrics": "All metric values of this item as JSON (also metrics not known to this version)",
         "output": "The model's raw output",
-        "prompt_tokens": "Tokens of the rendered prompt (after truncation)",
-        "truncated_tokens": "Tokens dropped from the start of a prompt beyond the context",
         "completion_tokens": "Tokens generated",
         "finish_reason": "stop (stop string or end of text), length (token budget) or error",
         "seconds": "Wall time of the generation",
+        "prompt_tokens": "Tokens of the rendered prompt (after truncation)",
+        "truncated_tokens": "Tokens dropped from the start of a prompt beyond the context",
         "prompt_ms": "llama.cpp prompt processing time, ms",
         "generation_ms": "llama.cpp token generation time, ms",
         "error": "The error message when generation failed",
+        "method": "How the answer was read (extraction rule)",
+        "metrics": "All metric values of this item as JSON (also metrics not known to this version)",
         "created_at": "When the answer was stored (UTC)",
+        "run_id": "The run (runs.id) that generated this answer",
+        "generation_id": "generations.id of this answer (also scores.generation_id)",
+        "evaluation": "evaluations.key: model × task × settings × data",
+        "item": "items.key: SHA-256 of task, item id and item content",
+        "model_sha256": "SHA-256 of the GGUF file (models.sha256)",
     })
     return columns
 
 
 def _paired_items_columns() -> dict[str, str]:
-    columns = {
-        "pair": "pairs.name",
-        "task": "Task id",
-        "item_id": "The item's id in the dataset",
-        "item": "items.key (the same item for both models)",
-        "disagree": "1 when any metric column differs between the two models on this item",
-        "gold": "The gold answer",
-    }
-    for side in ("biomedical", "general"):
-        columns.update({
-            f"{side}_model_id": f"The pair's {side} model",
-            f"{side}_evaluation": f"The {side} model's latest evaluation on this task (evaluations.key)",
-            f"{side}_outcome": f"The {side} model's outcome: {_OUTCOME}",
-            f"{side}_extracted": f"The answer read from the {side} model's output",
-            f"{side}_output": f"The {side} model's raw output",
-            f"{side}_completion_tokens": f"Tokens the {side} model generated",
-            f"{side}_seconds": f"Wall time of the {side} model's generation",
-        })
-        columns.update({f"{side}_{m}": f"{side.capitalize()} model's metric: {_METRICS[m]}" for m in VIEW_METRICS})
+    """In the view's own column order (store/views.py)."""
+    columns = {"pair": "pairs.name", "task": "Task id", "item_id": "The item's id in the dataset"}
+
+    def both(name: str, text: str) -> None:
+        for side in ("biomedical", "general"):
+            columns[f"{side}_{name}"] = text.format(side=side, Side=side.capitalize())
+
+    both("model_id", "The pair's {side} model")
+    both("outcome", "The {side} model's outcome: " + _OUTCOME)
+    both("extracted", "The answer read from the {side} model's output")
+    columns["gold"] = "The gold answer"
+    columns["disagree"] = "1 when any metric column differs between the two models on this item"
+    both("output", "The {side} model's raw output")
+    both("completion_tokens", "Tokens the {side} model generated")
+    both("seconds", "Wall time of the {side} model's generation")
+    for metric in VIEW_METRICS:
+        both(metric, "{Side} model's metric: " + _METRICS[metric].replace("{", "{{").replace("}", "}}"))
+    both("evaluation", "The {side} model's latest evaluation on this task (evaluations.key)")
+    columns["item"] = "items.key (the same item for both models)"
     return columns
 
 
@@ -214,17 +220,97 @@ order by task, model_id, outcome, item_id"""),
 }
 
 
-def datasette_metadata(database: str, title: str) -> dict[str, Any]:
-    """Datasette 0.x metadata for one results database named ``database`` (Datasette's name: the file stem)."""
+# How the pages read (issue 20): Datasette 0.x prints a table's column glossary unfolded above its rows (about
+# 1,900 px for item_results); it is folded into the description instead (a <details>), so Datasette's own list
+# is hidden. It is still in "columns", which Datasette shows in each column's menu. The long JSON cells of
+# runs stay on one line (the row page shows them whole). A data: URL: nothing is fetched from the network.
+_STYLE = """
+dl.column-descriptions { display: none; }
+details.mb-glossary { margin: 0.3em 0 1em; }
+details.mb-glossary > summary { cursor: pointer; color: #444; }
+details.mb-glossary dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 0.15em 1em;
+                         max-width: 75em; margin: 0.5em 0; }
+details.mb-glossary dt { font-family: monospace; font-weight: bold; }
+details.mb-glossary dd { margin: 0; }
+ul.mb-queries { list-style: disc; padding-left: 1.5em; }
+ul.mb-queries li { margin-bottom: 0.25em; }
+body.table-runs td { max-width: 22em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+body.table-item_results td, body.table-paired_items td, body.query td { white-space: nowrap; }
+body.table-item_results td.col-output, body.table-item_results td.col-error, body.table-item_results td.col-metrics,
+body.table-paired_items td.col-biomedical_output, body.table-paired_items td.col-general_output,
+body.query td.col-output, body.query td.col-error, body.query td.col-biomedical_output,
+body.query td.col-general_output { white-space: pre-wrap; min-width: 28em; }
+body.table-item_results td.col-extracted, body.table-item_results td.col-gold, body.table-paired_items td.col-gold,
+body.table-paired_items td[class*="_extracted"], body.query td.col-gold, body.query td[class*="extracted"] {
+  white-space: normal; max-width: 24em; }
+"""
+STYLE_URL = "data:text/css," + urllib.parse.quote(" ".join(_STYLE.split()))
+
+# table -> Datasette table options beyond descriptions: the order and facets a reader wants first.
+_TABLE_OPTIONS: dict[str, dict[str, Any]] = {
+    "runs": {"sort_desc": "started_at"},
+    "item_results": {"facets": ["model_id", "task", "outcome"]},
+    "_migrations": {"hidden": True},
+}
+
+
+def tilde_encode(name: str) -> str:
+    """A database, table or query name as Datasette writes it in a URL (its "tilde encoding": letters, digits,
+    ``_`` and ``-`` stay, a space becomes ``+``, every other UTF-8 byte ``~XX``)."""
+    safe = set(string.ascii_letters + string.digits + "_-")
+    return "".join(chr(b) if chr(b) in safe else "+" if b == 0x20 else f"~{b:02X}" for b in name.encode("utf-8"))
+
+
+def queries_needing(sql: str) -> set[str]:
+    """The result views (store/views.py) a canned query reads; an older database may not have them."""
+    return {name for name in VIEWS if re.search(rf"\b{name}\b", sql)}
+
+
+def _table_html(description: str, columns: dict[str, str]) -> str:
+    entries = "".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in columns.items())
+    return (f"<p>{html.escape(description)}</p><details class=\"mb-glossary\"><summary>What each of the "
+            f"{len(columns)} columns means</summary><dl>{entries}</dl></details>")
+
+
+def _guide_html(database: str, queries: dict[str, tuple[str, str, str]], present: Collection[str], *,
+                front: bool) -> str:
+    """Where to start: on the front page (``front``) the canned queries as links, since Datasette's index lists
+    tables only; on the database page, which lists the queries itself, a pointer to them. Then the two views."""
+    base = "/" + tilde_encode(database)
+    parts = ["<p>Every prompt, output and score written by medbench-local.</p>"]
+    if queries and front:
+        items = "".join(f"<li><a href=\"{base}/{tilde_encode(name)}\">{html.escape(title)}</a>: "
+                        f"{html.escape(text)}</li>" for name, (title, text, _) in queries.items())
+        parts.append(f"<p>Start with a question:</p><ul class=\"mb-queries\">{items}</ul>")
+    elif queries:
+        parts.append("<p>Start with a question: the canned queries are listed under <em>Queries</em> below.</p>")
+    views = [(name, TABLES[name][0].removeprefix("View: ")) for name in VIEWS if name in present]
+    if views:
+        links = "; ".join(f"<a href=\"{base}/{tilde_encode(name)}\">{name}</a> ({html.escape(text)})"
+                          for name, text in views)
+        parts.append(f"<p>{'Or browse' if queries else 'Browse'}, filter and facet everything per item: "
+                     f"{links}.</p>")
+    return "".join(parts)
+
+
+def datasette_metadata(database: str, title: str, present: Collection[str] | None = None) -> dict[str, Any]:
+    """Datasette 0.x metadata for one results database named ``database`` (Datasette's name: the file stem).
+
+    ``present``: the tables and views the database has; canned queries that read a view it lacks (an older
+    database opened read-only, never upgraded) are left out. None: a current database.
+    """
+    present = set(TABLES) if present is None else set(present)
+    queries = {name: query for name, query in CANNED_QUERIES.items() if queries_needing(query[2]) <= present}
     return {
         "title": title,
-        "description": "Results written by medbench-local: every prompt, output and score. Start with the "
-                       "queries below, or the item_results and paired_items views.",
+        "description_html": _guide_html(database, queries, present, front=True),
+        "extra_css_urls": [STYLE_URL],
         "databases": {database: {
-            "tables": {name: {"description": description, "columns": dict(columns),
-                              **({"facets": ["model_id", "task", "outcome"]} if name == "item_results" else {})}
+            "description_html": _guide_html(database, queries, present, front=False),
+            "tables": {name: {"description": description, "description_html": _table_html(description, columns),
+                              "columns": dict(columns), **_TABLE_OPTIONS.get(name, {})}
                        for name, (description, columns) in TABLES.items()},
             "queries": {name: {"title": title_, "description": text, "sql": sql}
-                        for name, (title_, text, sql) in CANNED_QUERIES.items()},
+                        for name, (title_, text, sql) in queries.items()},
         }},
     }

@@ -12,8 +12,11 @@ sees them:
 * ``paired_items``: one row per pair × item that both models of the pair answered (their latest evaluations),
   both sides next to each other, and ``disagree`` = 1 when any metric differs.
 
-Key columns keep the name of the table column they come from: ``run_id``, ``evaluation``, ``generation_id``,
-``item`` (the item key), ``item_id`` (the dataset's own id), ``model_id``, ``task``, ``pair``.
+Columns are in reading order, because Datasette and pandas show them as they are: who (model, task, item),
+how it ended (outcome, extracted and gold answer), the metrics, the output and its timings, and the keys and
+64-character hashes last. Key columns keep the name of the table column they come from: ``run_id``,
+``evaluation``, ``generation_id``, ``item`` (the item key), ``item_id`` (the dataset's own id), ``model_id``,
+``task``, ``pair``.
 
 The metric columns are built from ``VIEW_METRICS``. Views hold no data, so changing them is cheap: when a task
 gains or loses a metric (tests/test_views.py compares ``VIEW_METRICS`` with the task registry), update the tuple
@@ -76,34 +79,34 @@ def item_results_sql(metrics: Sequence[str] = VIEW_METRICS) -> str:
     return f"""create view item_results as
 with {_LATEST}
 select
-    s.generation_id,
-    g.run_id,
-    s.evaluation,
-    (r.recency = 1) as latest,
-    (select group_concat(name, ', ') from (select p.name from pairs p
-        where p.biomedical = e.model_id or p.general = e.model_id order by p.name)) as pairs,
-    e.role,
     e.model_id,
-    e.model_sha256,
     e.task,
     i.item_id,
-    s.item,
     s.outcome,
     s.extracted,
     s.gold,
-    s.method,
+    (r.recency = 1) as latest,
+    e.role,
+    (select group_concat(name, ', ') from (select p.name from pairs p
+        where p.biomedical = e.model_id or p.general = e.model_id order by p.name)) as pairs,
     {metric_columns},
-    s.metrics,
     g.output,
-    g.prompt_tokens,
-    g.truncated_tokens,
     g.completion_tokens,
     g.finish_reason,
     g.seconds,
+    g.prompt_tokens,
+    g.truncated_tokens,
     g.prompt_ms,
     g.generation_ms,
     g.error,
-    g.created_at
+    s.method,
+    s.metrics,
+    g.created_at,
+    g.run_id,
+    s.generation_id,
+    s.evaluation,
+    s.item,
+    e.model_sha256
 from scores s
 join generations g on g.id = s.generation_id
 join evaluations e on e.key = s.evaluation
@@ -124,11 +127,8 @@ select
     p.name as pair,
     rb.task,
     i.item_id,
-    sb.item,
     p.biomedical as biomedical_model_id,
     p.general as general_model_id,
-    sb.evaluation as biomedical_evaluation,
-    sg.evaluation as general_evaluation,
     sb.outcome as biomedical_outcome,
     sg.outcome as general_outcome,
     sb.extracted as biomedical_extracted,
@@ -142,7 +142,10 @@ select
     gg.completion_tokens as general_completion_tokens,
     gb.seconds as biomedical_seconds,
     gg.seconds as general_seconds,
-    {metric_columns}
+    {metric_columns},
+    sb.evaluation as biomedical_evaluation,
+    sg.evaluation as general_evaluation,
+    sb.item
 from pairs p
 join ranked rb on rb.model_id = p.biomedical and rb.recency = 1
 join ranked rg on rg.model_id = p.general and rg.task = rb.task and rg.recency = 1
