@@ -13,6 +13,7 @@ from ..airgap import select_models
 from ..config import HubSource, ModelSpec
 from ..errors import UserError
 from ..units import count, human_size
+from ..gates.files import private_dir
 from ..modelfiles.hashing import cached_sha256
 from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, write_lock
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
@@ -107,7 +108,7 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
         from huggingface_hub.utils import logging as hub_logging
 
         hub_logging.set_verbosity_error()  # failures become our one line per model, not retry chatter
-    target.parent.mkdir(parents=True, exist_ok=True)  # the user config folder, for the shipped demo config
+    private_dir(target.parent, parents=True)  # the user config folder, for the shipped demo config
     failures: list[str] = []
     for spec in specs:
         stderr.print(f"[bold]{literal(spec.id)}[/bold]: {literal(spec.source.describe())}", soft_wrap=True)

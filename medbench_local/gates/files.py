@@ -126,7 +126,7 @@ def _kind(mode: int) -> str:
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
-    return "not a regular file"
+    return "not a plain file"
 
 
 def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat_result:
@@ -139,16 +139,22 @@ def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise fail("no such file") from None
+        raise fail("no such file or directory") from None
     except OSError as exc:
         raise fail(f"cannot read ({exc.strerror or exc})") from None
     except ValueError:  # a NUL byte in the name
         raise fail("not a valid file name") from None
     if not stat.S_ISREG(info.st_mode):
-        kind = _kind(info.st_mode)
-        raise fail(f"is {kind}, not a regular file" if kind != "not a regular file" else "not a regular file")
+        raise fail(_not_regular(info.st_mode))
     remember_input(path)
     return info
+
+
+def _not_regular(mode: int) -> str:
+    """The one reason given for an input that is not a regular file."""
+    if stat.S_ISDIR(mode):
+        return "is a folder, expected a file"
+    return f"not a regular file ({_kind(mode)}); give a file"
 
 
 @contextmanager
@@ -164,7 +170,7 @@ def open_input(path: Path | str, fail: Callable[[str], Exception]) -> Iterator[I
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise fail(f"is {_kind(info.st_mode)}, not a regular file")
+            raise fail(_not_regular(info.st_mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         handle = os.fdopen(fd, "rb")
