@@ -20,6 +20,7 @@ from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, p
 from ..modelfiles.resolve import resolve
 from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, verify
 from .common import config_option, read_config, stderr, stdout
+from .declare import declare
 from .safe_text import literal
 
 
@@ -28,6 +29,7 @@ def models_group() -> None:
     """Inspect the models and pairs in models.toml; pull them into models.lock and verify them."""
 
 
+@declare(reads=("config", "model"), example=("models", "list", "--config", "{config}"))
 @models_group.command("list")
 @config_option
 def list_models(config_path: Path) -> None:
@@ -69,6 +71,7 @@ def _hash_with_status(path: Path) -> str:
         return cached_sha256(path)
 
 
+@declare(reads=("config", "lock", "model"), writes=("lock",), example=("models", "pull", "smollm2-135m-instruct", "--config", "{config}"))
 @models_group.command("pull")
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")
@@ -132,6 +135,7 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
         ctx.exit(1)
 
 
+@declare(reads=("config", "lock", "model"), example=("models", "verify", "--config", "{config}"))
 @models_group.command("verify")
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")

@@ -26,6 +26,7 @@ from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
 from ..units import count, plural
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
+from .declare import DatabasePath, InputPath, declare
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
 
@@ -210,6 +211,9 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
     return result
 
 
+@declare(reads=("database", "config", "data", "prompts", "model"), writes=("database",),
+         example=("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", "{db}",
+                  "--config", "{config}", "--prompts", "{prompts}", "--data", "jama={data}"))
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
@@ -218,7 +222,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file or folder. Default: ./bench_data/<task>, else the sample shipped with "
                    "medbench-local. With several tasks use TASK=PATH.")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+@click.option("--db", "db_path", type=DatabasePath(writes=True), default=DEFAULT_DB,
               show_default=True, help="SQLite results database (created if missing).")
 @click.option("--limit", type=ItemLimit(),
               help="Only N items of each task, or a fraction (0.1 = 10%, rounded up). A seeded random sample "
@@ -239,7 +243,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "not busy with other work (1-minute load average), at least 1. Results do not depend on it.")
 @click.option("--batch-size", type=BATCH_SIZE, default=512, show_default=True,
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
-@click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--prompts", "prompt_file", type=InputPath("prompts"),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
 @click.option("--scoring", type=click.Choice(["generate", "loglik", "both", "constrained"]), default="generate",
               show_default=True,

@@ -226,6 +226,11 @@ def check_output_target(target: Path | str, *, protect: Iterable[Path | str] = (
     return target
 
 
+def refuse_inputs(target: Path | str, protect: Iterable[Path | str] = ()) -> None:
+    """OutputError when ``target`` is an input of this command (or one of ``protect``)."""
+    _refuse_inputs(Path(target), protect)
+
+
 def _refuse_inputs(target: Path, protect: Iterable[Path | str], *, updating: bool = False) -> None:
     resolved = _resolved(target)
     same_file = _identity(target)
