@@ -327,3 +327,94 @@ def test_no_output_can_destroy_an_input_or_touch_a_special_file(name: str, slot:
     assert target.name in line or str(target) in line, line
     assert snapshot(protected + special) == before, f"'{name}' changed an input or a special file"
     assert sorted(p.name for p in workspace.values["out"].parent.iterdir()) == listing, "a file was left behind"
+
+
+# ------------------------------------------------------------------------------------------ hostile configs
+
+
+def _config_fifo(ws: Workspace) -> Path:
+    path = ws.root / "fifo.toml"
+    WATCHES.append(FifoWatch(path, DEMO_CONFIG.encode()))
+    return path
+
+
+def _config_device(ws: Workspace) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("making a device file needs root")
+    path = ws.root / "device.toml"
+    os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers: it never ends
+    return path
+
+
+def _config_socket(ws: Workspace) -> Path:
+    here = os.getcwd()
+    os.chdir(ws.root)
+    try:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind("socket.toml")
+        server.close()
+    finally:
+        os.chdir(here)
+    return ws.root / "socket.toml"
+
+
+def _config_text(name: str, content: bytes) -> Callable[[Workspace], Path]:
+    def make(ws: Workspace) -> Path:
+        path = ws.root / name
+        path.write_bytes(content)
+        return path
+    return make
+
+
+def _config_folder(ws: Workspace) -> Path:
+    path = ws.root / "folder.toml"
+    path.mkdir()
+    return path
+
+
+HOSTILE_CONFIGS: dict[str, Callable[[Workspace], Path]] = {
+    "a FIFO": _config_fifo,
+    "a device": _config_device,
+    "a socket": _config_socket,
+    "a folder": _config_folder,
+    "missing": lambda ws: ws.root / "missing.toml",
+    "not UTF-8": _config_text("latin1.toml", DEMO_CONFIG.encode() + b'# \xe9t\xe9\n'),
+    "TOML syntax error": _config_text("syntax.toml", DEMO_CONFIG.encode() + b"[models.x\n"),
+    "nested too deeply": _config_text("deep.toml", b"x = " + b"[" * 50_000 + b"]" * 50_000 + b"\n"),
+    "larger than the limit": _config_text("huge.toml", DEMO_CONFIG.encode() + b"#" * (17 * 1024 * 1024) + b"\n"),
+    "an unknown key": _config_text("unknown.toml", DEMO_CONFIG.replace('n_ctx = 2048', 'n_ctxx = 2048', 1).encode()),
+    "a pair with an unknown member": _config_text("member.toml", DEMO_CONFIG.replace(
+        'general = "gemma3-270m"', 'general = "no-such-model"').encode()),
+}
+
+
+def _config_cases() -> list[tuple[str, str]]:
+    return [(name, hostile) for name in runnable(sorted(COMMANDS))
+            if "{config}" in declaration_of(COMMANDS[name]).example for hostile in HOSTILE_CONFIGS]  # type: ignore
+
+
+@pytest.mark.parametrize(("name", "hostile"), _config_cases())
+def test_every_command_that_reads_a_config_refuses_a_hostile_one_in_one_line(name: str, hostile: str,
+                                                                             workspace: Workspace) -> None:
+    example = declaration_of(COMMANDS[name]).example  # type: ignore[union-attr]
+    WATCHES.clear()
+    config = HOSTILE_CONFIGS[hostile](workspace)
+    special = [config] if config.exists() and not config.is_file() else []
+    protected = workspace.inputs()
+    before = snapshot(protected + special)
+    listing = sorted(p.name for p in workspace.values["out"].parent.iterdir())
+    try:
+        result = invoke(workspace.args(example, config=config))
+    finally:
+        opened = [watch.path.name for watch in WATCHES if watch.release()]
+    assert opened == [], f"'{name}' opened the FIFO given as its config"
+    if declaration_of(COMMANDS[name]).checklist and result.exit_code != 2:  # type: ignore[union-attr]
+        assert "Traceback" not in result.output and result.exit_code == 1, result.output
+        line = next(line for line in result.output.splitlines() if "✗" in line)
+    else:
+        line = one_error_line(result)
+        assert result.exit_code in (1, 2), result.output
+    assert config.name in line, line
+    assert len(line) < 1000, line
+    assert snapshot(protected + special) == before, f"'{name}' changed an input or a special file"
+    assert sorted(p.name for p in workspace.values["out"].parent.iterdir()) == listing, "a file was left behind"

@@ -54,10 +54,11 @@ class Declaration:
     writes: frozenset[str]
     example: tuple[str, ...]
     untested_because: str = ""
+    checklist: bool = False  # reports problems as a checklist (doctor), not as one error line
 
 
 def declare(*, reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), example: tuple[str, ...] = (),
-            untested_because: str = "") -> Callable[[CommandT], CommandT]:
+            untested_because: str = "", checklist: bool = False) -> Callable[[CommandT], CommandT]:
     """Attach a :class:`Declaration` to a Click command (put it above ``@click.command``)."""
     unknown = [name for name in (*reads, *writes) if name not in CLASSES]
     if unknown:
@@ -66,8 +67,8 @@ def declare(*, reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), exampl
         raise ValueError("give an example invocation, or say why the command cannot be run alone")
 
     def attach(command: CommandT) -> CommandT:
-        command.declaration = Declaration(frozenset(reads), frozenset(writes), tuple(example),  # type: ignore[attr-defined]
-                                          untested_because)
+        command.declaration = Declaration(frozenset(reads), frozenset(writes),  # type: ignore[attr-defined]
+                                          tuple(example), untested_because, checklist)
         original = command.invoke
 
         def invoke(ctx: click.Context) -> Any:
