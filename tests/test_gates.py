@@ -418,3 +418,113 @@ def test_every_command_that_reads_a_config_refuses_a_hostile_one_in_one_line(nam
     assert len(line) < 1000, line
     assert snapshot(protected + special) == before, f"'{name}' changed an input or a special file"
     assert sorted(p.name for p in workspace.values["out"].parent.iterdir()) == listing, "a file was left behind"
+
+
+# ------------------------------------------------------------------------------------------ 3. the source scan
+
+#: What only a gate may do, and the modules that are that gate. Each rule names what it finds in a call.
+GATE_RULES: dict[str, tuple[str, frozenset[str]]] = {
+    "write a file": ("open() for writing, write_text/write_bytes, os.open with O_CREAT/O_WRONLY/O_RDWR",
+                     frozenset({"gates/files.py", "store/database.py", "store/claims.py"})),
+    "rename or replace a file": ("os.replace, os.rename, shutil.move, Path.rename",
+                                 frozenset({"gates/files.py"})),
+    "change a mode": ("os.chmod, os.fchmod, Path.chmod",
+                      frozenset({"gates/files.py", "store/database.py", "store/claims.py"})),
+    "make a folder": ("mkdir, os.makedirs, tempfile folders", frozenset({"gates/files.py", "store/database.py"})),
+    "make a temporary file": ("tempfile.mkstemp, NamedTemporaryFile", frozenset({"gates/files.py"})),
+    "open SQLite": ("sqlite3.connect, sqlite_utils.Database(...)",
+                    frozenset({"store/database.py", "store/readonly.py"})),
+    "open a tar archive": ("tarfile.open", frozenset({"airgap/bundle.py"})),
+    "talk HTTP": ("httpx", frozenset({"engine/http.py"})),
+}
+_WRITE_FLAGS = {"O_CREAT", "O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    if isinstance(node, ast.Name):
+        return node.id
+    return ""
+
+
+def _open_mode(call: ast.Call, builtin: bool) -> str:
+    """The mode of ``open(path, mode)`` or of a method ``x.open(mode)`` (Path.open), "r" when not a literal."""
+    position = 1 if builtin else 0
+    mode = call.args[position] if len(call.args) > position else \
+        next((k.value for k in call.keywords if k.arg == "mode"), None)
+    return mode.value if isinstance(mode, ast.Constant) and isinstance(mode.value, str) else "r"
+
+
+def gate_offences(source: str) -> list[tuple[int, str]]:
+    """(line, rule) for every call in ``source`` that only a gate may make."""
+    found = []
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] + ([node.module] if isinstance(node, ast.ImportFrom)
+                                                             and node.module else [])
+            if any(name.split(".")[0] == "httpx" for name in names):
+                found.append((node.lineno, "talk HTTP"))
+            continue
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        last = name.rsplit(".", 1)[-1]
+        rule = None
+        if last == "open" and name != "os.open" and not name.startswith(("tarfile", "gzip", "bz2", "lzma")):
+            rule = "write a file" if set(_open_mode(node, builtin=name in ("open", "io.open"))) & set("wax+") else None
+        if last in ("write_text", "write_bytes"):
+            rule = "write a file"
+        elif name == "os.open":
+            flags = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            rule = "write a file" if flags & _WRITE_FLAGS else None
+        elif name in ("os.replace", "os.rename", "shutil.move") or (last == "rename" and name != "os.rename"):
+            rule = "rename or replace a file"
+        elif name in ("os.chmod", "os.fchmod", "os.lchmod") or last == "chmod":
+            rule = "change a mode"
+        elif last in ("mkdir", "makedirs", "mkdtemp", "TemporaryDirectory"):
+            rule = "make a folder"
+        elif last in ("mkstemp", "NamedTemporaryFile", "TemporaryFile"):
+            rule = "make a temporary file"
+        elif name == "sqlite3.connect" or name in ("sqlite_utils.Database", "Database"):
+            rule = "open SQLite"
+        elif name == "tarfile.open" or name == "tarfile.TarFile":
+            rule = "open a tar archive"
+        elif name.startswith("httpx."):
+            rule = "talk HTTP"
+        if rule is not None:
+            found.append((node.lineno, rule))
+    return found
+
+
+def test_nothing_goes_around_its_gate() -> None:
+    offending = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).as_posix()
+        for line, rule in gate_offences(path.read_text(encoding="utf-8")):
+            if module not in GATE_RULES[rule][1]:
+                offending.append(f"medbench_local/{module}:{line}: {rule} ({GATE_RULES[rule][0]}) outside its "
+                                 f"gate {sorted(GATE_RULES[rule][1])}")
+    assert not offending, "\n".join(offending)
+
+
+SCAN_SAMPLES = {
+    "write a file": ["open(p, 'w')", "open(p, mode='ab')", "p.write_text('x')", "Path(p).open('w')",
+                     "os.open(p, os.O_WRONLY | os.O_CREAT)"],
+    "rename or replace a file": ["os.replace(a, b)", "os.rename(a, b)", "p.rename(q)", "shutil.move(a, b)"],
+    "change a mode": ["os.chmod(p, 0o644)", "p.chmod(0o600)", "os.fchmod(fd, 0o600)"],
+    "make a folder": ["p.mkdir()", "os.makedirs(p)", "tempfile.mkdtemp()", "tempfile.TemporaryDirectory()"],
+    "make a temporary file": ["tempfile.mkstemp()", "tempfile.NamedTemporaryFile()"],
+    "open SQLite": ["sqlite3.connect(p)", "sqlite_utils.Database(conn)"],
+    "open a tar archive": ["tarfile.open(p)"],
+    "talk HTTP": ["import httpx", "httpx.get(u)"],
+}
+
+
+@pytest.mark.parametrize("rule", sorted(SCAN_SAMPLES))
+def test_the_scan_finds_each_way_around_a_gate(rule: str) -> None:
+    """Not vacuous: every rule finds what it names, and leaves reading alone."""
+    for sample in SCAN_SAMPLES[rule]:
+        assert [found for _, found in gate_offences(sample)] == [rule], sample
+    assert gate_offences("open(p)\nopen(p, 'rb')\np.read_text()\nos.open(p, os.O_RDONLY)\n'a'.replace('a', 'b')") == []

@@ -349,6 +349,20 @@ def atomic_path(target: Path | str, *, protect: Iterable[Path | str] = ()) -> It
     _sync_folder(target.parent)
 
 
+@contextmanager
+def private_temporary_folder(prefix: str = "medbench-") -> Iterator[Path]:
+    """A new 0700 folder in the system's temporary place, removed with everything in it when the block ends
+    (also on errors and Ctrl-C): for files a child process needs (Datasette's metadata, a plugin)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        os.chmod(folder, PRIVATE_DIR)  # mkdtemp uses 0700 already; say it, whatever the platform
+        yield Path(folder)
+
+
+def private_temporary_file() -> IO[bytes]:
+    """An unnamed temporary file (0600, gone when closed): e.g. to capture what C code writes to stderr."""
+    return tempfile.TemporaryFile()
+
+
 def _sync_folder(folder: Path) -> None:
     """Make the rename itself durable (best effort: not every platform can open a folder)."""
     try:
