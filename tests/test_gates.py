@@ -528,3 +528,58 @@ def test_the_scan_finds_each_way_around_a_gate(rule: str) -> None:
     for sample in SCAN_SAMPLES[rule]:
         assert [found for _, found in gate_offences(sample)] == [rule], sample
     assert gate_offences("open(p)\nopen(p, 'rb')\np.read_text()\nos.open(p, os.O_RDONLY)\n'a'.replace('a', 'b')") == []
+
+
+# ------------------------------------------------------------------------------------------ the tool's own files
+
+
+@pytest.fixture(params=[0o022, 0o000], ids=["umask-022", "umask-000"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_lock_the_hash_cache_and_assembled_models_are_owner_only_under_any_umask(
+        umask: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """models.lock, the SHA-256 cache and the assembled GGUF (with the cache folders made for them) are written
+    by the files gate: 0600 files in 0700 folders, whatever the umask."""
+    home = tmp_path / "home" / "medbench"
+    monkeypatch.setenv("MEDBENCH_LOCAL_HOME", str(home))  # a fresh cache: the gemma model is assembled again
+    config = tmp_path / "models.toml"
+    config.write_text(DEMO_CONFIG, encoding="utf-8")
+    result = CliRunner().invoke(main, ["models", "pull", "--pair", "demo", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    lock = tmp_path / "models.lock"
+    cache = home / "sha256-cache.json"
+    assembled = next(home.glob("models/*/*.gguf"))
+    assert _mode(lock) == 0o600 and _mode(cache) == 0o600 and _mode(assembled) == 0o600
+    for folder in (home.parent, home, assembled.parent, assembled.parent.parent):
+        assert _mode(folder) == 0o700, folder
+    assert not [p for p in home.rglob("*") if p.name.endswith(".partial")], "a temporary file was left behind"
+
+
+def test_a_rewritten_file_is_hashed_again_even_with_its_old_size_and_mtime(tmp_path: Path) -> None:
+    """The cache key notices a swapped byte whose file got its mtime set back (touch -d): ctime cannot be."""
+    from medbench_local.modelfiles.hashing import cached_sha256, sha256_file
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF" + b"\x00" * 4096)
+    cache = tmp_path / "cache.json"
+    first = cached_sha256(model, cache)
+    info = model.stat()
+    with open(model, "r+b") as handle:  # the attack: one byte, same size, mtime restored
+        handle.seek(100)
+        handle.write(b"\x01")
+    os.utime(model, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert model.stat().st_size == info.st_size and model.stat().st_mtime_ns == info.st_mtime_ns
+    assert cached_sha256(model, cache) == sha256_file(model) != first
+    replaced = tmp_path / "other.gguf"  # the same attack by swapping in another file under the same name
+    replaced.write_bytes(b"GGUF" + b"\x02" * 4096)
+    os.utime(replaced, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.replace(replaced, model)
+    assert cached_sha256(model, cache) == sha256_file(model)
