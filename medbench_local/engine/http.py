@@ -448,6 +448,7 @@ class ServerClient:
         delays = backoff_delays(self.retries)
         attempt = 0
         waited = 0.0
+        polls = 0
         while True:
             if self.closed:
                 raise ServerRequestError(f"{method} {path}: the connection to {self.base_url} was closed "
@@ -488,7 +489,8 @@ class ServerClient:
                 if waited == 0:
                     self.notice(f"server {self.base_url} is not ready (HTTP 503: {error_text(raw)}); waiting up to "
                                 f"{self.loading_wait_s:g} s for it to load the model")
-                delay = min(LOADING_POLL_S, self.loading_wait_s - waited)
+                delay = min(BACKOFF_START_S * 2 ** polls, LOADING_POLL_S, self.loading_wait_s - waited)
+                polls += 1
                 self.sleep(delay)
                 waited += delay
                 continue

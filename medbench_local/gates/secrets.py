@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 from ..errors import UserError
@@ -29,7 +31,7 @@ from ..errors import UserError
 MARK = "[redacted]"
 _MIN_SECRET = 4  # shorter values would blank ordinary words; no real API key is this short
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
@@ -37,7 +39,7 @@ _pattern: re.Pattern[str] | None = None
 # query-string spellings; ``Bearer <token>`` anywhere (a token stops at whitespace, a quote or a bracket, so that
 # a text already redacted stays as it is).
 _AUTHORIZATION = re.compile(r"(?i)(\bauthorization\b[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]*")
-_BEARER = re.compile(r"(?i)(\bbearer\b\s*[:=]?\s*)[^\s\"',;{}\[\]()]+")
+_BEARER = re.compile(r"(?i)(\bbearer\b\s*[:=]?\s*)[^\s\"',;{}\[\]():=][^\s\"',;{}\[\]()]*")
 
 
 class SecretRefused(UserError):
@@ -67,6 +69,22 @@ def register(value: str) -> None:
         _secrets.update(variants)
         # longest first, so that a key that contains another registered key is removed whole
         _pattern = re.compile("|".join(re.escape(v) for v in sorted(_secrets, key=len, reverse=True)))
+
+
+@contextmanager
+def isolated() -> Iterator[None]:
+    """Secrets registered inside the block are forgotten after it (tests that register throwaway values must
+    not blank the text of the tests after them; a real process never forgets a key)."""
+    global _pattern
+    with _lock:
+        saved, saved_pattern = set(_secrets), _pattern
+    try:
+        yield
+    finally:
+        with _lock:
+            _secrets.clear()
+            _secrets.update(saved)
+            _pattern = saved_pattern
 
 
 def registered() -> bool:
