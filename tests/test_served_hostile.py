@@ -13,7 +13,6 @@ import ast
 import json
 import math
 import resource
-import sqlite3
 from pathlib import Path
 from typing import Any
 
