@@ -370,6 +370,9 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         stderr.print(f"[yellow]Stopped after the item in flight{cause}.[/yellow] {line}. "
                      "Rerun the same command to resume.")
         sys.exit(130)
+    if summary.status == "failed":
+        raise UserError(f"{line}: every item failed, the run is recorded as failed (first error: "
+                        f"{summary.first_error[:300]}); fix the cause, then rerun with --retry-errors")
     stdout.print(line)
     if shard:
         stdout.print(f"Join the {shard.count} shards' databases with: medbench-local merge merged.db "
