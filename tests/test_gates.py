@@ -435,8 +435,10 @@ GATE_RULES: dict[str, tuple[str, frozenset[str]]] = {
     "open SQLite": ("sqlite3.connect, sqlite_utils.Database(...)",
                     frozenset({"store/database.py", "store/readonly.py"})),
     "open a tar archive": ("tarfile.open", frozenset({"airgap/bundle.py"})),
-    "talk HTTP": ("httpx", frozenset({"engine/http.py"})),
+    "talk HTTP": ("an HTTP client library: httpx, httpcore, requests, urllib3, aiohttp (model downloads are "
+                  "huggingface-hub's, under the network guard)", frozenset({"engine/http.py"})),
 }
+HTTP_CLIENTS = {"httpx", "httpcore", "requests", "urllib3", "aiohttp"}
 _WRITE_FLAGS = {"O_CREAT", "O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"}
 
 
@@ -464,7 +466,7 @@ def gate_offences(source: str) -> list[tuple[int, str]]:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [alias.name for alias in node.names] + ([node.module] if isinstance(node, ast.ImportFrom)
                                                              and node.module else [])
-            if any(name.split(".")[0] == "httpx" for name in names):
+            if any(name.split(".")[0] in HTTP_CLIENTS for name in names):
                 found.append((node.lineno, "talk HTTP"))
             continue
         if not isinstance(node, ast.Call):
@@ -491,7 +493,7 @@ def gate_offences(source: str) -> list[tuple[int, str]]:
             rule = "open SQLite"
         elif name == "tarfile.open" or name == "tarfile.TarFile":
             rule = "open a tar archive"
-        elif name.startswith("httpx."):
+        elif name.split(".")[0] in HTTP_CLIENTS and "." in name:
             rule = "talk HTTP"
         if rule is not None:
             found.append((node.lineno, rule))
@@ -518,7 +520,7 @@ SCAN_SAMPLES = {
     "make a temporary file": ["tempfile.mkstemp()", "tempfile.NamedTemporaryFile()"],
     "open SQLite": ["sqlite3.connect(p)", "sqlite_utils.Database(conn)"],
     "open a tar archive": ["tarfile.open(p)"],
-    "talk HTTP": ["import httpx", "httpx.get(u)"],
+    "talk HTTP": ["import httpx", "httpx.get(u)", "from httpcore import x", "import requests"],
 }
 
 

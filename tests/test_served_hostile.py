@@ -9,7 +9,6 @@ otherwise drip until its lifetime ends and the request would fail differently).
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import resource
@@ -38,7 +37,6 @@ TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<ass
 KEY_ENV = "MEDBENCH_HOSTILE_KEY"
 KEY = "sk-hostile-Zq81vX2mT7"
 MARKER = "Qzxvhostilemarker Kappa patient Ramsbottom"
-PACKAGE = Path(__file__).resolve().parent.parent / "medbench_local"
 
 
 @pytest.fixture(autouse=True)
@@ -448,25 +446,3 @@ def test_every_mode_of_the_hostile_server_is_exercised_here() -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     unused = [mode for mode in MODES if mode != "ok" and f'"{mode}"' not in source]
     assert not unused, unused
-
-
-# ------------------------------------------------------------------------------------------- the source scan
-
-
-def test_only_the_network_gate_imports_httpx_or_httpcore() -> None:
-    """Every request to a served model and every answer goes through engine/http.py: no other module imports
-    an HTTP client library. (Model downloads are not served-model traffic: modelfiles/pull.py probes the hub with
-    urllib under the network guard.)"""
-    clients = {"httpx", "httpcore", "requests", "urllib3", "aiohttp"}
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            for name in names:
-                if name.split(".")[0] in clients:
-                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {name}")
-    allowed = {"engine/http.py"}
-    offending = [f for f in found if f.split(":")[0] not in allowed]
-    assert not offending, offending
-    assert any(f.startswith("engine/http.py") for f in found)  # the scan is not vacuous
