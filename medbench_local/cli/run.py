@@ -19,8 +19,8 @@ from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
 from ..gates.files import database_files
 from ..paths import default_data
-from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, check_served,
-                      execute, load_tasks, locate_models, parse_shard)
+from ..runner import (LIMIT_MODES, LoadedTask, ModelRole, RunOptions, Shard, check_model_history, check_scoring,
+                      check_served, execute, load_tasks, locate_models, parse_shard)
 from ..store import close_database, open_database, queries, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
@@ -151,6 +151,23 @@ class ItemLimit(click.ParamType):
         if isinstance(number, float) and 0.0 < number < 1.0:
             return number
         self.fail(f"{value} is not a number of items (>= 1) or a fraction in (0, 1) such as 0.1", param, ctx)
+
+
+def _partners_to_run(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[LoadedTask]
+                     ) -> dict[str, list[str]]:
+    """Per model of a models.toml pair this run did not include: the tasks of this run it has no results for yet
+    (what ``run --model X`` should suggest next, instead of a compare with nothing to pair)."""
+    ran = {entry.spec.id for entry in models}
+    missing: dict[str, list[str]] = {}
+    for pair in config.pairs.values():
+        members = {pair.biomedical, pair.general}
+        if not members & ran:
+            continue
+        for partner in sorted(members - ran):
+            for loaded in tasks:
+                if not queries.has_evaluation(db, partner, loaded.task.id):
+                    missing.setdefault(partner, []).append(loaded.task.id)
+    return missing
 
 
 def _close_or_discard(db: sqlite_utils.Database, db_path: Path, created: bool) -> None:
@@ -344,6 +361,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         with guard:
             summary = execute(db, config, models, tasks, paths, options, reporter, pairs=recorded)
         started = True
+        partners = _partners_to_run(db, config, models, tasks)
     except KeyboardInterrupt:
         started = True
         reporter.end()
@@ -377,4 +395,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     if shard:
         stdout.print(f"Join the {shard.count} shards' databases with: medbench-local merge merged.db "
                      "shard1.db shard2.db ...")
-    stdout.print(f"Compare with: medbench-local compare --db {db_path}")
+    for partner, task_list in partners.items():
+        stdout.print(f"Next, the other model of its pair: medbench-local run --model {literal(partner)} --task "
+                     f"{','.join(task_list)} --db {literal(db_path)}", soft_wrap=True)
+    stdout.print(f"{'Then compare' if partners else 'Compare'} with: medbench-local compare --db {literal(db_path)}",
+                 soft_wrap=True)

@@ -56,6 +56,8 @@ def parse_json(path: Path, text: str, line: int | None = None, **options: Any) -
     try:
         value = json.loads(text, **options)
     except json.JSONDecodeError as exc:
+        if line is None and text[:exc.pos].strip() == "" and (problem := not_json(path, text, "JSON")) is not None:
+            raise problem from None  # not JSON at all (a CSV, say): say what it looks like
         where = line if line is not None else exc.lineno
         raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=where) from None
     except RecursionError:
@@ -103,9 +105,24 @@ def object_record(path: Path, line: int | None, value: Any) -> dict[str, Any]:
     return value
 
 
+def not_json(path: Path, text: str, expected: str = "JSON Lines (one JSON object per line)") -> DataError | None:
+    """A DataError saying what the file looks like when it is plainly not JSON (a CSV given where JSON Lines is
+    expected, say), instead of a parser's "Expecting value"; None when it starts like JSON."""
+    number, first = next(((n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()), (1, ""))
+    if first.lstrip().startswith(("{", "[")):
+        return None
+    looks = "CSV (comma-separated columns)" if "," in first else "tab-separated columns" if "\t" in first \
+        else "plain text"
+    shown = first.strip()[:80] + ("…" if len(first.strip()) > 80 else "")
+    return DataError(path, f"expected {expected}, like {{\"id\": \"1\", ...}}; this file looks like {looks}, its "
+                     f"first line is {shown!r} (each task's format: 'medbench-local tasks list')", line=number)
+
+
 def jsonl_records(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line, object) for every non-blank line of a JSON Lines file."""
     text = read_text(path) if text is None else text
+    if (problem := not_json(path, text)) is not None:
+        raise problem
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
