@@ -287,6 +287,23 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     return paths
 
 
+def require_decoding(models: list[ModelRole], paths: dict[str, Path]) -> None:
+    """This llama.cpp build must decode on this CPU before a run creates anything: one token with the smallest
+    local model, in a child process (engine/selftest.py; remembered per build and machine once it worked). A build
+    that crashes here would otherwise kill the run with exit 139 and leave a 'running' run behind."""
+    from .engine.selftest import check_decoding
+    from .modelfiles.hashing import cache_dir
+
+    local = [paths[entry.spec.id] for entry in models
+             if entry.spec.served is None and paths.get(entry.spec.id) is not None]
+    if not local:
+        return
+    verdict = check_decoding(min(local, key=lambda path: path.stat().st_size), cache_dir())
+    if not verdict.ok:
+        raise UserError(verdict.detail + (f"; rebuild llama-cpp-python for this CPU: {verdict.rebuild}"
+                                          if verdict.rebuild else "; see 'medbench-local doctor'"))
+
+
 def served_template_path(spec: ModelSpec) -> Path | None:
     """A served model's local GGUF (path, package or cached hub file), read for its chat template only."""
     if isinstance(spec.source, ServedSource):

@@ -20,7 +20,7 @@ from ..errors import StoreError, UserError
 from ..gates.files import database_files
 from ..paths import default_data
 from ..runner import (LIMIT_MODES, LoadedTask, ModelRole, RunOptions, Shard, check_model_history, check_scoring,
-                      check_served, execute, load_tasks, locate_models, parse_shard)
+                      check_served, execute, load_tasks, locate_models, parse_shard, require_decoding)
 from ..store import close_database, open_database, queries, writer
 from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
@@ -336,6 +336,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     modes = ("generate", "loglik") if scoring == "both" else (scoring,)
     check_scoring(tasks, modes, loglik_target)
     paths = locate_models(models, allow_cpu, config)
+    require_decoding(models, paths)  # a build that crashes on this CPU is one line here, before anything exists
     hosts = check_served(models, modes)  # served models: reachable, named, key accepted; before the database
     if hosts:
         stderr.print(f"[dim]served models: this run reaches {literal(', '.join(hosts))} and no other host "
