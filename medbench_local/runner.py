@@ -50,8 +50,8 @@ from .store import queries, writer
 from .store.claims import ItemClaims, database_path
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, sha256_text
 from .tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
-                                   constrained_max_tokens, loglik_generation, score_constrained, score_loglik,
-                                   supports_choices)
+                                   constrained_max_tokens, loglik_generation, require_decided, score_constrained,
+                                   score_loglik, supports_choices)
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class RunSummary:
     held_elsewhere: int = 0   # items a concurrent run of the same model and task was generating: left to it
     done_elsewhere: int = 0   # items a concurrent run finished first (ours was dropped, theirs kept)
     stop_signal: str = ""     # the signal that stopped the run, if any (SIGINT, SIGTERM, SIGHUP)
+    first_error: str = ""     # the first item error's message, as stored (for the line of a failed run)
 
 
 class Reporter(Protocol):
@@ -286,6 +287,23 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     return paths
 
 
+def require_decoding(models: list[ModelRole], paths: dict[str, Path]) -> None:
+    """This llama.cpp build must decode on this CPU before a run creates anything: one token with the smallest
+    local model, in a child process (engine/selftest.py; remembered per build and machine once it worked). A build
+    that crashes here would otherwise kill the run with exit 139 and leave a 'running' run behind."""
+    from .engine.selftest import check_decoding
+    from .modelfiles.hashing import cache_dir
+
+    local = [paths[entry.spec.id] for entry in models
+             if entry.spec.served is None and paths.get(entry.spec.id) is not None]
+    if not local:
+        return
+    verdict = check_decoding(min(local, key=lambda path: path.stat().st_size), cache_dir())
+    if not verdict.ok:
+        raise UserError(verdict.detail + (f"; rebuild llama-cpp-python for this CPU: {verdict.rebuild}"
+                                          if verdict.rebuild else "; see 'medbench-local doctor'"))
+
+
 def served_template_path(spec: ModelSpec) -> Path | None:
     """A served model's local GGUF (path, package or cached hub file), read for its chat template only."""
     if isinstance(spec.source, ServedSource):
@@ -373,28 +391,44 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
 
 def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[LoadedTask],
             paths: dict[str, Path], options: RunOptions, reporter: Reporter,
-            engine_factory: EngineFactory | None = None) -> RunSummary:
+            engine_factory: EngineFactory | None = None, pairs: tuple[PairRecord, ...] = ()) -> RunSummary:
     """Run every model on every task; returns counts. Caller has validated inputs (load_tasks, locate_models).
-    ``engine_factory`` defaults to the llama.cpp engine; tests of the orchestration pass a fake."""
+    ``engine_factory`` defaults to the llama.cpp engine; tests of the orchestration pass a fake. ``pairs``: the
+    pair definitions this run records.
+
+    A run that cannot start leaves nothing behind: the first model is loaded *before* the run, its pairs and its
+    model rows are recorded, and a run that stores no item because a model or its server fails after the quick
+    checks is taken back entirely (``writer.forget_unstarted_run``), so the database is as it was."""
     factory = engine_factory or default_engine
     summary = RunSummary(run_id=uuid.uuid4().hex)
-    writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
+    first = factory(models[0].spec, paths[models[0].spec.id], options) if models else None
+    try:
+        replaced = {pair.name: writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
+                    for pair in pairs}
+        writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
+    except BaseException:
+        if first is not None:
+            first.close()
+        raise
+    new_models: list[str] = []
     claims = ItemClaims(database_path(db.conn))
     status = "failed"
     try:
         with StopFlag() as stop:
-            for entry in models:
+            for index, entry in enumerate(models):
                 if stop.requested:
                     break
-                engine = factory(entry.spec, paths[entry.spec.id], options)
+                engine = first if index == 0 and first is not None else \
+                    factory(entry.spec, paths[entry.spec.id], options)
                 abort = getattr(engine, "abort", None)
                 unregister = stop.on_abort(abort) if callable(abort) else (lambda: None)
                 try:
-                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop, claims)
+                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop, claims, new_models)
                 finally:
                     unregister()
                     engine.close()
-        status = "interrupted" if stop.requested else "completed"
+        status = "interrupted" if stop.requested else ("failed" if summary.errors and not summary.generated
+                                                      else "completed")  # every item it tried failed
         summary.stop_signal = stop.signal_name
     except KeyboardInterrupt:
         status = "interrupted"
@@ -403,10 +437,24 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
         claims.close()
         summary.status = status
         try:
-            writer.finish_run(db, summary.run_id, status)
+            if status != "failed" or not writer.forget_unstarted_run(db, summary.run_id, replaced, new_models):
+                writer.finish_run(db, summary.run_id, status)
         except sqlite3.Error:
             pass  # the database cannot be written (disk full?): the run row stays 'running', like a crash
     return summary
+
+
+class PairRecord(Protocol):
+    """What ``execute`` records of a pair (config.PairSpec has these fields)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def biomedical(self) -> str: ...
+    @property
+    def general(self) -> str: ...
+    @property
+    def description(self) -> str: ...
 
 
 def default_engine(spec: ModelSpec, path: Path | None, options: RunOptions) -> Engine:
@@ -426,9 +474,10 @@ def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
 
 def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
                options: RunOptions, reporter: Reporter, summary: RunSummary, stop: StopFlag,
-               claims: ItemClaims | None = None) -> None:
+               claims: ItemClaims | None = None, new_models: list[str] | None = None) -> None:
     claims = claims or ItemClaims(None)
-    writer.record_model(db, engine.info)
+    if writer.record_model(db, engine.info) and new_models is not None:
+        new_models.append(engine.info.sha256)
     identity = engine_identity(engine)
     for loaded in tasks:
         for mode in options.scoring:
@@ -572,8 +621,9 @@ def _compute_item(engine: Engine, task: Task, item: Item, context: PromptContext
             stop.native_depth += 1  # a second signal now trips the engine's abort switch instead of raising
         try:
             if mode == "loglik":
-                return ItemOutcome(prompt, choices, result=engine.loglikelihood(
-                    LoglikelihoodRequest(prompt, tuple(choices.options.values()))))
+                result = engine.loglikelihood(LoglikelihoodRequest(prompt, tuple(choices.options.values())))
+                require_decided(choices, result)  # a tie or a non-finite total is an error item, never option A
+                return ItemOutcome(prompt, choices, result=result)
             if mode == "constrained":
                 return ItemOutcome(prompt, choices, generation=engine.generate(GenerateRequest(
                     prompt, constrained_max_tokens(choices, engine.count_tokens), grammar=choice_grammar(choices))))
@@ -607,9 +657,11 @@ def _commit_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: It
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
         metrics = task.error_metrics(item)
-        score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
+        message = writer.error_message(exc, store_inputs)  # a server's text only where inputs may be stored
+        score = Score("error", detail=f"{type(exc).__name__}: {message}", metrics=metrics)
+        summary.first_error = summary.first_error or message
         if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
-                                  generation=None, score=score, error=str(exc),
+                                  generation=None, score=score, error=message,
                                   prompt_text=engine.render(prompt) if prompt is not None else "",
                                   store_inputs=store_inputs):
             summary.done_elsewhere += 1

@@ -3,32 +3,47 @@ migration, Datasette metadata that explains every column, and a real Datasette s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import html
+import http.client
+import http.cookiejar
 import json
+import os
 import queue
 import re
+import shutil
 import signal
+import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from medbench_local.cli import view as view_module
 from medbench_local.cli.show import disagreements
 from medbench_local.store import open_database
-from medbench_local.store.catalog import CANNED_QUERIES, TABLES, datasette_metadata
+from medbench_local.cli.view_guard import TOKEN_ENV, Guard, cookie_name, cookie_value
+from medbench_local.store.catalog import CANNED_QUERIES, STYLE_URL, TABLES, datasette_metadata, queries_needing, \
+    tilde_encode
 from medbench_local.store.queries import latest_evaluation, summarize_evaluation
 from medbench_local.store.views import VIEW_METRICS, VIEWS, registry_metrics
 from medbench_local.store.writer import start_run
 from medbench_local.tasks.base import OUTCOMES
 
+from .chromium import FLAGS, browser_or_skip
 from .conftest import REPO, copy_db, invoke, rows
+
+URL = re.compile(r"(http://127\.0\.0\.1:(\d+))/\?token=([A-Za-z0-9_-]+)")
 
 
 @pytest.fixture
@@ -213,18 +228,300 @@ def test_a_browser_is_opened_only_where_there_is_a_screen(environ: dict, platfor
     assert view_module.looks_headless(environ, platform, interactive) is headless
 
 
+def test_the_glossary_and_the_views_list_columns_in_the_same_reading_order(empty_db: Path) -> None:
+    """Human columns first and the 64-character hashes last (Datasette shows a view's own column order)."""
+    for view, first, last in (("item_results", ["model_id", "task", "item_id", "outcome", "extracted", "gold"],
+                               ["evaluation", "item", "model_sha256"]),
+                              ("paired_items", ["pair", "task", "item_id", "biomedical_model_id"],
+                               ["biomedical_evaluation", "general_evaluation", "item"])):
+        columns = [r[1] for r in rows(empty_db, f"select * from pragma_table_info('{view}')")]
+        assert columns[:len(first)] == first and columns[-len(last):] == last, view
+        assert list(TABLES[view][1]) == columns, view  # the folded glossary reads in the table's order
+
+
+def test_the_metadata_guides_a_reader(empty_db: Path) -> None:
+    metadata = datasette_metadata("my study", "t")
+    front = metadata["description_html"]
+    for name, (title, _, _) in CANNED_QUERIES.items():  # "start with a question": every query linked
+        assert f'<a href="/my+study/{name}">{html.escape(title)}</a>' in front
+    database = metadata["databases"]["my study"]
+    assert database["tables"]["_migrations"]["hidden"] is True
+    assert database["tables"]["runs"]["sort_desc"] == "started_at"
+    for name, (description, columns) in TABLES.items():
+        folded = database["tables"][name]["description_html"]
+        assert folded.count("<details") == 1 and all(f"<dt>{html.escape(c)}</dt>" in folded for c in columns)
+    assert metadata["extra_css_urls"] == [STYLE_URL] and STYLE_URL.startswith("data:text/css,")
+    assert "dl.column-descriptions%20%7B%20display%3A%20none" in STYLE_URL  # Datasette's unfolded copy hidden
+
+
+def test_queries_that_need_a_missing_view_are_left_out() -> None:
+    present = set(TABLES) - set(VIEWS)
+    metadata = datasette_metadata("study", "t", present)
+    assert metadata["databases"]["study"]["queries"] == {}  # every canned query reads a view today
+    assert "item_results" not in metadata["description_html"] and "Start with" not in metadata["description_html"]
+    assert all(queries_needing(sql) for _, _, sql in CANNED_QUERIES.values())
+
+
+def test_datasette_names_are_tilde_encoded_as_datasette_does() -> None:
+    datasette_utils = pytest.importorskip("datasette.utils")
+    for name in ("study", "my study", "a.b", "x~y", "ünï/cødé", "-_09AZaz", "%2F", "a+b"):
+        assert tilde_encode(name) == datasette_utils.tilde_encode(name)
+
+
+@pytest.mark.parametrize("target", ["db", "db-wal", "db-shm", "db-journal", "db-claims", "hardlink", "symlink"])
+def test_metadata_out_never_replaces_the_database_or_its_files(empty_db: Path, tmp_path: Path, target: str) -> None:
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    mode = stat.S_IMODE(empty_db.stat().st_mode)
+    if target == "hardlink":
+        out = tmp_path / "meta.json"
+        os.link(empty_db, out)
+    elif target == "symlink":
+        out = tmp_path / "meta.json"
+        out.symlink_to(empty_db)
+    else:
+        out = empty_db.with_name(empty_db.name + target[2:])
+    result = invoke("view", "--db", str(empty_db), "--metadata-out", str(out), expect=1)
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("Error: ")
+    assert "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name in before} == before
+    assert stat.S_IMODE(empty_db.stat().st_mode) == mode
+    assert rows(empty_db, "pragma integrity_check") == [("ok",)]
+
+
+def test_metadata_out_is_written_owner_only(empty_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "meta.json"
+    old = os.umask(0)
+    try:
+        invoke("view", "--db", str(empty_db), "--metadata-out", str(out))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(view_module, "datasette_installed", lambda: True)
+    monkeypatch.setattr(view_module, "_serve", lambda *a: pytest.fail("started although the port is in use"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("view", "--db", str(empty_db), "--port", str(port), "--no-open", expect=1)
+    assert result.output == (f"Error: 127.0.0.1:{port} is in use; choose another port with --port "
+                             "(--port 0: any free port)\n")
+
+
+def test_datasette_gets_the_token_in_its_environment_only(empty_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launch itself, without starting Datasette: what its command line, environment and files hold."""
+    seen: dict[str, object] = {}
+
+    def fake_serve(command: list[str], env: dict[str, str], port: int, opener: Path | None) -> int:
+        metadata = Path(command[command.index("--metadata") + 1])
+        seen.update(command=command, env=env, port=port, opener=opener, metadata_mode=metadata.stat().st_mode,
+                    folder_mode=metadata.parent.stat().st_mode, metadata=json.loads(metadata.read_text()))
+        return 0
+
+    monkeypatch.setattr(view_module, "datasette_installed", lambda: True)
+    monkeypatch.setattr(view_module, "_serve", fake_serve)
+    result = invoke("view", "--db", str(empty_db), "--port", "0", "--no-open")
+    found = URL.search(result.output)
+    assert found, result.output
+    port, token = int(found.group(2)), found.group(3)
+    command = seen["command"]
+    assert len(token) >= 40 and seen["env"][TOKEN_ENV] == token  # type: ignore[index]
+    assert not any(token in arg for arg in command)  # type: ignore[union-attr]
+    assert command[:4] == [sys.executable, "-m", "medbench_local.cli.view_server", str(port)]  # type: ignore[index]
+    assert seen["port"] == port > 0 and "--open" not in command and "--immutable" not in command  # type: ignore[operator]
+    assert stat.S_IMODE(seen["metadata_mode"]) == 0o600 and stat.S_IMODE(seen["folder_mode"]) == 0o700  # type: ignore[arg-type]
+    assert seen["metadata"] == datasette_metadata("study", "medbench-local results: study.db")
+    assert seen["opener"] is None
+    assert result.output.count(token) == 1
+
+
+def test_the_browser_is_opened_on_a_private_redirect_file(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:8001/?token=" + "x" * 43
+    page = view_module._redirect_file(tmp_path, url)
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    assert f'content="0; url={url}"' in page.read_text() and page.as_uri().startswith("file://")
+
+
+# ------------------------------------------------------------------------------------------- the guard (ASGI)
+
+PORT = 8123
+TOKEN = "t" * 20 + "-_" + "0123456789abcdefghij"
+
+
+class Reply:
+    def __init__(self, messages: list[dict], reached_app: bool) -> None:
+        start = messages[0]
+        self.status: int = start["status"]
+        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        self.body = b"".join(m.get("body", b"") for m in messages[1:]).decode("utf-8")
+        self.reached_app = reached_app
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name]
+
+
+def ask(path: str = "/", query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
+        raw_path: bytes | None = None, kind: str = "http") -> Reply:
+    """One request through the guard around a stand-in app that answers 200 'app'."""
+    reached = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        reached.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"app"})  # type: ignore[operator]
+
+    messages: list[dict] = []
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    headers = [(b"host", f"127.0.0.1:{PORT}".encode())] if headers is None else headers
+    scope = {"type": kind, "path": path, "raw_path": raw_path if raw_path is not None else path.encode(),
+             "query_string": query, "headers": headers}
+    asyncio.run(Guard(app, token=TOKEN, port=PORT)(scope, receive, send))
+    if kind != "http":
+        return Reply([{"status": 0}, *messages], bool(reached))
+    return Reply(messages, bool(reached))
+
+
+def cookie_header() -> tuple[bytes, bytes]:
+    return b"cookie", f"other=1; {cookie_name(PORT)}={cookie_value(TOKEN)}".encode()
+
+
+GOOD_HOSTS = [f"127.0.0.1:{PORT}", f"localhost:{PORT}", f"LocalHost:{PORT}"]
+BAD_HOSTS = ["evil.example", f"evil.example:{PORT}", "127.0.0.1", "localhost", f"127.0.0.1:{PORT + 1}",
+             f"127.0.0.1:{PORT}.evil.example", f"[::1]:{PORT}", f"127.0.0.2:{PORT}", f"0.0.0.0:{PORT}", "",
+             f"127.0.0.1:{PORT} ", f"user@127.0.0.1:{PORT}"]
+
+
+@pytest.mark.parametrize("host", GOOD_HOSTS)
+def test_the_guard_lets_its_own_address_through_with_the_cookie(host: str) -> None:
+    reply = ask(headers=[(b"host", host.encode()), cookie_header()])
+    assert reply.status == 200 and reply.reached_app and reply.body == "app"
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+def test_the_guard_answers_no_other_host_even_with_the_cookie_or_token(host: str) -> None:
+    for extra, query in (([cookie_header()], b""), ([], f"token={TOKEN}".encode())):
+        reply = ask(query=query, headers=[(b"host", host.encode()), *extra])
+        assert reply.status == 421 and not reply.reached_app and not reply.header("set-cookie")
+
+
+@given(st.text(max_size=60))
+def test_the_guard_refuses_every_host_but_its_own(host: str) -> None:
+    reply = ask(headers=[(b"host", host.encode("utf-8", "surrogatepass")), cookie_header()])
+    assert reply.reached_app == (host.lower() in {h.lower() for h in GOOD_HOSTS})
+
+
+def test_the_guard_refuses_a_request_without_or_with_two_host_headers() -> None:
+    assert ask(headers=[cookie_header()]).status == 421
+    two = [(b"host", f"127.0.0.1:{PORT}".encode()), (b"host", b"evil.example"), cookie_header()]
+    assert ask(headers=two).status == 421
+
+
+@pytest.mark.parametrize("cookie", [None, b"", f"{cookie_name(PORT)}=".encode(), f"{cookie_name(PORT)}=x".encode(),
+                                    f"{cookie_name(PORT + 1)}={cookie_value(TOKEN)}".encode(),
+                                    f"{cookie_name(PORT)}={TOKEN}".encode(),
+                                    f"{cookie_name(PORT)}={cookie_value(TOKEN + 'x')}".encode()])
+def test_no_cookie_or_a_wrong_one_is_403_with_a_page_saying_what_to_do(cookie: bytes | None) -> None:
+    headers = [(b"host", f"127.0.0.1:{PORT}".encode())] + ([(b"cookie", cookie)] if cookie is not None else [])
+    reply = ask("/study/item_results", headers=headers)
+    assert reply.status == 403 and not reply.reached_app
+    assert "printed" in reply.body and "?token=" in reply.body and TOKEN not in reply.body
+
+
+@given(st.text(min_size=0, max_size=80))
+def test_any_wrong_token_is_403(token: str) -> None:
+    if token == TOKEN:
+        return
+    reply = ask(query=urllib.parse.urlencode({"token": token}).encode())
+    assert reply.status == 403 and not reply.reached_app and not reply.header("set-cookie")
+
+
+def test_the_token_twice_is_403() -> None:
+    assert ask(query=f"token={TOKEN}&token={TOKEN}".encode()).status == 403
+
+
+@pytest.mark.parametrize("path, query, target", [
+    ("/", f"token={TOKEN}", "/"),
+    ("/study/item_results", f"task=jama&token={TOKEN}&_facet=outcome", "/study/item_results?task=jama&_facet=outcome"),
+    ("//evil.example/x", f"token={TOKEN}", "/evil.example/x"),
+    ("/\\evil.example", f"token={TOKEN}", "/evil.example"),
+    ("/study", f"to%6Ben={TOKEN}", "/study"),
+])
+def test_the_token_sets_a_strict_httponly_cookie_and_moves_on_without_it(path: str, query: str, target: str) -> None:
+    reply = ask(path, query.encode())
+    assert reply.status == 200 and not reply.reached_app
+    cookie, = reply.header("set-cookie")
+    assert cookie == f"{cookie_name(PORT)}={cookie_value(TOKEN)}; Path=/; HttpOnly; SameSite=Strict"
+    assert f'<meta http-equiv="refresh" content="0; url={html.escape(target)}">' in reply.body
+    assert TOKEN not in reply.body and reply.header("cache-control") == ["no-store"]
+    # the answer to the next request, with the cookie, is the app's
+    assert ask(target.split("?")[0], headers=[(b"host", f"localhost:{PORT}".encode()), cookie_header()]).reached_app
+
+
+@given(st.binary(max_size=40))
+def test_the_page_after_the_token_never_leads_to_another_host(raw: bytes) -> None:
+    reply = ask("/", f"token={TOKEN}".encode(), raw_path=b"/" + raw)
+    if reply.status == 200:
+        target = re.search(r'url=([^"]*)"', reply.body).group(1)  # type: ignore[union-attr]
+        assert target.startswith("/") and not target.startswith(("//", "/\\"))
+        assert all(0x21 <= ord(c) <= 0x7E for c in html.unescape(target))
+    else:
+        assert reply.status == 403
+
+
+def test_the_token_is_kept_out_of_the_access_log() -> None:
+    seen: list[dict] = []
+
+    async def send(message: dict) -> None:
+        seen.append(message)
+
+    scope = {"type": "http", "path": "/", "raw_path": b"/", "query_string": f"a=1&token={TOKEN}".encode(),
+             "headers": [(b"host", f"127.0.0.1:{PORT}".encode())]}
+
+    async def app(*args: object) -> None:
+        raise AssertionError("the token request never reaches Datasette")
+
+    asyncio.run(Guard(app, token=TOKEN, port=PORT)(scope, None, send))  # type: ignore[arg-type]
+    assert scope["query_string"] == b"a=1&token=(hidden)"  # Uvicorn logs the request line from this scope
+
+
+def test_the_guard_passes_lifespan_and_closes_websockets() -> None:
+    assert ask(kind="lifespan").reached_app
+    reply = ask(kind="websocket", headers=[(b"host", f"127.0.0.1:{PORT}".encode()), cookie_header()])
+    assert not reply.reached_app
+
+
+def test_a_short_token_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Guard(lambda *a: None, token="short", port=PORT)  # type: ignore[arg-type, return-value]
+
+
 # ------------------------------------------------------------------------------------------- a real Datasette
 
 
 class Server:
-    def __init__(self, db: Path) -> None:
+    """``medbench-local view`` in a child process (optionally behind ``prefix``, e.g. a read-only mount), logged
+    in the way a browser is: the printed URL once, then its cookie."""
+
+    def __init__(self, db: Path, prefix: Sequence[str] = ()) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "medbench_local", "view", "--db", str(db), "--port", "0", "--no-open"],
+            [*prefix, sys.executable, "-m", "medbench_local", "view", "--db", str(db), "--port", "0", "--no-open"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        self.url = self._wait_for_address()
+        self.url, self.port, self.token = self._wait_until_served()
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        with self.opener.open(f"{self.url}/?token={self.token}", timeout=60) as response:  # as a browser would
+            assert response.status == 200
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -232,35 +529,79 @@ class Server:
             self.lines.put(line)
         self.lines.put(None)
 
-    def _wait_for_address(self) -> str:
-        while True:  # Uvicorn announces the address once it listens; the deadline only guards a hang
-            line = self.lines.get(timeout=300)
-            if line is None:
-                raise AssertionError("Datasette exited before serving:\n" + "".join(self.output))
+    def _next_line(self) -> str | None:
+        line = self.lines.get(timeout=300)  # the deadline only guards a hang
+        if line is not None:
             self.output.append(line)
-            found = re.search(r"running on (http://[\d.]+:\d+)", line)
-            if found:
-                return found.group(1)
+        return line
+
+    def _wait_until_served(self) -> tuple[str, int, str]:
+        address = None
+        while True:  # our URL first, then Uvicorn announces that it listens
+            line = self._next_line()
+            if line is None:
+                raise AssertionError("view exited before serving:\n" + "".join(self.output))
+            found = URL.search(line)
+            if found and address is None:
+                address = (found.group(1), int(found.group(2)), found.group(3))
+            if "Uvicorn running on" in line:
+                assert address is not None, "".join(self.output)
+                return address
 
     def get(self, path: str, **params: str) -> object:
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
-        with urllib.request.urlopen(self.url + path + query, timeout=60) as response:
+        with self.opener.open(self.url + path + query, timeout=60) as response:
             body = response.read().decode("utf-8")
         return json.loads(body) if path.endswith(".json") else body
 
+    def raw(self, path: str, headers: dict[str, str]) -> tuple[int, str]:
+        """A request with exactly these headers (no cookie unless given)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def cookie(self) -> str:
+        found = [c for c in self.cookies if c.name == cookie_name(self.port)]
+        assert len(found) == 1
+        return f"{found[0].name}={found[0].value}"
+
+    def datasette_pids(self) -> list[int]:
+        """The processes whose parent is ``view``: Datasette."""
+        children = []
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                children.append(int(stat_file.parent.name))
+        return children
+
     def stop(self) -> int:
-        """Ctrl-C to medbench-local alone (not to its process group): Datasette must stop with it."""
+        """Ctrl-C to medbench-local alone (not to its process group): Datasette must stop with it. Once."""
+        if self.process.returncode is not None:
+            return self.process.returncode
         self.process.send_signal(signal.SIGINT)
         try:
-            return self.process.wait(timeout=120)
+            code = self.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             raise
+        while self._next_line() is not None:  # everything it printed, Uvicorn's access log included
+            pass
+        return code
 
     def answers(self) -> bool:
         try:
-            urllib.request.urlopen(self.url + "/-/versions.json", timeout=30).close()
+            socket.create_connection(("127.0.0.1", self.port), timeout=30).close()
         except OSError:
             return False
         return True
@@ -351,3 +692,120 @@ def test_datasette_sees_rows_a_running_run_commits(server: Server, db: Path) -> 
         writer.conn.close()
     databases = server.get("/-/databases.json")
     assert [d["is_mutable"] for d in databases if d["name"] == "study"] == [True]  # type: ignore[union-attr]
+
+
+@pytest.mark.e2e
+def test_view_answers_only_its_own_host_and_the_printed_url(server: Server) -> None:
+    own = f"127.0.0.1:{server.port}"
+    assert server.raw("/study.json", {"Host": own, "Cookie": server.cookie()})[0] == 200
+    assert server.raw("/study.json", {"Host": f"localhost:{server.port}", "Cookie": server.cookie()})[0] == 200
+    for host in ("rebound.example", f"rebound.example:{server.port}", "127.0.0.1", f"127.0.0.1:{server.port + 1}"):
+        status, body = server.raw("/study.json", {"Host": host, "Cookie": server.cookie()})
+        assert status == 421 and "runs" not in body, host  # DNS rebinding reads nothing
+    status, body = server.raw("/study/generations.json", {"Host": own})
+    assert status == 403 and "printed" in body and "prompt" not in body
+    assert server.raw("/", {"Host": own, "Cookie": server.cookie() + "0"})[0] == 403
+    assert server.raw("/?token=" + server.token[:-1] + "x", {"Host": own})[0] == 403
+    status, body = server.raw("/study?token=" + server.token, {"Host": own})  # a second browser logs in too
+    assert status == 200 and 'url=/study"' in body
+    assert server.get("/study/runs.json", _shape="array")  # the cookie keeps working
+    for pid in server.datasette_pids():  # other accounts can read command lines, not environments
+        assert server.token.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"view_server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert stat.S_IMODE(os.stat(f"/proc/{pid}/environ").st_mode) & 0o077 == 0
+    assert server.datasette_pids()
+    assert server.stop() == 0
+    printed = "".join(server.output)
+    assert printed.count(server.token) == 1, printed  # in the URL we print, never in Uvicorn's access log
+    assert "token=(hidden)" in printed
+
+
+@pytest.mark.e2e
+def test_the_pages_guide_a_reader(server: Server, db: Path) -> None:
+    writer = open_database(db)
+    try:
+        start_run(writer, "a-later-run", {"command": ["medbench-local", "run"], "settings": {}})
+    finally:
+        writer.conn.close()
+    front = server.get("/")
+    for name, (title, _, _) in CANNED_QUERIES.items():  # the front page lists the queries it promises
+        assert f'href="/study/{name}">{html.escape(title)}</a>' in front  # type: ignore[operator]
+    tables = {t["name"]: t for t in server.get("/study.json")["tables"]}  # type: ignore[index]
+    assert tables["_migrations"]["hidden"] is True and not tables["runs"]["hidden"]
+    assert ">_migrations<" not in front  # type: ignore[operator]
+    runs = server.get("/study/runs.json", _shape="array")
+    started = [row["started_at"] for row in runs]  # type: ignore[union-attr]
+    assert len(started) >= 2 and started == sorted(started, reverse=True) and runs[0]["id"] == "a-later-run"  # type: ignore[index]
+    page = server.get("/study/item_results")
+    assert '<details class="mb-glossary">' in page  # type: ignore[operator]
+    assert page.index("mb-glossary") < page.index('<table class="rows-and-columns">')  # type: ignore[union-attr]
+    header = re.findall(r'<th [^>]*data-column="([^"]+)"', page)  # type: ignore[arg-type]
+    assert header[:6] == ["model_id", "task", "item_id", "outcome", "extracted", "gold"]
+    assert header[-3:] == ["evaluation", "item", "model_sha256"]
+
+
+def _read_only_prefix(folder: Path) -> list[str]:
+    """Run view with ``folder`` on a read-only mount (a private mount namespace: real read-only media, also for
+    root); else, where we are not root, a folder without write permission."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rm", "true"], capture_output=True).returncode == 0:
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+        return [unshare, "-rm", "sh", "-c", script, "sh", str(folder)]
+    if os.geteuid() == 0:
+        pytest.skip("no user namespaces to mount a folder read-only, and root writes anywhere")
+    folder.chmod(0o555)
+    return []
+
+
+@pytest.mark.e2e
+def test_a_database_on_read_only_media_is_served_and_left_exactly_as_it_was(demo_db: Path,
+                                                                           tmp_path: Path) -> None:
+    pytest.importorskip("datasette")
+    folder = tmp_path / "media"
+    folder.mkdir()
+    db = copy_db(demo_db, folder / "study.db")
+    db.chmod(0o444)
+    files = {p.name: (p.read_bytes(), p.stat().st_mode) for p in folder.iterdir()}
+    running = Server(db, _read_only_prefix(folder))
+    try:
+        assert [d["is_mutable"] for d in running.get("/-/databases.json")] == [False]  # type: ignore[union-attr]
+        outcomes = running.get("/study/outcomes_per_model_task.json", _shape="array")
+        assert sum(row["n"] for row in outcomes) == rows(db, "select count(*) from scores")[0][0]  # type: ignore[union-attr]
+    finally:
+        assert running.stop() == 0
+        folder.chmod(0o755)
+    assert {p.name: (p.read_bytes(), p.stat().st_mode) for p in folder.iterdir()} == files
+    assert "immutable" in "".join(running.output)
+
+
+@pytest.mark.e2e
+def test_an_older_database_is_served_as_it_is_and_never_migrated(db: Path) -> None:
+    pytest.importorskip("datasette")
+    _downgrade_to_m002(db)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    migrations = rows(db, "select name from _migrations order by rowid")
+    running = Server(db)
+    try:
+        said = [line for line in running.output if "older database" in line]
+        assert len(said) == 1 and "item_results and paired_items views" in said[0]
+        assert running.get("/-/metadata.json")["databases"]["study"]["queries"] == {}  # type: ignore[index]
+        assert running.get("/study/scores.json", _shape="array")  # the tables are there to browse
+        front = running.get("/")
+        assert "Start with a question" not in front  # type: ignore[operator]
+    finally:
+        assert running.stop() == 0
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert rows(db, "select name from _migrations order by rowid") == migrations
+    assert rows(db, "select count(*) from sqlite_master where type = 'view'") == [(0,)]
+
+
+@pytest.mark.e2e
+def test_a_browser_opened_on_the_redirect_file_gets_in(server: Server, tmp_path: Path) -> None:
+    """What 'view --open' does, in a real Chromium: the file:// page -> the token -> the cookie -> the front page.
+    (A 302 after the token would lose the SameSite=Strict cookie here: the navigation began on another site.)"""
+    browser = browser_or_skip()
+    page = view_module._redirect_file(tmp_path, f"{server.url}/?token={server.token}")
+    done = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=False)
+    assert "Start with a question" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "printed" not in done.stdout

@@ -5,7 +5,7 @@
 # Sapphire Rapids hosts) advertise AMX in /proc/cpuinfo but do not enable its register state, so the native build
 # dies with SIGILL ("Illegal instruction") at the first matrix multiplication. When the CPU claims AMX, we run one
 # AMX instruction in a throw-away probe; if that traps, we build without -march=native and enable exactly the
-# x86 features the CPU lists, AMX excluded.
+# x86 features the CPU lists, AMX excluded (medbench_local/engine/cpu_flags.py holds the table).
 set -uo pipefail
 [ "$(uname -m)" = "x86_64" ] || exit 0
 grep -q -w amx_tile /proc/cpuinfo 2>/dev/null || exit 0
@@ -32,16 +32,5 @@ C
 if { "$probe_dir/amx"; } >/dev/null 2>&1; then
   exit 0  # AMX works: the native build is fine
 fi
-flags="$(grep -m1 '^flags' /proc/cpuinfo)"
-has() { [[ " $flags " == *" $1 "* ]]; }
-args="-DGGML_NATIVE=OFF"
-for pair in "sse4_2 GGML_SSE42" "f16c GGML_F16C" "fma GGML_FMA" "bmi2 GGML_BMI2" "avx GGML_AVX" "avx2 GGML_AVX2" \
-            "avx_vnni GGML_AVX_VNNI" "avx512vbmi GGML_AVX512_VBMI" "avx512_vnni GGML_AVX512_VNNI" \
-            "avx512_bf16 GGML_AVX512_BF16"; do
-  set -- $pair
-  has "$1" && args="$args -D$2=ON"
-done
-if has avx512f && has avx512cd && has avx512vl && has avx512dq && has avx512bw; then
-  args="$args -DGGML_AVX512=ON"
-fi
-echo "$args"
+# the flags table lives in one place, shared with `doctor` and `run` (they print the same rebuild command)
+"${PYTHON:-python3}" "$(dirname "$0")/../medbench_local/engine/cpu_flags.py"

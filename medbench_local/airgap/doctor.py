@@ -132,11 +132,34 @@ def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids
                    f"RAM available (MemAvailable): {gib(ram) if ram else 'n/a'}; GPU memory free: "
                    + (", ".join(f"{name} {gib(free)} of {gib(total)}" for name, free, total in gpus)
                       if gpus else "n/a (no nvidia-smi)"))
-        for spec in specs:
-            _check_model(report, config, spec, lock, build, ram if precise else None, gpus, load, ram)
+        local = {spec.id: found for spec in specs
+                 if (found := _check_model(report, config, spec, lock, build, ram if precise else None, gpus,
+                                           load, ram)) is not None}
+        decodes = build is not None and _check_decoding(report, list(local.values()))
+        for model_id, path in local.items() if load and decodes else ():
+            _check_load(report, f"model {model_id}", config.models[model_id], path)  # in this process: only
+            # after the child process showed that this build does not crash here
     for task_id, path in tasks:
         _check_task(report, task_id, path)
     _check_assets(report, assets)
+
+
+def _check_decoding(report: Report, models: list[Path]) -> bool:
+    """Decode one token in a child process with the smallest local model: a build that crashes on this CPU (AMX
+    advertised but not enabled) is "Not ready" here with the rebuild command, not a crash at the first run."""
+    from ..engine.selftest import check_decoding
+    from ..modelfiles.hashing import cache_dir
+
+    if not models:
+        report.add(WARN, "llama.cpp", "decoding not probed: no local model file to probe with")
+        return True
+    verdict = check_decoding(min(models, key=lambda path: path.stat().st_size), cache_dir())
+    if verdict.ok:
+        report.add(OK, "llama.cpp", verdict.detail)
+    else:
+        report.add(FAIL, "llama.cpp", verdict.detail + (f"; rebuild it for this CPU: {verdict.rebuild}"
+                                                        if verdict.rebuild else ""))
+    return verdict.ok
 
 
 def _check_environment(report: Report) -> dict[str, Any] | None:
@@ -262,8 +285,9 @@ def _check_lock(report: Report, config: Config) -> dict[str, LockEntry]:
 
 def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str, LockEntry],
                  build: dict[str, Any] | None, ram: int | None, gpus: list[tuple[str, int, int]] | None,
-                 load: bool, ram_estimate: int | None = None) -> None:
-    """``ram`` is MemAvailable (precise) or None; ``ram_estimate`` the best figure there is, for display."""
+                 load: bool, ram_estimate: int | None = None) -> Path | None:
+    """``ram`` is MemAvailable (precise) or None; ``ram_estimate`` the best figure there is, for display.
+    Returns the model's file when it is a local GGUF with a readable header (a candidate for the decode probe)."""
     from ..modelfiles.check import check_model_file
     from ..modelfiles.gguf_header import FILE_TYPES, read_gguf_metadata
     from ..modelfiles.resolve import require
@@ -272,19 +296,19 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
     subject = f"model {spec.id}"
     if spec.served is not None:
         _check_served(report, subject, spec)
-        return
+        return None
     try:
         path = require(spec)
     except UserError as exc:
         report.add(FAIL, subject, f"file missing: {exc}")
-        return
+        return None
     size = path.stat().st_size
     report.add(OK, subject, f"file present: {path} ({gib(size)})")
     try:
         metadata = read_gguf_metadata(path)
     except UserError as exc:
         report.add(FAIL, subject, f"GGUF unreadable: {exc}")
-        return
+        return None
     arch = metadata.get("general.architecture")
     quant = FILE_TYPES.get(metadata.get("general.file_type"), "?")  # type: ignore[arg-type]
     context = metadata.get(f"{arch}.context_length")
@@ -300,14 +324,14 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
         report.add(FAIL, subject, f"{'SHA-256' if sha else 'size'} mismatch: the file has {found}, models.lock has "
                                   f"{locked}: corrupted or replaced (check with 'medbench-local "
                                   "models verify', then pull or import it again)")
-        return
+        return None
     elif verdict.problem == PIN_MISMATCH:
         report.add(FAIL, subject, f"SHA-256 mismatch: the file has {sha[:16]}…, models.toml pins "
                                   f"{spec.sha256[:16]}…: corrupted or replaced")
-        return
+        return None
     elif verdict.problem == MISSING:  # vanished since it was found above
         report.add(FAIL, subject, f"file missing: {verdict.detail}")
-        return
+        return None
     elif verdict.problem == UNVERIFIABLE:
         report.add(WARN, subject, f"SHA-256 {sha[:16]}… not verified: neither models.lock nor models.toml has "
                                   "a hash for it (run 'medbench-local models pull')")
@@ -327,8 +351,7 @@ def _check_model(report: Report, config: Config, spec: ModelSpec, lock: dict[str
     _check_memory(report, subject, spec, metadata, size, build, ram, gpus, ram_estimate)
     _check_gpu(report, subject, spec, build)
     _check_rpc(report, subject, spec, build)
-    if load:
-        _check_load(report, subject, spec, path)
+    return path
 
 
 def _check_memory(report: Report, subject: str, spec: ModelSpec, metadata: dict[str, Any], size: int,

@@ -6,11 +6,14 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from .. import __version__
 from ..errors import UserError
 from ..gates.files import command_scope
+from ..gates.secrets import redact
 from .compare import compare_command
 from .export import export_command
 from .merge import merge_command
@@ -31,8 +34,27 @@ class _Group(click.Group):
         try:
             with command_scope():  # the inputs a command reads are protected from its outputs (gates/files.py)
                 return super().invoke(ctx)
-        except UserError as exc:  # messages quote file content and names: one line, control characters visible
-            raise click.ClickException(plain(str(exc), one_line=True)) from None
+        except UserError as exc:  # messages quote file content, names and servers' answers: one line, control
+            # characters visible, no API key or Authorization text (gates/secrets.py)
+            raise click.ClickException(plain(redact(str(exc)), one_line=True)) from None
+        except click.UsageError as exc:
+            _hint_task_lists(exc)
+            raise
+
+
+def _hint_task_lists(exc: click.UsageError) -> None:
+    """``--task jama mednli`` (lm-eval users type lists so): Click's "unexpected extra argument (mednli)" gains
+    the spelling that works, ``--task jama,mednli``."""
+    from ..tasks import task_ids
+
+    found = re.match(r"Got unexpected extra arguments? \((.*)\)", exc.message)
+    if not found or exc.ctx is None or "task_ids" not in exc.ctx.params:
+        return
+    extra = found.group(1).split()
+    if extra and set(extra) <= set(task_ids()):
+        given = tuple(exc.ctx.params.get("task_ids") or ())
+        exc.message = (f"{exc.message}: separate several tasks with commas: "
+                       f"--task {','.join(dict.fromkeys((*given, *extra)))}")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

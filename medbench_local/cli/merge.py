@@ -9,9 +9,11 @@ import click
 from ..units import count
 from ..store.merge import merge_databases
 from .common import stderr, stdout
+from .declare import declare
 from .safe_text import literal
 
 
+@declare(reads=("database",), writes=("output",), example=("merge", "{out}", "{db}"))
 @click.command("merge")
 @click.argument("out", type=click.Path(path_type=Path), metavar="OUT.db")
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path), metavar="A.db [B.db ...]")

@@ -121,12 +121,12 @@ def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
-        return "a pipe (FIFO)"
+        return "a FIFO"
     if stat.S_ISSOCK(mode):
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
-    return "not a regular file"
+    return "not a plain file"
 
 
 def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat_result:
@@ -139,16 +139,22 @@ def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise fail("no such file") from None
+        raise fail("no such file or directory") from None
     except OSError as exc:
         raise fail(f"cannot read ({exc.strerror or exc})") from None
     except ValueError:  # a NUL byte in the name
         raise fail("not a valid file name") from None
     if not stat.S_ISREG(info.st_mode):
-        kind = _kind(info.st_mode)
-        raise fail(f"is {kind}, not a regular file" if kind != "not a regular file" else "not a regular file")
+        raise fail(_not_regular(info.st_mode))
     remember_input(path)
     return info
+
+
+def _not_regular(mode: int) -> str:
+    """The one reason given for an input that is not a regular file."""
+    if stat.S_ISDIR(mode):
+        return "is a folder, expected a file"
+    return f"not a regular file ({_kind(mode)}); give a file"
 
 
 @contextmanager
@@ -164,7 +170,7 @@ def open_input(path: Path | str, fail: Callable[[str], Exception]) -> Iterator[I
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise fail(f"is {_kind(info.st_mode)}, not a regular file")
+            raise fail(_not_regular(info.st_mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         handle = os.fdopen(fd, "rb")
@@ -220,6 +226,29 @@ def check_output_target(target: Path | str, *, protect: Iterable[Path | str] = (
     return target
 
 
+def check_output_place(target: Path | str) -> Path:
+    """For an output that may be a folder the command creates with its parents (a bundle, an import target):
+    refuse a symbolic link, an existing FIFO, socket or device, and an input of this command."""
+    target = Path(target)
+    if target.is_symlink():
+        raise OutputError(f"{target}: is a symbolic link; refusing to write through it (give a plain name)")
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot use as an output ({exc.strerror or exc})") from None
+    if info is not None and not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        raise OutputError(f"{target}: is {_kind(info.st_mode)}; refusing to replace it (give a new name)")
+    _refuse_inputs(target, ())
+    return target
+
+
+def refuse_inputs(target: Path | str, protect: Iterable[Path | str] = ()) -> None:
+    """OutputError when ``target`` is an input of this command (or one of ``protect``)."""
+    _refuse_inputs(Path(target), protect)
+
+
 def _refuse_inputs(target: Path, protect: Iterable[Path | str], *, updating: bool = False) -> None:
     resolved = _resolved(target)
     same_file = _identity(target)
@@ -227,8 +256,8 @@ def _refuse_inputs(target: Path, protect: Iterable[Path | str], *, updating: boo
         candidates = [(entry.path, entry.identity, entry.what) for entry in _inputs]
     candidates += [(_resolved(Path(p)), _identity(Path(p)), f"an input of this command ({p})") for p in protect]
     for path, identity, what in candidates:
-        if updating and path == resolved and (identity is None or identity == same_file):
-            continue  # the file this command read in order to rewrite it
+        if updating and path == resolved:
+            continue  # the file this command read in order to rewrite it (maybe already rewritten once)
         if resolved == path or (same_file is not None and identity is not None and same_file == identity) \
                 or (same_file is not None and same_file == _identity(path)):
             raise OutputError(f"{target}: is {what}; refusing to overwrite an input; choose another output name")
@@ -336,6 +365,20 @@ def atomic_path(target: Path | str, *, protect: Iterable[Path | str] = ()) -> It
     finally:
         temp_path.unlink(missing_ok=True)
     _sync_folder(target.parent)
+
+
+@contextmanager
+def private_temporary_folder(prefix: str = "medbench-") -> Iterator[Path]:
+    """A new 0700 folder in the system's temporary place, removed with everything in it when the block ends
+    (also on errors and Ctrl-C): for files a child process needs (Datasette's metadata, a plugin)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        os.chmod(folder, PRIVATE_DIR)  # mkdtemp uses 0700 already; say it, whatever the platform
+        yield Path(folder)
+
+
+def private_temporary_file() -> IO[bytes]:
+    """An unnamed temporary file (0600, gone when closed): e.g. to capture what C code writes to stderr."""
+    return tempfile.TemporaryFile()
 
 
 def _sync_folder(folder: Path) -> None:

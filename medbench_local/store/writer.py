@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from ..engine.base import Generation, ModelInfo
+from ..gates.secrets import redact
 from ..tasks.base import Item, Score, sha256_text
 
 
@@ -54,9 +55,11 @@ def finish_run(db: sqlite_utils.Database, run_id: str, status: str) -> None:
         db.conn.execute("update runs set status = ?, finished_at = ? where id = ?", (status, now(), run_id))
 
 
-def record_model(db: sqlite_utils.Database, info: ModelInfo) -> None:
+def record_model(db: sqlite_utils.Database, info: ModelInfo) -> bool:
+    """Record a model file (by SHA-256); True when the row is new (so that an unstarted run can take it back)."""
     meta = info.metadata
     with transaction(db):
+        new = db.conn.execute("select 1 from models where sha256 = ?", (info.sha256,)).fetchone() is None
         db.conn.execute(
             "insert into models (sha256, file_name, size_bytes, path, quantization, architecture, metadata, "
             "chat_template, chat_template_sha256, first_seen) values (?,?,?,?,?,?,?,?,?,?) "
@@ -64,14 +67,64 @@ def record_model(db: sqlite_utils.Database, info: ModelInfo) -> None:
             (info.sha256, info.path.rsplit("/", 1)[-1], info.size_bytes, info.path, meta.get("quantization"),
              meta.get("architecture"), json.dumps(meta, sort_keys=True), info.chat_template,
              info.chat_template_sha256, now()))
+    return new
 
 
-def record_pair(db: sqlite_utils.Database, name: str, biomedical: str, general: str, description: str) -> None:
+def record_pair(db: sqlite_utils.Database, name: str, biomedical: str, general: str, description: str
+                ) -> dict[str, Any] | None:
+    """Record (or redefine) a pair; returns the row it replaced (None when the name is new), so that an unstarted
+    run can put it back."""
     with transaction(db):
+        before = db.conn.execute("select name, biomedical, general, description from pairs where name = ?",
+                                 (name,)).fetchone()
         db.conn.execute("insert into pairs (name, biomedical, general, description) values (?,?,?,?) "
                         "on conflict(name) do update set biomedical = excluded.biomedical, "
                         "general = excluded.general, description = excluded.description",
                         (name, biomedical, general, description))
+    return dict(zip(("name", "biomedical", "general", "description"), before)) if before else None
+
+
+class _KeepRun(Exception):
+    """Rolls back :func:`forget_unstarted_run` when the run turns out to be referenced after all."""
+
+
+def forget_unstarted_run(db: sqlite_utils.Database, run_id: str, pairs: dict[str, dict[str, Any] | None],
+                         models: list[str]) -> bool:
+    """Take back every trace of a run that stored no item (its model or server failed after the quick checks):
+    its run row, its evaluations without generations, the model rows and pair definitions it added or changed.
+    One transaction: the database ends as it was before the run (or, when the run is referenced after all,
+    unchanged by this call). Returns whether the run was taken back."""
+    try:
+        _forget(db, run_id, pairs, models)
+    except _KeepRun:
+        return False
+    return True
+
+
+def _forget(db: sqlite_utils.Database, run_id: str, pairs: dict[str, dict[str, Any] | None],
+            models: list[str]) -> None:
+    with transaction(db):
+        if db.conn.execute("select 1 from generations where run_id = ? limit 1", (run_id,)).fetchone():
+            raise _KeepRun()  # it did store something: not ours to take back
+        db.conn.execute("delete from evaluations where run_id = ? and key not in "
+                        "(select evaluation from generations)", (run_id,))
+        if db.conn.execute("select 1 from evaluations where run_id = ? limit 1", (run_id,)).fetchone():
+            raise _KeepRun()  # a concurrent run stored items under an evaluation this run created
+        db.conn.execute("delete from runs where id = ?", (run_id,))
+        for sha256 in models:
+            db.conn.execute("delete from models where sha256 = ? and sha256 not in "
+                            "(select model_sha256 from evaluations)", (sha256,))
+        for name, before in pairs.items():
+            if before is None:
+                db.conn.execute("delete from pairs where name = ?", (name,))
+            else:
+                db.conn.execute("update pairs set biomedical = ?, general = ?, description = ? where name = ?",
+                                (before["biomedical"], before["general"], before["description"], name))
+
+
+def holds_runs(db: sqlite_utils.Database) -> bool:
+    """Whether any run was ever recorded (a database with none was created and left by a run that never started)."""
+    return db.conn.execute("select 1 from runs limit 1").fetchone() is not None
 
 
 def record_evaluation(db: sqlite_utils.Database, key: str, info: ModelInfo, role: str, task: str,
@@ -140,6 +193,24 @@ def scrub_inputs(text: str | None, payload: dict[str, Any]) -> str | None:
     return text
 
 
+WITHHELD = "message withheld: --no-store-inputs"
+
+
+def error_message(exc: BaseException, store_inputs: bool = True) -> str:
+    """The text stored for an item that failed with ``exc``.
+
+    With inputs stored: the message itself (secrets are removed when it is written). With ``--no-store-inputs``:
+    only the failure's class and, for a server, its HTTP status (``exc.withheld``, built from our own words), or
+    the exception's type. Why not scrub the message as ``scrub_inputs`` does for explanations: a server or
+    llama.cpp can quote any part of the prompt (a 422 quoting 200 characters, cut mid-word), which no
+    whole-word match of the item's texts would find; so such text is never stored, by construction.
+    """
+    if store_inputs:
+        return str(exc)
+    withheld = getattr(exc, "withheld", None)
+    return withheld if isinstance(withheld, str) and withheld else f"{type(exc).__name__} ({WITHHELD})"
+
+
 def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task: str, item: Item,
                 generation: Generation | None, score: Score, error: str | None = None,
                 prompt_text: str = "", store_inputs: bool = True) -> bool:
@@ -151,7 +222,10 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
     With ``store_inputs=False`` (``run --no-store-inputs``) the item text and the rendered prompt are replaced
     by their SHA-256 and any input text quoted in the scorer's explanation or an error message is blanked:
     outputs, scores and gold answers stay, so every number can still be recomputed, but no case text
-    (possibly patient data) is written.
+    (possibly patient data) is written. (An error's own text is kept out by the caller: ``error_message``.)
+
+    ``error`` and the score's ``detail`` can quote a server's answer: secrets are removed from both before they
+    are written (``gates.secrets``), so neither the database nor an export made from it holds an API key.
     """
     key = item_key(task, item)
     g = generation
@@ -162,6 +236,8 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
         prompt = redacted(prompt)
         detail = scrub_inputs(detail, item.payload) or ""
         error = scrub_inputs(error, item.payload)
+    detail = redact(detail) if detail else detail
+    error = redact(error) if error else error
     with transaction(db):
         if is_done(db, evaluation, key):
             return False
@@ -208,7 +284,7 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                 "insert into scores (generation_id, evaluation, item, outcome, extracted, gold, method, detail, "
                 "metrics) values (?,?,?,?,?,?,?,?,?)",
                 (cursor.lastrowid, key, item, score.outcome, score.extracted, score.gold, score.method,
-                 score.detail, json.dumps(score.metrics, sort_keys=True)))
+                 redact(score.detail) if score.detail else score.detail, json.dumps(score.metrics, sort_keys=True)))
 
 
 def add_metric_values(db: sqlite_utils.Database, evaluation: str, metric: str, identity: dict[str, Any],

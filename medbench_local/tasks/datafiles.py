@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import re
-import stat
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..gates.files import read_input, regular_input
 from .base import Item
 
 LETTERS = string.ascii_uppercase[:10]  # option letters A-J
@@ -32,26 +32,13 @@ MAX_CSV_FIELD = 16 * 1024 * 1024    # one CSV cell (a long discharge letter is ~
 
 
 def require_regular_file(path: Path) -> None:
-    """DataError unless ``path`` is a regular file (after symlinks), checked without opening it."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise DataError(path, "no such file or directory") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DataError(path, "is a folder, expected a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise DataError(path, "not a regular file (a pipe, socket or device); give a data file")
+    """DataError unless ``path`` is a regular file (after symlinks), checked without opening it (files gate)."""
+    regular_input(path, lambda reason: DataError(path, reason))
 
 
 def read_text(path: Path) -> str:
     """The file's text; DataError naming the line of the first invalid byte, or an empty file."""
-    require_regular_file(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read ({exc.strerror})") from None
+    raw = read_input(path, lambda reason: DataError(path, reason))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -69,6 +56,8 @@ def parse_json(path: Path, text: str, line: int | None = None, **options: Any) -
     try:
         value = json.loads(text, **options)
     except json.JSONDecodeError as exc:
+        if line is None and text[:exc.pos].strip() == "" and (problem := not_json(path, text, "JSON")) is not None:
+            raise problem from None  # not JSON at all (a CSV, say): say what it looks like
         where = line if line is not None else exc.lineno
         raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", line=where) from None
     except RecursionError:
@@ -116,9 +105,24 @@ def object_record(path: Path, line: int | None, value: Any) -> dict[str, Any]:
     return value
 
 
+def not_json(path: Path, text: str, expected: str = "JSON Lines (one JSON object per line)") -> DataError | None:
+    """A DataError saying what the file looks like when it is plainly not JSON (a CSV given where JSON Lines is
+    expected, say), instead of a parser's "Expecting value"; None when it starts like JSON."""
+    number, first = next(((n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()), (1, ""))
+    if first.lstrip().startswith(("{", "[")):
+        return None
+    looks = "CSV (comma-separated columns)" if "," in first else "tab-separated columns" if "\t" in first \
+        else "plain text"
+    shown = first.strip()[:80] + ("…" if len(first.strip()) > 80 else "")
+    return DataError(path, f"expected {expected}, like {{\"id\": \"1\", ...}}; this file looks like {looks}, its "
+                     f"first line is {shown!r} (each task's format: 'medbench-local tasks list')", line=number)
+
+
 def jsonl_records(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line, object) for every non-blank line of a JSON Lines file."""
     text = read_text(path) if text is None else text
+    if (problem := not_json(path, text)) is not None:
+        raise problem
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
