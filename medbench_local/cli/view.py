@@ -14,9 +14,9 @@ Safety (results may contain patient text):
 * **Loopback only**, nothing fetched from the network.
 * **Strictly read-only**: the check opens the database with ``store/readonly.py`` (``mode=ro``, never a
   migration; an older database is served as it is, without the canned queries it cannot answer), and
-  Datasette reads it with SQLite's ``mode=ro``, which still sees rows a running ``run`` commits (WAL). Where the
-  database or its folder cannot be written (read-only media, another account's files), nothing can change it
-  and ``mode=ro`` may fail to open a WAL database, so Datasette opens it ``--immutable`` instead.
+  Datasette reads it with SQLite's ``mode=ro``, which still sees rows a running ``run`` commits (WAL). Where
+  its folder cannot be written (read-only media, another account's folder), nothing can be writing it and
+  ``mode=ro`` could not open a WAL database, so Datasette opens it ``--immutable`` instead.
 * **A port in use** is found before anything starts (we bind it ourselves first): one line, exit 1.
 """
 
@@ -32,7 +32,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import webbrowser
@@ -42,7 +41,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from ..gates.files import atomic_write
+from ..gates.files import atomic_write, private_temporary_folder
 from ..store.catalog import datasette_metadata
 from ..store.readonly import open_read_only
 from ..store.views import VIEWS
@@ -72,21 +71,28 @@ def looks_headless(environ: Mapping[str, str] | None = None, platform: str | Non
     return not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
-def datasette_command(db_path: Path, metadata: Path, port: int, *, writable: bool) -> list[str]:
+def datasette_command(db_path: Path, metadata: Path, port: int, *, frozen: bool) -> list[str]:
     """The Datasette command line (``view_server.py`` adds ``--host 127.0.0.1 --port PORT`` and the guard): the
     database read-only (``mode=ro``, or ``--immutable`` where nothing can write it) and a query time limit fit
     for large studies. No ``--open``: Datasette would open the address without the token."""
     path = str(db_path.absolute())  # never read as an option, whatever the name
-    database = [path] if writable else ["--immutable", path]
+    database = ["--immutable", path] if frozen else [path]
     return [sys.executable, "-m", "medbench_local.cli.view_server", str(port), *database,
             "--metadata", str(metadata), "--setting", "sql_time_limit_ms", "20000"]
 
 
-def writable(db_path: Path) -> bool:
-    """Whether anything of ours could change the database: the file and its folder are writable (a WAL
-    database needs its folder for the -shm file even to be read with ``mode=ro``)."""
-    folder = db_path.absolute().parent
-    return os.access(db_path, os.W_OK) and os.access(folder, os.W_OK)
+def immutable(db_path: Path) -> bool:
+    """Whether Datasette opens the database ``--immutable``: where its folder cannot be written and no unmerged
+    WAL lies beside it. Nothing can be writing there, and ``mode=ro`` could not even open a WAL database (SQLite
+    would have to create its ``-shm`` index). Elsewhere ``mode=ro``, which sees what a running ``run`` commits.
+    The same rule as the read-only check's (store/readonly.py), so both open the file the same way."""
+    path = db_path.absolute()
+    if os.access(path.parent, os.W_OK):
+        return False
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size == 0
+    except OSError:
+        return True
 
 
 def _check_database(db_path: Path) -> set[str]:
@@ -100,8 +106,8 @@ def _check_database(db_path: Path) -> set[str]:
     missing = [name for name in VIEWS if name not in present]
     if missing:
         stderr.print(f"{plain(db_path, one_line=True)}: an older database without the {' and '.join(missing)} "
-                     f"view{'s' if len(missing) > 1 else ''}; served as it is (read-only), without the canned "
-                     "queries that need them ('medbench-local compare' upgrades a writable copy).",
+                     f"view{'s' if len(missing) > 1 else ''}; served as it is (read-only, never upgraded), without "
+                     "the canned queries that need them.",
                      markup=False, soft_wrap=True)
     return present
 
@@ -162,15 +168,16 @@ def view_command(db_path: Path, port: int, open_browser: bool | None, metadata_o
         open_browser = not looks_headless()
     token = secrets.token_urlsafe(32)
     url = f"http://127.0.0.1:{port}/?token={token}"
-    with tempfile.TemporaryDirectory(prefix="medbench-view-") as folder:  # 0700: this account only
-        meta_file = atomic_write(Path(folder) / "metadata.json", json.dumps(metadata))
-        opener = _redirect_file(Path(folder), url) if open_browser else None
-        mode = "read-only" if writable(db_path) else "read-only (immutable: the database cannot be written)"
+    with private_temporary_folder("medbench-view-") as folder:  # 0700: this account only
+        meta_file = atomic_write(folder / "metadata.json", json.dumps(metadata))
+        opener = _redirect_file(folder, url) if open_browser else None
+        frozen = immutable(db_path)
+        mode = "read-only (immutable: its folder cannot be written)" if frozen else "read-only"
         stderr.print(f"Serving {plain(db_path, one_line=True)} {mode} with Datasette. Open this address (it holds "
                      "this session's key: do not share it):", markup=False, soft_wrap=True)
         stderr.print(f"  {url}", markup=False, soft_wrap=True)
         stderr.print("Ctrl-C stops it.", markup=False)
-        command = datasette_command(db_path, meta_file, port, writable=writable(db_path))
+        command = datasette_command(db_path, meta_file, port, frozen=frozen)
         code = _serve(command, {**os.environ, TOKEN_ENV: token}, port, opener)
     if code:
         raise click.exceptions.Exit(code)
