@@ -95,14 +95,20 @@ def immutable(db_path: Path) -> bool:
         return True
 
 
+def _stored_names(db_path: Path) -> set[str]:
+    """The tables and views of the file as Datasette will read it, checked to be a medbench-local database
+    (the read-only gate refuses anything else in one line). Never migrated: the connection is read-only."""
+    db = open_read_only(db_path)
+    try:
+        return set(db.table_names()) | set(db.view_names())
+    finally:
+        db.conn.close()
+
+
 def _check_database(db_path: Path) -> set[str]:
     """The tables and views of a medbench-local database, opened strictly read-only (never migrated); an older
     database without the result views is said in one line and served as it is."""
-    db = open_read_only(db_path)
-    try:
-        present = set(db.table_names()) | set(db.view_names())
-    finally:
-        db.conn.close()
+    present = _stored_names(db_path)
     missing = [name for name in VIEWS if name not in present]
     if missing:
         stderr.print(f"{plain(db_path, one_line=True)}: an older database without the {' and '.join(missing)} "
