@@ -510,10 +510,12 @@ class Server:
     """``medbench-local view`` in a child process (optionally behind ``prefix``, e.g. a read-only mount), logged
     in the way a browser is: the printed URL once, then its cookie."""
 
-    def __init__(self, db: Path, prefix: Sequence[str] = ()) -> None:
+    def __init__(self, db: Path, prefix: Sequence[str] = (), browser: Path | None = None) -> None:
+        env = {**os.environ, "BROWSER": str(browser)} if browser else None
         self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "medbench_local", "view", "--db", str(db), "--port", "0", "--no-open"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [*prefix, sys.executable, "-m", "medbench_local", "view", "--db", str(db), "--port", "0",
+             "--open" if browser else "--no-open"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -820,3 +822,27 @@ def test_a_browser_opened_on_the_redirect_file_gets_in(server: Server, tmp_path:
                            "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=False)
     assert "Start with a question" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     assert "printed" not in done.stdout
+
+
+@pytest.mark.e2e
+def test_open_hands_the_browser_a_private_page_not_the_token(db: Path, tmp_path: Path) -> None:
+    """``--open`` runs $BROWSER (webbrowser's rule) with a file:// page that leads to the tokenized URL: the token
+    is never on the browser's command line, which other accounts can read."""
+    pytest.importorskip("datasette")
+    fifo = tmp_path / "browser.fifo"
+    os.mkfifo(fifo)
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{fifo}"\n')
+    browser.chmod(0o755)
+    opened: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: opened.put(fifo.read_text()), daemon=True).start()
+    running = Server(db, browser=browser)
+    try:
+        argument = opened.get(timeout=300).strip()  # the deadline only guards a hang
+        assert running.token not in argument and argument.startswith("file://")
+        page = Path(urllib.parse.unquote(urllib.parse.urlparse(argument).path))
+        assert stat.S_IMODE(page.stat().st_mode) == 0o600 and stat.S_IMODE(page.parent.stat().st_mode) == 0o700
+        assert f'url={running.url}/?token={running.token}"' in page.read_text()
+    finally:
+        assert running.stop() == 0
+    assert not page.exists()  # the private folder goes with the server

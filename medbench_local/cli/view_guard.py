@@ -16,8 +16,8 @@ Why the token answer is a page that moves on by itself (``<meta http-equiv="refr
 SameSite=Strict cookie is not sent on a redirect whose navigation another site started (a file:// page, a link
 in a mail). ``view --open`` opens the browser on a local redirect file, as Jupyter does, so that the token is
 never on the browser's command line; behind a 302 that first page would then be refused. The page's own
-refresh is a same-site navigation, so the cookie goes with it (tests/test_view.py checks both routes in a real
-Chromium where one is installed).
+refresh is a same-site navigation, so the cookie goes with it (tests/test_view.py follows the redirect file in a
+real Chromium where one is installed).
 
 This module is plain ASGI (no Datasette import): ``view_server.py`` installs it as Datasette's
 ``asgi_wrapper`` in the Datasette child process only; the token reaches that process in an environment

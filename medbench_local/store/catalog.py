@@ -235,7 +235,10 @@ details.mb-glossary dd { margin: 0; }
 ul.mb-queries { list-style: disc; padding-left: 1.5em; }
 ul.mb-queries li { margin-bottom: 0.25em; }
 body.table-runs td { max-width: 22em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-body.table-item_results td, body.table-paired_items td, body.query td { white-space: nowrap; }
+body.table-item_results td, body.table-paired_items td { white-space: nowrap; }
+body.query td.col-model_id, body.query td.col-task, body.query td.col-item_id, body.query td.col-pair,
+body.query td.col-outcome, body.query td[class*="_model_id"], body.query td[class*="_outcome"] {
+  white-space: nowrap; }
 body.table-item_results td.col-output, body.table-item_results td.col-error, body.table-item_results td.col-metrics,
 body.table-paired_items td.col-biomedical_output, body.table-paired_items td.col-general_output,
 body.query td.col-output, body.query td.col-error, body.query td.col-biomedical_output,
