@@ -151,6 +151,21 @@ def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat
     return info
 
 
+def regular_if_present(path: Path | str, fail: Callable[[str], Exception]) -> os.stat_result | None:
+    """:func:`regular_input` for a file that may rightly be absent (a SQLite ``-wal``/``-shm``/``-journal`` or
+    ``-claims`` file beside a database): None when nothing is there, its stat when it is a regular file, else
+    ``fail(reason)``. Checked without opening. A symbolic link that leads nowhere is refused like other odd
+    entries (SQLite would create the file it names, wherever that is)."""
+    path = Path(path)
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pass  # regular_input words the reason
+    return regular_input(path, fail)
+
+
 @contextmanager
 def open_input(path: Path | str, fail: Callable[[str], Exception]) -> Iterator[IO[bytes]]:
     """Open a regular input file for reading in binary; the check is made again on the open descriptor (a
