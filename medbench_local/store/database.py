@@ -39,7 +39,7 @@ from ..gates.files import remember_database
 from ..gates.stored import MAX_CHARS, MAX_DEPTH, DamagedValue, nesting_exceeds
 from .migrations import MIGRATIONS, applied, migrate
 from .readonly import (SQLITE_HEADER, check_files, configure, header, open_for_reading, open_read_only,
-                       read_only_uri, same_file)
+                       read_only_uri, same_file, schema_state)
 
 __all__ = ["SQLITE_HEADER", "close_database", "diagnose", "open_database", "read_only_uri", "reading"]
 
@@ -305,7 +305,8 @@ def _text_problem(conn: sqlite3.Connection, scope: set[str]) -> str | None:
 
 
 def _refuse_foreign(path: Path, info: os.stat_result) -> None:
-    """Refuse, without writing a byte, a file that is not ours: not SQLite, or SQLite with someone's tables."""
+    """Refuse, without writing a byte or changing its mode, a file that is not ours: not SQLite, SQLite with
+    someone's tables, or a newer medbench-local's database."""
     if info.st_size == 0:
         return  # an empty file (e.g. made by mktemp or touch) is initialised
     if header(path) != SQLITE_HEADER:
@@ -314,13 +315,15 @@ def _refuse_foreign(path: Path, info: os.stat_result) -> None:
         conn = configure(sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0))
         try:
             names = {name for (name,) in conn.execute("select name from sqlite_master")}
+            if names and "_migrations" not in names:
+                raise StoreError(f"{path}: not a medbench-local results database (it holds other tables: "
+                                 f"{', '.join(sorted(names)[:5])}); refusing to write into it, choose another --db")
+            if names:
+                schema_state(conn, path)  # a newer medbench-local's database: refused before it is chmod-ed
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot use as a results database ({exc})") from None
-    if names and "_migrations" not in names:
-        raise StoreError(f"{path}: not a medbench-local results database (it holds other tables: "
-                         f"{', '.join(sorted(names)[:5])}); refusing to write into it, choose another --db")
 
 
 def _create_private(path: Path) -> None:
