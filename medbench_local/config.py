@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from .errors import ConfigError
+from .gates.files import read_input
 
 Role = Literal["biomedical", "general"]
 PromptMode = Literal["chat", "base"]
@@ -250,26 +250,13 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a registry of hundreds of models is a few 
 
 
 def _read_config_text(path: Path) -> str:
-    """The file's text, refusing what is not a regular file *before* opening it (a FIFO would block forever,
-    a device never end) and what is implausibly large."""
+    """The file's text through the files gate: what is not a regular file is refused *before* it is opened for
+    reading (a FIFO would block forever, a device never end), what is implausibly large before it is read."""
+    raw = read_input(path, lambda reason: ConfigError(path, None, reason), max_bytes=MAX_CONFIG_BYTES)
     try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(path, None, "is a folder, expected models.toml")
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(path, None, "not a regular file (a pipe, socket or device); give the path of a "
-                                      "models.toml file")
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(path, None, f"{info.st_size:,} bytes: larger than the {MAX_CONFIG_BYTES:,}-byte limit for "
-                                      "a model registry")
-    try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read ({exc.strerror})") from None
 
 
 def _bounded_reason(exc: BaseException) -> str:

@@ -373,24 +373,39 @@ def run_record(config: Config, options: RunOptions, models: list[ModelRole], tas
 
 def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[LoadedTask],
             paths: dict[str, Path], options: RunOptions, reporter: Reporter,
-            engine_factory: EngineFactory | None = None) -> RunSummary:
+            engine_factory: EngineFactory | None = None, pairs: tuple[PairRecord, ...] = ()) -> RunSummary:
     """Run every model on every task; returns counts. Caller has validated inputs (load_tasks, locate_models).
-    ``engine_factory`` defaults to the llama.cpp engine; tests of the orchestration pass a fake."""
+    ``engine_factory`` defaults to the llama.cpp engine; tests of the orchestration pass a fake. ``pairs``: the
+    pair definitions this run records.
+
+    A run that cannot start leaves nothing behind: the first model is loaded *before* the run, its pairs and its
+    model rows are recorded, and a run that stores no item because a model or its server fails after the quick
+    checks is taken back entirely (``writer.forget_unstarted_run``), so the database is as it was."""
     factory = engine_factory or default_engine
     summary = RunSummary(run_id=uuid.uuid4().hex)
-    writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
+    first = factory(models[0].spec, paths[models[0].spec.id], options) if models else None
+    try:
+        replaced = {pair.name: writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
+                    for pair in pairs}
+        writer.start_run(db, summary.run_id, run_record(config, options, models, tasks))
+    except BaseException:
+        if first is not None:
+            first.close()
+        raise
+    new_models: list[str] = []
     claims = ItemClaims(database_path(db.conn))
     status = "failed"
     try:
         with StopFlag() as stop:
-            for entry in models:
+            for index, entry in enumerate(models):
                 if stop.requested:
                     break
-                engine = factory(entry.spec, paths[entry.spec.id], options)
+                engine = first if index == 0 and first is not None else \
+                    factory(entry.spec, paths[entry.spec.id], options)
                 abort = getattr(engine, "abort", None)
                 unregister = stop.on_abort(abort) if callable(abort) else (lambda: None)
                 try:
-                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop, claims)
+                    _run_model(db, entry, engine, tasks, options, reporter, summary, stop, claims, new_models)
                 finally:
                     unregister()
                     engine.close()
@@ -403,10 +418,24 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
         claims.close()
         summary.status = status
         try:
-            writer.finish_run(db, summary.run_id, status)
+            if status != "failed" or not writer.forget_unstarted_run(db, summary.run_id, replaced, new_models):
+                writer.finish_run(db, summary.run_id, status)
         except sqlite3.Error:
             pass  # the database cannot be written (disk full?): the run row stays 'running', like a crash
     return summary
+
+
+class PairRecord(Protocol):
+    """What ``execute`` records of a pair (config.PairSpec has these fields)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def biomedical(self) -> str: ...
+    @property
+    def general(self) -> str: ...
+    @property
+    def description(self) -> str: ...
 
 
 def default_engine(spec: ModelSpec, path: Path | None, options: RunOptions) -> Engine:
@@ -426,9 +455,10 @@ def _llama_engine(spec: ModelSpec, path: Path, options: RunOptions) -> Engine:
 
 def _run_model(db: sqlite_utils.Database, entry: ModelRole, engine: Engine, tasks: list[LoadedTask],
                options: RunOptions, reporter: Reporter, summary: RunSummary, stop: StopFlag,
-               claims: ItemClaims | None = None) -> None:
+               claims: ItemClaims | None = None, new_models: list[str] | None = None) -> None:
     claims = claims or ItemClaims(None)
-    writer.record_model(db, engine.info)
+    if writer.record_model(db, engine.info) and new_models is not None:
+        new_models.append(engine.info.sha256)
     identity = engine_identity(engine)
     for loaded in tasks:
         for mode in options.scoring:

@@ -268,7 +268,7 @@ def cleanup() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-NON_REGULAR = r"is (a pipe \(FIFO\)|a device|a socket), not a regular file"
+NON_REGULAR = r"not a regular file \((a FIFO|a device|a socket)\)"
 HOSTILE_DATABASES: dict[str, HostileDatabase] = {
     "FIFO": _fifo,
     "device": _device,

@@ -12,6 +12,7 @@ from ..airgap import select_models
 from ..units import count, human_size
 from ..airgap.bundle import Reporter, export_bundle, import_bundle, verify_bundle
 from .common import config_option, read_config, stderr, stdout
+from .declare import InputPath, OutputPath, declare
 
 
 class _Bar(Reporter):
@@ -52,13 +53,16 @@ def bundle_group() -> None:
     """Move models, task data and metric assets to an air-gapped machine (export, verify, import)."""
 
 
+@declare(reads=("config", "model", "data"), writes=("output",),
+         example=("bundle", "export", "{folder}", "--model", "smollm2-135m-instruct", "--data", "{data}",
+                  "--config", "{config}"))
 @bundle_group.command("export")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=OutputPath(folder=True))
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Bundle both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Bundle one model (repeatable).")
-@click.option("--data", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="FILE_OR_DIR",
+@click.option("--data", multiple=True, type=InputPath("data", dir_okay=True, exists=True), metavar="FILE_OR_DIR",
               help="Task data to carry, stored as data/<name> (repeatable).")
-@click.option("--asset", "assets", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="PATH",
+@click.option("--asset", "assets", multiple=True, type=InputPath("data", dir_okay=True, exists=True), metavar="PATH",
               help="Metric asset to carry (BERTScore / UMLS folder, ...), stored as assets/<name> (repeatable).")
 @click.option("--tar", "as_tar", is_flag=True, help="Write one uncompressed .tar file instead of a folder.")
 @config_option
@@ -87,8 +91,9 @@ def export_command(path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...
     stdout.print(f"Install it with:   medbench-local bundle import {summary.path} --to DIR", soft_wrap=True)
 
 
+@declare(reads=("archive",), example=("bundle", "verify", "{archive}"))
 @bundle_group.command("verify")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=InputPath("archive", dir_okay=True))
 def verify_command(path: Path) -> None:
     """Check every file of a bundle (folder or .tar) against its MANIFEST.json, without installing it.
 
@@ -105,9 +110,10 @@ def verify_command(path: Path) -> None:
                  f"({_size(sum(f['size'] for f in files))})", soft_wrap=True)
 
 
+@declare(reads=("archive",), writes=("output",), example=("bundle", "import", "{archive}", "--to", "{folder}"))
 @bundle_group.command("import")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.argument("path", type=InputPath("archive", dir_okay=True))
+@click.option("--to", "dest", required=True, type=OutputPath(file=False, folder=True), metavar="DIR",
               help="Where to install the bundle: a new (or empty) folder.")
 def import_command(path: Path, dest: Path) -> None:
     """Verify a bundle file by file against MANIFEST.json, then install it into DIR in one step.

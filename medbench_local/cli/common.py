@@ -16,7 +16,7 @@ from ..analysis.pair_sources import PairSelection, check_tasks, read_pair_config
 from ..config import Config, load_config
 from ..errors import UserError
 from ..paths import find_config
-from .declare import DatabasePath
+from .declare import DatabasePath, InputPath
 
 DEFAULT_DB = "results.db"
 
@@ -28,7 +28,7 @@ stderr = Console(stderr=True, highlight=False, emoji=False)
 def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--config; None when not given, so that read_config() can look in the usual places."""
     return click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        "--config", "config_path", type=InputPath("config"), default=None,
         help="The models and pairs registry. Default: $MEDBENCH_LOCAL_CONFIG, else ./models.toml, else "
              "~/.config/medbench-local/models.toml, else the demo config shipped with medbench-local.")(fn)
 
@@ -89,7 +89,7 @@ def task_option(help_text: str, required: bool = False) -> Callable[[Callable[..
 def pair_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--pair, --models and --config: which pairs a read command works on (analysis/pair_sources.py)."""
     fn = click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        "--config", "config_path", type=InputPath("config"), default=None,
         help="models.toml whose pairs are used besides the database's (default: found as 'run' finds it; "
              "none is fine: then the database's pairs). Where both name a pair with other members, the "
              "database's are used.")(fn)

@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..store.database import reading
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, selected_pairs, stderr, stdout, task_option
+from .declare import declare
 from .safe_text import literal, plain
 from .limits import RESAMPLES, STATS_SEED
 
@@ -157,6 +158,7 @@ def markdown(reports: list[PairReport]) -> str:
     return "\n".join(lines)
 
 
+@declare(reads=("database", "config"), example=("compare", "--db", "{db}", "--config", "{config}"))
 @click.command("compare")
 @db_option
 @pair_options

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..gates.files import check_output_target, remember_database, remember_input
+from ..gates.files import check_output_target, refuse_inputs, remember_database, remember_input
 
 #: The classes of hostile input a command can declare, and what each stands for.
 CLASSES: dict[str, str] = {
@@ -54,10 +54,11 @@ class Declaration:
     writes: frozenset[str]
     example: tuple[str, ...]
     untested_because: str = ""
+    checklist: bool = False  # reports problems as a checklist (doctor), not as one error line
 
 
 def declare(*, reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), example: tuple[str, ...] = (),
-            untested_because: str = "") -> Callable[[CommandT], CommandT]:
+            untested_because: str = "", checklist: bool = False) -> Callable[[CommandT], CommandT]:
     """Attach a :class:`Declaration` to a Click command (put it above ``@click.command``)."""
     unknown = [name for name in (*reads, *writes) if name not in CLASSES]
     if unknown:
@@ -66,8 +67,8 @@ def declare(*, reads: tuple[str, ...] = (), writes: tuple[str, ...] = (), exampl
         raise ValueError("give an example invocation, or say why the command cannot be run alone")
 
     def attach(command: CommandT) -> CommandT:
-        command.declaration = Declaration(frozenset(reads), frozenset(writes), tuple(example),  # type: ignore[attr-defined]
-                                          untested_because)
+        command.declaration = Declaration(frozenset(reads), frozenset(writes),  # type: ignore[attr-defined]
+                                          tuple(example), untested_because, checklist)
         original = command.invoke
 
         def invoke(ctx: click.Context) -> Any:
@@ -87,12 +88,16 @@ def declaration_of(command: click.Command) -> Declaration | None:
 def _check_outputs(ctx: click.Context) -> None:
     """Every output option's target against every input option, before the command body does any work."""
     for param in ctx.command.params:
-        if isinstance(param.type, OutputPath) and not param.type.folder:
-            value = ctx.params.get(param.name or "")
-            values = value if isinstance(value, (tuple, list)) else (value,)
-            for path in values:
-                if path is not None:
-                    check_output_target(path, updating=param.type.updating)
+        if not isinstance(param.type, OutputPath):
+            continue
+        value = ctx.params.get(param.name or "")
+        for path in value if isinstance(value, (tuple, list)) else (value,):
+            if path is None:
+                continue
+            if param.type.folder and Path(path).is_dir() and not Path(path).is_symlink():
+                refuse_inputs(path)  # an existing folder to write into: it must not be (or hold) an input
+            else:
+                check_output_target(path, updating=param.type.updating)
 
 
 class DatabasePath(click.Path):
@@ -112,16 +117,15 @@ class DatabasePath(click.Path):
 
 
 class InputPath(click.Path):
-    """A file the command reads (config, data, prompts, a bundle): remembered as an input when parsed.
-
-    ``kind`` is the declared class it belongs to (see :data:`CLASSES`)."""
+    """A file (or folder) the command reads (config, data, prompts, a bundle): remembered as an input when
+    parsed. ``kind`` is the declared class it belongs to (see :data:`CLASSES`)."""
 
     name = "input"
 
-    def __init__(self, kind: str, *, dir_okay: bool = False, file_okay: bool = True) -> None:
+    def __init__(self, kind: str, *, dir_okay: bool = False, file_okay: bool = True, exists: bool = False) -> None:
         if kind not in CLASSES:
             raise ValueError(f"unknown input class {kind!r}")
-        super().__init__(dir_okay=dir_okay, file_okay=file_okay, path_type=Path)
+        super().__init__(dir_okay=dir_okay, file_okay=file_okay, exists=exists, path_type=Path)
         self.kind = kind
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
@@ -131,12 +135,13 @@ class InputPath(click.Path):
 
 
 class OutputPath(click.Path):
-    """A file (or, with ``folder=True``, a folder) the command writes; checked by the files gate before the
-    command runs. ``updating``: the command rewrites a file it also reads (allowed for that file only)."""
+    """A file (``file``), a folder (``folder``) or either, that the command writes; checked by the files gate
+    before the command runs. ``updating``: the command rewrites a file it also reads (allowed for that file)."""
 
     name = "output"
 
-    def __init__(self, *, folder: bool = False, updating: bool = False) -> None:
-        super().__init__(dir_okay=folder, file_okay=not folder, path_type=Path)
+    def __init__(self, *, file: bool = True, folder: bool = False, updating: bool = False) -> None:
+        super().__init__(dir_okay=folder, file_okay=file, path_type=Path)
+        self.file = file
         self.folder = folder
         self.updating = updating

@@ -10,10 +10,12 @@ from ..airgap.doctor import FAIL, OK, WARN, run_doctor
 from ..errors import UserError
 from ..paths import find_config
 from .common import config_option, match_data, split_commas, stdout
+from .declare import InputPath, declare
 
 _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]"}
 
 
+@declare(reads=("config", "model", "data"), example=("doctor", "--config", "{config}", "--offline"), checklist=True)
 @click.command("doctor")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Check both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Check one model (repeatable).")
@@ -21,7 +23,7 @@ _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[
               help="Check that a task's data loads (repeatable, or comma-separated).")
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file or folder for --task. Default: ./bench_data/<task>, else the shipped sample.")
-@click.option("--asset", "assets", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
+@click.option("--asset", "assets", multiple=True, type=InputPath("data", dir_okay=True), metavar="PATH",
               help="A metric asset that must be present (BERTScore or UMLS folder, ...; repeatable).")
 @click.option("--offline", is_flag=True,
               help="Run every check under a network guard and report any attempted network access "

@@ -32,6 +32,7 @@ from ..store.database import reading
 from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, model_tasks, summarize_evaluation
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, selected_pairs, split_commas, task_option
+from .declare import OutputPath, declare
 from .limits import RESAMPLES, STATS_SEED
 
 # What a spreadsheet reads as the start of a formula (OWASP "CSV injection"), plus their full-width forms,
@@ -173,6 +174,8 @@ def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
         writer.writerow({k: neutralise_cell("" if v is None else v) for k, v in row.items()})
 
 
+@declare(reads=("database", "config"), writes=("output",),
+         example=("export", "--db", "{db}", "--config", "{config}", "-o", "{out}"))
 @click.command("export")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True,
@@ -192,7 +195,7 @@ def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
               help="With --aggregate: bootstrap / permutation resamples, as in compare.")
 @click.option("--seed", type=STATS_SEED, default=0, show_default=True,
               help="With --aggregate: seed of the resampling, as in compare (same seed, same numbers).")
-@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", "out_path", type=OutputPath(),
               help="Write to this file instead of standard output: created owner-only (0600) and replaced "
                    "atomically; the results database, a symbolic link or a missing folder is refused.")
 def export_command(db_path: Path, fmt: str, aggregate: bool, pair_filter: tuple[str, ...],

@@ -13,12 +13,14 @@ from ..airgap import select_models
 from ..config import HubSource, ModelSpec
 from ..errors import UserError
 from ..units import count, human_size
+from ..gates.files import private_dir
 from ..modelfiles.hashing import cached_sha256
 from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, write_lock
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
 from ..modelfiles.resolve import resolve
 from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, verify
 from .common import config_option, read_config, stderr, stdout
+from .declare import declare
 from .safe_text import literal
 
 
@@ -27,6 +29,7 @@ def models_group() -> None:
     """Inspect the models and pairs in models.toml; pull them into models.lock and verify them."""
 
 
+@declare(reads=("config", "model"), example=("models", "list", "--config", "{config}"))
 @models_group.command("list")
 @config_option
 def list_models(config_path: Path) -> None:
@@ -68,6 +71,7 @@ def _hash_with_status(path: Path) -> str:
         return cached_sha256(path)
 
 
+@declare(reads=("config", "lock", "model"), writes=("lock",), example=("models", "pull", "smollm2-135m-instruct", "--config", "{config}"))
 @models_group.command("pull")
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")
@@ -107,7 +111,7 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
         from huggingface_hub.utils import logging as hub_logging
 
         hub_logging.set_verbosity_error()  # failures become our one line per model, not retry chatter
-    target.parent.mkdir(parents=True, exist_ok=True)  # the user config folder, for the shipped demo config
+    private_dir(target.parent, parents=True)  # the user config folder, for the shipped demo config
     failures: list[str] = []
     for spec in specs:
         stderr.print(f"[bold]{literal(spec.id)}[/bold]: {literal(spec.source.describe())}", soft_wrap=True)
@@ -131,6 +135,7 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
         ctx.exit(1)
 
 
+@declare(reads=("config", "lock", "model"), example=("models", "verify", "--config", "{config}"))
 @models_group.command("verify")
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")

@@ -11,13 +11,16 @@ from ..analysis.paired import compare_pairs
 from ..gates.files import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
 from .common import db_option, pair_options, selected_pairs, stdout
+from .declare import OutputPath, declare
 from .safe_text import literal
 from .show import disagreements_between
 
 
+@declare(reads=("database", "config"), writes=("output",),
+         example=("report", "--db", "{db}", "--config", "{config}", "-o", "{out}"))
 @click.command("report")
 @db_option
-@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", "out_path", type=OutputPath(),
               default=Path("report.html"), show_default=True,
               help="The HTML file to write (owner-only, replaced atomically; the results database, a symbolic "
                    "link or a missing folder is refused).")

@@ -19,6 +19,7 @@ from ..metrics.clue_levels import level_score
 from ..store.database import reading
 from ..store.queries import model_tasks, summarize_evaluation
 from .common import db_option, pair_options, selected_pairs, stdout, task_option
+from .declare import declare
 from .safe_text import literal
 from .limits import RESAMPLES
 
@@ -135,6 +136,7 @@ def findings(db: Any, aliases: dict[str, str], resamples: int, pair_list: Sequen
     return result
 
 
+@declare(reads=("database", "config"), example=("reproduce", "--db", "{db}", "--config", "{config}"))
 @click.command("reproduce")
 @db_option
 @pair_options

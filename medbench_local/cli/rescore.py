@@ -15,6 +15,7 @@ from ..gates.stored import DamagedValue
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
 from .common import db_option, split_commas, stdout
+from .declare import InputPath, declare
 from .safe_text import literal
 
 
@@ -28,6 +29,8 @@ def _extraction_line(entry: ExtractionRescore) -> str:
     return f"[{colour}]{label} ({entry.old_key[:12]}): {entry.status}: {entry.note}[/{colour}]"
 
 
+@declare(reads=("database", "prompts"), writes=("database",),
+         example=("rescore", "--db", "{db}", "--extraction", "--prompts", "{prompts}"))
 @click.command("rescore")
 @db_option
 @click.option("--metric", type=click.Choice(sorted(RESCORE_METRICS)),
@@ -40,7 +43,7 @@ def _extraction_line(entry: ExtractionRescore) -> str:
               help="Only these tasks (repeatable, or comma-separated).")
 @click.option("--model", "model_filter", multiple=True, metavar="ID",
               help="Only these model ids (repeatable; --extraction only).")
-@click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--prompts", "prompt_file", type=InputPath("prompts"),
               help="With --extraction: the --prompts file the evaluations were run with (the answer prefix is "
                    "part of what is read).")
 def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_filter: tuple[str, ...],

@@ -10,12 +10,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
+import sqlite_utils
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from ..airgap.netguard import NetworkGuard
 from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
+from ..gates.files import database_files
 from ..paths import default_data
 from ..runner import (LIMIT_MODES, ModelRole, RunOptions, Shard, check_model_history, check_scoring, check_served,
                       execute, load_tasks, locate_models, parse_shard)
@@ -24,6 +26,7 @@ from ..tasks import Score, Task, get_task
 from ..tasks.datafiles import require_regular_file
 from ..units import count, plural
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
+from .declare import DatabasePath, InputPath, declare
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
 
@@ -150,6 +153,16 @@ class ItemLimit(click.ParamType):
         self.fail(f"{value} is not a number of items (>= 1) or a fraction in (0, 1) such as 0.1", param, ctx)
 
 
+def _close_or_discard(db: sqlite_utils.Database, db_path: Path, created: bool) -> None:
+    """Close the database after a run that could not start; remove it when this command created it and no run
+    was recorded in it (nothing is left behind for a run that never began)."""
+    empty = created and not writer.holds_runs(db)
+    close_database(db)
+    if empty:
+        for file in database_files(db_path):
+            file.unlink(missing_ok=True)
+
+
 def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[ModelRole]:
     chosen: dict[str, ModelRole] = {}
     for name in pairs:
@@ -198,6 +211,9 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
     return result
 
 
+@declare(reads=("database", "config", "data", "prompts", "model"), writes=("database",),
+         example=("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", "{db}",
+                  "--config", "{config}", "--prompts", "{prompts}", "--data", "jama={data}"))
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
@@ -206,7 +222,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
               help="Dataset file or folder. Default: ./bench_data/<task>, else the sample shipped with "
                    "medbench-local. With several tasks use TASK=PATH.")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+@click.option("--db", "db_path", type=DatabasePath(writes=True), default=DEFAULT_DB,
               show_default=True, help="SQLite results database (created if missing).")
 @click.option("--limit", type=ItemLimit(),
               help="Only N items of each task, or a fraction (0.1 = 10%, rounded up). A seeded random sample "
@@ -227,7 +243,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
                    "not busy with other work (1-minute load average), at least 1. Results do not depend on it.")
 @click.option("--batch-size", type=BATCH_SIZE, default=512, show_default=True,
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
-@click.option("--prompts", "prompt_file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--prompts", "prompt_file", type=InputPath("prompts"),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
 @click.option("--scoring", type=click.Choice(["generate", "loglik", "both", "constrained"]), default="generate",
               show_default=True,
@@ -308,27 +324,28 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         stderr.print(f"[dim]served models: this run reaches {literal(', '.join(hosts))} and no other host "
                      "(network guard)[/dim]", soft_wrap=True)
 
+    created = not db_path.exists()
     db = open_database(db_path)
     try:
         check_model_history(db, models, paths, accept_changed_model)
     except UserError:
-        close_database(db)
+        _close_or_discard(db, db_path, created)
         raise
-    for name in pairs:
-        pair = config.pair(name)
-        writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
-    for pair in pairs_to_record(config, pairs, model_ids, queries.pairs(db)):
-        writer.record_pair(db, pair.name, pair.biomedical, pair.general, pair.description)
+    recorded = tuple(config.pair(name) for name in pairs) \
+        + tuple(pairs_to_record(config, pairs, model_ids, queries.pairs(db)))
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
                          retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
                          scoring=modes, loglik_target=loglik_target, kv_reuse=kv_reuse == "on",
                          command=sys.argv[:])
     reporter = ProgressReporter(shard)
     guard = NetworkGuard(allow=hosts) if hosts else nullcontext()
+    started = False
     try:
         with guard:
-            summary = execute(db, config, models, tasks, paths, options, reporter)
+            summary = execute(db, config, models, tasks, paths, options, reporter, pairs=recorded)
+        started = True
     except KeyboardInterrupt:
+        started = True
         reporter.end()
         stderr.print("[yellow]Aborted.[/yellow] Everything committed before the item in flight is kept; "
                       "rerun the same command to resume.")
@@ -338,7 +355,10 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         raise StoreError(f"{db_path}: cannot write results ({exc}); everything committed before is intact, "
                          "free space or fix permissions and rerun the same command to resume") from None
     finally:
-        close_database(db)
+        if started:
+            close_database(db)
+        else:
+            _close_or_discard(db, db_path, created)
     which = f" (shard {shard})" if shard else ""
     line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
             + (f", {count(summary.errors, 'error')}" if summary.errors else "")

@@ -13,6 +13,7 @@ from ..store.database import reading
 from ..store.history import RunEntry, recent_runs
 from ..tasks.base import OUTCOMES
 from .common import db_option, stdout
+from .declare import declare
 from .safe_text import json_text, literal, plain
 
 _STATUS_STYLE = {"completed": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
@@ -85,6 +86,7 @@ def _print(run: RunEntry) -> None:
     stdout.print()
 
 
+@declare(reads=("database",), example=("runs", "--db", "{db}"))
 @click.command("runs")
 @db_option
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,

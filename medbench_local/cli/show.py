@@ -20,6 +20,7 @@ from ..store.database import reading
 from ..store.queries import answers_by_item, latest_evaluation
 from ..tasks.loglik_scoring import SCORING_MODES
 from .common import db_option, pair_options, split_commas, stdout
+from .declare import declare
 from .safe_text import literal
 
 
@@ -110,6 +111,7 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
     return Panel(f"{head}\n\n{output}", title=label, title_align="left")
 
 
+@declare(reads=("database", "config"), example=("show", "--db", "{db}", "--config", "{config}", "--pair", "demo", "--task", "jama"))
 @click.command("show")
 @db_option
 @pair_options

@@ -9,6 +9,7 @@ import click
 from ..paths import default_data
 from ..tasks import get_task, task_ids
 from .common import stdout
+from .declare import declare
 from .safe_text import literal
 
 
@@ -24,6 +25,7 @@ def tasks_group() -> None:
     """Inspect the available tasks."""
 
 
+@declare(example=("tasks", "list"))
 @tasks_group.command("list")
 def list_tasks() -> None:
     """List task ids with their metrics, token budget, input format and the sample 'run' uses without --data.

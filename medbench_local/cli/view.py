@@ -30,6 +30,7 @@ from ..store.catalog import datasette_metadata
 from ..store.queries import view_names
 from ..store.views import VIEWS
 from .common import db_option, stderr, stdout
+from .declare import declare
 
 INSTALL_HINT = "pip install 'medbench-local[view]'"
 
@@ -73,6 +74,7 @@ def _check_database(db_path: Path) -> None:
                      "database): the canned queries that use them will fail; open a writable copy to add them.")
 
 
+@declare(reads=("database",), writes=("output",), example=("view", "--db", "{db}", "--metadata-out", "{out}"))
 @click.command("view")
 @db_option
 @click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelSpec
+from ..gates.files import private_temporary_file
 from ..errors import ModelFileError, UserError
 from .preflight import check_model_file
 from ..modelfiles.gguf_header import summarize
@@ -490,7 +490,7 @@ def captured_stderr() -> Iterator[_Captured]:
         yield captured
         return
     python_side = io.StringIO()  # llama-cpp-python's log callback prints to sys.stderr, which may be a wrapper
-    with tempfile.TemporaryFile() as sink:
+    with private_temporary_file() as sink:
         os.dup2(sink.fileno(), 2)
         try:
             with redirect_stderr(python_side):

@@ -121,12 +121,12 @@ def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
-        return "a pipe (FIFO)"
+        return "a FIFO"
     if stat.S_ISSOCK(mode):
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
-    return "not a regular file"
+    return "not a plain file"
 
 
 def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat_result:
@@ -139,14 +139,13 @@ def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise fail("no such file") from None
+        raise fail("no such file or directory") from None
     except OSError as exc:
         raise fail(f"cannot read ({exc.strerror or exc})") from None
     except ValueError:  # a NUL byte in the name
         raise fail("not a valid file name") from None
     if not stat.S_ISREG(info.st_mode):
-        kind = _kind(info.st_mode)
-        raise fail(f"is {kind}, not a regular file" if kind != "not a regular file" else "not a regular file")
+        raise fail(_not_regular(info.st_mode))
     remember_input(path)
     return info
 
@@ -166,6 +165,13 @@ def regular_if_present(path: Path | str, fail: Callable[[str], Exception]) -> os
     return regular_input(path, fail)
 
 
+def _not_regular(mode: int) -> str:
+    """The one reason given for an input that is not a regular file."""
+    if stat.S_ISDIR(mode):
+        return "is a folder, expected a file"
+    return f"not a regular file ({_kind(mode)}); give a file"
+
+
 @contextmanager
 def open_input(path: Path | str, fail: Callable[[str], Exception]) -> Iterator[IO[bytes]]:
     """Open a regular input file for reading in binary; the check is made again on the open descriptor (a
@@ -179,7 +185,7 @@ def open_input(path: Path | str, fail: Callable[[str], Exception]) -> Iterator[I
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise fail(f"is {_kind(info.st_mode)}, not a regular file")
+            raise fail(_not_regular(info.st_mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         handle = os.fdopen(fd, "rb")
@@ -233,6 +239,11 @@ def check_output_target(target: Path | str, *, protect: Iterable[Path | str] = (
         raise OutputError(f"{target}: is {_kind(info.st_mode)}; refusing to replace it (give a file name)")
     _refuse_inputs(target, protect, updating=updating)
     return target
+
+
+def refuse_inputs(target: Path | str, protect: Iterable[Path | str] = ()) -> None:
+    """OutputError when ``target`` is an input of this command (or one of ``protect``)."""
+    _refuse_inputs(Path(target), protect)
 
 
 def _refuse_inputs(target: Path, protect: Iterable[Path | str], *, updating: bool = False) -> None:
@@ -351,6 +362,38 @@ def atomic_path(target: Path | str, *, protect: Iterable[Path | str] = ()) -> It
     finally:
         temp_path.unlink(missing_ok=True)
     _sync_folder(target.parent)
+
+
+@contextmanager
+def private_temporary_folder(prefix: str = "medbench-") -> Iterator[Path]:
+    """A new 0700 folder in the system's temporary place, removed with everything in it when the block ends
+    (also on errors and Ctrl-C): for files a child process needs (Datasette's metadata, a plugin)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        os.chmod(folder, PRIVATE_DIR)  # mkdtemp uses 0700 already; say it, whatever the platform
+        yield Path(folder)
+
+
+@contextmanager
+def scratch_name(folder: Path | str | None, prefix: str) -> Iterator[Path]:
+    """The name of a new, empty, private (0600) file in ``folder`` (the system's temporary folder when None),
+    for a library that can only open a file by name (SQLite); the name is removed when the block ends. Open
+    the file inside the block: what was opened stays usable, invisible to every other process, and its space
+    is freed when it is closed or the process ends, however it ends (no data is ever on disk under a name if
+    nothing is written before the block ends)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def private_temporary_file() -> IO[bytes]:
+    """An unnamed temporary file (0600, gone when closed): e.g. to capture what C code writes to stderr."""
+    return tempfile.TemporaryFile()
 
 
 def _sync_folder(folder: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import ModelFileError
+from ..gates.files import remember_input
 
 GGUF_MAGIC = b"GGUF"
 _SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -136,6 +137,7 @@ def read_gguf_metadata(path: Path | str) -> dict[str, Any]:
         raise ModelFileError(f"{path}: is a directory, expected a .gguf file")
     if not stat.S_ISREG(info.st_mode):
         raise ModelFileError(f"{path}: not a regular file (a pipe, socket or device), expected a .gguf file")
+    remember_input(path)  # no output of this command may replace a model file (gates/files.py)
     return dict(_read_cached(str(path), info.st_size, info.st_mtime_ns))
 
 

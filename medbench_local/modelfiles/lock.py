@@ -40,8 +40,10 @@ from typing import Any
 
 from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource
 from ..errors import ConfigError
+from ..gates.files import atomic_write, read_input
 
 LOCK_NAME = "models.lock"
+MAX_LOCK_BYTES = 16 * 1024 * 1024  # a lock of thousands of models is a few hundred KB
 LOCK_FORMAT = "medbench-local.models.lock"
 LOCK_VERSION = 1
 _CHUNK = 8 * 1024 * 1024
@@ -60,10 +62,9 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
     """Model id -> entry; an absent file is an empty lock. Raises ConfigError for a malformed file."""
     if not path.exists():
         return {}
-    if not path.is_file():  # a FIFO would block the read forever
-        raise ConfigError(path, None, "not a regular file (a folder, pipe, socket or device)")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_input(path, lambda reason: ConfigError(path, None, reason),  # a FIFO is refused
+                                    max_bytes=MAX_LOCK_BYTES).decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0][:200]
         raise ConfigError(path, None, f"cannot read the lock file ({reason}); delete it and run 'models pull' "
@@ -92,13 +93,9 @@ def render_lock(entries: dict[str, LockEntry]) -> str:
 
 
 def write_lock(path: Path, entries: dict[str, LockEntry]) -> None:
-    """Write atomically (temp file + rename): a crash never leaves half a lock."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(render_lock(entries), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write through the files gate (temp file + rename, owner-only): a crash never leaves half a lock, and the
+    lock can never replace another input of the command (models.toml, a model file)."""
+    atomic_write(path, render_lock(entries), updating=True)
 
 
 def source_fields(spec: ModelSpec, config_dir: Path) -> LockEntry:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import HubSource, ModelSpec, PackageSource
 from ..errors import ModelFileError, UserError
+from ..gates.files import atomic_write, private_dir, read_input
 from .hashing import cached_sha256
 from .lock import LockEntry, source_fields, stale_reason
 from .resolve import require
@@ -179,10 +180,10 @@ def _write_ref(path: Path, revision: str, commit: str) -> None:
     index = max(i for i, part in enumerate(parts) if part == "snapshots")
     ref = Path(*parts[:index]) / "refs" / revision
     try:
-        if ref.is_file() and ref.read_text(encoding="utf-8").strip() == commit:
+        if ref.is_file() and read_input(ref, OSError, max_bytes=4096).decode("utf-8", "replace").strip() == commit:
             return
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        ref.write_text(commit, encoding="utf-8")
+        private_dir(ref.parent, parents=True)
+        atomic_write(ref, commit, updating=True)
     except OSError as exc:
         raise UserError(f"cannot record revision '{revision}' -> {commit} in the HF cache ({ref}: {exc.strerror})") \
             from None

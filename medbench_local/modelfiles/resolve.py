@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import HubSource, LocalSource, ModelSpec, PackageSource, ServedSource
 from ..errors import ModelFileError
+from ..gates.files import atomic_path, private_dir
 from .hashing import cache_dir
 
 
@@ -101,11 +102,7 @@ def _assemble(source: PackageSource, target: Path) -> Path:
     assemble = getattr(module, "assemble", None)
     if not callable(assemble):
         raise ModelFileError(f"package '{source.package}' has no file '{source.file}' and no assemble() function")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + f".partial{os.getpid()}")
-    try:
+    private_dir(target.parent, parents=True)
+    with atomic_path(target) as partial:  # owner-only, renamed into place whole: never a half-written model
         assemble(output_path=partial, overwrite=True)
-        os.replace(partial, target)  # atomic: a crash never leaves a half-written model behind
-    finally:
-        partial.unlink(missing_ok=True)
     return target

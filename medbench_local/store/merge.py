@@ -50,7 +50,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import StoreError, UserError
-from ..gates.files import PRIVATE_FILE, atomic_path, check_output_target, database_files
+from ..gates.files import atomic_path, check_output_target, database_files
 from ..gates.stored import DamagedValue, load_metrics, load_object
 from .database import close_database, diagnose, open_database
 from .readonly import SQLITE_HEADER, ReadSource, check_files, header, open_for_reading, table_names
@@ -157,8 +157,7 @@ def _merge_into(target: Path, out: Path, sources: list[tuple[str, sqlite3.Connec
     except BaseException:
         db.conn.close()
         raise
-    close_database(db)
-    os.chmod(target, PRIVATE_FILE)
+    close_database(db)  # owner-only: a new OUT from atomic_path, an existing one made so by open_database
 
 
 @contextmanager

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ..errors import StoreError
-from ..gates.files import database_files, open_input, regular_if_present, remember_database
+from ..gates.files import database_files, open_input, regular_if_present, remember_database, scratch_name
 from ..gates.stored import decode_text
 from .migrations import MIGRATIONS, migrate
 
@@ -104,8 +103,10 @@ def check_files(path: Path) -> os.stat_result | None:
     """The database's stat (None when it does not exist), after checking that it and each companion file
     (``-wal``, ``-shm``, ``-journal``, ``-claims``) is a regular file or absent. Nothing is opened."""
     def fail(file: Path) -> Callable[[str], Exception]:
-        role = "a SQLite results database file" if file == path else "a file SQLite keeps beside the database"
-        return lambda reason: StoreError(f"{file}: {reason}; expected {role}, refusing to open it")
+        if file == path:
+            return lambda reason: StoreError(f"{file}: {reason} (a SQLite results database is needed)")
+        return lambda reason: StoreError(f"{file}: {reason} (SQLite would open it as part of the database "
+                                         f"{path.name}); refusing to open the database")
 
     info = regular_if_present(path, fail(path))
     for companion in database_files(path)[1:]:
@@ -115,8 +116,8 @@ def check_files(path: Path) -> os.stat_result | None:
 
 def header(path: Path) -> bytes:
     """The first 16 bytes, read through a non-blocking descriptor that is checked to be a regular file."""
-    with open_input(path, lambda reason: StoreError(f"{path}: {reason}; expected a SQLite results database "
-                                                    "file")) as handle:
+    with open_input(path, lambda reason: StoreError(f"{path}: {reason} (a SQLite results database is needed)")
+                    ) as handle:
         try:
             return handle.read(len(SQLITE_HEADER))
         except OSError as exc:
@@ -202,24 +203,22 @@ def table_names(path: Path) -> set[str]:
         conn.close()
 
 
-def _scratch_folder(path: Path) -> Path:
+def _scratch_folder(path: Path) -> Path | None:
+    """Where the upgraded copy is made: beside the database when that folder is writable, else (None) in the
+    system's temporary folder."""
     folder = path.absolute().parent
-    return folder if os.access(folder, os.W_OK) else Path(tempfile.gettempdir())
+    return folder if os.access(folder, os.W_OK) else None
 
 
 def upgraded_copy(path: Path, uri: str) -> sqlite3.Connection:
     """A read-only connection to a private, already unlinked copy of ``path`` migrated to today's schema."""
     try:
-        fd, name = tempfile.mkstemp(prefix=".medbench-upgrade-", suffix=".db", dir=_scratch_folder(path))
-        os.close(fd)  # mkstemp: 0600
-    except OSError as exc:
+        with scratch_name(_scratch_folder(path), ".medbench-upgrade-") as name:
+            conn = sqlite3.connect("file:" + urllib.parse.quote(str(name)), uri=True, isolation_level=None)
+            conn.execute("pragma journal_mode=memory")  # no journal file by name, before any data is written
+    except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"{path}: written by an older medbench-local; cannot make the temporary upgraded copy "
-                         f"it is read through ({exc.strerror})") from None
-    try:
-        conn = sqlite3.connect("file:" + urllib.parse.quote(name), uri=True, isolation_level=None)
-        conn.execute("pragma journal_mode=memory")  # no journal file by name, before any data is written
-    finally:
-        os.unlink(name)
+                         f"it is read through ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         configure(conn)
         conn.execute("attach database ? as source", (uri,))

@@ -54,9 +54,11 @@ def finish_run(db: sqlite_utils.Database, run_id: str, status: str) -> None:
         db.conn.execute("update runs set status = ?, finished_at = ? where id = ?", (status, now(), run_id))
 
 
-def record_model(db: sqlite_utils.Database, info: ModelInfo) -> None:
+def record_model(db: sqlite_utils.Database, info: ModelInfo) -> bool:
+    """Record a model file (by SHA-256); True when the row is new (so that an unstarted run can take it back)."""
     meta = info.metadata
     with transaction(db):
+        new = db.conn.execute("select 1 from models where sha256 = ?", (info.sha256,)).fetchone() is None
         db.conn.execute(
             "insert into models (sha256, file_name, size_bytes, path, quantization, architecture, metadata, "
             "chat_template, chat_template_sha256, first_seen) values (?,?,?,?,?,?,?,?,?,?) "
@@ -64,14 +66,64 @@ def record_model(db: sqlite_utils.Database, info: ModelInfo) -> None:
             (info.sha256, info.path.rsplit("/", 1)[-1], info.size_bytes, info.path, meta.get("quantization"),
              meta.get("architecture"), json.dumps(meta, sort_keys=True), info.chat_template,
              info.chat_template_sha256, now()))
+    return new
 
 
-def record_pair(db: sqlite_utils.Database, name: str, biomedical: str, general: str, description: str) -> None:
+def record_pair(db: sqlite_utils.Database, name: str, biomedical: str, general: str, description: str
+                ) -> dict[str, Any] | None:
+    """Record (or redefine) a pair; returns the row it replaced (None when the name is new), so that an unstarted
+    run can put it back."""
     with transaction(db):
+        before = db.conn.execute("select name, biomedical, general, description from pairs where name = ?",
+                                 (name,)).fetchone()
         db.conn.execute("insert into pairs (name, biomedical, general, description) values (?,?,?,?) "
                         "on conflict(name) do update set biomedical = excluded.biomedical, "
                         "general = excluded.general, description = excluded.description",
                         (name, biomedical, general, description))
+    return dict(zip(("name", "biomedical", "general", "description"), before)) if before else None
+
+
+class _KeepRun(Exception):
+    """Rolls back :func:`forget_unstarted_run` when the run turns out to be referenced after all."""
+
+
+def forget_unstarted_run(db: sqlite_utils.Database, run_id: str, pairs: dict[str, dict[str, Any] | None],
+                         models: list[str]) -> bool:
+    """Take back every trace of a run that stored no item (its model or server failed after the quick checks):
+    its run row, its evaluations without generations, the model rows and pair definitions it added or changed.
+    One transaction: the database ends as it was before the run (or, when the run is referenced after all,
+    unchanged by this call). Returns whether the run was taken back."""
+    try:
+        _forget(db, run_id, pairs, models)
+    except _KeepRun:
+        return False
+    return True
+
+
+def _forget(db: sqlite_utils.Database, run_id: str, pairs: dict[str, dict[str, Any] | None],
+            models: list[str]) -> None:
+    with transaction(db):
+        if db.conn.execute("select 1 from generations where run_id = ? limit 1", (run_id,)).fetchone():
+            raise _KeepRun()  # it did store something: not ours to take back
+        db.conn.execute("delete from evaluations where run_id = ? and key not in "
+                        "(select evaluation from generations)", (run_id,))
+        if db.conn.execute("select 1 from evaluations where run_id = ? limit 1", (run_id,)).fetchone():
+            raise _KeepRun()  # a concurrent run stored items under an evaluation this run created
+        db.conn.execute("delete from runs where id = ?", (run_id,))
+        for sha256 in models:
+            db.conn.execute("delete from models where sha256 = ? and sha256 not in "
+                            "(select model_sha256 from evaluations)", (sha256,))
+        for name, before in pairs.items():
+            if before is None:
+                db.conn.execute("delete from pairs where name = ?", (name,))
+            else:
+                db.conn.execute("update pairs set biomedical = ?, general = ?, description = ? where name = ?",
+                                (before["biomedical"], before["general"], before["description"], name))
+
+
+def holds_runs(db: sqlite_utils.Database) -> bool:
+    """Whether any run was ever recorded (a database with none was created and left by a run that never started)."""
+    return db.conn.execute("select 1 from runs limit 1").fetchone() is not None
 
 
 def record_evaluation(db: sqlite_utils.Database, key: str, info: ModelInfo, role: str, task: str,

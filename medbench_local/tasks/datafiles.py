@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import re
-import stat
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..gates.files import read_input, regular_input
 from .base import Item
 
 LETTERS = string.ascii_uppercase[:10]  # option letters A-J
@@ -32,26 +32,13 @@ MAX_CSV_FIELD = 16 * 1024 * 1024    # one CSV cell (a long discharge letter is ~
 
 
 def require_regular_file(path: Path) -> None:
-    """DataError unless ``path`` is a regular file (after symlinks), checked without opening it."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise DataError(path, "no such file or directory") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DataError(path, "is a folder, expected a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise DataError(path, "not a regular file (a pipe, socket or device); give a data file")
+    """DataError unless ``path`` is a regular file (after symlinks), checked without opening it (files gate)."""
+    regular_input(path, lambda reason: DataError(path, reason))
 
 
 def read_text(path: Path) -> str:
     """The file's text; DataError naming the line of the first invalid byte, or an empty file."""
-    require_regular_file(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read ({exc.strerror})") from None
+    raw = read_input(path, lambda reason: DataError(path, reason))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

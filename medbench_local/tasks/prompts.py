@@ -20,7 +20,6 @@ so a task placeholder in them is refused as a likely mistake.
 from __future__ import annotations
 
 import re
-import stat
 import string
 import sys
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
+from ..gates.files import read_input
 from .base import canonical_json, sha256_text
 
 MAX_PROMPT_FILE_BYTES = 256 * 1024  # a prompt override is a few KB; few-shot examples come from the data
@@ -73,20 +73,11 @@ def load_override(path: Path, base: PromptTemplate) -> PromptTemplate:
 
 
 def _read_override(path: Path) -> dict[str, object]:
-    """Parse the file, refusing non-regular files (a FIFO would block) and oversized ones before reading."""
+    """Parse the file through the files gate: non-regular files (a FIFO would block) and oversized ones are
+    refused before they are read."""
+    raw = read_input(path, lambda reason: ConfigError(path, None, reason), max_bytes=MAX_PROMPT_FILE_BYTES)
     try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(path, None, "prompt file not found") from None
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read the prompt file ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(path, None, "not a regular file (a folder, pipe, socket or device); give a TOML file")
-    if info.st_size > MAX_PROMPT_FILE_BYTES:
-        raise ConfigError(path, None, f"{info.st_size:,} bytes: larger than the {MAX_PROMPT_FILE_BYTES:,}-byte "
-                                      "limit for a prompt file")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(path, None, f"cannot parse prompt file: {exc}") from None
     except RecursionError:
