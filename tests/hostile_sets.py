@@ -238,7 +238,8 @@ def _older(tmp_path: Path, good_db: Path) -> Path:
     with _editing(path) as conn:
         conn.executescript("drop view item_results; drop view paired_items; "
                            "alter table generations drop column prompt_tokens_evaluated; "
-                           "delete from _migrations where name in ('m004_result_views', 'm005_prompt_tokens_evaluated')")
+                           "delete from _migrations where name in ('m004_result_views', "
+                           "'m005_prompt_tokens_evaluated')")
     return path
 
 

@@ -393,7 +393,7 @@ def test_runs_json_is_strict_and_shows_no_hidden_characters(good_db: Path, tmp_p
     assert all(ch not in text for ch in "\u202e\u2066\x9b")
 
 
-# ------------------------------------------------------------------------------------------------ merge: stop, temporary files
+# ------------------------------------------------------------------------------------ merge: stop, temporary files
 
 
 def _older_input(good_db: Path, tmp_path: Path) -> Path:

@@ -107,7 +107,8 @@ def item_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Every scored item of every evaluation, joined into flat rows (for export and audits); ``score_row`` is the
     scores row (to name it when a stored value is damaged), not an exported column."""
     return list(db.query("""
-        select s.generation_id as score_row, e.model_id, e.model_sha256, e.role as evaluation_role, e.task, e.key as evaluation, i.item_id,
+        select s.generation_id as score_row, e.model_id, e.model_sha256, e.role as evaluation_role, e.task,
+               e.key as evaluation, i.item_id,
                i.content_sha256 as item_content_sha256, s.outcome, s.extracted, s.gold, s.metrics, g.prompt,
                g.output, g.prompt_tokens, g.truncated_tokens, g.completion_tokens, g.finish_reason, g.seconds,
                g.error, g.created_at
