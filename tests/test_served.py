@@ -134,7 +134,8 @@ def test_5xx_is_retried_with_exponential_backoff_then_succeeds() -> None:
         return httpx.Response(status, json={"ok": status == 200})
 
     client, slept = client_for(handler)
-    assert client.get("/v1/models") == {"ok": True}
+    answer = client.get("/v1/models")
+    assert answer is not None and answer.value == {"ok": True}
     assert slept == [0.5, 1.0]
 
 
@@ -148,7 +149,7 @@ def test_connection_errors_are_retried_a_bounded_number_of_times(retries: int) -
 
     client, slept = client_for(handler, retries)
     with pytest.raises(ServerUnavailable) as caught:
-        client.post("/v1/completions", {})
+        client.post("/v1/completions", {}, max_bytes=1000)
     assert len(calls) == retries + 1 and slept == backoff_delays(retries)
     assert "rerun the same command to resume" in str(caught.value)
     assert all(d <= 8.0 for d in backoff_delays(20))
@@ -157,11 +158,11 @@ def test_connection_errors_are_retried_a_bounded_number_of_times(retries: int) -
 def test_a_persistent_5xx_is_an_item_error_and_4xx_is_not_retried() -> None:
     client, slept = client_for(lambda r: httpx.Response(500, json={"error": {"message": "boom"}}), retries=2)
     with pytest.raises(ServerRequestError, match="HTTP 500.*boom"):
-        client.post("/v1/completions", {})
+        client.post("/v1/completions", {}, max_bytes=1000)
     assert slept == [0.5, 1.0]
     client, slept = client_for(lambda r: httpx.Response(400, json={"detail": "prompt too long"}))
     with pytest.raises(ServerRequestError, match="prompt too long"):
-        client.post("/v1/completions", {})
+        client.post("/v1/completions", {}, max_bytes=1000)
     assert slept == []
 
 
@@ -176,7 +177,7 @@ def test_auth_failure_is_refused_at_once_and_a_read_timeout_is_not_retried() -> 
 
     client, slept = client_for(slow)
     with pytest.raises(ServerRequestError, match="timeout_s"):
-        client.post("/v1/completions", {})
+        client.post("/v1/completions", {}, max_bytes=1000)
     assert slept == []
     client, _ = client_for(lambda r: httpx.Response(404))
     assert client.get("/props", optional=True) is None
@@ -205,7 +206,7 @@ class FakeServer:
         values, tops, texts = values + [-0.5], tops + [{"?": -0.5}], texts + ["?"]  # the generated token
         if self.shift_echo:
             values, tops, texts = values[self.shift_echo:], tops[self.shift_echo:], texts[:-self.shift_echo]
-        return {"choices": [{"text": "", "finish_reason": "length", "logprobs": {
+        return {"model": self.model, "choices": [{"text": "", "finish_reason": "length", "logprobs": {
                     "tokens": texts, "token_logprobs": values, "top_logprobs": tops,
                     "text_offset": list(range(len(texts)))}}],
                 "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1}}
@@ -255,7 +256,8 @@ class FakeServer:
             if body.get("echo") and self.echo:
                 return httpx.Response(200, json=self.echoed(prompt if isinstance(prompt, list)
                                                             else self.tokens(prompt)))
-            return httpx.Response(200, json={"choices": [{"text": " A", "finish_reason": "stop"}],
+            return httpx.Response(200, json={"model": self.model,
+                                             "choices": [{"text": " A", "finish_reason": "stop"}],
                                              "usage": {"prompt_tokens": n, "completion_tokens": 1}})
         return httpx.Response(404, json={"detail": "Not Found"})
 

@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..errors import UserError
 from ..gates.files import command_scope
+from ..gates.secrets import redact
 from .compare import compare_command
 from .export import export_command
 from .merge import merge_command
@@ -31,8 +32,9 @@ class _Group(click.Group):
         try:
             with command_scope():  # the inputs a command reads are protected from its outputs (gates/files.py)
                 return super().invoke(ctx)
-        except UserError as exc:  # messages quote file content and names: one line, control characters visible
-            raise click.ClickException(plain(str(exc), one_line=True)) from None
+        except UserError as exc:  # messages quote file content, names and servers' answers: one line, control
+            # characters visible, no API key or Authorization text (gates/secrets.py)
+            raise click.ClickException(plain(redact(str(exc)), one_line=True)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

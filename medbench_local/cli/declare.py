@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..gates.files import check_output_target, refuse_inputs, remember_database, remember_input
+from ..gates.files import check_output_place, check_output_target, remember_database, remember_input
 
 #: The classes of hostile input a command can declare, and what each stands for.
 CLASSES: dict[str, str] = {
@@ -94,8 +94,8 @@ def _check_outputs(ctx: click.Context) -> None:
         for path in value if isinstance(value, (tuple, list)) else (value,):
             if path is None:
                 continue
-            if param.type.folder and Path(path).is_dir() and not Path(path).is_symlink():
-                refuse_inputs(path)  # an existing folder to write into: it must not be (or hold) an input
+            if param.type.folder:
+                check_output_place(path)  # a folder (or bundle) the command creates, with its parents
             else:
                 check_output_target(path, updating=param.type.updating)
 

@@ -3,13 +3,12 @@
 Why bounded: llama.cpp receives threads, batch size and seed as C integers (a value beyond their range would
 wrap silently, and llama.cpp reads seed 2**32 - 1 as "pick a random seed"), and numpy refuses a negative seed
 with a traceback. Click checks these ranges before anything else runs, so a bad value is one line naming the
-option, before any database is created or opened, with exit code 1 like every other bad input (click's own
-usage errors exit with 2 and add a usage banner).
+option, before any database is created or opened. Like every usage error (a bad option value, an unknown
+option) it exits with code 2 and Click's usage banner; a bad input *file* exits with code 1.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 import click
 
@@ -22,15 +21,9 @@ MIN_RESAMPLES, MAX_RESAMPLES = 100, 1_000_000
 
 
 class BoundedInt(click.IntRange):
-    """An integer option with a closed range; a value outside it (or not an integer) is one 'Error:' line
-    naming the option, exit code 1."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter as exc:
-            hint = param.get_error_hint(ctx) if param is not None and ctx is not None else "value"
-            raise click.ClickException(f"invalid value for {hint}: {exc.message}") from None
+    """An integer option with a closed range; a value outside it (or not an integer) is a usage error like any
+    other bad option value: Click's one 'Error:' line naming the option, exit code 2 (a bad input *file* is
+    exit code 1)."""
 
 
 THREADS = BoundedInt(1, MAX_THREADS)

@@ -140,8 +140,9 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Both models of a pair (repeatable).")
 @click.option("--cached", is_flag=True,
-              help="Trust the hash cache (path, size, mtime) instead of re-reading every byte. Quick, but blind "
-                   "to corruption that keeps size and modification time (bit rot, a bad copy).")
+              help="Trust the hash cache (device, inode, size, mtime, ctime) instead of re-reading every byte. "
+                   "Quick, and it notices any rewrite of the file, but not corruption below the file system "
+                   "(bit rot, a failing disk).")
 @config_option
 @click.pass_context
 def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str, ...], cached: bool,

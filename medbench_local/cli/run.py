@@ -213,7 +213,7 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 
 @declare(reads=("database", "config", "data", "prompts", "model"), writes=("database",),
          example=("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", "{db}",
-                  "--config", "{config}", "--prompts", "{prompts}", "--data", "jama={data}"))
+                  "--config", "{config}", "--prompts", "{prompts}", "--data", "jama={data}", "--accept-changed-model"))
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
@@ -370,6 +370,9 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         stderr.print(f"[yellow]Stopped after the item in flight{cause}.[/yellow] {line}. "
                      "Rerun the same command to resume.")
         sys.exit(130)
+    if summary.status == "failed":
+        raise UserError(f"{line}: every item failed, the run is recorded as failed (first error: "
+                        f"{summary.first_error[:300]}); fix the cause, then rerun with --retry-errors")
     stdout.print(line)
     if shard:
         stdout.print(f"Join the {shard.count} shards' databases with: medbench-local merge merged.db "

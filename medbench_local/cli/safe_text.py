@@ -24,6 +24,8 @@ import re
 import unicodedata
 from typing import Any
 
+from ..gates.secrets import redact_registered
+
 # Invisible characters that reorder or hide the text around them (the "Trojan Source" set).
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -35,8 +37,8 @@ def _visible(char: str) -> str:
 
 def plain(text: object, *, one_line: bool = False) -> str:
     """``text`` with control characters (ESC, CR, BEL, DEL, C1, ...), bidi controls and lone surrogates shown
-    as escapes."""
-    value = str(text)
+    as escapes, and without any API key this process has read (gates/secrets.py: a server's text can echo it)."""
+    value = redact_registered(str(text))
     keep = "\t" if one_line else "\n\t"
     if value.isprintable() and not _BIDI_CONTROLS.intersection(value):
         return value  # the common case, fast

@@ -36,14 +36,19 @@ from ..config import ModelSpec, ServedSpec
 from ..errors import UserError
 from .base import (ContinuationScore, GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo,
                    Prompt)
-from .http import ServerClient, ServerRefused, ServerRequestError
+from ..gates.secrets import require_header_safe
+from .http import (Field, ServerClient, ServerRefused, ServerRequestError, completion_bytes, detokenize_bytes,
+                   echo_bytes, malformed, tokenize_bytes)
 from .identity import identity as engine_identity
 from ..prompting.prompt_format import render_for_model
-from .served_loglik import echo_body, echo_works, read_tail
+from .served_loglik import ECHO_MAX_TOKENS, echo_body, echo_works, read_tail
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
 KINDS = ("llama-server", "vllm", "llama-cpp-python", "openai")
+MAX_TOKEN_ID = 2 ** 31 - 1
+MAX_CONTEXT = 2 ** 31 - 1
+MAX_NAME_CHARS = 1000  # a model name, build or special token's text as a server reports it
 # kinds whose completions endpoint echoes the prompt with log-probabilities (llama-server rejects echo:
 # llama.cpp issue #27174); the tokenize route is needed too, to know how many tokens a continuation has
 _ECHO_LOGPROBS = ("vllm", "llama-cpp-python")
@@ -88,14 +93,16 @@ class ServerProbe:
 
 
 def api_key(served: ServedSpec, environ: dict[str, str] | None = None) -> str | None:
-    """The API key from the environment variable models.toml names (never stored, never logged)."""
+    """The API key from the environment variable models.toml names (never stored, never logged): registered with
+    the secrets gate at once, so that no message can show it, and refused when it could not travel in a header
+    as it is (a trailing newline, a control or non-ASCII character)."""
     if served.api_key_env is None:
         return None
     value = (os.environ if environ is None else environ).get(served.api_key_env)
     if not value:
         raise UserError(f"api_key_env = \"{served.api_key_env}\" names an environment variable that is not set "
                         f"(export {served.api_key_env}=... before the run)")
-    return value
+    return require_header_safe(value, f"${served.api_key_env}")
 
 
 def make_client(spec: ModelSpec, **overrides: Any) -> ServerClient:
@@ -105,7 +112,8 @@ def make_client(spec: ModelSpec, **overrides: Any) -> ServerClient:
                  "in models.toml")
     options: dict[str, Any] = dict(api_key=api_key(served), timeout_s=served.timeout_s,
                                    connect_timeout_s=served.connect_timeout_s, retries=served.retries,
-                                   max_connections=served.max_concurrency, key_hint=hint)
+                                   max_connections=served.max_concurrency, key_hint=hint,
+                                   key_source=f"${served.api_key_env}")
     options.update(overrides)
     return ServerClient(served.base_url, **options)
 
@@ -131,50 +139,94 @@ def _trim(value: Any, depth: int = 0) -> Any:
 def probe_server(spec: ModelSpec, client: ServerClient) -> ServerProbe:
     """Reach the server, check the model name, and find out its kind and capabilities.
 
-    Raises ServerUnavailable (not reachable), ServerRefused (API key, or model not served: one line each)."""
+    Raises ServerUnavailable (not reachable), ServerRefused (API key, model not served, or anything wrong with
+    what it answers: one line each, never a traceback). A server still loading its model (503) is waited for."""
+    try:
+        return _probe(spec, client)
+    except ServerRequestError as exc:
+        raise _refused(spec, exc) from None
+
+
+def _refused(spec: ModelSpec, exc: ServerRequestError) -> ServerRefused:
+    """A failure during the checks before a run, as the one line that stops it."""
+    return ServerRefused(f"model '{spec.id}': the server at {_served(spec).base_url} failed the check before the "
+                         f"run: {exc}")
+
+
+def _discovery(client: ServerClient, path: str, body: dict[str, Any] | None = None) -> Field | None:
+    """An optional route that tells the server's kind: its answer when it is a JSON object, else None (a route
+    some other server answers with a page of its own). Redirects, timeouts and errors still raise."""
+    try:
+        answer = client.get(path, optional=True) if body is None else \
+            client.post(path, body, optional=True, max_bytes=tokenize_bytes(""))
+    except ServerRequestError as exc:
+        if exc.kind != "malformed answer":
+            raise
+        return None
+    return answer if answer is not None and isinstance(answer.value, dict) else None
+
+
+def _optional_text(field: Field | None, key: str, max_chars: int | None = MAX_NAME_CHARS) -> str | None:
+    """The text ``key`` of an answer object, None when absent or null; any other type is malformed."""
+    found = field.get(key) if field is not None else None
+    return found.string(max_chars) if found is not None else None
+
+
+def _probe(spec: ModelSpec, client: ServerClient) -> ServerProbe:
     served = _served(spec)
-    listing = client.get("/v1/models", optional=True)
+    listing = client.get("/v1/models", optional=True, wait_loading=True)
     if listing is None:
         raise ServerRefused(f"server {served.base_url} has no /v1/models route: not an OpenAI-compatible server "
                             "(base_url should be the server's root, e.g. http://host:8080)")
-    entries = listing.get("data", []) if isinstance(listing, dict) else []
-    names = [str(e.get("id")) for e in entries if isinstance(e, dict) and e.get("id") is not None]
+    entries = listing["data"].items()
+    names = [entry["id"].string(MAX_NAME_CHARS) for entry in entries]
     if served.model not in names:
         raise ServerRefused(f"server {served.base_url} does not serve a model named '{served.model}' (it serves: "
-                            f"{', '.join(repr(n) for n in names[:10]) or 'nothing'}); set model = ... in models.toml "
-                            "to the served name (llama-server --alias, vLLM --served-model-name)")
-    entry = next(e for e in entries if isinstance(e, dict) and str(e.get("id")) == served.model)
-    props = client.get("/props", optional=True)
-    props = props if isinstance(props, dict) else None
-    version = None if props else client.get("/version", optional=True)
+                            f"{', '.join(repr(n[:80]) for n in names[:10]) or 'nothing'}); set model = ... in "
+                            "models.toml to the served name (llama-server --alias, vLLM --served-model-name)")
+    entry = entries[names.index(served.model)]
+    props = _discovery(client, "/props")
+    version = None if props is not None else _discovery(client, "/version")
     kind, build = "openai", "unknown"
-    if props is not None and ("default_generation_settings" in props or "build_info" in props):
-        kind, build = "llama-server", str(props.get("build_info") or "unknown")
-    elif isinstance(version, dict) and "version" in version:
-        kind, build = "vllm", str(version["version"])
-    elif client.post("/extras/tokenize", {"input": "", "model": served.model}, optional=True) is not None:
+    settings: Field | None = None
+    if props is not None and ("default_generation_settings" in props.object() or "build_info" in props.object()):
+        kind, build = "llama-server", _optional_text(props, "build_info") or "unknown"
+        settings = props.get("default_generation_settings")
+        if settings is not None:
+            settings.object()
+    elif version is not None and "version" in version.object():
+        kind, build = "vllm", version["version"].string(MAX_NAME_CHARS)
+    elif _discovery(client, "/extras/tokenize", {"input": "", "model": served.model}) is not None:
         kind = "llama-cpp-python"
-        api = client.get("/openapi.json", optional=True)
-        build = str(api.get("info", {}).get("version", "unknown")) if isinstance(api, dict) else "unknown"
-    settings = (props or {}).get("default_generation_settings") or {}
-    n_ctx = settings.get("n_ctx") or (props or {}).get("n_ctx") or entry.get("max_model_len")
+        api = _discovery(client, "/openapi.json")
+        info = api.get("info") if api is not None else None
+        build = (_optional_text(info, "version") if info is not None and isinstance(info.value, dict) else None) \
+            or "unknown"
+    n_ctx = None
+    for source, key in ((settings, "n_ctx"), (props, "n_ctx"), (entry, "max_model_len")):
+        found = source.get(key) if source is not None else None
+        if found is not None:
+            n_ctx = found.integer(1, MAX_CONTEXT)
+            break
+    raw_props = props.object() if props is not None else None
     return ServerProbe(
-        kind=kind, build=build, models=names, n_ctx=int(n_ctx) if isinstance(n_ctx, int) else None,
-        chat_template=(props or {}).get("chat_template") or None,
-        bos_token=str((props or {}).get("bos_token") or ""), eos_token=str((props or {}).get("eos_token") or ""),
+        kind=kind, build=build, models=names, n_ctx=n_ctx,
+        chat_template=_optional_text(props, "chat_template", None) or None,
+        bos_token=_optional_text(props, "bos_token") or "", eos_token=_optional_text(props, "eos_token") or "",
         token_ids=kind in ("llama-server", "vllm"), tokenize=kind in _TOKENIZE,
         grammar=kind in ("llama-server", "llama-cpp-python"),
         loglik=kind in _ECHO_LOGPROBS,
-        reported={"models": _trim(entries), **({"props": _trim({k: v for k, v in props.items()
-                                                                if k != "chat_template"})} if props else {}),
-                  **({"version": _trim(version)} if isinstance(version, dict) else {})},
+        reported={"models": _trim([e.value for e in entries]),
+                  **({"props": _trim({k: v for k, v in raw_props.items() if k != "chat_template"})}
+                     if raw_props else {}),
+                  **({"version": _trim(version.value)} if version is not None else {})},
     )
 
 
 def loglik_problem(spec: ModelSpec, probe: ServerProbe, client: ServerClient | None = None) -> str | None:
     """Why loglik scoring cannot run on this server, or None. With a ``client``, one echo request is tried: a
     server that takes ``echo`` but returns no prompt log-probabilities (an older version, a proxy in between) is
-    refused up front rather than failing every item."""
+    refused up front rather than failing every item. A request that fails outright is a ServerRefused."""
     served = _served(spec)
     if probe.kind == "llama-server":
         return (f"llama-server ({served.base_url}) rejects echo, so it returns none (llama.cpp issue #27174); "
@@ -182,8 +234,13 @@ def loglik_problem(spec: ModelSpec, probe: ServerProbe, client: ServerClient | N
     if not probe.loglik:
         return f"a {probe.kind} server ({served.base_url}) is not known to return them with echo"
     if client is not None:
-        answer = client.post("/v1/completions", echo_body(served.model, "The answer is", {"temperature": 0.0}, 0),
-                             optional=True)
+        try:
+            answer = client.post("/v1/completions", echo_body(served.model, "The answer is", {"temperature": 0.0},
+                                                              0), optional=True, max_bytes=echo_bytes(64))
+        except ServerRequestError as exc:
+            if exc.kind != "malformed answer":
+                raise _refused(spec, exc) from None
+            answer = None
         if not echo_works(answer):
             return f"the {probe.kind} server at {served.base_url} answered an echo request without them"
     return None
@@ -332,10 +389,15 @@ class OpenAICompatEngine:
 
     def _server_tokens(self, text: str) -> list[int]:
         route, body, key = _TOKENIZE[self.probe.kind]
-        answer = self.client.post(route, body(text, self._served_name))
-        if not isinstance(answer, dict) or not isinstance(answer.get(key), list):
-            raise ServerRequestError(f"{route}: unexpected answer {str(answer)[:200]}")
-        return [int(t) for t in answer[key]]
+        answer = self._answer(self.client.post(route, body(text, self._served_name), max_bytes=tokenize_bytes(text)))
+        return [token.integer(0, MAX_TOKEN_ID) for token in answer[key].items()]
+
+    @staticmethod
+    def _answer(answer: Field | None) -> Field:
+        """A required route's answer (``post`` without ``optional`` never returns None)."""
+        if answer is None:
+            raise malformed("no answer")
+        return answer
 
     def _single_bos(self, tokens: list[int]) -> list[int]:
         bos = self._bos_token()
@@ -348,15 +410,17 @@ class OpenAICompatEngine:
         with self._bos_probe:
             if self._bos is None:
                 route, body, key = _TOKENIZE[self.probe.kind]
-                answer = self.client.post(route, body("", self._served_name))
-                tokens = answer.get(key, []) if isinstance(answer, dict) else []
-                self._bos = int(tokens[0]) if tokens else -1
+                answer = self._answer(self.client.post(route, body("", self._served_name),
+                                                       max_bytes=tokenize_bytes("")))
+                tokens = [token.integer(0, MAX_TOKEN_ID) for token in answer[key].items()]
+                self._bos = tokens[0] if tokens else -1
         return self._bos if self._bos != -1 else None
 
     def detokenize(self, tokens: list[int]) -> str:
         route, body, key = _DETOKENIZE[self.probe.kind]
-        answer = self.client.post(route, body(tokens, self._served_name))
-        return str(answer[key])
+        answer = self._answer(self.client.post(route, body(tokens, self._served_name),
+                                               max_bytes=detokenize_bytes(len(tokens))))
+        return answer[key].string()
 
     @property
     def _served_name(self) -> str:
@@ -414,23 +478,37 @@ class OpenAICompatEngine:
             if not self.probe.grammar:
                 raise ServerRequestError(f"a {self.probe.kind} server takes no grammar")
             body["grammar"] = request.grammar
-        answer = self.client.post("/v1/completions", body)
+        answer = self._answer(self.client.post("/v1/completions", body,
+                                               max_bytes=completion_bytes(request.max_tokens)))
         seconds = time.perf_counter() - started
-        try:
-            choice = answer["choices"][0]
-            output = str(choice["text"])
-        except (KeyError, IndexError, TypeError):
-            raise ServerRequestError(f"unexpected completion answer: {str(answer)[:200]}") from None
-        usage = answer.get("usage") or {}
-        timings = answer.get("timings") or {}  # llama-server's own split of the time
-        finish = str(choice.get("finish_reason") or "stop")
+        self._check_model(answer)
+        choice = answer["choices"][0]
+        output = choice["text"].string()
+        finish = _optional_text(choice, "finish_reason") or "stop"
+        usage = answer["usage"]
+        n_ctx = int(self.settings["n_ctx"])
+        if not prompt_tokens:
+            prompt_tokens = usage["prompt_tokens"].integer(0, n_ctx)
+        timings = answer.get("timings")  # llama-server's own split of the time
+        if timings is not None:
+            timings.object()
         return Generation(
-            prompt_text=text, output=output, prompt_tokens=prompt_tokens or int(usage.get("prompt_tokens") or 0),
-            truncated_tokens=truncated, completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_text=text, output=output, prompt_tokens=prompt_tokens, truncated_tokens=truncated,
+            completion_tokens=usage["completion_tokens"].integer(0, request.max_tokens),
             finish_reason="length" if finish == "length" else "stop", seconds=seconds,
-            prompt_ms=_number(timings.get("prompt_ms")), generation_ms=_number(timings.get("predicted_ms")),
-            prompt_tokens_evaluated=_integer(timings.get("prompt_n")),
+            prompt_ms=_milliseconds(timings, "prompt_ms"), generation_ms=_milliseconds(timings, "predicted_ms"),
+            prompt_tokens_evaluated=_count(timings, "prompt_n", n_ctx),
         )
+
+    def _check_model(self, answer: Field) -> None:
+        """The answer names the configured model. llama-cpp-python's server and vLLM echo the name asked for,
+        llama-server (older: echoes it; newer: its --alias, else the model path as given to -m) the name its
+        /v1/models lists, which the preflight required to be the configured one: so any other name is a server
+        answering for another model (a proxy routing elsewhere, a swapped model)."""
+        named = answer["model"].string(MAX_NAME_CHARS)
+        if named != self._served_name:
+            raise ServerRequestError(f"the server answered as model {named[:80]!r}, not as the configured "
+                                     f"'{self._served_name}': is another model behind base_url?", kind="wrong model")
 
     # ---- loglikelihood (served_loglik.py)
 
@@ -458,9 +536,12 @@ class OpenAICompatEngine:
         started = time.perf_counter()
         scores = []
         for continuation, (tokens, spelled, joint) in zip(request.continuations, split):
-            answer = self.client.post("/v1/completions", echo_body(
-                self._served_name, self._scoring_prompt(text + continuation, joint, kept + tokens),
-                self.settings["request_sampling"], int(self.settings["seed"])))
+            wanted = kept + tokens
+            answer = self._answer(self.client.post("/v1/completions", echo_body(
+                self._served_name, self._scoring_prompt(text + continuation, joint, wanted),
+                self.settings["request_sampling"], int(self.settings["seed"])),
+                max_bytes=echo_bytes(len(wanted), ECHO_MAX_TOKENS)))
+            self._check_model(answer)
             tail = read_tail(answer, len(tokens), spelled)
             scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=len(tokens),
                                             bytes=len(continuation.encode("utf-8")), greedy=tail.greedy))
@@ -516,9 +597,12 @@ class OpenAICompatEngine:
         self.client.close()
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _milliseconds(timings: Field | None, key: str) -> float | None:
+    """A duration in a server's ``timings`` (absent: None; anything but a finite number >= 0: malformed)."""
+    found = timings.get(key) if timings is not None else None
+    return found.number(0.0, 1e12) if found is not None else None
 
 
-def _integer(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+def _count(timings: Field | None, key: str, high: int) -> int | None:
+    found = timings.get(key) if timings is not None else None
+    return found.integer(0, high) if found is not None else None

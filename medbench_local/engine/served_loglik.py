@@ -21,10 +21,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .http import ServerRequestError
+from .http import Field, ServerRequestError, malformed
 
 #: Asked of every echo request: the greedy top-1 alternative is enough to say whether a token was the argmax.
 ECHO_LOGPROBS = 1
+#: New tokens asked of an echo request: one (ignored); the answer must not claim more.
+ECHO_MAX_TOKENS = 1
 
 
 @dataclass(frozen=True)
@@ -38,32 +40,40 @@ class EchoedTail:
 
 def echo_body(model: str, prompt: Any, sampling: dict[str, Any], seed: int) -> dict[str, Any]:
     """The request that makes a completions endpoint score ``prompt`` (text or token ids) token by token."""
-    return {"model": model, "prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": ECHO_LOGPROBS,
+    return {"model": model, "prompt": prompt, "max_tokens": ECHO_MAX_TOKENS, "echo": True, "logprobs": ECHO_LOGPROBS,
             "stream": False, "seed": seed, **sampling}
 
 
-def echoed_entries(answer: Any) -> tuple[list[Any], list[str], list[Any], int]:
-    """(token log-probabilities, token texts, top alternatives, entries generated) of an echo answer."""
-    try:
-        choice = answer["choices"][0]
-        logprobs = choice["logprobs"]
-        values, tokens = list(logprobs["token_logprobs"]), [str(t) for t in logprobs["tokens"]]
-        tops = list(logprobs.get("top_logprobs") or [None] * len(values))
-    except (KeyError, IndexError, TypeError):
-        raise ServerRequestError("the server answered an echo request without prompt log-probabilities: "
-                                 f"{str(answer)[:200]}") from None
-    usage = answer.get("usage") if isinstance(answer, dict) else None
-    generated = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    if not isinstance(generated, int) or isinstance(generated, bool) or generated < 0:
+def echoed_entries(answer: Field) -> tuple[list[Field], list[str], list[Field | None], int]:
+    """(token log-probabilities, token texts, top alternatives, entries generated) of an echo answer, each list
+    checked for its type (log-probabilities are read by ``read_tail``, where they are used)."""
+    choice = answer["choices"][0]
+    logprobs = choice.get("logprobs")
+    if logprobs is None:
+        raise ServerRequestError("the server answered an echo request without prompt log-probabilities",
+                                 kind="malformed answer")
+    values = logprobs["token_logprobs"].items()
+    tokens = [token.string() for token in logprobs["tokens"].items()]
+    top_field = logprobs.get("top_logprobs")
+    tops: list[Field | None] = [None if top.value is None else top for top in top_field.items()] \
+        if top_field is not None else [None] * len(values)
+    for value in values:
+        if value.value is not None:
+            value.number()
+    usage = answer.get("usage")
+    if usage is None:
         raise ServerRequestError("the server's echo answer does not say how many tokens it generated "
-                                 "(usage.completion_tokens)")
+                                 "(usage.completion_tokens)", kind="malformed answer")
+    generated = usage["completion_tokens"].integer(0, ECHO_MAX_TOKENS)
     if not len(values) == len(tokens) == len(tops):
-        raise ServerRequestError("the server's echo answer has lists of different lengths")
+        raise malformed("the echo answer's lists have different lengths")
     return values, tokens, tops, generated
 
 
-def read_tail(answer: Any, n_tokens: int, continuation: str) -> EchoedTail:
-    """Score the last ``n_tokens`` prompt tokens of an echo answer, which must spell ``continuation``."""
+def read_tail(answer: Field, n_tokens: int, continuation: str) -> EchoedTail:
+    """Score the last ``n_tokens`` prompt tokens of an echo answer, which must spell ``continuation``. Every
+    token's log-probability must be a finite number <= 0, and so must their sum (a few huge finite values add
+    up to -inf): anything else is an item error, never a score."""
     if n_tokens < 1:
         raise ValueError("a continuation has at least one token")
     values, tokens, tops, generated = echoed_entries(answer)
@@ -71,36 +81,41 @@ def read_tail(answer: Any, n_tokens: int, continuation: str) -> EchoedTail:
     start = end - n_tokens
     if start < 1:  # the first echoed token has no log-probability: nothing came before it
         raise ServerRequestError(f"the server echoed {end} prompt tokens, too few for a {n_tokens}-token "
-                                 "continuation after a context: its echo does not include the prompt")
+                                 "continuation after a context: its echo does not include the prompt",
+                                 kind="malformed answer")
     text = "".join(tokens[start:end])
     if text != continuation:
         raise ServerRequestError(f"the server's echoed prompt ends in {text[-60:]!r}, not in the continuation "
                                  f"{continuation[-60:]!r}: its prompt log-probabilities do not line up with the "
-                                 "tokens sent")
+                                 "tokens sent", kind="echo mismatch")
     total, greedy = 0.0, True
     for value, top in zip(values[start:end], tops[start:end]):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                or value > 0:
-            raise ServerRequestError(f"the server gave a prompt token the log-probability {value!r}")
-        total += float(value)
+        if value.value is None:
+            raise malformed(f"{value.path}: a continuation token without a log-probability")
+        number = value.number(high=0.0)
+        total += number
         best = _best(top)
-        greedy = greedy and best is not None and float(value) >= best
+        greedy = greedy and best is not None and number >= best
+    if not math.isfinite(total):
+        raise malformed(f"the continuation's log-probabilities add up to {total!r}")
     return EchoedTail(logprob=total, greedy=greedy, text=text)
 
 
-def _best(top: Any) -> float | None:
+def _best(top: Field | None) -> float | None:
     """The highest log-probability among a position's listed alternatives (the token itself is among them)."""
-    if not isinstance(top, dict) or not top:
+    if top is None:
         return None
-    numbers = [float(v) for v in top.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numbers = [Field(value, f"{top.path}[{key!r}]").number() for key, value in top.object().items()]
     return max(numbers) if numbers else None
 
 
-def echo_works(answer: Any) -> bool:
+def echo_works(answer: Field | None) -> bool:
     """Does an answer to ``echo_body`` carry log-probabilities for prompt tokens (not only the generated one)?"""
+    if answer is None:
+        return False
     try:
         values, _, _, generated = echoed_entries(answer)
     except ServerRequestError:
         return False
     prompt_values = values[:len(values) - generated]
-    return len(prompt_values) >= 2 and all(isinstance(v, (int, float)) for v in prompt_values[1:])
+    return len(prompt_values) >= 2 and all(value.value is not None for value in prompt_values[1:])

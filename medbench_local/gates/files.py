@@ -241,6 +241,24 @@ def check_output_target(target: Path | str, *, protect: Iterable[Path | str] = (
     return target
 
 
+def check_output_place(target: Path | str) -> Path:
+    """For an output that may be a folder the command creates with its parents (a bundle, an import target):
+    refuse a symbolic link, an existing FIFO, socket or device, and an input of this command."""
+    target = Path(target)
+    if target.is_symlink():
+        raise OutputError(f"{target}: is a symbolic link; refusing to write through it (give a plain name)")
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot use as an output ({exc.strerror or exc})") from None
+    if info is not None and not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        raise OutputError(f"{target}: is {_kind(info.st_mode)}; refusing to replace it (give a new name)")
+    _refuse_inputs(target, ())
+    return target
+
+
 def refuse_inputs(target: Path | str, protect: Iterable[Path | str] = ()) -> None:
     """OutputError when ``target`` is an input of this command (or one of ``protect``)."""
     _refuse_inputs(Path(target), protect)
@@ -253,8 +271,8 @@ def _refuse_inputs(target: Path, protect: Iterable[Path | str], *, updating: boo
         candidates = [(entry.path, entry.identity, entry.what) for entry in _inputs]
     candidates += [(_resolved(Path(p)), _identity(Path(p)), f"an input of this command ({p})") for p in protect]
     for path, identity, what in candidates:
-        if updating and path == resolved and (identity is None or identity == same_file):
-            continue  # the file this command read in order to rewrite it
+        if updating and path == resolved:
+            continue  # the file this command read in order to rewrite it (maybe already rewritten once)
         if resolved == path or (same_file is not None and identity is not None and same_file == identity) \
                 or (same_file is not None and same_file == _identity(path)):
             raise OutputError(f"{target}: is {what}; refusing to overwrite an input; choose another output name")

@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from ..engine.base import Generation, ModelInfo
+from ..gates.secrets import redact
 from ..tasks.base import Item, Score, sha256_text
 
 
@@ -192,6 +193,24 @@ def scrub_inputs(text: str | None, payload: dict[str, Any]) -> str | None:
     return text
 
 
+WITHHELD = "message withheld: --no-store-inputs"
+
+
+def error_message(exc: BaseException, store_inputs: bool = True) -> str:
+    """The text stored for an item that failed with ``exc``.
+
+    With inputs stored: the message itself (secrets are removed when it is written). With ``--no-store-inputs``:
+    only the failure's class and, for a server, its HTTP status (``exc.withheld``, built from our own words), or
+    the exception's type. Why not scrub the message as ``scrub_inputs`` does for explanations: a server or
+    llama.cpp can quote any part of the prompt (a 422 quoting 200 characters, cut mid-word), which no
+    whole-word match of the item's texts would find; so such text is never stored, by construction.
+    """
+    if store_inputs:
+        return str(exc)
+    withheld = getattr(exc, "withheld", None)
+    return withheld if isinstance(withheld, str) and withheld else f"{type(exc).__name__} ({WITHHELD})"
+
+
 def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task: str, item: Item,
                 generation: Generation | None, score: Score, error: str | None = None,
                 prompt_text: str = "", store_inputs: bool = True) -> bool:
@@ -203,7 +222,10 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
     With ``store_inputs=False`` (``run --no-store-inputs``) the item text and the rendered prompt are replaced
     by their SHA-256 and any input text quoted in the scorer's explanation or an error message is blanked:
     outputs, scores and gold answers stay, so every number can still be recomputed, but no case text
-    (possibly patient data) is written.
+    (possibly patient data) is written. (An error's own text is kept out by the caller: ``error_message``.)
+
+    ``error`` and the score's ``detail`` can quote a server's answer: secrets are removed from both before they
+    are written (``gates.secrets``), so neither the database nor an export made from it holds an API key.
     """
     key = item_key(task, item)
     g = generation
@@ -214,6 +236,8 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
         prompt = redacted(prompt)
         detail = scrub_inputs(detail, item.payload) or ""
         error = scrub_inputs(error, item.payload)
+    detail = redact(detail) if detail else detail
+    error = redact(error) if error else error
     with transaction(db):
         if is_done(db, evaluation, key):
             return False
@@ -260,7 +284,7 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                 "insert into scores (generation_id, evaluation, item, outcome, extracted, gold, method, detail, "
                 "metrics) values (?,?,?,?,?,?,?,?,?)",
                 (cursor.lastrowid, key, item, score.outcome, score.extracted, score.gold, score.method,
-                 score.detail, json.dumps(score.metrics, sort_keys=True)))
+                 redact(score.detail) if score.detail else score.detail, json.dumps(score.metrics, sort_keys=True)))
 
 
 def add_metric_values(db: sqlite_utils.Database, evaluation: str, metric: str, identity: dict[str, Any],

@@ -21,6 +21,7 @@ tasks) is available with ``run --loglik-target text`` and is part of the evaluat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,13 +67,27 @@ def continuation(prefix: str, text: str) -> str:
     return (" " + text) if prefix and not prefix[-1].isspace() else text
 
 
+class UndecidedChoice(ValueError):
+    """The log-likelihoods do not pick one option: a tie for the top, or a total that is not a finite number.
+    A ValueError, so the runner stores the item as an ``error`` (it never becomes option A, scored)."""
+
+
 def pick(values: Mapping[str, float]) -> str:
-    """The key with the largest value; ties go to the first key in option order (deterministic)."""
+    """The key with the largest value. A tie for the largest value, or any value that is not finite (-inf from
+    a zero probability, NaN from a broken model or server), raises UndecidedChoice: picking the first option
+    would credit "always A" whenever a model or server fails to tell the options apart."""
     best = None
     for key, value in values.items():
+        if not math.isfinite(value):
+            raise UndecidedChoice(f"option {key}'s log-likelihood is {value!r}: no option can be chosen")
         if best is None or value > values[best]:
             best = key
-    assert best is not None
+    if best is None:
+        raise UndecidedChoice("no options to choose from")
+    tied = [key for key, value in values.items() if value == values[best]]
+    if len(tied) > 1:
+        raise UndecidedChoice(f"options {', '.join(tied)} tie at log-likelihood {values[best]!r}: no option can be "
+                              "chosen")
     return best
 
 
@@ -87,12 +102,22 @@ def rule_values(scores: Mapping[str, ContinuationScore], rule: str) -> dict[str,
 
 
 def choices_under_rules(scores: Mapping[str, ContinuationScore]) -> dict[str, str]:
+    """The option each rule chooses; UndecidedChoice when any rule cannot choose one (see ``pick``)."""
     return {rule: pick(rule_values(scores, rule)) for rule in RULES}
+
+
+def require_decided(choices: ChoiceSet, result: Loglikelihoods) -> None:
+    """Raise UndecidedChoice unless every rule chooses exactly one option: called where the engine's result
+    arrives (runner), so that an undecided item is stored as an error, as a failed request is."""
+    if len(result.scores) != len(choices.options):
+        raise UndecidedChoice(f"{len(result.scores)} scores for {len(choices.options)} options")
+    choices_under_rules(dict(zip(choices.options, result.scores)))
 
 
 def score_loglik(choices: ChoiceSet, result: Loglikelihoods, target: str) -> Score:
     """The verdict of a loglikelihood result: the headline rule's choice decides ``accuracy`` (and the task's
-    other metrics); every rule's correctness is stored too. Never unparseable: a choice always exists."""
+    other metrics); every rule's correctness is stored too. Never unparseable: a result that does not choose
+    one option raises UndecidedChoice (``require_decided``)."""
     if len(result.scores) != len(choices.options):
         raise ValueError(f"{len(result.scores)} scores for {len(choices.options)} options")
     scores = dict(zip(choices.options, result.scores))
