@@ -35,6 +35,7 @@ from click.testing import CliRunner
 from medbench_local.cli import main
 from medbench_local.cli.declare import CLASSES, DatabasePath, InputPath, OutputPath, declaration_of
 
+from .command_tree import COMMANDS, runnable as _runnable
 from .conftest import REPO
 from .fifowatch import FifoWatch
 from .synthetic import Side, build_pair_db
@@ -44,15 +45,6 @@ PACKAGE = REPO / "medbench_local"
 # ------------------------------------------------------------------------------------------ the command tree
 
 
-def leaf_commands(group: click.Group = main, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            yield from leaf_commands(command, (*prefix, name))
-        else:
-            yield " ".join((*prefix, name)), command
-
-
-COMMANDS = dict(leaf_commands())
 GATED_TYPES = (DatabasePath, InputPath, OutputPath)
 
 
@@ -202,7 +194,7 @@ def one_error_line(result: click.testing.Result) -> str:
 
 
 def runnable(names: list[str]) -> list[str]:
-    return [name for name in names if declaration_of(COMMANDS[name]) and declaration_of(COMMANDS[name]).example]
+    return [name for name in _runnable() if name in names]
 
 
 FAST = [name for name in runnable(sorted(COMMANDS)) if name != "run"]

@@ -29,10 +29,11 @@ from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
 from medbench_local.prompting import Prompt
 from medbench_local.prompting.prompt_format import render_base
-from medbench_local.errors import StoreError
+from medbench_local.errors import StoreError, UserError
 from medbench_local.runner import ModelRole, RunOptions, Shard, execute, load_tasks
 from medbench_local.store import close_database, open_database, writer
-from medbench_local.store.merge import MERGED_TABLES, merge_databases
+from medbench_local.gates.files import command_scope
+from medbench_local.store.merge import MERGED_TABLES, merge_databases as _merge_databases
 from medbench_local.store.migrations import MIGRATIONS
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Item, Score
@@ -90,6 +91,13 @@ def build(path: Path, results: Iterable[tuple[str, str, str]], *, run_id: str, s
     writer.finish_run(db, run_id, status)
     close_database(db)
     return path
+
+
+def merge_databases(out: Path, inputs: list[Path], **options: Any) -> Any:
+    """The merge as one command does it: in a command scope of its own (the files gate remembers the inputs of
+    one command; databases this test built before are not inputs of the merge)."""
+    with command_scope():
+        return _merge_databases(out, inputs, **options)
 
 
 def results(path: Path) -> list[tuple]:
@@ -252,6 +260,9 @@ def test_a_run_still_running_in_a_copy_is_completed_by_the_finished_one(tmp_path
 def test_out_ends_owner_only(tmp_path: Path) -> None:
     a = build(tmp_path / "a.db", ALL[:3], run_id="a")
     out = tmp_path / "new" / "out.db"
+    with pytest.raises(UserError, match="folder .*new does not exist"):  # the files gate: no folder made
+        merge_databases(out, [a])
+    out.parent.mkdir()
     merge_databases(out, [a])
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     existing = copy_db(a, tmp_path / "existing.db")
@@ -407,7 +418,6 @@ def _text(path: Path) -> Path:
 BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("no inputs", lambda d: [str(d / "out.db")], "at least one database"),
     ("missing input", lambda d: [str(d / "out.db"), str(d / "missing.db")], "missing.db: no such"),
-    ("input is a folder", lambda d: [str(d / "out.db"), str(d)], "not a file"),
     ("input is text", lambda d: [str(d / "out.db"), str(_text(d / "cases.csv"))], "not a SQLite"),
     ("input is someone else's SQLite", lambda d: [str(d / "out.db"), str(_foreign(d / "photos.db"))],
      "not a medbench-local results database"),
@@ -418,10 +428,19 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("input listed twice via a link", lambda d: [str(d / "out.db"), str(build(d / "a.db", ALL[:2], run_id="a")),
                                                  str(_link(d / "a.db", d / "link.db"))], "listed twice"),
     ("OUT as input", lambda d: [str(build(d / "out.db", ALL[:2], run_id="o")), str(d / "out.db")],
-     "merged into itself"),
+     "refusing to overwrite an input"),
     ("OUT as input via another path", lambda d: [str(build(d / "out.db", ALL[:2], run_id="o")),
-                                                 str(d / "." / "out.db")], "merged into itself"),
-    ("OUT is a folder", lambda d: [str(d), str(build(d / "a.db", ALL[:2], run_id="a"))], "is a directory"),
+                                                 str(d / "." / "out.db")], "refusing to overwrite an input"),
+    ("OUT as input via a hard link", lambda d: [str(_hard_link(build(d / "a.db", ALL[:2], run_id="a"),
+                                                               d / "out.db")), str(d / "a.db")],
+     "refusing to overwrite an input"),
+    # SQLite's files beside an input: today's merge "succeeded" into in.db-wal and the result vanished
+    *[(f"OUT is an input's {suffix}", lambda d, suffix=suffix: [str(d / f"a.db{suffix}"),
+                                                                str(build(d / "a.db", ALL[:2], run_id="a"))],
+       "refusing to overwrite an input") for suffix in ("-wal", "-shm", "-journal", "-claims")],
+    ("input is OUT's -wal", lambda d: [str(build(d / "out.db", ALL[:2], run_id="o")),
+                                       str(copy_db(build(d / "a.db", ALL[2:4], run_id="a"), d / "out.db-wal"))],
+     "is a file SQLite keeps beside"),
     ("OUT is someone else's SQLite", lambda d: [str(_foreign(d / "out.db")), str(build(d / "a.db", ALL[:2],
                                                                                       run_id="a"))],
      "not a medbench-local results database"),
@@ -436,6 +455,23 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
 def _link(target: Path, link: Path) -> Path:
     link.symlink_to(target)
     return link
+
+
+def _hard_link(target: Path, link: Path) -> Path:
+    os.link(target, link)
+    return link
+
+
+@pytest.mark.parametrize("arguments", [lambda d: [str(d / "out.db"), str(d)],
+                                       lambda d: [str(d), str(build(d / "a.db", ALL[:2], run_id="a"))]],
+                         ids=["input is a folder", "OUT is a folder"])
+def test_a_folder_is_a_usage_error(arguments: Callable[[Path], list[str]], tmp_path: Path) -> None:
+    """Checked by Click's path types (cli/declare.py) before the command runs: usage error, exit 2."""
+    args = arguments(tmp_path)
+    before = _files(tmp_path)
+    result = invoke("merge", *args, expect=2)
+    assert "is a directory" in result.output and "Traceback" not in result.output
+    assert _files(tmp_path) == before
 
 
 @pytest.mark.parametrize("name, arguments, expect", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])

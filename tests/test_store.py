@@ -224,7 +224,7 @@ DAMAGE = {
                                                                                 "valid JSON"),
     "metrics not an object": ("update scores set metrics = '[1]' where rowid = 1", "not a JSON object"),
     "metric not a number": ("update scores set metrics = '{\"accuracy\": \"high\"}' where rowid = 1",
-                            "metric 'accuracy' is not a number"),
+                            "metric 'accuracy' that is not a finite number"),
     "settings not JSON": ("update evaluations set settings = 'x'", "evaluations.settings of row 1 is not valid"),
     "payload not JSON": ("update items set payload = '{'", "items.payload of row 1 is not valid JSON"),
 }

@@ -15,7 +15,6 @@ task x data x metric rows of one pair, and *the Holm-adjusted test decides* whic
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..gates.stored import load_metrics, load_object, member_object
 from ..metrics.stats import (Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test,
                              paired_proportion_difference_ci, wilson_ci)
 from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
@@ -174,13 +174,13 @@ def _interval(interval: Interval) -> dict[str, float]:
 
 def load_item_scores(db: sqlite_utils.Database, evaluation: str) -> ItemScores:
     head = evaluation_head(db, evaluation)
-    settings = json.loads(head[2] or "{}")
+    settings = load_object(head[2], "evaluations", "settings", evaluation)
     items: dict[str, tuple[str, dict[str, float]]] = {}
     golds: dict[str, str | None] = {}
-    for item, outcome, metrics, gold in evaluation_scores(db, evaluation):
-        items[item] = (outcome, json.loads(metrics or "{}"))
+    for generation_id, item, outcome, metrics, gold in evaluation_scores(db, evaluation):
+        items[item] = (outcome, load_metrics(metrics, generation_id))
         golds[item] = gold
-    quirks = bool(settings.get("task", {}).get("reference_quirks"))
+    quirks = bool(member_object(settings, "task", "evaluations", "settings", evaluation).get("reference_quirks"))
     return ItemScores(evaluation, head[0], head[1], items, quirks, golds)
 
 

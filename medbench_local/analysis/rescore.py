@@ -17,7 +17,6 @@ later ``run`` of the same command finds the new key complete and generates nothi
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import uuid
@@ -30,6 +29,7 @@ import sqlite_utils
 from .. import __version__
 from ..engine.base import Generation
 from ..errors import UserError
+from ..gates.stored import load_metrics, load_object, member_object
 from ..metrics.extraction import EXTRACTION_VERSION, reads_with_this_extraction
 from ..provenance import evaluation_key, git_revision, package_versions
 from ..store import queries, writer
@@ -98,7 +98,7 @@ def rescore(db: sqlite_utils.Database, metric: str, task_filter: tuple[str, ...]
         values = dict(zip((r["generation_id"] for r in scorable), score(preds, refs)))
         names = next(iter(values.values())).keys()
         writer.add_metric_values(db, evaluation["key"], metric, identity, {
-            row["generation_id"]: {**json.loads(row["metrics"] or "{}"),
+            row["generation_id"]: {**load_metrics(row["metrics"], row["generation_id"]),
                                    **values.get(row["generation_id"], {name: 0.0 for name in names})}
             for row in rows})
         done.append(Rescored(evaluation["key"], evaluation["model_id"], task, len(rows)))
@@ -155,11 +155,11 @@ def _rescore_row(task: Task, row: dict[str, Any]) -> Score:
     """Today's score of one stored generation. Failed generations keep their stored ``error`` score. Metrics
     a task computes from state other than the output (LongHealth's document-assembly facts, which only exist
     while the prompt is built) are carried over from the stored score: extraction cannot change them."""
-    old_metrics = json.loads(row["metrics"] or "{}")
+    old_metrics = load_metrics(row["metrics"], row["generation_id"])
     if row["outcome"] == "error" or row["output"] is None:
         return Score(row["outcome"], row["extracted"], row["gold"], row["method"] or "", row["detail"] or "",
                      old_metrics)
-    item = Item(row["item_id"], json.loads(row["payload"]), row["source"] or "")
+    item = Item(row["item_id"], load_object(row["payload"], "items", "payload", row["item"]), row["source"] or "")
     score = task.score(item, _generation(row))
     carried = {k: v for k, v in old_metrics.items() if k not in score.metrics}
     return replace(score, metrics={**score.metrics, **carried}) if carried else score
@@ -193,8 +193,8 @@ def rescore_extraction(db: sqlite_utils.Database, *, task_filter: tuple[str, ...
     for old in evaluation_rows(db):
         if (task_filter and old["task"] not in task_filter) or (model_filter and old["model_id"] not in model_filter):
             continue
-        settings = json.loads(old["settings"] or "{}")
-        stored = settings.get("task", {})
+        settings = load_object(old["settings"], "evaluations", "settings", old["key"])
+        stored = member_object(settings, "task", "evaluations", "settings", old["key"])
         if "extraction" not in stored or old["task"] not in task_ids():
             continue
         if not reads_with_this_extraction(_today_task(old["task"], stored, None).settings().get("extraction")):
@@ -221,7 +221,7 @@ def rescore_extraction(db: sqlite_utils.Database, *, task_filter: tuple[str, ...
             results.append(replace(result, status="done", new_key=new_key,
                                    note=f"already re-scored as {new_key[:12]}"))
             continue
-        if any(json.loads(r["payload"] or "{}").get("not_stored") for r in rows):
+        if any(load_object(r["payload"], "items", "payload", r["item"]).get("not_stored") for r in rows):
             results.append(replace(result, status="refused", new_key=new_key,
                                    note="stored with --no-store-inputs, so the options needed to read the answers "
                                         "are not in the database; re-run it to score with extraction "
@@ -269,9 +269,9 @@ def older_extraction_items(db: sqlite_utils.Database, model_id: str, task: str, 
     if not reads_with_this_extraction(task_settings.get("extraction")):
         return 0
     best = 0
-    for _, settings_json, items in evaluations_of(db, model_id, task):
-        settings = json.loads(settings_json or "{}")
-        stored = settings.get("task", {})
+    for key, settings_json, items in evaluations_of(db, model_id, task):
+        settings = load_object(settings_json, "evaluations", "settings", key)
+        stored = member_object(settings, "task", "evaluations", "settings", key)
         if canonical_json(settings.get("identity")) != canonical_json(identity) \
                 or stored.get("extraction") == task_settings["extraction"]:
             continue

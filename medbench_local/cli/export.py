@@ -27,6 +27,7 @@ from ..analysis.pair_sources import PairSource, check_models
 from ..analysis.paired import MetricComparison, PairReport, compare_pairs
 from ..analysis.pairing import pair_evaluations, pairing_columns
 from ..gates.files import atomic_open, check_output_target, database_files
+from ..gates.stored import load_metrics
 from ..store.database import reading
 from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, model_tasks, summarize_evaluation
 from ..tasks.base import OUTCOMES
@@ -73,9 +74,10 @@ def _item_rows(db: sqlite_utils.Database, pair_list: Sequence[PairSource], only_
     data = pairing_columns(db, pair_list)
     rows: list[dict[str, Any]] = []
     for item in item_rows(db):
+        score_row = item.pop("score_row")
         if not _keep(item["model_id"], item["task"], models, tasks):
             continue
-        metrics = json.loads(item.pop("metrics") or "{}")
+        metrics = load_metrics(item.pop("metrics"), score_row)
         stored_role = item.pop("evaluation_role")
         if omit_inputs:
             for column in INPUT_COLUMNS:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
+from ..signals import StopFlag
+from ..store.merge import MergeReport, MergeStopped, merge_databases
 from ..units import count
-from ..store.merge import merge_databases
 from .common import stderr, stdout
-from .declare import declare
+from .declare import DatabasePath, OutputPath, declare
 from .safe_text import literal
 
 
 @declare(reads=("database",), writes=("output",), example=("merge", "{out}", "{db}"))
 @click.command("merge")
-@click.argument("out", type=click.Path(path_type=Path), metavar="OUT.db")
-@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path), metavar="A.db [B.db ...]")
+@click.argument("out", type=OutputPath(), metavar="OUT.db")
+@click.argument("inputs", nargs=-1, type=DatabasePath(), metavar="A.db [B.db ...]")
 def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     """Merge results databases into OUT.db (created if missing, else added to).
 
@@ -25,7 +27,10 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     different output or score is a conflict: the merge is refused, the item named, and nothing is written
     (an item stored as 'error' is no result: a copy that has the result replaces it).
     Merging the same databases again changes nothing. The inputs are only read (an older version's database
-    is upgraded in a temporary copy); a database from a newer version is refused. OUT ends owner-only (0600).
+    is upgraded in a temporary copy) and checked for damage before anything is written; a database from a
+    newer version is refused. OUT ends owner-only (0600); it may not be one of the inputs or a file SQLite
+    keeps beside one (-wal, -shm, -journal). Ctrl-C, SIGTERM or SIGHUP stops the merge: nothing is written
+    and no temporary file is left.
 
     \b
     Examples:
@@ -38,7 +43,19 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
     \b
       medbench-local merge study.db late-shard.db    # add one more database to an existing one
     """
-    report = merge_databases(out, list(inputs))
+    with StopFlag() as stop:
+        try:
+            report = merge_databases(out, list(inputs), stop=lambda: stop.signal_name if stop.requested else None)
+        except MergeStopped as exc:
+            stderr.print(f"[yellow]{literal(exc)}[/yellow]", soft_wrap=True)
+            sys.exit(130)
+        except KeyboardInterrupt:  # a second stop signal: everything was rolled back on the way out
+            stderr.print(f"[yellow]Aborted.[/yellow] Nothing was written to {literal(out)}.", soft_wrap=True)
+            sys.exit(130)
+    _print_report(report, out)
+
+
+def _print_report(report: MergeReport, out: Path) -> None:
     for entry in report.inputs:
         parts = [f"{count(entry.added, 'item')} added", f"{entry.identical} already there"]
         if entry.retried:

@@ -10,7 +10,8 @@ import click
 
 from ..analysis.rescore import RESCORE_METRICS, ExtractionRescore, applies, rescore, rescore_extraction
 from ..units import count
-from ..errors import UserError
+from ..errors import StoreError, UserError
+from ..gates.stored import DamagedValue
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
 from .common import db_option, split_commas, stdout
@@ -82,6 +83,8 @@ def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_fi
         else:
             assert metric is not None
             done = rescore(db, metric, task_filter)
+    except DamagedValue as exc:  # a stored value the gate refuses (gates/stored.py): one line, nothing written
+        raise StoreError(f"{db_path}: damaged results database: {exc}") from None
     finally:
         close_database(db)
     if extraction:

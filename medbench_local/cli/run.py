@@ -18,7 +18,7 @@ from ..airgap.netguard import NetworkGuard
 from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
 from ..gates.files import database_files
-from ..paths import default_data
+from ..paths import SAMPLES_DIR, default_data
 from ..runner import (LIMIT_MODES, LoadedTask, ModelRole, RunOptions, Shard, check_model_history, check_scoring,
                       check_served, execute, load_tasks, locate_models, parse_shard, require_decoding)
 from ..store import close_database, open_database, queries, writer
@@ -222,8 +222,9 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
         if found is None:
             raise UserError(f"task '{task_id}': no --data given and no sample for it (./bench_data/{task_id} "
                             "is not here and none ships with medbench-local); pass --data")
-        stderr.print(f"[dim]{task_id}: no --data given, using the {found.origin}: {literal(found.path)}[/dim]",
-                     soft_wrap=True)
+        shown = f"./{SAMPLES_DIR}/{task_id}" if found.origin.startswith("sample in") else "the shipped sample"
+        stderr.print(f"[dim]{task_id}: no --data given, using {shown} (its full path is recorded in the run: "
+                     "'medbench-local runs')[/dim]", soft_wrap=True)
         result.append((task_id, found.path))
     return result
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,12 +9,12 @@ from typing import Any
 
 import click
 
+from ..store.database import reading
 from ..store.history import RunEntry, recent_runs
-from ..store.readonly import open_read_only
 from ..tasks.base import OUTCOMES
 from .common import db_option, stdout
 from .declare import declare
-from .safe_text import literal, plain
+from .safe_text import json_text, literal, plain
 
 _STATUS_STYLE = {"completed": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
 
@@ -33,6 +32,11 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
+def _count(value: object) -> int:
+    """A count recorded in a run's settings; anything else (damaged, or not recorded) counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "no end recorded (still running, or the process was killed)"
@@ -42,11 +46,11 @@ def duration_text(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def when_text(timestamp: str) -> str:
+def when_text(timestamp: str | None) -> str:
     try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return timestamp
+        moment = datetime.fromisoformat(timestamp)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # not recorded, or not a time: shown as stored
+        return str(timestamp)
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -72,7 +76,7 @@ def _print(run: RunEntry) -> None:
     stdout.print(f"  command: {plain(command_line(run.command))}", soft_wrap=True, markup=False)
     models = ", ".join(f"{m.get('id')} ({m.get('role')})" for m in run.models) or "(not recorded)"
     stdout.print(f"  models:  {plain(models)}", soft_wrap=True, markup=False)
-    tasks = ", ".join(f"{t.get('task')} ({plural(int(t.get('items') or 0), 'item')}: {t.get('data')})"
+    tasks = ", ".join(f"{t.get('task')} ({plural(_count(t.get('items')), 'item')}: {t.get('data')})"
                       for t in run.tasks) or "(not recorded)"
     stdout.print(f"  tasks:   {plain(tasks)}", soft_wrap=True, markup=False)
     counts = ", ".join(f"{name} {run.outcomes[name]}" for name in OUTCOMES if run.outcomes.get(name))
@@ -105,13 +109,10 @@ def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
       medbench-local runs --db study.db
       medbench-local runs --db study.db --limit 1 --json
     """
-    db = open_read_only(db_path)
-    try:
+    with reading(db_path, tables=("runs",)) as db:  # read-only, never migrated; damage is one line
         runs = recent_runs(db, limit or None)
-    finally:
-        db.conn.close()
     if as_json_output:
-        click.echo(json.dumps([as_json(run) for run in runs], indent=2, ensure_ascii=False))
+        click.echo(json_text([as_json(run) for run in runs]))
         return
     if not runs:
         stdout.print(f"No runs in {literal(db_path)} yet.")

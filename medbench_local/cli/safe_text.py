@@ -10,12 +10,19 @@ with bidirectional-override characters. Every such text goes through one of two 
   characters become visible escapes (``\\x1b``, ``\\u202e``); newlines and tabs stay unless ``one_line``.
 * :func:`literal` for text placed inside rich markup: :func:`plain`, then rich's markup escaping, so every
   ``[`` and ``]`` prints as itself.
+* :func:`json_text` for JSON printed for programs (``--json``): strict JSON (no ``NaN``/``Infinity``, which
+  most parsers refuse: such numbers become ``null``), and inside strings the characters :func:`plain` shows as
+  escapes are JSON escapes (``\u202e``, ``\u009b``), so the JSON means the same and shows nothing hidden when
+  it reaches a terminal.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import unicodedata
+from typing import Any
 
 from ..gates.secrets import redact_registered
 
@@ -70,3 +77,28 @@ def literal(text: object, *, one_line: bool = False) -> str:
     value = _TRAILING_BACKSLASHES.sub(lambda m: m.group(1) * 2 + _END, value)
     # a "[" without its "]" could pair with a "]" in the markup after it: end such a text too
     return value + _END if "[" in value and not value.endswith(_END) else value
+
+
+# Characters json.dumps(ensure_ascii=False) leaves as they are but a terminal acts on or hides: DEL, the C1
+# controls (0x9b is a one-byte CSI), the bidi controls and lone surrogates (never valid in UTF-8 output).
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in
+                 [0x7F, *range(0x80, 0xA0), *map(ord, _BIDI_CONTROLS), *range(0xD800, 0xE000)]}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (recursive: the values come from stored JSON,
+    whose depth the stored-values gate bounds)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(inner) for inner in value]
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text for a program to read: non-finite numbers as null, hidden and control
+    characters escaped."""
+    text = json.dumps(_finite(value), indent=indent, ensure_ascii=False, allow_nan=False)
+    return text.translate(_JSON_ESCAPES)

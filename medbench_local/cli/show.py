@@ -15,6 +15,7 @@ from ..analysis.pair_sources import (PairSource, check_models, check_tasks, data
                                      select_pairs)
 from ..analysis.pairing import PairedEvaluations, pair_evaluations
 from ..errors import UserError
+from ..gates.stored import load_metrics, load_object
 from ..store.database import reading
 from ..store.queries import answers_by_item, latest_evaluation
 from ..tasks.loglik_scoring import SCORING_MODES
@@ -62,7 +63,7 @@ def disagreements_between(db: sqlite_utils.Database, biomedical: str, general: s
     first, second = _side(db, biomedical), _side(db, general)
     if metric is not None:
         present = sorted({name for side in (first, second) for row in side.values()
-                          for name in json.loads(row["metrics"] or "{}")})
+                          for name in load_metrics(row["metrics"], row["generation_id"])})
         if metric not in present:
             raise UserError(f"unknown metric '{metric}' for these results (metrics: {', '.join(present) or 'none'})")
     found = []
@@ -70,7 +71,7 @@ def disagreements_between(db: sqlite_utils.Database, biomedical: str, general: s
         g = second.get(item)
         if g is None:
             continue
-        mb, mg = json.loads(b["metrics"] or "{}"), json.loads(g["metrics"] or "{}")
+        mb, mg = load_metrics(b["metrics"], b["generation_id"]), load_metrics(g["metrics"], g["generation_id"])
         name = metric or next(iter(mb), None)
         if name is None or name not in mb or name not in mg:
             continue
@@ -100,7 +101,7 @@ def disagreements(db: sqlite_utils.Database, pair_name: str, task: str, metric: 
 
 def _answer(row: dict[str, Any], label: str) -> Panel:
     """One model's answer. Everything from the database is printed literally (safe_text.literal)."""
-    metrics = json.loads(row["metrics"] or "{}")
+    metrics = load_metrics(row["metrics"], row["generation_id"])
     head = f"outcome: [bold]{literal(row['outcome'])}[/bold]"
     if row["extracted"] is not None or row["gold"] is not None:
         head += f" · answer {literal(row['extracted'] or '—')} (gold {literal(row['gold'] or '—')})"
@@ -181,7 +182,7 @@ def _section(db: sqlite_utils.Database, pair: PairSource | None, model_id: str |
         assert model_id is not None
         found = mode_disagreements(db, model_id, task, (wanted[0], wanted[1]), metric)
         title, labels, where = f"{model_id} · {task}", (wanted[0], wanted[1]), ""
-    shown = [(left, right, json.loads(left["payload"] or "{}"), _answer(left, labels[0]),
+    shown = [(left, right, load_object(left["payload"], "items", "payload", left["item"]), _answer(left, labels[0]),
               _answer(right, labels[1])) for _, left, right in found[:limit]]
     return {"title": title, "labels": labels, "where": where, "others": others, "found": len(found),
             "shown": shown, "pair": pair is not None}

@@ -150,6 +150,21 @@ def regular_input(path: Path | str, fail: Callable[[str], Exception]) -> os.stat
     return info
 
 
+def regular_if_present(path: Path | str, fail: Callable[[str], Exception]) -> os.stat_result | None:
+    """:func:`regular_input` for a file that may rightly be absent (a SQLite ``-wal``/``-shm``/``-journal`` or
+    ``-claims`` file beside a database): None when nothing is there, its stat when it is a regular file, else
+    ``fail(reason)``. Checked without opening. A symbolic link that leads nowhere is refused like other odd
+    entries (SQLite would create the file it names, wherever that is)."""
+    path = Path(path)
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pass  # regular_input words the reason
+    return regular_input(path, fail)
+
+
 def _not_regular(mode: int) -> str:
     """The one reason given for an input that is not a regular file."""
     if stat.S_ISDIR(mode):
@@ -374,6 +389,24 @@ def private_temporary_folder(prefix: str = "medbench-") -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as folder:
         os.chmod(folder, PRIVATE_DIR)  # mkdtemp uses 0700 already; say it, whatever the platform
         yield Path(folder)
+
+
+@contextmanager
+def scratch_name(folder: Path | str | None, prefix: str) -> Iterator[Path]:
+    """The name of a new, empty, private (0600) file in ``folder`` (the system's temporary folder when None),
+    for a library that can only open a file by name (SQLite); the name is removed when the block ends. Open
+    the file inside the block: what was opened stays usable, invisible to every other process, and its space
+    is freed when it is closed or the process ends, however it ends (no data is ever on disk under a name if
+    nothing is written before the block ends)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def private_temporary_file() -> IO[bytes]:

@@ -26,6 +26,7 @@ from typing import Any
 import sqlite_utils
 
 from ..analysis.paired import PairReport
+from ..gates.stored import load_metrics, load_object
 from ..store.report_items import evaluation_item_rows
 from ..tasks.base import OUTCOMES
 
@@ -71,11 +72,8 @@ def inputs_stored(row: dict[str, Any] | None) -> bool:
     """False when the item was stored with ``run --no-store-inputs`` (its payload is only a hash)."""
     if row is None:
         return False
-    try:
-        payload = json.loads(row.get("payload") or "{}")
-    except ValueError:
-        return False
-    return not (isinstance(payload, dict) and payload.get("not_stored"))
+    payload = load_object(row.get("payload"), "items", "payload", row.get("item"))
+    return not payload.get("not_stored")
 
 
 def shorten(text: str, limit: int = MAX_PROMPT_CHARS) -> str:
@@ -116,25 +114,16 @@ def restore(base: str, segments: list[Any]) -> str:
     return "".join(s if isinstance(s, str) else "".join(base_lines[s[0]:s[1]]) for s in segments)
 
 
-def _metric(metrics_json: str | None, names: list[str]) -> list[float | None]:
-    try:
-        metrics = json.loads(metrics_json or "{}")
-    except ValueError:
-        metrics = {}
-    values: list[float | None] = []
-    for name in names:
-        try:
-            values.append(round(float(metrics[name]), 6) if name in metrics else None)
-        except (TypeError, ValueError):
-            values.append(None)
-    return values
+def _metric(metrics_json: str | None, names: list[str], row: object) -> list[float | None]:
+    metrics = load_metrics(metrics_json, row)
+    return [round(float(metrics[name]), 6) if name in metrics else None for name in names]
 
 
 def _side(row: dict[str, Any] | None, metrics: list[str]) -> list[Any] | None:
     if row is None:
         return None
     outcome = OUTCOMES.index(row["outcome"]) if row["outcome"] in OUTCOMES else str(row["outcome"])
-    return [outcome, row["extracted"], _metric(row["metrics"], metrics), row["output"]]
+    return [outcome, row["extracted"], _metric(row["metrics"], metrics, row.get("generation_id")), row["output"]]
 
 
 def browser_data(groups: list[GroupRows]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport
+from ..gates.stored import load_array, load_metrics, load_object
 from ..tasks.base import OUTCOMES
 from ..tasks.loglik_scoring import scoring_mode
 
@@ -137,10 +138,7 @@ def plots_block(report: PairReport, plots: dict[str, bytes], file_name: Any) -> 
 
 
 def _side_html(row: dict[str, Any], label: str) -> str:
-    try:
-        metrics = json.loads(row.get("metrics") or "{}")
-    except ValueError:
-        metrics = {}
+    metrics = load_metrics(row.get("metrics"), row.get("generation_id"))
     facts = [f"outcome <b>{escape(str(row['outcome']))}</b>",
              f"answer {escape(str(row['extracted'])) if row.get('extracted') is not None else '—'}"]
     facts += [f"{escape(str(k))} {pct(float(v))}" for k, v in metrics.items() if isinstance(v, (int, float))]
@@ -154,10 +152,7 @@ def examples_block(task: str, examples: list[tuple[dict[str, Any], dict[str, Any
     answer, per-item metrics and output, long texts folded."""
     parts = [f"<h3>Disagreements on {escape(task)} (first {len(examples)})</h3>"]
     for bio, gen in examples:
-        try:
-            payload = json.loads(bio.get("payload") or "{}")
-        except ValueError:
-            payload = {}
+        payload = load_object(bio.get("payload"), "items", "payload", bio.get("item"))
         text = input_text(payload)
         gold = bio.get("gold") if bio.get("gold") is not None else gen.get("gold")
         parts.append(f"<div class='example'><p><b>item {escape(str(bio['item_id']))}</b> · gold "
@@ -188,11 +183,7 @@ def models_table(models: list[dict[str, Any]]) -> str:
 
 
 def _settings(evaluation: dict[str, Any]) -> dict[str, Any]:
-    try:
-        settings = json.loads(evaluation.get("settings") or "{}")
-    except ValueError:
-        settings = {}
-    return settings if isinstance(settings, dict) else {}
+    return load_object(evaluation.get("settings"), "evaluations", "settings", evaluation.get("key"))
 
 
 def _part(settings: dict[str, Any], key: str) -> dict[str, Any]:
@@ -276,10 +267,7 @@ def _short(value: str) -> str:
 def runs_table(runs: Iterable[dict[str, Any]]) -> str:
     rows = []
     for r in runs:
-        try:
-            command = " ".join(str(part) for part in json.loads(r["command"] or "[]"))
-        except (ValueError, TypeError):
-            command = str(r["command"])
+        command = " ".join(str(part) for part in load_array(r["command"], "runs", "command", r.get("id")))
         rows.append([escape(str(r["started_at"])), escape(str(r["status"])), escape(str(r["medbench_version"])),
                      escape(str(r["llama_cpp_version"])), "yes" if r["gpu_offload_supported"] else "no",
                      escape(str(r["git_revision"] or "—")), f"<code>{escape(command)}</code>"])

@@ -6,6 +6,9 @@ item is one byte of the lock file ``<database>-claims`` (offset = a hash of eval
 while the item is generated and committed. Another run that finds the byte locked skips the item and says
 so; a run that finds it free but the item already stored (the other run finished it meanwhile) skips it too.
 
+Every run also holds a shared lock on one "presence" byte while it uses the file; the run that closes last can
+take it exclusively and removes the file, so no ``-claims`` file is left beside a database after its runs.
+
 Where locks are unavailable (no ``fcntl``, or a file system without record locks), claims are off and the
 writer's commit-time check still keeps the database consistent: the second result is dropped and counted.
 Note that SQLite on a network file system is unsafe anyway; concurrent runs are meant for one machine.
@@ -25,6 +28,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 _OFFSET_SPACE = 1 << 56  # lock offsets below 2**56: far from any other use, fits every 64-bit off_t
+_PRESENCE = 1 << 60      # one byte every run holds shared while it uses the file: the last one out removes it
 
 
 def claims_path(db_path: Path | str) -> Path:
@@ -42,13 +46,22 @@ class ItemClaims:
 
     def __init__(self, db_path: Path | str | None) -> None:
         self._fd: int | None = None
+        self._path: Path | None = None
         if fcntl is None or db_path is None or str(db_path) in ("", ":memory:"):
             return
-        try:
-            self._fd = os.open(claims_path(db_path), os.O_RDWR | os.O_CREAT, 0o600)
-            os.fchmod(self._fd, 0o600)
-        except OSError:
-            self._fd = None  # claims off; the commit-time check still protects the data
+        self._path = claims_path(db_path)
+        for _ in range(5):  # a finishing run may remove the file between our open and our presence lock
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.fchmod(fd, 0o600)
+                fcntl.lockf(fd, fcntl.LOCK_SH, 1, _PRESENCE)  # "a run uses this file" until we close it
+            except OSError:
+                self._fd = None  # claims off; the commit-time check still protects the data
+                return
+            if _same_file(fd, self._path):
+                self._fd = fd
+                return
+            os.close(fd)  # it was removed meanwhile: open the file that is there now
 
     @property
     def active(self) -> bool:
@@ -78,9 +91,26 @@ class ItemClaims:
                 pass
 
     def close(self) -> None:
-        if self._fd is not None:
+        """Release the claims; the last run to close removes the file (no ``-claims`` left after a run)."""
+        if self._fd is None:
+            return
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _PRESENCE)  # no other run holds the file
+            if self._path is not None and _same_file(self._fd, self._path):
+                self._path.unlink()
+        except OSError:
+            pass  # another run still uses it: it removes the file when it finishes
+        finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        opened, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
 
 
 def database_path(conn: object) -> str | None:

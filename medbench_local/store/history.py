@@ -6,12 +6,13 @@ the end, so a run that was killed still shows exactly what it stored.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlite_utils
+
+from ..gates.stored import DamagedValue, load_array, load_object
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class RunEntry:
             return None
         try:
             return (datetime.fromisoformat(self.finished_at) - datetime.fromisoformat(self.started_at)).total_seconds()
-        except ValueError:
+        except (TypeError, ValueError):  # not recorded, not a time, or one with a time zone and one without
             return None
 
     @property
@@ -53,16 +54,16 @@ class RunEntry:
         return len(self.models) * sum(counts)  # type: ignore[arg-type]
 
 
-def _json(text: str | None, default: Any) -> Any:
-    try:
-        return json.loads(text) if text else default
-    except ValueError:
-        return text if text else default
+def _command(value: object, run_id: str) -> list[str]:
+    return [str(part) for part in load_array(value, "runs", "command", run_id)]
 
 
-def _settings(text: str | None) -> dict[str, Any]:
-    value = _json(text, {})
-    return value if isinstance(value, dict) else {}
+def _settings(value: object, run_id: str) -> dict[str, Any]:
+    settings = load_object(value, "runs", "settings", run_id)
+    for key in ("models", "tasks"):  # read as lists below
+        if not isinstance(settings.get(key) or [], list):
+            raise DamagedValue("runs", "settings", run_id, f"has '{key}' that is not a JSON array")
+    return settings
 
 
 def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[RunEntry]:
@@ -81,6 +82,7 @@ def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[Run
                 f"where g.run_id in ({marks}) group by g.run_id, s.outcome", chunk):
             outcomes.setdefault(run_id, {})[outcome] = count
     return [RunEntry(id=row[0], started_at=row[1], finished_at=row[2], status=row[3],
-                     command=_json(row[4], []), medbench_version=row[5], settings=_settings(row[6]),
+                     command=_command(row[4], row[0]), medbench_version=row[5],
+                     settings=_settings(row[6], row[0]),
                      generated=sum(outcomes.get(row[0], {}).values()), outcomes=outcomes.get(row[0], {}))
             for row in rows]

@@ -20,22 +20,29 @@ migrations add travel along without changes here):
   that has the result replaces it (a shard rerun with ``--retry-errors``), never the other way round.
 * ``metric_runs``: the same evaluation and metric computed by other weights or versions is a conflict.
 
-All of it happens in one transaction on OUT (or in a new file beside OUT that is renamed into place only when
-complete), so a refused merge writes nothing. Inputs are only read; an input written by an older medbench-local
-is upgraded in a private temporary copy, never in place.
+Safety, by construction (the database gate and the files gate):
+
+* **Every input is read through the database gate** (``readonly.open_for_reading``): only regular files, never
+  written, never migrated (an input written by an older medbench-local is read through a temporary upgraded
+  copy that is never visible on disk), and **diagnosed before anything is written**
+  (``database.diagnose(..., text=True)``: schema, storage classes, JSON validity, type, size and depth, metrics
+  that are not finite numbers, text that is not UTF-8). An existing OUT is diagnosed the same way.
+* **OUT is written through the files gate**: refused when it is an input, or a ``-wal``/``-shm``/``-journal``/
+  ``-claims`` file of one (or an input is one of OUT's), a link, or not a regular file. A new OUT is built in a
+  private temporary file beside it (``gates.files.atomic_path``) and renamed into place only when complete.
+* **The whole work, notes included, is one transaction on OUT**, so a refused, damaged or interrupted merge
+  writes nothing. ``stop`` is asked between rows (``merge`` passes the SIGTERM/SIGHUP flag of
+  ``signals.StopFlag``): a stop request rolls back and removes the temporary files, like an error does, and so
+  does a second signal (KeyboardInterrupt).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import tempfile
-import urllib.parse
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,22 +50,37 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import StoreError, UserError
-from .database import close_database, open_database
-from .migrations import MIGRATIONS, migrate
+from ..gates.files import atomic_path, check_output_target, database_files
+from ..gates.stored import DamagedValue, load_metrics, load_object
+from .database import close_database, diagnose, open_database
+from .readonly import SQLITE_HEADER, ReadSource, check_files, header, open_for_reading, table_names
 from .writer import transaction
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 # Every table the merge knows how to combine, in an order that satisfies the foreign keys.
 MERGED_TABLES: tuple[str, ...] = ("runs", "models", "pairs", "evaluations", "items", "generations", "scores",
                                   "metric_runs")
 # What must agree when two databases hold the same item of the same evaluation.
 COMPARED_GENERATION = ("output",)
 COMPARED_SCORE = ("outcome", "extracted", "gold", "method")
-PRIVATE_FILE = 0o600
+
+Stop = Callable[[], "str | None"]
+
+
+def _never() -> str | None:
+    return None
 
 
 class MergeConflict(UserError):
     """Two databases disagree about the same thing; nothing was written."""
+
+
+class MergeStopped(UserError):
+    """A stop signal arrived while merging; everything was rolled back."""
+
+    def __init__(self, out: Path, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(f"{out}: merge stopped by {signal_name} before it finished; nothing was written "
+                         "(run the same command again to merge)")
 
 
 @dataclass
@@ -88,48 +110,72 @@ class MergeReport:
         return sum(i.added for i in self.inputs)
 
 
-def merge_databases(out: Path, inputs: list[Path]) -> MergeReport:
-    """Merge ``inputs`` into ``out`` (created if missing). Raises StoreError / MergeConflict with one line;
-    on any error ``out`` is as it was (or still absent)."""
+def merge_databases(out: Path, inputs: list[Path], *, stop: Stop = _never) -> MergeReport:
+    """Merge ``inputs`` into ``out`` (created if missing). Raises StoreError / MergeConflict / MergeStopped with
+    one line; on any error or stop ``out`` is as it was (or still absent) and no temporary file is left."""
     out = Path(out)
     inputs = [Path(p) for p in inputs]
     _check_paths(out, inputs)
+    protect = [file for path in inputs for file in database_files(path)]
+    check_output_target(out, protect=protect)  # before OUT is read below (and so remembered as an input)
     with ExitStack() as stack:
-        staging = _Staging(out.parent)
-        stack.callback(staging.cleanup)
-        sources = []
+        sources: list[tuple[Path, ReadSource]] = []
         for path in inputs:
-            sources.append(_open_source(path, staging))
-            stack.callback(sources[-1][1].close)
-        created = not out.exists()
+            source = _open_source(path)
+            stack.callback(source.db.conn.close)
+            sources.append((path, source))
+        created = not os.path.lexists(out)
         if not created:
             _check_existing_out(out)
-        target_path = out.with_name(f".{out.name}.merging-{uuid.uuid4().hex[:12]}") if created else out
-        db = open_database(target_path)
-        report = MergeReport(out, created, [InputReport(path, upgraded=upgraded) for path, _, upgraded in sources])
-        try:
-            _check_tables(db, out)
-            origin: dict[tuple[str, str], str] = {}
-            with transaction(db):
-                for (path, conn, _), counts in zip(sources, report.inputs):
-                    _merge_one(db.conn, conn, str(path), str(out), counts, origin)
-            report.notes += _split_notes(db.conn, [conn for _, conn, _ in sources])
-            report.notes += _coverage_notes(db.conn, out)
-        except sqlite3.Error as exc:  # e.g. disk full while writing OUT: rolled back as a whole
-            db.conn.close()
-            if created:
-                _remove(target_path)
-            raise StoreError(f"{out}: cannot write the merged results ({exc}); nothing was written") from None
-        except BaseException:
-            db.conn.close()
-            if created:
-                _remove(target_path)
-            raise
-        close_database(db)
-        os.chmod(target_path, PRIVATE_FILE)
-        if created:
-            _move_into_place(target_path, out)
+        report = MergeReport(out, created, [InputReport(path, upgraded=source.upgraded) for path, source in sources])
+        with (atomic_path(out, protect=protect) if created else nullcontext(out)) as target:
+            with _removing_companions(target if created else None):
+                _merge_into(target, out, [(str(path), source.db.conn) for path, source in sources], report, stop)
+                if created and os.path.lexists(out):
+                    raise StoreError(f"{out}: appeared while merging (another process?); nothing was written to "
+                                     "it, run the merge again")
     return report
+
+
+def _merge_into(target: Path, out: Path, sources: list[tuple[str, sqlite3.Connection]], report: MergeReport,
+                stop: Stop) -> None:
+    """Everything into the database file ``target`` (OUT itself, or the temporary file that becomes OUT) in one
+    transaction, the notes included."""
+    db = open_database(target)
+    try:
+        _check_tables(db, out)
+        origin: dict[tuple[str, str], str] = {}
+        with transaction(db):
+            for (name, conn), counts in zip(sources, report.inputs):
+                _merge_one(db.conn, conn, name, str(out), counts, origin, stop)
+            report.notes += _split_notes(db.conn, [conn for _, conn in sources])
+            report.notes += _coverage_notes(db.conn, out)
+            _stop_here(stop, out)
+    except sqlite3.Error as exc:  # e.g. disk full while writing OUT: rolled back as a whole
+        db.conn.close()
+        raise StoreError(f"{out}: cannot write the merged results ({exc}); nothing was written") from None
+    except BaseException:
+        db.conn.close()
+        raise
+    close_database(db)  # owner-only: a new OUT from atomic_path, an existing one made so by open_database
+
+
+@contextmanager
+def _removing_companions(target: Path | None) -> Iterator[None]:
+    """The ``-wal``/``-shm``/``-journal`` files SQLite may leave beside a temporary OUT are removed on any exit
+    (``atomic_path`` removes the file itself)."""
+    try:
+        yield
+    finally:
+        if target is not None:
+            for file in database_files(target)[1:]:
+                file.unlink(missing_ok=True)
+
+
+def _stop_here(stop: Stop, out: Path | str) -> None:
+    signal_name = stop()
+    if signal_name:
+        raise MergeStopped(Path(out), signal_name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,15 +188,18 @@ def _check_paths(out: Path, inputs: list[Path]) -> None:
                         "(e.g. medbench-local merge merged.db shard1.db shard2.db)")
     if out.is_dir():
         raise StoreError(f"{out}: is a directory, expected a results database file to merge into")
+    out_companions = database_files(out)[1:]
     seen: list[Path] = []
     for path in inputs:
-        if not path.exists():
+        if check_files(path) is None:
             raise StoreError(f"{path}: no such results database")
-        if not path.is_file():
-            raise StoreError(f"{path}: not a file, expected a results database")
         if _same_file(path, out):
             raise StoreError(f"{path}: is OUT itself; a database cannot be merged into itself "
                              "(list only the other databases after OUT)")
+        if any(_same_file(path, companion) for companion in out_companions) \
+                or any(_same_file(out, companion) for companion in database_files(path)[1:]):
+            raise StoreError(f"{path}: is a file SQLite keeps beside {out} (or the other way round); give the "
+                             "databases themselves")
         for other in seen:
             if _same_file(path, other):
                 raise StoreError(f"{path}: listed twice (also as {other})")
@@ -159,117 +208,42 @@ def _check_paths(out: Path, inputs: list[Path]) -> None:
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
     except OSError:
-        return a.resolve() == b.resolve()
+        pass
+    return a.absolute() == b.absolute() or a.resolve() == b.resolve()
 
 
-class _Staging:
-    """A private (0700) temporary folder beside OUT for upgraded copies of older inputs, made on first use.
-
-    Beside OUT rather than in /tmp: the copies hold the same (possibly patient) text as the inputs, and OUT's
-    folder is where the user chose to keep such data."""
-
-    def __init__(self, near: Path) -> None:
-        self.near = near
-        self.path: Path | None = None
-
-    def file(self, name: str) -> Path:
-        if self.path is None:
-            self.near.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=".medbench-merge-", dir=self.near))
-        return self.path / name
-
-    def cleanup(self) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _header(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def _read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write ``path``. ``mode=ro`` still lets SQLite read a WAL beside the file;
-    where the folder is not writable and no WAL is there, ``immutable`` spares it the ``-shm`` it cannot make."""
-    absolute = path.absolute()
-    uri = "file:" + urllib.parse.quote(str(absolute)) + "?mode=ro"
-    wal = absolute.with_name(absolute.name + "-wal")
-    if not os.access(absolute.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size > 0):
-        uri += "&immutable=1"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=30.0)
-        conn.execute("pragma query_only = 1")
-        conn.execute("pragma busy_timeout = 30000")
-        return conn
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open for reading ({exc})") from None
-
-
-def _schema_state(conn: sqlite3.Connection, path: Path) -> list[str]:
-    """The migrations ``path`` records; refuses foreign and newer databases."""
-    try:
-        tables = {name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
-        if "_migrations" not in tables:
-            raise StoreError(f"{path}: not a medbench-local results database (no _migrations table)")
-        done = [name for (name,) in conn.execute("select name from _migrations order by rowid")]
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot use as a results database ({exc})") from None
-    known = [name for name, _ in MIGRATIONS]
-    newer = [name for name in done if name not in known]
-    if newer:
-        raise StoreError(f"{path}: written by a newer medbench-local (unknown schema migration '{newer[0]}'); "
-                         "merge with that version, or upgrade medbench-local")
-    return done
-
-
-def _open_source(path: Path, staging: _Staging) -> tuple[Path, sqlite3.Connection, bool]:
-    """(path, read-only connection at this version's schema, whether an upgraded copy is read)."""
-    if _header(path) != SQLITE_HEADER:
+def _open_source(path: Path) -> ReadSource:
+    """An input through the database gate, diagnosed before anything is written."""
+    if header(path) != SQLITE_HEADER:
         raise StoreError(f"{path}: not a SQLite results database")
-    conn = _read_only(path)
-    try:
-        done = _schema_state(conn, path)
-        upgraded = len(done) < len(MIGRATIONS)
-        if upgraded:  # older schema: upgrade a private copy, the input itself stays untouched
-            copy = staging.file(f"{uuid.uuid4().hex}.db")
-            os.close(os.open(copy, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
-            target = sqlite3.connect(copy)
-            try:
-                conn.backup(target)
-                migrate(sqlite_utils.Database(target), str(path))
-            finally:
-                target.close()
-            conn.close()
-            conn = _read_only(copy)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"{path}: cannot read the results database ({exc})") from None
-    except BaseException:
-        conn.close()
-        raise
-    return path, conn, upgraded
+    source = open_for_reading(path)
+    problem = diagnose(source.db, text=True)
+    if problem is not None:
+        source.db.conn.close()
+        raise StoreError(f"{path}: damaged results database: {problem}; nothing was written")
+    return source
 
 
 def _check_existing_out(out: Path) -> None:
-    """OUT must be a results database of ours (or an empty file) before anything is written to it."""
-    if out.stat().st_size == 0:
+    """OUT must be a results database of ours (or an empty file, or a SQLite file without tables), intact,
+    before anything is written to it."""
+    info = check_files(out)
+    if info is None or info.st_size == 0:
         return
-    if _header(out) != SQLITE_HEADER:
+    if header(out) != SQLITE_HEADER:
         raise StoreError(f"{out}: not a SQLite results database; refusing to merge into it")
-    conn = _read_only(out)
+    if not table_names(out):
+        return  # a SQLite file with an empty schema is initialised
+    source = open_for_reading(out)
     try:
-        tables = [n for (n,) in conn.execute("select name from sqlite_master where type = 'table'")]
-        if tables:
-            _schema_state(conn, out)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{out}: cannot use as a results database ({exc})") from None
+        problem = diagnose(source.db, text=True)
     finally:
-        conn.close()
+        source.db.conn.close()
+    if problem is not None:
+        raise StoreError(f"{out}: damaged results database: {problem}; nothing was written")
 
 
 def _check_tables(db: sqlite_utils.Database, out: Path) -> None:
@@ -283,35 +257,6 @@ def _check_tables(db: sqlite_utils.Database, out: Path) -> None:
                          "(store/merge.py); refusing to merge rather than drop its rows")
 
 
-def _remove(path: Path) -> None:
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        file.unlink(missing_ok=True)
-
-
-def _move_into_place(temp: Path, out: Path) -> None:
-    """Give the finished file OUT's name; never replace an OUT that appeared meanwhile."""
-    try:
-        os.link(temp, out)
-    except FileExistsError:
-        _remove(temp)
-        raise StoreError(f"{out}: appeared while merging (another process?); nothing was written to it, "
-                         "run the merge again") from None
-    except OSError:  # no hard links on this file system: rename (atomic, replaces)
-        os.replace(temp, out)
-    else:
-        temp.unlink()
-    for leftover in (temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
-        leftover.unlink(missing_ok=True)
-    try:
-        fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # not every platform can fsync a folder
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the merge itself (inside one transaction on the target)
 
@@ -320,11 +265,13 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f'pragma table_info("{table}")')]
 
 
-def _rows(conn: sqlite3.Connection, table: str, columns: list[str], order: str = "rowid"
+def _rows(conn: sqlite3.Connection, table: str, columns: list[str], stop: Stop, order: str = "rowid"
           ) -> Iterator[dict[str, Any]]:
+    """The rows of an input, asking ``stop`` before each (a stop signal ends the merge within one row)."""
     names = ", ".join(f'"{c}"' for c in columns)
     cursor = conn.execute(f'select {names} from "{table}" order by {order}')
     for row in cursor:
+        _stop_here(stop, table)
         yield dict(zip(columns, row))
 
 
@@ -346,28 +293,30 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _merge_one(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str, counts: InputReport,
-               origin: dict[tuple[str, str], str]) -> None:
+               origin: dict[tuple[str, str], str], stop: Stop) -> None:
     for table in MERGED_TABLES:
         missing = [c for c in _columns(dst, table) if c not in _columns(src, table)]
         if missing:
             raise StoreError(f"{name}: table '{table}' has no column '{missing[0]}' (damaged database?)")
     try:
-        _merge_runs(dst, src, counts)
-        _merge_keyed(dst, src, "models", "sha256")
-        _merge_pairs(dst, src, name, out)
-        _merge_evaluations(dst, src, name, out, counts)
-        _merge_keyed(dst, src, "items", "key")
-        _merge_generations(dst, src, name, out, counts, origin)
-        _merge_metric_runs(dst, src, name, out)
+        _merge_runs(dst, src, counts, stop)
+        _merge_keyed(dst, src, "models", "sha256", stop)
+        _merge_pairs(dst, src, name, out, stop)
+        _merge_evaluations(dst, src, name, out, counts, stop)
+        _merge_keyed(dst, src, "items", "key", stop)
+        _merge_generations(dst, src, name, out, counts, origin, stop)
+        _merge_metric_runs(dst, src, name, out, stop)
+    except DamagedValue as exc:  # diagnosed up front; kept so that no value can be a traceback here
+        raise StoreError(f"{name} or {out}: damaged results database: {exc}; nothing was written") from None
     except sqlite3.IntegrityError as exc:
         raise StoreError(f"{name}: inconsistent results database ({exc}); nothing was written") from None
     except sqlite3.Error as exc:  # a damaged input, or OUT cannot be written (disk full, locked)
         raise StoreError(f"merging {name} into {out} failed ({exc}); nothing was written") from None
 
 
-def _merge_runs(dst: sqlite3.Connection, src: sqlite3.Connection, counts: InputReport) -> None:
+def _merge_runs(dst: sqlite3.Connection, src: sqlite3.Connection, counts: InputReport, stop: Stop) -> None:
     columns = _columns(dst, "runs")
-    for row in _rows(src, "runs", columns):
+    for row in _rows(src, "runs", columns, stop):
         if row.get("status") == "running":
             counts.unfinished_runs.append(row["id"])
         existing = _one(dst, "select status from runs where id = ?", row["id"])
@@ -380,16 +329,16 @@ def _merge_runs(dst: sqlite3.Connection, src: sqlite3.Connection, counts: InputR
                         [row[c] for c in columns if c != "id"] + [row["id"]])
 
 
-def _merge_keyed(dst: sqlite3.Connection, src: sqlite3.Connection, table: str, key: str) -> None:
+def _merge_keyed(dst: sqlite3.Connection, src: sqlite3.Connection, table: str, key: str, stop: Stop) -> None:
     """Rows identified by a content hash: the first copy wins (only paths and sources differ)."""
     columns = _columns(dst, table)
-    for row in _rows(src, table, columns):
+    for row in _rows(src, table, columns, stop):
         if dst.execute(f'select 1 from "{table}" where "{key}" = ?', (row[key],)).fetchone() is None:
             _insert(dst, table, row)
 
 
-def _merge_pairs(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str) -> None:
-    for row in _rows(src, "pairs", _columns(dst, "pairs")):
+def _merge_pairs(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str, stop: Stop) -> None:
+    for row in _rows(src, "pairs", _columns(dst, "pairs"), stop):
         existing = _one(dst, "select biomedical, general from pairs where name = ?", row["name"])
         if existing is None:
             _insert(dst, "pairs", row)
@@ -401,8 +350,8 @@ def _merge_pairs(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, ou
 
 
 def _merge_evaluations(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str,
-                       counts: InputReport) -> None:
-    for row in _rows(src, "evaluations", _columns(dst, "evaluations")):
+                       counts: InputReport, stop: Stop) -> None:
+    for row in _rows(src, "evaluations", _columns(dst, "evaluations"), stop):
         existing = _one(dst, "select model_id, role, task from evaluations where key = ?", row["key"])
         if existing is None:
             _insert(dst, "evaluations", row)
@@ -417,11 +366,11 @@ def _merge_evaluations(dst: sqlite3.Connection, src: sqlite3.Connection, name: s
 
 
 def _merge_generations(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str,
-                       counts: InputReport, origin: dict[tuple[str, str], str]) -> None:
+                       counts: InputReport, origin: dict[tuple[str, str], str], stop: Stop) -> None:
     """Generation ids are local to each database: new items get fresh ids in OUT, their scores follow."""
     generation_columns = [c for c in _columns(dst, "generations") if c != "id"]
     score_columns = [c for c in _columns(dst, "scores") if c != "generation_id"]
-    for generation in _rows(src, "generations", ["id", *generation_columns], order="id"):
+    for generation in _rows(src, "generations", ["id", *generation_columns], stop, order="id"):
         source_id = generation.pop("id")
         score = _one(src, "select " + ", ".join(f'"{c}"' for c in score_columns)
                      + " from scores where generation_id = ?", source_id)
@@ -447,7 +396,8 @@ def _merge_generations(dst: sqlite3.Connection, src: sqlite3.Connection, name: s
         assert existing is not None
         incoming = {**{c: generation[c] for c in COMPARED_GENERATION},
                     **({c: score[c] for c in (*COMPARED_SCORE, "metrics")} if score else {})}
-        merged_metrics = _compare_result(dst, src, existing, incoming, place, name, origin.get(place, out))
+        merged_metrics = _compare_result(dst, src, existing, incoming, place, name, origin.get(place, out),
+                                         source_id)
         if merged_metrics is not None:
             dst.execute("update scores set metrics = ? where generation_id = ?", (merged_metrics, existing["id"]))
             counts.extended += 1
@@ -472,7 +422,8 @@ def _resolution(existing: dict[str, Any] | None, score: dict[str, Any] | None) -
 
 
 def _compare_result(dst: sqlite3.Connection, src: sqlite3.Connection, existing: dict[str, Any],
-                    incoming: dict[str, Any], place: tuple[str, str], name: str, other: str) -> str | None:
+                    incoming: dict[str, Any], place: tuple[str, str], name: str, other: str, source_id: int
+                    ) -> str | None:
     """Raise MergeConflict when the two results of one item differ; return the united metrics JSON when the
     incoming side adds metric values the existing one lacks (else None)."""
     for column in (*COMPARED_GENERATION, *COMPARED_SCORE):
@@ -480,8 +431,8 @@ def _compare_result(dst: sqlite3.Connection, src: sqlite3.Connection, existing: 
             _conflict(src, place, name, other, column, existing[column], incoming[column])
     if "metrics" not in incoming:
         return None
-    ours = json.loads(existing["metrics"] or "{}")
-    theirs = json.loads(incoming["metrics"] or "{}")
+    ours = load_metrics(existing["metrics"], existing["id"])
+    theirs = load_metrics(incoming["metrics"], source_id)
     for metric in sorted(ours.keys() & theirs.keys()):
         if ours[metric] != theirs[metric]:
             _conflict(src, place, name, other, f"metric {metric}", ours[metric], theirs[metric])
@@ -501,13 +452,14 @@ def _conflict(src: sqlite3.Connection, place: tuple[str, str], name: str, other:
         f"({_short(ours)}); nothing was written")
 
 
-def _merge_metric_runs(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str) -> None:
-    for row in _rows(src, "metric_runs", _columns(dst, "metric_runs")):
+def _merge_metric_runs(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str, stop: Stop) -> None:
+    for row in _rows(src, "metric_runs", _columns(dst, "metric_runs"), stop):
         existing = _one(dst, "select identity from metric_runs where evaluation = ? and metric = ?",
                         row["evaluation"], row["metric"])
         if existing is None:
             _insert(dst, "metric_runs", row)
-        elif json.loads(existing["identity"] or "{}") != json.loads(row["identity"] or "{}"):
+        elif load_object(existing["identity"], "metric_runs", "identity", row["evaluation"]) \
+                != load_object(row["identity"], "metric_runs", "identity", row["evaluation"]):
             raise MergeConflict(
                 f"merge refused: {row['metric']} of evaluation {row['evaluation'][:12]}… was computed by "
                 f"different weights or versions in {name} and in {out} or an earlier input; nothing was written")
@@ -521,7 +473,8 @@ def _split_notes(dst: sqlite3.Connection, sources: list[sqlite3.Connection]) -> 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for key, model_id, task, settings in dst.execute("select key, model_id, task, settings from evaluations"):
         if key in keys:
-            groups.setdefault((model_id, task), []).append(_flatten(json.loads(settings or "{}")))
+            groups.setdefault((model_id, task), []).append(
+                _flatten(load_object(settings, "evaluations", "settings", key)))
     notes = []
     for (model_id, task), found in sorted(groups.items()):
         if len(found) < 2:

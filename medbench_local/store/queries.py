@@ -6,12 +6,12 @@ Why: "the database alone is enough to recompute every reported number". Aggregat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
 
+from ..gates.stored import load_metrics, load_object, member, member_object
 from ..tasks.base import OUTCOMES
 
 
@@ -73,18 +73,19 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
     """
     head = db.conn.execute("select model_id, task, settings, model_sha256 from evaluations where key = ?",
                            (key,)).fetchone()
-    settings = json.loads(head[2] or "{}")
-    double_first = bool(settings.get("task", {}).get("reference_quirks")) and _counts_first_twice(head[1])
+    settings = load_object(head[2], "evaluations", "settings", key)
+    task_settings = member_object(settings, "task", "evaluations", "settings", key)
+    double_first = bool(task_settings.get("reference_quirks")) and _counts_first_twice(head[1])
     outcomes = {name: 0 for name in OUTCOMES}
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     n = 0
-    for outcome, metrics in db.conn.execute("select outcome, metrics from scores where evaluation = ? "
-                                            "order by generation_id", (key,)):
+    for generation_id, outcome, metrics in db.conn.execute("select generation_id, outcome, metrics from scores "
+                                                           "where evaluation = ? order by generation_id", (key,)):
         weight = 2 if (double_first and n == 0) else 1
         n += 1
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        for name, value in json.loads(metrics or "{}").items():
+        for name, value in load_metrics(metrics, generation_id).items():
             sums[name] = sums.get(name, 0.0) + weight * float(value)
             counts[name] = counts.get(name, 0) + weight
     means = {name: total / counts[name] for name, total in sums.items()}
@@ -103,9 +104,11 @@ INPUT_COLUMNS = ("prompt",)
 
 
 def item_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Every scored item of every evaluation, joined into flat rows (for export and audits)."""
+    """Every scored item of every evaluation, joined into flat rows (for export and audits); ``score_row`` is the
+    scores row (to name it when a stored value is damaged), not an exported column."""
     return list(db.query("""
-        select e.model_id, e.model_sha256, e.role as evaluation_role, e.task, e.key as evaluation, i.item_id,
+        select s.generation_id as score_row, e.model_id, e.model_sha256, e.role as evaluation_role, e.task,
+               e.key as evaluation, i.item_id,
                i.content_sha256 as item_content_sha256, s.outcome, s.extracted, s.gold, s.metrics, g.prompt,
                g.output, g.prompt_tokens, g.truncated_tokens, g.completion_tokens, g.finish_reason, g.seconds,
                g.error, g.created_at
@@ -157,9 +160,12 @@ def evaluation_records(db: sqlite_utils.Database, model_id: str, task: str) -> l
     paths = _run_data_paths(db) if found else {}
     records = []
     for key, model, task_id, settings_text, created_at, run_id, last in found:
-        settings = json.loads(settings_text or "{}")
-        sha = (settings.get("task") or {}).get("data_sha256")
-        path = (settings.get("data") or {}).get("path") or paths.get((run_id, task_id, sha)) \
+        settings = load_object(settings_text, "evaluations", "settings", key)
+        sha = member(member_object(settings, "task", "evaluations", "settings", key), "data_sha256", "string",
+                     "evaluations", "settings", key)
+        path = member(member_object(settings, "data", "evaluations", "settings", key), "path", "string",
+                      "evaluations", "settings", key) \
+            or paths.get((run_id, task_id, sha)) \
             or paths.get((None, task_id, sha))
         records.append(EvaluationRecord(key, model, task_id, settings, (last or "", created_at or ""), path))
     return sorted(records, key=lambda r: (r.recency, r.key), reverse=True)
@@ -169,11 +175,8 @@ def _run_data_paths(db: sqlite_utils.Database) -> dict[tuple[str | None, str, st
     """(run id, task, data SHA-256) -> data path as the runs recorded them; (None, task, sha) -> the newest."""
     paths: dict[tuple[str | None, str, str | None], str] = {}
     for run_id, settings_text in db.conn.execute("select id, settings from runs order by started_at desc"):
-        try:
-            tasks = json.loads(settings_text or "{}").get("tasks") or []
-        except (ValueError, AttributeError):
-            continue
-        for entry in tasks:
+        tasks = load_object(settings_text, "runs", "settings", run_id).get("tasks") or []
+        for entry in tasks if isinstance(tasks, list) else []:
             if isinstance(entry, dict) and entry.get("data"):
                 task, sha = str(entry.get("task")), entry.get("data_sha256")
                 paths.setdefault((run_id, task, sha), str(entry["data"]))
@@ -240,17 +243,17 @@ def evaluation_head(db: sqlite_utils.Database, key: str) -> tuple[str, str, str 
     return row[0], row[1], row[2]
 
 
-def evaluation_scores(db: sqlite_utils.Database, key: str) -> list[tuple[str, str, str | None, str | None]]:
-    """(item key, outcome, metrics JSON, gold) of one evaluation's scores, in generation order."""
-    return list(db.conn.execute("select item, outcome, metrics, gold from scores where evaluation = ? "
-                                "order by generation_id", (key,)))
+def evaluation_scores(db: sqlite_utils.Database, key: str) -> list[tuple[int, str, str, str | None, str | None]]:
+    """(generation id, item key, outcome, metrics JSON, gold) of one evaluation's scores, in generation order."""
+    return list(db.conn.execute("select generation_id, item, outcome, metrics, gold from scores "
+                                "where evaluation = ? order by generation_id", (key,)))
 
 
 def answers_by_item(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
     """One evaluation's answers keyed by item key: the item, prompt, output and score (what ``show`` prints)."""
     return {row["item"]: row for row in db.query(
-        "select s.item, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, s.metrics "
-        "from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
+        "select s.item, s.generation_id, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, "
+        "s.metrics from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
         "where s.evaluation = ? order by g.id", [evaluation])}
 
 
@@ -263,6 +266,6 @@ def report_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], li
     models = list(db.query("select m.sha256, m.file_name, m.size_bytes, m.quantization, m.architecture, "
                            "m.chat_template_sha256, group_concat(distinct e.model_id) as model_ids from models m "
                            "left join evaluations e on e.model_sha256 = m.sha256 group by m.sha256"))
-    evaluations = list(db.query("select model_id, model_sha256, task, settings, created_at from evaluations "
+    evaluations = list(db.query("select key, model_id, model_sha256, task, settings, created_at from evaluations "
                                 "order by model_id, task, created_at"))
     return runs, models, evaluations

@@ -15,6 +15,6 @@ def evaluation_item_rows(db: sqlite_utils.Database, evaluation: str) -> dict[str
     """item key -> {item_id, payload, prompt, output, outcome, extracted, gold, metrics}, in generation order
     (payload and metrics are the stored JSON text; prompt is a SHA-256 when inputs were not stored)."""
     return {row["item"]: row for row in db.query(
-        "select s.item, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, s.metrics "
-        "from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
+        "select s.item, s.generation_id, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, "
+        "s.metrics from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
         "where s.evaluation = ? order by g.id", [evaluation])}
