@@ -43,7 +43,7 @@ import click
 from ..errors import UserError
 from ..gates.files import atomic_write, private_temporary_folder
 from ..store.catalog import datasette_metadata
-from ..store.readonly import open_read_only
+from ..store.readonly import open_for_reading, table_names
 from ..store.views import VIEWS
 from .common import db_option, stderr, stdout
 from .declare import OutputPath, declare
@@ -95,26 +95,33 @@ def immutable(db_path: Path) -> bool:
         return True
 
 
-def _stored_names(db_path: Path) -> set[str]:
-    """The tables and views of the file as Datasette will read it, checked to be a medbench-local database
-    (the read-only gate refuses anything else in one line). Never migrated: the connection is read-only."""
-    db = open_read_only(db_path)
+def _stored_names(db_path: Path) -> tuple[set[str], bool]:
+    """The tables and views of the file as Datasette will read it, after the read gate has checked it is a
+    medbench-local database (anything else is refused in one line), and whether it is older than today's
+    schema. Never migrated.
+
+    An older database is read by the gate through a temporary upgraded copy, which has today's views whatever
+    the file has; of the file itself only its tables are known (``table_names``), so its result views are
+    taken as missing and the canned queries that need them are left out rather than failing."""
+    source = open_for_reading(db_path)
     try:
-        return set(db.table_names()) | set(db.view_names())
+        if not source.upgraded:
+            return set(source.db.table_names()) | set(source.db.view_names()), False
     finally:
-        db.conn.close()
+        source.db.conn.close()
+    return table_names(db_path), True
 
 
 def _check_database(db_path: Path) -> set[str]:
     """The tables and views of a medbench-local database, opened strictly read-only (never migrated); an older
-    database without the result views is said in one line and served as it is."""
-    present = _stored_names(db_path)
+    database, or one without the result views, is said in one line and served as it is."""
+    present, older = _stored_names(db_path)
     missing = [name for name in VIEWS if name not in present]
     if missing:
-        stderr.print(f"{plain(db_path, one_line=True)}: an older database without the {' and '.join(missing)} "
-                     f"view{'s' if len(missing) > 1 else ''}; served as it is (read-only, never upgraded), without "
-                     "the canned queries that need them.",
-                     markup=False, soft_wrap=True)
+        what = "an older database (written by an earlier medbench-local)" if older else \
+            f"a database without the {' and '.join(missing)} view{'s' if len(missing) > 1 else ''}"
+        stderr.print(f"{plain(db_path, one_line=True)}: {what}; served as it is (read-only, never upgraded), "
+                     "without the canned queries that need today's result views.", markup=False, soft_wrap=True)
     return present
 
 

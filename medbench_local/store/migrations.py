@@ -113,15 +113,6 @@ def m005_prompt_tokens_evaluated(db: sqlite_utils.Database) -> None:
 
 
 
-@migration
-def m006_result_views_reading_order(db: sqlite_utils.Database) -> None:
-    """The views again, their columns in reading order (model, task, item, outcome, answers first; the
-    64-character hashes last): Datasette shows a view's columns in the order the view defines them."""
-    from .views import create_views
-
-    create_views(db)
-
-
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []

@@ -14,7 +14,9 @@ sees them:
 
 Columns are in reading order, because Datasette and pandas show them as they are: who (model, task, item),
 how it ended (outcome, extracted and gold answer), the metrics, the output and its timings, and the keys and
-64-character hashes last. Key columns keep the name of the table column they come from: ``run_id``,
+64-character hashes last. (A database created before this order keeps its own until a migration recreates the
+views for another reason: a migration only for the order would make every read command read every existing
+database through an upgraded copy, store/readonly.py.) Key columns keep the name of the table column they come from: ``run_id``,
 ``evaluation``, ``generation_id``, ``item`` (the item key), ``item_id`` (the dataset's own id), ``model_id``,
 ``task``, ``pair``.
 
