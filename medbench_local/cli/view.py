@@ -43,7 +43,9 @@ import click
 from ..errors import UserError
 from ..gates.files import atomic_write, private_temporary_folder
 from ..store.catalog import datasette_metadata
-from ..store.readonly import open_for_reading, table_names
+from ..store.database import reading
+from ..store.queries import reads_file
+from ..store.readonly import table_names
 from ..store.views import VIEWS
 from .common import db_option, stderr, stdout
 from .declare import OutputPath, declare
@@ -96,19 +98,16 @@ def immutable(db_path: Path) -> bool:
 
 
 def _stored_names(db_path: Path) -> tuple[set[str], bool]:
-    """The tables and views of the file as Datasette will read it, after the read gate has checked it is a
-    medbench-local database (anything else is refused in one line), and whether it is older than today's
-    schema. Never migrated.
+    """The tables and views of the file as Datasette will read it, and whether it is older than today's schema.
 
-    An older database is read by the gate through a temporary upgraded copy, which has today's views whatever
-    the file has; of the file itself only its tables are known (``table_names``), so its result views are
-    taken as missing and the canned queries that need them are left out rather than failing."""
-    source = open_for_reading(db_path)
-    try:
-        if not source.upgraded:
-            return set(source.db.table_names()) | set(source.db.view_names()), False
-    finally:
-        source.db.conn.close()
+    Through the read gate (``store.database.reading``), as every read command: only a regular medbench-local
+    database, never migrated, and damage (schema, stored values) is one line before anything is served. An older
+    database is read there through a temporary upgraded copy, which has today's views whatever the file has; of
+    the file itself only its tables are known (``table_names``), so its result views are taken as missing and
+    the canned queries that need them are left out rather than failing."""
+    with reading(db_path) as db:
+        if reads_file(db, db_path):
+            return set(db.table_names()) | set(db.view_names()), False
     return table_names(db_path), True
 
 

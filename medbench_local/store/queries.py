@@ -6,7 +6,9 @@ Why: "the database alone is enough to recompute every reported number". Aggregat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -233,6 +235,18 @@ def model_file_hashes(db: sqlite_utils.Database, model_id: str) -> set[str]:
 def view_names(db: sqlite_utils.Database) -> set[str]:
     """The SQL views the database holds (older databases may lack m004's)."""
     return {row[0] for row in db.conn.execute("select name from sqlite_master where type = 'view'")}
+
+
+def reads_file(db: sqlite_utils.Database, path: Path | str) -> bool:
+    """Whether ``db`` reads the file ``path`` itself, not the temporary upgraded copy the read gate makes of an
+    older database (store/readonly.py; that copy is unlinked, so it is never the same file as ``path``)."""
+    row = db.conn.execute("select file from pragma_database_list where name = 'main'").fetchone()
+    if not row or not row[0]:
+        return False
+    try:
+        return os.path.samefile(row[0], path)
+    except OSError:
+        return False
 
 
 def evaluation_head(db: sqlite_utils.Database, key: str) -> tuple[str, str, str | None]:
