@@ -112,7 +112,6 @@ def m005_prompt_tokens_evaluated(db: sqlite_utils.Database) -> None:
     db["generations"].add_column("prompt_tokens_evaluated", int)
 
 
-
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []
