@@ -4,8 +4,9 @@ Why: results hold prompts and outputs, possibly patient text. Binding to 127.0.0
 
 * **DNS rebinding**: any web page the user visits while ``view`` runs can point its own host name at
   127.0.0.1 and read the pages as "same origin". Such a request carries the attacker's host name in its
-  ``Host`` header, so only requests whose Host is exactly the address served (``127.0.0.1:PORT`` or
-  ``localhost:PORT``) are answered; anything else gets 421 and no data.
+  ``Host`` header, so only requests whose Host names the loopback address (``127.0.0.1``, ``localhost`` or
+  ``[::1]``, with the port served or the local port of an SSH forward) are answered; anything else gets 421
+  and no data.
 * **Other accounts on a shared machine** reach 127.0.0.1 too. So, as Jupyter does, ``view`` prints a URL with a
   random token (``secrets.token_urlsafe(32)``); the first request with the right token sets an HttpOnly,
   SameSite=Strict cookie and sends the browser on to the same address without the token; every other request
@@ -29,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -52,7 +54,7 @@ _REFUSED = """<!DOCTYPE html>
 """
 
 _MISDIRECTED = ("This medbench-local view answers only requests for its own address (127.0.0.1:{port} or "
-                "localhost:{port}).\n")
+                "localhost:{port}, or an SSH forward to it).\n")
 
 _WELCOME = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={url}">
@@ -71,12 +73,22 @@ def cookie_value(token: str) -> str:
     return hmac.new(token.encode("utf-8"), b"medbench-local view cookie", hashlib.sha256).hexdigest()
 
 
-def allowed_hosts(port: int) -> frozenset[str]:
-    """The Host headers of the address served; a browser leaves out the port when it is 80."""
-    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
-    if port == 80:
-        hosts |= {"127.0.0.1", "localhost"}
-    return frozenset(hosts)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def host_allowed(host: str) -> bool:
+    """Whether a Host header names this machine's loopback address: 127.0.0.1, localhost or [::1], with any port
+    or none. A rebinding page's requests name the page's own host, so the name is what matters; the port is left
+    free because an SSH forward (``ssh -L 9000:127.0.0.1:8001``) makes the browser say the local port."""
+    if not host.isascii():
+        return False
+    name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not colon:
+        name = host
+    elif not _PORT.fullmatch(port):
+        return False
+    return name.lower() in LOOPBACK_NAMES
 
 
 def _same(given: str, expected: str) -> bool:
@@ -92,7 +104,6 @@ class Guard:
         self.app = app
         self.token = token
         self.port = port
-        self.hosts = allowed_hosts(port)
         self.cookie = cookie_name(port)
         self.cookie_value = cookie_value(token)
 
@@ -106,7 +117,7 @@ class Guard:
             return
         headers = _headers(scope)
         hosts = headers.get("host", [])
-        if len(hosts) != 1 or hosts[0].lower() not in self.hosts:
+        if len(hosts) != 1 or not host_allowed(hosts[0]):
             await _respond(send, 421, _MISDIRECTED.format(port=self.port), "text/plain")
             return
         tokens = _query_values(scope, "token")
