@@ -846,8 +846,12 @@ def test_a_browser_opened_on_the_redirect_file_gets_in(server: Server, tmp_path:
     (A 302 after the token would lose the SameSite=Strict cookie here: the navigation began on another site.)"""
     browser = browser_or_skip()
     page = view_module._redirect_file(tmp_path, f"{server.url}/?token={server.token}")
-    done = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=False)
+    for attempt in range(3):  # an empty dump is headless Chromium's own hiccup (seen ~1 in 10 on busy cores while
+        profile = tmp_path / f"profile-{attempt}"  # it follows the refreshes), not an answer: a fresh browser again
+        done = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+                               "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180, check=False)
+        if done.stdout.strip():
+            break
     assert "Start with a question" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     assert "printed" not in done.stdout
 
