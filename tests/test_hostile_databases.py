@@ -200,7 +200,7 @@ def expand(argv: list[str], db: Path, out: Path) -> list[str]:
         (inputs / "prompts.toml").write_text('system = "Answer briefly."\n', encoding="utf-8")
         shutil.copy(REPO / "bench_data" / "jama" / "cases.csv", inputs / "cases.csv")
     values = {"{db}": db, "{out}": out, "{config}": inputs / "models.toml", "{prompts}": inputs / "prompts.toml",
-              "{data}": inputs / "cases.csv", "{folder}": out / "folder"}
+              "{data}": inputs / "cases.csv", "{folder}": out / "folder", "{task}": "jama"}
     expanded = []
     for part in argv:
         for placeholder, value in values.items():

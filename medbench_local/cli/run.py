@@ -230,8 +230,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 
 
 @declare(reads=("database", "config", "data", "prompts", "model"), writes=("database",),
-         example=("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", "{db}",
-                  "--config", "{config}", "--prompts", "{prompts}", "--data", "jama={data}", "--accept-changed-model"))
+         example=("run", "--model", "smollm2-135m-instruct", "--task", "{task}", "--limit", "1", "--db", "{db}",
+                  "--config", "{config}", "--prompts", "{prompts}", "--data", "{task}={data}", "--accept-changed-model"))
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")

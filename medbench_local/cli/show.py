@@ -111,7 +111,7 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
     return Panel(f"{head}\n\n{output}", title=label, title_align="left")
 
 
-@declare(reads=("database", "config"), example=("show", "--db", "{db}", "--config", "{config}", "--pair", "demo", "--task", "jama"))
+@declare(reads=("database", "config"), example=("show", "--db", "{db}", "--config", "{config}", "--pair", "demo", "--task", "{task}"))
 @click.command("show")
 @db_option
 @pair_options
