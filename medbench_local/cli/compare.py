@@ -238,7 +238,8 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
       medbench-local compare --db results.db --pair demo --task jama --json
       medbench-local compare --db results.db --markdown > results.md
       medbench-local compare --db results.db --task jama --allow-different-data
-      medbench-local compare --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
+      medbench-local compare --db study.db --task nejm,jama \\
+          --models openbiollm-70b llama3-70b-instruct
     """
     reports, conflicts = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
                                       config_path, model_pair)

@@ -214,10 +214,13 @@ def export_command(db_path: Path, fmt: str, aggregate: bool, pair_filter: tuple[
     \b
     Examples:
       medbench-local export --db results.db -o items.csv
-      medbench-local export --db results.db --pair demo --task jama --omit-inputs -o jama.csv
-      medbench-local export --db results.db --format jsonl --omit-inputs -o outputs.jsonl
+      medbench-local export --db results.db --pair demo --task jama \\
+          --omit-inputs -o jama.csv
+      medbench-local export --db results.db --format jsonl \\
+          --omit-inputs -o outputs.jsonl
       medbench-local export --db results.db --aggregate -o summary.csv
-      medbench-local export --db study.db --aggregate --models openbiollm-70b llama3-70b-instruct
+      medbench-local export --db study.db --aggregate \\
+          --models openbiollm-70b llama3-70b-instruct
     """
     if out_path is not None:  # refuse a bad target before reading anything
         check_output_target(out_path, protect=database_files(db_path))

@@ -288,7 +288,9 @@ def print_prose(console: Console, text: Cell, *, indent: str = "", hanging: str 
     if width is None:
         console.print(value, soft_wrap=True)
         return
-    for number, line in enumerate(_wrap(value, width, max(width - cell_len(hanging), 20))):
+    if width - cell_len(hanging) < 20:  # a line too narrow for an indent: none
+        hanging = ""
+    for number, line in enumerate(_wrap(value, width, width - cell_len(hanging))):
         console.print(line if number == 0 else Text(hanging) + line, soft_wrap=True)
 
 

@@ -100,7 +100,8 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
     Examples:
       medbench-local models pull --pair openbiollm-8b
       medbench-local models pull smollm2-135m-instruct gemma3-270m
-      HF_TOKEN=hf_... medbench-local models pull llama3-8b-instruct     # gated upstream licence
+      # a model under a gated upstream licence:
+      HF_TOKEN=hf_... medbench-local models pull llama3-8b-instruct
     """
     config = read_config(config_path)
     specs = list(config.models.values()) if all_models else select_models(config, pairs, model_ids)

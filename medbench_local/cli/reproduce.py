@@ -174,10 +174,13 @@ def reproduce_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: t
 
     \b
     Examples:
-      medbench-local run --pair openbiollm-8b --task nejm --data nejm=my_nejm.jsonl --db study.db
+      medbench-local run --pair openbiollm-8b --task nejm \\
+          --data nejm=my_nejm.jsonl --db study.db
       medbench-local reproduce --db study.db
-      medbench-local reproduce --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
-      medbench-local reproduce --db results.db --as smollm2-135m-instruct=Llama3-OpenBioLLM-8B \\
+      medbench-local reproduce --db study.db --task nejm,jama \\
+          --models openbiollm-70b llama3-70b-instruct
+      medbench-local reproduce --db results.db \\
+          --as smollm2-135m-instruct=Llama3-OpenBioLLM-8B \\
           --as gemma3-270m=Meta-Llama-3-8B-Instruct
     """
     alias_map = _aliases(aliases)

@@ -147,9 +147,12 @@ def show_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[
     \b
     Examples:
       medbench-local show --db results.db --pair demo --task jama
-      medbench-local show --db results.db --pair openbiollm-8b --task meqsum --metric rougeL --limit 3 --prompts
-      medbench-local show --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
-      medbench-local show --db results.db --model smollm2-135m-instruct --task jama --modes generate,loglik
+      medbench-local show --db results.db --pair openbiollm-8b --task meqsum \\
+          --metric rougeL --limit 3 --prompts
+      medbench-local show --db study.db --task nejm,jama \\
+          --models openbiollm-70b llama3-70b-instruct
+      medbench-local show --db results.db --model smollm2-135m-instruct \\
+          --task jama --modes generate,loglik
     """
     chosen = len(pair_filter) + (model_pair is not None) + (model_id is not None)
     if chosen != 1:
