@@ -307,7 +307,8 @@ def summary_line(report: PairReport, *, names: bool = True) -> str:
         found = where(side)
         if found:
             who = f"{model} ({side})" if names else side
-            parts.append(f"{who} ahead on {len(found)} of {len(rows)} rows ({', '.join(found)})")
+            count = "the one row" if len(rows) == 1 else f"{len(found)} of {len(rows)} rows"
+            parts.append(f"{who} ahead on {count} ({', '.join(found)})")
     neither = len(where(None))
     if neither == len(rows):
         parts.append(f"no significant difference on any of the {len(rows)} rows" if neither > 1

@@ -158,7 +158,7 @@ def markdown(reports: list[PairReport]) -> str:
     lines: list[str] = []
     for report in reports:
         lines += [f"### {report.pair}: {report.biomedical_model} (biomedical) vs {report.general_model} (general)",
-                  "", summary_line(report), "",
+                  "", summary_line(report, names=False), "",
                   "| task | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | verdict "
                   "(Holm-adjusted p) | test | p (unadjusted) | discordant bio>gen / gen>bio | truncated bio / gen "
                   "| data |",

@@ -242,13 +242,14 @@ SCRIPT = r"""
       $("mb-outcome").appendChild(option);
     });
     var state = {q: "", group: "", outcome: "", side: "either", disagree: false, sort: "absdelta", open: null};
-    // the text search: each item's own text (id, gold, answers, outputs, its part of the prompt) lower-cased
-    // once, on the first search; the prompt part all items of a row group share is searched once per group
+    // the text search: each item's own text (id, gold, answers, outputs, its part of the prompt, with the end
+    // of the part all items of its row group share, so that a phrase across the two is found) lower-cased once,
+    // on the first search; the shared part itself is searched once per group
     var texts = null, groupHits = null, searched = null;
     function itemText(item) {
       var parts = [item[1], item[2]];
       [item[3], item[4]].forEach(function (s) { if (s) { parts.push(s[1], s[3]); } });
-      if (item[5] !== null) parts.push(item[5]);
+      if (item[5] !== null) parts.push(G[item[0]].prefix.slice(-200) + item[5]);
       if (item[6]) item[6].forEach(function (s) { if (typeof s === "string") parts.push(s); });
       return parts.filter(function (p) { return p !== null && p !== undefined; }).join("\n").toLowerCase();
     }
