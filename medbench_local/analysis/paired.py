@@ -23,8 +23,8 @@ from typing import Any
 
 import sqlite_utils
 
-from ..metrics.stats import (Interval, format_p, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test,
-                             paired_proportion_difference_ci, wilson_ci)
+from ..metrics.stats import (Interval, format_p, holm, mcnemar_exact, mean_ci, paired_difference_ci,
+                             paired_permutation_test, paired_proportion_difference_ci, wilson_ci)
 from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
 from ..errors import UserError
 from ..tasks import get_task, task_ids

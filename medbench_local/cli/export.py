@@ -183,8 +183,8 @@ def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
 @click.option("--aggregate", is_flag=True,
               help="Instead of one row per item: compare's numbers ('model' rows: each metric's score with its 95% "
                    "CI per pair, role, task, data and scoring mode; 'delta' rows: biomedical − general with its CI, "
-                   "test, p, Holm-adjusted p and the verdict in words) and one 'evaluation' row per evaluation (n, means, outcome counts, data, and how "
-                   "compare pairs it: pair, paired_with, pairing).")
+                   "test, p, Holm-adjusted p and the verdict in words) and one 'evaluation' row per evaluation (n, "
+                   "means, outcome counts, data, and how compare pairs it: pair, paired_with, pairing).")
 @pair_options
 @task_option("Only these tasks (repeatable, or comma-separated: --task nejm,jama).")
 @click.option("--model", "model_filter", multiple=True, metavar="ID[,ID...]", callback=split_commas,

@@ -32,7 +32,8 @@ from rich.table import Table
 from rich.text import Text
 
 # Header words and their short forms, used only when a table does not fit the width with its full headers (step
-# 2 above). The README's "Reading the tables" lists the same.
+# 2 above), and only for a column whose header, not its cells, makes it wide. A table that uses one says so in a
+# line under it ("Abbreviated: bio = biomedical, ..."); the README lists them all.
 ABBREVIATIONS: dict[str, str] = {
     "biomedical": "bio",
     "general": "gen",

@@ -256,7 +256,10 @@ SCRIPT = r"""
     function found(index) {
       var q = state.q.toLowerCase();
       if (!texts) texts = I.map(itemText);
-      if (searched !== q) { groupHits = G.map(function (g) { return g.prefix.toLowerCase().indexOf(q) >= 0; }); searched = q; }
+      if (searched !== q) {
+        groupHits = G.map(function (g) { return g.prefix.toLowerCase().indexOf(q) >= 0; });
+        searched = q;
+      }
       return groupHits[I[index][0]] || texts[index].indexOf(q) >= 0;
     }
     var shown = page, openRow = null;
@@ -389,7 +392,8 @@ SCRIPT = r"""
       });
     }
     readHash();
-    $("mb-search").value = state.q; $("mb-group").value = state.group; $("mb-outcome").value = state.outcome; $("mb-side").value = state.side;
+    $("mb-search").value = state.q;
+    $("mb-group").value = state.group; $("mb-outcome").value = state.outcome; $("mb-side").value = state.side;
     $("mb-sort").value = state.sort; $("mb-disagree").checked = state.disagree;
     bind("mb-search", "q", function () { return $("mb-search").value.trim(); }, "input");
     bind("mb-group", "group", function () { return $("mb-group").value; });

@@ -25,7 +25,8 @@ from ..store.queries import report_metadata
 from . import browser, sections
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#212121}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+padding:0 1rem;color:#212121}
 h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6rem 0}
 td,th{border:1px solid #ddd;padding:.25rem .5rem;font-size:.85rem;vertical-align:top}th{background:#f5f5f5}
 td.num{text-align:right}.ahead-biomedical{color:#2e7d32;font-weight:600}.ahead-general{color:#c62828;font-weight:600}
