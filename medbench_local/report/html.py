@@ -42,7 +42,7 @@ dl.settings{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .8rem;
 table.stats td,table.stats th,table.outcomes td,table.outcomes th{font-size:.8rem;padding:.2rem .35rem}
 ul.summary{background:#f5f9ff;border:1px solid #d6e4f5;padding:.6rem 1rem .6rem 2rem;font-size:.95rem}
 ul.summary li{margin:.2rem 0}.verdict-line{font-weight:600}
-#mb-search{min-width:16rem}
+#mb-search{min-width:16rem}td code{overflow-wrap:anywhere}
 """
 
 

@@ -235,11 +235,13 @@ def notes_block(report: PairReport) -> str:
 # ---------------------------------------------------------------------------------------------- metadata
 
 def models_table(models: list[dict[str, Any]]) -> str:
-    rows = [[escape(str(m["model_ids"] or "—")), escape(str(m["file_name"])), f"<code>{escape(m['sha256'])}</code>",
-             escape(str(m["quantization"])), escape(str(m["architecture"])),
-             f"{(m['size_bytes'] or 0) / 2**20:,.0f} MiB",
-             f"<code>{escape((m['chat_template_sha256'] or '—')[:16])}</code>"] for m in models]
-    return table(["model id(s)", "file", "SHA-256", "quantization", "architecture", "size", "chat template"], rows)
+    """Every model file: the short facts first, the 64-character SHA-256 last (it scrolls in the table's box on a
+    narrow page rather than squeezing the names)."""
+    rows = [[breakable(str(m["model_ids"] or "—")), breakable(str(m["file_name"])), escape(str(m["quantization"])),
+             escape(str(m["architecture"])), f"{(m['size_bytes'] or 0) / 2**20:,.0f} MiB",
+             f"<code>{escape((m['chat_template_sha256'] or '—')[:16])}</code>", f"<code>{escape(m['sha256'])}</code>"]
+            for m in models]
+    return table(["model id(s)", "file", "quantization", "architecture", "size", "chat template", "SHA-256"], rows)
 
 
 def _settings(evaluation: dict[str, Any]) -> dict[str, Any]:
