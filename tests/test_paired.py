@@ -432,6 +432,10 @@ def test_the_verdict_is_in_words_in_the_table_markdown_and_json(tmp_path: Path, 
                "general ahead": "general ahead on the one row (jama accuracy)",
                "no significant difference": "no significant difference on the one row"}[words]
     assert summary in table and summary in markdown
+    exported = [json.loads(line) for line in invoke("export", "--db", str(db), "--aggregate", "--format", "jsonl",
+                                                    "--resamples", "200").output.splitlines()]
+    (delta,) = [r for r in exported if r["row"] == "delta"]
+    assert delta["delta_accuracy_verdict"] == words and delta["delta_accuracy_p_adjusted"] == payload["p_adjusted"]
 
 
 def test_the_methods_footer_is_printed_once_per_output(tmp_path: Path) -> None:
