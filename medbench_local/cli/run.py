@@ -311,13 +311,19 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     Examples:
       medbench-local run --pair demo --task jama
       medbench-local run --pair demo --task nejm --task jama --db results.db
-      medbench-local run --pair openbiollm-8b --task jama --data jama=~/cases/jama.csv
-      medbench-local run --model llama3-8b-instruct --task nejm --data my_nejm.jsonl --limit 5
-      medbench-local run --pair demo --task pubmedqa --data pubmedqa=~/pubmedqa --limit 0.1
-      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db   # then: medbench-local merge
+      medbench-local run --pair openbiollm-8b --task jama \\
+          --data jama=~/cases/jama.csv
+      medbench-local run --model llama3-8b-instruct --task nejm \\
+          --data my_nejm.jsonl --limit 5
+      medbench-local run --pair demo --task pubmedqa \\
+          --data pubmedqa=~/pubmedqa --limit 0.1
+      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db
+          # then, with the other shards: medbench-local merge
       medbench-local run --pair demo --task jama --task mednli --scoring both
-      medbench-local run --pair demo --task longhealth --document-order per-patient
-      medbench-local run --model my-served-model --task jama   # engine = "openai" in models.toml
+      medbench-local run --pair demo --task longhealth \\
+          --document-order per-patient
+      medbench-local run --model my-served-model --task jama
+          # a model with engine = "openai" in models.toml
 
     A model with engine = "openai" in models.toml is run on its OpenAI-compatible server (llama-server,
     vLLM, llama-cpp-python's server) with up to max_concurrency items in flight; the run reaches that server
