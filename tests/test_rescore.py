@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from medbench_local.metrics import bertscore
+from medbench_local.metrics.extraction import EXTRACTION_VERSION
 
 from .conftest import REPO, copy_db, invoke, rows
 
@@ -141,8 +142,8 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
     new = {model: key for key, model in rows(db, "select key, model_id from evaluations where task = 'jama' "
                                                  "and key not in (?, ?)", *old.values())}
     assert set(new) == {"smollm2-135m-instruct", "gemma3-270m"}
-    assert result.output.count("items re-scored with extraction v2") == 2
-    assert result.output.count("already scored with extraction v2") == 2  # nejm: current, skipped with a note
+    assert result.output.count(f"items re-scored with extraction v{EXTRACTION_VERSION}") == 2
+    assert result.output.count(f"already scored with extraction v{EXTRACTION_VERSION}") == 2  # nejm: current, skipped with a note
     assert rows(db, "select key from evaluations where task = 'nejm' order by key") == nejm_before
     for model, key in new.items():
         # the old evaluation is untouched, the new one holds the same generations with today's scores
@@ -150,8 +151,8 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
         copied = evaluation_snapshot(db, key)
         assert [r[:13] for r in copied] == [r[:13] for r in before[model]]  # item, run_id, prompt ... created_at
         settings = json.loads(rows(db, "select settings from evaluations where key = ?", key)[0][0])
-        assert settings["rescored_from"] == old[model] and settings["extraction_version"] == "2"
-        assert settings["task"]["extraction"].endswith(" v2")
+        assert settings["rescored_from"] == old[model] and settings["extraction_version"] == EXTRACTION_VERSION
+        assert settings["task"]["extraction"].endswith(f" v{EXTRACTION_VERSION}")
     echoed = scored_items(db, new["gemma3-270m"])["jama-demo-03"]
     assert echoed[:2] == ("unparseable", None) and echoed[2]["accuracy"] == 0.0
     assert scored_items(db, old["gemma3-270m"])["jama-demo-03"][:2] == ("correct", "A")  # old scores readable
@@ -159,7 +160,7 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
                                                  "order by started_at desc limit 1")
     recorded = json.loads(settings_json)
     assert json.loads(command) and status == "completed"  # the process's command line (pytest's, here)
-    assert recorded["rescore"] == "extraction" and recorded["extraction_version"] == "2"
+    assert recorded["rescore"] == "extraction" and recorded["extraction_version"] == EXTRACTION_VERSION
     assert {(e["from"], e["to"]) for e in recorded["evaluations"]} == {(old[m], new[m]) for m in old}
     assert rows(db, "select count(*) from runs")[0][0] == runs_before + 1
 
@@ -273,7 +274,7 @@ def test_rescoring_an_old_evaluation_equals_scoring_it_today(tmp_path: Path, tas
                          "where generation_id = ?", (json.dumps(credited), gid))
     stale = evaluation_snapshot(old_db, old_key)
     result = invoke("rescore", "--extraction", "--db", str(old_db), "--task", task_id, "--model", "fake")
-    assert "items re-scored with extraction v2" in result.output
+    assert f"items re-scored with extraction v{EXTRACTION_VERSION}" in result.output
     assert rows(old_db, "select key from evaluations where key != ?", old_key) == [(today_key,)]
     assert scored_items(old_db, today_key) == expected
     assert evaluation_snapshot(old_db, old_key) == stale

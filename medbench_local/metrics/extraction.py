@@ -48,7 +48,10 @@ __all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_cho
 # Part of the score identity: MCQ tasks put it into settings()["extraction"], so results scored by an older
 # extraction are never mixed with new ones (``rescore --extraction`` re-scores them without regenerating).
 # "2": option-list echoes are unparseable, letter-text conflicts are their own outcome.
-EXTRACTION_VERSION = "2"
+# "3": a letter followed by another option's text is a conflict whatever follows that text (issue 19: "A.
+# Tuberculosis is ..."), longest option text first; lists of labels whose "texts" are labels ("A. A.\nB. B.")
+# are echoes.
+EXTRACTION_VERSION = "3"
 # Methods that credit no letter: nothing read, an echoed option list, or a letter contradicted by its text.
 NO_ANSWER_METHODS = frozenset({"none", "echo", "conflict"})
 
@@ -164,19 +167,34 @@ _BARE_LABEL = re.compile(r"[(\[]?[ \t]?([A-Za-z])[ \t]?[)\].:]?")
 # A bare label ending a line that is not itself a list line ("The answer is A" followed by "B", "C" lines).
 _BARE_TAIL = re.compile(r"(?:(?<=[\s:*_(\[>])[(\[]?(?P<any>[A-Za-z])|(?<=[a-z])[(\[]?(?P<upper>[A-Z]))"
                         r"[)\].:]?[*_]{0,3}[ \t]*$")
+# A listed label whose "text" is itself a label: "A. A.", "B) (B)", "C. D.", "A. Option A" (a garbled echo of the
+# option list, issue 19). The first label is the entry's letter.
+_LABEL_PAIR = re.compile(r"[*_]{0,2}[(\[]?(?P<l>[A-Za-z])[.):\]][*_]{0,2}[ \t]{1,3}[*_]{0,2}"
+                         r"(?:(?:option|choice|answer)[ \t]{0,3})?[(\[]?[A-Za-z](?![\w-])[.):\]]?[*_]{0,2}[ \t]*",
+                         re.IGNORECASE)
+# The same pair ending a line that is not a list line ("The answer is A. A." before "B. B.").
+_PAIR_TAIL = re.compile(r"(?<=[\s:*_])" + _LABEL_PAIR.pattern + "$", re.IGNORECASE)
+# Two or more such pairs ending a line after other text ("The answer is: A. A. B. B. C. C.").
+_PAIR_RUN = re.compile(r"(?<=[\s:*_])(?:" + _LABEL_PAIR.pattern.replace("?P<l>", "") + "){2,}$", re.IGNORECASE)
 _DECOR_CHARS = " \t\r\n*_`\"'“”‘’"  # stripped with str.strip: a regex "[...]+$" is quadratic on long runs
 
 # ---- letter-text conflicts ----------------------------------------------------------------------------------
 # Between a letter and the text that names its option: "A. x", "A: x", "(A) x", "**A.** x", "A - x", "A, x".
 _AFTER_LETTER = re.compile(r"[)\]}*_\"'”’`$]{0,6}[ \t]{0,3}(?:[.:,=\-–—][ \t]{0,3})?[(\[*_\"'“‘`]{0,4}[ \t]{0,3}")
-# Where an option's text may end inside that text: punctuation, markdown, the line's end, or an explanation.
-_TEXT_END = re.compile(
-    r"(?=[.,;:!?)\]}*_\"'”’`]|[ \t]*$|[ \t]+(?:(?:because|since|as|given|due|which|so|but)(?![\w-])|[-–—(]))",
-    re.IGNORECASE,
-)
 # Text after the letter that argues against another option, not naming its own: "D, not pulmonary embolism".
 _NEGATED_TEXT = re.compile(r"(?:not|rather\s+than|instead\s+of|over|vs\.?|versus|than|unlike|excluding)\b",
                            re.IGNORECASE)
+# After another option's text, words that argue against it ("B. Intracerebral hemorrhage is unlikely ..."): the
+# letter's explanation, not a second answer. The same negations as after a letter (_NEGATED_AFTER), plus "can be
+# ruled out / excluded" and "does not fit".
+_ARGUED_AGAINST = re.compile(
+    r"[ \t,)\]*_\"'”’`]{0,6}(?:(?:is|was|are|were|seems|appears)\s+(?:not|incorrect|wrong|unlikely|less\s+likely|"
+    r"ruled\s+out|excluded)\b|(?:isn'?t|wasn'?t|aren'?t|doesn'?t|does\s+not|do\s+not)\b"
+    r"|(?:can|could|should|must|may)\s+be\s+(?:ruled\s+out|excluded)\b)",
+    re.IGNORECASE,
+)
+# A word of text after a letter, as options are compared: letters and digits, everything else separates.
+_WORD = re.compile(r"[^\W_]+")
 _MAX_TEXT = 400  # characters of a line read as the text after a letter
 
 
@@ -243,6 +261,17 @@ def _matching_option(text: str, opts: Mapping[str, str], threshold: float) -> st
     return found[0] if found else None
 
 
+def _label_pairs(body: str, offset: int, valid: Mapping[str, str]) -> tuple[_Entry, ...]:
+    """The entries of a line made only of labels whose "text" is a label ("A. A.", "C. D.", "A. A. B. B."):
+    bare entries (no option text), one per pair; empty unless the pairs fill the line."""
+    entries, pos = [], 0
+    while pos < len(body) and (m := _LABEL_PAIR.match(body, pos)) and m.end() > pos:
+        if m.group("l").upper() in valid:
+            entries.append(_Entry(m.group("l").upper(), offset + m.start("l"), bare=True))
+        pos = m.end()
+    return tuple(entries) if entries and not body[pos:].strip(_DECOR_CHARS) else ()
+
+
 def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[str, str],
                threshold: float) -> _Line:
     """Listed options in one line: labels followed by an option's text (up to the next label), a bare label
@@ -295,11 +324,18 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
         whole = _matching_option(body, opts, threshold) if body.strip() else None
         if whole is not None:
             return _Line((_Entry(whole, None),), True, None)
+        if pairs := _label_pairs(body, offset + lead_end, valid):
+            return _Line(pairs, True, None)
+        run = _PAIR_RUN.search(line, max(lead_end, len(line) - 200))
+        if run and len(pairs := _label_pairs(line[run.start():], offset + run.start(), valid)) >= 2:
+            return _Line(pairs, False, pairs[-1])
     starts = bool(entries) and entries[0][1] <= lead_end
     tail = None
     if not starts:
         if last is not None:
             tail = last
+        elif (m_pair := _PAIR_TAIL.search(line, max(0, len(line) - 40))) and m_pair.group("l").upper() in valid:
+            tail = _Entry(m_pair.group("l").upper(), offset + m_pair.start("l"), bare=True)
         elif m_tail := _BARE_TAIL.search(line, max(0, len(line) - 12)):
             group = "any" if m_tail.group("any") else "upper"
             if m_tail.group(group).upper() in valid:
@@ -361,45 +397,95 @@ def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
 # ---- letter-text conflicts -----------------------------------------------------------------------------------
 
 
-def _leading_match(option: str, text: str, threshold: float) -> float:
-    """How well ``text`` *starts with* ``option``'s whole text: the best ratio over the places where an
-    option's text may end (punctuation, line end, "because ..."), 0 when below the threshold. The first
-    words must agree, so "not pulmonary embolism" never names "Pulmonary embolism"."""
-    norm_option = _norm(option)
-    if not norm_option:
-        return 0.0
-    first = norm_option.split()[0]
-    limit = int(1.6 * len(option)) + 12
-    best = 0.0
-    for cut in _TEXT_END.finditer(text):
-        if cut.start() > limit:
+def _words(text: str, limit: int) -> tuple[list[str], list[int]]:
+    """The first ``limit`` words of ``text``, casefolded, and where each ends in ``text`` (the normalisation of
+    ``_norm``, word by word)."""
+    words, ends = [], []
+    for m in _WORD.finditer(text):
+        if len(words) == limit:
             break
-        candidate = _norm(text[: cut.start()])
-        if not candidate or not _same_text(norm_option, candidate, threshold):
+        words.append(m.group().casefold())
+        ends.append(m.end())
+    return words, ends
+
+
+@dataclass(frozen=True)
+class _Lead:
+    """An option whose whole text the words after a letter begin with: how well (rapidfuzz ratio) and how many
+    of those words it takes."""
+
+    letter: str
+    ratio: float
+    words: int
+
+
+def _leading_option(letter: str, option: list[str], words: list[str], threshold: float) -> _Lead | None:
+    """Whether ``words`` *begin with* ``option``'s whole text, whatever follows: the first n words (n-1 or
+    n+1 too, for a typo that splits or joins words; n = the option's word count) are that text within the fuzzy
+    threshold. The first words must agree, so "not pulmonary embolism" never names "Pulmonary embolism"."""
+    if not option:
+        return None
+    text, best = " ".join(option), None
+    for n in (len(option), len(option) - 1, len(option) + 1):
+        if not 1 <= n <= len(words):
             continue
-        if len(first) >= 3 and fuzz.ratio(first, candidate.split()[0]) < 75:
+        candidate = " ".join(words[:n])
+        if not _same_text(text, candidate, threshold):
             continue
-        best = max(best, fuzz.ratio(norm_option, candidate))
+        if len(option[0]) >= 3 and fuzz.ratio(option[0], words[0]) < 75:
+            continue
+        ratio = fuzz.ratio(text, candidate)
+        if best is None or ratio > best.ratio:
+            best = _Lead(letter, ratio, n)
     return best
 
 
-def _conflict(letter: str, after: str, valid: Mapping[str, str], threshold: float,
-              margin: float) -> Extraction | None:
-    """A conflict when the text right after ``letter`` is another option's text: that option matches (fuzzy
-    threshold) and beats the letter's own option by the fuzzy margin ("C. Vitamin D": D 100, C 89). Text that
-    matches the own option as well as any other, or matches no option, keeps the letter."""
+def _named_option(leads: list[_Lead], margin: float) -> tuple[_Lead, list[_Lead]]:
+    """The option the words begin with: the longest matching text first ("Aspirin and clopidogrel" beats
+    "Aspirin"), then the best ratio. Also returns the runners-up that take as many words and are within the
+    fuzzy margin of it (near-identical texts such as "Vitamin C" and "Vitamin D" need the margin)."""
+    longest = max(lead.words for lead in leads)
+    same = sorted((lead for lead in leads if lead.words == longest), key=lambda lead: -lead.ratio)
+    return same[0], [lead for lead in same[1:] if same[0].ratio - lead.ratio < margin]
+
+
+def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: float,
+                margin: float) -> tuple[Extraction | None, str]:
+    """Judge the text right after a read ``letter`` (on the same line): ``(conflict, "")`` when it begins with
+    another option's whole text, whatever follows ("A. Tuberculosis is a serious disease" where D is
+    "Tuberculosis"), else ``(None, note)`` with the note to add to the letter's detail ("" when nothing was
+    decided).
+
+    The options the words begin with are compared longest first: text that begins with the letter's own option
+    keeps it, even when a shorter option's text begins it too ("B. Aspirin and clopidogrel", A "Aspirin"); a
+    longer option's text beats the own shorter one ("A. Aspirin and clopidogrel" is a conflict). Another
+    option's text keeps the letter when the own option's text begins with it ("B. Aspirin" for B "Aspirin and
+    clopidogrel": a shortened own text), when words after it argue against it ("B. Intracerebral hemorrhage
+    is unlikely"), or when the own option's text matches as well (within the fuzzy margin). Text that begins
+    with no option's text keeps the letter (an explanation or paraphrase)."""
     start = _AFTER_LETTER.match(after)
     line = after[start.end() if start else 0 :].split("\n", 1)[0][:_MAX_TEXT]
     if not line.strip() or _NEGATED_TEXT.match(line):
-        return None
-    own = _leading_match(valid[letter], line, threshold)
-    others = {k: _leading_match(v, line, threshold) for k, v in valid.items() if k != letter}
-    best = max(others, key=lambda k: others[k], default=None)
-    if best is None or not others[best] or others[best] - own < margin:
-        return None
-    shown = " ".join(line.split())[:60]
-    return Extraction(None, "conflict", f'letter {letter} stated with the text of option {best} '
-                                        f'("{shown}" matches "{valid[best]}", not "{valid[letter]}")')
+        return None, ""
+    options = {k: _words(v, 64)[0] for k, v in valid.items()}
+    words, ends = _words(line, max((len(o) for o in options.values()), default=0) + 1)
+    leads = [lead for k, o in options.items() if (lead := _leading_option(k, o, words, threshold))]
+    if not words or not leads:
+        return None, ""
+    named, tied = _named_option(leads, margin)
+    if named.letter == letter or letter in {lead.letter for lead in tied}:
+        overlap = sorted({lead.letter for lead in leads} - {letter})
+        return None, (f"; the text after it is its own option's, which begins like option {', '.join(overlap)}"
+                      if overlap else "")
+    cut = ends[named.words - 1]
+    shown = " ".join(line[:cut].split())[:60] + (" …" if line[cut:].strip() else "")
+    other = f'option {named.letter} ("{valid[named.letter]}")'
+    if options[letter][: len(options[named.letter])] == options[named.letter]:
+        return None, f'; the text after it, "{shown}", is {other}, which its own option\'s text begins with'
+    if _ARGUED_AGAINST.match(line, cut):
+        return None, f'; the text after it argues against {other}: "{" ".join(line.split())[:60]}"'
+    return Extraction(None, "conflict", f'letter {letter} stated with the text of option {named.letter} '
+                                        f'("{shown}" matches "{valid[named.letter]}", not "{valid[letter]}")'), ""
 
 
 # ---- stage 1: explicit statements -----------------------------------------------------------------------------
@@ -548,14 +634,17 @@ def extract_choice(
     listed, skip = _option_list(text, valid, fuzzy_threshold)
     explicit, ignored, deciding = _explicit(text, valid, skip)
     if explicit is not None and explicit.letter is not None:
+        notes = []
         for end in deciding:
-            if conflict := _conflict(explicit.letter, text[end : end + _MAX_TEXT], valid, fuzzy_threshold,
-                                     fuzzy_margin):
+            conflict, note = _text_after(explicit.letter, text[end : end + _MAX_TEXT], valid, fuzzy_threshold,
+                                         fuzzy_margin)
+            if conflict is not None:
                 return conflict
+            notes.append(note)
+        note = "".join(dict.fromkeys(notes))  # each decision once, in order
         if listed:
-            note = f" (after a listing of options {', '.join(listed)})"
-            return Extraction(explicit.letter, explicit.method, explicit.detail + note)
-        return explicit
+            note += f" (after a listing of options {', '.join(listed)})"
+        return Extraction(explicit.letter, explicit.method, explicit.detail + note)
     if explicit is not None:
         return explicit
     if listed:
@@ -563,7 +652,8 @@ def extract_choice(
     if lone := _lone_letter(text, valid, fuzzy_threshold):
         found, after = lone
         assert found.letter is not None
-        return _conflict(found.letter, after, valid, fuzzy_threshold, fuzzy_margin) or found
+        conflict, note = _text_after(found.letter, after, valid, fuzzy_threshold, fuzzy_margin)
+        return conflict or Extraction(found.letter, found.method, found.detail + note)
     result = _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
     if result.detail == "no answer found" and ignored:
         note = f" (stated {', '.join(sorted(ignored))}, not among options)"
@@ -592,5 +682,5 @@ def read_letter_at(
     _, skip = _option_list(text, valid, fuzzy_threshold)
     if pos in skip:
         return None
-    found = Extraction(letter, method, detail)
-    return _conflict(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin) or found
+    conflict, note = _text_after(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin)
+    return conflict or Extraction(letter, method, detail + note)
