@@ -449,8 +449,16 @@ def _named_option(leads: list[_Lead], margin: float) -> tuple[_Lead, list[_Lead]
     return same[0], [lead for lead in same[1:] if same[0].ratio - lead.ratio < margin]
 
 
+def _copies_example(letter: str, line: str, instructions: str) -> bool:
+    """The letter and the whole rest of its line (two words or more, naming no option) stand verbatim in the
+    prompt's instructions: the model copied the prompt's format example ("The correct answer is B: Iron
+    deficiency anaemia", "B. <text of option B>") instead of answering."""
+    rest = _norm(line)
+    return bool(instructions) and len(rest.split()) >= 2 and f" {letter.lower()} {rest} " in f" {_norm(instructions)} "
+
+
 def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: float,
-                margin: float) -> tuple[Extraction | None, str]:
+                margin: float, instructions: str = "") -> tuple[Extraction | None, str]:
     """Judge the text right after a read ``letter`` (on the same line): ``(conflict, "")`` when it begins with
     another option's whole text, whatever follows ("A. Tuberculosis is a serious disease" where D is
     "Tuberculosis"), else ``(None, note)`` with the note to add to the letter's detail ("" when nothing was
@@ -462,7 +470,8 @@ def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: fl
     option's text keeps the letter when the own option's text begins with it ("B. Aspirin" for B "Aspirin and
     clopidogrel": a shortened own text), when words after it argue against it ("B. Intracerebral hemorrhage
     is unlikely"), or when the own option's text matches as well (within the fuzzy margin). Text that begins
-    with no option's text keeps the letter (an explanation or paraphrase)."""
+    with no option's text keeps the letter (an explanation or paraphrase), unless letter and text copy the
+    format example of the prompt's ``instructions`` (method ``echo``: no choice was made)."""
     start = _AFTER_LETTER.match(after)
     line = after[start.end() if start else 0 :].split("\n", 1)[0][:_MAX_TEXT]
     if not line.strip() or _NEGATED_TEXT.match(line):
@@ -471,6 +480,10 @@ def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: fl
     words, ends = _words(line, max((len(o) for o in options.values()), default=0) + 1)
     leads = [lead for k, o in options.items() if (lead := _leading_option(k, o, words, threshold))]
     if not words or not leads:
+        if _copies_example(letter, line, instructions):
+            shown = " ".join(line.split())[:60]
+            return Extraction(None, "echo", f'letter {letter} with the text of the prompt\'s own format example '
+                                            f'("{shown}"), which is no option\'s'), ""
         return None, ""
     named, tied = _named_option(leads, margin)
     if named.letter == letter or letter in {lead.letter for lead in tied}:
@@ -568,11 +581,18 @@ def _lone_letter(text: str, valid: Mapping[str, str], threshold: float) -> tuple
 
 
 def _score(option: str, output: str) -> float:
-    """partial_ratio, except when the output is shorter than the option: then a
-    partial match would only prove the output is *inside* the option text."""
+    """How well ``output`` quotes ``option`` (both normalised): the ratio against the best-aligned span of the
+    output, widened to whole words, so that an option's text inside longer words ("Vitamin D" in "a vitamin
+    deficiency", "Malleus" in "smallest") is no quote (issue 19). When the output is shorter than the option,
+    the plain ratio: a partial match would only prove the output is *inside* the option text."""
     if len(output) < len(option):
         return fuzz.ratio(option, output)
-    return fuzz.partial_ratio(option, output)
+    aligned = fuzz.partial_ratio_alignment(option, output)
+    if aligned is None:
+        return 0.0
+    start = output.rfind(" ", 0, aligned.dest_start) + 1
+    end = output.find(" ", max(aligned.dest_end, start + 1) - 1)
+    return fuzz.ratio(option, output[start : len(output) if end < 0 else end])
 
 
 def _fuzzy(text: str, valid: Mapping[str, str], threshold: float, margin: float) -> Extraction:
@@ -621,12 +641,15 @@ def extract_choice(
     *,
     fuzzy_threshold: float = 85.0,
     fuzzy_margin: float = 5.0,
+    instructions: str = "",
 ) -> Extraction:
     """Return the option letter chosen in ``text``; letters outside ``options`` never count.
 
     ``options`` maps upper-case letters to option text.  The result always
     carries an explicit method and reason; ``letter is None`` iff ``method`` is
-    one of ``NO_ANSWER_METHODS`` ("none", "echo", "conflict").
+    one of ``NO_ANSWER_METHODS`` ("none", "echo", "conflict"). ``instructions``:
+    the prompt's instruction text (a task's user template), so that a letter
+    stated with the prompt's own format example is not read as a choice.
     """
     if not text or not text.strip():
         return Extraction(None, "none", "empty output")
@@ -637,7 +660,7 @@ def extract_choice(
         notes = []
         for end in deciding:
             conflict, note = _text_after(explicit.letter, text[end : end + _MAX_TEXT], valid, fuzzy_threshold,
-                                         fuzzy_margin)
+                                         fuzzy_margin, instructions)
             if conflict is not None:
                 return conflict
             notes.append(note)
@@ -652,7 +675,7 @@ def extract_choice(
     if lone := _lone_letter(text, valid, fuzzy_threshold):
         found, after = lone
         assert found.letter is not None
-        conflict, note = _text_after(found.letter, after, valid, fuzzy_threshold, fuzzy_margin)
+        conflict, note = _text_after(found.letter, after, valid, fuzzy_threshold, fuzzy_margin, instructions)
         return conflict or Extraction(found.letter, found.method, found.detail + note)
     result = _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
     if result.detail == "no answer found" and ignored:
@@ -670,11 +693,13 @@ def read_letter_at(
     *,
     fuzzy_threshold: float = 85.0,
     fuzzy_margin: float = 5.0,
+    instructions: str = "",
 ) -> Extraction | None:
     """Vet a letter that a task's own reader found at ``text[pos]`` (LongHealth's reference regex) with the
     same rules as the cascade: None when that letter opens an entry of an echoed option list (the caller
-    should then run ``extract_choice``), a ``conflict`` when the text after it is another option's, else the
-    letter with the caller's method and detail."""
+    should then run ``extract_choice``), a ``conflict`` when the text after it is another option's, an ``echo``
+    when letter and text copy the format example of ``instructions``, else the letter with the caller's method
+    and detail."""
     valid = _valid_options(options)
     letter = text[pos].upper()
     if letter not in valid:
@@ -682,5 +707,6 @@ def read_letter_at(
     _, skip = _option_list(text, valid, fuzzy_threshold)
     if pos in skip:
         return None
-    conflict, note = _text_after(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin)
+    conflict, note = _text_after(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin,
+                                 instructions)
     return conflict or Extraction(letter, method, detail + note)

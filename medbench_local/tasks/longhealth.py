@@ -489,13 +489,15 @@ class LongHealthTask(TaskBase):
 
     def read_letter(self, text: str, options: Mapping[str, str]) -> Extraction:
         """The reference regex first; then, unless reference_quirks, our cascade. The regex's letter is vetted
-        like any other (an echoed option list is no answer; "B: <text of option C>" is a conflict), except
-        under reference_quirks, which reproduces the reference exactly."""
+        like any other (an echoed option list is no answer; "B: <text of option C>" is a conflict; a copy of the
+        prompt's own example, "B: Iron deficiency anaemia" where that is no option, is no answer), except under
+        reference_quirks, which reproduces the reference exactly."""
         match = REFERENCE_REGEX.search(text)
         if match and self.reference_quirks:
             return Extraction(match.group(1), "reference_regex", f'matched "{match.group(0)}"')
         if match and match.group(1).upper() in options:
-            vetted = read_letter_at(text, match.start(1), options, "reference_regex", f'matched "{match.group(0)}"')
+            vetted = read_letter_at(text, match.start(1), options, "reference_regex", f'matched "{match.group(0)}"',
+                                    instructions=self.template.user)
             if vetted is not None:
                 return vetted
             note = f'reference regex read "{match.group(1)}" inside an echoed option list'
@@ -504,7 +506,7 @@ class LongHealthTask(TaskBase):
                     else "reference regex did not match")
         if self.reference_quirks:
             return Extraction(None, "none", note)
-        found = extract_choice(text, options)
+        found = extract_choice(text, options, instructions=self.template.user)
         return Extraction(found.letter, found.method, f"{note}; {found.detail}")
 
     def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
