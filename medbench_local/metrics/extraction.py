@@ -193,6 +193,10 @@ _ARGUED_AGAINST = re.compile(
     r"|(?:can|could|should|must|may)\s+be\s+(?:ruled\s+out|excluded)\b)",
     re.IGNORECASE,
 )
+# A near copy of another option's text after a letter (see _near_copy): how far under the fuzzy threshold, and
+# how far ahead of the letter's own option.
+_NEAR_BELOW = 10.0
+_NEAR_AHEAD = 20.0
 # A word of text after a letter, as options are compared: letters and digits, everything else separates.
 _WORD = re.compile(r"[^\W_]+")
 _MAX_TEXT = 400  # characters of a line read as the text after a letter
@@ -419,25 +423,49 @@ class _Lead:
     words: int
 
 
-def _leading_option(letter: str, option: list[str], words: list[str], threshold: float) -> _Lead | None:
-    """Whether ``words`` *begin with* ``option``'s whole text, whatever follows: the first n words (n-1 or
-    n+1 too, for a typo that splits or joins words; n = the option's word count) are that text within the fuzzy
-    threshold. The first words must agree, so "not pulmonary embolism" never names "Pulmonary embolism"."""
-    if not option:
-        return None
-    text, best = " ".join(option), None
+def _window_ratio(option: list[str], words: list[str]) -> tuple[float, int]:
+    """(ratio, n) of the best comparison of ``option``'s text with the first n of ``words`` (n = the option's
+    word count, or one less or more, for a typo that splits or joins words); (0, 0) when the first words
+    disagree, so that "not pulmonary embolism" never names "Pulmonary embolism"."""
+    text, best = " ".join(option), (0.0, 0)
     for n in (len(option), len(option) - 1, len(option) + 1):
-        if not 1 <= n <= len(words):
+        if not 1 <= n <= len(words) or (len(option[0]) >= 3 and fuzz.ratio(option[0], words[0]) < 75):
             continue
         candidate = " ".join(words[:n])
-        if not _same_text(text, candidate, threshold):
-            continue
-        if len(option[0]) >= 3 and fuzz.ratio(option[0], words[0]) < 75:
-            continue
-        ratio = fuzz.ratio(text, candidate)
-        if best is None or ratio > best.ratio:
-            best = _Lead(letter, ratio, n)
+        if abs(len(text) - len(candidate)) > 0.5 * max(len(text), len(candidate)):
+            continue  # cannot reach any sensible ratio (as in _same_text)
+        ratio = fuzz.ratio(text, candidate) if len(text) >= 3 and len(candidate) >= 3 else \
+            100.0 * (text == candidate)
+        if ratio > best[0]:
+            best = (ratio, n)
     return best
+
+
+def _leading_option(letter: str, option: list[str], words: list[str], threshold: float) -> _Lead | None:
+    """Whether ``words`` *begin with* ``option``'s whole text, whatever follows: the first n words (see
+    ``_window_ratio``) are that text within the fuzzy threshold."""
+    if not option:
+        return None
+    ratio, n = _window_ratio(option, words)
+    return _Lead(letter, ratio, n) if n and ratio >= threshold else None
+
+
+def _near_copy(letter: str, options: Mapping[str, list[str]], words: list[str], threshold: float,
+               margin: float) -> _Lead | None:
+    """Another option whose text the words begin with *nearly* (one word changed: "C. Give intravenous
+    epinephrine" where D is "Give intramuscular epinephrine", 83): at most ``_NEAR_BELOW`` under the fuzzy
+    threshold, ``_NEAR_AHEAD`` ahead of the letter's own option and the fuzzy margin ahead of every other one.
+    Only texts of two words or more: one-word texts that close are other words."""
+    ratios = {k: _window_ratio(o, words) if o else (0.0, 0) for k, o in options.items()}
+    others = sorted((k for k in options if k != letter), key=lambda k: -ratios[k][0])
+    if not others:
+        return None
+    best, ratio = others[0], ratios[others[0]][0]
+    runner_up = ratios[others[1]][0] if len(others) > 1 else 0.0
+    if len(options[best]) < 2 or ratio < threshold - _NEAR_BELOW or ratio - ratios[letter][0] < _NEAR_AHEAD \
+            or ratio - runner_up < margin:
+        return None
+    return _Lead(best, ratio, ratios[best][1])
 
 
 def _named_option(leads: list[_Lead], margin: float) -> tuple[_Lead, list[_Lead]]:
@@ -479,6 +507,12 @@ def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: fl
     options = {k: _words(v, 64)[0] for k, v in valid.items()}
     words, ends = _words(line, max((len(o) for o in options.values()), default=0) + 1)
     leads = [lead for k, o in options.items() if (lead := _leading_option(k, o, words, threshold))]
+    if words and not leads and (near := _near_copy(letter, options, words, threshold, margin)):
+        cut = ends[near.words - 1]
+        shown = " ".join(line[:cut].split())[:60] + (" …" if line[cut:].strip() else "")
+        return Extraction(None, "conflict", f'letter {letter} stated with a near copy of the text of option '
+                                            f'{near.letter} ("{shown}" is {near.ratio:.0f} like "{valid[near.letter]}", '
+                                            f'not "{valid[letter]}")'), ""
     if not words or not leads:
         if _copies_example(letter, line, instructions):
             shown = " ".join(line.split())[:60]
