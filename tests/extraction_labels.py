@@ -54,20 +54,23 @@ def load_rows(path: Path = DATA) -> list[dict[str, Any]]:
     return rows
 
 
-def template(task_id: str, variant: str) -> PromptTemplate:
-    """The prompt template a row's output was generated with: the task's own, or the variant's override applied
-    to it (keys it does not set keep the task's)."""
-    base = get_task(task_id).template  # type: ignore[attr-defined]
-    if variant in ("default", "adversarial"):
-        return base
-    override = json.loads(PROMPTS.read_text(encoding="utf-8"))[variant]
-    return replace(base, **override.get("all", override.get(FAMILY[task_id], {})))
+def template(row: dict[str, Any]) -> PromptTemplate:
+    """The prompt template a row's output was generated with: the task's own ("default"), the variant's override
+    applied to it (keys it does not set keep the task's), or for adversarial rows the task's own with the row's
+    answer prefix."""
+    base = get_task(row["task"]).template  # type: ignore[attr-defined]
+    if row["variant"] == "adversarial":
+        return replace(base, answer_prefix=row["answer_prefix"])
+    if row["variant"] != "default":
+        override = json.loads(PROMPTS.read_text(encoding="utf-8"))[row["variant"]]
+        base = replace(base, **override.get("all", override.get(FAMILY[row["task"]], {})))
+    assert base.answer_prefix == row["answer_prefix"], f"{row['id']}: answer prefix differs from its variant's"
+    return base
 
 
 def read(row: dict[str, Any]) -> Reading:
     """Score the row's output with its task's own ``score``, configured with the row's prompt template."""
-    prompt = template(row["task"], row["variant"])
-    assert prompt.answer_prefix == row["answer_prefix"], f"{row['id']}: answer prefix differs from its variant's"
+    prompt = template(row)
     task = replace(get_task(row["task"]), template=prompt)  # type: ignore[type-var]
     payload: dict[str, Any] = {"options": row["options"], "answer": row["gold"]}
     if row["task"] == "longhealth":

@@ -477,12 +477,17 @@ def _named_option(leads: list[_Lead], margin: float) -> tuple[_Lead, list[_Lead]
     return same[0], [lead for lead in same[1:] if same[0].ratio - lead.ratio < margin]
 
 
-def _copies_example(letter: str, line: str, instructions: str) -> bool:
-    """The letter and the whole rest of its line (two words or more, naming no option) stand verbatim in the
-    prompt's instructions: the model copied the prompt's format example ("The correct answer is B: Iron
-    deficiency anaemia", "B. <text of option B>") instead of answering."""
-    rest = _norm(line)
-    return bool(instructions) and len(rest.split()) >= 2 and f" {letter.lower()} {rest} " in f" {_norm(instructions)} "
+def _copies_example(line: str, instructions: str) -> bool:
+    """The rest of a letter's line (two words or more, naming no option) is the text of an example answer in the
+    prompt's instructions, i.e. follows an option label there ("... reply: 'The correct answer is B: Iron
+    deficiency anaemia'", "for example: B. <text of option B>"): the model copied the prompt's format example
+    instead of answering, whatever letter it put before it. Words that the instructions use otherwise ("the
+    single best answer") do not count: only text after a capital label."""
+    words = _WORD.findall(line)
+    if not instructions or len(words) < 2 or len(words) > 40:
+        return False
+    example = r"(?<![^\W_])[A-Z](?![^\W_])[\W_]{1,6}(?i:" + r"[\W_]+".join(map(re.escape, words)) + r")(?![^\W_])"
+    return re.search(example, instructions) is not None
 
 
 def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: float,
@@ -514,7 +519,7 @@ def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: fl
                                             f'{near.letter} ("{shown}" is {near.ratio:.0f} like "{valid[near.letter]}", '
                                             f'not "{valid[letter]}")'), ""
     if not words or not leads:
-        if _copies_example(letter, line, instructions):
+        if _copies_example(line, instructions):
             shown = " ".join(line.split())[:60]
             return Extraction(None, "echo", f'letter {letter} with the text of the prompt\'s own format example '
                                             f'("{shown}"), which is no option\'s'), ""
