@@ -34,6 +34,8 @@ TB = {"A": "Lung adenocarcinoma", "B": "Sarcoidosis", "C": "Lymphoma", "D": "Tub
 ASPIRIN = {"A": "Aspirin", "B": "Aspirin and clopidogrel", "C": "Heparin infusion", "D": "Heparin",
            "E": "Observation"}
 B_VITAMINS = {"A": "Vitamin B1", "B": "Vitamin B2", "C": "Folic acid", "D": "Iron"}
+ANAPHYLAXIS = {"A": "Give oral diphenhydramine", "B": "Give intravenous methylprednisolone",
+               "C": "Give nebulized albuterol only", "D": "Give intramuscular epinephrine"}
 LONG_REASONING = "Let us consider the differential carefully. " * 800  # ~35k chars
 
 # (id, text, options, expected letter, expected method)
@@ -294,6 +296,21 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
     ("own-near-identical-within-margin-keeps-letter", "The answer is A. Vitamin B deficiency", B_VITAMINS, "A",
      "explicit"),
     ("repeated-own-letter-keeps-letter", "The answer is A. A.", TB, "A", "explicit"),
+    # a near copy of another option's text (one word changed), far from the letter's own: conflict
+    ("conflict-near-copy-of-other-text", "Answer: C. Give intravenous epinephrine", ANAPHYLAXIS, None, "conflict"),
+    ("near-copy-of-own-text-keeps-letter", "Answer: D. Give intravenous epinephrine", ANAPHYLAXIS, "D", "explicit"),
+    ("paraphrase-between-options-keeps-letter", "Answer: B. Give intravenous steroids", ANAPHYLAXIS, "B",
+     "explicit"),
+    # statements inside an example or a condition imitating the instructions are no choice
+    ("hypothetical-if-you-choose", "If you choose option A and A reads 'Croup', reply: 'The answer is A: Croup.'",
+     RESP, None, "none"),
+    ("hypothetical-for-example-then-choice", "For example, the answer is B.\nI choose D.", RESP, "D", "explicit"),
+    ("conditional-in-reasoning-still-counts", "Given the wheeze, the answer is D.", RESP, "D", "explicit"),
+    # fuzzy quotes must cover whole words
+    ("fuzzy-inside-a-word-is-no-quote", "Which of the following is a vitamin deficiency?", VITAMINS, None, "none"),
+    ("fuzzy-inside-a-longer-word-is-no-quote", "The smallest bone in the body is the",
+     {"A": "Malleus", "B": "Incus", "C": "Patella", "D": "Stapes"}, None, "none"),
+    ("fuzzy-typo-still-a-quote", "most likely acute bronchits here", RESP, "B", "fuzzy"),
     # ---- issue 19: label lists whose "texts" are labels -> echo --------------------------------------------
     ("echo-label-pairs", "The answer is:\nA. A.\nB. B.\nC. D.", YNM, None, "echo"),
     ("echo-label-pairs-after-colon", "The answer is:\nA. A.\nB. B.\nC. C.\nD. D.", RESP, None, "echo"),
@@ -357,6 +374,33 @@ def test_extract_choice_table(
 )
 def test_detail_messages(text: str, options: dict[str, str], detail: str) -> None:
     assert extract_choice(text, options).detail == detail
+
+
+LONGHEALTH_STYLE = ("Reply with the letter and the text of that option. For example, if you choose option B and B "
+                    "reads 'Iron deficiency anaemia', reply: 'The correct answer is B: Iron deficiency anaemia.'")
+PLACEHOLDER_STYLE = "Give the letter followed by the full text of that option, for example: B. <text of option B>"
+
+
+@pytest.mark.parametrize(("text", "instructions", "letter", "method"), [
+    ("The correct answer is B: Iron deficiency anaemia.", LONGHEALTH_STYLE, None, "echo"),
+    ("The correct answer is D: Iron deficiency anaemia", LONGHEALTH_STYLE, None, "echo"),  # another letter, same copy
+    ("B: Iron deficiency anaemia", LONGHEALTH_STYLE, None, "echo"),
+    ("The correct answer is B: Acute bronchitis.", LONGHEALTH_STYLE, "B", "explicit"),  # its own text: an answer
+    ("The correct answer is B: Pulmonary embolism.", LONGHEALTH_STYLE, None, "conflict"),
+    ("The correct answer is B: Iron deficiency", LONGHEALTH_STYLE, None, "echo"),  # the example's text, cut short
+    ("The correct answer is B: Iron supplements", LONGHEALTH_STYLE, "B", "explicit"),  # not the example's text
+    ("Answer: B. <text of option B>", PLACEHOLDER_STYLE, None, "echo"),
+    ("Answer: C. <text of option C>", PLACEHOLDER_STYLE, "C", "explicit"),  # adapted to its own letter
+    ("The answer is B. The single best answer.", "Which option is the single best answer?", "B", "explicit"),
+    ("The correct answer is B: Iron deficiency anaemia.", "", "B", "explicit"),  # without instructions: no example
+])
+def test_a_copy_of_the_prompts_format_example_is_no_answer(text: str, instructions: str, letter: str | None,
+                                                           method: str) -> None:
+    """The text after a letter that is the instructions' example answer (after a capital label there), naming no
+    option, is a copy of the format example (issue 19): method ``echo``; the instructions' other words do not
+    count."""
+    found = extract_choice(text, RESP, instructions=instructions)
+    assert (found.letter, found.method) == (letter, method), found.detail
 
 
 def test_out_of_range_letter_is_reported() -> None:
@@ -630,8 +674,10 @@ def test_another_options_text_argued_against_keeps_the_letter(data: st.DataObjec
     against = data.draw(st.sampled_from(["is unlikely", "is not the cause", "was ruled out", "can be excluded",
                                          "is less likely here", "does not fit", "isn't supported"]))
     text = data.draw(st.sampled_from(LETTER_FORMS)).format(L=stated, t=f"{options[named]} {against}")
-    assume(not any(_begins_with(_ws(f"{options[named]} {against}"), _ws(v)) and len(_ws(v)) > len(_ws(options[named]))
-                   for v in options.values()))
+    line = _ws(f"{options[named]} {against}")
+    # no longer option's text begins the words, exactly or nearly (then that option is the one named)
+    assume(all(v == options[named] or all(fuzz.ratio(v, " ".join(line[:k])) < 80 for k in range(1, len(line) + 1))
+               for v in options.values() if len(_ws(v)) > len(_ws(options[named]))))
     result = extract_choice(text, options)
     assert result.letter == stated, (text, result)
 
@@ -650,3 +696,18 @@ def test_a_list_of_labels_for_texts_is_an_echo(data: st.DataObject, options: dic
     text = data.draw(st.sampled_from(PREFIXES)) + data.draw(st.sampled_from([":\n", "\n", ": ", " "])) + sep.join(texts)
     result = extract_choice(text, options)
     assert (result.letter, result.method) == (None, "echo"), (text, result)
+
+
+@FAST
+@given(data=st.data(), options=overlapping_options)
+def test_an_options_text_inside_a_longer_word_is_no_quote(data: st.DataObject, options: dict[str, str]) -> None:
+    """"a vitamin deficiency" does not quote "Vitamin D" (issue 19): an option's text glued to the start of a
+    longer word is not read by the fuzzy stage; the same text as whole words is."""
+    letter = data.draw(st.sampled_from(sorted(options)))
+    text = options[letter]
+    # no option's text holds another's (nested texts: the table), nor shares a word with it
+    assume(all(set(a.split()).isdisjoint(b.split()) for a in options.values() for b in options.values() if a != b))
+    # glued letters as long as half the text at least: far beyond a typo (ratio <= 80), whatever its length
+    glued = data.draw(st.text(alphabet="xqz", min_size=max(6, len(text) // 2 + 1), max_size=max(12, len(text))))
+    assert extract_choice(f"we discussed {text}{glued} today", options).letter is None
+    assert extract_choice(f"we discussed {text} today", options).letter == letter

@@ -40,7 +40,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 __all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_choice", "extraction_setting",
            "read_letter_at", "reads_with_this_extraction"]
@@ -197,6 +197,11 @@ _ARGUED_AGAINST = re.compile(
 # how far ahead of the letter's own option.
 _NEAR_BELOW = 10.0
 _NEAR_AHEAD = 20.0
+# Words that make a statement on the same line an example or a condition, not a choice (see _hypothetical).
+_HYPOTHETICAL = re.compile(r"\b(?:if\s+(?:you|we|I|one)\s+(?:choose|chose|pick|picked|select|selected|answer)|"
+                           r"for\s+example|for\s+instance|e\.g\.)(?![\w-])", re.IGNORECASE)
+# Below this partial ratio an output quotes no option (the fuzzy stage's word runs are not computed).
+_QUOTE_FLOOR = 60.0
 # A word of text after a letter, as options are compared: letters and digits, everything else separates.
 _WORD = re.compile(r"[^\W_]+")
 _MAX_TEXT = 400  # characters of a line read as the text after a letter
@@ -347,8 +352,8 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
         else:  # the line ends with an option's text ("The answer is yes" + "\nno\nmaybe")
             longest = max((len(o) for o in opts.values()), default=0)
             end = _norm(line[-(2 * longest + 8) :])
-            tail = next((_Entry(k, None) for k, o in opts.items()
-                         if o and (end == o or end.endswith(" " + o))), None)
+            tail = next((_Entry(k, None) for k, o in opts.items()  # also glued: "The answer isyes" + "\nno"
+                         if o and (end == o or end.endswith(" " + o) or (len(o) >= 3 and end.endswith(o)))), None)
     return _Line(tuple(e for e, _ in entries), starts, tail)
 
 
@@ -540,6 +545,14 @@ def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: fl
                                         f'("{shown}" matches "{valid[named.letter]}", not "{valid[letter]}")'), ""
 
 
+def _hypothetical(text: str, start: int) -> bool:
+    """The statement starting at ``start`` is part of an example or condition on its own line ("If you choose
+    option A and A reads 'Croup', reply: 'The correct answer is A: Croup.'", "For example, the answer is B"): a
+    model imitating the prompt's instructions, not choosing (issue 19)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    return _HYPOTHETICAL.search(text, max(line_start, start - 300), start) is not None
+
+
 # ---- stage 1: explicit statements -----------------------------------------------------------------------------
 
 
@@ -556,7 +569,8 @@ def _explicit(text: str, valid: Mapping[str, str], skip: frozenset[int]
     for pattern in _EXPLICIT_PATTERNS:
         for m in pattern.finditer(text):
             pos = m.start("letter")
-            if pos in found or pos in skip or _is_word(text, pos) or _NEGATED_AFTER.match(text, pos + 1):
+            if pos in found or pos in skip or _is_word(text, pos) or _NEGATED_AFTER.match(text, pos + 1) \
+                    or _hypothetical(text, m.start()):
                 continue
             letters, end = {text[pos].upper()}, max(m.end(), pos + 1)
             while (h := _HEDGE_AFTER.match(text, end)) and not _is_word(text, h.start("letter")):
@@ -620,18 +634,23 @@ def _lone_letter(text: str, valid: Mapping[str, str], threshold: float) -> tuple
 
 
 def _score(option: str, output: str) -> float:
-    """How well ``output`` quotes ``option`` (both normalised): the ratio against the best-aligned span of the
-    output, widened to whole words, so that an option's text inside longer words ("Vitamin D" in "a vitamin
-    deficiency", "Malleus" in "smallest") is no quote (issue 19). When the output is shorter than the option,
-    the plain ratio: a partial match would only prove the output is *inside* the option text."""
+    """How well ``output`` quotes ``option`` (both normalised): the best ratio of the option's text against a
+    run of whole words of the output (as many words as the option, or one more, for a typo that splits a word;
+    never fewer, which would let "vitamin" quote "Vitamin D"), so that an option's text inside longer words ("Vitamin D" in "a vitamin deficiency",
+    "Malleus" in "smallest") is no quote (issue 19). When the output is shorter than the option, the plain
+    ratio: a partial match would only prove the output is *inside* the option text."""
     if len(output) < len(option):
         return fuzz.ratio(option, output)
-    aligned = fuzz.partial_ratio_alignment(option, output)
-    if aligned is None:
-        return 0.0
-    start = output.rfind(" ", 0, aligned.dest_start) + 1
-    end = output.find(" ", max(aligned.dest_end, start + 1) - 1)
-    return fuzz.ratio(option, output[start : len(output) if end < 0 else end])
+    partial = fuzz.partial_ratio(option, output)
+    if partial < _QUOTE_FLOOR:
+        return partial  # no run of words can reach a sensible threshold: skip the word runs (keeps long outputs cheap)
+    words, n = output.split(), len(option.split())
+    best = 0.0
+    for k in (n, n + 1):
+        runs = [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
+        if runs and (found := process.extractOne(option, runs, scorer=fuzz.ratio)) is not None:
+            best = max(best, found[1])
+    return best
 
 
 def _fuzzy(text: str, valid: Mapping[str, str], threshold: float, margin: float) -> Extraction:
@@ -735,8 +754,9 @@ def read_letter_at(
     instructions: str = "",
 ) -> Extraction | None:
     """Vet a letter that a task's own reader found at ``text[pos]`` (LongHealth's reference regex) with the
-    same rules as the cascade: None when that letter opens an entry of an echoed option list (the caller
-    should then run ``extract_choice``), a ``conflict`` when the text after it is another option's, an ``echo``
+    same rules as the cascade: None when that letter opens an entry of an echoed option list or stands in an
+    example or condition ("If you choose option A ..., reply: ...") (the caller should then run
+    ``extract_choice``), a ``conflict`` when the text after it is another option's, an ``echo``
     when letter and text copy the format example of ``instructions``, else the letter with the caller's method
     and detail."""
     valid = _valid_options(options)
@@ -744,7 +764,7 @@ def read_letter_at(
     if letter not in valid:
         return Extraction(None, "none", f"{detail}: {letter} is not an option")
     _, skip = _option_list(text, valid, fuzzy_threshold)
-    if pos in skip:
+    if pos in skip or _hypothetical(text, pos):
         return None
     conflict, note = _text_after(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin,
                                  instructions)

@@ -500,7 +500,7 @@ class LongHealthTask(TaskBase):
                                     instructions=self.template.user)
             if vetted is not None:
                 return vetted
-            note = f'reference regex read "{match.group(1)}" inside an echoed option list'
+            note = f'reference regex read "{match.group(1)}" inside an echoed option list or an example'
         else:
             note = (f'reference regex read "{match.group(1)}", not an option' if match
                     else "reference regex did not match")
