@@ -320,6 +320,9 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
      "echo"),
     ("echo-label-pairs-parens", "The answer is:\n(A) A\n(B) B\n(C) C", RESP, None, "echo"),
     ("echo-label-pairs-bold", "The answer is:\n**A.** A.\n**B.** B.", RESP, None, "echo"),
+    ("echo-placeholder-list", "Answer:\nA. <text of option A>\n<text of option B>\n<text of option C>", RESP, None,
+     "echo"),
+    ("echo-placeholder-pairs", "Answer:\nA. <text of option A>\nB. <text of option B>", RESP, None, "echo"),
     ("echo-label-pairs-then-statement", "The answer is:\nA. A.\nB. B.\nC. D.\nThe answer is B.", YNM, "B",
      "explicit"),
     # option texts that hold a label-like word ("Vitamin D. deficiency") are one text, not two options
@@ -391,6 +394,8 @@ PLACEHOLDER_STYLE = "Give the letter followed by the full text of that option, f
     ("The correct answer is B: Iron supplements", LONGHEALTH_STYLE, "B", "explicit"),  # not the example's text
     ("Answer: B. <text of option B>", PLACEHOLDER_STYLE, None, "echo"),
     ("Answer: C. <text of option C>", PLACEHOLDER_STYLE, "C", "explicit"),  # adapted to its own letter
+    ("Answer: B. <text of option B>garbage and more", PLACEHOLDER_STYLE, None, "echo"),  # a whole example, then junk
+    ("The correct answer is B: Iron deficiency anaemia is the answer", LONGHEALTH_STYLE, None, "echo"),
     ("The answer is B. The single best answer.", "Which option is the single best answer?", "B", "explicit"),
     ("The correct answer is B: Iron deficiency anaemia.", "", "B", "explicit"),  # without instructions: no example
 ])

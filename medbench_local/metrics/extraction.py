@@ -169,9 +169,12 @@ _BARE_TAIL = re.compile(r"(?:(?<=[\s:*_(\[>])[(\[]?(?P<any>[A-Za-z])|(?<=[a-z])[
                         r"[)\].:]?[*_]{0,3}[ \t]*$")
 # A listed label whose "text" is itself a label: "A. A.", "B) (B)", "C. D.", "A. Option A" (a garbled echo of the
 # option list, issue 19). The first label is the entry's letter.
+# A format placeholder naming an option ("<text of option B>"): a template's blank, never an option's text.
+_PLACEHOLDER = r"<[^<>\n]{0,40}?\b(?:option|choice|letter|answer)[ \t]{1,3}(?P<ph>[A-Za-z])[ \t]{0,3}>"
 _LABEL_PAIR = re.compile(r"[*_]{0,2}[(\[]?(?P<l>[A-Za-z])[.):\]][*_]{0,2}[ \t]{1,3}[*_]{0,2}"
-                         r"(?:(?:option|choice|answer)[ \t]{0,3})?[(\[]?[A-Za-z](?![\w-])[.):\]]?[*_]{0,2}[ \t]*",
-                         re.IGNORECASE)
+                         r"(?:(?:(?:option|choice|answer)[ \t]{0,3})?[(\[]?[A-Za-z](?![\w-])[.):\]]?|"
+                         + _PLACEHOLDER.replace("?P<ph>", "") + r")[*_]{0,2}[ \t]*", re.IGNORECASE)
+_PLACEHOLDER_LINE = re.compile(r"[ \t]*" + _PLACEHOLDER + r"[ \t.]*", re.IGNORECASE)
 # The same pair ending a line that is not a list line ("The answer is A. A." before "B. B.").
 _PAIR_TAIL = re.compile(r"(?<=[\s:*_])" + _LABEL_PAIR.pattern + "$", re.IGNORECASE)
 # Two or more such pairs ending a line after other text ("The answer is: A. A. B. B. C. C.").
@@ -335,6 +338,8 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
             return _Line((_Entry(whole, None),), True, None)
         if pairs := _label_pairs(body, offset + lead_end, valid):
             return _Line(pairs, True, None)
+        if (blank := _PLACEHOLDER_LINE.fullmatch(body)) and blank.group("ph").upper() in valid:
+            return _Line((_Entry(blank.group("ph").upper(), None, bare=True),), True, None)
         run = _PAIR_RUN.search(line, max(lead_end, len(line) - 200))
         if run and len(pairs := _label_pairs(line[run.start():], offset + run.start(), valid)) >= 2:
             return _Line(pairs, False, pairs[-1])
@@ -483,16 +488,25 @@ def _named_option(leads: list[_Lead], margin: float) -> tuple[_Lead, list[_Lead]
 
 
 def _copies_example(line: str, instructions: str) -> bool:
-    """The rest of a letter's line (two words or more, naming no option) is the text of an example answer in the
-    prompt's instructions, i.e. follows an option label there ("... reply: 'The correct answer is B: Iron
+    """The rest of a letter's line (naming no option) copies the text of an example answer in the prompt's
+    instructions, i.e. text that follows an option label there ("... reply: 'The correct answer is B: Iron
     deficiency anaemia'", "for example: B. <text of option B>"): the model copied the prompt's format example
-    instead of answering, whatever letter it put before it. Words that the instructions use otherwise ("the
-    single best answer") do not count: only text after a capital label."""
+    instead of answering, whatever letter it put before it. A copy is the whole rest of the line, two words or
+    more, found there (a copy cut short: "B: Iron deficiency"), or the rest beginning with a complete example,
+    whatever follows ("B. <text of option B>" and garbage). Words that the instructions use otherwise ("the single
+    best answer") do not count: only text after a capital label; "C. <text of option C>" is no copy of "B. <text
+    of option B>"."""
     words = _WORD.findall(line)
-    if not instructions or len(words) < 2 or len(words) > 40:
+    if not instructions or len(words) < 2:
         return False
-    example = r"(?<![^\W_])[A-Z](?![^\W_])[\W_]{1,6}(?i:" + r"[\W_]+".join(map(re.escape, words)) + r")(?![^\W_])"
-    return re.search(example, instructions) is not None
+    label = r"(?<![^\W_])[A-Z](?![^\W_])[\W_]{1,6}"
+
+    def found(part: list[str], complete: bool) -> bool:
+        end = r"(?=[^\w\s]|\Z)" if complete else r"(?![^\W_])"
+        return re.search(label + "(?i:" + r"[\W_]+".join(map(re.escape, part)) + ")" + end, instructions) is not None
+
+    return (len(words) <= 40 and found(words, complete=False)) or \
+        any(found(words[:k], complete=True) for k in range(2, min(len(words), 12) + 1))
 
 
 def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: float,
