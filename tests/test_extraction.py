@@ -320,6 +320,17 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
      "echo"),
     ("echo-label-pairs-parens", "The answer is:\n(A) A\n(B) B\n(C) C", RESP, None, "echo"),
     ("echo-label-pairs-bold", "The answer is:\n**A.** A.\n**B.** B.", RESP, None, "echo"),
+    # consecutive option labels opening three or more lines: the list again, whatever the texts
+    ("echo-labels-with-changed-texts", "Answer:\nA. The femur\nB. The tibia\nC. The humerus\nD. The fibula",
+     {"A": "Tibia", "B": "Femur", "C": "Humerus", "D": "Fibula"}, None, "echo"),
+    ("echo-labels-first-text-shortened", "Answer:\nA. Community pneumonia\nB. Acute bronchitis\nC. Pulmonary "
+     "embolism\nD. Asthma exacerbation", RESP, None, "echo"),
+    ("per-option-discussion-is-no-statement", "Answer:\nA. unlikely, no fever\nB. fits the cough\nC. unlikely",
+     RESP, None, "echo"),
+    ("two-labelled-lines-are-no-sequence", "Answer:\nA. Community-acquired pneumonia\nB. less likely", RESP, "A",
+     "explicit"),
+    ("sequence-then-final-statement", "A. no fever\nB. fits\nC. unlikely\nD. no wheeze\nFinal answer: B", RESP,
+     "B", "explicit"),
     ("echo-placeholder-list", "Answer:\nA. <text of option A>\n<text of option B>\n<text of option C>", RESP, None,
      "echo"),
     ("echo-placeholder-pairs", "Answer:\nA. <text of option A>\nB. <text of option B>", RESP, None, "echo"),

@@ -179,6 +179,9 @@ _PLACEHOLDER_LINE = re.compile(r"[ \t]*" + _PLACEHOLDER + r"[ \t.]*", re.IGNOREC
 _PAIR_TAIL = re.compile(r"(?<=[\s:*_])" + _LABEL_PAIR.pattern + "$", re.IGNORECASE)
 # Two or more such pairs ending a line after other text ("The answer is: A. A. B. B. C. C.").
 _PAIR_RUN = re.compile(r"(?<=[\s:*_])(?:" + _LABEL_PAIR.pattern.replace("?P<l>", "") + "){2,}$", re.IGNORECASE)
+# A line opening with an upper-case option label (see _label_sequences).
+_SEQUENCE_LABEL = re.compile(r"[ \t]*(?:[-*•+>#_][ \t]*){0,6}[*_]{0,2}[(\[]?(?P<l>[A-Z])" + _SPECIES
+                             + r"[.):\]][*_]{0,2}(?=[ \t]|$)")
 _DECOR_CHARS = " \t\r\n*_`\"'“”‘’"  # stripped with str.strip: a regex "[...]+$" is quadratic on long runs
 
 # ---- letter-text conflicts ----------------------------------------------------------------------------------
@@ -362,6 +365,31 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
     return _Line(tuple(e for e, _ in entries), starts, tail)
 
 
+def _label_sequences(text: str, valid: Mapping[str, str]) -> list[list[_Entry]]:
+    """Lines opening with consecutive option labels ("A. ...", "B. ...", "C. ..."; blank lines between allowed),
+    three or more, whatever their texts: the option list again, with texts changed ("A. The femur⏎B. The
+    tibia⏎..."), shortened, or a discussion of each option in turn. Not a statement of its first letter
+    ("Answer:⏎A. ...⏎B. ...⏎C. ..."), whatever follows the labels (issue 19)."""
+    sequences: list[list[_Entry]] = []
+    current: list[_Entry] = []
+    offset = 0
+    for line in text.split("\n"):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        m = _SEQUENCE_LABEL.match(line)
+        letter = m.group("l") if m else None
+        if letter is not None and letter in valid and current and ord(letter) == ord(current[-1].letter) + 1:
+            current.append(_Entry(letter, start + m.start("l")))  # type: ignore[union-attr]
+            continue
+        if len(current) >= 3:
+            sequences.append(current)
+        current = [_Entry(letter, start + m.start("l"))] if m and letter in valid else []  # type: ignore[union-attr]
+    if len(current) >= 3:
+        sequences.append(current)
+    return sequences
+
+
 def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
                  ) -> tuple[list[str], frozenset[int]]:
     """Find echoed option lists: (letters listed, positions of listed letters that must not count).
@@ -399,6 +427,7 @@ def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
         tail = scanned.tail
     if run:
         groups.append(run)
+    groups += _label_sequences(text, valid)
     listed: set[str] = set()
     skip: set[int] = set()
     for group in groups:
