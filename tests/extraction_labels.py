@@ -104,9 +104,8 @@ def label_class(label: str) -> str:
     return label if label in NO_LETTER_LABELS else "letter"
 
 
-def report(rows: list[dict[str, Any]]) -> str:
-    """The confusion matrix per method (markdown), with the counts of rows by origin and the failure counts."""
-    readings = [(row, read(row)) for row in rows]
+def _matrix(readings: list[tuple[dict[str, Any], Reading]]) -> list[str]:
+    """One markdown table: rows are the methods the bench read with, columns the human labels."""
     methods = sorted({r.method for _, r in readings}, key=lambda m: (m in ("none", "echo", "conflict"), m))
     cols = ("letter: same", "letter: other", "conflict", "none")
     lines = ["| method (what the bench read) | rows | " + " | ".join(f"label {c}" for c in cols) + " |",
@@ -122,11 +121,21 @@ def report(rows: list[dict[str, Any]]) -> str:
     for method in methods:
         counts = table[method]
         lines.append(f"| {method} | {sum(counts.values())} | " + " | ".join(str(counts[c]) for c in cols) + " |")
-    totals = Counter(label_class(row["label"]) for row, _ in readings)
-    kinds = Counter(row["kind"] for row, _ in readings)
-    verdicts = Counter(verdict(row["label"], reading) for row, reading in readings)
-    lines += ["", f"Rows: {len(rows)} ({kinds['real']} real outputs, {kinds['adversarial']} adversarial); "
-                  f"labels: {totals['letter']} letters, {totals['conflict']} conflicts, {totals['none']} none.",
-              "Failures: " + ", ".join(f"{v} {verdicts[v]}" for v in FAILURES)
-              + f"; missed answers (a labelled letter not credited): {verdicts['missed answer']}."]
-    return "\n".join(lines)
+    return lines
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """The confusion matrix per method (markdown), for the real outputs and the adversarial rows, with the row
+    counts and the failure counts."""
+    readings = [(row, read(row)) for row in rows]
+    lines: list[str] = []
+    for kind, title in (("real", "Real outputs"), ("adversarial", "Adversarial rows")):
+        part = [(row, reading) for row, reading in readings if row["kind"] == kind]
+        labels = Counter(label_class(row["label"]) for row, _ in part)
+        verdicts = Counter(verdict(row["label"], reading) for row, reading in part)
+        lines += [f"**{title}**: {len(part)} rows; labels: {labels['letter']} letters, {labels['conflict']} "
+                  f"conflicts, {labels['none']} none. Failures: "
+                  + ", ".join(f"{v} {verdicts[v]}" for v in FAILURES)
+                  + f"; missed answers (a labelled letter not credited): {verdicts['missed answer']}.", "",
+                  *_matrix(part), ""]
+    return "\n".join(lines).strip()
