@@ -449,6 +449,11 @@ def test_thresholds_are_parameters() -> None:
         "The answer is " * 5000 + "A. Acute bronchitis",
         "A. " + "Acute bronchitis " * 5000,
         "The answer is A: " + "x" * 50000,
+        "A. A.\n" * 5000,  # extraction v3: label lists, placeholders, label sequences, examples, word runs
+        "<text of option A>\n" * 5000,
+        "A. x\nB. y\nC. z\n" * 3000,
+        "If you choose option A, reply: " * 2000,
+        "A. Acute bronchitis is " + "very " * 10000 + "likely",
     ],
 )
 def test_pathological_inputs_return_a_valid_result(text: str) -> None:
