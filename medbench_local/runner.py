@@ -662,5 +662,6 @@ def _commit_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: It
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
     # loglik generates nothing: its rate is the prompt tokens it read (those not reused from the KV cache)
-    read = generation.prompt_tokens if generation.prompt_tokens_evaluated is None else generation.prompt_tokens_evaluated
+    read = (generation.prompt_tokens if generation.prompt_tokens_evaluated is None
+            else generation.prompt_tokens_evaluated)
     reporter.advance(score, read if mode == "loglik" else generation.completion_tokens, gen_seconds)

@@ -146,7 +146,8 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
                                                  "and key not in (?, ?)", *old.values())}
     assert set(new) == {"smollm2-135m-instruct", "gemma3-270m"}
     assert result.output.count(f"items re-scored with extraction v{EXTRACTION_VERSION}") == 2
-    assert result.output.count(f"already scored with extraction v{EXTRACTION_VERSION}") == 2  # nejm: current, skipped with a note
+    # nejm: current, skipped with a note
+    assert result.output.count(f"already scored with extraction v{EXTRACTION_VERSION}") == 2
     assert rows(db, "select key from evaluations where task = 'nejm' order by key") == nejm_before
     for model, key in new.items():
         # the old evaluation is untouched, the new one holds the same generations with today's scores

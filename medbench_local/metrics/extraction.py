@@ -564,8 +564,8 @@ def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: fl
         cut = ends[near.words - 1]
         shown = " ".join(line[:cut].split())[:60] + (" …" if line[cut:].strip() else "")
         return Extraction(None, "conflict", f'letter {letter} stated with a near copy of the text of option '
-                                            f'{near.letter} ("{shown}" is {near.ratio:.0f} like "{valid[near.letter]}", '
-                                            f'not "{valid[letter]}")'), ""
+                                            f'{near.letter} ("{shown}" is {near.ratio:.0f} like '
+                                            f'"{valid[near.letter]}", not "{valid[letter]}")'), ""
     if not words or not leads:
         if _copies_example(line, instructions):
             shown = " ".join(line.split())[:60]
@@ -679,8 +679,8 @@ def _lone_letter(text: str, valid: Mapping[str, str], threshold: float) -> tuple
 def _score(option: str, output: str) -> float:
     """How well ``output`` quotes ``option`` (both normalised): the best ratio of the option's text against a
     run of whole words of the output (as many words as the option, or one more, for a typo that splits a word;
-    never fewer, which would let "vitamin" quote "Vitamin D"), so that an option's text inside longer words ("Vitamin D" in "a vitamin deficiency",
-    "Malleus" in "smallest") is no quote (issue 19). When the output is shorter than the option, the plain
+    never fewer, which would let "vitamin" quote "Vitamin D"), so that an option's text inside longer words
+    ("Vitamin D" in "a vitamin deficiency", "Malleus" in "smallest") is no quote (issue 19). When the output is shorter than the option, the plain
     ratio: a partial match would only prove the output is *inside* the option text."""
     if len(output) < len(option):
         return fuzz.ratio(option, output)

@@ -18,8 +18,9 @@ Design, in the order the data flows (details and reasons in docs/tasks-longhealt
   first that does not fit is cut (on a word boundary) to the room left and assembly stops; the chosen
   documents are then put in a seeded random order. ``assemble`` is a pure function.
 * ``score`` reads the letter with the reference regex ``The correct answer is (\\w):`` and, unless
-  ``reference_quirks``, vets its letter like the cascade (a letter inside an echoed option list is no answer;
-  "B: <text of option C>" is a ``conflict``) and falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
+  ``reference_quirks``, vets its letter like the cascade (a letter inside an echoed option list, or a copy of
+  the prompt's own example "B: Iron deficiency anaemia", is no answer; "B: <text of option C>" is a
+  ``conflict``) and falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
   documents kept, tokens cut, the effective budget) travel from ``prompt`` to ``score`` as the prompt's ``plan``
   (the runner passes it on), accepted only if its user text is part of the prompt the model actually received.
 
