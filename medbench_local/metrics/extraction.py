@@ -12,26 +12,35 @@ yields a *unique* answer wins:
 
 1. ``explicit``    - the model states its answer ("the answer is B").
 2. ``lone_letter`` - the output is (or starts with) a bare option label.
-3. ``fuzzy``       - the output quotes exactly one option's text.
+3. ``fuzzy``       - the output quotes exactly one option's text (as whole words).
 
 Two checks guard the stages against crediting a choice the model never made
-(extraction version 2, issue 9):
+(extraction version 2, issue 9; widened in version 3, issue 19):
 
 - ``echo``: base models often just repeat the option list after the answer
   prefix ("The answer is:\\nA. Yes\\nB. No\\nC. Maybe").  Letters that belong
   to such a list (two or more options, each a label with that option's text,
-  a bare label per line, a numbered line or the option text alone) are not
-  statements; when nothing outside the list singles one option out, the
-  output is unparseable with method ``echo``.
-- ``conflict``: a letter read with text right after it ("A. Cerebral
-  infarction" where that is option B's text) is not credited when the text is
-  another option's (same rapidfuzz thresholds as the fuzzy stage); text that
-  matches the letter's own option, or no option at all, keeps the letter.
+  a bare label per line, a numbered line, the option text alone, a label whose
+  "text" is a label or a format placeholder ("A. A.", "A. <text of option A>"),
+  or three or more lines opening with consecutive labels, whatever their texts)
+  are not statements; when nothing outside the list singles one option out,
+  the output is unparseable with method ``echo``. So is a letter followed by
+  a copy of the prompt's own format example (``instructions``), and a statement
+  inside an example or condition ("If you choose option A ..., reply: ...") is
+  no statement.
+- ``conflict``: a letter is not credited when the words right after it *begin
+  with* another option's text, whatever follows ("A. Tuberculosis is a serious
+  disease" where that is option D's text), the longest option text first, or
+  with a near copy of another option's text far from its own; text that begins
+  with the letter's own option (also shortened), argues against the other
+  option ("... is unlikely"), or names no option keeps the letter.
 
 Anything still ambiguous is reported as ``None`` rather than guessed, so
 unparsed items can be counted and audited instead of hiding in accuracy.
 Every pattern is bounded and every pass is linear in the output's length
-(``tools/bench_extraction.py`` measures it on pathological outputs).
+(``tools/bench_extraction.py`` measures it on pathological outputs). Error
+rates against a human reading of real outputs: docs/extraction-labels.md
+(tests/test_extraction_labelled.py).
 """
 
 from __future__ import annotations
@@ -48,9 +57,11 @@ __all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_cho
 # Part of the score identity: MCQ tasks put it into settings()["extraction"], so results scored by an older
 # extraction are never mixed with new ones (``rescore --extraction`` re-scores them without regenerating).
 # "2": option-list echoes are unparseable, letter-text conflicts are their own outcome.
-# "3": a letter followed by another option's text is a conflict whatever follows that text (issue 19: "A.
-# Tuberculosis is ..."), longest option text first; lists of labels whose "texts" are labels ("A. A.\nB. B.")
-# are echoes.
+# "3" (issue 19): a letter followed by another option's text is a conflict whatever follows that text ("A.
+# Tuberculosis is ..."), longest option text first, and so is one followed by a near copy of it; lists of labels or
+# placeholders for texts ("A. A.\nB. B.") and runs of consecutive labelled lines are echoes; so are copies of the
+# prompt's format example; statements inside examples ("If you choose option A ...") are none; fuzzy quotes
+# cover whole words.
 EXTRACTION_VERSION = "3"
 # Methods that credit no letter: nothing read, an echoed option list, or a letter contradicted by its text.
 NO_ANSWER_METHODS = frozenset({"none", "echo", "conflict"})
