@@ -127,8 +127,8 @@ def test_a_loglik_run_hands_the_reporter_the_prompt_tokens_it_read(tmp_path: Pat
 
     class Loglik(FakeEngine):
         def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods:
-            return Loglikelihoods(prompt_text="ctx", scores=tuple(ContinuationScore(c, -1.0, 1, 2, False)
-                                                                   for c in request.continuations),
+            return Loglikelihoods(prompt_text="ctx", scores=tuple(ContinuationScore(c, -1.0 - i, 1, 2, i == 0)
+                                                                   for i, c in enumerate(request.continuations)),
                                   prompt_tokens=120, truncated_tokens=0, prompt_tokens_evaluated=90,
                                   continuation_tokens_evaluated=4, seconds=0.5)
 
