@@ -81,6 +81,8 @@ def _print(run: RunEntry) -> None:
                       for t in run.tasks) or "(not recorded)"
     counts = ", ".join(f"{name} {run.outcomes[name]}" for name in OUTCOMES if run.outcomes.get(name))
     planned = f" of {run.planned} planned" if run.planned is not None else ""
+    if run.planned is not None and run.modes > 1:
+        planned += f" = {run.planned // run.modes} × {run.modes} scoring modes"
     for label, value in (("command", command_line(run.command)), ("models", models), ("tasks", tasks),
                          ("items", f"{run.generated} generated in this run{planned}"
                                    + (f" ({counts})" if counts else ""))):
