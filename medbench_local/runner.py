@@ -107,7 +107,8 @@ class RunSummary:
 class Reporter(Protocol):
     def begin(self, model_id: str, task_id: str, total: int, already_done: int) -> None: ...
 
-    def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None: ...
+    def advance(self, score: Score, tokens: int, seconds: float) -> None:
+        """``tokens``: generated, or for loglik the prompt tokens read."""
 
     def end(self) -> None: ...
 
@@ -682,4 +683,7 @@ def _commit_item(db: sqlite_utils.Database, engine: Engine, task: Task, item: It
         return
     summary.generated += 1
     gen_seconds = generation.generation_ms / 1000 if generation.generation_ms else generation.seconds
-    reporter.advance(score, generation.completion_tokens if mode != "loglik" else 0, gen_seconds)
+    # loglik generates nothing: its rate is the prompt tokens it read (those not reused from the KV cache)
+    read = (generation.prompt_tokens if generation.prompt_tokens_evaluated is None
+            else generation.prompt_tokens_evaluated)
+    reporter.advance(score, read if mode == "loglik" else generation.completion_tokens, gen_seconds)

@@ -10,7 +10,7 @@ from rapidfuzz import fuzz
 from medbench_local.cli.compare import OUTCOME_COLUMNS
 from medbench_local.engine.base import Generation
 from medbench_local.metrics.extraction import EXTRACTION_VERSION, Extraction
-from medbench_local.report.plots import OUTCOME_COLOURS
+from medbench_local.report.plots import OUTCOME_COLOURS, UNPAIRED
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import OUTCOMES, Item
 from medbench_local.tasks.choice_scoring import score_choice
@@ -157,4 +157,4 @@ def test_score_choice_outcomes() -> None:
 def test_conflict_is_an_outcome_listed_everywhere() -> None:
     assert OUTCOMES.index("conflict") == OUTCOMES.index("unparseable") + 1
     assert tuple(OUTCOME_COLUMNS) == OUTCOMES
-    assert set(OUTCOME_COLOURS) == set(OUTCOMES)
+    assert set(OUTCOME_COLOURS) == set(OUTCOMES) | {UNPAIRED}  # plus the grey of items not compared

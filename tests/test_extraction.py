@@ -29,6 +29,13 @@ LABEL_LIKE = {"A": "Vitamin D. deficiency", "B": "Hyperparathyroidism", "C": "Re
 STROKE = {"A": "Intracerebral hemorrhage", "B": "Cerebral infarction", "C": "Subarachnoid hemorrhage",
           "D": "Transient ischemic attack"}
 LISTED = "\n".join(f"{k}. {v}" for k, v in RESP.items())
+# Issue 19: option texts where one begins another, and a short common option text.
+TB = {"A": "Lung adenocarcinoma", "B": "Sarcoidosis", "C": "Lymphoma", "D": "Tuberculosis"}
+ASPIRIN = {"A": "Aspirin", "B": "Aspirin and clopidogrel", "C": "Heparin infusion", "D": "Heparin",
+           "E": "Observation"}
+B_VITAMINS = {"A": "Vitamin B1", "B": "Vitamin B2", "C": "Folic acid", "D": "Iron"}
+ANAPHYLAXIS = {"A": "Give oral diphenhydramine", "B": "Give intravenous methylprednisolone",
+               "C": "Give nebulized albuterol only", "D": "Give intramuscular epinephrine"}
 LONG_REASONING = "Let us consider the differential carefully. " * 800  # ~35k chars
 
 # (id, text, options, expected letter, expected method)
@@ -244,6 +251,91 @@ CASES: list[tuple[str, str, dict[str, str], str | None, str]] = [
      "explicit"),
     ("own-text-with-aside-keeps-letter", "The answer is B. Acute bronchitis (viral)", RESP, "B", "explicit"),
     ("conflict-text-in-parens", "The answer is A (Acute bronchitis)", RESP, None, "conflict"),
+    # ---- issue 19: another option's text at a word boundary, whatever follows -> conflict -------------------
+    ("conflict-other-text-then-is", "The answer is A. Tuberculosis is a serious infectious disease", TB, None,
+     "conflict"),
+    ("conflict-other-text-then-would-be", "The answer is A. Tuberculosis would be treated first.", TB, None,
+     "conflict"),
+    ("conflict-other-text-then-should", "Answer: A) Tuberculosis should be considered in this patient", TB, None,
+     "conflict"),
+    ("conflict-other-text-then-noun", "A. Tuberculosis infection of the upper lobe", TB, None, "conflict"),
+    ("conflict-other-text-then-was", " A. Tuberculosis was the cause of the cavity", TB, None, "conflict"),
+    ("conflict-other-text-then-and", "The answer is C: Sarcoidosis and its granulomas explain it", TB, None,
+     "conflict"),
+    ("conflict-other-text-lower-case", "the answer is a. tuberculosis is likely", TB, None, "conflict"),
+    ("conflict-other-text-bold-then-words", "The answer is **A. Tuberculosis** is the most likely", TB, None,
+     "conflict"),
+    ("conflict-other-text-typo-then-words", "The answer is A. Tuberculossis is the likely cause", TB, None,
+     "conflict"),
+    ("conflict-two-word-text-then-words", "The answer is D. Lung adenocarcinoma is the most likely diagnosis",
+     TB, None, "conflict"),
+    ("conflict-final-answer-other-text", "Final answer: B. Lymphoma of the mediastinum", TB, None, "conflict"),
+    ("conflict-longest-option-first", "The answer is A. Aspirin and clopidogrel are started", ASPIRIN, None,
+     "conflict"),
+    ("conflict-longest-option-first-shorter-letter", "The answer is D. Heparin infusion is started", ASPIRIN,
+     None, "conflict"),
+    ("conflict-one-word-other-then-words", "The answer is A. Observation in hospital overnight", ASPIRIN, None,
+     "conflict"),
+    ("conflict-yes-no-then-words", "The answer is A. No, the study does not show it", YNM, None, "conflict"),
+    # ---- ... and what keeps the letter ------------------------------------------------------------------
+    ("own-text-then-words-keeps-letter", "The answer is D. Tuberculosis is a serious infectious disease", TB,
+     "D", "explicit"),
+    ("own-longer-text-keeps-letter", "The answer is B. Aspirin and clopidogrel are started", ASPIRIN, "B",
+     "explicit"),
+    ("own-longer-text-lone-keeps-letter", "C. Heparin infusion at 18 units/kg", ASPIRIN, "C", "lone_letter"),
+    ("own-text-shortened-keeps-letter", "The answer is B. Aspirin is started today", ASPIRIN, "B", "explicit"),
+    ("own-text-shortened-keeps-letter-2", "The answer is C. Heparin, then warfarin", ASPIRIN, "C", "explicit"),
+    ("other-text-argued-against-keeps-letter", "The answer is D. Lung adenocarcinoma is unlikely in a "
+     "non-smoker", TB, "D", "explicit"),
+    ("other-text-ruled-out-keeps-letter", "The answer is D. Lymphoma can be ruled out by the biopsy", TB, "D",
+     "explicit"),
+    ("other-text-not-keeps-letter", "The answer is D. Sarcoidosis does not cause caseation", TB, "D",
+     "explicit"),
+    ("paraphrase-first-keeps-letter", "The answer is D. The cavity and night sweats point to tuberculosis", TB,
+     "D", "explicit"),
+    ("own-near-identical-within-margin-keeps-letter", "The answer is A. Vitamin B deficiency", B_VITAMINS, "A",
+     "explicit"),
+    ("repeated-own-letter-keeps-letter", "The answer is A. A.", TB, "A", "explicit"),
+    # a near copy of another option's text (one word changed), far from the letter's own: conflict
+    ("conflict-near-copy-of-other-text", "Answer: C. Give intravenous epinephrine", ANAPHYLAXIS, None, "conflict"),
+    ("near-copy-of-own-text-keeps-letter", "Answer: D. Give intravenous epinephrine", ANAPHYLAXIS, "D", "explicit"),
+    ("paraphrase-between-options-keeps-letter", "Answer: B. Give intravenous steroids", ANAPHYLAXIS, "B",
+     "explicit"),
+    # statements inside an example or a condition imitating the instructions are no choice
+    ("hypothetical-if-you-choose", "If you choose option A and A reads 'Croup', reply: 'The answer is A: Croup.'",
+     RESP, None, "none"),
+    ("hypothetical-for-example-then-choice", "For example, the answer is B.\nI choose D.", RESP, "D", "explicit"),
+    ("conditional-in-reasoning-still-counts", "Given the wheeze, the answer is D.", RESP, "D", "explicit"),
+    # fuzzy quotes must cover whole words
+    ("fuzzy-inside-a-word-is-no-quote", "Which of the following is a vitamin deficiency?", VITAMINS, None, "none"),
+    ("fuzzy-inside-a-longer-word-is-no-quote", "The smallest bone in the body is the",
+     {"A": "Malleus", "B": "Incus", "C": "Patella", "D": "Stapes"}, None, "none"),
+    ("fuzzy-typo-still-a-quote", "most likely acute bronchits here", RESP, "B", "fuzzy"),
+    # ---- issue 19: label lists whose "texts" are labels -> echo --------------------------------------------
+    ("echo-label-pairs", "The answer is:\nA. A.\nB. B.\nC. D.", YNM, None, "echo"),
+    ("echo-label-pairs-after-colon", "The answer is:\nA. A.\nB. B.\nC. C.\nD. D.", RESP, None, "echo"),
+    ("echo-label-pairs-glued", "The answer is A. A.\nB. B.\nC. D.", YNM, None, "echo"),
+    ("echo-label-pairs-inline", "The answer is: A. A. B. B. C. C.", RESP, None, "echo"),
+    ("echo-label-pairs-option-word", "The answer is:\nA. Option A\nB. Option B\nC. Option C", RESP, None,
+     "echo"),
+    ("echo-label-pairs-parens", "The answer is:\n(A) A\n(B) B\n(C) C", RESP, None, "echo"),
+    ("echo-label-pairs-bold", "The answer is:\n**A.** A.\n**B.** B.", RESP, None, "echo"),
+    # consecutive option labels opening three or more lines: the list again, whatever the texts
+    ("echo-labels-with-changed-texts", "Answer:\nA. The femur\nB. The tibia\nC. The humerus\nD. The fibula",
+     {"A": "Tibia", "B": "Femur", "C": "Humerus", "D": "Fibula"}, None, "echo"),
+    ("echo-labels-first-text-shortened", "Answer:\nA. Community pneumonia\nB. Acute bronchitis\nC. Pulmonary "
+     "embolism\nD. Asthma exacerbation", RESP, None, "echo"),
+    ("per-option-discussion-is-no-statement", "Answer:\nA. unlikely, no fever\nB. fits the cough\nC. unlikely",
+     RESP, None, "echo"),
+    ("two-labelled-lines-are-no-sequence", "Answer:\nA. Community-acquired pneumonia\nB. less likely", RESP, "A",
+     "explicit"),
+    ("sequence-then-final-statement", "A. no fever\nB. fits\nC. unlikely\nD. no wheeze\nFinal answer: B", RESP,
+     "B", "explicit"),
+    ("echo-placeholder-list", "Answer:\nA. <text of option A>\n<text of option B>\n<text of option C>", RESP, None,
+     "echo"),
+    ("echo-placeholder-pairs", "Answer:\nA. <text of option A>\nB. <text of option B>", RESP, None, "echo"),
+    ("echo-label-pairs-then-statement", "The answer is:\nA. A.\nB. B.\nC. D.\nThe answer is B.", YNM, "B",
+     "explicit"),
     # option texts that hold a label-like word ("Vitamin D. deficiency") are one text, not two options
     ("echo-option-text-with-label-like-word", "The answer is:\n" + "\n".join(f"{k}. {v}" for k, v in
                                                                                 LABEL_LIKE.items()),
@@ -298,6 +390,35 @@ def test_detail_messages(text: str, options: dict[str, str], detail: str) -> Non
     assert extract_choice(text, options).detail == detail
 
 
+LONGHEALTH_STYLE = ("Reply with the letter and the text of that option. For example, if you choose option B and B "
+                    "reads 'Iron deficiency anaemia', reply: 'The correct answer is B: Iron deficiency anaemia.'")
+PLACEHOLDER_STYLE = "Give the letter followed by the full text of that option, for example: B. <text of option B>"
+
+
+@pytest.mark.parametrize(("text", "instructions", "letter", "method"), [
+    ("The correct answer is B: Iron deficiency anaemia.", LONGHEALTH_STYLE, None, "echo"),
+    ("The correct answer is D: Iron deficiency anaemia", LONGHEALTH_STYLE, None, "echo"),  # another letter, same copy
+    ("B: Iron deficiency anaemia", LONGHEALTH_STYLE, None, "echo"),
+    ("The correct answer is B: Acute bronchitis.", LONGHEALTH_STYLE, "B", "explicit"),  # its own text: an answer
+    ("The correct answer is B: Pulmonary embolism.", LONGHEALTH_STYLE, None, "conflict"),
+    ("The correct answer is B: Iron deficiency", LONGHEALTH_STYLE, None, "echo"),  # the example's text, cut short
+    ("The correct answer is B: Iron supplements", LONGHEALTH_STYLE, "B", "explicit"),  # not the example's text
+    ("Answer: B. <text of option B>", PLACEHOLDER_STYLE, None, "echo"),
+    ("Answer: C. <text of option C>", PLACEHOLDER_STYLE, "C", "explicit"),  # adapted to its own letter
+    ("Answer: B. <text of option B>garbage and more", PLACEHOLDER_STYLE, None, "echo"),  # a whole example, then junk
+    ("The correct answer is B: Iron deficiency anaemia is the answer", LONGHEALTH_STYLE, None, "echo"),
+    ("The answer is B. The single best answer.", "Which option is the single best answer?", "B", "explicit"),
+    ("The correct answer is B: Iron deficiency anaemia.", "", "B", "explicit"),  # without instructions: no example
+])
+def test_a_copy_of_the_prompts_format_example_is_no_answer(text: str, instructions: str, letter: str | None,
+                                                           method: str) -> None:
+    """The text after a letter that is the instructions' example answer (after a capital label there), naming no
+    option, is a copy of the format example (issue 19): method ``echo``; the instructions' other words do not
+    count."""
+    found = extract_choice(text, RESP, instructions=instructions)
+    assert (found.letter, found.method) == (letter, method), found.detail
+
+
 def test_out_of_range_letter_is_reported() -> None:
     result = extract_choice("Answer: E", RESP)
     assert result.letter is None
@@ -328,6 +449,11 @@ def test_thresholds_are_parameters() -> None:
         "The answer is " * 5000 + "A. Acute bronchitis",
         "A. " + "Acute bronchitis " * 5000,
         "The answer is A: " + "x" * 50000,
+        "A. A.\n" * 5000,  # extraction v3: label lists, placeholders, label sequences, examples, word runs
+        "<text of option A>\n" * 5000,
+        "A. x\nB. y\nC. z\n" * 3000,
+        "If you choose option A, reply: " * 2000,
+        "A. Acute bronchitis is " + "very " * 10000 + "likely",
     ],
 )
 def test_pathological_inputs_return_a_valid_result(text: str) -> None:
@@ -488,7 +614,121 @@ def test_letter_with_its_own_text_gives_the_letter(data: st.DataObject, options:
 def test_letter_with_another_options_text_is_a_conflict(data: st.DataObject, options: dict[str, str]) -> None:
     stated, other = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=2, max_size=2, unique=True))
     assume(fuzz.ratio(options[stated].casefold(), options[other].casefold()) < 80)
+    # the stated option's own text does not begin with the other's ("B. Aspirin" for B "Aspirin and ...")
+    assume(not _begins_with(_ws(options[stated]), _ws(options[other])))
     text = data.draw(st.sampled_from(ANSWER_WITH_TEXT)).format(L=stated, t=options[other])
     result = extract_choice(text, options)
     assert (result.letter, result.method) == (None, "conflict"), (text, result)
     assert result.detail.startswith(f"letter {stated} stated with the text of option ")
+
+
+# ---- issue 19: a letter, then an option's text at a word boundary, whatever follows ---------------------------
+
+# Option texts built from words that are far from each other (rapidfuzz ratio < 55), so that texts overlap only
+# where one begins another ("aspirin" / "aspirin clopidogrel"), never by a near-typo.
+POOL = ["aspirin", "clopidogrel", "tuberculosis", "sarcoidosis", "lymphoma", "biopsy", "observation", "surgery",
+        "ultrasound", "dialysis", "amiodarone", "colonoscopy", "insulin", "thrombolysis"]
+# Words that may follow an option's text: the pool itself (so that the words go on into a longer option's text)
+# and ordinary words that neither state nor negate anything.
+FOLLOW = POOL + ["is", "would", "be", "should", "was", "the", "first", "line", "for", "this", "patient", "today",
+                 "infection", "of", "lung", "started", "and", "in", "treatment", "with"]
+LETTER_FORMS = ["{L}. {t}", "The answer is {L}. {t}", "The answer is {L}: {t}", "Answer: ({L}) {t}",
+                "The correct answer is {L} - {t}", "**{L}.** {t}", "Final answer: {L}) {t}"]
+pool_texts = st.lists(st.sampled_from(POOL), min_size=1, max_size=3).map(" ".join)
+overlapping_options = st.integers(min_value=2, max_value=5).flatmap(
+    lambda n: st.lists(pool_texts, min_size=n, max_size=n, unique=True).map(lambda ts: dict(zip(LETTERS, ts))))
+
+
+def _ws(text: str) -> list[str]:
+    return text.casefold().replace("-", " ").split()
+
+
+def _begins_with(words: list[str], prefix: list[str]) -> bool:
+    return words[: len(prefix)] == prefix
+
+
+def test_the_pool_words_are_far_apart() -> None:
+    assert all(fuzz.ratio(a, b) < 55 for i, a in enumerate(POOL) for b in POOL[i + 1:])
+
+
+def _expected_reading(stated: str, line: list[str], options: dict[str, str]) -> str | None:
+    """The rule, read off exact word prefixes: the longest option text the words begin with is the named one;
+    the stated letter stands if that is its own option, or its own text begins with the named one's; else a
+    conflict (None)."""
+    named = max((k for k, v in options.items() if _begins_with(line, _ws(v))), key=lambda k: len(_ws(options[k])))
+    if named == stated or _begins_with(_ws(options[stated]), _ws(options[named])):
+        return stated
+    return None
+
+
+@FAST
+@given(data=st.data(), options=overlapping_options)
+def test_letter_then_an_options_text_then_any_words(data: st.DataObject, options: dict[str, str]) -> None:
+    """"X. <text of option Y> <any words>": the letter X when Y is X, or when X's text begins with Y's; a
+    conflict otherwise; where the words go on into a longer option's text Z, Z is the named one (longest
+    first)."""
+    stated = data.draw(st.sampled_from(sorted(options)), label="stated")
+    named = data.draw(st.sampled_from(sorted(options)), label="text of")
+    follow = data.draw(st.lists(st.sampled_from(FOLLOW), max_size=5), label="then")
+    line = _ws(options[named]) + follow
+    # No option is a near-typo of the line's beginning unless it is exactly there (that is the fuzzy stage's
+    # business, pinned by the table): the reading is then decided by exact words alone.
+    assume(all(_begins_with(line, _ws(v)) or all(fuzz.ratio(v, " ".join(line[:k])) < 80
+                                                   for k in range(1, len(line) + 1)) for v in options.values()))
+    words = " ".join([options[named].capitalize() if data.draw(st.booleans()) else options[named], *follow])
+    end = data.draw(st.sampled_from(["", ".", " ", ", as expected."]))
+    text = data.draw(st.sampled_from(LETTER_FORMS)).format(L=stated, t=words) + end
+    result = extract_choice(text, options)
+    expected = _expected_reading(stated, line, options)
+    if expected is None:
+        assert (result.letter, result.method) == (None, "conflict"), (text, result)
+    else:
+        assert result.letter == stated, (text, result)
+    assert result.detail
+
+
+@FAST
+@given(data=st.data(), options=overlapping_options)
+def test_another_options_text_argued_against_keeps_the_letter(data: st.DataObject, options: dict[str, str]) -> None:
+    """"X. <text of option Y> is unlikely ...": an explanation of X, never a conflict."""
+    stated, named = (data.draw(st.sampled_from(sorted(options))) for _ in range(2))
+    against = data.draw(st.sampled_from(["is unlikely", "is not the cause", "was ruled out", "can be excluded",
+                                         "is less likely here", "does not fit", "isn't supported"]))
+    text = data.draw(st.sampled_from(LETTER_FORMS)).format(L=stated, t=f"{options[named]} {against}")
+    line = _ws(f"{options[named]} {against}")
+    # no longer option's text begins the words, exactly or nearly (then that option is the one named)
+    assume(all(v == options[named] or all(fuzz.ratio(v, " ".join(line[:k])) < 80 for k in range(1, len(line) + 1))
+               for v in options.values() if len(_ws(v)) > len(_ws(options[named]))))
+    result = extract_choice(text, options)
+    assert result.letter == stated, (text, result)
+
+
+# Garbled echoes: a list whose "texts" are labels ("A. A.", "B. B.", "C. D.", "A. Option A").
+PAIR_FORMS = ["{L}. {M}.", "{L}. {M}", "({L}) {M}", "{L}) {M})", "**{L}.** {M}.", "{L}. Option {M}", "{L}: ({M})"]
+
+
+@FAST
+@given(data=st.data(), options=realistic_options)
+def test_a_list_of_labels_for_texts_is_an_echo(data: st.DataObject, options: dict[str, str]) -> None:
+    letters = data.draw(st.lists(st.sampled_from(sorted(options)), min_size=2, unique=True).map(sorted))
+    fmt = data.draw(st.sampled_from(PAIR_FORMS))
+    texts = [fmt.format(L=k, M=data.draw(st.sampled_from(LETTERS[: len(options)]))) for k in letters]
+    sep = data.draw(st.sampled_from(["\n", "\n\n"] + ([" "] if "Option" not in fmt else [])))
+    text = data.draw(st.sampled_from(PREFIXES)) + data.draw(st.sampled_from([":\n", "\n", ": ", " "])) + sep.join(texts)
+    result = extract_choice(text, options)
+    assert (result.letter, result.method) == (None, "echo"), (text, result)
+
+
+@FAST
+@given(data=st.data(), options=overlapping_options)
+def test_an_options_text_inside_a_longer_word_is_no_quote(data: st.DataObject, options: dict[str, str]) -> None:
+    """"a vitamin deficiency" does not quote "Vitamin D" (issue 19): an option's text glued to the start of a
+    longer word is not read by the fuzzy stage; the same text as whole words is."""
+    letter = data.draw(st.sampled_from(sorted(options)))
+    text = options[letter]
+    # no option's text holds another's (nested texts: the table), nor shares a word with it
+    assume(all(set(a.split()).isdisjoint(b.split()) for a in options.values() for b in options.values() if a != b))
+    # glued letters as long as half the text at least: far beyond a typo (ratio <= 80), whatever its length
+    glued = data.draw(st.text(alphabet="xqz", min_size=max(6, len(text) // 2 + 1), max_size=max(12, len(text))))
+    assert extract_choice(f"we discussed {text}{glued} today", options).letter is None
+    assert extract_choice(f"we discussed {text} today", options).letter == letter

@@ -114,7 +114,7 @@ class Workspace:
 
     def args(self, example: tuple[str, ...], **override: Path) -> list[str]:
         values = {**self.values, **override}
-        return [part.format(**{k: str(v) for k, v in values.items()}) for part in example]
+        return [part.format(task="jama", **{k: str(v) for k, v in values.items()}) for part in example]
 
     def inputs(self) -> list[Path]:
         """Every file an example reads (with the database's companions), to prove none of them changes."""

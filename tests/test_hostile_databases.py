@@ -57,6 +57,7 @@ PACKAGE = REPO / "medbench_local"
 #: Every command that reads a results database without writing one, from its declaration (tests/command_tree.py),
 #: so that a command added later is attacked too; plus variants that read more than the declared example does.
 EXTRA_READERS: dict[str, list[str]] = {
+    "export to stdout": ["export", "--db", "{db}"],
     "runs --json": ["runs", "--json", "--db", "{db}"],
     "export --aggregate": ["export", "--aggregate", "--resamples", "200", "--db", "{db}"],
     "report --no-items": ["report", "--resamples", "200", "--no-items", "--examples", "1", "-o", "{out}/r.html",
@@ -86,7 +87,7 @@ general = "gemma3-270m"
 """
 # What a command reads beyond the schema check: a damaged value elsewhere may pass unnoticed by it.
 READS_ONLY = {"runs": {"runs"}, "runs --json": {"runs"}}
-SHOWS_VALUES = {"show", "export"}
+SHOWS_VALUES = {"show", "export to stdout"}
 
 CHILD = """
 import json, sys, traceback
@@ -200,7 +201,7 @@ def expand(argv: list[str], db: Path, out: Path) -> list[str]:
         (inputs / "prompts.toml").write_text('system = "Answer briefly."\n', encoding="utf-8")
         shutil.copy(REPO / "bench_data" / "jama" / "cases.csv", inputs / "cases.csv")
     values = {"{db}": db, "{out}": out, "{config}": inputs / "models.toml", "{prompts}": inputs / "prompts.toml",
-              "{data}": inputs / "cases.csv", "{folder}": out / "folder"}
+              "{data}": inputs / "cases.csv", "{folder}": out / "folder", "{task}": "jama"}
     expanded = []
     for part in argv:
         for placeholder, value in values.items():

@@ -236,6 +236,7 @@ def test_export_aggregate_carries_compares_intervals(separate_db: Path, in_repo:
             (row["delta"]["score"], row["delta"]["ci_low"], row["delta"]["ci_high"])
         assert (delta[f"delta_{metric}_p"], delta[f"delta_{metric}_p_adjusted"]) == (row["p_value"],
                                                                                      row["p_adjusted"])
+        assert delta[f"delta_{metric}_verdict"] == row["verdict"]
     evaluations = [r for r in exported if r["row"] == "evaluation"]
     assert len(evaluations) == 4 and all(r["pairing"] == "compared" and r["pair"] == "demo" for r in evaluations)
     table = _csv("--db", str(separate_db), "--aggregate", "--resamples", "200", "--task", "nejm")

@@ -392,3 +392,56 @@ def test_show_report_and_export_use_the_same_pairing(tmp_path: Path) -> None:
     assert "a.csv aaaaaaaa" in html and "b.csv bbbbbbbb" in html and "superseded" in html
     assert "only the biomedical model has results on this data" in html
     assert "keeps the ROUGE/F1 of the text written before the cut" in html
+
+
+# ------------------------------------------------------------------------------ the verdict in words
+
+
+@pytest.mark.parametrize("p,text", [(0.0, "<0.001"), (1e-12, "<0.001"), (0.000999, "<0.001"), (0.001, "0.001"),
+                                    (0.0123, "0.012"), (0.04999, "0.050"), (0.5, "0.500"), (1.0, "1.000")])
+def test_p_is_written_with_three_decimals_or_as_below_0001(p: float, text: str) -> None:
+    from medbench_local.metrics.stats import format_p
+
+    assert format_p(p) == text
+
+
+# (biomedical right, general right) per item: the biomedical model far ahead, the general one far ahead, a tie
+VERDICT_CASES = {"biomedical ahead": ([1] * 30 + [0] * 2, [0] * 30 + [1] * 2),
+                 "general ahead": ([0] * 30 + [1] * 2, [1] * 30 + [0] * 2),
+                 "no significant difference": ([1, 0] * 10, [0, 1] * 10)}
+
+
+@pytest.mark.parametrize("words", list(VERDICT_CASES))
+def test_the_verdict_is_in_words_in_the_table_markdown_and_json(tmp_path: Path, words: str) -> None:
+    bio, gen = VERDICT_CASES[words]
+    db = tmp_path / "r.db"
+    _store(db, [Ev("bio", "jama", acc(*bio)), Ev("gen", "jama", acc(*gen))])
+    (row,) = _report(db).rows
+    assert row.verdict == words and (row.ahead is None) == (words == "no significant difference")
+    (payload,) = json.loads(invoke("compare", "--db", str(db), "--json", "--resamples", "200").output)
+    assert payload["verdict"] == words
+    table = " ".join(invoke("compare", "--db", str(db), "--resamples", "200").output.split())
+    markdown = invoke("compare", "--db", str(db), "--resamples", "200", "--markdown").output
+    from medbench_local.metrics.stats import format_p
+
+    holm = format_p(payload["p_adjusted"])
+    assert words in table and f"(Holm p {holm})" in table  # two lines of one cell
+    assert f"{words} (Holm p {holm})" in markdown
+    assert "0.0000" not in table + markdown
+    summary = {"biomedical ahead": "biomedical ahead on the one row (jama accuracy)",
+               "general ahead": "general ahead on the one row (jama accuracy)",
+               "no significant difference": "no significant difference on the one row"}[words]
+    assert summary in table and summary in markdown
+    exported = [json.loads(line) for line in invoke("export", "--db", str(db), "--aggregate", "--format", "jsonl",
+                                                    "--resamples", "200").output.splitlines()]
+    (delta,) = [r for r in exported if r["row"] == "delta"]
+    assert delta["delta_accuracy_verdict"] == words and delta["delta_accuracy_p_adjusted"] == payload["p_adjusted"]
+
+
+def test_the_methods_footer_is_printed_once_per_output(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    _store(db, [Ev("bio", "jama", acc(1, 0, 1)), Ev("gen", "jama", acc(0, 0, 1)),
+                Ev("bio", "mednli", acc(1, 1)), Ev("gen", "mednli", acc(0, 1))])
+    for args in ([], ["--markdown"]):
+        output = " ".join(invoke("compare", "--db", str(db), "--resamples", "200", *args).output.split())
+        assert output.count("Verdict: Holm-adjusted p < 0.05") == 1, args

@@ -4,11 +4,20 @@ injected clock (never measured: the test moves a fake clock), plus the summary l
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
 from medbench_local.cli.run import ProgressReporter
+from medbench_local.config import LocalSource, ModelSpec, load_config
+from medbench_local.engine.base import ContinuationScore, LoglikelihoodRequest, Loglikelihoods
+from medbench_local.runner import ModelRole, RunOptions, execute, load_tasks
+from medbench_local.store import close_database, open_database
+from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Score
+
+from .conftest import REPO
+from .test_runner import FakeEngine
 
 
 class FakeClock:
@@ -94,3 +103,54 @@ def test_lines_about_one_item_say_item() -> None:
     assert reporter.progress_line(clock.now) == "m · jama: 1/1 item, ETA 0s, 3.0 tok/s"
     reporter.end()
     assert buffer.getvalue().splitlines()[-1] == "m · jama: 1 item (correct 1), 3.0 tok/s"
+
+
+def test_log_likelihood_items_report_prompt_tokens_per_second() -> None:
+    """loglik generates nothing: its rate is the prompt tokens read per second, named so (issue 19: the lines said
+    "0.0 tok/s"); a generation task after it in the same run is back to generated tokens."""
+    reporter, buffer, clock = _reporter()
+    reporter.begin("m", "jama (loglik)", 3, 0)
+    clock.now += 1.0
+    reporter.advance(Score("correct", method="loglik:sum"), 400, 0.5)
+    assert reporter.progress_line(clock.now) == "m · jama (loglik): 1/3 items, ETA 2s, 800.0 prompt tok/s"
+    reporter.end()
+    assert buffer.getvalue().splitlines()[-1] == "m · jama (loglik): 1 item (correct 1), 800.0 prompt tok/s"
+    reporter.begin("m", "jama", 1, 0)
+    clock.now += 1.0
+    reporter.advance(Score("correct", method="explicit"), 4, 1.0)
+    assert reporter.progress_line(clock.now) == "m · jama: 1/1 item, ETA 0s, 4.0 tok/s"
+
+
+def test_a_loglik_run_hands_the_reporter_the_prompt_tokens_it_read(tmp_path: Path) -> None:
+    """Through the real runner with a fake engine: every loglik item reports its evaluated prompt tokens and
+    the seconds it took, never 0 tokens."""
+
+    class Loglik(FakeEngine):
+        def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods:
+            return Loglikelihoods(prompt_text="ctx", scores=tuple(ContinuationScore(c, -1.0 - i, 1, 2, i == 0)
+                                                                   for i, c in enumerate(request.continuations)),
+                                  prompt_tokens=120, truncated_tokens=0, prompt_tokens_evaluated=90,
+                                  continuation_tokens_evaluated=4, seconds=0.5)
+
+    class Recording:
+        def __init__(self) -> None:
+            self.advanced: list[tuple[str, int, float]] = []
+
+        def begin(self, *args: object) -> None: ...
+        def end(self) -> None: ...
+        def note(self, text: str) -> None: ...
+
+        def advance(self, score: Score, tokens: int, seconds: float) -> None:
+            self.advanced.append((score.method, tokens, seconds))
+
+    spec = ModelSpec(id="fake", role="general", source=LocalSource(Path("/fake.gguf")))
+    tasks = load_tasks([(get_task("jama"), REPO / "bench_data" / "jama")], 3)
+    reporter = Recording()
+    handle = open_database(tmp_path / "r.db")
+    try:
+        execute(handle, load_config(REPO / "models.toml"), [ModelRole(spec, "general")], tasks,
+                {"fake": Path("/fake.gguf")}, RunOptions(scoring=("loglik",)), reporter,
+                engine_factory=lambda s, p, o: Loglik(s))
+    finally:
+        close_database(handle)
+    assert reporter.advanced == [("loglik:sum", 90, 0.5)] * 3

@@ -35,7 +35,7 @@ def test_report_is_self_contained(report: Path) -> None:
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 3  # forest plot, scores, outcomes of the demo pair
     for text in ("smollm2-135m-instruct", "gemma3-270m", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                 "Q4_1", "mcnemar-exact", "Disagreements on", "llama-cpp-python", "Outcomes per task and model",
+                 "Q4_1", "exact McNemar", "Disagreements on", "llama-cpp-python", "Outcomes per task and model",
                  "Holm-adjusted p &lt; 0.05", "← gemma3-270m (general) better", "smollm2-135m-instruct (biomedical) better →"):
         assert text in html, text
     # data file names next to their hashes, settings as labelled values (the JSON only folded)

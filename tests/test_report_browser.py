@@ -273,3 +273,89 @@ def test_examples_show_input_gold_metric_and_each_output_once_long_ones_folded(s
         assert text.count("CASE-TEXT") == 1
     else:
         assert "Inputs were not stored" in text and "c" * 64 not in html
+
+
+# ------------------------------------------------------------------------------ summary, search, outcome counts
+
+
+def _study_report(tmp_path: Path, *extra: str) -> tuple[Path, str]:
+    from .synthetic import build_study_db
+
+    db = build_study_db(tmp_path / "study.db")
+    out = tmp_path / "study.html"
+    invoke("report", "--db", str(db), "-o", str(out), "--resamples", "200", *extra)
+    return out, out.read_text(encoding="utf-8")
+
+
+def test_the_summary_line_says_who_is_ahead_where_at_the_top(tmp_path: Path) -> None:
+    from .synthetic import STUDY_BIO, STUDY_GEN, STUDY_PAIR
+
+    out, html = _study_report(tmp_path)
+    page = Page(html)
+    summary = page.text["summary"]
+    assert html.index("id='summary'") < html.index("<h2")  # above every section
+    assert " ".join(summary.split()) == (
+        f"{STUDY_PAIR}: {STUDY_BIO} (biomedical) ahead on 1 of 6 rows (jama accuracy); {STUDY_GEN} (general) "
+        "ahead on 1 of 6 rows (mednli accuracy); no significant difference on 4 rows (ahead: Holm-adjusted p "
+        "< 0.05).")
+    assert ("a", {"href": "#pair-0"}) in page.tags and any(a.get("id") == "pair-0" for a in page.all("h2"))
+    # the statistics table says it in words, with p written <0.001, never 0.0000
+    stats = html_text(html.split("<table class=\"stats\">")[1].split("</table>")[0])
+    assert "biomedical ahead (Holm p <0.001)" in stats and "general ahead (Holm p <0.001)" in stats
+    assert stats.count("no significant difference (Holm p 1.000)") == 4 and "0.0000" not in html
+    browser_or_skip()
+    dom = _dom(out, tmp_path / "profile", "")
+    assert " ".join(dom.text["summary"].split()) == " ".join(summary.split())  # what a reader sees
+
+
+def test_outcome_counts_add_up_to_n_and_unpaired_items_are_counted_apart(tmp_path: Path) -> None:
+    from medbench_local.analysis.paired import compare_pairs
+    from medbench_local.report.sections import outcome_table
+    from medbench_local.store.database import reading
+
+    from .synthetic import build_study_db, study_tasks
+
+    db = build_study_db(tmp_path / "study.db")
+    with reading(db) as conn:
+        (report,) = compare_pairs(conn, resamples=200)
+    for row in report.rows:
+        for role in ("biomedical", "general"):
+            assert sum(row.paired_outcomes[role].values()) == row.n
+    answered = {(t.task, "biomedical"): len(t.bio) for t in study_tasks()} | {
+        (t.task, "general"): len(t.gen) for t in study_tasks()}
+    for tr in re.findall(r"<tr>(.*?)</tr>", outcome_table(report))[1:]:  # per row group and model
+        cells = [html_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr)]
+        task, role = next(t.task for t in study_tasks() if cells[0].startswith(t.task)), cells[1]
+        *counts, n, unpaired = [int(c.replace(",", "")) for c in cells[2:]]
+        assert sum(counts) == n and n + unpaired == answered[(task, role)], cells
+    assert any(int(html_text(c)) == 4 for c in re.findall(r"<td class=\"num\">(\d+)</td>", outcome_table(report)))
+
+
+SEARCHES = [  # (the search, the item indices it finds; tests/synthetic.py and hostile_db above)
+    ("gen answer 4", [4]),       # the general model's output
+    ("GEN ANSWER 4", [4]),       # any case
+    ("answer 3", [3]),           # both outputs of item 3 hold it
+    ("prompt for item5", [5]),   # the item's input (its prompt)
+    ("item0", [0]),              # the item id
+    ("no such text anywhere", []),
+]
+
+
+@pytest.mark.parametrize("query,expected", SEARCHES)
+def test_the_search_box_filters_items_by_any_text_in_chromium(tmp_path: Path, query: str, expected: list[int]
+                                                             ) -> None:
+    from urllib.parse import quote
+
+    browser_or_skip()
+    db = hostile_db(tmp_path / "r.db", HOSTILE[0])
+    out = tmp_path / "r.html"
+    invoke("report", "--db", str(db), "-o", str(out), "--resamples", "200")
+    assert 'id="mb-search"' in out.read_text(encoding="utf-8")
+    found = _dom(out, tmp_path / "profile", f"items?q={quote(query)}&sort=order")
+    assert _shown(found) == expected
+    counts = [a for t, a in found.tags if a.get("id") == "mb-count"]
+    assert counts[0]["data-matching"] == str(len(expected))
+    # the search combines with the other filters: "answer" (items 0, 1, 3, 4, 5) where the general model was
+    # wrong (items 0 and 2)
+    both = _dom(out, tmp_path / "profile", "items?q=answer&outcome=wrong&side=1&sort=order")
+    assert _shown(both) == [0]

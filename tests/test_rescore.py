@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from medbench_local.metrics import bertscore
+from medbench_local.metrics.extraction import EXTRACTION_VERSION
 
 from .conftest import REPO, copy_db, invoke, rows
 
@@ -75,10 +76,11 @@ ITEM_COLUMNS = ("g.item, g.run_id, g.prompt, g.output, g.prompt_tokens, g.trunca
                 "g.finish_reason, g.seconds, g.prompt_ms, g.generation_ms, g.error, g.created_at")
 
 
-def simulate_old_extraction(db: Path, task: str, *, prompt_sha256: str | None = None) -> dict[str, str]:
+def simulate_old_extraction(db: Path, task: str, *, prompt_sha256: str | None = None,
+                            version: str | None = None) -> dict[str, str]:
     """Make every evaluation of ``task`` look as if an older medbench-local wrote it: the extraction string
-    of before version 2 in its settings, and the key that version computed from them (the key is a hash of
-    the settings). Returns model id -> old key."""
+    of before version 2 in its settings (or of ``version``: today's cascade with that version), and the key that
+    version computed from them (the key is a hash of the settings). Returns model id -> old key."""
     from medbench_local.runner import evaluation_key
 
     keys = {}
@@ -87,7 +89,9 @@ def simulate_old_extraction(db: Path, task: str, *, prompt_sha256: str | None = 
         for key, model_id, settings_json in conn.execute(
                 "select key, model_id, settings from evaluations where task = ?", (task,)).fetchall():
             settings = json.loads(settings_json)
-            settings["task"]["extraction"] = OLD_EXTRACTION[task]
+            today = settings["task"]["extraction"]
+            settings["task"]["extraction"] = (OLD_EXTRACTION[task] if version is None
+                                              else today[: -len(EXTRACTION_VERSION)] + version)
             if prompt_sha256:
                 settings["task"]["prompt_sha256"] = prompt_sha256
             old = evaluation_key(settings["identity"], settings["task"])
@@ -141,8 +145,9 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
     new = {model: key for key, model in rows(db, "select key, model_id from evaluations where task = 'jama' "
                                                  "and key not in (?, ?)", *old.values())}
     assert set(new) == {"smollm2-135m-instruct", "gemma3-270m"}
-    assert result.output.count("items re-scored with extraction v2") == 2
-    assert result.output.count("already scored with extraction v2") == 2  # nejm: current, skipped with a note
+    assert result.output.count(f"items re-scored with extraction v{EXTRACTION_VERSION}") == 2
+    # nejm: current, skipped with a note
+    assert result.output.count(f"already scored with extraction v{EXTRACTION_VERSION}") == 2
     assert rows(db, "select key from evaluations where task = 'nejm' order by key") == nejm_before
     for model, key in new.items():
         # the old evaluation is untouched, the new one holds the same generations with today's scores
@@ -150,8 +155,8 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
         copied = evaluation_snapshot(db, key)
         assert [r[:13] for r in copied] == [r[:13] for r in before[model]]  # item, run_id, prompt ... created_at
         settings = json.loads(rows(db, "select settings from evaluations where key = ?", key)[0][0])
-        assert settings["rescored_from"] == old[model] and settings["extraction_version"] == "2"
-        assert settings["task"]["extraction"].endswith(" v2")
+        assert settings["rescored_from"] == old[model] and settings["extraction_version"] == EXTRACTION_VERSION
+        assert settings["task"]["extraction"].endswith(f" v{EXTRACTION_VERSION}")
     echoed = scored_items(db, new["gemma3-270m"])["jama-demo-03"]
     assert echoed[:2] == ("unparseable", None) and echoed[2]["accuracy"] == 0.0
     assert scored_items(db, old["gemma3-270m"])["jama-demo-03"][:2] == ("correct", "A")  # old scores readable
@@ -159,7 +164,7 @@ def test_rescore_extraction_end_to_end(demo_db: Path, tmp_path: Path, in_repo: P
                                                  "order by started_at desc limit 1")
     recorded = json.loads(settings_json)
     assert json.loads(command) and status == "completed"  # the process's command line (pytest's, here)
-    assert recorded["rescore"] == "extraction" and recorded["extraction_version"] == "2"
+    assert recorded["rescore"] == "extraction" and recorded["extraction_version"] == EXTRACTION_VERSION
     assert {(e["from"], e["to"]) for e in recorded["evaluations"]} == {(old[m], new[m]) for m in old}
     assert rows(db, "select count(*) from runs")[0][0] == runs_before + 1
 
@@ -225,8 +230,9 @@ def _options_in(user: str, separator: str) -> dict[str, str]:
 
 
 def _shaped_engine(separator: str) -> type:
-    """A fake engine whose outputs cycle through the shapes issue 9 is about: an echo, a letter with another
-    option's text, a letter with its own text, a bare letter, nothing readable, and a failed generation."""
+    """A fake engine whose outputs cycle through the shapes issues 9 and 19 are about: an echo, a letter with
+    another option's text, a letter with its own text, a bare letter, nothing readable, a failed generation, a
+    letter with another option's text and then a sentence that goes on, and a list of labels for texts."""
     from medbench_local.engine.base import Generation, GenerateRequest
 
     from .test_runner import FakeEngine
@@ -237,7 +243,7 @@ def _shaped_engine(separator: str) -> type:
         def generate(self, request: GenerateRequest) -> Generation:
             Shaped.calls += 1
             options = _options_in(request.prompt.user, separator)
-            shape = Shaped.calls % 6
+            shape = Shaped.calls % 8
             if shape == 5:
                 raise RuntimeError("llama_decode returned -1")
             output = [
@@ -246,6 +252,9 @@ def _shaped_engine(separator: str) -> type:
                 f"The correct answer is B: {options.get('B', '')}.",
                 " B.",
                 " I cannot tell.",
+                "",
+                f"The correct answer is B: {options.get('C', '')} is the one the history points to",
+                ":\nA. A.\nB. B.\nC. D.",
             ][shape]
             return Generation(prompt_text=self.render(request.prompt), output=output, prompt_tokens=10,
                               truncated_tokens=0, completion_tokens=5, finish_reason="stop", seconds=0.01)
@@ -253,18 +262,24 @@ def _shaped_engine(separator: str) -> type:
     return Shaped
 
 
+@pytest.mark.parametrize("version", [None, "2"])
 @pytest.mark.parametrize("task_id, separator", [("jama", "."), ("longhealth", ":")])
-def test_rescoring_an_old_evaluation_equals_scoring_it_today(tmp_path: Path, task_id: str, separator: str) -> None:
+def test_rescoring_an_old_evaluation_equals_scoring_it_today(tmp_path: Path, task_id: str, separator: str,
+                                                             version: str | None) -> None:
     """rescore(old copy of today's run) == today's run: same key, same outcomes and metrics item by item
-    (LongHealth's document-assembly metrics, which only exist while the prompt is built, are carried over)."""
+    (LongHealth's document-assembly metrics, which only exist while the prompt is built, are carried over), from
+    before extraction version 2 and from version 2 alike."""
     today = tmp_path / "today.db"
-    _fake_run(today, task_id, _shaped_engine(separator), limit=12)
+    _fake_run(today, task_id, _shaped_engine(separator), limit=16)
     (today_key,), = rows(today, "select key from evaluations")
     expected = scored_items(today, today_key)
     assert {outcome for outcome, _, _ in expected.values()} >= {"unparseable", "conflict", "error"}
+    issue_19 = rows(today, "select g.output, s.outcome from generations g join scores s on s.generation_id = g.id "
+                           "where g.output like '%history points to' or g.output like '%A. A.%'")
+    assert {outcome for _, outcome in issue_19} == {"conflict", "unparseable"}
 
     old_db = copy_db(today, tmp_path / "old.db")
-    old_key = simulate_old_extraction(old_db, task_id)["fake"]
+    old_key = simulate_old_extraction(old_db, task_id, version=version)["fake"]
     with sqlite3.connect(old_db) as conn:  # the old extraction's verdicts: what rescoring must replace
         for gid, metrics in conn.execute("select generation_id, metrics from scores "
                                          "where outcome in ('unparseable', 'conflict')").fetchall():
@@ -273,7 +288,7 @@ def test_rescoring_an_old_evaluation_equals_scoring_it_today(tmp_path: Path, tas
                          "where generation_id = ?", (json.dumps(credited), gid))
     stale = evaluation_snapshot(old_db, old_key)
     result = invoke("rescore", "--extraction", "--db", str(old_db), "--task", task_id, "--model", "fake")
-    assert "items re-scored with extraction v2" in result.output
+    assert f"items re-scored with extraction v{EXTRACTION_VERSION}" in result.output
     assert rows(old_db, "select key from evaluations where key != ?", old_key) == [(today_key,)]
     assert scored_items(old_db, today_key) == expected
     assert evaluation_snapshot(old_db, old_key) == stale

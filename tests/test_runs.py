@@ -119,3 +119,16 @@ def test_runs_on_a_bad_database_is_one_line(tmp_path: Path, make, message: str) 
     result = invoke("runs", "--db", str(path), expect=1)
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_planned_counts_each_scoring_mode() -> None:
+    """``--scoring both`` stores two generations per item: 'planned' counts both, and says so."""
+    from medbench_local.store.history import RunEntry
+
+    settings = {"models": [{"id": "a"}, {"id": "b"}], "tasks": [{"task": "t", "items": 100}],
+                "scoring": ["generate", "loglik"]}
+    both = RunEntry("r", "2026-01-01T00:00:00", None, "running", [], None, settings, 400)
+    assert (both.planned, both.modes) == (400, 2)
+    older = RunEntry("r", "2026-01-01T00:00:00", None, "running", [], None,
+                     {k: v for k, v in settings.items() if k != "scoring"}, 0)
+    assert (older.planned, older.modes) == (200, 1)

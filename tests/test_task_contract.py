@@ -16,6 +16,7 @@ import pytest
 from medbench_local.engine.base import Generation
 from medbench_local.prompting import Prompt
 from medbench_local.errors import UserError
+from medbench_local.metrics.extraction import EXTRACTION_VERSION
 from medbench_local.tasks import MetricSpec, get_task, task_ids
 from medbench_local.tasks.base import METRIC_KINDS, Item, PromptContext, canonical_json
 
@@ -46,7 +47,16 @@ SETTINGS_ON_MAIN: dict[tuple[str, str], str] = {
 BUILT_IN = sorted({task for task, _ in SETTINGS_ON_MAIN})
 
 
+# The extraction version the table was computed with. A new extraction version changes the keys of the
+# multiple-choice evaluations on purpose (``rescore --extraction`` carries old ones over); everything else must not.
+TABLE_EXTRACTION_VERSION = "2"
+
+
 def _digest(settings: dict) -> str:
+    """The table's digest of ``settings``, with today's extraction version written as the table's."""
+    extraction = settings.get("extraction")
+    if isinstance(extraction, str) and extraction.endswith(f" v{EXTRACTION_VERSION}"):
+        settings = {**settings, "extraction": extraction[: -len(EXTRACTION_VERSION)] + TABLE_EXTRACTION_VERSION}
     return hashlib.sha256(canonical_json(settings).encode("utf-8")).hexdigest()[:16]
 
 

@@ -22,7 +22,11 @@ PATHOLOGICAL = ["(" * 20000, "**" * 20000, "answer: " + "(* " * 10000, "A. " * 1
                 "word " * 20000,
                 # option-list (echo) and letter-text (conflict) checks: many list lines, one huge line
                 "A. Tinea corporis\n" * 5000, "\nA" * 20000, "1. " * 10000, "(A) " * 10000 + "Tinea corporis",
-                "The answer is " * 5000 + "A. Tinea corporis", "The answer is A: " + "x" * 50000]
+                "The answer is " * 5000 + "A. Tinea corporis", "The answer is A: " + "x" * 50000,
+                # extraction v3: label lists, placeholders, label sequences, examples, word runs of the fuzzy stage
+                "A. A.\n" * 5000, "<text of option A>\n" * 5000, "A. x\nB. y\nC. z\n" * 3000,
+                "If you choose option A, reply: " * 2000, "Tinea corporis " * 5000,
+                "A. Tinea corporis is " + "very " * 10000 + "likely"]
 
 
 def per_char_seconds(texts: list[str], repeat: int) -> float:

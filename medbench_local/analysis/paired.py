@@ -23,8 +23,8 @@ from typing import Any
 import sqlite_utils
 
 from ..gates.stored import load_metrics, load_object, member_object
-from ..metrics.stats import (Interval, holm, mcnemar_exact, mean_ci, paired_difference_ci, paired_permutation_test,
-                             paired_proportion_difference_ci, wilson_ci)
+from ..metrics.stats import (Interval, format_p, holm, mcnemar_exact, mean_ci, paired_difference_ci,
+                             paired_permutation_test, paired_proportion_difference_ci, wilson_ci)
 from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
 from ..errors import UserError
 from ..tasks import get_task, task_ids
@@ -44,10 +44,19 @@ PAIRING_NOTE = ("Pairs: evaluations on the same data (file SHA-256) with equal t
 TRUNCATION_NOTE = ("Truncated (token budget ran out): a multiple-choice answer not readable by then scores 0; "
                    "a summary or code list keeps the ROUGE/F1 of the text written before the cut, as in the "
                    "CLUE reference; trunc = share of the n items truncated, biomedical/general.")
-INTERVAL_NOTE = ("95% CIs: Wilson per model and continuity-corrected Tango score interval for Δ (binary "
-                 "metrics), BCa bootstrap (continuous); tests: exact McNemar (binary), paired sign-flip "
-                 "permutation (continuous); Holm across the pair's rows. Δ is coloured when the Holm-adjusted "
-                 "p < 0.05 (green: biomedical ahead).")
+CI_NOTE = ("95% CIs: Wilson per model and continuity-corrected Tango score interval for Δ (binary metrics), BCa "
+           "bootstrap (continuous); tests: exact McNemar (binary), paired sign-flip permutation (continuous); Holm "
+           "across the pair's rows.")
+INTERVAL_NOTE = (f"{CI_NOTE} The verdict says in words which model is ahead when the Holm-adjusted p < 0.05 "
+                 "(colour only repeats it: green biomedical, red general).")
+# The words of a row's verdict (compare's table, Markdown and JSON, the report, export, reproduce): the words
+# carry the result, so that it survives a file, Markdown, a printout and colour blindness.
+VERDICT_WORDS = {"biomedical": "biomedical ahead", "general": "general ahead", None: "no significant difference"}
+# What compare prints once under its tables (and Markdown once at the end): the rest is in 'compare --help'.
+METHODS_NOTE = ("Scores ×100 with 95% CIs; Δ = biomedical − general with its paired 95% CI. Verdict: Holm-adjusted "
+                "p < 0.05 across the pair's rows (exact McNemar for accuracy, paired permutation otherwise). "
+                "Unparseable, conflict and error items score 0; a truncated multiple-choice answer scores 0, a "
+                "truncated summary or code list keeps the ROUGE/F1 of the text written before the cut.")
 
 
 # Scores that optional metric back-ends add to items (compared when present).
@@ -104,7 +113,8 @@ class MetricComparison:
     p_adjusted: float = 1.0
     discordant: tuple[int, int] | None = None  # (biomedical right & general wrong, the reverse)
     missing: dict[str, int] = field(default_factory=dict)  # items only the other model has
-    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # every item of each evaluation
+    paired_outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # the n compared items: sum n
     evaluations: dict[str, str] = field(default_factory=dict)  # role -> evaluation key (for audits)
     data: DataLabel | None = None                  # the data both evaluations ran on
     general_data: DataLabel | None = None          # set when paired across different data (on request)
@@ -122,6 +132,16 @@ class MetricComparison:
         if self.p_adjusted >= SIGNIFICANCE or self.delta.estimate == 0:
             return None
         return "biomedical" if self.delta.estimate > 0 else "general"
+
+    @property
+    def verdict(self) -> str:
+        """The row's result in words: "biomedical ahead", "general ahead" or "no significant difference"."""
+        return VERDICT_WORDS[self.ahead]
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict with the p-value that decided it, as tables print it: "general ahead (Holm p 0.003)"."""
+        return f"{self.verdict} (Holm p {format_p(self.p_adjusted)})"
 
     @property
     def degenerate_gold(self) -> tuple[str, float] | None:
@@ -155,9 +175,10 @@ class MetricComparison:
                         **_interval(self.general), "truncated_rate": self.truncated_rate.get("general")},
             "delta": _interval(self.delta), "test": self.test, "p_value": self.p_value,
             "p_adjusted": self.p_adjusted, "significant": self.ahead is not None, "ahead": self.ahead,
+            "verdict": self.verdict,
             "discordant": None if self.discordant is None else
             {"biomedical_only": self.discordant[0], "general_only": self.discordant[1]},
-            "missing": self.missing, "outcomes": self.outcomes,
+            "missing": self.missing, "outcomes": self.outcomes, "paired_outcomes": self.paired_outcomes,
             "data": None if self.data is None else self.data.to_json(),
             "scoring_mode": "generate" if self.data is None else self.data.mode,
             "different_data": None if self.general_data is None else {"general": self.general_data.to_json()},
@@ -182,6 +203,15 @@ def load_item_scores(db: sqlite_utils.Database, evaluation: str) -> ItemScores:
         golds[item] = gold
     quirks = bool(member_object(settings, "task", "evaluations", "settings", evaluation).get("reference_quirks"))
     return ItemScores(evaluation, head[0], head[1], items, quirks, golds)
+
+
+def _outcome_counts(side: ItemScores, keys: list[str]) -> dict[str, int]:
+    """Outcomes of the compared items only: they add up to the row's n (unpaired items are counted apart)."""
+    counts = {name: 0 for name in OUTCOMES}
+    for key in keys:
+        outcome = side.items[key][0]
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
 
 
 def _values(side: ItemScores, keys: list[str], metric: str) -> list[float]:
@@ -222,6 +252,7 @@ def compare_metric(pair: str, task: str, metric: str, bio: ItemScores, gen: Item
         discordant=discordant,
         missing={"biomedical": len(gen_keys - bio_keys), "general": len(bio_keys - gen_keys)},
         outcomes={"biomedical": bio.outcomes(), "general": gen.outcomes()},
+        paired_outcomes={"biomedical": _outcome_counts(bio, keys), "general": _outcome_counts(gen, keys)},
         evaluations={"biomedical": bio.evaluation, "general": gen.evaluation},
         data=group.data if group else None, general_data=group.general_data if group else None,
         superseded=group.superseded if group else (), truncated_rate=truncated, gold_labels=gold_labels,
@@ -256,6 +287,35 @@ class PairReport:
     unpaired_tasks: dict[str, str] = field(default_factory=dict)  # task -> which model is missing
     notes: list[PairingNote] = field(default_factory=list)
     groups: list[PairedEvaluations] = field(default_factory=list)
+
+
+def summary_line(report: PairReport, *, names: bool = True) -> str:
+    """One sentence per pair: which model is ahead on which rows, how many rows are significant (plain text).
+    ``names``: start with the pair's name and name the models (not needed under a title that does)."""
+    rows = report.rows
+    lead = f"{report.pair}: " if names else ""
+    if not rows:
+        return f"{lead}nothing compared."
+    tasks = Counter(r.task for r in {r.group_label: r for r in rows}.values())
+
+    def where(side: str | None) -> list[str]:
+        return [f"{r.task}{f' ({r.data.short})' if r.data and tasks[r.task] > 1 else ''} {r.metric}"
+                for r in rows if r.ahead == side]
+
+    parts = []
+    for side, model in (("biomedical", report.biomedical_model), ("general", report.general_model)):
+        found = where(side)
+        if found:
+            who = f"{model} ({side})" if names else side
+            count = "the one row" if len(rows) == 1 else f"{len(found)} of {len(rows)} rows"
+            parts.append(f"{who} ahead on {count} ({', '.join(found)})")
+    neither = len(where(None))
+    if neither == len(rows):
+        parts.append(f"no significant difference on any of the {len(rows)} rows" if neither > 1
+                     else "no significant difference on the one row")
+    elif neither:
+        parts.append(f"no significant difference on {neither}" + (" row" if neither == 1 else " rows"))
+    return lead + "; ".join(parts) + " (ahead: Holm-adjusted p < 0.05)."
 
 
 def compare_pairs(db: sqlite_utils.Database, pair_list: Sequence[PairSource] | None = None, *,

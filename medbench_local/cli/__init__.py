@@ -67,12 +67,12 @@ def main() -> None:
 
     \b
     A first session:
-      medbench-local models list                 # what models.toml defines, and what is on disk
-      medbench-local tasks list                  # the tasks and their data formats
+      medbench-local models list              # models.toml's models: on disk?
+      medbench-local tasks list               # the tasks and their data formats
       medbench-local run --pair demo --task jama --db results.db
-      medbench-local compare --db results.db     # both models side by side, per task
-      medbench-local runs --db results.db        # what each run did
-      medbench-local view --db results.db        # browse everything in Datasette (extra: [view])
+      medbench-local compare --db results.db  # both models, side by side
+      medbench-local runs --db results.db     # what each run did
+      medbench-local view --db results.db     # browse it all (extra: [view])
     """
 
 
@@ -90,5 +90,7 @@ main.add_command(runs_command)
 main.add_command(view_command)
 from .bundle import bundle_group  # noqa: E402  (air-gapped workflow)
 from .doctor import doctor_command  # noqa: E402
+from .helptext import use_everywhere  # noqa: E402
 main.add_command(bundle_group)
 main.add_command(doctor_command)
+use_everywhere(main)  # --help wraps between words only (helptext.py)

@@ -76,8 +76,10 @@ def export_command(path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...
 
     \b
     Examples:
-      medbench-local bundle export /media/usb/medbench --pair openbiollm-8b --data ~/cases/jama.csv
-      medbench-local bundle export transfer/bundle --pair demo --data bench_data/jama --tar
+      medbench-local bundle export /media/usb/medbench --pair openbiollm-8b \\
+          --data ~/cases/jama.csv
+      medbench-local bundle export transfer/bundle --pair demo \\
+          --data bench_data/jama --tar
     """
     config = read_config(config_path)
     specs = select_models(config, pairs, model_ids)
@@ -124,7 +126,8 @@ def import_command(path: Path, dest: Path) -> None:
 
     \b
     Example:
-      medbench-local bundle import /media/usb/medbench --to /opt/medbench/bundle-2026-11
+      medbench-local bundle import /media/usb/medbench \\
+          --to /opt/medbench/bundle-2026-11
     """
     with _Bar() as bar:
         summary = import_bundle(path, dest, bar)

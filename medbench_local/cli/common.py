@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-
 import sqlite_utils
 
 from ..analysis.pair_sources import PairSelection, check_tasks, read_pair_config, select_pairs
@@ -17,12 +15,14 @@ from ..config import Config, load_config
 from ..errors import UserError
 from ..paths import find_config
 from .declare import DatabasePath, InputPath
+from .layout import Output
 
 DEFAULT_DB = "results.db"
 
 # No highlighting and no ":emoji:" codes: text from outside must print exactly as it is (see safe_text.py).
-stdout = Console(highlight=False, emoji=False)
-stderr = Console(stderr=True, highlight=False, emoji=False)
+# Output: tables and prose never split a word; a file or pipe gets full lines (layout.py).
+stdout = Output(highlight=False, emoji=False)
+stderr = Output(stderr=True, highlight=False, emoji=False)
 
 
 def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:

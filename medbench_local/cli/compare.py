@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from ..analysis.paired import (INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, MetricComparison, PairReport,
-                               compare_pairs)
+from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, compare_pairs,
+                               summary_line)
 from ..errors import UserError
+from ..metrics.stats import format_p
 from ..store.database import reading
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, selected_pairs, stderr, stdout, task_option
 from .declare import declare
+from .layout import Column, print_prose, print_table
 from .safe_text import literal, plain
 from .limits import RESAMPLES, STATS_SEED
 
@@ -44,11 +45,7 @@ def _ci(row_value: object) -> str:
 
 
 def _short_ci(interval: object) -> str:
-    return f"{100 * getattr(interval, 'low'):.0f}–{100 * getattr(interval, 'high'):.0f}"
-
-
-def _p(value: float) -> str:
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+    return f"[{100 * getattr(interval, 'low'):.0f}–{100 * getattr(interval, 'high'):.0f}]"
 
 
 def truncation(row: MetricComparison) -> str:
@@ -56,10 +53,22 @@ def truncation(row: MetricComparison) -> str:
     return "/".join(f"{100 * row.truncated_rate.get(role, 0.0):.0f}%" for role in ("biomedical", "general"))
 
 
-def _delta_cell(row: MetricComparison) -> str:
-    text = f"{100 * row.delta.estimate:+.1f}\n{100 * row.delta.low:+.0f}…{100 * row.delta.high:+.0f}"
-    colour = {"biomedical": "green", "general": "red"}.get(row.ahead or "")
+# green: biomedical ahead, red: general ahead; the words say the same (colour only repeats them)
+_COLOUR = {"biomedical": "green", "general": "red"}
+
+
+def _coloured(row: MetricComparison, text: str) -> str:
+    colour = _COLOUR.get(row.ahead or "")
     return f"[{colour}]{text}[/]" if colour else text
+
+
+def _delta_cell(row: MetricComparison) -> str:
+    return _coloured(row, f"{100 * row.delta.estimate:+.1f}\n[{100 * row.delta.low:+.0f}, "
+                          f"{100 * row.delta.high:+.0f}]")
+
+
+def _verdict_cell(row: MetricComparison) -> str:
+    return _coloured(row, row.verdict) + f"\n(Holm p {format_p(row.p_adjusted)})"
 
 
 def _group_cell(row: MetricComparison) -> str:
@@ -71,40 +80,48 @@ def _group_cell(row: MetricComparison) -> str:
     return text
 
 
-def _pair_table(report: PairReport) -> Table:
-    table = Table(title=f"[bold]{literal(report.pair)}[/bold]: {literal(report.biomedical_model)} (biomedical) vs "
-                        f"{literal(report.general_model)} (general)", title_justify="left", show_lines=True)
-    table.add_column("task · data", overflow="fold", max_width=22)
-    table.add_column("metric", overflow="fold", max_width=12)
-    for name in ("n", "bio", "gen", "Δ", "p", "b/g", "trunc"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
-    table.caption = ("bio, gen: score ×100 and 95% CI; Δ: biomedical − general with paired 95% CI; p: test "
-                     "(Holm-adjusted); b/g: items only the biomedical / only the general model got right; "
-                     "trunc: items truncated, biomedical/general")
+PAIR_COLUMNS = (Column("task · data", legend=True), Column("metric"), Column("n", "right"),
+                Column("biomedical", "right"), Column("general", "right"), Column("Δ bio−gen", "right"),
+                Column("verdict"), Column("discordant", "right"), Column("truncated", "right"))
+
+
+def _pair_title(report: PairReport) -> str:
+    return (f"[bold]{literal(report.pair)}[/bold]: {literal(report.biomedical_model)} (biomedical) vs "
+            f"{literal(report.general_model)} (general)")
+
+
+def _pair_rows(report: PairReport) -> list[list[str]]:
+    rows = []
     for row in report.rows:
         missing = sum(row.missing.values())
-        n_text = str(row.n) + (f"\n[yellow]{missing} unpaired[/yellow]" if missing else "")
-        table.add_row(_group_cell(row), literal(row.metric), n_text,
-                      f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
-                      f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}", _delta_cell(row),
-                      f"{_p(row.p_value)}\n({_p(row.p_adjusted)})",
-                      f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row))
-    return table
+        rows.append([_group_cell(row), literal(row.metric),
+                     str(row.n) + (f"\n[yellow]({missing} unpaired)[/yellow]" if missing else ""),
+                     f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
+                     f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}",
+                     _delta_cell(row), _verdict_cell(row),
+                     f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row)])
+    return rows
 
 
-def _outcome_table(report: PairReport) -> Table:
-    table = Table(title="Outcomes per item (biomedical / general)", title_justify="left")
-    table.add_column("task · data")
-    for name in OUTCOME_COLUMNS:
-        table.add_column(name, justify="right")
-    seen: set[str] = set()
-    for row in report.rows:
-        if row.group_label in seen:
-            continue
-        seen.add(row.group_label)
-        bio, gen = row.outcomes["biomedical"], row.outcomes["general"]
-        table.add_row(literal(row.group_label), *(f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in OUTCOME_COLUMNS))
-    return table
+def _groups(report: PairReport) -> list[MetricComparison]:
+    """The first row of each (task, data, mode) row group, in table order."""
+    return list({r.group_label: r for r in reversed(report.rows)}.values())[::-1]
+
+
+def _outcome_table(report: PairReport) -> tuple[list[Column], list[list[str]]]:
+    """Outcomes of the n compared items per row group (biomedical/general; they add up to n) and the items
+    only one model answered (not compared)."""
+    groups = _groups(report)
+    shown = [name for name in OUTCOME_COLUMNS if name in ("correct", "wrong") or any(
+        g.paired_outcomes.get(role, {}).get(name) for g in groups for role in ("biomedical", "general"))]
+    columns = [Column("task · data", legend=True)] + [Column(name, "right") for name in shown] + [
+        Column("n", "right"), Column("unpaired", "right")]
+    rows = []
+    for group in groups:
+        bio, gen = group.paired_outcomes["biomedical"], group.paired_outcomes["general"]
+        rows.append([_group_cell(group)] + [f"{bio.get(k, 0)}/{gen.get(k, 0)}" for k in shown]
+                    + [str(group.n), f"{group.missing.get('general', 0)}/{group.missing.get('biomedical', 0)}"])
+    return columns, rows
 
 
 def warnings(report: PairReport) -> list[str]:
@@ -137,24 +154,28 @@ def superseded_lines(report: PairReport) -> list[str]:
 
 
 def markdown(reports: list[PairReport]) -> str:
-    """A Markdown table per pair, ready to paste into a paper draft."""
+    """A Markdown table per pair, ready to paste into a paper draft; the methods once, at the end."""
     lines: list[str] = []
     for report in reports:
         lines += [f"### {report.pair}: {report.biomedical_model} (biomedical) vs {report.general_model} (general)",
-                  "", "| task | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | test | p "
-                      "| p (Holm) | discordant bio>gen / gen>bio | truncated bio / gen | data |",
-                  "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+                  "", summary_line(report, names=False), "",
+                  "| task | metric | n | biomedical [95% CI] | general [95% CI] | Δ bio−gen [95% CI] | verdict "
+                  "(Holm-adjusted p) | test | p (unadjusted) | discordant bio>gen / gen>bio | truncated bio / gen "
+                  "| data |",
+                  "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|"]
         for r in report.rows:
             discordant = f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—"
             data = "—" if r.data is None else f"{r.data.short}" + (
                 f" ≠ {r.general_data.short} (**different data**)" if r.general_data else "")
+            verdict = f"**{r.verdict_text}**" if r.ahead else r.verdict_text
             lines.append(
                 f"| {r.task} | {r.metric} | {r.n} | {_pct(r.biomedical.estimate)} {_ci(r.biomedical)} | "
                 f"{_pct(r.general.estimate)} {_ci(r.general)} | {100 * r.delta.estimate:+.1f} "
-                f"[{100 * r.delta.low:+.1f}, {100 * r.delta.high:+.1f}] | {r.test} | {_p(r.p_value)} | "
-                f"{_p(r.p_adjusted)} | {discordant} | {truncation(r).replace('/', ' / ')} | {data} |")
-        lines += [""] + [f"> {line}" for line in warnings(report) + superseded_lines(report)]
-        lines += ["", f"Scores ×100. {INTERVAL_NOTE} {PAIRING_NOTE} {TRUNCATION_NOTE}", ""]
+                f"[{100 * r.delta.low:+.1f}, {100 * r.delta.high:+.1f}] | {verdict} | {r.test} | "
+                f"{format_p(r.p_value)} | {discordant} | {truncation(r).replace('/', ' / ')} | {data} |")
+        notes = warnings(report) + superseded_lines(report)
+        lines += ([""] + [f"> {line}" for line in notes] if notes else []) + [""]
+    lines += [f"Scores ×100. {METHODS_NOTE} {CI_NOTE} {PAIRING_NOTE}", ""]
     return "\n".join(lines)
 
 
@@ -177,36 +198,39 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
                     allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
-    \b
-    What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is
-    the same data) whose task settings are equal (prompt, extraction, shots, quirks, token budget). Each
-    (task, data) is its own row group, labelled with the file name and a short hash; where several matching
-    pairs exist (e.g. after 'rescore --extraction') the newest is shown and the older ones are listed as
-    superseded. Evaluations on different data are not paired (one line says so; --allow-different-data pairs
-    them by item id, marked); nothing pairable at all exits 1.
+    What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is the
+    same data) whose task settings are equal (prompt, extraction, shots, quirks, token budget). Each (task,
+    data) is its own row group, labelled with the file name and a short hash; where several matching pairs
+    exist (e.g. after 'rescore --extraction') the newest is shown and the older ones are listed as superseded.
+    Evaluations on different data are not paired (one line says so; --allow-different-data pairs them by item
+    id, marked); nothing pairable at all exits 1.
 
-    \b
     Which pairs: those recorded in the database (by 'run --pair', or 'run --model' for the models.toml pairs
     containing the model) and those of models.toml (--config; found as 'run' finds it) of which a model has
-    results, so two models run one at a time are compared; --models BIO GEN pairs any two models ad hoc.
-    Where the database and models.toml name a pair with different members, the database's are used (a note
-    says so). An unknown pair, model or task is an error naming those that exist.
+    results, so two models run one at a time are compared; --models BIO GEN pairs any two models ad hoc. Where
+    the database and models.toml name a pair with different members, the database's are used (a note says
+    so). An unknown pair, model or task is an error naming those that exist.
 
-    \b
-    The numbers: for every pair, task, data and metric, each model's score with a 95% CI (Wilson for
-    accuracy, BCa bootstrap for ROUGE/F1), the paired difference (biomedical minus general) with its CI
-    (a continuity-corrected Tango score interval for accuracy, which never excludes 0 when the exact McNemar
-    p >= 0.05; BCa bootstrap otherwise), an exact McNemar test (with the discordant counts) or a paired
-    permutation test, Holm-adjusted across the pair's rows, and n. The difference is coloured when the
-    Holm-adjusted p < 0.05 (green: biomedical ahead, red: general ahead). Items are aligned by id; items only
-    one model has are reported as unpaired.
+    The numbers: for every pair, task, data and metric, each model's score with a 95% CI (Wilson for accuracy,
+    BCa bootstrap for ROUGE/F1), the paired difference Δ (biomedical minus general) with its CI (a
+    continuity-corrected Tango score interval for accuracy, which never excludes 0 when the exact McNemar p >=
+    0.05; BCa bootstrap otherwise), an exact McNemar test (with the discordant counts: items only the
+    biomedical / only the general model got right) or a paired sign-flip permutation test, Holm-adjusted
+    across the pair's rows, and n. The verdict column says it in words: "biomedical ahead" or "general ahead"
+    when the Holm-adjusted p < 0.05, else "no significant difference", with that p (written "<0.001" below
+    0.001); colour only repeats it. --markdown and --json add the unadjusted p and carry the same verdict
+    words. Items are aligned by id; items only one model has are counted as unpaired, not compared.
 
-    \b
-    Outcomes: unparseable, conflict (a letter stated with another option's text) and error items
-    score 0. A truncated item (the token budget ran out) scores 0 when
-    it is a multiple-choice answer that could not be read; a truncated summary or ICD code list keeps the
-    ROUGE/F1 of what it wrote (as the CLUE reference did). The 'trunc' column shows the share truncated.
-    A yellow line warns when one gold answer holds more than 90% of the compared items.
+    Outcomes: unparseable, conflict (a letter stated with another option's text) and error items score 0. A
+    truncated item (the token budget ran out) scores 0 when it is a multiple-choice answer that could not be
+    read; a truncated summary or ICD code list keeps the ROUGE/F1 of what it wrote (as the CLUE reference
+    did). The 'truncated' column shows the share truncated, biomedical/general. The outcome table counts the
+    n compared items (its columns add up to n) and the unpaired ones apart. A yellow line warns when one gold
+    answer holds more than 90% of the compared items.
+
+    Tables never split a word, number or hash: when one does not fit the terminal, its headers are
+    abbreviated, then long labels move to a legend under it, then each row becomes a block of its own. Piped
+    to a file, tables keep their full width (set COLUMNS to choose one).
 
     \b
     Examples:
@@ -214,7 +238,8 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
       medbench-local compare --db results.db --pair demo --task jama --json
       medbench-local compare --db results.db --markdown > results.md
       medbench-local compare --db results.db --task jama --allow-different-data
-      medbench-local compare --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
+      medbench-local compare --db study.db --task nejm,jama \\
+          --models openbiollm-70b llama3-70b-instruct
     """
     reports, conflicts = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
                                       config_path, model_pair)
@@ -238,16 +263,22 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
                    if as_json else plain(markdown(reports)))
         return
     for line in conflicts:
-        stdout.print(f"[dim]{literal(line)}[/dim]")
+        print_prose(stdout, f"[dim]{literal(line)}[/dim]")
     for report in reports:
         if report.rows:
-            stdout.print(_pair_table(report))
-            stdout.print(_outcome_table(report))
+            stdout.print()
+            print_prose(stdout, _pair_title(report))
+            print_prose(stdout, f"[bold]{literal(summary_line(report, names=False))}[/bold]")
+            print_table(stdout, PAIR_COLUMNS, _pair_rows(report), heading=2, show_lines=True)
+            columns, rows = _outcome_table(report)
+            print_table(stdout, columns, rows, title="Outcomes of the n compared items (biomedical/general); "
+                                                     "unpaired: items only that model answered, not compared")
         for line in superseded_lines(report):
-            stdout.print(f"[dim]{literal(line)}[/dim]")
+            print_prose(stdout, f"[dim]{literal(line)}[/dim]")
         for line in warnings(report):
-            stdout.print(f"[yellow]{literal(line)}[/yellow]")
+            print_prose(stdout, f"[yellow]{literal(line)}[/yellow]")
     if nothing:  # only notes and warnings: nothing was compared
         sys.exit(1)
-    stdout.print(f"[dim]Scores ×100 ({resamples} resamples, seed {seed} for the bootstrap and permutation). "
-                 f"{INTERVAL_NOTE} {PAIRING_NOTE} {TRUNCATION_NOTE} Unparseable, conflict and error items score 0.[/dim]")
+    print_prose(stdout, f"[dim]{METHODS_NOTE} Discordant: items only the biomedical/only the general model got "
+                        f"right. {resamples} resamples, seed {seed}. Unadjusted p: --markdown, --json; the full "
+                        "method: compare --help.[/dim]")

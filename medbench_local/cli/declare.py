@@ -47,7 +47,7 @@ CommandT = TypeVar("CommandT", bound=click.Command)
 class Declaration:
     """What a command reads and writes. ``example``: a valid invocation (without the program name) in which
     ``{db}``, ``{config}``, ``{out}``, ``{data}``, ``{prompts}``, ``{archive}`` and ``{folder}`` stand for files
-    the tests provide; an empty example marks a command the generated tests cannot run alone (it says why in
+    the tests provide and ``{task}`` for a task whose sample data they hold (task ids live in tasks/ only); an empty example marks a command the generated tests cannot run alone (it says why in
     ``untested_because``)."""
 
     reads: frozenset[str]

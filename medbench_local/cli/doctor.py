@@ -51,8 +51,10 @@ def doctor_command(ctx: click.Context, pairs: tuple[str, ...], model_ids: tuple[
     Examples:
       medbench-local doctor
       medbench-local doctor --offline
-      medbench-local doctor --pair openbiollm-8b --task jama --data jama=/data/jama.csv --offline
-      medbench-local doctor --config /opt/bundle/models.toml --model llama3-8b-instruct --load
+      medbench-local doctor --pair openbiollm-8b --task jama \\
+          --data jama=/data/jama.csv --offline
+      medbench-local doctor --config /opt/bundle/models.toml \\
+          --model llama3-8b-instruct --load
     """
     if data and not task_ids:
         raise UserError("--data needs --task (e.g. --task jama --data cases.csv)")

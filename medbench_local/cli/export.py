@@ -100,7 +100,8 @@ def _group_columns(row: MetricComparison) -> dict[str, Any]:
 
 def comparison_rows(reports: list[PairReport]) -> list[dict[str, Any]]:
     """compare's numbers as flat rows: per pair x role x task x data x mode, each metric's estimate with its 95%
-    CI ("model" rows); per pair x task x data x mode, each metric's difference with its CI and test ("delta")."""
+    CI ("model" rows); per pair x task x data x mode, each metric's difference with its CI, test, p-values (numbers,
+    unrounded, for analysis) and compare's verdict in words ("delta")."""
     rows: list[dict[str, Any]] = []
     for report in reports:
         groups: dict[tuple[str, str, str], list[MetricComparison]] = {}
@@ -130,7 +131,7 @@ def comparison_rows(reports: list[PairReport]) -> list[dict[str, Any]]:
                               f"delta_{r.metric}_ci_high": r.delta.high, f"delta_{r.metric}_n": r.n,
                               f"delta_{r.metric}_test": r.test, f"delta_{r.metric}_p": r.p_value,
                               f"delta_{r.metric}_p_adjusted": r.p_adjusted,
-                              f"delta_{r.metric}_ahead": r.ahead})
+                              f"delta_{r.metric}_ahead": r.ahead, f"delta_{r.metric}_verdict": r.verdict})
             rows.append(delta)
     return rows
 
@@ -184,8 +185,8 @@ def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
 @click.option("--aggregate", is_flag=True,
               help="Instead of one row per item: compare's numbers ('model' rows: each metric's score with its 95% "
                    "CI per pair, role, task, data and scoring mode; 'delta' rows: biomedical − general with its CI, "
-                   "test and p) and one 'evaluation' row per evaluation (n, means, outcome counts, data, and how "
-                   "compare pairs it: pair, paired_with, pairing).")
+                   "test, p, Holm-adjusted p and the verdict in words) and one 'evaluation' row per evaluation (n, "
+                   "means, outcome counts, data, and how compare pairs it: pair, paired_with, pairing).")
 @pair_options
 @task_option("Only these tasks (repeatable, or comma-separated: --task nejm,jama).")
 @click.option("--model", "model_filter", multiple=True, metavar="ID[,ID...]", callback=split_commas,
@@ -216,10 +217,13 @@ def export_command(db_path: Path, fmt: str, aggregate: bool, pair_filter: tuple[
     \b
     Examples:
       medbench-local export --db results.db -o items.csv
-      medbench-local export --db results.db --pair demo --task jama --omit-inputs -o jama.csv
-      medbench-local export --db results.db --format jsonl --omit-inputs -o outputs.jsonl
+      medbench-local export --db results.db --pair demo --task jama \\
+          --omit-inputs -o jama.csv
+      medbench-local export --db results.db --format jsonl \\
+          --omit-inputs -o outputs.jsonl
       medbench-local export --db results.db --aggregate -o summary.csv
-      medbench-local export --db study.db --aggregate --models openbiollm-70b llama3-70b-instruct
+      medbench-local export --db study.db --aggregate \\
+          --models openbiollm-70b llama3-70b-instruct
     """
     if out_path is not None:  # refuse a bad target before reading anything
         check_output_target(out_path, protect=database_files(db_path))

@@ -34,14 +34,15 @@ def merge_command(out: Path, inputs: tuple[Path, ...]) -> None:
 
     \b
     Examples:
-      # three machines (or a Slurm array), one shard each, then one database to compare:
-      medbench-local run --pair demo --task jama --shard 1/3 --db shard1.db     # machine 1
-      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db     # machine 2
-      medbench-local run --pair demo --task jama --shard 3/3 --db shard3.db     # machine 3
+      # three machines (or a Slurm array), one shard each, then one database:
+      medbench-local run --pair demo --task jama --shard 1/3 --db shard1.db
+      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db
+      medbench-local run --pair demo --task jama --shard 3/3 --db shard3.db
       medbench-local merge merged.db shard1.db shard2.db shard3.db
       medbench-local compare --db merged.db
     \b
-      medbench-local merge study.db late-shard.db    # add one more database to an existing one
+      # add one more database to an existing one:
+      medbench-local merge study.db late-shard.db
     """
     with StopFlag() as stop:
         try:

@@ -21,6 +21,7 @@ from ..modelfiles.resolve import resolve
 from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, verify
 from .common import config_option, read_config, stderr, stdout
 from .declare import declare
+from .layout import print_prose
 from .safe_text import literal
 
 
@@ -42,24 +43,26 @@ def list_models(config_path: Path) -> None:
       medbench-local models list --config models.toml
     """
     config = read_config(config_path)
-    stdout.print(f"[bold]Models[/bold] in {literal(config.path)} [dim](found as: {config.origin})[/dim]",
-                 soft_wrap=True)
+    print_prose(stdout, f"[bold]Models[/bold] in {literal(config.path)} [dim](found as: {config.origin})[/dim]")
     for spec in config.models.values():
         found = resolve(spec)
         if found.path is not None:
             status = f"[green]present[/green], {human_size(found.path.stat().st_size)}: {literal(found.path)}"
         else:
             status = f"[yellow]missing[/yellow]: {literal(found.how)}"
-        stdout.print(f"\n[bold]{literal(spec.id)}[/bold]  {spec.role} · {spec.prompt_mode} prompt · n_ctx {spec.n_ctx}")
-        stdout.print(f"  source: {literal(spec.source.describe())}", soft_wrap=True)
-        stdout.print(f"  file:   {status}", soft_wrap=True)
+        stdout.print()
+        print_prose(stdout, f"[bold]{literal(spec.id)}[/bold]  {spec.role} · {spec.prompt_mode} prompt · "
+                            f"n_ctx {spec.n_ctx}")
+        print_prose(stdout, f"  source: {literal(spec.source.describe())}", hanging=" " * 10)
+        print_prose(stdout, f"  file:   {status}", hanging=" " * 10)
         if spec.extra.get("note"):
-            stdout.print(f"  [dim]note:   {literal(spec.extra['note'])}[/dim]", soft_wrap=True)
+            print_prose(stdout, f"  [dim]note:   {literal(spec.extra['note'])}[/dim]", hanging=" " * 10)
     stdout.print()
     stdout.print("[bold]Pairs[/bold] (biomedical vs general)")
     for pair in config.pairs.values():
-        stdout.print(f"  [bold]{literal(pair.name)}[/bold]: {literal(pair.biomedical)} vs {literal(pair.general)}"
-                     + (f"  [dim]{literal(pair.description)}[/dim]" if pair.description else ""))
+        print_prose(stdout, f"  [bold]{literal(pair.name)}[/bold]: {literal(pair.biomedical)} vs "
+                            f"{literal(pair.general)}" + (f"  [dim]{literal(pair.description)}[/dim]"
+                                                           if pair.description else ""), hanging=" " * 4)
 
 
 def _size(n: int) -> str:
@@ -97,7 +100,8 @@ def pull_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[str
     Examples:
       medbench-local models pull --pair openbiollm-8b
       medbench-local models pull smollm2-135m-instruct gemma3-270m
-      HF_TOKEN=hf_... medbench-local models pull llama3-8b-instruct     # gated upstream licence
+      # a model under a gated upstream licence:
+      HF_TOKEN=hf_... medbench-local models pull llama3-8b-instruct
     """
     config = read_config(config_path)
     specs = list(config.models.values()) if all_models else select_models(config, pairs, model_ids)

@@ -49,9 +49,12 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
     \b
     Examples:
       medbench-local report --db results.db -o report.html
-      medbench-local report --db study.db --pair openbiollm-8b --examples 5 -o openbiollm-8b.html
-      medbench-local report --db study.db --models openbiollm-70b llama3-70b-instruct -o 70b.html
-      medbench-local report --db big.db --no-items -o summary.html    # without the item browser
+      medbench-local report --db study.db --pair openbiollm-8b --examples 5 \\
+          -o openbiollm-8b.html
+      medbench-local report --db study.db -o 70b.html \\
+          --models openbiollm-70b llama3-70b-instruct
+      # without the item browser:
+      medbench-local report --db big.db --no-items -o summary.html
     """
     from ..report import html, plots  # matplotlib is imported only when a report is made
     from ..report.html import plot_file_name

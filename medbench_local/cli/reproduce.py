@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from ..analysis.paired import compare_pairs
 from ..analysis.pair_sources import PairSource
@@ -16,12 +15,22 @@ from ..analysis.pairing import model_evaluations
 from ..analysis.published import STUDY_NAMES, clue_level_spec, lookup, published_values
 from ..errors import UserError
 from ..metrics.clue_levels import level_score
+from ..metrics.stats import format_p
 from ..store.database import reading
 from ..store.queries import model_tasks, summarize_evaluation
 from .common import db_option, pair_options, selected_pairs, stdout, task_option
 from .declare import declare
+from .layout import Column, print_table
 from .safe_text import literal
 from .limits import RESAMPLES
+
+
+VALUE_COLUMNS = (Column("model", legend=True), Column("study name", legend=True), Column("task"),
+                 Column("data", legend=True), Column("metric"), Column("n", "right"), Column("ours", "right"),
+                 Column("published", "right"), Column("Δ", "right"))
+FINDING_COLUMNS = (Column("pair", legend=True), Column("task"), Column("data", legend=True),
+                   Column("published Δ", "right"), Column("our Δ", "right"), Column("n", "right"),
+                   Column("p (Holm)", "right"), Column("verdict"))
 
 
 def _aliases(values: tuple[str, ...]) -> dict[str, str]:
@@ -165,10 +174,13 @@ def reproduce_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: t
 
     \b
     Examples:
-      medbench-local run --pair openbiollm-8b --task nejm --data nejm=my_nejm.jsonl --db study.db
+      medbench-local run --pair openbiollm-8b --task nejm \\
+          --data nejm=my_nejm.jsonl --db study.db
       medbench-local reproduce --db study.db
-      medbench-local reproduce --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
-      medbench-local reproduce --db results.db --as smollm2-135m-instruct=Llama3-OpenBioLLM-8B \\
+      medbench-local reproduce --db study.db --task nejm,jama \\
+          --models openbiollm-70b llama3-70b-instruct
+      medbench-local reproduce --db results.db \\
+          --as smollm2-135m-instruct=Llama3-OpenBioLLM-8B \\
           --as gemma3-270m=Meta-Llama-3-8B-Instruct
     """
     alias_map = _aliases(aliases)
@@ -194,27 +206,25 @@ def reproduce_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: t
                          f"{', '.join(STUDY_NAMES)}; run e.g. 'medbench-local run --pair openbiollm-8b --task "
                          "nejm --data nejm=...', or map your own ids with --as MODEL=STUDY_NAME.")
         return
-    table = Table(title="Ours vs published (×100)", title_justify="left")
-    for name in ("model", "study name", "task", "data", "metric", "n", "ours", "published", "Δ"):
-        table.add_column(name, justify="right" if name in ("n", "ours", "published", "Δ") else "left")
+    rows = []
     for v in values:
         data = "—" if v["data"] is None else f"{v['data']['name']} {(v['data']['sha256'] or '')[:8]}".strip()
-        table.add_row(v["model"], v["study_name"], v["task"], literal(data), v["metric"],
-                      "—" if v["n"] is None else str(v["n"]),
-                      "—" if v["ours"] is None else f"{v['ours']:.1f}", f"{v['published']:.1f}",
-                      "—" if v["difference"] is None else f"{v['difference']:+.1f}")
-    stdout.print(table)
+        rows.append([literal(v["model"]), literal(v["study_name"]), literal(v["task"]), literal(data),
+                     literal(v["metric"]), "—" if v["n"] is None else str(v["n"]),
+                     "—" if v["ours"] is None else f"{v['ours']:.1f}", f"{v['published']:.1f}",
+                     "—" if v["difference"] is None else f"{v['difference']:+.1f}"])
+    print_table(stdout, VALUE_COLUMNS, rows, title="[bold]Ours vs published (×100)[/bold]", heading=1)
     if verdicts:
-        table = Table(title="Headline findings: biomedical − general", title_justify="left",
-                      caption="reproduced: Holm-adjusted p < 0.05 with the published sign, for every metric")
-        for name in ("pair", "task", "data", "published Δ", "our Δ", "n", "p (Holm)", "verdict"):
-            table.add_column(name)
+        rows = []
         for f in verdicts:
             colour = {"reproduced": "green", "not reproduced": "red"}.get(f["verdict"], "yellow")
             data = "—" if f["data"] is None else f"{f['data']['name']} {(f['data']['sha256'] or '')[:8]}".strip()
-            table.add_row(f["pair"], f["task"], literal(data + (" (different data)" if f["different_data"] else "")),
-                          f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}", str(f["n"]),
-                          f"{f['p_adjusted']:.3f}", f"[{colour}]{f['verdict']}[/]")
-        stdout.print(table)
+            rows.append([literal(f["pair"]), literal(f["task"]),
+                         literal(data + (" (different data)" if f["different_data"] else "")),
+                         f"{f['published_delta']:+.1f}", f"{f['our_delta']:+.1f}", str(f["n"]),
+                         format_p(f["p_adjusted"]), f"[{colour}]{f['verdict']}[/]"])
+        print_table(stdout, FINDING_COLUMNS, rows, title="[bold]Headline findings: biomedical − general[/bold]",
+                    heading=2, notes=["[dim]reproduced: Holm-adjusted p < 0.05 with the published sign, for every "
+                                      "metric[/dim]"])
     elif pair_names:
         stdout.print("[dim]No pair with published values for both models and a task they both ran.[/dim]")

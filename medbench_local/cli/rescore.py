@@ -67,7 +67,8 @@ def rescore_command(db_path: Path, metric: str | None, extraction: bool, task_fi
       export MEDBENCH_BERTSCORE_SCIBERT=/models/scibert_scivocab_uncased
       medbench-local rescore --db study.db --metric bertscore --task meqsum
       medbench-local rescore --db study.db --extraction
-      medbench-local rescore --db study.db --extraction --task jama --model gemma3-270m
+      medbench-local rescore --db study.db --extraction --task jama \\
+          --model gemma3-270m
     """
     if bool(metric) == extraction:
         raise UserError("give either --metric NAME (add BERTScore/UMLS-F1) or --extraction (re-read answers)")

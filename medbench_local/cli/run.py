@@ -39,7 +39,8 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressReporter:
-    """Progress per model and task (items, ETA, generated tokens per second), then a summary line.
+    """Progress per model and task (items, ETA, generated tokens per second; for log-likelihood scoring, which
+    generates nothing, prompt tokens read per second), then a summary line.
 
     On a terminal: one rich progress bar. In logs and pipes (stderr not a terminal) bars would be redraw
     noise, so there is a line when a task starts and then at most every ``interval`` seconds, as items finish:
@@ -59,6 +60,7 @@ class ProgressReporter:
         self._label = ""
         self._tokens = 0
         self._seconds = 0.0
+        self._unit = "tok/s"  # "prompt tok/s" once a log-likelihood item reports the prompt tokens it read
         self._counts: dict[str, int] = {}
         self._total = 0
         self._done_before = 0
@@ -70,7 +72,7 @@ class ProgressReporter:
         if already_done:
             self.note(f"{model_id} · {task_id}: {already_done} of {total} {plural(total, 'item')} already done, "
                       "resuming")
-        self._tokens, self._seconds, self._counts = 0, 0.0, {}
+        self._tokens, self._seconds, self._counts, self._unit = 0, 0.0, {}, "tok/s"
         self._total, self._done_before = total, already_done
         self._started = self._last_line = self.clock()
         self._active = True
@@ -82,18 +84,21 @@ class ProgressReporter:
         # our own ETA (from the first finished item on), not rich's, which needs several samples first
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"), TextColumn("ETA {task.fields[eta]}"), console=self.console,
+            TextColumn("{task.fields[tps]}"), TextColumn("ETA {task.fields[eta]}"), console=self.console,
             transient=True)
         self.progress.start()
-        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="-", eta="…")
+        self._bar = self.progress.add_task(self._label, total=total - already_done, tps="- tok/s", eta="…")
 
-    def advance(self, score: Score, completion_tokens: int, generation_seconds: float) -> None:
-        self._tokens += completion_tokens
-        self._seconds += generation_seconds
+    def advance(self, score: Score, tokens: int, seconds: float) -> None:
+        """One finished item: ``tokens`` generated in ``seconds``, or for log-likelihood scoring (method
+        "loglik:…") the prompt tokens it read."""
+        if score.method.startswith("loglik"):
+            self._unit = "prompt tok/s"
+        self._tokens += tokens
+        self._seconds += seconds
         self._counts[score.outcome] = self._counts.get(score.outcome, 0) + 1
         if self.progress is not None and self._bar is not None:
-            tps = f"{self._tokens / self._seconds:.1f}" if self._seconds > 0 else "-"
-            self.progress.update(self._bar, advance=1, tps=tps, eta=self.eta(self.clock()))
+            self.progress.update(self._bar, advance=1, tps=self._rate("-"), eta=self.eta(self.clock()))
             return
         now = self.clock()
         if self._active and now - self._last_line >= self.interval:
@@ -109,8 +114,12 @@ class ProgressReporter:
     def progress_line(self, now: float) -> str:
         """'<model> · <task>: k/N items, ETA 3m20s, 12.3 tok/s' from the items finished in this run so far."""
         done = self._done_before + sum(self._counts.values())
-        tps = f"{self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else "- tok/s"
-        return f"{self._label}: {done}/{self._total} {plural(self._total, 'item')}, ETA {self.eta(now)}, {tps}"
+        return (f"{self._label}: {done}/{self._total} {plural(self._total, 'item')}, ETA {self.eta(now)}, "
+                f"{self._rate('-')}")
+
+    def _rate(self, unknown: str) -> str:
+        """'12.3 tok/s' (or 'prompt tok/s'), ``unknown`` plus the unit before any time was measured."""
+        return f"{self._tokens / self._seconds:.1f} {self._unit}" if self._seconds > 0 else f"{unknown} {self._unit}"
 
     def end(self) -> None:
         if not self._active:
@@ -121,7 +130,7 @@ class ProgressReporter:
             self.progress = None
         if self._counts:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
-            tps = f", {self._tokens / self._seconds:.1f} tok/s" if self._seconds > 0 else ""
+            tps = f", {self._rate('')}" if self._seconds > 0 else ""
             self.console.print(f"{self._label}: {count(sum(self._counts.values()), 'item')} ({outcomes}){tps}")
 
     def note(self, text: str) -> None:
@@ -230,8 +239,8 @@ def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[s
 
 
 @declare(reads=("database", "config", "data", "prompts", "model"), writes=("database",),
-         example=("run", "--model", "smollm2-135m-instruct", "--task", "jama", "--limit", "1", "--db", "{db}",
-                  "--config", "{config}", "--prompts", "{prompts}", "--data", "jama={data}", "--accept-changed-model"))
+         example=("run", "--model", "smollm2-135m-instruct", "--task", "{task}", "--limit", "1", "--db", "{db}",
+                  "--config", "{config}", "--prompts", "{prompts}", "--data", "{task}={data}", "--accept-changed-model"))
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
@@ -311,13 +320,19 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     Examples:
       medbench-local run --pair demo --task jama
       medbench-local run --pair demo --task nejm --task jama --db results.db
-      medbench-local run --pair openbiollm-8b --task jama --data jama=~/cases/jama.csv
-      medbench-local run --model llama3-8b-instruct --task nejm --data my_nejm.jsonl --limit 5
-      medbench-local run --pair demo --task pubmedqa --data pubmedqa=~/pubmedqa --limit 0.1
-      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db   # then: medbench-local merge
+      medbench-local run --pair openbiollm-8b --task jama \\
+          --data jama=~/cases/jama.csv
+      medbench-local run --model llama3-8b-instruct --task nejm \\
+          --data my_nejm.jsonl --limit 5
+      medbench-local run --pair demo --task pubmedqa \\
+          --data pubmedqa=~/pubmedqa --limit 0.1
+      medbench-local run --pair demo --task jama --shard 2/3 --db shard2.db
+          # then, with the other shards: medbench-local merge
       medbench-local run --pair demo --task jama --task mednli --scoring both
-      medbench-local run --pair demo --task longhealth --document-order per-patient
-      medbench-local run --model my-served-model --task jama   # engine = "openai" in models.toml
+      medbench-local run --pair demo --task longhealth \\
+          --document-order per-patient
+      medbench-local run --model my-served-model --task jama
+          # a model with engine = "openai" in models.toml
 
     A model with engine = "openai" in models.toml is run on its OpenAI-compatible server (llama-server,
     vLLM, llama-cpp-python's server) with up to max_concurrency items in flight; the run reaches that server

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from ..store.database import reading
 from ..store.history import RunEntry, recent_runs
 from ..tasks.base import OUTCOMES
 from .common import db_option, stdout
 from .declare import declare
+from .layout import print_prose
 from .safe_text import json_text, literal, plain
 
 _STATUS_STYLE = {"completed": "green", "interrupted": "yellow", "failed": "red", "running": "cyan"}
@@ -70,19 +72,21 @@ def as_json(run: RunEntry) -> dict[str, Any]:
 
 
 def _print(run: RunEntry) -> None:
+    """One run as a block of labelled lines, wrapped between words under their label (layout.print_prose)."""
     style = _STATUS_STYLE.get(run.status, "white")
-    stdout.print(f"[bold]run {literal(run.id[:12])}[/bold]  {literal(when_text(run.started_at))}  "
-                 f"[{style}]{literal(run.status)}[/{style}] · {duration_text(run.duration_seconds)}", soft_wrap=True)
-    stdout.print(f"  command: {plain(command_line(run.command))}", soft_wrap=True, markup=False)
+    print_prose(stdout, f"[bold]run {literal(run.id[:12])}[/bold]  {literal(when_text(run.started_at))}  "
+                        f"[{style}]{literal(run.status)}[/{style}] · {duration_text(run.duration_seconds)}")
     models = ", ".join(f"{m.get('id')} ({m.get('role')})" for m in run.models) or "(not recorded)"
-    stdout.print(f"  models:  {plain(models)}", soft_wrap=True, markup=False)
     tasks = ", ".join(f"{t.get('task')} ({plural(_count(t.get('items')), 'item')}: {t.get('data')})"
                       for t in run.tasks) or "(not recorded)"
-    stdout.print(f"  tasks:   {plain(tasks)}", soft_wrap=True, markup=False)
     counts = ", ".join(f"{name} {run.outcomes[name]}" for name in OUTCOMES if run.outcomes.get(name))
     planned = f" of {run.planned} planned" if run.planned is not None else ""
-    stdout.print(f"  items:   {run.generated} generated in this run{planned}" + (f" ({counts})" if counts else ""),
-                 soft_wrap=True)
+    if run.planned is not None and run.modes > 1:
+        planned += f" = {run.planned // run.modes} × {run.modes} scoring modes"
+    for label, value in (("command", command_line(run.command)), ("models", models), ("tasks", tasks),
+                         ("items", f"{run.generated} generated in this run{planned}"
+                                   + (f" ({counts})" if counts else ""))):
+        print_prose(stdout, Text(f"  {label + ':':<9}") + Text(plain(value)), hanging=" " * 11)
     stdout.print()
 
 

@@ -21,7 +21,11 @@ from ..store.queries import answers_by_item, latest_evaluation
 from ..tasks.loglik_scoring import SCORING_MODES
 from .common import db_option, pair_options, split_commas, stdout
 from .declare import declare
+from .layout import print_heading, print_prose
 from .safe_text import literal
+
+# Below this many columns the two answers are printed one above the other, not side by side.
+SIDE_BY_SIDE = 72
 
 
 def _side(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
@@ -111,7 +115,7 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
     return Panel(f"{head}\n\n{output}", title=label, title_align="left")
 
 
-@declare(reads=("database", "config"), example=("show", "--db", "{db}", "--config", "{config}", "--pair", "demo", "--task", "jama"))
+@declare(reads=("database", "config"), example=("show", "--db", "{db}", "--config", "{config}", "--pair", "demo", "--task", "{task}"))
 @click.command("show")
 @db_option
 @pair_options
@@ -144,9 +148,12 @@ def show_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[
     \b
     Examples:
       medbench-local show --db results.db --pair demo --task jama
-      medbench-local show --db results.db --pair openbiollm-8b --task meqsum --metric rougeL --limit 3 --prompts
-      medbench-local show --db study.db --models openbiollm-70b llama3-70b-instruct --task nejm,jama
-      medbench-local show --db results.db --model smollm2-135m-instruct --task jama --modes generate,loglik
+      medbench-local show --db results.db --pair openbiollm-8b --task meqsum \\
+          --metric rougeL --limit 3 --prompts
+      medbench-local show --db study.db --task nejm,jama \\
+          --models openbiollm-70b llama3-70b-instruct
+      medbench-local show --db results.db --model smollm2-135m-instruct \\
+          --task jama --modes generate,loglik
     """
     chosen = len(pair_filter) + (model_pair is not None) + (model_id is not None)
     if chosen != 1:
@@ -192,13 +199,14 @@ def _print_section(section: dict[str, Any], limit: int, with_prompts: bool) -> N
     labels = section["labels"]
     what = "the models" if section["pair"] else f"{labels[0]} and {labels[1]}"
     count = section["found"]
-    stdout.print(f"[bold]{literal(section['title'])}[/bold]{literal(section['where'])}: {count} "
-                 f"item{'' if count == 1 else 's'} where {what} disagree"
-                 + (f" (showing {limit})" if count > limit else ""))
+    print_prose(stdout, f"[bold]{literal(section['title'])}[/bold]{literal(section['where'])}: {count} "
+                        f"item{'' if count == 1 else 's'} where {what} disagree"
+                        + (f" (showing {limit})" if count > limit else ""))
     if section["others"]:
-        stdout.print(f"[dim]also paired on: {literal(', '.join(section['others']))} (choose with --data)[/dim]")
+        print_prose(stdout, f"[dim]also paired on: {literal(', '.join(section['others']))} (choose with "
+                            "--data)[/dim]")
     for left, right, payload, left_panel, right_panel in section["shown"]:
-        stdout.rule(f"item {literal(left['item_id'], one_line=True)}")
+        print_heading(stdout, f"item {literal(left['item_id'], one_line=True)}")
         if isinstance(payload, dict) and payload.get("not_stored"):
             stdout.print("[dim](inputs were not stored for this run: --no-store-inputs)[/dim]")
         elif not with_prompts:
@@ -206,11 +214,15 @@ def _print_section(section: dict[str, Any], limit: int, with_prompts: bool) -> N
         if with_prompts:
             stdout.print(Panel(literal(left["prompt"] or ""), title=f"{labels[0]} prompt", title_align="left"))
             stdout.print(Panel(literal(right["prompt"] or ""), title=f"{labels[1]} prompt", title_align="left"))
-        grid = Table.grid(expand=True, padding=(0, 1))
-        grid.add_column(ratio=1)
-        grid.add_column(ratio=1)
-        grid.add_row(left_panel, right_panel)
-        stdout.print(grid)
+        if stdout.width >= SIDE_BY_SIDE:
+            grid = Table.grid(expand=True, padding=(0, 1))
+            grid.add_column(ratio=1)
+            grid.add_column(ratio=1)
+            grid.add_row(left_panel, right_panel)
+            stdout.print(grid)
+        else:  # too narrow for two answers side by side: one above the other
+            stdout.print(left_panel)
+            stdout.print(right_panel)
 
 
 def _item_text(payload: Any) -> str:

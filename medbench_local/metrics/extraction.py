@@ -12,26 +12,35 @@ yields a *unique* answer wins:
 
 1. ``explicit``    - the model states its answer ("the answer is B").
 2. ``lone_letter`` - the output is (or starts with) a bare option label.
-3. ``fuzzy``       - the output quotes exactly one option's text.
+3. ``fuzzy``       - the output quotes exactly one option's text (as whole words).
 
 Two checks guard the stages against crediting a choice the model never made
-(extraction version 2, issue 9):
+(extraction version 2, issue 9; widened in version 3, issue 19):
 
 - ``echo``: base models often just repeat the option list after the answer
   prefix ("The answer is:\\nA. Yes\\nB. No\\nC. Maybe").  Letters that belong
   to such a list (two or more options, each a label with that option's text,
-  a bare label per line, a numbered line or the option text alone) are not
-  statements; when nothing outside the list singles one option out, the
-  output is unparseable with method ``echo``.
-- ``conflict``: a letter read with text right after it ("A. Cerebral
-  infarction" where that is option B's text) is not credited when the text is
-  another option's (same rapidfuzz thresholds as the fuzzy stage); text that
-  matches the letter's own option, or no option at all, keeps the letter.
+  a bare label per line, a numbered line, the option text alone, a label whose
+  "text" is a label or a format placeholder ("A. A.", "A. <text of option A>"),
+  or three or more lines opening with consecutive labels, whatever their texts)
+  are not statements; when nothing outside the list singles one option out,
+  the output is unparseable with method ``echo``. So is a letter followed by
+  a copy of the prompt's own format example (``instructions``), and a statement
+  inside an example or condition ("If you choose option A ..., reply: ...") is
+  no statement.
+- ``conflict``: a letter is not credited when the words right after it *begin
+  with* another option's text, whatever follows ("A. Tuberculosis is a serious
+  disease" where that is option D's text), the longest option text first, or
+  with a near copy of another option's text far from its own; text that begins
+  with the letter's own option (also shortened), argues against the other
+  option ("... is unlikely"), or names no option keeps the letter.
 
 Anything still ambiguous is reported as ``None`` rather than guessed, so
 unparsed items can be counted and audited instead of hiding in accuracy.
 Every pattern is bounded and every pass is linear in the output's length
-(``tools/bench_extraction.py`` measures it on pathological outputs).
+(``tools/bench_extraction.py`` measures it on pathological outputs). Error
+rates against a human reading of real outputs: docs/extraction-labels.md
+(tests/test_extraction_labelled.py).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 __all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_choice", "extraction_setting",
            "read_letter_at", "reads_with_this_extraction"]
@@ -48,7 +57,12 @@ __all__ = ["EXTRACTION_VERSION", "NO_ANSWER_METHODS", "Extraction", "extract_cho
 # Part of the score identity: MCQ tasks put it into settings()["extraction"], so results scored by an older
 # extraction are never mixed with new ones (``rescore --extraction`` re-scores them without regenerating).
 # "2": option-list echoes are unparseable, letter-text conflicts are their own outcome.
-EXTRACTION_VERSION = "2"
+# "3" (issue 19): a letter followed by another option's text is a conflict whatever follows that text ("A.
+# Tuberculosis is ..."), longest option text first, and so is one followed by a near copy of it; lists of labels or
+# placeholders for texts ("A. A.\nB. B.") and runs of consecutive labelled lines are echoes; so are copies of the
+# prompt's format example; statements inside examples ("If you choose option A ...") are none; fuzzy quotes
+# cover whole words.
+EXTRACTION_VERSION = "3"
 # Methods that credit no letter: nothing read, an echoed option list, or a letter contradicted by its text.
 NO_ANSWER_METHODS = frozenset({"none", "echo", "conflict"})
 
@@ -164,19 +178,49 @@ _BARE_LABEL = re.compile(r"[(\[]?[ \t]?([A-Za-z])[ \t]?[)\].:]?")
 # A bare label ending a line that is not itself a list line ("The answer is A" followed by "B", "C" lines).
 _BARE_TAIL = re.compile(r"(?:(?<=[\s:*_(\[>])[(\[]?(?P<any>[A-Za-z])|(?<=[a-z])[(\[]?(?P<upper>[A-Z]))"
                         r"[)\].:]?[*_]{0,3}[ \t]*$")
+# A listed label whose "text" is itself a label: "A. A.", "B) (B)", "C. D.", "A. Option A" (a garbled echo of the
+# option list, issue 19). The first label is the entry's letter.
+# A format placeholder naming an option ("<text of option B>"): a template's blank, never an option's text.
+_PLACEHOLDER = r"<[^<>\n]{0,40}?\b(?:option|choice|letter|answer)[ \t]{1,3}(?P<ph>[A-Za-z])[ \t]{0,3}>"
+_LABEL_PAIR = re.compile(r"[*_]{0,2}[(\[]?(?P<l>[A-Za-z])[.):\]][*_]{0,2}[ \t]{1,3}[*_]{0,2}"
+                         r"(?:(?:(?:option|choice|answer)[ \t]{0,3})?[(\[]?[A-Za-z](?![\w-])[.):\]]?|"
+                         + _PLACEHOLDER.replace("?P<ph>", "") + r")[*_]{0,2}[ \t]*", re.IGNORECASE)
+_PLACEHOLDER_LINE = re.compile(r"[ \t]*" + _PLACEHOLDER + r"[ \t.]*", re.IGNORECASE)
+# The same pair ending a line that is not a list line ("The answer is A. A." before "B. B.").
+_PAIR_TAIL = re.compile(r"(?<=[\s:*_])" + _LABEL_PAIR.pattern + "$", re.IGNORECASE)
+# Two or more such pairs ending a line after other text ("The answer is: A. A. B. B. C. C.").
+_PAIR_RUN = re.compile(r"(?<=[\s:*_])(?:" + _LABEL_PAIR.pattern.replace("?P<l>", "") + "){2,}$", re.IGNORECASE)
+# A line opening with an upper-case option label (see _label_sequences).
+_SEQUENCE_LABEL = re.compile(r"[ \t]*(?:[-*•+>#_][ \t]*){0,6}[*_]{0,2}[(\[]?(?P<l>[A-Z])" + _SPECIES
+                             + r"[.):\]][*_]{0,2}(?=[ \t]|$)")
 _DECOR_CHARS = " \t\r\n*_`\"'“”‘’"  # stripped with str.strip: a regex "[...]+$" is quadratic on long runs
 
 # ---- letter-text conflicts ----------------------------------------------------------------------------------
 # Between a letter and the text that names its option: "A. x", "A: x", "(A) x", "**A.** x", "A - x", "A, x".
 _AFTER_LETTER = re.compile(r"[)\]}*_\"'”’`$]{0,6}[ \t]{0,3}(?:[.:,=\-–—][ \t]{0,3})?[(\[*_\"'“‘`]{0,4}[ \t]{0,3}")
-# Where an option's text may end inside that text: punctuation, markdown, the line's end, or an explanation.
-_TEXT_END = re.compile(
-    r"(?=[.,;:!?)\]}*_\"'”’`]|[ \t]*$|[ \t]+(?:(?:because|since|as|given|due|which|so|but)(?![\w-])|[-–—(]))",
-    re.IGNORECASE,
-)
 # Text after the letter that argues against another option, not naming its own: "D, not pulmonary embolism".
 _NEGATED_TEXT = re.compile(r"(?:not|rather\s+than|instead\s+of|over|vs\.?|versus|than|unlike|excluding)\b",
                            re.IGNORECASE)
+# After another option's text, words that argue against it ("B. Intracerebral hemorrhage is unlikely ..."): the
+# letter's explanation, not a second answer. The same negations as after a letter (_NEGATED_AFTER), plus "can be
+# ruled out / excluded" and "does not fit".
+_ARGUED_AGAINST = re.compile(
+    r"[ \t,)\]*_\"'”’`]{0,6}(?:(?:is|was|are|were|seems|appears)\s+(?:not|incorrect|wrong|unlikely|less\s+likely|"
+    r"ruled\s+out|excluded)\b|(?:isn'?t|wasn'?t|aren'?t|doesn'?t|does\s+not|do\s+not)\b"
+    r"|(?:can|could|should|must|may)\s+be\s+(?:ruled\s+out|excluded)\b)",
+    re.IGNORECASE,
+)
+# A near copy of another option's text after a letter (see _near_copy): how far under the fuzzy threshold, and
+# how far ahead of the letter's own option.
+_NEAR_BELOW = 10.0
+_NEAR_AHEAD = 20.0
+# Words that make a statement on the same line an example or a condition, not a choice (see _hypothetical).
+_HYPOTHETICAL = re.compile(r"\b(?:if\s+(?:you|we|I|one)\s+(?:choose|chose|pick|picked|select|selected|answer)|"
+                           r"for\s+example|for\s+instance|e\.g\.)(?![\w-])", re.IGNORECASE)
+# Below this partial ratio an output quotes no option (the fuzzy stage's word runs are not computed).
+_QUOTE_FLOOR = 60.0
+# A word of text after a letter, as options are compared: letters and digits, everything else separates.
+_WORD = re.compile(r"[^\W_]+")
 _MAX_TEXT = 400  # characters of a line read as the text after a letter
 
 
@@ -243,6 +287,17 @@ def _matching_option(text: str, opts: Mapping[str, str], threshold: float) -> st
     return found[0] if found else None
 
 
+def _label_pairs(body: str, offset: int, valid: Mapping[str, str]) -> tuple[_Entry, ...]:
+    """The entries of a line made only of labels whose "text" is a label ("A. A.", "C. D.", "A. A. B. B."):
+    bare entries (no option text), one per pair; empty unless the pairs fill the line."""
+    entries, pos = [], 0
+    while pos < len(body) and (m := _LABEL_PAIR.match(body, pos)) and m.end() > pos:
+        if m.group("l").upper() in valid:
+            entries.append(_Entry(m.group("l").upper(), offset + m.start("l"), bare=True))
+        pos = m.end()
+    return tuple(entries) if entries and not body[pos:].strip(_DECOR_CHARS) else ()
+
+
 def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[str, str],
                threshold: float) -> _Line:
     """Listed options in one line: labels followed by an option's text (up to the next label), a bare label
@@ -295,11 +350,20 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
         whole = _matching_option(body, opts, threshold) if body.strip() else None
         if whole is not None:
             return _Line((_Entry(whole, None),), True, None)
+        if pairs := _label_pairs(body, offset + lead_end, valid):
+            return _Line(pairs, True, None)
+        if (blank := _PLACEHOLDER_LINE.fullmatch(body)) and blank.group("ph").upper() in valid:
+            return _Line((_Entry(blank.group("ph").upper(), None, bare=True),), True, None)
+        run = _PAIR_RUN.search(line, max(lead_end, len(line) - 200))
+        if run and len(pairs := _label_pairs(line[run.start():], offset + run.start(), valid)) >= 2:
+            return _Line(pairs, False, pairs[-1])
     starts = bool(entries) and entries[0][1] <= lead_end
     tail = None
     if not starts:
         if last is not None:
             tail = last
+        elif (m_pair := _PAIR_TAIL.search(line, max(0, len(line) - 40))) and m_pair.group("l").upper() in valid:
+            tail = _Entry(m_pair.group("l").upper(), offset + m_pair.start("l"), bare=True)
         elif m_tail := _BARE_TAIL.search(line, max(0, len(line) - 12)):
             group = "any" if m_tail.group("any") else "upper"
             if m_tail.group(group).upper() in valid:
@@ -307,9 +371,34 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
         else:  # the line ends with an option's text ("The answer is yes" + "\nno\nmaybe")
             longest = max((len(o) for o in opts.values()), default=0)
             end = _norm(line[-(2 * longest + 8) :])
-            tail = next((_Entry(k, None) for k, o in opts.items()
-                         if o and (end == o or end.endswith(" " + o))), None)
+            tail = next((_Entry(k, None) for k, o in opts.items()  # also glued: "The answer isyes" + "\nno"
+                         if o and (end == o or end.endswith(" " + o) or (len(o) >= 3 and end.endswith(o)))), None)
     return _Line(tuple(e for e, _ in entries), starts, tail)
+
+
+def _label_sequences(text: str, valid: Mapping[str, str]) -> list[list[_Entry]]:
+    """Lines opening with consecutive option labels ("A. ...", "B. ...", "C. ..."; blank lines between allowed),
+    three or more, whatever their texts: the option list again, with texts changed ("A. The femur⏎B. The
+    tibia⏎..."), shortened, or a discussion of each option in turn. Not a statement of its first letter
+    ("Answer:⏎A. ...⏎B. ...⏎C. ..."), whatever follows the labels (issue 19)."""
+    sequences: list[list[_Entry]] = []
+    current: list[_Entry] = []
+    offset = 0
+    for line in text.split("\n"):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        m = _SEQUENCE_LABEL.match(line)
+        letter = m.group("l") if m else None
+        if letter is not None and letter in valid and current and ord(letter) == ord(current[-1].letter) + 1:
+            current.append(_Entry(letter, start + m.start("l")))  # type: ignore[union-attr]
+            continue
+        if len(current) >= 3:
+            sequences.append(current)
+        current = [_Entry(letter, start + m.start("l"))] if m and letter in valid else []  # type: ignore[union-attr]
+    if len(current) >= 3:
+        sequences.append(current)
+    return sequences
 
 
 def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
@@ -349,6 +438,7 @@ def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
         tail = scanned.tail
     if run:
         groups.append(run)
+    groups += _label_sequences(text, valid)
     listed: set[str] = set()
     skip: set[int] = set()
     for group in groups:
@@ -361,45 +451,160 @@ def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
 # ---- letter-text conflicts -----------------------------------------------------------------------------------
 
 
-def _leading_match(option: str, text: str, threshold: float) -> float:
-    """How well ``text`` *starts with* ``option``'s whole text: the best ratio over the places where an
-    option's text may end (punctuation, line end, "because ..."), 0 when below the threshold. The first
-    words must agree, so "not pulmonary embolism" never names "Pulmonary embolism"."""
-    norm_option = _norm(option)
-    if not norm_option:
-        return 0.0
-    first = norm_option.split()[0]
-    limit = int(1.6 * len(option)) + 12
-    best = 0.0
-    for cut in _TEXT_END.finditer(text):
-        if cut.start() > limit:
+def _words(text: str, limit: int) -> tuple[list[str], list[int]]:
+    """The first ``limit`` words of ``text``, casefolded, and where each ends in ``text`` (the normalisation of
+    ``_norm``, word by word)."""
+    words, ends = [], []
+    for m in _WORD.finditer(text):
+        if len(words) == limit:
             break
-        candidate = _norm(text[: cut.start()])
-        if not candidate or not _same_text(norm_option, candidate, threshold):
+        words.append(m.group().casefold())
+        ends.append(m.end())
+    return words, ends
+
+
+@dataclass(frozen=True)
+class _Lead:
+    """An option whose whole text the words after a letter begin with: how well (rapidfuzz ratio) and how many
+    of those words it takes."""
+
+    letter: str
+    ratio: float
+    words: int
+
+
+def _window_ratio(option: list[str], words: list[str]) -> tuple[float, int]:
+    """(ratio, n) of the best comparison of ``option``'s text with the first n of ``words`` (n = the option's
+    word count, or one less or more, for a typo that splits or joins words); (0, 0) when the first words
+    disagree, so that "not pulmonary embolism" never names "Pulmonary embolism"."""
+    text, best = " ".join(option), (0.0, 0)
+    for n in (len(option), len(option) - 1, len(option) + 1):
+        if not 1 <= n <= len(words) or (len(option[0]) >= 3 and fuzz.ratio(option[0], words[0]) < 75):
             continue
-        if len(first) >= 3 and fuzz.ratio(first, candidate.split()[0]) < 75:
-            continue
-        best = max(best, fuzz.ratio(norm_option, candidate))
+        candidate = " ".join(words[:n])
+        if abs(len(text) - len(candidate)) > 0.5 * max(len(text), len(candidate)):
+            continue  # cannot reach any sensible ratio (as in _same_text)
+        ratio = fuzz.ratio(text, candidate) if len(text) >= 3 and len(candidate) >= 3 else \
+            100.0 * (text == candidate)
+        if ratio > best[0]:
+            best = (ratio, n)
     return best
 
 
-def _conflict(letter: str, after: str, valid: Mapping[str, str], threshold: float,
-              margin: float) -> Extraction | None:
-    """A conflict when the text right after ``letter`` is another option's text: that option matches (fuzzy
-    threshold) and beats the letter's own option by the fuzzy margin ("C. Vitamin D": D 100, C 89). Text that
-    matches the own option as well as any other, or matches no option, keeps the letter."""
+def _leading_option(letter: str, option: list[str], words: list[str], threshold: float) -> _Lead | None:
+    """Whether ``words`` *begin with* ``option``'s whole text, whatever follows: the first n words (see
+    ``_window_ratio``) are that text within the fuzzy threshold."""
+    if not option:
+        return None
+    ratio, n = _window_ratio(option, words)
+    return _Lead(letter, ratio, n) if n and ratio >= threshold else None
+
+
+def _near_copy(letter: str, options: Mapping[str, list[str]], words: list[str], threshold: float,
+               margin: float) -> _Lead | None:
+    """Another option whose text the words begin with *nearly* (one word changed: "C. Give intravenous
+    epinephrine" where D is "Give intramuscular epinephrine", 83): at most ``_NEAR_BELOW`` under the fuzzy
+    threshold, ``_NEAR_AHEAD`` ahead of the letter's own option and the fuzzy margin ahead of every other one.
+    Only texts of two words or more: one-word texts that close are other words."""
+    ratios = {k: _window_ratio(o, words) if o else (0.0, 0) for k, o in options.items()}
+    others = sorted((k for k in options if k != letter), key=lambda k: -ratios[k][0])
+    if not others:
+        return None
+    best, ratio = others[0], ratios[others[0]][0]
+    runner_up = ratios[others[1]][0] if len(others) > 1 else 0.0
+    if len(options[best]) < 2 or ratio < threshold - _NEAR_BELOW or ratio - ratios[letter][0] < _NEAR_AHEAD \
+            or ratio - runner_up < margin:
+        return None
+    return _Lead(best, ratio, ratios[best][1])
+
+
+def _named_option(leads: list[_Lead], margin: float) -> tuple[_Lead, list[_Lead]]:
+    """The option the words begin with: the longest matching text first ("Aspirin and clopidogrel" beats
+    "Aspirin"), then the best ratio. Also returns the runners-up that take as many words and are within the
+    fuzzy margin of it (near-identical texts such as "Vitamin C" and "Vitamin D" need the margin)."""
+    longest = max(lead.words for lead in leads)
+    same = sorted((lead for lead in leads if lead.words == longest), key=lambda lead: -lead.ratio)
+    return same[0], [lead for lead in same[1:] if same[0].ratio - lead.ratio < margin]
+
+
+def _copies_example(line: str, instructions: str) -> bool:
+    """The rest of a letter's line (naming no option) copies the text of an example answer in the prompt's
+    instructions, i.e. text that follows an option label there ("... reply: 'The correct answer is B: Iron
+    deficiency anaemia'", "for example: B. <text of option B>"): the model copied the prompt's format example
+    instead of answering, whatever letter it put before it. A copy is the whole rest of the line, two words or
+    more, found there (a copy cut short: "B: Iron deficiency"), or the rest beginning with a complete example,
+    whatever follows ("B. <text of option B>" and garbage). Words that the instructions use otherwise ("the single
+    best answer") do not count: only text after a capital label; "C. <text of option C>" is no copy of "B. <text
+    of option B>"."""
+    words = _WORD.findall(line)
+    if not instructions or len(words) < 2:
+        return False
+    label = r"(?<![^\W_])[A-Z](?![^\W_])[\W_]{1,6}"
+
+    def found(part: list[str], complete: bool) -> bool:
+        end = r"(?=[^\w\s]|\Z)" if complete else r"(?![^\W_])"
+        return re.search(label + "(?i:" + r"[\W_]+".join(map(re.escape, part)) + ")" + end, instructions) is not None
+
+    return (len(words) <= 40 and found(words, complete=False)) or \
+        any(found(words[:k], complete=True) for k in range(2, min(len(words), 12) + 1))
+
+
+def _text_after(letter: str, after: str, valid: Mapping[str, str], threshold: float,
+                margin: float, instructions: str = "") -> tuple[Extraction | None, str]:
+    """Judge the text right after a read ``letter`` (on the same line): ``(conflict, "")`` when it begins with
+    another option's whole text, whatever follows ("A. Tuberculosis is a serious disease" where D is
+    "Tuberculosis"), else ``(None, note)`` with the note to add to the letter's detail ("" when nothing was
+    decided).
+
+    The options the words begin with are compared longest first: text that begins with the letter's own option
+    keeps it, even when a shorter option's text begins it too ("B. Aspirin and clopidogrel", A "Aspirin"); a
+    longer option's text beats the own shorter one ("A. Aspirin and clopidogrel" is a conflict). Another
+    option's text keeps the letter when the own option's text begins with it ("B. Aspirin" for B "Aspirin and
+    clopidogrel": a shortened own text), when words after it argue against it ("B. Intracerebral hemorrhage
+    is unlikely"), or when the own option's text matches as well (within the fuzzy margin). Text that begins
+    with no option's text keeps the letter (an explanation or paraphrase), unless letter and text copy the
+    format example of the prompt's ``instructions`` (method ``echo``: no choice was made)."""
     start = _AFTER_LETTER.match(after)
     line = after[start.end() if start else 0 :].split("\n", 1)[0][:_MAX_TEXT]
     if not line.strip() or _NEGATED_TEXT.match(line):
-        return None
-    own = _leading_match(valid[letter], line, threshold)
-    others = {k: _leading_match(v, line, threshold) for k, v in valid.items() if k != letter}
-    best = max(others, key=lambda k: others[k], default=None)
-    if best is None or not others[best] or others[best] - own < margin:
-        return None
-    shown = " ".join(line.split())[:60]
-    return Extraction(None, "conflict", f'letter {letter} stated with the text of option {best} '
-                                        f'("{shown}" matches "{valid[best]}", not "{valid[letter]}")')
+        return None, ""
+    options = {k: _words(v, 64)[0] for k, v in valid.items()}
+    words, ends = _words(line, max((len(o) for o in options.values()), default=0) + 1)
+    leads = [lead for k, o in options.items() if (lead := _leading_option(k, o, words, threshold))]
+    if words and not leads and (near := _near_copy(letter, options, words, threshold, margin)):
+        cut = ends[near.words - 1]
+        shown = " ".join(line[:cut].split())[:60] + (" …" if line[cut:].strip() else "")
+        return Extraction(None, "conflict", f'letter {letter} stated with a near copy of the text of option '
+                                            f'{near.letter} ("{shown}" is {near.ratio:.0f} like '
+                                            f'"{valid[near.letter]}", not "{valid[letter]}")'), ""
+    if not words or not leads:
+        if _copies_example(line, instructions):
+            shown = " ".join(line.split())[:60]
+            return Extraction(None, "echo", f'letter {letter} with the text of the prompt\'s own format example '
+                                            f'("{shown}"), which is no option\'s'), ""
+        return None, ""
+    named, tied = _named_option(leads, margin)
+    if named.letter == letter or letter in {lead.letter for lead in tied}:
+        overlap = sorted({lead.letter for lead in leads} - {letter})
+        return None, (f"; the text after it is its own option's, which begins like option {', '.join(overlap)}"
+                      if overlap else "")
+    cut = ends[named.words - 1]
+    shown = " ".join(line[:cut].split())[:60] + (" …" if line[cut:].strip() else "")
+    other = f'option {named.letter} ("{valid[named.letter]}")'
+    if options[letter][: len(options[named.letter])] == options[named.letter]:
+        return None, f'; the text after it, "{shown}", is {other}, which its own option\'s text begins with'
+    if _ARGUED_AGAINST.match(line, cut):
+        return None, f'; the text after it argues against {other}: "{" ".join(line.split())[:60]}"'
+    return Extraction(None, "conflict", f'letter {letter} stated with the text of option {named.letter} '
+                                        f'("{shown}" matches "{valid[named.letter]}", not "{valid[letter]}")'), ""
+
+
+def _hypothetical(text: str, start: int) -> bool:
+    """The statement starting at ``start`` is part of an example or condition on its own line ("If you choose
+    option A and A reads 'Croup', reply: 'The correct answer is A: Croup.'", "For example, the answer is B"): a
+    model imitating the prompt's instructions, not choosing (issue 19)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    return _HYPOTHETICAL.search(text, max(line_start, start - 300), start) is not None
 
 
 # ---- stage 1: explicit statements -----------------------------------------------------------------------------
@@ -418,7 +623,8 @@ def _explicit(text: str, valid: Mapping[str, str], skip: frozenset[int]
     for pattern in _EXPLICIT_PATTERNS:
         for m in pattern.finditer(text):
             pos = m.start("letter")
-            if pos in found or pos in skip or _is_word(text, pos) or _NEGATED_AFTER.match(text, pos + 1):
+            if pos in found or pos in skip or _is_word(text, pos) or _NEGATED_AFTER.match(text, pos + 1) \
+                    or _hypothetical(text, m.start()):
                 continue
             letters, end = {text[pos].upper()}, max(m.end(), pos + 1)
             while (h := _HEDGE_AFTER.match(text, end)) and not _is_word(text, h.start("letter")):
@@ -482,11 +688,23 @@ def _lone_letter(text: str, valid: Mapping[str, str], threshold: float) -> tuple
 
 
 def _score(option: str, output: str) -> float:
-    """partial_ratio, except when the output is shorter than the option: then a
-    partial match would only prove the output is *inside* the option text."""
+    """How well ``output`` quotes ``option`` (both normalised): the best ratio of the option's text against a
+    run of whole words of the output (as many words as the option, or one more, for a typo that splits a word;
+    never fewer, which would let "vitamin" quote "Vitamin D"), so that an option's text inside longer words
+    ("Vitamin D" in "a vitamin deficiency", "Malleus" in "smallest") is no quote (issue 19). When the output is shorter than the option, the plain
+    ratio: a partial match would only prove the output is *inside* the option text."""
     if len(output) < len(option):
         return fuzz.ratio(option, output)
-    return fuzz.partial_ratio(option, output)
+    partial = fuzz.partial_ratio(option, output)
+    if partial < _QUOTE_FLOOR:
+        return partial  # no run of words can reach a sensible threshold: skip the word runs (keeps long outputs cheap)
+    words, n = output.split(), len(option.split())
+    best = 0.0
+    for k in (n, n + 1):
+        runs = [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
+        if runs and (found := process.extractOne(option, runs, scorer=fuzz.ratio)) is not None:
+            best = max(best, found[1])
+    return best
 
 
 def _fuzzy(text: str, valid: Mapping[str, str], threshold: float, margin: float) -> Extraction:
@@ -535,12 +753,15 @@ def extract_choice(
     *,
     fuzzy_threshold: float = 85.0,
     fuzzy_margin: float = 5.0,
+    instructions: str = "",
 ) -> Extraction:
     """Return the option letter chosen in ``text``; letters outside ``options`` never count.
 
     ``options`` maps upper-case letters to option text.  The result always
     carries an explicit method and reason; ``letter is None`` iff ``method`` is
-    one of ``NO_ANSWER_METHODS`` ("none", "echo", "conflict").
+    one of ``NO_ANSWER_METHODS`` ("none", "echo", "conflict"). ``instructions``:
+    the prompt's instruction text (a task's user template), so that a letter
+    stated with the prompt's own format example is not read as a choice.
     """
     if not text or not text.strip():
         return Extraction(None, "none", "empty output")
@@ -548,14 +769,17 @@ def extract_choice(
     listed, skip = _option_list(text, valid, fuzzy_threshold)
     explicit, ignored, deciding = _explicit(text, valid, skip)
     if explicit is not None and explicit.letter is not None:
+        notes = []
         for end in deciding:
-            if conflict := _conflict(explicit.letter, text[end : end + _MAX_TEXT], valid, fuzzy_threshold,
-                                     fuzzy_margin):
+            conflict, note = _text_after(explicit.letter, text[end : end + _MAX_TEXT], valid, fuzzy_threshold,
+                                         fuzzy_margin, instructions)
+            if conflict is not None:
                 return conflict
+            notes.append(note)
+        note = "".join(dict.fromkeys(notes))  # each decision once, in order
         if listed:
-            note = f" (after a listing of options {', '.join(listed)})"
-            return Extraction(explicit.letter, explicit.method, explicit.detail + note)
-        return explicit
+            note += f" (after a listing of options {', '.join(listed)})"
+        return Extraction(explicit.letter, explicit.method, explicit.detail + note)
     if explicit is not None:
         return explicit
     if listed:
@@ -563,7 +787,8 @@ def extract_choice(
     if lone := _lone_letter(text, valid, fuzzy_threshold):
         found, after = lone
         assert found.letter is not None
-        return _conflict(found.letter, after, valid, fuzzy_threshold, fuzzy_margin) or found
+        conflict, note = _text_after(found.letter, after, valid, fuzzy_threshold, fuzzy_margin, instructions)
+        return conflict or Extraction(found.letter, found.method, found.detail + note)
     result = _fuzzy(text, valid, fuzzy_threshold, fuzzy_margin)
     if result.detail == "no answer found" and ignored:
         note = f" (stated {', '.join(sorted(ignored))}, not among options)"
@@ -580,17 +805,21 @@ def read_letter_at(
     *,
     fuzzy_threshold: float = 85.0,
     fuzzy_margin: float = 5.0,
+    instructions: str = "",
 ) -> Extraction | None:
     """Vet a letter that a task's own reader found at ``text[pos]`` (LongHealth's reference regex) with the
-    same rules as the cascade: None when that letter opens an entry of an echoed option list (the caller
-    should then run ``extract_choice``), a ``conflict`` when the text after it is another option's, else the
-    letter with the caller's method and detail."""
+    same rules as the cascade: None when that letter opens an entry of an echoed option list or stands in an
+    example or condition ("If you choose option A ..., reply: ...") (the caller should then run
+    ``extract_choice``), a ``conflict`` when the text after it is another option's, an ``echo``
+    when letter and text copy the format example of ``instructions``, else the letter with the caller's method
+    and detail."""
     valid = _valid_options(options)
     letter = text[pos].upper()
     if letter not in valid:
         return Extraction(None, "none", f"{detail}: {letter} is not an option")
     _, skip = _option_list(text, valid, fuzzy_threshold)
-    if pos in skip:
+    if pos in skip or _hypothetical(text, pos):
         return None
-    found = Extraction(letter, method, detail)
-    return _conflict(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin) or found
+    conflict, note = _text_after(letter, text[pos + 1 : pos + 1 + _MAX_TEXT], valid, fuzzy_threshold, fuzzy_margin,
+                                 instructions)
+    return conflict or Extraction(letter, method, detail + note)

@@ -33,7 +33,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["Interval", "McNemar", "holm", "mcnemar_exact", "mean_ci", "paired_difference_ci",
+__all__ = ["Interval", "McNemar", "format_p", "holm", "mcnemar_exact", "mean_ci", "paired_difference_ci",
            "paired_permutation_test", "paired_proportion_difference_ci", "tango_limits", "wilson_ci"]
 
 # Index matrices are drawn this many resamples at a time (capped by _MAX_CELLS)
@@ -47,6 +47,17 @@ _EXACT_PERM_MAX_M = 16
 # Bisection steps for the score-interval limits: 2^-60 of the [-1, 1] range, far below float resolution.
 _BISECTION_STEPS = 60
 _NORMAL = NormalDist()
+
+
+# p-values below this are written "<0.001": more digits claim a precision that the resampling (10,000 by
+# default) and the exact tests' tails do not give a reader, and "0.0000" reads as "impossible".
+P_FLOOR = 0.001
+
+
+def format_p(p_value: float) -> str:
+    """A p-value as every output writes it (compare, its Markdown, reproduce, the report, export's verdict):
+    three decimals, or "<0.001"."""
+    return f"<{P_FLOOR:g}" if p_value < P_FLOOR else f"{p_value:.3f}"
 
 
 @dataclass(frozen=True)

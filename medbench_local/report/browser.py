@@ -173,6 +173,7 @@ CONTROLS = """
 <p id="mb-errors" class="errors" hidden></p>
 <noscript><p class="muted">The item browser needs JavaScript (it runs offline, inside this file).</p></noscript>
 <div class="controls">
+<label>search <input type="search" id="mb-search" placeholder="text in input, outputs, gold, item id"></label>
 <label>row group <select id="mb-group"><option value="">all</option></select></label>
 <label>outcome <select id="mb-outcome"><option value="">any</option></select></label>
 <label>of <select id="mb-side"><option value="either">either model</option>
@@ -229,14 +230,34 @@ SCRIPT = r"""
       option.value = o;
       $("mb-outcome").appendChild(option);
     });
-    var state = {group: "", outcome: "", side: "either", disagree: false, sort: "absdelta", open: null};
+    var state = {q: "", group: "", outcome: "", side: "either", disagree: false, sort: "absdelta", open: null};
+    // the text search: each item's own text (id, gold, answers, outputs, its part of the prompt, with the end
+    // of the part all items of its row group share, so that a phrase across the two is found) lower-cased once,
+    // on the first search; the shared part itself is searched once per group
+    var texts = null, groupHits = null, searched = null;
+    function itemText(item) {
+      var parts = [item[1], item[2]];
+      [item[3], item[4]].forEach(function (s) { if (s) { parts.push(s[1], s[3]); } });
+      if (item[5] !== null) parts.push(G[item[0]].prefix.slice(-200) + item[5]);
+      if (item[6]) item[6].forEach(function (s) { if (typeof s === "string") parts.push(s); });
+      return parts.filter(function (p) { return p !== null && p !== undefined; }).join("\n").toLowerCase();
+    }
+    function found(index) {
+      var q = state.q.toLowerCase();
+      if (!texts) texts = I.map(itemText);
+      if (searched !== q) {
+        groupHits = G.map(function (g) { return g.prefix.toLowerCase().indexOf(q) >= 0; });
+        searched = q;
+      }
+      return groupHits[I[index][0]] || texts[index].indexOf(q) >= 0;
+    }
     var shown = page, openRow = null;
 
     function readHash() {
       var hash = location.hash.replace(/^#/, "");
       if (hash.indexOf("items?") !== 0) return;
       var params = new URLSearchParams(hash.slice(6));
-      ["group", "outcome", "side", "sort"].forEach(function (k) { if (params.has(k)) state[k] = params.get(k); });
+      ["q", "group", "outcome", "side", "sort"].forEach(function (k) { if (params.has(k)) state[k] = params.get(k); });
       state.disagree = params.get("disagree") === "1";
       state.open = params.has("open") ? Number(params.get("open")) : null;
     }
@@ -252,6 +273,7 @@ SCRIPT = r"""
       var item = I[index];
       if (state.group !== "" && String(item[0]) !== state.group) return false;
       if (state.disagree && !deltas[index]) return false;
+      if (state.q !== "" && !found(index)) return false;
       if (state.outcome !== "") {
         var sides = state.side === "either" ? [item[3], item[4]] : [item[3 + Number(state.side)]];
         if (!sides.some(function (s) { return s && outcomeName(s) === state.outcome; })) return false;
@@ -353,12 +375,16 @@ SCRIPT = r"""
       $("mb-more").hidden = list.length <= shown;
       writeHash();
     }
-    function bind(id, key, value) {
-      $(id).addEventListener("change", function () { state[key] = value(); state.open = null; shown = page; render(); });
+    function bind(id, key, value, event) {
+      $(id).addEventListener(event || "change", function () {
+        state[key] = value(); state.open = null; shown = page; render();
+      });
     }
     readHash();
+    $("mb-search").value = state.q;
     $("mb-group").value = state.group; $("mb-outcome").value = state.outcome; $("mb-side").value = state.side;
     $("mb-sort").value = state.sort; $("mb-disagree").checked = state.disagree;
+    bind("mb-search", "q", function () { return $("mb-search").value.trim(); }, "input");
     bind("mb-group", "group", function () { return $("mb-group").value; });
     bind("mb-outcome", "outcome", function () { return $("mb-outcome").value; });
     bind("mb-side", "side", function () { return $("mb-side").value; });
@@ -380,7 +406,8 @@ def section(groups: list[GroupRows]) -> tuple[str, str]:
     data = browser_data(groups)
     stored = all(g["inputs"] for g in data["groups"])
     intro = ("<p class='muted'>Every item of every paired row group. Filter, sort by the difference of the row "
-             "group's first metric (biomedical − general), click an item to see "
+             "group's first metric (biomedical − general), search any text of an item (its input, both "
+             "outputs and answers, the gold answer, its id), click an item to see "
              + ("its prompt and " if stored else "") + "both outputs. 'Models disagree': that difference is not 0 "
              "(as in <code>show</code>). The view is kept in the address (#items?…), so a filtered view can be "
              "bookmarked." + ("" if stored else " Inputs were not stored for some runs (--no-store-inputs): "

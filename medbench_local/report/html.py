@@ -19,13 +19,14 @@ from typing import Any
 import sqlite_utils
 
 from .. import __version__
-from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport
+from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport, summary_line
 from ..gates.files import safe_component
 from ..store.queries import report_metadata
 from . import browser, sections
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#212121}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+padding:0 1rem;color:#212121}
 h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6rem 0}
 td,th{border:1px solid #ddd;padding:.25rem .5rem;font-size:.85rem;vertical-align:top}th{background:#f5f5f5}
 td.num{text-align:right}.ahead-biomedical{color:#2e7d32;font-weight:600}.ahead-general{color:#c62828;font-weight:600}
@@ -37,6 +38,11 @@ dl.settings{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .8rem;
 .controls{display:flex;flex-wrap:wrap;gap:.4rem 1rem;margin:.5rem 0;font-size:.85rem}
 #mb-table tr.item-row{cursor:pointer}#mb-table tr.item-row:hover{background:#f5f9ff}.errors{color:#c62828}
 .item-detail pre{max-height:24rem}
+.scroll{max-width:100%;overflow-x:auto}.scroll>table{margin:.3rem 0}.nw{white-space:nowrap}
+table.stats td,table.stats th,table.outcomes td,table.outcomes th{font-size:.8rem;padding:.2rem .35rem}
+ul.summary{background:#f5f9ff;border:1px solid #d6e4f5;padding:.6rem 1rem .6rem 2rem;font-size:.95rem}
+ul.summary li{margin:.2rem 0}.verdict-line{font-weight:600}
+#mb-search{min-width:16rem}td code{overflow-wrap:anywhere}
 """
 
 
@@ -63,10 +69,12 @@ def gather_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], li
     return report_metadata(db)
 
 
-def _pair_section(report: PairReport, data: ReportInput) -> str:
-    parts = [f"<h2>{escape(report.pair)}: {escape(report.biomedical_model)} (biomedical) vs "
-             f"{escape(report.general_model)} (general)</h2>", sections.stats_table(report),
-             sections.notes_block(report), "<h3>Outcomes per task and model</h3>", sections.outcome_table(report),
+def _pair_section(report: PairReport, data: ReportInput, index: int) -> str:
+    parts = [f"<h2 id='pair-{index}'>{escape(report.pair)}: {escape(report.biomedical_model)} (biomedical) vs "
+             f"{escape(report.general_model)} (general)</h2>",
+             f"<p class='verdict-line'>{escape(summary_line(report, names=False))}</p>", sections.stats_table(report),
+             sections.notes_block(report), "<h3>Outcomes per task and model</h3>",
+             f"<p class='muted'>{escape(sections.OUTCOME_CAPTION)}</p>", sections.outcome_table(report),
              sections.plots_block(report, data.plots, plot_file_name)]
     for (pair, task), examples in data.examples.items():
         if pair == report.pair and examples:
@@ -85,10 +93,10 @@ def content_security_policy(script: str) -> str:
 
 def render(data: ReportInput) -> str:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = [f"<h1>medbench-local report</h1><p class='muted'>{escape(data.db_path)} · generated {generated} by "
-            f"medbench-local {__version__}. Scores ×100. {escape(INTERVAL_NOTE)} {escape(PAIRING_NOTE)} "
-            f"{escape(TRUNCATION_NOTE)}</p>"]
-    body += [_pair_section(report, data) for report in data.reports if report.rows]
+    body = [f"<h1>medbench-local report</h1>{sections.summary_block(data.reports)}"
+            f"<p class='muted'>{escape(data.db_path)} · generated {generated} by medbench-local {__version__}. "
+            f"Scores ×100. {escape(INTERVAL_NOTE)} {escape(PAIRING_NOTE)} {escape(TRUNCATION_NOTE)}</p>"]
+    body += [_pair_section(report, data, index) for index, report in enumerate(data.reports) if report.rows]
     script = ""
     if data.items:
         browser_html, script = browser.section(data.items)

@@ -13,7 +13,7 @@ that the layout can be checked before it becomes pixels.
 from __future__ import annotations
 
 import io
-import textwrap
+import re
 from collections.abc import Sequence
 
 import matplotlib
@@ -29,8 +29,9 @@ from matplotlib.transforms import ScaledTranslation, blended_transform_factory  
 
 from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport  # noqa: E402
 
+UNPAIRED = "unpaired (not compared)"
 OUTCOME_COLOURS = {"correct": "#2e7d32", "scored": "#66bb6a", "wrong": "#c62828", "unparseable": "#ef6c00",
-                   "conflict": "#6d4c41", "truncated": "#8e24aa", "error": "#424242"}
+                   "conflict": "#6d4c41", "truncated": "#8e24aa", "error": "#424242", UNPAIRED: "#cfd8dc"}
 AHEAD_COLOURS = {"biomedical": "#2e7d32", "general": "#c62828", None: "#607d8b"}
 MODEL_COLOURS = {"biomedical": "#1565c0", "general": "#f9a825"}
 
@@ -48,11 +49,33 @@ def _png(figure: Figure) -> bytes:
 
 
 def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
-    """Wrap a label to lines of at most ``width`` characters, breaking inside over-long words if needed."""
+    """Wrap a label to lines of at most ``width`` characters: between words, else after a "-", "_", "." or "/"
+    inside a long name (a model id, a file name), and only inside a run of other characters as a last resort."""
     lines: list[str] = []
     for part in str(text).split("\n"):
-        lines += textwrap.wrap(part, width, break_long_words=True, break_on_hyphens=False) or [""]
+        pieces = [piece for word in part.split() for piece in _name_pieces(word, width)]
+        line = ""
+        for piece, joined in pieces:
+            glue = "" if joined or not line else " "
+            if line and len(line) + len(glue) + len(piece) > width:
+                lines.append(line)
+                line = piece
+            else:
+                line += glue + piece
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _name_pieces(word: str, width: int) -> list[tuple[str, bool]]:
+    """``word`` as (piece, joined to the piece before) pairs: the whole word when it fits a line, else its parts
+    after each separator, each cut to ``width`` when even that is too long."""
+    if len(word) <= width:
+        return [(word, False)]
+    parts = [part for part in re.split(r"(?<=[-_./])", word) if part]
+    out: list[tuple[str, bool]] = []
+    for part in parts:
+        out += [(part[i:i + width], True) for i in range(0, len(part), width)]
+    return [(out[0][0], False)] + out[1:]
 
 
 def _pitch(labels: Sequence[str]) -> float:
@@ -99,7 +122,7 @@ def forest_figure(report: PairReport) -> Figure:
     for text, align, role in ((sides[0], "right", "general"), (sides[1], "left", "biomedical")):
         # a fixed distance in points above the axes (a fraction of the axes height grows with the row count)
         axis.annotate(text, xy=(0, 1), xycoords=at_zero, xytext=(0, 4), textcoords="offset points", ha=align,
-                      va="bottom", fontsize=FONT_SIZE, color=AHEAD_COLOURS[role])
+                      multialignment=align, va="bottom", fontsize=FONT_SIZE, color=AHEAD_COLOURS[role])
     side_lines = max(text.count("\n") + 1 for text in sides)
     axis.set_xlabel("Δ biomedical − general, points ×100, 95% CI", fontsize=FONT_SIZE)
     axis.set_title(wrap_label(f"{report.pair}: paired differences", 70), fontsize=10,
@@ -148,16 +171,20 @@ def score_chart(report: PairReport) -> bytes:
 def outcome_figure(report: PairReport) -> Figure:
     """Stacked outcome counts per task and model: where a model fails on format rather than knowledge.
 
-    One horizontal bar per (task, data) row group and model; the two models of a group sit together."""
+    One horizontal bar per (task, data) row group and model; the two models of a group sit together. As in the
+    outcome table: the n compared items by outcome, then the items only that model answered (light grey)."""
     groups = list({r.group_label: r for r in report.rows}.values())  # first row of each (task, data) group
     labels: list[str] = []
     stacks: list[dict[str, int]] = []
     positions: list[float] = []
     y = 0.0
     for group in reversed(groups):
-        for role, model in (("general", report.general_model), ("biomedical", report.biomedical_model)):
+        for role, other, model in (("general", "biomedical", report.general_model),
+                                   ("biomedical", "general", report.biomedical_model)):
             labels.append(wrap_label(f"{group.group_label}\n{model} ({role})"))
-            stacks.append(group.outcomes.get(role, {}))
+            # the compared items by outcome (they add up to n), then the items only this model answered
+            compared = group.paired_outcomes.get(role) or group.outcomes.get(role, {})
+            stacks.append({**compared, UNPAIRED: group.missing.get(other, 0)})
             positions.append(y)
             y += 1
         y += 0.5  # a gap between row groups

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable
 from html import escape
 from pathlib import PurePath
 from typing import Any
 
-from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport
+from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport, summary_line
 from ..gates.stored import load_array, load_metrics, load_object
+from ..metrics.stats import format_p
 from ..tasks.base import OUTCOMES
 from ..tasks.loglik_scoring import scoring_mode
 
@@ -32,13 +34,36 @@ def img(data: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
-    """An HTML table; ``headers`` are escaped here, cells must already be HTML."""
+def table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None, cls: str = "") -> str:
+    """An HTML table in its own horizontally scrolling box (a wide table never widens the page); ``headers``
+    are escaped here, cells must already be HTML."""
     numeric = numeric or set()
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    attribute = f' class="{cls}"' if cls else ""
+    return f"<div class='scroll'><table{attribute}><tr>{head}</tr>{body}</table></div>"
+
+
+def breakable(text: str) -> str:
+    """``text`` escaped, with a line-break opportunity after each "_", "-", "." and "/": a long file name or
+    model id wraps inside a narrow column at those places instead of widening the table."""
+    return re.sub(r"([_\-./])", r"\1<wbr>", escape(text))
+
+
+def group_cell(row: MetricComparison) -> str:
+    """The row group of a row: its task, and under it the data (name and short hash), breakable."""
+    if row.data is None:
+        return f"<b>{breakable(row.task)}</b>"
+    cell = f"<b>{breakable(row.task)}</b><br><span class='muted'>{breakable(row.data.short)}</span>"
+    if row.general_data is not None:
+        cell += f"<br><b class='ahead-general'>≠ {breakable(row.general_data.short)} (different data)</b>"
+    return cell
+
+
+def nowrap(text: str) -> str:
+    """HTML that a narrow column wraps only around, never inside (a number with its interval, a p-value)."""
+    return f"<span class='nw'>{text}</span>"
 
 
 def pct(x: float) -> str:
@@ -73,23 +98,44 @@ def input_text(payload: Any) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- per pair
 
+# The tests as the statistics table names them (compare --json keeps the ids).
+TEST_NAMES = {"mcnemar-exact": "exact McNemar", "paired-permutation": "permutation"}
+
+
+def _interval_html(interval: Any) -> str:
+    return f"{pct(interval.estimate)}<br>{nowrap(f'[{pct(interval.low)}, {pct(interval.high)}]')}"
+
+
 def stats_table(report: PairReport) -> str:
+    """Per row: task and data, metric, n, both scores and Δ with their 95% CIs, the verdict in words with the
+    Holm-adjusted p and under it the test with its unadjusted p, discordant counts and truncation. Cells wrap between
+    values, never inside one; the table scrolls in its own box when the page is narrower still."""
     rows = []
     for r in report.rows:
         ahead = f' class="ahead-{r.ahead}"' if r.ahead else ""
-        data_cell = "—" if r.data is None else escape(r.data.short) + (
-            f' <b class="ahead-general">≠ {escape(r.general_data.short)} (different data)</b>'
-            if r.general_data else "")
-        rows.append([escape(r.task), data_cell, escape(r.metric), f"{r.n:,}",
-                     f"{pct(r.biomedical.estimate)} [{pct(r.biomedical.low)}, {pct(r.biomedical.high)}]",
-                     f"{pct(r.general.estimate)} [{pct(r.general.low)}, {pct(r.general.high)}]",
-                     f"<span{ahead}>{100 * r.delta.estimate:+.1f} [{100 * r.delta.low:+.1f}, "
-                     f"{100 * r.delta.high:+.1f}]</span>", escape(r.test), f"{r.p_value:.4f}",
-                     f"{r.p_adjusted:.4f}", f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—",
+        missing = sum(r.missing.values())
+        delta = (f"<span{ahead}>{100 * r.delta.estimate:+.1f}<br>"
+                 f"{nowrap(f'[{100 * r.delta.low:+.1f}, {100 * r.delta.high:+.1f}]')}</span>")
+        verdict = (f"<span{ahead}>{escape(r.verdict)}</span> {nowrap(f'(Holm p {escape(format_p(r.p_adjusted))})')}"
+                   f"<br><span class='muted'>{escape(TEST_NAMES.get(r.test, r.test))}, "
+                   f"{nowrap(f'p {escape(format_p(r.p_value))}')}</span>")
+        rows.append([group_cell(r), breakable(r.metric),
+                     f"{r.n:,}" + (f"<br><span class='muted'>{missing:,} unpaired</span>" if missing else ""),
+                     _interval_html(r.biomedical), _interval_html(r.general), delta, verdict,
+                     f"{r.discordant[0]} / {r.discordant[1]}" if r.discordant else "—",
                      " / ".join(f"{100 * r.truncated_rate.get(k, 0.0):.0f}%" for k in ("biomedical", "general"))])
-    return table(["task", "data", "metric", "n", "biomedical [95% CI]", "general [95% CI]",
-                  "Δ bio−gen [95% CI]", "test", "p", "p (Holm)", "discordant bio>gen / gen>bio",
-                  "truncated bio / gen"], rows, numeric={3, 4, 5, 6, 8, 9, 11})
+    return table(["task · data", "metric", "n", "biomedical [95% CI]", "general [95% CI]", "Δ bio−gen [95% CI]",
+                  "verdict (Holm-adjusted p); test (unadjusted p)", "discordant bio>gen / gen>bio",
+                  "truncated bio / gen"], rows, numeric={2, 3, 4, 5, 7, 8}, cls="stats")
+
+
+def summary_block(reports: list[PairReport]) -> str:
+    """One line per pair at the top of the report: which model is ahead on which rows, how many rows are
+    significant; each links to its pair's section."""
+    lines = [f"<li><a href='#pair-{index}'>{escape(report.pair)}</a>: "
+             f"{escape(summary_line(report)[len(report.pair) + 2:])}</li>"
+             for index, report in enumerate(reports) if report.rows]
+    return f"<ul class='summary' id='summary'>{''.join(lines)}</ul>" if lines else ""
 
 
 def _groups(report: PairReport) -> list[MetricComparison]:
@@ -98,19 +144,27 @@ def _groups(report: PairReport) -> list[MetricComparison]:
 
 
 def outcome_table(report: PairReport) -> str:
-    """Outcome counts per row group and model: how often each model failed on format, budget or errors."""
+    """Outcome counts of the n compared items per row group and model (they add up to n), and the items only
+    that model answered (unpaired: not compared), so that every count adds up."""
     groups = _groups(report)
     extra = [o for o in OUTCOMES if o not in TABLE_OUTCOMES
-             and any(g.outcomes.get(role, {}).get(o) for g in groups for role in ("biomedical", "general"))]
+             and any(g.paired_outcomes.get(role, {}).get(o) for g in groups for role in ("biomedical", "general"))]
     columns = list(TABLE_OUTCOMES) + extra
     rows = []
     for group in groups:
-        for role, model in (("biomedical", report.biomedical_model), ("general", report.general_model)):
-            counts = group.outcomes.get(role, {})
-            rows.append([escape(group.group_label), f"{escape(model)} <span class='muted'>({role})</span>"]
-                        + [f"{counts.get(o, 0):,}" for o in columns] + [f"{sum(counts.values()):,}"])
-    return table(["task · data", "model"] + columns + ["items"], rows,
-                 numeric=set(range(2, len(columns) + 3)))
+        for role, other, model in (("biomedical", "general", report.biomedical_model),
+                                   ("general", "biomedical", report.general_model)):
+            counts = group.paired_outcomes.get(role, {})
+            rows.append([group_cell(group), f"<span title='{escape(model)}'>{role}</span>"]
+                        + [f"{counts.get(o, 0):,}" for o in columns] + [f"{sum(counts.values()):,}",
+                                                                         f"{group.missing.get(other, 0):,}"])
+    return table(["task · data", "model"] + columns + ["n (sum)", "unpaired"], rows,
+                 numeric=set(range(2, len(columns) + 4)), cls="outcomes")
+
+
+OUTCOME_CAPTION = ("Counts of the n items both models answered (each row adds up to n, the n of the statistics "
+                   "table's first metric of the row group); unpaired: items only that model answered, which are "
+                   "not compared.")
 
 
 FOREST_CAPTION = ("Δ = biomedical − general per task, data and metric, with its 95% CI and n (items both models "
@@ -124,7 +178,8 @@ def plots_block(report: PairReport, plots: dict[str, bytes], file_name: Any) -> 
     parts = []
     captions = {"forest": ("Paired differences", FOREST_CAPTION),
                 "scores": ("Scores", "Each model's score ×100 with its 95% CI."),
-                "outcomes": ("Outcomes", "Items per outcome, per task and model (the table above in bars).")}
+                "outcomes": ("Outcomes", "Items per outcome, per task and model (the table above in bars; "
+                                         "light grey: unpaired items, not compared).")}
     for kind, (title, caption) in captions.items():
         png = plots.get(file_name(report.pair, kind))
         if png:
@@ -175,11 +230,13 @@ def notes_block(report: PairReport) -> str:
 # ---------------------------------------------------------------------------------------------- metadata
 
 def models_table(models: list[dict[str, Any]]) -> str:
-    rows = [[escape(str(m["model_ids"] or "—")), escape(str(m["file_name"])), f"<code>{escape(m['sha256'])}</code>",
-             escape(str(m["quantization"])), escape(str(m["architecture"])),
-             f"{(m['size_bytes'] or 0) / 2**20:,.0f} MiB",
-             f"<code>{escape((m['chat_template_sha256'] or '—')[:16])}</code>"] for m in models]
-    return table(["model id(s)", "file", "SHA-256", "quantization", "architecture", "size", "chat template"], rows)
+    """Every model file: the short facts first, the 64-character SHA-256 last (it scrolls in the table's box on a
+    narrow page rather than squeezing the names)."""
+    rows = [[breakable(str(m["model_ids"] or "—")), breakable(str(m["file_name"])), escape(str(m["quantization"])),
+             escape(str(m["architecture"])), f"{(m['size_bytes'] or 0) / 2**20:,.0f} MiB",
+             f"<code>{escape((m['chat_template_sha256'] or '—')[:16])}</code>", f"<code>{escape(m['sha256'])}</code>"]
+            for m in models]
+    return table(["model id(s)", "file", "quantization", "architecture", "size", "chat template", "SHA-256"], rows)
 
 
 def _settings(evaluation: dict[str, Any]) -> dict[str, Any]:

@@ -47,11 +47,18 @@ class RunEntry:
 
     @property
     def planned(self) -> int | None:
-        """Items the run set out to do: every model on every item of every task (those already done included)."""
+        """Generations the run set out to do: every model on every item of every task, once per scoring mode
+        (``--scoring both`` stores two per item), those already done included."""
         counts = [t.get("items") for t in self.tasks]
         if not self.models or not counts or not all(isinstance(c, int) for c in counts):
             return None
-        return len(self.models) * sum(counts)  # type: ignore[arg-type]
+        return len(self.models) * sum(counts) * self.modes  # type: ignore[arg-type]
+
+    @property
+    def modes(self) -> int:
+        """How many scoring modes each item was evaluated in (1 for runs older than the setting)."""
+        scoring = self.settings.get("scoring")
+        return len(scoring) if isinstance(scoring, list) and scoring else 1
 
 
 def _command(value: object, run_id: str) -> list[str]:

@@ -71,7 +71,8 @@ class CaseChallengeTask(TaskBase):
         return Prompt(system=self.template.system, user=user, answer_prefix=self.template.answer_prefix)
 
     def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
-        found = extract_choice(self.template.answer_prefix + generation.output, item.payload["options"])
+        found = extract_choice(self.template.answer_prefix + generation.output, item.payload["options"],
+                               instructions=self.template.user)
         return score_choice(item.payload["answer"], found, generation.finish_reason)
 
     def choices(self, item: Item, context: PromptContext, target: str = "letter") -> ChoiceSet:

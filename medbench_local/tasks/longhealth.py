@@ -18,8 +18,9 @@ Design, in the order the data flows (details and reasons in docs/tasks-longhealt
   first that does not fit is cut (on a word boundary) to the room left and assembly stops; the chosen
   documents are then put in a seeded random order. ``assemble`` is a pure function.
 * ``score`` reads the letter with the reference regex ``The correct answer is (\\w):`` and, unless
-  ``reference_quirks``, vets its letter like the cascade (a letter inside an echoed option list is no answer;
-  "B: <text of option C>" is a ``conflict``) and falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
+  ``reference_quirks``, vets its letter like the cascade (a letter inside an echoed option list, or a copy of
+  the prompt's own example "B: Iron deficiency anaemia", is no answer; "B: <text of option C>" is a
+  ``conflict``) and falls back to our ``extract_choice`` cascade. The facts of the assembly (answer
   documents kept, tokens cut, the effective budget) travel from ``prompt`` to ``score`` as the prompt's ``plan``
   (the runner passes it on), accepted only if its user text is part of the prompt the model actually received.
 
@@ -489,22 +490,24 @@ class LongHealthTask(TaskBase):
 
     def read_letter(self, text: str, options: Mapping[str, str]) -> Extraction:
         """The reference regex first; then, unless reference_quirks, our cascade. The regex's letter is vetted
-        like any other (an echoed option list is no answer; "B: <text of option C>" is a conflict), except
-        under reference_quirks, which reproduces the reference exactly."""
+        like any other (an echoed option list is no answer; "B: <text of option C>" is a conflict; a copy of the
+        prompt's own example, "B: Iron deficiency anaemia" where that is no option, is no answer), except under
+        reference_quirks, which reproduces the reference exactly."""
         match = REFERENCE_REGEX.search(text)
         if match and self.reference_quirks:
             return Extraction(match.group(1), "reference_regex", f'matched "{match.group(0)}"')
         if match and match.group(1).upper() in options:
-            vetted = read_letter_at(text, match.start(1), options, "reference_regex", f'matched "{match.group(0)}"')
+            vetted = read_letter_at(text, match.start(1), options, "reference_regex", f'matched "{match.group(0)}"',
+                                    instructions=self.template.user)
             if vetted is not None:
                 return vetted
-            note = f'reference regex read "{match.group(1)}" inside an echoed option list'
+            note = f'reference regex read "{match.group(1)}" inside an echoed option list or an example'
         else:
             note = (f'reference regex read "{match.group(1)}", not an option' if match
                     else "reference regex did not match")
         if self.reference_quirks:
             return Extraction(None, "none", note)
-        found = extract_choice(text, options)
+        found = extract_choice(text, options, instructions=self.template.user)
         return Extraction(found.letter, found.method, f"{note}; {found.detail}")
 
     def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:

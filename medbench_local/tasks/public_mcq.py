@@ -139,7 +139,8 @@ class PubMedQATask(PublicMCQTask):
         labels ("yes\nno\nmaybe") or a letter stated with another label ("A. no") is never read as a label
         word: the cascade has already judged it (echo: unparseable; conflict)."""
         gold, options = item.payload["answer"], item.payload["options"]
-        found = extract_choice(self.template.answer_prefix + generation.output, options)
+        found = extract_choice(self.template.answer_prefix + generation.output, options,
+                               instructions=self.template.user)
         if found.method in ("explicit", "lone_letter", "echo", "conflict"):
             return score_choice(gold, found, generation.finish_reason)
         match = _LABEL_WORD.match(generation.output)
