@@ -302,8 +302,6 @@ def test_metadata_out_never_replaces_the_database_or_its_files(empty_db: Path, t
     assert rows(empty_db, "pragma integrity_check") == [("ok",)]
 
 
-@pytest.mark.xfail(strict=True, reason="needs store/readonly.py's stored_names (the names of the file itself, "
-                   "not of the upgraded copy): /work/helpers/gate-view-after-dbstore.patch; remove this mark then")
 def test_an_older_database_that_has_the_views_keeps_its_queries(empty_db: Path, tmp_path: Path) -> None:
     """A database from before m005 already has the result views: the canned queries work on it as it is."""
     with contextlib.closing(sqlite3.connect(empty_db)) as conn, conn:

@@ -45,7 +45,7 @@ from ..gates.files import atomic_write, private_temporary_folder
 from ..store.catalog import datasette_metadata
 from ..store.database import reading
 from ..store.queries import reads_file
-from ..store.readonly import table_names
+from ..store.readonly import stored_names
 from ..store.views import VIEWS
 from .common import db_option, stderr, stdout
 from .declare import OutputPath, declare
@@ -102,13 +102,12 @@ def _stored_names(db_path: Path) -> tuple[set[str], bool]:
 
     Through the read gate (``store.database.reading``), as every read command: only a regular medbench-local
     database, never migrated, and damage (schema, stored values) is one line before anything is served. An older
-    database is read there through a temporary upgraded copy, which has today's views whatever the file has; of
-    the file itself only its tables are known (``table_names``), so its result views are taken as missing and
-    the canned queries that need them are left out rather than failing."""
+    database is read there through a temporary upgraded copy, which has today's views whatever the file has, so
+    the names come from the file itself (``stored_names``)."""
     with reading(db_path) as db:
         if reads_file(db, db_path):
             return set(db.table_names()) | set(db.view_names()), False
-    return table_names(db_path), True
+    return stored_names(db_path), True
 
 
 def _check_database(db_path: Path) -> set[str]:
@@ -117,8 +116,8 @@ def _check_database(db_path: Path) -> set[str]:
     present, older = _stored_names(db_path)
     missing = [name for name in VIEWS if name not in present]
     if missing:
-        what = "an older database (written by an earlier medbench-local)" if older else \
-            f"a database without the {' and '.join(missing)} view{'s' if len(missing) > 1 else ''}"
+        what = f"{'an older database' if older else 'a database'} without the {' and '.join(missing)} " \
+            f"view{'s' if len(missing) > 1 else ''}"
         stderr.print(f"{plain(db_path, one_line=True)}: {what}; served as it is (read-only, never upgraded), "
                      "without the canned queries that need today's result views.", markup=False, soft_wrap=True)
     return present

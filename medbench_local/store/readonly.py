@@ -194,9 +194,21 @@ def schema_state(conn: sqlite3.Connection, path: Path) -> list[str]:
 def table_names(path: Path) -> set[str]:
     """The tables of a SQLite file that was checked to be a regular SQLite file (``merge`` asks whether an
     existing OUT is still empty before diagnosing it)."""
+    return _names(path, ("table",))
+
+
+def stored_names(path: Path) -> set[str]:
+    """The tables and views of the file as it is stored (never an upgraded copy): what another reader of the
+    file itself sees (``view`` serves the file with Datasette and leaves out what its views cannot answer)."""
+    return _names(path, ("table", "view"))
+
+
+def _names(path: Path, kinds: tuple[str, ...]) -> set[str]:
     conn = _connect_read_only(path, read_only_uri(path))
     try:
-        return {str(name) for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+        marks = ", ".join("?" for _ in kinds)
+        return {str(name) for (name,) in
+                conn.execute(f"select name from sqlite_master where type in ({marks})", kinds)}
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot use as a results database ({exc})") from None
     finally:
