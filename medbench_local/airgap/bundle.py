@@ -973,9 +973,13 @@ def _compression(handle: IO[bytes]) -> str | None:
 
 
 @contextmanager
-def _reading_tar(source: Path) -> Iterator[tarfile.TarFile]:
+def _reading_tar(source: Path, *, to_the_end: bool = False) -> Iterator[tarfile.TarFile]:
     """The archive at ``source`` opened for reading through our checks; every failure, at opening or while the
-    caller iterates and reads, is one BundleError line naming the archive (tracebacks never)."""
+    caller iterates and reads, is one BundleError line naming the archive (tracebacks never).
+
+    ``to_the_end``: after the caller is done, a compressed archive is read to the end of its last stream, so
+    that the compression's own check (gzip's CRC-32, xz's and bzip2's block checks) is verified too: tarfile
+    stops at the end-of-archive marker, before the trailer that holds it."""
     with ExitStack() as stack:
         try:
             raw = stack.enter_context(_open_regular(source))
@@ -990,6 +994,9 @@ def _reading_tar(source: Path) -> Iterator[tarfile.TarFile]:
                 what = f"a {kind} file that holds no tar archive" if kind else _NOT_A_TAR
                 raise BundleError(f"{source}: {what}; nothing was installed") from None
             yield tar
+            if to_the_end and isinstance(stream, _Decompressed):
+                while stream.read(_CHUNK):
+                    pass
         except _Refused as exc:
             raise BundleError(f"{source}: refused: {exc}; nothing was installed") from None
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
@@ -1193,7 +1200,7 @@ def _transfer(scan: _Scan, staging: Path | None, reporter: Reporter) -> _Receive
             with handle:
                 _stage(scan, name, handle, staging, received, reporter)
         return received
-    with _reading_tar(scan.source) as tar:  # second pass over the archive: only the chosen members' data is read
+    with _reading_tar(scan.source, to_the_end=True) as tar:  # second pass over the archive: only the chosen members' data is read
         for member in tar:
             tar.members = []
             name = _member_name(member)
