@@ -422,13 +422,20 @@ _STATEMENTS = st.one_of(
 )
 
 
-@given(statement=_STATEMENTS, size_s=st.integers(0, 99_999), size_t=st.integers(0, 99_999),
-       n=st.integers(0, 99_999), m=st.integers(0, 99_999), copies=st.integers(0, 99_999))
+OPERANDS = dict(statement=_STATEMENTS, size_s=st.integers(0, 99_999), size_t=st.integers(0, 99_999),
+                n=st.integers(0, 99_999), m=st.integers(0, 99_999), copies=st.integers(0, 99_999))
+
+
+@given(**OPERANDS)
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_template_operations_are_refused_before_they_build(statement: str, size_s: int, size_t: int, n: int,
                                                             m: int, copies: int) -> None:
     """Refused in one line naming the model and the limit, or rendered within the budget; the traced peak stays
     bounded either way."""
+    check_hostile_render(statement, size_s, size_t, n, m, copies)
+
+
+def check_hostile_render(statement: str, size_s: int, size_t: int, n: int, m: int, copies: int) -> None:
     template = (f"{{% set s = 'x'.ljust({size_s}, 'x') %}}{{% set t = 'é'.ljust({size_t}, '\\t') %}}"
                 f"{{% set n = {n} %}}{{% set m = {m} %}}{{% set l = [s] * {copies} %}}{statement}")
     tracemalloc.start()
@@ -465,9 +472,13 @@ HOSTILE_TEMPLATE_ROWS = [
      "an output value"),
     ("list in an error message", "{% set s = 'x'.ljust(99999) %}{{ [1].index([s] * 99999) }}", "an argument"),
     ("set block", "{% set s = 'x'.ljust(99999) %}{% set v %}{% for i in range(99999) %}{{ s }}{% endfor %}"
-                  "{% endset %}", "a block's text"),
+                  "{% endset %}", "outputs more than 4 x 1,048,784 characters"),
     ("macro text", "{% set s = 'x'.ljust(99999) %}{% macro f() %}{% for i in range(99999) %}{{ s }}{% endfor %}"
-                   "{% endmacro %}{{ f()|length }}", "a block's text"),
+                   "{% endmacro %}{{ f()|length }}", "outputs more than 4 x"),
+    ("set block of template text", "{% set v %}{% for i in range(99999) %}" + "constant text " * 8 + "{% endfor %}"
+                                   "{% endset %}", "a block's text of 11,199,888"),
+    ("list literal of built values", "{% set s = 'x'.ljust(999) %}{% set l = [" + ", ".join(["s.join(s)"] * 20)
+                                     + "] %}", "builds more than 8 x 1,048,784 characters/items in all"),
     ("tojson indentation", "{{ [range(99999)|list]|tojson(indent=99999) }}", "an indented JSON text"),
     ("mapped list", "{{ range(99999)|map('center', 99999)|list|length }}", "the input of the filter 'list'"),
     ("loop.length over new values", "{% for x in range(99999)|map('center', 99999) %}{{ loop.length }}"

@@ -28,6 +28,11 @@ Sizes are checked *before* an operation allocates (issue 18, row 7: ``join``, ``
   ``expandtabs`` widths, ``indent``, ``wordwrap``, ``tojson`` indentation, ``urlize`` targets, ``sum`` of lists.
 * **Operations bounded by a small factor** of their (already weighed) inputs (``upper``, ``escape``, ``tojson``
   without indentation, ...) run, and their result is measured before it is used.
+* **Sums over the render**: everything output (at the top, and into macros and blocks, which collect it in
+  lists joined only at their end) at most ``OUTPUT_FACTOR`` x the budget; every value operations build, kept or
+  not, at most ``CREATED_FACTOR`` x the budget (a list literal can keep many results that are each within it).
+  An iterator (``map``, ``select``) is weighed item by item as it is consumed; a text becomes a list of its
+  characters only up to ``MAX_INT_ARGUMENT`` items (each item is an object of ~60 bytes).
 * Filters are never evaluated while a template compiles (constant folding would build their results with no
   budget at all), and ``pprint`` and ``lipsum`` are not offered: no chat template uses them, and their output
   size (pprint aligns nested items under long keys) cannot be estimated cheaply.
@@ -47,6 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, Val
 from typing import Any
 
 from jinja2 import nodes, pass_context, pass_environment, pass_eval_context
+from jinja2.defaults import DEFAULT_FILTERS
 from jinja2.filters import make_attrgetter
 from jinja2.runtime import Undefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
@@ -61,6 +67,7 @@ MAX_RENDER_STEPS = 250_000            # loop iterations + calls + filters per re
 MAX_RENDER_SECONDS = 10.0             # wall-clock backstop for steps that are individually slow
 MAX_OUTPUT_CHARS = 1024 * 1024        # plus 8 x the size of the prompt's texts
 OUTPUT_FACTOR = 4                     # all output of a render, macros and blocks included: 4 x the limit
+CREATED_FACTOR = 8                    # all values a render builds, kept or not: 8 x the limit
 MAX_INT_ARGUMENT = 100_000            # widths, counts and repeats passed to calls and filters (= Jinja's MAX_RANGE)
 _WIDE_FORMAT = re.compile(r"\d{6,}")  # a %- or {}-format width/precision of 100000 or more
 _FIELD_SLACK = 320                    # what one format field may add besides its value: '%f' % 1e308 is 316 chars
@@ -163,6 +170,7 @@ class RenderBudget:
     def __init__(self, input_chars: int = 0) -> None:
         self.max_chars = MAX_OUTPUT_CHARS + 8 * input_chars
         self.emitted = 0  # characters output so far, at the top and into macros and blocks together
+        self.created = 0  # characters (and items) of every value operations built, kept or not
         self.steps = 0
         self.deadline = time.monotonic() + MAX_RENDER_SECONDS
 
@@ -175,10 +183,17 @@ class RenderBudget:
             raise TemplateLimitError(f"chat template exceeds the rendering time limit ({MAX_RENDER_SECONDS:g} s)")
 
     def size(self, value: Any) -> Any:
-        """Measure a result that has been built (by an operation bounded by a small factor of its inputs)."""
-        if isinstance(value, (str, bytes, list, tuple, dict)) and len(value) > self.max_chars:
-            raise TemplateLimitError(f"chat template builds a value of {len(value):,} characters/items, beyond "
-                                      f"the limit of {self.max_chars:,}")
+        """Measure a result that has been built (by an operation bounded by a small factor of its inputs), and
+        count it: all values a render builds together, kept or not, are bounded too, since a list literal or a
+        namespace can keep many results that are each within the limit."""
+        if isinstance(value, (str, bytes, list, tuple, dict)):
+            if len(value) > self.max_chars:
+                raise TemplateLimitError(f"chat template builds a value of {len(value):,} characters/items, beyond "
+                                          f"the limit of {self.max_chars:,}")
+            self.created += len(value)
+            if self.created > CREATED_FACTOR * self.max_chars:
+                raise TemplateLimitError(f"chat template builds more than {CREATED_FACTOR} x {self.max_chars:,} "
+                                          "characters/items in all (the limit, counting every value it makes)")
         return value
 
     def planned(self, length: int, what: str) -> None:
@@ -420,7 +435,7 @@ def _joined(eval_ctx: Any, parts: tuple[Any, ...]) -> str:
     for part in parts:
         total += budget.weigh(part)
         budget.planned(total, "a ~ concatenation")
-    return markup_join(parts) if eval_ctx.volatile or eval_ctx.autoescape else str_join(parts)
+    return budget.size(markup_join(parts) if eval_ctx.volatile or eval_ctx.autoescape else str_join(parts))
 
 
 @pass_environment
@@ -449,6 +464,48 @@ def _call(import_name: str, argument: nodes.Expr, lineno: int) -> nodes.Call:
     return nodes.Call(nodes.ImportedName(import_name, lineno=lineno), [argument], [], None, None, lineno=lineno)
 
 
+def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` behind the budget. The guard takes Jinja's context and hands ``fn`` what it asked for: being
+    context-dependent, no filter is evaluated at compile time, where no budget applies."""
+    passed = getattr(getattr(fn, "jinja_pass_arg", None), "name", None)
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - every Jinja filter has one
+        signature = None
+
+    def guarded(context: Any, *args: Any, **kwargs: Any) -> Any:
+        environment = context.environment
+        budget = environment.budget
+        budget.step()
+        what = f"the input of the filter '{name}'"
+        args = tuple(budget.drained(a, what) if isinstance(a, Iterator) else a for a in args)
+        kwargs = {k: budget.drained(v, what) if isinstance(v, Iterator) else v for k, v in kwargs.items()}
+        budget.arguments([*args, *kwargs.values()])
+        budget.printable([*args, *kwargs.values()], what)
+        if name in _ITEMIZING and args and isinstance(args[0], (str, bytes)) and len(args[0]) > MAX_INT_ARGUMENT:
+            raise TemplateLimitError(f"chat template turns a text of {len(args[0]):,} characters into a list "
+                                      f"with the filter '{name}' (at most {MAX_INT_ARGUMENT:,} items)")
+        extra = {"context": (context,), "eval_context": (context.eval_ctx,),
+                 "environment": (environment,)}.get(passed or "", ())
+        if signature is not None and name in _ESTIMATED_FILTERS:
+            bound = signature.bind(*extra, *args, **kwargs)
+            params = _filter_check(budget, name, environment, dict(bound.arguments))
+            bound.arguments.update(params)
+            return budget.size(fn(*bound.args, **bound.kwargs))
+        return budget.size(fn(*extra, *args, **kwargs))
+
+    guarded = functools.wraps(fn)(guarded)
+    guarded.__dict__.pop("jinja_pass_arg", None)
+    return pass_context(guarded)
+
+
+@functools.lru_cache(maxsize=1)
+def _guarded_filters() -> dict[str, Callable[..., Any]]:
+    """Jinja's filters behind the budget, built once: a guard finds the budget through its context, so the same
+    guards serve every environment (one is made per compiled template)."""
+    return {name: _guard_filter(name, fn) for name, fn in DEFAULT_FILTERS.items() if name not in _WITHHELD}
+
+
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox plus the budget: every call, filter, loop step, operator and output is
     counted and checked (see the module docstring)."""
@@ -460,8 +517,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.budget = budget  # replaced before each render of a compiled template
         self.globals["raise_exception"] = _raise
         self.globals.pop("lipsum", None)  # lipsum(n, min, max) generates n x max words: no template needs it
-        self.filters = {name: self._guard_filter(name, fn) for name, fn in self.filters.items()
-                        if name not in _WITHHELD}
+        self.filters = dict(_guarded_filters())
         self.concat = self._concat  # type: ignore[assignment]  # the text of macros and blocks, joined
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
@@ -476,38 +532,8 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         for part in parts:
             total += len(part) if isinstance(part, str) else self.budget.weigh(part)
         self.budget.planned(total, "a block's text")
-        return "".join(parts)
+        return self.budget.size("".join(parts))
 
-    def _guard_filter(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` behind the budget. The guard takes Jinja's context and hands ``fn`` what it asked for: being
-        context-dependent, no filter is evaluated at compile time, where no budget applies."""
-        passed = getattr(getattr(fn, "jinja_pass_arg", None), "name", None)
-        try:
-            signature: inspect.Signature | None = inspect.signature(fn)
-        except (TypeError, ValueError):  # pragma: no cover - every Jinja filter has one
-            signature = None
-
-        def guarded(context: Any, *args: Any, **kwargs: Any) -> Any:
-            environment = context.environment
-            budget = environment.budget
-            budget.step()
-            what = f"the input of the filter '{name}'"
-            args = tuple(budget.drained(a, what) if isinstance(a, Iterator) else a for a in args)
-            kwargs = {k: budget.drained(v, what) if isinstance(v, Iterator) else v for k, v in kwargs.items()}
-            budget.arguments([*args, *kwargs.values()])
-            budget.printable([*args, *kwargs.values()], what)
-            extra = {"context": (context,), "eval_context": (context.eval_ctx,),
-                     "environment": (environment,)}.get(passed or "", ())
-            if signature is not None and name in _ESTIMATED_FILTERS:
-                bound = signature.bind(*extra, *args, **kwargs)
-                params = _filter_check(budget, name, environment, dict(bound.arguments))
-                bound.arguments.update(params)
-                return budget.size(fn(*bound.args, **bound.kwargs))
-            return budget.size(fn(*extra, *args, **kwargs))
-
-        guarded = functools.wraps(fn)(guarded)
-        guarded.__dict__.pop("jinja_pass_arg", None)
-        return pass_context(guarded)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (jinja's signature)
         budget = __self.budget
@@ -560,6 +586,10 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return budget.size(super().call_binop(context, operator, left, right))
 
 
+# Filters that make one item of every character of a text: an item is a string object of ~50-80 bytes where the
+# character took 1-4, so a text becomes a list only up to the size of a range().
+_ITEMIZING = frozenset({"list", "sort", "batch", "slice", "unique", "map", "select", "reject", "selectattr",
+                        "rejectattr", "groupby"})
 _ESTIMATED_FILTERS = frozenset({"join", "replace", "format", "indent", "wordwrap", "tojson", "urlize", "sum"})
 
 
