@@ -20,6 +20,7 @@ Memory is asserted with the process's own counters (tracemalloc peak, ru_maxrss)
 
 from __future__ import annotations
 
+import ast
 import bz2
 import gzip
 import hashlib
@@ -27,12 +28,13 @@ import io
 import json
 import lzma
 import os
+import re
 import resource
 import subprocess
 import sys
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -478,11 +480,12 @@ HOSTILE_TEMPLATE_ROWS = [
     ("set block of template text", "{% set v %}{% for i in range(99999) %}" + "constant text " * 8 + "{% endfor %}"
                                    "{% endset %}", "a block's text of 11,199,888"),
     ("list literal of built values", "{% set s = 'x'.ljust(999) %}{% set l = [" + ", ".join(["s.join(s)"] * 20)
-                                     + "] %}", "builds more than 8 x 1,048,784 characters/items in all"),
+                                     + "] %}", "builds more than 8,390,272 bytes of values in all"),
     ("tojson indentation", "{{ [range(99999)|list]|tojson(indent=99999) }}", "an indented JSON text"),
     ("mapped list", "{{ range(99999)|map('center', 99999)|list|length }}", "the input of the filter 'list'"),
     ("loop.length over new values", "{% for x in range(99999)|map('center', 99999) %}{{ loop.length }}"
                                     "{% endfor %}", "the values of a loop"),
+    ("nested lists", "{{ [" + ", ".join(["[1] * 99999"] * 16) + "] }}", "bytes of values in all"),
     ("bytes expanded", "{{ ('\t' * 99999).encode().expandtabs(99999)|length }}", "str.expandtabs"),
     ("pprint", "{{ {'k': 1}|pprint }}", "No filter named 'pprint'"),
     ("constant folding", "{{ " + " }}{{ ".join(["'x'|center(99999)"] * 300) + " }}", "an output"),
@@ -651,3 +654,42 @@ def test_real_chat_templates_render_exactly_as_stock_jinja(name: str, system: st
     prompt = Prompt(system=system, user=user, shots=tuple(shots), answer_prefix=prefix)
     assert render_chat(template, prompt, bos_token="<s>", eos_token="</s>") == \
         _stock_render(template, prompt, "<s>", "</s>")
+
+
+# ------------------------------------------------------------------------------------------ one gate each
+
+
+def _calls(path: Path) -> Iterator[tuple[str, ast.Call, str]]:
+    """(dotted name of the called function, the call, the enclosing function's name) for every call."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+
+    def visit(node: ast.AST, scope: str) -> Iterator[tuple[str, ast.Call, str]]:
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else scope
+            if isinstance(child, ast.Call):
+                yield ast.unparse(child.func), child, scope
+            yield from visit(child, inner)
+
+    yield from visit(tree, "")
+
+
+def test_archives_and_templates_are_read_only_through_their_gates() -> None:
+    """By construction: no module but airgap/bundle.py opens an archive or a compressed file, and there only
+    _reading_tar reads one (with the checked header parser) and _TarWriter writes one; no module but
+    prompting/prompt_format.py imports Jinja. A command written next year goes through the same doors."""
+    package = REPO / "medbench_local"
+    archive_calls, jinja_imports = [], []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^\s*(import jinja2|from jinja2)", text, re.MULTILINE) and rel != "prompting/prompt_format.py":
+            jinja_imports.append(rel)
+        for name, call, scope in _calls(path):
+            if re.match(r"(tarfile|gzip|bz2|lzma|zipfile|shutil)\.(open|is_tarfile|TarFile|ZipFile|GzipFile|"
+                        r"BZ2File|LZMAFile|unpack_archive)$", name):
+                archive_calls.append((rel, scope, ast.unparse(call)))
+    assert jinja_imports == []
+    assert archive_calls == [
+        ("airgap/bundle.py", "__init__", "tarfile.open(fileobj=self.file, mode='w', format=tarfile.PAX_FORMAT)"),
+        ("airgap/bundle.py", "_reading_tar", "tarfile.open(fileobj=stream, mode='r:', tarinfo=_CheckedTarInfo)"),
+    ], archive_calls

@@ -30,7 +30,8 @@ Sizes are checked *before* an operation allocates (issue 18, row 7: ``join``, ``
   without indentation, ...) run, and their result is measured before it is used.
 * **Sums over the render**: everything output (at the top, and into macros and blocks, which collect it in
   lists joined only at their end) at most ``OUTPUT_FACTOR`` x the budget; every value operations build, kept or
-  not, at most ``CREATED_FACTOR`` x the budget (a list literal can keep many results that are each within it).
+  not, at most ``CREATED_FACTOR`` x the budget in bytes (``sys.getsizeof``: a list item costs its pointer), since
+  a list literal can keep many results that are each within the budget.
   An iterator (``map``, ``select``) is weighed item by item as it is consumed; a text becomes a list of its
   characters only up to ``MAX_INT_ARGUMENT`` items (each item is an object of ~60 bytes).
 * Filters are never evaluated while a template compiles (constant folding would build their results with no
@@ -47,6 +48,7 @@ import functools
 import inspect
 import re
 import string
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, ValuesView, ItemsView
 from typing import Any
@@ -164,13 +166,16 @@ def _pairs(mapping: Mapping[Any, Any]) -> Iterator[Any]:
         yield val
 
 
+_EMPTY_SIZES = {kind: sys.getsizeof(kind()) for kind in (str, bytes, list, tuple, dict)}
+
+
 class RenderBudget:
     """What one render may still spend; raises TemplateRenderError when a limit is crossed."""
 
     def __init__(self, input_chars: int = 0) -> None:
         self.max_chars = MAX_OUTPUT_CHARS + 8 * input_chars
         self.emitted = 0  # characters output so far, at the top and into macros and blocks together
-        self.created = 0  # characters (and items) of every value operations built, kept or not
+        self.created = 0  # bytes of every value operations built, kept or not
         self.steps = 0
         self.deadline = time.monotonic() + MAX_RENDER_SECONDS
 
@@ -190,10 +195,14 @@ class RenderBudget:
             if len(value) > self.max_chars:
                 raise TemplateLimitError(f"chat template builds a value of {len(value):,} characters/items, beyond "
                                           f"the limit of {self.max_chars:,}")
-            self.created += len(value)
+            # bytes beyond an empty value of the type: a list item costs its pointer, a wide character 4 bytes;
+            # the fixed header of each object is left to the step limit, which bounds how many are made
+            empty = next(size for kind, size in _EMPTY_SIZES.items() if isinstance(value, kind))
+            self.created += max(sys.getsizeof(value) - empty, 0)
             if self.created > CREATED_FACTOR * self.max_chars:
-                raise TemplateLimitError(f"chat template builds more than {CREATED_FACTOR} x {self.max_chars:,} "
-                                          "characters/items in all (the limit, counting every value it makes)")
+                raise TemplateLimitError(f"chat template builds more than {CREATED_FACTOR * self.max_chars:,} bytes "
+                                          f"of values in all ({CREATED_FACTOR} x the limit, counting every value "
+                                          "it makes)")
         return value
 
     def planned(self, length: int, what: str) -> None:
