@@ -46,6 +46,7 @@ MiB = 1024 * 1024
 HUGE = 64 * MiB                 # what the hostile headers announce
 ARCHIVE_MEMORY = 16 * MiB       # traced peak allowed while a hostile archive is refused
 LINE_LIMIT = 600                # characters in the one error line (the archive's path included)
+SHOWN = 200                     # characters of a name an error line quotes (bundle.SHOWN_NAME_CHARS)
 
 
 # ------------------------------------------------------------------------------------------ archive builders
@@ -325,6 +326,18 @@ def test_a_300_mb_long_name_stays_out_of_a_fresh_process(tmp_path: Path) -> None
     _, maxrss_kib, code = lines[1].split()
     assert code == "1"
     assert int(maxrss_kib) * 1024 < 200 * MiB, f"peak resident size {int(maxrss_kib) // 1024} MiB"
+
+
+def test_many_problems_are_one_message_of_bounded_length(tmp_path: Path) -> None:
+    """5,000 unlisted members with long names: the first 20 problems are shown, the rest counted."""
+    pieces = [*valid(), *(member(f"data/{i:06d}-" + "n" * 150, b"") for i in range(5000)), END]
+    archive = write_archive(tmp_path / "bundle.tar", pieces)
+    result, peak = _run_traced("bundle", "verify", str(archive))
+    lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+    assert result.exit_code == 1 and len(lines) == 1  # type: ignore[attr-defined]
+    assert "5,000 files failed verification" in lines[0] and "… and 4,980 more" in lines[0]
+    assert len(lines[0]) < 20 * (SHOWN + 60) + LINE_LIMIT
+    assert peak < ARCHIVE_MEMORY
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tar.bz2", ".tar.xz"])

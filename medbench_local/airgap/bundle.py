@@ -83,6 +83,7 @@ MAX_EXTENDED_HEADERS = 8                  # extension headers in a row before on
 MAX_GLOBAL_HEADERS = 16                   # PAX global headers per archive (they accumulate; real archives: 0-1)
 MAX_XZ_MEMORY = 128 * 1024 * 1024         # an xz decoder's memory (xz -9 needs 65 MiB)
 SHOWN_NAME_CHARS = 200                    # a name from an archive or manifest, as quoted in an error line
+MAX_PROBLEMS_SHOWN = 20                   # problems listed in one error message (the rest are counted)
 _DIR_MODE, _FILE_MODE = 0o700, 0o600      # bundles carry model files and possibly patient data: owner-only
 
 
@@ -1291,9 +1292,14 @@ def verify_bundle(source: Path, reporter: Reporter | None = None) -> dict[str, A
 
 
 def _problem_text(source: Path, problems: list[str], *, installed: bool) -> str:
-    head = f"{source}: {len(problems)} file{'s' if len(problems) != 1 else ''} failed verification"
+    """The problems, one line each, the first ``MAX_PROBLEMS_SHOWN`` of them: an archive of 100,000 unlisted
+    members is one short message, not 100,000 lines."""
+    head = f"{source}: {len(problems):,} file{'s' if len(problems) != 1 else ''} failed verification"
     tail = "nothing was installed" if not installed else ""
-    return "\n".join([head + (f"; {tail}" if tail else ""), *(f"  ✗ {p}" for p in problems)])
+    shown = [f"  ✗ {p}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        shown.append(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN:,} more")
+    return "\n".join([head + (f"; {tail}" if tail else ""), *shown])
 
 
 def _staging_prefix(dest: Path) -> str:
