@@ -396,8 +396,8 @@ def _filter_check(budget: RenderBudget, name: str, environment: Any, params: dic
     elif name == "tojson":
         indent = params.get("indent")
         pad = len(indent) if isinstance(indent, str) else abs(indent) if isinstance(indent, int) else 0
-        chars, units, _ = budget.shape(params["value"])
-        budget.planned(chars + units * pad, "an indented JSON text")
+        chars, units, _ = budget.shape(params["value"])  # every item, and every closing bracket, on its own line
+        budget.planned(chars + 2 * units * pad, "an indented JSON text")
     elif name == "urlize":
         text = str(params["value"])
         extra = sum(len(str(params.get(key) or "")) for key in ("target", "rel"))
