@@ -364,8 +364,9 @@ def test_every_compression_of_a_valid_bundle_verifies_and_imports(suffix: str, t
 
 # ------------------------------------------------------------------------------------------ templates
 # The operations that can build a large value from small ones, as Jinja expressions over operands of random
-# size. ``s`` and ``t`` are strings of up to 99,999 characters (the largest width a template may pass), ``n``
-# and ``m`` integers up to 99,999, ``l`` a list holding ``s`` up to 99,999 times.
+# size. ``s`` and ``t`` are strings of up to 99,999 characters (the largest width a template may pass; ``t`` holds
+# an emoji, so Python stores it at 4 bytes per character), ``n`` and ``m`` integers up to 99,999, ``l`` a list
+# holding ``s`` up to 99,999 times.
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -451,7 +452,7 @@ def test_template_operations_are_refused_before_they_build(statement: str, size_
 
 
 def check_hostile_render(statement: str, size_s: int, size_t: int, n: int, m: int, copies: int) -> None:
-    template = (f"{{% set s = 'x'.ljust({size_s}, 'x') %}}{{% set t = 'é'.ljust({size_t}, '\\t') %}}"
+    template = (f"{{% set s = 'x'.ljust({size_s}, 'x') %}}{{% set t = '😀é'.ljust({size_t}, '\\t') %}}"
                 f"{{% set n = {n} %}}{{% set m = {m} %}}{{% set l = [s] * {copies} %}}{statement}")
     tracemalloc.start()
     try:
@@ -550,7 +551,7 @@ MISTRAL_STYLE = """{%- if messages[0]['role'] == 'system' %}
 {{- bos_token }}
 {%- for message in loop_messages %}
     {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
-        {{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant...') }}
+        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant...') }}
     {%- endif %}
     {%- if message['role'] == 'user' %}
         {%- if loop.last and system_message is defined %}
@@ -561,7 +562,7 @@ MISTRAL_STYLE = """{%- if messages[0]['role'] == 'system' %}
     {%- elif message['role'] == 'assistant' %}
         {{- ' ' + message['content']|trim + eos_token}}
     {%- else %}
-        {{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}
+        {{- raise_exception('Only user and assistant roles are supported after a system message!') }}
     {%- endif %}
 {%- endfor %}"""
 
@@ -606,7 +607,11 @@ TOOLS_STYLE = """{%- set ns = namespace(system='', turns=[]) %}
 {%- endfor %}
 {%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"""
 
-PHI_STYLE = """{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"""
+PHI_STYLE = ("{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+             "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
+             "{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}"
+             "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
 
 MACRO_STYLE = """{%- macro turn(role, text) -%}
 <{{ role|upper }}>{{ text|replace('\\r\\n', '\\n')|wordwrap(400)|indent(2) }}</{{ role|upper }}>

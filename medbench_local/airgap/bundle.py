@@ -1105,8 +1105,8 @@ def _select(scan: _Scan, staging: Path | None) -> list[str]:
         if name not in listed:
             scan.problems.append(f"{_shown(name)}: not listed in {MANIFEST} (added after export?)")
         elif size != listed[name]["size"]:
-            scan.problems.append(f"{_shown(name)}: size {size:,} bytes, {MANIFEST} says {listed[name]['size']:,} (truncated "
-                                 "or replaced)")
+            scan.problems.append(f"{_shown(name)}: size {size:,} bytes, {MANIFEST} says {listed[name]['size']:,} "
+                                 "(truncated or replaced)")
             scan.refused.add(name)
         elif name not in storable:
             chosen.append(name)
@@ -1150,7 +1150,8 @@ def _stage(scan: _Scan, name: str, handle: IO[bytes], staging: Path | None, rece
             if keep:
                 received.control[name] = collector.data  # type: ignore[union-attr]
     except _TooLarge:
-        scan.problems.append(f"{_shown(name)}: larger than the {limit:,} bytes {MANIFEST} declares (copying stopped there)")
+        scan.problems.append(f"{_shown(name)}: larger than the {limit:,} bytes {MANIFEST} declares (copying stopped "
+                             "there)")
         scan.refused.add(name)
     except OSError as exc:
         reason = ("name too long for this file system (ENAMETOOLONG)" if exc.errno == errno.ENAMETOOLONG
@@ -1201,7 +1202,8 @@ def _transfer(scan: _Scan, staging: Path | None, reporter: Reporter) -> _Receive
             with handle:
                 _stage(scan, name, handle, staging, received, reporter)
         return received
-    with _reading_tar(scan.source, to_the_end=True) as tar:  # second pass over the archive: only the chosen members' data is read
+    # second pass over the archive: only the chosen members' data is read
+    with _reading_tar(scan.source, to_the_end=True) as tar:
         for member in tar:
             tar.members = []
             name = _member_name(member)
@@ -1224,7 +1226,8 @@ def _compare(scan: _Scan, received: _Received) -> list[str]:
             problems.append(f"{_shown(name)}: size {got[1]:,} bytes, {MANIFEST} says {entry['size']:,} (truncated or "
                             "replaced)")
         elif got[0] != entry["sha256"]:
-            problems.append(f"{_shown(name)}: SHA-256 mismatch ({got[0][:16]}…, {MANIFEST} says {entry['sha256'][:16]}…): "
+            problems.append(f"{_shown(name)}: SHA-256 mismatch ({got[0][:16]}…, {MANIFEST} says "
+                            f"{entry['sha256'][:16]}…): "
                             "the file is corrupted or was modified")
     return problems
 

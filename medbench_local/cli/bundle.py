@@ -82,8 +82,8 @@ def export_command(path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...
     specs = select_models(config, pairs, model_ids)
     with _Bar() as bar:
         summary = export_bundle(config, specs, pairs, data, assets, path, as_tar=as_tar, reporter=bar)
-    stdout.print(f"[green]✓[/green] Bundle written: {literal(summary.path)} ({count(summary.files, 'file')} + MANIFEST.json, "
-                 f"{_size(summary.total_bytes)})", soft_wrap=True)
+    stdout.print(f"[green]✓[/green] Bundle written: {literal(summary.path)} ({count(summary.files, 'file')} + "
+                 f"MANIFEST.json, {_size(summary.total_bytes)})", soft_wrap=True)
     for mid, name in sorted(summary.models.items()):
         stdout.print(f"  {literal(mid)}: {literal(name)}", soft_wrap=True)
     stdout.print(f"Check a copy with: medbench-local bundle verify {literal(summary.path)}", soft_wrap=True)
@@ -128,9 +128,8 @@ def import_command(path: Path, dest: Path) -> None:
     for folder in summary.cleaned:
         stdout.print(f"Removed {literal(folder)}: the staging folder of an earlier import that was interrupted",
                      soft_wrap=True)
-    stdout.print(f"[green]✓[/green] All {count(summary.files, 'file')} listed in MANIFEST.json verified; installed in "
-                 f"{literal(summary.path)}",
-                 soft_wrap=True)
+    stdout.print(f"[green]✓[/green] All {count(summary.files, 'file')} listed in MANIFEST.json verified; installed "
+                 f"in {literal(summary.path)}", soft_wrap=True)
     config = summary.path / "models.toml"
     if config.is_file():
         stdout.print("Next:", soft_wrap=True)
