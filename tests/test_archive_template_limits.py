@@ -29,7 +29,6 @@ import json
 import lzma
 import os
 import re
-import resource
 import subprocess
 import sys
 import tracemalloc
@@ -39,6 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medbench_local.errors import UserError
+from medbench_local.prompting import Prompt
+from medbench_local.prompting.prompt_format import MAX_OUTPUT_CHARS, render_chat, render_for_model
 
 from .conftest import REPO, invoke
 
@@ -367,14 +372,6 @@ def test_every_compression_of_a_valid_bundle_verifies_and_imports(suffix: str, t
 # size. ``s`` and ``t`` are strings of up to 99,999 characters (the largest width a template may pass; ``t`` holds
 # an emoji, so Python stores it at 4 bytes per character), ``n`` and ``m`` integers up to 99,999, ``l`` a list
 # holding ``s`` up to 99,999 times.
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from medbench_local.errors import UserError  # noqa: E402
-from medbench_local.prompting import Prompt  # noqa: E402
-from medbench_local.prompting.prompt_format import (MAX_OUTPUT_CHARS, render_chat,  # noqa: E402
-                                                    render_for_model)
 
 TEMPLATE_MEMORY = 48 * MiB      # traced peak allowed for one render, refused or not
 PROMPT = Prompt(system="Be brief.", user="Q2?", shots=(("Q1?", "yes"),), answer_prefix="Answer: ")
