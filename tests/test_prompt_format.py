@@ -57,7 +57,7 @@ HOSTILE_TEMPLATES = [
     ("repeated string", "{{ 'x' * 1000000000 }}", "asks for a repeated value"),
     ("repeated list", "{{ ([1] * 1000000000)|length }}", "asks for a repeated value"),
     ("doubling by ~", "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
-                      "{% endfor %}", "builds a value of"),
+                      "{% endfor %}", "asks for a ~ concatenation"),
     ("doubling by +", "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}"
                       "{% endfor %}", "asks for a concatenation"),
     ("output growing", "{% for i in range(100000) %}{{ 'x'.ljust(99999) }}{% endfor %}", "asks for an output"),

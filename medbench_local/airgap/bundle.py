@@ -15,14 +15,26 @@ flip bytes silently. ``bundle import`` copies every file into a temporary folder
 hashing it, compares *every* file with the manifest (and refuses files the manifest does not list), and only
 then renames the folder into place in one step. On any mismatch the temporary folder is removed and nothing is
 installed.
+
+Why this module is the only reader of tar files: an archive is input from outside, and Python's tarfile trusts
+it. It reads a GNU long-name or PAX record whole into memory, whatever size its header announces (a 311 KB
+.tar.gz once drove ``bundle verify`` to 4.4 GB and printed a 300 MB "name"), follows chains of such headers by
+recursion, and lets each decompressor raise its own kind of error. Here every header's announced size is
+checked *before* tarfile reads its payload (:class:`_CheckedTarInfo`), compressed archives are decompressed by
+our own forward reader (:class:`_Decompressed`: bounded reads, a memory limit for xz, one error class for every
+decoder failure), and every name quoted in an error line goes through :func:`_shown` (control characters
+escaped, cut to ``SHOWN_NAME_CHARS``).
 """
 
 from __future__ import annotations
 
+import bz2
 import errno
 import hashlib
 import importlib.metadata
+import io
 import json
+import lzma
 import os
 import platform
 import shutil
@@ -31,6 +43,7 @@ import sys
 import tarfile
 import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -63,6 +76,14 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024     # a manifest lists paths and hashes: a
 MAX_BUNDLE_MEMBERS = 100_000              # files (and folders) in one bundle
 MAX_CONTROL_BYTES = 4 * 1024 * 1024       # models.toml / models.lock inside a bundle
 _CONTROL_FILES = ("models.toml", LOCK_NAME)
+# Archive headers (issue 18, row 7): capped *before* tarfile reads their payload into memory.
+MAX_MEMBER_NAME_BYTES = 4096              # a member name or link target (PATH_MAX); a GNU long-name record
+MAX_EXTENDED_HEADER_BYTES = 64 * 1024     # one PAX header (real ones: a few hundred bytes)
+MAX_EXTENDED_HEADERS = 8                  # extension headers in a row before one member (real archives: 1-3)
+MAX_GLOBAL_HEADERS = 16                   # PAX global headers per archive (they accumulate; real archives: 0-1)
+MAX_XZ_MEMORY = 128 * 1024 * 1024         # an xz decoder's memory (xz -9 needs 65 MiB)
+SHOWN_NAME_CHARS = 200                    # a name from an archive or manifest, as quoted in an error line
+MAX_PROBLEMS_SHOWN = 20                   # problems listed in one error message (the rest are counted)
 _DIR_MODE, _FILE_MODE = 0o700, 0o600      # bundles carry model files and possibly patient data: owner-only
 
 
@@ -109,9 +130,44 @@ def _environment() -> dict[str, str]:
     }
 
 
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _shown(name: object) -> str:
+    """A name from an archive or a manifest as an error line may quote it: control, bidi and other invisible
+    characters as escapes (``\\x1b``, ``\\u202e``), at most ``SHOWN_NAME_CHARS`` characters, cut with an ellipsis.
+
+    Why one helper: names are chosen by whoever made the archive. Every message that quotes one goes through
+    here, so that none can print a 300 MB line or move the terminal's cursor."""
+    text = str(name)[:SHOWN_NAME_CHARS + 1]  # nothing beyond what can be shown is looked at
+    if not text.isprintable() or _BIDI_CONTROLS.intersection(text):
+        text = "".join(char if char.isprintable() and char not in _BIDI_CONTROLS
+                       else f"\\x{ord(char):02x}" if ord(char) <= 0xFF
+                       else f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+                       for char in text)
+    return text if len(text) <= SHOWN_NAME_CHARS else text[:SHOWN_NAME_CHARS - 1] + "…"
+
+
+def _name_bytes(name: str) -> int:
+    """A name's length in bytes as a file system counts it; never fails (a lone surrogate from JSON or an
+    undecodable tar name counts as the bytes that carry it)."""
+    return len(name.encode("utf-8", "surrogatepass"))
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one short line (a decoder's or tarfile's words, cut like a name)."""
+    text = str(exc)[:4 * SHOWN_NAME_CHARS]
+    return _shown(text.splitlines()[0] if text.strip() else type(exc).__name__)
+
+
 def _safe_relative(name: str) -> bool:
-    """A manifest/tar path may only point inside the bundle: relative, POSIX, no '..', no empty parts."""
-    if not name or name.startswith("/") or "\\" in name or ":" in name.split("/")[0]:
+    """A manifest/tar path may only point inside the bundle: relative, POSIX, no '..', no empty parts; and it
+    must be storable as a file name (no NUL, nothing the file system encoding cannot write)."""
+    if not name or name.startswith("/") or "\\" in name or ":" in name.split("/")[0] or "\0" in name:
+        return False
+    try:
+        os.fsencode(name)
+    except UnicodeError:
         return False
     return all(part not in ("", ".", "..") for part in name.split("/"))
 
@@ -585,13 +641,16 @@ def _parse_manifest(content: bytes, where: str) -> dict[str, Any]:
         ok = (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("size"), int)
               and not isinstance(entry.get("size"), bool) and entry["size"] >= 0
               and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64)
-        if not ok or not _safe_relative(entry["path"]) or entry["path"] == MANIFEST or entry["path"] in seen:
-            raise BundleError(f"{where}: {MANIFEST} has an invalid or unsafe entry {entry!r}; nothing was installed")
+        if not ok or not _safe_relative(entry["path"]) or entry["path"] == MANIFEST or entry["path"] in seen \
+                or _name_bytes(entry["path"]) > MAX_MEMBER_NAME_BYTES:
+            path = entry.get("path") if isinstance(entry, dict) else None
+            shown = _shown(path) if isinstance(path, str) else f"a {type(entry).__name__} without a valid path"
+            raise BundleError(f"{where}: {MANIFEST} has an invalid or unsafe entry ({shown}); nothing was installed")
         seen.add(entry["path"])
     folders = {"/".join(name.split("/")[:i]) for name in seen for i in range(1, name.count("/") + 1)}
     clash = sorted(seen & folders)
     if clash:
-        raise BundleError(f"{where}: {MANIFEST} lists {clash[0]} both as a file and as a folder; nothing was "
+        raise BundleError(f"{where}: {MANIFEST} lists {_shown(clash[0])} both as a file and as a folder; nothing was "
                           "installed")
     return manifest
 
@@ -645,9 +704,9 @@ def _scan(source: Path) -> _Scan:
         info = source.stat()
     except FileNotFoundError:
         raise BundleError(f"{source}: not found") from None
-    if stat.S_ISREG(info.st_mode) and tarfile.is_tarfile(source):
-        return _scan_tar(source)
-    raise BundleError(f"{source}: neither a bundle folder nor a .tar archive; nothing was installed")
+    if stat.S_ISREG(info.st_mode):
+        return _scan_tar(source)  # which says so when it is not a tar archive
+    raise BundleError(f"{source}: {_NOT_A_TAR}; nothing was installed")
 
 
 def _no_manifest(source: Path) -> BundleError:
@@ -676,7 +735,7 @@ def _scan_folder(source: Path) -> _Scan:
 
     def unreadable(error: OSError) -> None:
         rel = Path(error.filename).relative_to(source).as_posix() if error.filename else "?"
-        scan.problems.append(f"{rel}: cannot read the folder ({error.strerror})")
+        scan.problems.append(f"{_shown(rel)}: cannot read the folder ({error.strerror})")
 
     count = 0
     for folder, dirs, names in os.walk(source, onerror=unreadable):
@@ -690,16 +749,259 @@ def _scan_folder(source: Path) -> _Scan:
             try:
                 info = os.lstat(entry)
             except OSError as exc:
-                scan.problems.append(f"{rel}: cannot read ({exc.strerror})")
+                scan.problems.append(f"{_shown(rel)}: cannot read ({exc.strerror})")
                 continue
             if stat.S_ISLNK(info.st_mode):
-                scan.problems.append(f"{rel}: {_link_problem(entry)} (links are not allowed in a bundle)")
+                scan.problems.append(f"{_shown(rel)}: {_link_problem(entry)} (links are not allowed in a bundle)")
             elif not stat.S_ISREG(info.st_mode):
-                scan.problems.append(f"{rel}: not a regular file (a pipe, socket or device)")
+                scan.problems.append(f"{_shown(rel)}: not a regular file (a pipe, socket or device)")
             elif rel != MANIFEST:
                 scan.offered[rel] = info.st_size
                 scan.paths[rel] = entry
     return scan
+
+
+# --------------------------------------------------------------------------------------------- reading archives
+# The only place a tar file is opened for reading (see the module docstring). Two passes use it: _scan_tar reads
+# headers and the manifest, _transfer reads the chosen members' data.
+
+_NOT_A_TAR = "neither a bundle folder nor a .tar archive (.tar, .tar.gz, .tar.bz2 or .tar.xz)"
+_COMPRESSIONS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+_INPUT_CHUNK = 256 * 1024
+_LONG_NAME_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+class _Refused(tarfile.TarError):
+    """The archive asks for more than a bundle may (a header's size, a chain of headers, a sparse member).
+
+    A TarError that is not a HeaderError: tarfile passes it on instead of reading it as the archive's end."""
+
+
+class _Damaged(tarfile.TarError):
+    """The archive's bytes are broken: a decoder error of any kind, a damaged header, a truncated copy."""
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """tarfile's header parser with our limits, checked before any payload is read.
+
+    ``_proc_member`` is tarfile's documented hook for subclasses: it sees each header after its 512 bytes are
+    parsed and before the payload of a GNU long-name (``L``/``K``) or PAX (``x``/``g``) record is read, whose
+    size the header's size field announces. A record above the cap is refused without reading it; so is a chain
+    of more than ``MAX_EXTENDED_HEADERS`` such headers (tarfile follows them by recursion), more than
+    ``MAX_GLOBAL_HEADERS`` global ones (they accumulate for the rest of the archive), a name or link target
+    longer than ``MAX_MEMBER_NAME_BYTES``, and sparse members (whose maps tarfile reads without a bound; a
+    bundle never has them). A damaged header after the first is an error here, where tarfile would silently
+    take it for the end of the archive."""
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        position = archive.fileobj.tell()  # type: ignore[union-attr]
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            if position == archive.offset:
+                raise  # the end-of-archive marker, where a member could begin
+            raise _Damaged(f"the extended header at byte {archive.offset:,} is followed by the end of the archive") \
+                from None
+        except tarfile.EmptyHeaderError:
+            if position == 0:
+                raise  # an empty file: tarfile says so, and it is not a tar archive
+            raise _Damaged("the archive ends without its end-of-archive marker (a truncated copy?)") from None
+        except tarfile.HeaderError as exc:
+            if position == 0:
+                raise  # the very first block is no tar header: not a tar archive
+            raise _Damaged(f"the header at byte {position:,} is damaged ({_first_line(exc)})") from None
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _Refused(f"the member at byte {self.offset:,} is a sparse file, which a bundle never holds")
+        if self.type not in _LONG_NAME_TYPES + _PAX_TYPES:
+            return self._checked_names(super()._proc_member(archive))
+        what, limit = (("a GNU long-name record", MAX_MEMBER_NAME_BYTES) if self.type in _LONG_NAME_TYPES
+                       else ("a PAX header", MAX_EXTENDED_HEADER_BYTES))
+        if self.size > limit:
+            raise _Refused(f"the archive member at byte {self.offset:,} is {what} of {self.size:,} bytes, more "
+                           f"than the {limit:,} allowed")
+        depth = getattr(archive, "_medbench_depth", 0)
+        if depth >= MAX_EXTENDED_HEADERS:
+            raise _Refused(f"more than {MAX_EXTENDED_HEADERS} extended headers in a row (at byte {self.offset:,})")
+        if self.type == tarfile.XGLTYPE:
+            archive._medbench_globals = getattr(archive, "_medbench_globals", 0) + 1  # type: ignore[attr-defined]
+            if archive._medbench_globals > MAX_GLOBAL_HEADERS:  # type: ignore[attr-defined]
+                raise _Refused(f"more than {MAX_GLOBAL_HEADERS} PAX global headers (at byte {self.offset:,})")
+        archive._medbench_depth = depth + 1  # type: ignore[attr-defined]
+        try:
+            return self._checked_names(super()._proc_member(archive))
+        finally:
+            archive._medbench_depth = depth  # type: ignore[attr-defined]
+
+    def _checked_names(self, member: tarfile.TarInfo) -> tarfile.TarInfo:
+        for what, value in (("name", member.name), ("link target", member.linkname)):
+            size = _name_bytes(value)
+            if size > MAX_MEMBER_NAME_BYTES:
+                raise _Refused(f"the archive member at byte {member.offset:,} has a {what} of {size:,} bytes, more "
+                               f"than the {MAX_MEMBER_NAME_BYTES:,} allowed ({_shown(value)})")
+        return member
+
+    def _refuse_sparse(self, *args: Any) -> None:
+        raise _Refused(f"the member at byte {self.offset:,} is a sparse file, which a bundle never holds")
+
+    _proc_sparse = _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+
+class _Inflater:
+    """zlib's gzip decoder behind the interface that bz2's and lzma's decoders share (eof, unused_data,
+    needs_input, decompress(data, max_length)), so that one reader serves all three."""
+
+    def __init__(self) -> None:
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    @property
+    def eof(self) -> bool:
+        return self._zlib.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._zlib.unused_data
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._zlib.unconsumed_tail
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._zlib.decompress(self._zlib.unconsumed_tail + data, max_length)
+
+
+def _decoder(kind: str) -> Any:
+    if kind == "gzip":
+        return _Inflater()
+    if kind == "bzip2":
+        return bz2.BZ2Decompressor()
+    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=MAX_XZ_MEMORY)
+
+
+class _Decompressed:
+    """A gzip, bzip2 or xz file read forward, decompressed piece by piece: what tarfile reads a compressed
+    archive from, instead of gzip/bz2/lzma's own file objects.
+
+    Why our own: every read returns at most what was asked for (decoders are called with ``max_length``); an
+    xz stream whose dictionary needs more than ``MAX_XZ_MEMORY`` is refused, not allocated; every failure of
+    every decoder (zlib.error, lzma.LZMAError, OSError from bz2, EOFError, a stream that stops before its end
+    marker) becomes one :class:`_Damaged` naming the compression. Concatenated streams (``pigz``, ``pbzip2``,
+    ``xz -T``) and zero padding between them are read as one. Seeking goes forward only (by reading), which is
+    all that tarfile's reading mode needs."""
+
+    def __init__(self, raw: IO[bytes], kind: str) -> None:
+        self.raw, self.kind = raw, kind
+        self.decoder = _decoder(kind)
+        self.pending = b""   # compressed bytes read, not yet given to the decoder (the start of the next stream)
+        self.position = 0    # decompressed bytes delivered
+        self.finished = False
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = size if size is not None and size >= 0 else sys.maxsize
+        parts: list[bytes] = []
+        while wanted > 0 and not self.finished:
+            chunk = self._decompress(min(wanted, _CHUNK))
+            parts.append(chunk)
+            wanted -= len(chunk)
+        data = b"".join(parts)
+        self.position += len(data)
+        return data
+
+    def _decompress(self, limit: int) -> bytes:
+        try:
+            return self._next(limit)
+        except _Damaged:
+            raise
+        except lzma.LZMAError as exc:
+            if "memory" in str(exc).lower():
+                raise _Damaged(f"the xz data needs more than {human_size(MAX_XZ_MEMORY)} of memory to decompress "
+                               "(no xz preset does)") from None
+            raise _Damaged(f"the xz data is damaged ({_first_line(exc)})") from None
+        except (zlib.error, OSError, EOFError, ValueError) as exc:
+            raise _Damaged(f"the {self.kind} data is damaged ({_first_line(exc)})") from None
+
+    def _next(self, limit: int) -> bytes:
+        """Up to ``limit`` decompressed bytes; b"" with ``finished`` set at the end of the last stream."""
+        while True:
+            if self.decoder.eof and not self._next_stream():
+                self.finished = True
+                return b""
+            data = b""
+            if self.decoder.needs_input:
+                data, self.pending = self.pending or self.raw.read(_INPUT_CHUNK), b""
+                if not data:
+                    out = self.decoder.decompress(b"", limit)  # what the decoder still holds, if anything
+                    if out:
+                        return bytes(out)
+                    raise _Damaged(f"the {self.kind} data ends before its end marker (a truncated copy?)")
+            out = self.decoder.decompress(data, limit)
+            if out:
+                return bytes(out)
+
+    def _next_stream(self) -> bool:
+        """After a stream's end: start the next one if more data follows (zero padding skipped)."""
+        data = (self.decoder.unused_data + self.pending).lstrip(b"\0")
+        while not data:
+            more = self.raw.read(_INPUT_CHUNK)
+            if not more:
+                return False
+            data = more.lstrip(b"\0")
+        self.decoder, self.pending = _decoder(self.kind), data
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset + (self.position if whence == io.SEEK_CUR else 0)
+        if whence == io.SEEK_END or target < self.position:
+            raise _Damaged("the archive asks to be read backwards, which a compressed archive cannot be")
+        while self.position < target and self.read(min(target - self.position, _CHUNK)):
+            pass
+        return self.position
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _compression(handle: IO[bytes]) -> str | None:
+    magic = handle.read(6)
+    handle.seek(0)
+    return next((kind for prefix, kind in _COMPRESSIONS if magic.startswith(prefix)), None)
+
+
+@contextmanager
+def _reading_tar(source: Path, *, to_the_end: bool = False) -> Iterator[tarfile.TarFile]:
+    """The archive at ``source`` opened for reading through our checks; every failure, at opening or while the
+    caller iterates and reads, is one BundleError line naming the archive (tracebacks never).
+
+    ``to_the_end``: after the caller is done, a compressed archive is read to the end of its last stream, so
+    that the compression's own check (gzip's CRC-32, xz's and bzip2's block checks) is verified too: tarfile
+    stops at the end-of-archive marker, before the trailer that holds it."""
+    with ExitStack() as stack:
+        try:
+            raw = stack.enter_context(_open_regular(source))
+            kind = _compression(raw)
+        except OSError as exc:
+            raise BundleError(f"{source}: cannot read ({exc.strerror or exc}); nothing was installed") from None
+        stream: Any = raw if kind is None else _Decompressed(raw, kind)
+        try:
+            try:
+                tar = tarfile.open(fileobj=stream, mode="r:", tarinfo=_CheckedTarInfo)
+            except tarfile.ReadError:  # the first header (ours are TarErrors, never ReadErrors: they pass)
+                what = f"a {kind} file that holds no tar archive" if kind else _NOT_A_TAR
+                raise BundleError(f"{source}: {what}; nothing was installed") from None
+            yield tar
+            if to_the_end and isinstance(stream, _Decompressed):
+                while stream.read(_CHUNK):
+                    pass
+        except _Refused as exc:
+            raise BundleError(f"{source}: refused: {exc}; nothing was installed") from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
+            raise BundleError(f"{source}: damaged archive ({_first_line(exc)}); nothing was installed") from None
 
 
 def _member_name(member: tarfile.TarInfo) -> str:
@@ -712,42 +1014,39 @@ def _scan_tar(source: Path) -> _Scan:
     offered: dict[str, int] = {}
     counts: dict[str, int] = {}
     problems: list[str] = []
-    try:
-        with tarfile.open(source, "r:*") as tar:
-            for index, member in enumerate(tar):
-                if index >= MAX_BUNDLE_MEMBERS:
-                    raise BundleError(f"{source}: more than {MAX_BUNDLE_MEMBERS:,} archive members; nothing was "
-                                      "installed")
-                tar.members = []  # tarfile keeps every header it has seen: we keep our own small summary
-                name = _member_name(member)
-                if not name:
-                    continue
-                if not _safe_relative(name):
-                    problems.append(f"{member.name}: unsafe path in the archive")
-                    continue
-                if member.isdir():
-                    continue
-                if not member.isfile():
-                    problems.append(f"{name}: not a regular file (links and devices are not allowed)")
-                    continue
-                counts[name] = counts.get(name, 0) + 1
-                if name == MANIFEST and counts[name] == 1:
-                    if member.size > MAX_MANIFEST_BYTES:
-                        raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES:,} bytes; "
-                                          "nothing was installed")
-                    handle = tar.extractfile(member)
-                    assert handle is not None
-                    content = handle.read()
-                elif name != MANIFEST:
-                    offered[name] = member.size
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise BundleError(f"{source}: damaged archive ({exc}); nothing was installed") from None
+    with _reading_tar(source) as tar:
+        for index, member in enumerate(tar):
+            if index >= MAX_BUNDLE_MEMBERS:
+                raise BundleError(f"{source}: more than {MAX_BUNDLE_MEMBERS:,} archive members; nothing was "
+                                  "installed")
+            tar.members = []  # tarfile keeps every header it has seen: we keep our own small summary
+            name = _member_name(member)
+            if not name:
+                continue
+            if not _safe_relative(name):
+                problems.append(f"{_shown(member.name)}: unsafe path in the archive")
+                continue
+            if member.isdir():
+                continue
+            if not member.isfile():
+                problems.append(f"{_shown(name)}: not a regular file (links and devices are not allowed)")
+                continue
+            counts[name] = counts.get(name, 0) + 1
+            if name == MANIFEST and counts[name] == 1:
+                if member.size > MAX_MANIFEST_BYTES:
+                    raise BundleError(f"{source}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES:,} bytes; "
+                                      "nothing was installed")
+                handle = tar.extractfile(member)
+                assert handle is not None
+                content = handle.read()
+            elif name != MANIFEST:
+                offered[name] = member.size
     if content is None:
         raise _no_manifest(source)
     scan = _Scan(source, _parse_manifest(content, str(source)), is_tar=True)
     for name, count in sorted(counts.items()):
         if count > 1:
-            scan.problems.append(f"{name}: appears {count} times in the archive (which copy is meant?)")
+            scan.problems.append(f"{_shown(name)}: appears {count} times in the archive (which copy is meant?)")
             offered.pop(name, None)
             scan.refused.add(name)
     scan.problems[:0] = problems
@@ -766,7 +1065,7 @@ def _name_problems(names: list[str], folder: Path | None) -> dict[str, str]:
     except (OSError, ValueError, AttributeError):
         name_max = 255
     for name in names:
-        longest = max(len(part.encode("utf-8", "surrogateescape")) for part in name.split("/"))
+        longest = max(_name_bytes(part) for part in name.split("/"))
         if longest > name_max:
             problems[name] = (f"a name of {longest} bytes is too long for this file system (at most {name_max}; "
                               "ENAMETOOLONG)")
@@ -775,7 +1074,7 @@ def _name_problems(names: list[str], folder: Path | None) -> dict[str, str]:
         for name in sorted(names):
             other = first.setdefault(name.casefold(), name)
             if other != name:
-                problems[name] = f"differs from {other} only in case, and this file system ignores case"
+                problems[name] = f"differs from {_shown(other)} only in case, and this file system ignores case"
     return problems
 
 
@@ -799,15 +1098,15 @@ def _select(scan: _Scan, staging: Path | None) -> list[str]:
     listed = scan.listed
     storable = _name_problems(sorted(listed), staging)
     for name, reason in sorted(storable.items()):
-        scan.problems.append(f"{name}: {reason}")
+        scan.problems.append(f"{_shown(name)}: {reason}")
         scan.refused.add(name)
     chosen = []
     for name, size in sorted(scan.offered.items()):
         if name not in listed:
-            scan.problems.append(f"{name}: not listed in {MANIFEST} (added after export?)")
+            scan.problems.append(f"{_shown(name)}: not listed in {MANIFEST} (added after export?)")
         elif size != listed[name]["size"]:
-            scan.problems.append(f"{name}: size {size:,} bytes, {MANIFEST} says {listed[name]['size']:,} (truncated "
-                                 "or replaced)")
+            scan.problems.append(f"{_shown(name)}: size {size:,} bytes, {MANIFEST} says {listed[name]['size']:,} "
+                                 "(truncated or replaced)")
             scan.refused.add(name)
         elif name not in storable:
             chosen.append(name)
@@ -851,12 +1150,13 @@ def _stage(scan: _Scan, name: str, handle: IO[bytes], staging: Path | None, rece
             if keep:
                 received.control[name] = collector.data  # type: ignore[union-attr]
     except _TooLarge:
-        scan.problems.append(f"{name}: larger than the {limit:,} bytes {MANIFEST} declares (copying stopped there)")
+        scan.problems.append(f"{_shown(name)}: larger than the {limit:,} bytes {MANIFEST} declares (copying stopped "
+                             "there)")
         scan.refused.add(name)
     except OSError as exc:
         reason = ("name too long for this file system (ENAMETOOLONG)" if exc.errno == errno.ENAMETOOLONG
                   else f"cannot be copied ({exc.strerror or exc})")
-        scan.problems.append(f"{name}: {reason}")
+        scan.problems.append(f"{_shown(name)}: {reason}")
         scan.refused.add(name)
     finally:
         reporter.end()
@@ -896,23 +1196,21 @@ def _transfer(scan: _Scan, staging: Path | None, reporter: Reporter) -> _Receive
             try:
                 handle = _open_regular(scan.paths[name])
             except OSError as exc:
-                scan.problems.append(f"{name}: cannot read ({exc.strerror})")
+                scan.problems.append(f"{_shown(name)}: cannot read ({exc.strerror})")
                 scan.refused.add(name)
                 continue
             with handle:
                 _stage(scan, name, handle, staging, received, reporter)
         return received
-    try:  # second pass over the archive: only the chosen members' data is read
-        with tarfile.open(scan.source, "r:*") as tar:
-            for member in tar:
-                tar.members = []
-                name = _member_name(member)
-                if name in chosen and member.isfile():
-                    handle = tar.extractfile(member)
-                    assert handle is not None
-                    _stage(scan, name, handle, staging, received, reporter)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        scan.problems.append(f"{scan.source.name}: damaged archive ({exc})")
+    # second pass over the archive: only the chosen members' data is read
+    with _reading_tar(scan.source, to_the_end=True) as tar:
+        for member in tar:
+            tar.members = []
+            name = _member_name(member)
+            if name in chosen and member.isfile():
+                handle = tar.extractfile(member)
+                assert handle is not None
+                _stage(scan, name, handle, staging, received, reporter)
     return received
 
 
@@ -923,12 +1221,13 @@ def _compare(scan: _Scan, received: _Received) -> list[str]:
         if name in scan.refused:
             continue
         if got is None:
-            problems.append(f"{name}: missing (listed in {MANIFEST})")
+            problems.append(f"{_shown(name)}: missing (listed in {MANIFEST})")
         elif got[1] != entry["size"]:
-            problems.append(f"{name}: size {got[1]:,} bytes, {MANIFEST} says {entry['size']:,} (truncated or "
+            problems.append(f"{_shown(name)}: size {got[1]:,} bytes, {MANIFEST} says {entry['size']:,} (truncated or "
                             "replaced)")
         elif got[0] != entry["sha256"]:
-            problems.append(f"{name}: SHA-256 mismatch ({got[0][:16]}…, {MANIFEST} says {entry['sha256'][:16]}…): "
+            problems.append(f"{_shown(name)}: SHA-256 mismatch ({got[0][:16]}…, {MANIFEST} says "
+                            f"{entry['sha256'][:16]}…): "
                             "the file is corrupted or was modified")
     return problems
 
@@ -996,9 +1295,14 @@ def verify_bundle(source: Path, reporter: Reporter | None = None) -> dict[str, A
 
 
 def _problem_text(source: Path, problems: list[str], *, installed: bool) -> str:
-    head = f"{source}: {len(problems)} file{'s' if len(problems) != 1 else ''} failed verification"
+    """The problems, one line each, the first ``MAX_PROBLEMS_SHOWN`` of them: an archive of 100,000 unlisted
+    members is one short message, not 100,000 lines."""
+    head = f"{source}: {len(problems):,} file{'s' if len(problems) != 1 else ''} failed verification"
     tail = "nothing was installed" if not installed else ""
-    return "\n".join([head + (f"; {tail}" if tail else ""), *(f"  ✗ {p}" for p in problems)])
+    shown = [f"  ✗ {p}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        shown.append(f"  … and {len(problems) - MAX_PROBLEMS_SHOWN:,} more")
+    return "\n".join([head + (f"; {tail}" if tail else ""), *shown])
 
 
 def _staging_prefix(dest: Path) -> str:

@@ -13,6 +13,7 @@ from ..units import count, human_size
 from ..airgap.bundle import Reporter, export_bundle, import_bundle, verify_bundle
 from .common import config_option, read_config, stderr, stdout
 from .declare import InputPath, OutputPath, declare
+from .safe_text import literal
 
 
 class _Bar(Reporter):
@@ -32,7 +33,9 @@ class _Bar(Reporter):
         self.progress.stop()
 
     def start(self, label: str, total: int) -> None:
-        self.task = self.progress.add_task(label if len(label) <= 48 else "…" + label[-47:], total=total)
+        # a member name comes from the bundle: shown literally (never as rich markup or terminal controls)
+        self.task = self.progress.add_task(literal(label if len(label) <= 48 else "…" + label[-47:], one_line=True),
+                                           total=total)
 
     def advance(self, size: int) -> None:
         if self.task is not None:
@@ -85,12 +88,12 @@ def export_command(path: Path, pairs: tuple[str, ...], model_ids: tuple[str, ...
     specs = select_models(config, pairs, model_ids)
     with _Bar() as bar:
         summary = export_bundle(config, specs, pairs, data, assets, path, as_tar=as_tar, reporter=bar)
-    stdout.print(f"[green]✓[/green] Bundle written: {summary.path} ({count(summary.files, 'file')} + MANIFEST.json, "
-                 f"{_size(summary.total_bytes)})", soft_wrap=True)
+    stdout.print(f"[green]✓[/green] Bundle written: {literal(summary.path)} ({count(summary.files, 'file')} + "
+                 f"MANIFEST.json, {_size(summary.total_bytes)})", soft_wrap=True)
     for mid, name in sorted(summary.models.items()):
-        stdout.print(f"  {mid}: {name}", soft_wrap=True)
-    stdout.print(f"Check a copy with: medbench-local bundle verify {summary.path}", soft_wrap=True)
-    stdout.print(f"Install it with:   medbench-local bundle import {summary.path} --to DIR", soft_wrap=True)
+        stdout.print(f"  {literal(mid)}: {literal(name)}", soft_wrap=True)
+    stdout.print(f"Check a copy with: medbench-local bundle verify {literal(summary.path)}", soft_wrap=True)
+    stdout.print(f"Install it with:   medbench-local bundle import {literal(summary.path)} --to DIR", soft_wrap=True)
 
 
 @declare(reads=("archive",), example=("bundle", "verify", "{archive}"))
@@ -108,7 +111,7 @@ def verify_command(path: Path) -> None:
     with _Bar() as bar:
         manifest = verify_bundle(path, bar)
     files = manifest["files"]
-    stdout.print(f"[green]✓[/green] {path}: all {count(len(files), 'file')} listed in MANIFEST.json match "
+    stdout.print(f"[green]✓[/green] {literal(path)}: all {count(len(files), 'file')} listed in MANIFEST.json match "
                  f"({_size(sum(f['size'] for f in files))})", soft_wrap=True)
 
 
@@ -132,14 +135,13 @@ def import_command(path: Path, dest: Path) -> None:
     with _Bar() as bar:
         summary = import_bundle(path, dest, bar)
     for folder in summary.cleaned:
-        stdout.print(f"Removed {folder}: the staging folder of an earlier import that was interrupted",
+        stdout.print(f"Removed {literal(folder)}: the staging folder of an earlier import that was interrupted",
                      soft_wrap=True)
-    stdout.print(f"[green]✓[/green] All {count(summary.files, 'file')} listed in MANIFEST.json verified; installed in "
-                 f"{summary.path}",
-                 soft_wrap=True)
+    stdout.print(f"[green]✓[/green] All {count(summary.files, 'file')} listed in MANIFEST.json verified; installed "
+                 f"in {literal(summary.path)}", soft_wrap=True)
     config = summary.path / "models.toml"
     if config.is_file():
         stdout.print("Next:", soft_wrap=True)
-        stdout.print(f"  medbench-local doctor --config {config} --offline", soft_wrap=True)
-        stdout.print(f"  medbench-local run --config {config} --model ID --task TASK --data "
-                     f"{summary.path / 'data'}/<name>", soft_wrap=True)
+        stdout.print(f"  medbench-local doctor --config {literal(config)} --offline", soft_wrap=True)
+        stdout.print(f"  medbench-local run --config {literal(config)} --model ID --task TASK --data "
+                     f"{literal(summary.path / 'data')}/<name>", soft_wrap=True)
