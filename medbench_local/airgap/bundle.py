@@ -52,6 +52,7 @@ from typing import IO, Any
 from .. import __version__
 from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource, parse_config
 from ..errors import ModelFileError, UserError
+from ..gates.files import create_private_file, move_into_place, private_dir
 from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields
 from ..modelfiles.verdict import verify
 from ..units import human_size
@@ -84,7 +85,7 @@ MAX_GLOBAL_HEADERS = 16                   # PAX global headers per archive (they
 MAX_XZ_MEMORY = 128 * 1024 * 1024         # an xz decoder's memory (xz -9 needs 65 MiB)
 SHOWN_NAME_CHARS = 200                    # a name from an archive or manifest, as quoted in an error line
 MAX_PROBLEMS_SHOWN = 20                   # problems listed in one error message (the rest are counted)
-_DIR_MODE, _FILE_MODE = 0o700, 0o600      # bundles carry model files and possibly patient data: owner-only
+_FILE_MODE = 0o600      # bundles carry model files and possibly patient data: owner-only
 
 
 class BundleError(UserError):
@@ -221,33 +222,9 @@ def _free_space_check(folder: Path, needed: int) -> None:
 
 
 def _private_mkdir(path: Path) -> None:
-    """Create ``path`` and its missing parents owner-only (0700) under any umask.
-
-    Why not ``mkdir(parents=True, mode=...)``: the mode applies to the last folder only, and is masked by the
-    umask; folders we create are chmod-ed explicitly, folders that already exist are left alone."""
-    missing: list[Path] = []
-    current = path
-    while not os.path.lexists(current):
-        missing.append(current)
-        current = current.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=_DIR_MODE)
-        except FileExistsError:
-            continue  # created by someone else meanwhile: not ours to change
-        os.chmod(folder, _DIR_MODE)
-
-
-def _private_create(path: Path) -> IO[bytes]:
-    """A new file opened for writing, 0600 under any umask; never follows or replaces an existing entry."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-    except OSError:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "wb")
+    """Create ``path`` and its missing parents owner-only (0700) under any umask, through the files gate; folders
+    that already exist (the user's USB disk) are left as they are."""
+    private_dir(path, parents=True, tighten=False)
 
 
 def _open_regular(path: Path) -> IO[bytes]:
@@ -328,7 +305,7 @@ class _DirWriter:
     def add(self, name: str, source: IO[bytes], size: int, reporter: Reporter) -> str:
         target = self.root / name
         _private_mkdir(target.parent)
-        with _private_create(target) as handle:
+        with create_private_file(target) as handle:
             digest, written = _copy_hashing(source, handle, reporter)
         if written != size:
             raise BundleError(f"{name}: the source changed while it was copied ({written} of {size} bytes)")
@@ -351,7 +328,7 @@ class _HashingReader:
 
 class _TarWriter:
     def __init__(self, path: Path):
-        self.file = _private_create(path)
+        self.file = create_private_file(path)
         self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
 
     def add(self, name: str, source: IO[bytes], size: int, reporter: Reporter) -> str:
@@ -506,7 +483,7 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
         writer.close()
         if target.is_dir():
             target.rmdir()  # the empty folder the user named
-        os.replace(partial, target)
+        move_into_place(partial, target)
         done = True
     finally:
         if not done:
@@ -1081,7 +1058,7 @@ def _name_problems(names: list[str], folder: Path | None) -> dict[str, str]:
 def _ignores_case(folder: Path) -> bool:
     probe = folder / ".Case-Probe"
     try:
-        with _private_create(probe):
+        with create_private_file(probe):
             pass
         return os.path.exists(folder / ".case-probe")
     except OSError:
@@ -1141,7 +1118,7 @@ def _stage(scan: _Scan, name: str, handle: IO[bytes], staging: Path | None, rece
     try:
         if target is not None:
             _private_mkdir(target.parent)
-            sink = _private_create(target)
+            sink = create_private_file(target)
         else:
             sink = _NullWriter()
         with sink:
@@ -1365,21 +1342,20 @@ def import_bundle(source: Path, dest: Path, reporter: Reporter | None = None) ->
     _free_space_check(dest.parent, scan.total)
     staging = dest.parent / f"{_staging_prefix(dest)}{os.getpid()}"
     _remove(staging)
-    staging.mkdir(mode=_DIR_MODE)
-    os.chmod(staging, _DIR_MODE)
+    private_dir(staging)
     lock_fd = os.open(staging, os.O_RDONLY)
     if fcntl is not None:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     done = False
     try:
         _verified(scan, staging, reporter)
-        with _private_create(staging / MANIFEST) as handle:
+        with create_private_file(staging / MANIFEST) as handle:
             handle.write((json.dumps(scan.manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
                          .encode("utf-8"))
         _check_destination(dest)  # again: something may have appeared while we copied
         if dest.exists():
             dest.rmdir()
-        os.replace(staging, dest)
+        move_into_place(staging, dest)
         done = True
     finally:
         os.close(lock_fd)

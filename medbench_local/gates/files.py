@@ -278,9 +278,12 @@ def _refuse_inputs(target: Path, protect: Iterable[Path | str], *, updating: boo
             raise OutputError(f"{target}: is {what}; refusing to overwrite an input; choose another output name")
 
 
-def private_dir(folder: Path | str, *, protect: Iterable[Path | str] = (), parents: bool = False) -> Path:
-    """Create ``folder`` 0700 (with its missing parents when ``parents``), or tighten an existing one we own to
-    0700; refuse a symlink, a non-folder, a missing parent (unless ``parents``) or an input."""
+def private_dir(folder: Path | str, *, protect: Iterable[Path | str] = (), parents: bool = False,
+                tighten: bool = True) -> Path:
+    """Create ``folder`` 0700 (with its missing parents when ``parents``), or tighten an existing one to 0700
+    (unless ``tighten`` is False: a folder the user named to put things in, such as a USB disk's, is theirs);
+    refuse a symlink, a non-folder, a missing parent (unless ``parents``) or an input. Folders we create are
+    0700 under any umask."""
     folder = Path(folder)
     if folder.is_symlink():
         raise OutputError(f"{folder}: is a symbolic link; refusing to write into it")
@@ -293,6 +296,8 @@ def private_dir(folder: Path | str, *, protect: Iterable[Path | str] = (), paren
     _refuse_inputs(folder, protect)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: exists and is not a folder")
+    if not tighten and folder.is_dir():
+        return folder
     _make_dir(folder)
     try:
         if stat.S_IMODE(folder.stat().st_mode) != PRIVATE_DIR:
@@ -380,6 +385,31 @@ def atomic_path(target: Path | str, *, protect: Iterable[Path | str] = ()) -> It
     finally:
         temp_path.unlink(missing_ok=True)
     _sync_folder(target.parent)
+
+
+def create_private_file(path: Path | str) -> IO[bytes]:
+    """A new file opened for writing in binary, 0600 under any umask; it never follows a link and never replaces
+    an existing entry (``O_EXCL | O_NOFOLLOW``): for files written into a private staging folder. An OSError
+    (the name exists, is too long, the disk is full) is the caller's to word."""
+    fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def move_into_place(staged: Path | str, target: Path | str) -> None:
+    """Rename a file or folder we staged beside ``target`` onto it, atomically; the target is checked again (not
+    a link, a special file or an input of this command) just before."""
+    check_output_place(target)
+    try:
+        os.replace(staged, target)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot move the finished result into place ({exc.strerror or exc})") from None
+    _sync_folder(Path(target).parent)
 
 
 @contextmanager
