@@ -79,7 +79,8 @@ class ProgressReporter:
         if total <= already_done:  # fully resumed: the note says so; an empty bar would only flash
             return
         if not self.console.is_terminal:  # logs and pipes: timed lines, not redraws of a bar
-            self.console.print(f"{self._label}: {already_done}/{total} {plural(total, 'item')}, starting")
+            self.console.print(f"{self._label}: {already_done}/{total} {plural(total, 'item')}, starting",
+                               soft_wrap=True)  # a log line stays one line, never broken at 80 columns
             return
         # our own ETA (from the first finished item on), not rich's, which needs several samples first
         self.progress = Progress(
@@ -103,7 +104,7 @@ class ProgressReporter:
         now = self.clock()
         if self._active and now - self._last_line >= self.interval:
             self._last_line = now
-            self.console.print(self.progress_line(now))
+            self.console.print(self.progress_line(now), soft_wrap=True)
 
     def eta(self, now: float) -> str:
         """Time left at the pace of the items finished in this run so far ('unknown' before the first)."""
@@ -131,7 +132,8 @@ class ProgressReporter:
         if self._counts:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
             tps = f", {self._rate('')}" if self._seconds > 0 else ""
-            self.console.print(f"{self._label}: {count(sum(self._counts.values()), 'item')} ({outcomes}){tps}")
+            self.console.print(f"{self._label}: {count(sum(self._counts.values()), 'item')} ({outcomes}){tps}",
+                               soft_wrap=True)
 
     def note(self, text: str) -> None:
         """A plain-text note (never markup: it may name models, tasks or files)."""
