@@ -176,9 +176,10 @@ def rows(old: Path, new: Path) -> int:
             if a != b:
                 problems += 1
                 print(f"{table}: {len(a)} rows in {old}, {len(b)} in {new}; first difference:")
-                for line in difflib.unified_diff(a, b, lineterm="", n=0):
+                changed = [line for line in difflib.unified_diff(a, b, lineterm="", n=0)
+                           if line[:1] in "-+" and line[:3] not in ("---", "+++")]
+                for line in changed[:2]:
                     print("  " + line[:400])
-                    break
         a, b = _generations(connections[old]), _generations(connections[new])
         checked.append(f"generations+scores {len(a)}")
         if a != b:
