@@ -9,10 +9,13 @@ spreading through the package:
   modelfiles, prompting, tasks, store, metrics and analysis, which issue 12 names, but among all nodes, because
   a cycle through config.py or runner.py (engine -> config -> engine, analysis -> runner -> analysis, both
   found on the way) ties the packages on it together just the same. None is left. (b) ``MAY_IMPORT``: what
-  each lower layer may import; a new dependency is a line added there on purpose, an upward import fails. The
-  top layers (``TOP``: cli, runner, report, airgap, the entry point) may import anything below; for them only
-  (a) holds. Not seen: ``importlib.import_module`` with a computed name (only tasks/registry.py uses it, for
-  its own modules).
+  each layer may import; a new dependency is a line added there on purpose, an upward import fails. Issue 21
+  gave the top rooms rows too: the read side (analysis/, and report/ above it) never reaches the runner or an
+  engine's loader, the runner never the commands, and only ``cli`` (``TOP``, with the entry point) may import
+  anything below it; so a command stays a translation of options into calls of the rooms below. (c) The same
+  holds module by module: no two modules of the package import each other, not even within one subpackage
+  (the tasks/ circle base -> datafiles -> base, base -> prompts -> base was the last). Not seen:
+  ``importlib.import_module`` with a computed name (only tasks/registry.py uses it, for its own modules).
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ INIT = "medbench_local"  # the package's own __init__.py (``from .. import __ver
 #: node -> the nodes it may import. Read bottom-up: prompting knows only errors; config validates chat
 #: templates with prompting; modelfiles checks files against config and renders a probe prompt; engine runs
 #: what modelfiles checked; tasks build prompts and score with metrics; store records tasks' results; analysis
-#: reads the store.
+#: reads the store (the read side's one room: pairing, paired statistics, published numbers, disagreements,
+#: export rows, reproduce); report presents what analysis computed; runner assembles and runs evaluations;
+#: airgap moves files to an offline machine; cli (TOP) turns options into calls of any of them.
 MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allowed in {
     INIT: (),
     "errors": (),
@@ -81,8 +86,14 @@ MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allo
     "store": ("errors", "gates", "engine", "tasks"),
     "provenance": (INIT, "gates", "tasks"),
     "analysis": (INIT, "errors", "gates", "paths", "config", "engine", "metrics", "tasks", "store", "provenance"),
+    "report": (INIT, "gates", "tasks", "store", "analysis"),
+    "runner": (INIT, "errors", "gates", "paths", "signals", "item_pool", "config", "modelfiles", "engine", "tasks",
+               "store", "provenance", "analysis"),
+    "airgap": (INIT, "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles", "engine",
+               "tasks"),
 }.items()}
-TOP = frozenset({"__main__", "cli", "runner", "report", "airgap"})
+TOP = frozenset({"__main__", "cli"})
+READ_SIDE = ("analysis", "report")
 ISSUE_12 = ("engine", "modelfiles", "prompting", "tasks", "store", "metrics", "analysis")
 
 
@@ -173,13 +184,29 @@ def test_the_packages_import_each_other_in_one_direction_only() -> None:
     assert not found, "\n".join(_describe(graph, component) for component in found)
 
 
+def against_the_table(graph: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Every import of ``graph`` that its source's MAY_IMPORT row does not allow, as "source -> target: where"."""
+    return [f"{source} -> {target}: {', '.join(where)}" for source, allowed in MAY_IMPORT.items()
+            for target, where in sorted(graph.get(source, {}).items()) if target not in allowed]
+
+
 def test_each_lower_layer_imports_only_what_its_row_allows() -> None:
     graph = import_graph(PACKAGE)
     unplaced = sorted(set(graph) - set(MAY_IMPORT) - TOP)
     assert not unplaced, f"new parts of the package, give them a row in MAY_IMPORT (or add them to TOP): {unplaced}"
-    offending = [f"{source} -> {target}: {', '.join(where)}" for source, allowed in MAY_IMPORT.items()
-                 for target, where in sorted(graph.get(source, {}).items()) if target not in allowed]
+    offending = against_the_table(graph)
     assert not offending, "imports against the layering (tests/test_layering.py MAY_IMPORT):\n" + "\n".join(offending)
+
+
+@pytest.mark.parametrize("source, target", [
+    ("analysis", "runner"), ("analysis", "cli"), ("report", "runner"), ("report", "engine"), ("runner", "cli"),
+    ("runner", "report"), ("store", "analysis"), ("tasks", "store"), ("metrics", "tasks"), ("airgap", "store"),
+])
+def test_the_table_refuses_an_import_against_the_rooms(source: str, target: str) -> None:
+    """Not vacuous: the real package's graph with one import added against the rooms fails the check."""
+    graph = import_graph(PACKAGE)
+    broken = {**graph, source: {**graph.get(source, {}), target: ["medbench_local/added.py:1"]}}
+    assert f"{source} -> {target}: medbench_local/added.py:1" in against_the_table(broken)
 
 
 def test_the_table_itself_has_one_direction_and_keeps_the_issue_12_rules() -> None:
@@ -192,6 +219,9 @@ def test_the_table_itself_has_one_direction_and_keeps_the_issue_12_rules() -> No
     for lower in ("prompting", "modelfiles", "config", "metrics"):
         assert "engine" not in MAY_IMPORT[lower] and not MAY_IMPORT[lower] & TOP, lower
     assert "tasks" not in MAY_IMPORT["metrics"] and "analysis" not in MAY_IMPORT["store"]
+    for reader in READ_SIDE:  # issue 21: the read side never runs a model nor reaches a command
+        assert not MAY_IMPORT[reader] & ({"runner", "modelfiles", "signals", "item_pool", "airgap"} | TOP), reader
+    assert not MAY_IMPORT["runner"] & ({"report"} | TOP)
 
 
 # Every way an import can be written, and the node it must be counted for. The importer is

@@ -400,7 +400,7 @@ def test_show_report_and_export_use_the_same_pairing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("p,text", [(0.0, "<0.001"), (1e-12, "<0.001"), (0.000999, "<0.001"), (0.001, "0.001"),
                                     (0.0123, "0.012"), (0.04999, "0.050"), (0.5, "0.500"), (1.0, "1.000")])
 def test_p_is_written_with_three_decimals_or_as_below_0001(p: float, text: str) -> None:
-    from medbench_local.metrics.stats import format_p
+    from medbench_local.analysis.stats import format_p
 
     assert format_p(p) == text
 
@@ -422,7 +422,7 @@ def test_the_verdict_is_in_words_in_the_table_markdown_and_json(tmp_path: Path, 
     assert payload["verdict"] == words
     table = " ".join(invoke("compare", "--db", str(db), "--resamples", "200").output.split())
     markdown = invoke("compare", "--db", str(db), "--resamples", "200", "--markdown").output
-    from medbench_local.metrics.stats import format_p
+    from medbench_local.analysis.stats import format_p
 
     holm = format_p(payload["p_adjusted"])
     assert words in table and f"(Holm p {holm})" in table  # two lines of one cell

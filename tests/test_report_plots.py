@@ -17,7 +17,7 @@ from matplotlib.transforms import Bbox
 
 from medbench_local.analysis.paired import MetricComparison, PairReport
 from medbench_local.analysis.pairing import DataLabel
-from medbench_local.metrics.stats import Interval
+from medbench_local.analysis.stats import Interval
 from medbench_local.report import plots
 
 NAME = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyz-_. 0123456789ÄéΩ"), min_size=1, max_size=90)

@@ -97,7 +97,7 @@ def test_reference_quirk_double_counts_the_first_item_only_when_asked(tmp_path: 
 
 
 def test_clue_levels_are_computed_from_our_task_scores(tmp_path: Path) -> None:
-    from medbench_local.cli.reproduce import value_rows
+    from medbench_local.analysis.reproduce import value_rows
 
     published = lookup("llama3-8b-instruct")
     db = open_database(tmp_path / "r.db")
@@ -138,7 +138,7 @@ def _study_db(path: Path, bio_right: list[int], gen_right: list[int], task: str 
 
 
 def test_a_finding_is_reproduced_only_when_the_adjusted_test_is_significant(tmp_path: Path) -> None:
-    from medbench_local.cli.reproduce import findings
+    from medbench_local.analysis.reproduce import findings
 
     # published: OpenBioLLM-8B 30.0 vs Llama-3-8B 64.3 on NEJM (biomedical behind). Ours: 0 vs 4 discordant of
     # 50, same direction; the bootstrap CI excluded 0 and this was "reproduced", but the exact p is 0.125.

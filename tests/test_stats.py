@@ -1,4 +1,4 @@
-"""Tests for medbench_local.metrics.stats against hand-computed or analytically known values."""
+"""Tests for medbench_local.analysis.stats against hand-computed or analytically known values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from medbench_local.metrics.stats import (
+from medbench_local.analysis.stats import (
     Interval,
     McNemar,
     holm,

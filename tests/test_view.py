@@ -32,7 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medbench_local.cli import view as view_module
-from medbench_local.cli.show import disagreements
+from medbench_local.analysis.disagreements import disagreements
 from medbench_local.store import open_database
 from medbench_local.cli.view_guard import TOKEN_ENV, Guard, cookie_name, cookie_value
 from medbench_local.store.catalog import CANNED_QUERIES, STYLE_URL, TABLES, datasette_metadata, queries_needing, \

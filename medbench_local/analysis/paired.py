@@ -5,7 +5,7 @@ honest (and much narrower) uncertainty of the *difference*. Which evaluations ar
 ``analysis.pairing`` (same data, same task settings). Items that only one model has are counted and reported,
 never silently dropped.
 
-Tests and intervals agree by construction (metrics/stats.py): binary per-item metrics (accuracy) get the exact
+Tests and intervals agree by construction (analysis/stats.py): binary per-item metrics (accuracy) get the exact
 McNemar test with its discordant counts, Wilson intervals per model and a continuity-corrected Tango score
 interval for the difference (it never excludes 0 when the exact McNemar p >= 0.05); continuous ones (ROUGE,
 F1) a paired sign-flip permutation test with BCa bootstrap intervals. p-values are Holm-adjusted across all
@@ -23,7 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from ..gates.stored import load_metrics, load_object, member_object
-from ..metrics.stats import (Interval, format_p, holm, mcnemar_exact, mean_ci, paired_difference_ci,
+from .stats import (Interval, format_p, holm, mcnemar_exact, mean_ci, paired_difference_ci,
                              paired_permutation_test, paired_proportion_difference_ci, wilson_ci)
 from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
 from ..errors import UserError
@@ -127,7 +127,7 @@ class MetricComparison:
         """Which model is ahead: the Holm-adjusted test is significant and the difference has that sign.
 
         The test decides, not the interval: the interval of the difference is reported beside it (for binary
-        metrics it never excludes 0 when the unadjusted exact test is not significant; see metrics/stats.py).
+        metrics it never excludes 0 when the unadjusted exact test is not significant; see analysis/stats.py).
         """
         if self.p_adjusted >= SIGNIFICANCE or self.delta.estimate == 0:
             return None

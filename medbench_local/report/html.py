@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from .. import __version__
+from ..analysis.disagreements import disagreements_between
 from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport, summary_line
 from ..gates.files import safe_component
 from ..store.queries import report_metadata
@@ -67,6 +68,29 @@ def plot_file_name(pair: str, kind: str) -> str:
 def gather_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                                          list[dict[str, Any]]]:
     return report_metadata(db)
+
+
+def gather(db: sqlite_utils.Database, db_path: str, reports: list[PairReport], *, examples: int = 3,
+           with_items: bool = True) -> ReportInput:
+    """Everything the report shows, read while the database is open: per pair with results its three plots and
+    up to ``examples`` disagreements per task and data (analysis/disagreements.py, the items ``show`` lists),
+    the item browser's rows (``with_items``), and the models, data and runs behind them."""
+    from . import plots  # matplotlib is imported only when a report is made
+
+    runs, models, evaluations = gather_metadata(db)
+    data = ReportInput(db_path, reports, runs, models, evaluations)
+    for report in reports:
+        if not report.rows:
+            continue
+        data.plots[plot_file_name(report.pair, "forest")] = plots.forest_plot(report)
+        data.plots[plot_file_name(report.pair, "scores")] = plots.score_chart(report)
+        data.plots[plot_file_name(report.pair, "outcomes")] = plots.outcome_chart(report)
+        for group in {r.group_label: r for r in report.rows}.values():  # one per (task, data)
+            found = disagreements_between(db, group.evaluations["biomedical"],
+                                          group.evaluations["general"])[:examples] if examples else []
+            data.examples[(report.pair, group.group_label)] = [(b, g) for _, b, g in found]
+    data.items = browser.gather(db, reports) if with_items else []
+    return data
 
 
 def _pair_section(report: PairReport, data: ReportInput, index: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport, summary_line
 from ..gates.stored import load_array, load_metrics, load_object
-from ..metrics.stats import format_p
+from ..analysis.stats import format_p
 from ..tasks.base import OUTCOMES
 from ..tasks.loglik_scoring import scoring_mode
 

@@ -30,26 +30,26 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
-from . import __version__
-from .config import Config, ModelSpec, ServedSource
-from .errors import ModelFileError, UserError
-from .engine.base import Engine, GenerateRequest, LoglikelihoodRequest
-from .engine.llama import LlamaEngine, require_gpu_build
-from .engine.rpc import check_rpc_plan, require_rpc_build
-from .engine.runtime import build_info
-from .engine.preflight import check_model_file
-from .modelfiles.hashing import cached_sha256, sha256_file
-from .modelfiles.lock import lock_path, read_lock
-from .modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
-from .modelfiles.resolve import require
-from .analysis.rescore import older_extraction_items
-from .item_pool import run_pooled
-from .provenance import evaluation_key, git_revision, package_versions
-from .signals import StopFlag
-from .store import queries, writer
-from .store.claims import ItemClaims, database_path
-from .tasks.base import Item, PromptContext, Score, Task, TaskData, sha256_text
-from .tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
+from .. import __version__
+from ..config import Config, ModelSpec, ServedSource
+from ..errors import ModelFileError, UserError
+from ..engine.base import Engine, GenerateRequest, LoglikelihoodRequest
+from ..engine.llama import LlamaEngine, require_gpu_build
+from ..engine.rpc import check_rpc_plan, require_rpc_build
+from ..engine.runtime import build_info
+from ..engine.preflight import check_model_file
+from ..modelfiles.hashing import cached_sha256, sha256_file
+from ..modelfiles.lock import lock_path, read_lock
+from ..modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
+from ..modelfiles.resolve import require
+from ..analysis.rescore import older_extraction_items
+from ..item_pool import run_pooled
+from ..provenance import evaluation_key, git_revision, package_versions
+from ..signals import StopFlag
+from ..store import queries, writer
+from ..store.claims import ItemClaims, database_path
+from ..tasks.base import Item, PromptContext, Score, Task, TaskData, sha256_text
+from ..tasks.loglik_scoring import (CHOICE_MODES, LOGLIK_TARGETS, SCORING_MODES, choice_grammar, choice_settings,
                                    constrained_max_tokens, loglik_generation, require_decided, score_constrained,
                                    score_loglik, supports_choices)
 
@@ -292,8 +292,8 @@ def require_decoding(models: list[ModelRole], paths: dict[str, Path]) -> None:
     """This llama.cpp build must decode on this CPU before a run creates anything: one token with the smallest
     local model, in a child process (engine/selftest.py; remembered per build and machine once it worked). A build
     that crashes here would otherwise kill the run with exit 139 and leave a 'running' run behind."""
-    from .engine.selftest import check_decoding
-    from .modelfiles.hashing import cache_dir
+    from ..engine.selftest import check_decoding
+    from ..modelfiles.hashing import cache_dir
 
     local = [paths[entry.spec.id] for entry in models
              if entry.spec.served is None and paths.get(entry.spec.id) is not None]
@@ -315,7 +315,7 @@ def served_template_path(spec: ModelSpec) -> Path | None:
 def check_served(models: list[ModelRole], modes: tuple[str, ...]) -> list[str]:
     """Reach every served model's server before the database is touched: reachable, the model name served,
     the API key accepted, the scoring modes possible. Returns the hosts ("host:port") a run may reach."""
-    from .engine.openai_compat import make_client, probe_server, require_capabilities
+    from ..engine.openai_compat import make_client, probe_server, require_capabilities
 
     hosts: list[str] = []
     for entry in models:
@@ -343,7 +343,7 @@ def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], path
     for entry in models:
         known = queries.model_file_hashes(db, entry.spec.id)
         if entry.spec.served is not None:
-            from .engine.openai_compat import weights_identity
+            from ..engine.openai_compat import weights_identity
 
             current, _ = weights_identity(entry.spec.served, entry.spec.sha256)
         else:
@@ -461,7 +461,7 @@ class PairRecord(Protocol):
 def default_engine(spec: ModelSpec, path: Path | None, options: RunOptions) -> Engine:
     """The engine a model's ``engine`` key asks for: in-process llama.cpp, or an OpenAI-compatible server."""
     if spec.served is not None:
-        from .engine.openai_compat import OpenAICompatEngine
+        from ..engine.openai_compat import OpenAICompatEngine
 
         return OpenAICompatEngine(spec, path, seed=options.seed)
     assert path is not None

@@ -17,10 +17,10 @@ The functions are scale-agnostic (plain means): feed fractions and get a
 fraction, feed percentages (as the leaderboard does) and get a percentage --
 just do not mix scales within one call.
 
-Which tasks and metrics make up a Level, each task declares (``Task.clue_level``,
-``Task.clue_metrics``); the caller passes that ``spec`` in (``analysis.published.clue_level_spec``), so
-this module stays pure and below the tasks (tasks score with metrics; metrics never import tasks:
-tests/test_layering.py).
+Which tasks and metrics make up a Level, each task declares (``Task.study.clue_level``,
+``Task.study.clue_metrics``); the caller passes that ``spec`` in (``analysis.published.clue_level_spec``), so
+these functions stay pure: plain numbers in, a number out. They live in analysis/ because only the read side
+aggregates (``reproduce``, via analysis/reproduce.py); tasks never compute a Level.
 
 ``level_score`` refuses to produce a number when any component is
 missing (a Level score over a subset of tasks is not comparable with the
