@@ -1,4 +1,5 @@
-"""What a result records about where it came from: the evaluation key, the package versions, the source revision.
+"""What a result records about where it came from: the evaluation key, the run record (package versions, the
+source revision), built here once.
 
 Why a module of its own, below the runner: ``run`` writes these with every evaluation and run record, and
 ``rescore`` (analysis/rescore.py) must write exactly the same ones for the evaluations it derives, so that a
@@ -9,7 +10,10 @@ while the runner imported analysis (tests/test_layering.py keeps the packages ac
 from __future__ import annotations
 
 import importlib.metadata
+import platform
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,21 @@ def evaluation_key(engine_identity: dict[str, Any], task_settings: dict[str, Any
     """The key of an evaluation: everything that decides its outputs (the engine's identity) and its scores (the
     task's settings), hashed canonically, so equal inputs find their stored results and nothing else does."""
     return sha256_text(canonical_json({"engine": engine_identity, "task": task_settings}))
+
+
+def run_record(command: list[str], settings: dict[str, Any], build: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """A ``runs`` row: the command line, the versions of medbench-local, Python and the platform, the llama.cpp
+    build when the run loads models (``build``: engine.runtime.build_info()), the source revision, the package
+    versions that can change a number, and the run's own ``settings``. ``run`` and ``rescore`` both record
+    one."""
+    record: dict[str, Any] = {"command": command, "medbench_version": __version__,
+                              "python_version": sys.version.split()[0], "platform": platform.platform()}
+    if build is not None:
+        record.update({"llama_cpp_version": build["llama_cpp_python"], "llama_system_info": build["system_info"],
+                       "gpu_offload_supported": int(build["gpu_offload"])})
+    record.update({"git_revision": git_revision(), "packages": package_versions(), "settings": settings})
+    return record
 
 
 def package_versions() -> dict[str, str]:

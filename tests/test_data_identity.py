@@ -115,7 +115,7 @@ def test_a_database_written_with_the_old_fingerprint_resumes(tmp_path: Path, mon
     data = tmp_path / "cases.csv"
     shutil.copy(JAMA, data)
     with monkeypatch.context() as patch:  # an older medbench-local wrote this database
-        patch.setattr(runner, "data_fingerprint", _legacy_fingerprint)
+        patch.setattr(runner.inputs, "data_fingerprint", _legacy_fingerprint)  # where load_tasks finds it
         assert _run(tmp_path / "r.db", data, limit=4).generated == 4
     (stored,), = rows(tmp_path / "r.db", "select settings from evaluations")
     assert json.loads(stored)["task"]["data_sha256"] == _legacy_fingerprint(data) == runner.legacy_data_fingerprint(data)

@@ -87,8 +87,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allo
     "provenance": (INIT, "gates", "tasks"),
     "analysis": (INIT, "errors", "gates", "paths", "config", "engine", "metrics", "tasks", "store", "provenance"),
     "report": (INIT, "gates", "tasks", "store", "analysis"),
-    "runner": (INIT, "errors", "gates", "paths", "signals", "item_pool", "config", "modelfiles", "engine", "tasks",
-               "store", "provenance", "analysis"),
+    "runner": (INIT, "errors", "gates", "paths", "signals", "item_pool", "prompting", "config", "modelfiles", "engine",
+               "tasks", "store", "provenance", "analysis"),
     "airgap": (INIT, "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles", "engine",
                "tasks"),
 }.items()}

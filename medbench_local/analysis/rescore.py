@@ -17,8 +17,6 @@ later ``run`` of the same command finds the new key complete and generates nothi
 
 from __future__ import annotations
 
-import platform
-import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,12 +24,11 @@ from typing import Any
 
 import sqlite_utils
 
-from .. import __version__
 from ..engine.base import Generation
 from ..errors import UserError
 from ..gates.stored import load_metrics, load_object, member_object
 from ..metrics.extraction import EXTRACTION_VERSION, reads_with_this_extraction
-from ..provenance import evaluation_key, git_revision, package_versions
+from ..provenance import evaluation_key, run_record
 from ..store import queries, writer
 from ..store.queries import evaluation_rows, evaluations_of, generations_to_copy
 from ..tasks import get_task, task_ids
@@ -166,11 +163,9 @@ def _rescore_row(task: Task, row: dict[str, Any]) -> Score:
 
 
 def _run_record(command: list[str], plans: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"command": command, "medbench_version": __version__, "python_version": sys.version.split()[0],
-            "platform": platform.platform(), "git_revision": git_revision(), "packages": package_versions(),
-            "settings": {"rescore": "extraction", "extraction_version": EXTRACTION_VERSION,
-                         "evaluations": [{"from": p["old"]["key"], "to": p["new_key"], "task": p["old"]["task"],
-                                          "model_id": p["old"]["model_id"]} for p in plans]}}
+    return run_record(command, {"rescore": "extraction", "extraction_version": EXTRACTION_VERSION,
+                                "evaluations": [{"from": p["old"]["key"], "to": p["new_key"], "task": p["old"]["task"],
+                                                 "model_id": p["old"]["model_id"]} for p in plans]})
 
 
 def rescore_extraction(db: sqlite_utils.Database, *, task_filter: tuple[str, ...] = (),

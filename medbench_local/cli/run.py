@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from ..airgap.netguard import NetworkGuard
 from ..errors import StoreError, UserError
 from ..runner import LIMIT_MODES, RunOptions, Shard, execute, parse_shard, plan
+from ..runner.modes import SCORING
 from ..store import close_database
 from ..tasks import Score, get_task
 from ..units import count, plural
@@ -195,7 +196,7 @@ class ItemLimit(click.ParamType):
               help="llama.cpp n_batch (prompt processing batch; part of the result identity).")
 @click.option("--prompts", "prompt_file", type=InputPath("prompts"),
               help="TOML file overriding the task prompt: system, user, answer_prefix.")
-@click.option("--scoring", type=click.Choice(["generate", "loglik", "both", "constrained"]), default="generate",
+@click.option("--scoring", type=click.Choice(list(SCORING)), default="generate",
               show_default=True,
               help="How multiple-choice answers are obtained. generate: free text, read by answer extraction. "
                    "loglik: the option (\" A\", \" B\", ...) the model finds most probable after the prompt, no "

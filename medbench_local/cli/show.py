@@ -17,7 +17,7 @@ from ..analysis.pair_sources import PairSource, check_models, check_tasks, read_
 from ..errors import UserError
 from ..gates.stored import load_metrics, load_object
 from ..store.database import reading
-from ..tasks.loglik_scoring import SCORING_MODES
+from ..runner.modes import MODES
 from .common import db_option, pair_options, split_commas, stdout
 from .declare import declare
 from .layout import print_heading, print_prose
@@ -84,8 +84,8 @@ def show_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[
         raise UserError("give one of --pair NAME, --models BIO GEN (two models) or --model ID (two scoring modes "
                         "with --modes)")
     wanted = tuple(m.strip() for m in modes.split(","))
-    if model_id is not None and (len(wanted) != 2 or not set(wanted) <= set(SCORING_MODES)):
-        raise UserError(f"--modes takes two of {', '.join(SCORING_MODES)} separated by a comma, got '{modes}'")
+    if model_id is not None and (len(wanted) != 2 or not set(wanted) <= set(MODES)):
+        raise UserError(f"--modes takes two of {', '.join(MODES)} separated by a comma, got '{modes}'")
     with reading(db_path) as db:  # stored JSON is parsed inside, where damage is diagnosed as one line
         pair: PairSource | None = None
         if model_id is None:

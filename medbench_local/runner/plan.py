@@ -22,8 +22,12 @@ from ..store import close_database, open_database, queries, writer
 from ..tasks import get_task
 from ..tasks.base import TaskBase
 from ..tasks.datafiles import require_regular_file
-from . import (LoadedTask, ModelRole, Shard, check_model_history, check_scoring, check_served, load_tasks,
-               locate_models, require_decoding)
+from .checks import check_model_history, check_scoring, check_served, locate_models, require_decoding
+from .inputs import LoadedTask, ModelRole, Shard, load_tasks
+from .modes import scoring_modes
+
+__all__ = ["DataChoice", "RunPlan", "close_or_discard", "data_choice", "open_for_run", "partners_to_run",
+           "pairs_to_record", "pick_models", "prepare", "recorded_pairs", "scoring_modes"]
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,6 @@ def data_choice(task_id: str, explicit: dict[str, Path]) -> DataChoice:
                         "is not here and none ships with medbench-local); pass --data")
     shown = f"./{SAMPLES_DIR}/{task_id}" if found.origin.startswith("sample in") else "the shipped sample"
     return DataChoice(task_id, found.path, shown)
-
-
-def scoring_modes(scoring: str) -> tuple[str, ...]:
-    """The scoring modes ``--scoring`` stands for: ``both`` is generate and loglik, two evaluations of the items."""
-    return ("generate", "loglik") if scoring == "both" else (scoring,)
 
 
 def prepare(config: Config, models: list[ModelRole], data: list[DataChoice], *, prompts: Path | None = None,

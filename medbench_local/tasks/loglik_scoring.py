@@ -30,8 +30,6 @@ from ..engine.base import ContinuationScore, Generation, Loglikelihoods
 from ..prompting import Prompt
 from .base import Score
 
-SCORING_MODES: tuple[str, ...] = ("generate", "loglik", "constrained")
-CHOICE_MODES: tuple[str, ...] = ("loglik", "constrained")
 LOGLIK_TARGETS: tuple[str, ...] = ("letter", "text")
 RULES: tuple[str, ...] = ("sum", "acc_norm", "mean_token")
 RULE_METRICS = {"sum": "acc_sum", "acc_norm": "acc_norm", "mean_token": "acc_mean_token"}
@@ -173,19 +171,6 @@ def score_constrained(choices: ChoiceSet, generation: Generation) -> Score:
                      choices.metrics_for(None) | {"accuracy": 0.0})
     return Score("correct" if key == choices.gold else "wrong", key, choices.gold, "grammar",
                  f"constrained output {output!r}", choices.metrics_for(key))
-
-
-def choice_settings(mode: str, target: str) -> dict[str, Any]:
-    """What a choice mode adds to the task settings (and so to the evaluation identity). Generation adds
-    nothing, so the keys of evaluations stored before scoring modes existed stay valid."""
-    if mode == "generate":
-        return {}
-    settings: dict[str, Any] = {"scoring_mode": mode, "choice_scoring": SCORING_VERSION, "loglik_target": target}
-    if mode == "loglik":
-        settings["loglik_headline"] = HEADLINE[target]
-    else:
-        settings["grammar"] = "root ::= one of the option continuations (then end of generation)"
-    return settings
 
 
 def scoring_mode(task_settings: Mapping[str, Any]) -> str:
