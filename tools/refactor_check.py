@@ -5,7 +5,10 @@ Three steps, each a subcommand:
 
 * ``snapshot OUT DB...``: what the read commands print for each database (``compare --json`` and its table,
   ``export`` per item and ``--aggregate``, CSV and JSONL, ``reproduce --json`` (also with the demo models as
-  study models), ``runs --json``, ``show`` per task), one file per command in OUT, with its exit status. Taken before the refactor and again after it, from the same database files, the two folders
+  study models), ``runs --json``, ``show`` per task, ``view --metadata-out``), plus ``tasks list`` and every
+  command's ``--help``, one file per command in OUT, with its exit status and standard error. ``--code DIR``
+  runs another checkout (the commit before the refactor, exported with ``git archive``), so the "before" side can
+  be taken again later from the same database files. Taken before the refactor and again after it, from the same database files, the two folders
   must be byte for byte the same (``diff``): the read side is unchanged.
 * ``diff A B``: the two snapshot folders, file by file; exit 1 on the first difference (a unified diff of it).
 * ``rows OLD.db NEW.db``: the write side. NEW is a fresh ``run`` with the same command after the refactor; every
@@ -33,6 +36,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,13 @@ READ_COMMANDS: dict[str, list[str]] = {
     "reproduce-as.json": ["reproduce", "--json", "--as", "smollm2-135m-instruct=Llama3-OpenBioLLM-8B",
                           "--as", "gemma3-270m=Meta-Llama-3-8B-Instruct"],
     "runs.json": ["runs", "--json", "--limit", "0"],
+    "view-metadata.json": ["view", "--metadata-out", "{out}"],
+}
+#: outputs that depend on no database: the task list and every command's help (option types and choices).
+GENERAL_COMMANDS: dict[str, list[str]] = {
+    "tasks-list.txt": ["tasks", "list"],
+    **{f"help-{name}.txt": [name, "--help"] for name in ("run", "compare", "export", "reproduce", "runs", "show",
+                                                          "view", "report", "rescore", "merge")},
 }
 #: per task the database holds: ``show`` of the demo pair, and of one model's two scoring modes where it has both.
 SHOW_COMMANDS: dict[str, list[str]] = {
@@ -72,15 +83,27 @@ VOLATILE: dict[str, set[str]] = {
 VOLATILE_ENGINE_SETTINGS = ("n_threads", "n_threads_batch", "threads_rule")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "medbench_local", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, check=False)
+def _cli(code: Path, *args: str) -> str:
+    """The command's exit status, standard output and standard error, run from the checkout ``code``; an
+    ``{out}`` argument is a temporary file whose content is appended. The temporary file's and the checkout's
+    paths are written as ``{out}`` and ``<checkout>``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "out"
+        args = tuple(str(target) if arg == "{out}" else arg for arg in args)
+        env = {**os.environ, "PYTHONPATH": str(code), "COLUMNS": "200", "NO_COLOR": "1"}
+        result = subprocess.run([sys.executable, "-m", "medbench_local", *args], cwd=code, env=env,
+                                capture_output=True, text=True, check=False)
+        written = f"--- {{out}}\n{target.read_text(encoding='utf-8')}" if target.exists() else ""
+    text = f"exit {result.returncode}\n{result.stdout}--- stderr\n{result.stderr}{written}"
+    return text.replace(str(target), "{out}").replace(str(code), "<checkout>")  # what differs by where it ran
 
 
-def snapshot(out: Path, databases: list[Path]) -> None:
+def snapshot(out: Path, databases: list[Path], code: Path = REPO) -> None:
     out.mkdir(parents=True, exist_ok=True)
     written = 0
+    for name, command in GENERAL_COMMANDS.items():
+        (out / name).write_text(_cli(code, *command), encoding="utf-8")
+        written += 1
     for index, db in enumerate(databases, 1):
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             tasks = [task for (task,) in conn.execute("select distinct task from evaluations order by task")]
@@ -90,9 +113,7 @@ def snapshot(out: Path, databases: list[Path]) -> None:
                              for name, command in SHOW_COMMANDS.items()})
         for name, command in commands.items():
             written += 1
-            result = _cli(*command, "--db", str(db))
-            target = out / f"db{index}-{name}"
-            target.write_text(f"exit {result.returncode}\n{result.stdout}--- stderr\n{result.stderr}", encoding="utf-8")
+            (out / f"db{index}-{name}").write_text(_cli(code, *command, "--db", str(db)), encoding="utf-8")
     print(f"{written} outputs in {out}")
 
 
@@ -198,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     take = sub.add_parser("snapshot", help="the read commands' outputs for each database, into OUT")
     take.add_argument("out", type=Path)
     take.add_argument("databases", type=Path, nargs="+")
+    take.add_argument("--code", type=Path, default=REPO,
+                      help="the checkout whose medbench_local runs the commands (default: this one); e.g. the commit "
+                           "before the refactor, exported with 'git archive COMMIT | tar -x -C DIR'")
     compare = sub.add_parser("diff", help="two snapshot folders, file by file")
     compare.add_argument("before", type=Path)
     compare.add_argument("after", type=Path)
@@ -206,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     stored.add_argument("new", type=Path)
     args = parser.parse_args(argv)
     if args.step == "snapshot":
-        snapshot(args.out, args.databases)
+        snapshot(args.out, args.databases, args.code.resolve())
         return 0
     if args.step == "diff":
         return diff(args.before, args.after)
