@@ -85,8 +85,8 @@ VOLATILE_ENGINE_SETTINGS = ("n_threads", "n_threads_batch", "threads_rule")
 
 def _cli(code: Path, *args: str) -> str:
     """The command's exit status, standard output and standard error, run from the checkout ``code``; an
-    ``{out}`` argument is a temporary file whose content is appended. The temporary file's and the checkout's
-    paths are written as ``{out}`` and ``<checkout>``."""
+    ``{out}`` argument is a temporary file whose content is appended. The temporary file's path is written as
+    ``{out}``, this checkout's and ``code``'s as ``<checkout>``."""
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / "out"
         args = tuple(str(target) if arg == "{out}" else arg for arg in args)
@@ -95,7 +95,9 @@ def _cli(code: Path, *args: str) -> str:
                                 capture_output=True, text=True, check=False)
         written = f"--- {{out}}\n{target.read_text(encoding='utf-8')}" if target.exists() else ""
     text = f"exit {result.returncode}\n{result.stdout}--- stderr\n{result.stderr}{written}"
-    return text.replace(str(target), "{out}").replace(str(code), "<checkout>")  # what differs by where it ran
+    for checkout in (code, REPO):  # the databases record this checkout's paths, wherever the command ran
+        text = text.replace(str(checkout), "<checkout>")
+    return text.replace(str(target), "{out}")
 
 
 def snapshot(out: Path, databases: list[Path], code: Path = REPO) -> None:
