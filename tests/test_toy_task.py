@@ -1,11 +1,17 @@
 """Adding a task is one module: this file is that module. It declares a toy task on the task contract
 (``TaskBase``, ``MetricSpec``, the data-file helpers), registers it through the registry API, runs it end to end
 through the runner with fake engines for both models of a pair, and compares the results. Nothing outside
-``tasks/`` learns the task's id."""
+``tasks/`` learns the task's id, nor the name of its new metric (``brevity``): the result views and their
+glossary follow the registry (issue 21), shown with the module added the way a built-in task is, by its line in
+the registry's module list."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +27,23 @@ from medbench_local.prompting import Prompt
 from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError, UserError
 from medbench_local.runner import ModelRole, RunOptions, execute, load_tasks
-from medbench_local.store import open_database, writer
+from medbench_local.store import open_database, reading, writer
+from medbench_local.store.catalog import tables
+from medbench_local.store.views import stored_view_metrics
 from medbench_local.tasks import (Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, get_task, register,
                                   unregister)
 from medbench_local.tasks.datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, required_text
 
-from .conftest import REPO
+from medbench_local.tasks import registry, task_ids
+from medbench_local.tasks.base import ACCURACY
+
+from .conftest import REPO, invoke, rows
+
+PACKAGE = REPO / "medbench_local"
 
 # ---------------------------------------------------------------------------------------------- the module
+
+BREVITY = MetricSpec("brevity", "continuous", description="1 / the number of words of the answer (1 for one word)")
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class YesNoTask(TaskBase):
     data_format: str = "JSONL {id, question, answer: yes|no}"
     max_tokens: int = 8
     stop: tuple[str, ...] = ("\n",)
-    metrics: tuple[MetricSpec, ...] = (MetricSpec("accuracy", "binary"), MetricSpec("brevity", "continuous"))
+    metrics: tuple[MetricSpec, ...] = (ACCURACY, BREVITY)
     data_layout = DataLayout("toy.jsonl", "jsonl", ({"id": "q1", "question": "Is 1 small?", "answer": "yes"},
                                                     {"id": "q2", "question": "Is 9 small?", "answer": "no"}),
                              text_fields=("id", "question", "answer"), id_field="id")
@@ -171,3 +186,62 @@ def test_options_the_toy_task_does_not_take_are_refused(toy_task: YesNoTask, tmp
     with pytest.raises(UserError, match="no documents to order"):
         toy_task.configure(document_order="per-patient")
     assert toy_task.configure(reference_quirks=True) is toy_task
+
+
+# ------------------------------------------------------------- a new metric: the module and its registry line
+
+
+def _add_to_the_registry(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This file's task as a module of tasks/ with its line in the registry's module list (tasks/registry.py
+    ``_MODULES``): exactly what adding a task to the package is."""
+    name = "toy_yesno_module"
+    module = types.ModuleType(f"medbench_local.tasks.{name}")
+    module.TASKS = [YesNoTask()]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(registry, "_MODULES", (*registry._MODULES, name))
+    registry._registry.cache_clear()
+    return name
+
+
+def _columns(path: Path, view: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [row[1] for row in conn.execute(f"pragma table_info({view})")]
+
+
+def test_a_new_metric_is_its_task_module_and_the_registry_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """Issue 21: 'brevity' is declared once, in the task's module. A database created before the task existed
+    has no column for it; registered, a new database's views get it, the older database gets it the next time a
+    writer opens it (a reader never changes it, and describes what the file holds), the glossary explains it from
+    the declaration, and no migration was added for it: store/ never names a metric."""
+    older = tmp_path / "older.db"
+    open_database(older).conn.close()
+    assert "brevity" not in _columns(older, "item_results")
+    migrations = rows(older, "select name from _migrations order by rowid")
+    try:
+        name = _add_to_the_registry(monkeypatch)
+        assert "toy_yesno" in task_ids() and name in registry._MODULES
+        new = tmp_path / "new.db"
+        open_database(new).conn.close()
+        assert "brevity" in _columns(new, "item_results")
+        assert {"biomedical_brevity", "general_brevity"} <= set(_columns(new, "paired_items"))
+        assert rows(new, "select name from _migrations order by rowid") == migrations  # no migration for it
+        described = tables()
+        assert described["item_results"][1]["brevity"] == f"Metric: {BREVITY.description}"
+        assert BREVITY.description in described["paired_items"][1]["general_brevity"]
+
+        before = older.read_bytes()
+        with reading(older) as db:
+            assert "accuracy" in (stored_view_metrics(db) or ()) and "brevity" not in (stored_view_metrics(db) or ())
+        out = tmp_path / "meta.json"
+        invoke("view", "--db", str(older), "--metadata-out", str(out))
+        columns = json.loads(out.read_text())["databases"]["older"]["tables"]["item_results"]["columns"]
+        assert "accuracy" in columns and "brevity" not in columns
+        assert older.read_bytes() == before
+        open_database(older).conn.close()  # a writer: the views follow the registry
+        assert "brevity" in _columns(older, "item_results")
+    finally:
+        monkeypatch.undo()
+        registry._registry.cache_clear()
+    assert "toy_yesno" not in task_ids()
+    assert not [p.name for p in (PACKAGE / "store").glob("*.py") if "brevity" in p.read_text(encoding="utf-8")]

@@ -35,11 +35,13 @@ from medbench_local.cli import view as view_module
 from medbench_local.analysis.disagreements import disagreements
 from medbench_local.store import open_database
 from medbench_local.cli.view_guard import TOKEN_ENV, Guard, cookie_name, cookie_value
-from medbench_local.store.catalog import CANNED_QUERIES, STYLE_URL, TABLES, datasette_metadata, queries_needing, \
+from medbench_local.store.catalog import CANNED_QUERIES, STYLE_URL, datasette_metadata, queries_needing, tables, \
     tilde_encode
 from medbench_local.store.queries import latest_evaluation, summarize_evaluation
-from medbench_local.store.views import VIEW_METRICS, VIEWS, registry_metrics
+from medbench_local.store.views import (VIEWS, item_results_sql, paired_items_sql, refresh_views,
+                                       stored_view_metrics, view_metrics)
 from medbench_local.store.writer import start_run
+from medbench_local.tasks import get_task, task_ids
 from medbench_local.tasks.base import OUTCOMES
 
 from .chromium import FLAGS, browser_or_skip
@@ -59,10 +61,34 @@ def dict_rows(path: Path, sql: str, *params: object) -> list[dict]:
         return [dict(row) for row in conn.execute(sql, params)]
 
 
+#: The metric columns of the views as the tuple in store/views.py listed them before issue 21 derived them from the
+#: task registry: the built-in tasks still give exactly these, in this order, so new databases' views are unchanged.
+BUILT_IN_VIEW_METRICS = (
+    "accuracy",
+    "rouge1", "rouge2", "rougeL",
+    "em_precision", "em_recall", "em_f1", "ap_precision", "ap_recall", "ap_f1", "valid_ratio",
+    "task1", "task2", "task3", "task3_hallucinated", "task2_abstained",
+    "bertscore_precision", "bertscore_recall", "bertscore_f1",
+    "umls_precision", "umls_recall", "umls_f1",
+)
+
+
 def test_view_metric_columns_follow_the_task_registry() -> None:
-    """A task that gains a metric must get a view column too (VIEW_METRICS and a migration recreating views)."""
-    assert sorted(VIEW_METRICS) == sorted(registry_metrics())
-    assert len(set(VIEW_METRICS)) == len(VIEW_METRICS)
+    """One column per metric a registered task declares (issue 21: no list in store/, no migration per metric);
+    for the built-in tasks the columns, and their order, are those of every database made before."""
+    declared = {spec.name for task_id in task_ids() for spec in get_task(task_id).metrics}
+    assert view_metrics() == BUILT_IN_VIEW_METRICS and set(view_metrics()) == declared
+
+
+def test_one_metric_name_means_one_thing_across_the_tasks() -> None:
+    """The glossary takes a metric's description from the first task that declares it: every task declaring the
+    same name must declare the same metric (kind, optional, description), and describe it."""
+    seen: dict[str, object] = {}
+    for task_id in task_ids():
+        for spec in get_task(task_id).metrics:
+            assert spec.description, f"{task_id}: metric {spec.name} has no description"
+            key = (spec.kind, spec.optional, spec.description)
+            assert seen.setdefault(spec.name, key) == key, f"{task_id}: {spec.name} declared differently"
 
 
 def test_optional_metric_names_are_the_ones_rescore_writes() -> None:
@@ -74,7 +100,7 @@ def test_optional_metric_names_are_the_ones_rescore_writes() -> None:
 
     umls = umls_prf("a b", "b c", Concepts())  # type: ignore[arg-type]
     bert = {f"bertscore_{k}" for k in ("precision", "recall", "f1")}  # analysis/rescore.py: bertscore_{key}
-    assert set(umls) | bert <= set(VIEW_METRICS)
+    assert set(umls) | bert <= set(view_metrics())
 
 
 @pytest.mark.e2e
@@ -96,7 +122,7 @@ def test_item_results_has_one_row_per_score_with_every_metric_as_a_column(db: Pa
                        "completion_tokens", "model_id", "task", "role", "item_id"):
             assert row[column] == score[column], column
         metrics = json.loads(score["metrics"])
-        for name in VIEW_METRICS:
+        for name in view_metrics():
             assert row[name] == metrics.get(name), name
         assert row["latest"] == int(latest[(row["model_id"], row["task"])] == row["evaluation"])
         assert row["pairs"] == "demo"
@@ -192,12 +218,12 @@ def test_an_upgrade_that_finds_a_dangling_score_changes_nothing(db: Path) -> Non
 def test_metadata_explains_every_table_and_column_of_a_real_database(db: Path) -> None:
     objects = rows(db, "select name, type from sqlite_master where type in ('table', 'view') "
                        "and name not like 'sqlite_%'")
-    assert {name for name, _ in objects} == set(TABLES)
+    assert {name for name, _ in objects} == set(tables())
     for name, _ in objects:
         columns = [r[1] for r in rows(db, f"select * from pragma_table_info('{name}')")]
-        undocumented = [c for c in columns if not TABLES[name][1].get(c)]
+        undocumented = [c for c in columns if not tables()[name][1].get(c)]
         assert not undocumented, f"{name}: {undocumented}"
-        assert set(TABLES[name][1]) == set(columns), f"{name}: described columns that do not exist"
+        assert set(tables()[name][1]) == set(columns), f"{name}: described columns that do not exist"
     for name, (_, _, sql) in CANNED_QUERIES.items():  # every canned query runs (empty parameters = all)
         with sqlite3.connect(db) as conn:
             conn.execute(sql, {"pair": "", "task": ""}).fetchall()
@@ -250,7 +276,7 @@ def test_the_glossary_and_the_views_list_columns_in_the_same_reading_order(empty
                                ["biomedical_evaluation", "general_evaluation", "item"])):
         columns = [r[1] for r in rows(empty_db, f"select * from pragma_table_info('{view}')")]
         assert columns[:len(first)] == first and columns[-len(last):] == last, view
-        assert list(TABLES[view][1]) == columns, view  # the folded glossary reads in the table's order
+        assert list(tables()[view][1]) == columns, view  # the folded glossary reads in the table's order
 
 
 def test_the_metadata_guides_a_reader(empty_db: Path) -> None:
@@ -261,7 +287,7 @@ def test_the_metadata_guides_a_reader(empty_db: Path) -> None:
     database = metadata["databases"]["my study"]
     assert database["tables"]["_migrations"]["hidden"] is True
     assert database["tables"]["runs"]["sort_desc"] == "started_at"
-    for name, (description, columns) in TABLES.items():
+    for name, (description, columns) in tables().items():
         folded = database["tables"][name]["description_html"]
         assert folded.count("<details") == 1 and all(f"<dt>{html.escape(c)}</dt>" in folded for c in columns)
     assert metadata["extra_css_urls"] == [STYLE_URL] and STYLE_URL.startswith("data:text/css,")
@@ -269,7 +295,7 @@ def test_the_metadata_guides_a_reader(empty_db: Path) -> None:
 
 
 def test_queries_that_need_a_missing_view_are_left_out() -> None:
-    present = set(TABLES) - set(VIEWS)
+    present = set(tables()) - set(VIEWS)
     metadata = datasette_metadata("study", "t", present)
     assert metadata["databases"]["study"]["queries"] == {}  # every canned query reads a view today
     assert "item_results" not in metadata["description_html"] and "Start with" not in metadata["description_html"]
@@ -300,6 +326,34 @@ def test_metadata_out_never_replaces_the_database_or_its_files(empty_db: Path, t
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name in before} == before
     assert stat.S_IMODE(empty_db.stat().st_mode) == mode
     assert rows(empty_db, "pragma integrity_check") == [("ok",)]
+
+
+def test_views_of_a_newer_version_are_read_as_they_are_and_a_writer_makes_them_its_own(empty_db: Path,
+                                                                                      tmp_path: Path) -> None:
+    """Issue 21: no migration marks a metric, so a database whose views a newer medbench-local made (its tasks
+    declare a metric this one does not know) is an ordinary database here. Readers describe the column they find
+    and write nothing; a writer of this version recreates the views from its own registry, and an unchanged
+    registry recreates nothing."""
+    future = (*view_metrics(), "future_metric")
+    with contextlib.closing(sqlite3.connect(empty_db)) as conn, conn:
+        conn.execute("drop view item_results")
+        conn.execute("drop view paired_items")
+        conn.execute(item_results_sql(future))
+        conn.execute(paired_items_sql(future))
+    _settled(empty_db)
+    before = empty_db.read_bytes()
+    out = tmp_path / "meta.json"
+    invoke("view", "--db", str(empty_db), "--metadata-out", str(out))
+    tables_out = json.loads(out.read_text())["databases"]["study"]["tables"]
+    assert "do not declare" in tables_out["item_results"]["columns"]["future_metric"]
+    assert "do not declare" in tables_out["paired_items"]["columns"]["general_future_metric"]
+    assert json.loads(invoke("runs", "--db", str(empty_db), "--json").output) == []
+    assert empty_db.read_bytes() == before
+    db = open_database(empty_db)
+    try:
+        assert stored_view_metrics(db) == view_metrics() and not refresh_views(db)
+    finally:
+        db.conn.close()
 
 
 def test_an_older_database_that_has_the_views_keeps_its_queries(empty_db: Path, tmp_path: Path) -> None:
@@ -702,7 +756,7 @@ def test_datasette_serves_every_canned_query_with_numbers_that_match_sql(server:
     assert {name: {k: q[k] for k in ("title", "description", "sql")} for name, q in served["queries"].items()} \
         == ours["queries"]
     page = server.get("/study/item_results")
-    assert TABLES["item_results"][0].split(":")[1].strip()[:40] in page  # type: ignore[operator]
+    assert tables()["item_results"][0].split(":")[1].strip()[:40] in page  # type: ignore[operator]
     loaded = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"/]+)', page)  # type: ignore[arg-type]
     assert set(loaded) <= {server.url}  # nothing is loaded from the network
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # reading changed nothing

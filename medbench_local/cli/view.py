@@ -46,7 +46,7 @@ from ..store.catalog import datasette_metadata
 from ..store.database import reading
 from ..store.queries import reads_file
 from ..store.readonly import stored_names
-from ..store.views import VIEWS
+from ..store.views import VIEWS, stored_view_metrics
 from .common import db_option, stderr, stdout
 from .declare import OutputPath, declare
 from .safe_text import plain
@@ -97,30 +97,34 @@ def immutable(db_path: Path) -> bool:
         return True
 
 
-def _stored_names(db_path: Path) -> tuple[set[str], bool]:
-    """The tables and views of the file as Datasette will read it, and whether it is older than today's schema.
+def _stored_names(db_path: Path) -> tuple[set[str], bool, tuple[str, ...] | None]:
+    """The tables and views of the file as Datasette will read it, whether it is older than today's schema, and
+    the metric columns of its views (None without them).
 
     Through the read gate (``store.database.reading``), as every read command: only a regular medbench-local
     database, never migrated, and damage (schema, stored values) is one line before anything is served. An older
     database is read there through a temporary upgraded copy, which has today's views whatever the file has, so
-    the names come from the file itself (``stored_names``)."""
+    the names come from the file itself (``stored_names``); the copy keeps the views the file has (the metric
+    columns are then the file's: store.views.stored_view_metrics)."""
     with reading(db_path) as db:
+        metrics = stored_view_metrics(db)
         if reads_file(db, db_path):
-            return set(db.table_names()) | set(db.view_names()), False
-    return stored_names(db_path), True
+            return set(db.table_names()) | set(db.view_names()), False, metrics
+    return stored_names(db_path), True, metrics
 
 
-def _check_database(db_path: Path) -> set[str]:
-    """The tables and views of a medbench-local database, opened strictly read-only (never migrated); an older
-    database, or one without the result views, is said in one line and served as it is."""
-    present, older = _stored_names(db_path)
+def _check_database(db_path: Path) -> tuple[set[str], tuple[str, ...] | None]:
+    """The tables and views of a medbench-local database, opened strictly read-only (never migrated), and the
+    metric columns of its views; an older database, or one without the result views, is said in one line and
+    served as it is."""
+    present, older, metrics = _stored_names(db_path)
     missing = [name for name in VIEWS if name not in present]
     if missing:
         what = f"{'an older database' if older else 'a database'} without the {' and '.join(missing)} " \
             f"view{'s' if len(missing) > 1 else ''}"
         stderr.print(f"{plain(db_path, one_line=True)}: {what}; served as it is (read-only, never upgraded), "
                      "without the canned queries that need today's result views.", markup=False, soft_wrap=True)
-    return present
+    return present, metrics
 
 
 def reserve_port(port: int) -> int:
@@ -165,8 +169,8 @@ def view_command(db_path: Path, port: int, open_browser: bool | None, metadata_o
       medbench-local view --db study.db --port 8080 --no-open      # on a server: ssh -L 8080:127.0.0.1:8080
       medbench-local view --db study.db --metadata-out metadata.json
     """
-    present = _check_database(db_path)
-    metadata = datasette_metadata(db_path.stem, f"medbench-local results: {db_path.name}", present)
+    present, metrics = _check_database(db_path)
+    metadata = datasette_metadata(db_path.stem, f"medbench-local results: {db_path.name}", present, metrics)
     if metadata_out is not None:
         atomic_write(metadata_out, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
         stdout.print(f"Wrote Datasette metadata for {plain(db_path, one_line=True)} to "

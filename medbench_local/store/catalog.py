@@ -1,9 +1,12 @@
 """What every table, view and column of a results database means, and the questions readers ask most, as SQL.
 
 Why here: this is the schema's documentation, kept beside the schema so that a new column without an
-explanation fails a test (tests/test_view.py checks every column of a real database against ``TABLES``). It
+explanation fails a test (tests/test_view.py checks every column of a real database against ``tables()``). It
 feeds Datasette's metadata (``medbench-local view``: descriptions under each table and column, and canned
 queries in the database's menu), and anyone can export it with ``view --metadata-out``.
+
+The metric columns of the views are described by the tasks that declare the metrics (``MetricSpec.description``),
+for the metric columns a database actually holds (store/views.py): nothing here names a metric.
 """
 
 from __future__ import annotations
@@ -12,44 +15,30 @@ import html
 import re
 import string
 import urllib.parse
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
+from ..tasks import get_task, task_ids
 from ..tasks.base import OUTCOMES
-from .views import VIEW_METRICS, VIEWS
+from .views import VIEWS, view_metrics
 
-_METRICS: dict[str, str] = {
-    "accuracy": "1 when the extracted answer equals the gold answer, else 0 (unparseable, truncated, error: 0)",
-    "rouge1": "ROUGE-1 F1 (unigram overlap with the reference), 0-1",
-    "rouge2": "ROUGE-2 F1 (bigram overlap with the reference), 0-1",
-    "rougeL": "ROUGE-L F1 (longest common subsequence with the reference), 0-1",
-    "em_precision": "ICD-10 codes: exact-match precision",
-    "em_recall": "ICD-10 codes: exact-match recall",
-    "em_f1": "ICD-10 codes: exact-match F1",
-    "ap_precision": "ICD-10 codes: precision on the first 3 characters (approximate match)",
-    "ap_recall": "ICD-10 codes: recall on the first 3 characters (approximate match)",
-    "ap_f1": "ICD-10 codes: F1 on the first 3 characters (approximate match)",
-    "valid_ratio": "ICD-10 codes: share of predicted codes that exist in the ICD-10-CM table",
-    "task1": "LongHealth Task 1 accuracy (the patient's own documents); only on Task 1 items",
-    "task2": "LongHealth Task 2 accuracy (with other patients' documents); only on Task 2 items",
-    "task3": "LongHealth Task 3 accuracy (answer documents removed: abstaining is correct); only on Task 3 "
-             "items",
-    "task3_hallucinated": "LongHealth Task 3: 1 when the model picked an answer although its documents were "
-                          "removed (the hallucination probe)",
-    "task2_abstained": "LongHealth Task 2: 1 when the model abstained although the answer documents were there",
-    "bertscore_precision": "BERTScore precision (added by 'rescore --metric bertscore')",
-    "bertscore_recall": "BERTScore recall (added by 'rescore --metric bertscore')",
-    "bertscore_f1": "BERTScore F1 (added by 'rescore --metric bertscore')",
-    "umls_precision": "UMLS concept precision (added by 'rescore --metric umls')",
-    "umls_recall": "UMLS concept recall (added by 'rescore --metric umls')",
-    "umls_f1": "UMLS concept F1 (added by 'rescore --metric umls')",
-}
+
+def metric_descriptions(metrics: Sequence[str]) -> dict[str, str]:
+    """metric -> what one value means: the first registered task's declaration of it; a metric no registered
+    task declares (a view made by another medbench-local, a task since removed) says so."""
+    declared: dict[str, str] = {}
+    for task_id in task_ids():
+        for spec in get_task(task_id).metrics:
+            declared.setdefault(spec.name, spec.description or f"declared by task '{task_id}'")
+    return {m: declared.get(m, "a metric the tasks of this medbench-local do not declare (its value as stored in "
+                               "scores.metrics)") for m in metrics}
+
 
 _OUTCOME = ("correct, wrong (an answer was read), scored (free text with metrics), unparseable (no answer could be "
             "read), truncated (the token budget ran out first) or error (generation failed)")
 
 
-def _item_results_columns() -> dict[str, str]:
+def _item_results_columns(metrics: dict[str, str]) -> dict[str, str]:
     """In the view's own column order (store/views.py): the glossary reads like the table."""
     columns = {
         "model_id": "Model id from models.toml",
@@ -62,7 +51,7 @@ def _item_results_columns() -> dict[str, str]:
         "role": "biomedical or general, as the model was run",
         "pairs": "The pairs (pairs.name) this model belongs to, comma-separated",
     }
-    columns.update({m: f"Metric: {_METRICS[m]}" for m in VIEW_METRICS})
+    columns.update({m: f"Metric: {text}" for m, text in metrics.items()})
     columns.update({
         "output": "The model's raw output",
         "completion_tokens": "Tokens generated",
@@ -85,7 +74,7 @@ def _item_results_columns() -> dict[str, str]:
     return columns
 
 
-def _paired_items_columns() -> dict[str, str]:
+def _paired_items_columns(metrics: dict[str, str]) -> dict[str, str]:
     """In the view's own column order (store/views.py)."""
     columns = {"pair": "pairs.name", "task": "Task id", "item_id": "The item's id in the dataset"}
 
@@ -101,15 +90,26 @@ def _paired_items_columns() -> dict[str, str]:
     both("output", "The {side} model's raw output")
     both("completion_tokens", "Tokens the {side} model generated")
     both("seconds", "Wall time of the {side} model's generation")
-    for metric in VIEW_METRICS:
-        both(metric, "{Side} model's metric: " + _METRICS[metric].replace("{", "{{").replace("}", "}}"))
+    for metric, text in metrics.items():
+        both(metric, "{Side} model's metric: " + text.replace("{", "{{").replace("}", "}}"))
     both("evaluation", "The {side} model's latest evaluation on this task (evaluations.key)")
     columns["item"] = "items.key (the same item for both models)"
     return columns
 
 
-# table or view -> (description, {column: description})
-TABLES: dict[str, tuple[str, dict[str, str]]] = {
+def tables(metrics: Sequence[str] | None = None) -> dict[str, tuple[str, dict[str, str]]]:
+    """table or view -> (description, {column: description}); ``metrics``: the views' metric columns (None:
+    today's registry's, store.views.view_metrics)."""
+    described = metric_descriptions(view_metrics() if metrics is None else metrics)
+    return {**_TABLES,
+            "item_results": ("View: one row per evaluation × item with everything joined; filter latest = 1 for "
+                             "what 'compare' uses", _item_results_columns(described)),
+            "paired_items": ("View: one row per pair × item both models answered (latest evaluations), side by "
+                             "side", _paired_items_columns(described))}
+
+
+# table -> (description, {column: description}); tables() adds the views
+_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "runs": ("One row per invocation of 'run': command line, status, versions, settings", {
         "id": "Run id", "started_at": "Start time (UTC)", "finished_at": "End time (UTC); empty while running or "
         "when the process was killed", "status": "running, completed, interrupted or failed",
@@ -163,10 +163,6 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "versions (JSON)", "items": "Items scored", "created_at": "When (UTC)"}),
     "_migrations": ("Schema migrations applied to this database, in order", {
         "name": "Migration name", "applied_at": "When it was applied (UTC)"}),
-    "item_results": ("View: one row per evaluation × item with everything joined; filter latest = 1 for what "
-                     "'compare' uses", _item_results_columns()),
-    "paired_items": ("View: one row per pair × item both models answered (latest evaluations), side by side",
-                     _paired_items_columns()),
 }
 
 _OUTCOME_COUNTS = ",\n       ".join(f"sum(outcome = '{name}') as {name}" for name in OUTCOMES)
@@ -275,8 +271,8 @@ def _table_html(description: str, columns: dict[str, str]) -> str:
             f"{len(columns)} columns means</summary><dl>{entries}</dl></details>")
 
 
-def _guide_html(database: str, queries: dict[str, tuple[str, str, str]], present: Collection[str], *,
-                front: bool) -> str:
+def _guide_html(database: str, queries: dict[str, tuple[str, str, str]], present: Collection[str],
+                described: dict[str, tuple[str, dict[str, str]]], *, front: bool) -> str:
     """Where to start: on the front page (``front``) the canned queries as links, since Datasette's index lists
     tables only; on the database page, which lists the queries itself, a pointer to them. Then the two views."""
     base = "/" + tilde_encode(database)
@@ -287,7 +283,7 @@ def _guide_html(database: str, queries: dict[str, tuple[str, str, str]], present
         parts.append(f"<p>Start with a question:</p><ul class=\"mb-queries\">{items}</ul>")
     elif queries:
         parts.append("<p>Start with a question: the canned queries are listed under <em>Queries</em> below.</p>")
-    views = [(name, TABLES[name][0].removeprefix("View: ")) for name in VIEWS if name in present]
+    views = [(name, described[name][0].removeprefix("View: ")) for name in VIEWS if name in present]
     if views:
         links = "; ".join(f"<a href=\"{base}/{tilde_encode(name)}\">{name}</a> ({html.escape(text)})"
                           for name, text in views)
@@ -296,23 +292,26 @@ def _guide_html(database: str, queries: dict[str, tuple[str, str, str]], present
     return "".join(parts)
 
 
-def datasette_metadata(database: str, title: str, present: Collection[str] | None = None) -> dict[str, Any]:
+def datasette_metadata(database: str, title: str, present: Collection[str] | None = None,
+                       metrics: Sequence[str] | None = None) -> dict[str, Any]:
     """Datasette 0.x metadata for one results database named ``database`` (Datasette's name: the file stem).
 
     ``present``: the tables and views the database has; canned queries that read a view it lacks (an older
-    database opened read-only, never upgraded) are left out. None: a current database.
+    database opened read-only, never upgraded) are left out. None: a current database. ``metrics``: the metric
+    columns of its views (store.views.stored_view_metrics); None: those of today's registry.
     """
-    present = set(TABLES) if present is None else set(present)
+    described = tables(metrics)
+    present = set(described) if present is None else set(present)
     queries = {name: query for name, query in CANNED_QUERIES.items() if queries_needing(query[2]) <= present}
     return {
         "title": title,
-        "description_html": _guide_html(database, queries, present, front=True),
+        "description_html": _guide_html(database, queries, present, described, front=True),
         "extra_css_urls": [STYLE_URL],
         "databases": {database: {
-            "description_html": _guide_html(database, queries, present, front=False),
+            "description_html": _guide_html(database, queries, present, described, front=False),
             "tables": {name: {"description": description, "description_html": _table_html(description, columns),
                               "columns": dict(columns), **_TABLE_OPTIONS.get(name, {})}
-                       for name, (description, columns) in TABLES.items()},
+                       for name, (description, columns) in described.items()},
             "queries": {name: {"title": title_, "description": text, "sql": sql}
                         for name, (title_, text, sql) in queries.items()},
         }},

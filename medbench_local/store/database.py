@@ -40,6 +40,7 @@ from ..gates.stored import MAX_CHARS, MAX_DEPTH, DamagedValue, nesting_exceeds
 from .migrations import MIGRATIONS, applied, migrate
 from .readonly import (SQLITE_HEADER, check_files, configure, header, open_for_reading, open_read_only,
                        read_only_uri, same_file, schema_state)
+from .views import refresh_views
 
 __all__ = ["SQLITE_HEADER", "close_database", "diagnose", "open_database", "read_only_uri", "reading"]
 
@@ -88,6 +89,7 @@ def _open_for_writing(path: Path, create: bool) -> sqlite_utils.Database:
         conn.execute("pragma synchronous=full")
         conn.execute("pragma foreign_keys=on")
         migrate(db, str(path))
+        refresh_views(db)  # the result views' metric columns follow the task registry (store/views.py)
     except sqlite3.DatabaseError as exc:
         _discard_if_created(locals().get("conn"), path, created)
         raise StoreError(f"{path}: cannot use as a results database ({exc})") from None

@@ -3,7 +3,8 @@
 Why named migrations: a results database is a research artefact that outlives the tool version that wrote
 it. Each migration runs once, is recorded in ``_migrations``, and an old database upgrades in place instead of
 breaking. A database that records a migration we do not know was written by a newer medbench-local: we refuse
-to touch it rather than guess.
+to touch it rather than guess. So migrations are for tables only: what is derived (the result views, store/views.py)
+follows the task registry without one.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def m003_scores_foreign_keys(db: sqlite_utils.Database) -> None:
 
 @migration
 def m004_result_views(db: sqlite_utils.Database) -> None:
-    """The ``item_results`` and ``paired_items`` views (store/views.py)."""
+    """The ``item_results`` and ``paired_items`` views (store/views.py), with a metric column per metric the
+    registered tasks declare. No migration is ever added for a metric: a writer recreates the views when the
+    registry changed (``views.refresh_views``), and a newer database stays readable by an older version."""
     from .views import create_views
 
     create_views(db)

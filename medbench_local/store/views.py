@@ -20,10 +20,22 @@ database through an upgraded copy, store/readonly.py.) Key columns keep the name
 ``evaluation``, ``generation_id``, ``item`` (the item key), ``item_id`` (the dataset's own id), ``model_id``,
 ``task``, ``pair``.
 
-The metric columns are built from ``VIEW_METRICS``. Views hold no data, so changing them is cheap: when a task
-gains or loses a metric (tests/test_views.py compares ``VIEW_METRICS`` with the task registry), update the tuple
-and add a migration that calls ``create_views(db)`` again; it drops and recreates both views. A migration that
-rebuilds a table the views read must call ``drop_views(db)`` first and ``create_views(db)`` after.
+The metric columns come from the task registry (``view_metrics``): one per metric a registered task declares
+(``Task.metrics``, optional ones included), so a task with a new metric is one module and its registry line, with
+no change here and no migration (a migration would make the database unreadable for every older
+medbench-local). Views hold no data, so they follow the registry cheaply, under the database gate's rule that
+reading never writes:
+
+* **A writer** (``database.open_database``: run, merge OUT, rescore) calls ``refresh_views`` after the
+  migrations: the views are recreated, in one transaction, only when their stored definition differs from what
+  today's registry makes (an older database, a task added or removed). An unchanged registry writes nothing.
+* **A reader** never changes them: ``view`` serves the file as it is and describes the metric columns it finds
+  there (``stored_view_metrics``), whichever medbench-local made them, older or newer; the other read commands
+  read the tables, never the views. The ``metrics`` JSON column always holds every metric, known or not.
+
+Two medbench-local versions writing one database in turn each leave the views of their own registry; nothing
+else differs. A migration that rebuilds a table the views read must call ``drop_views(db)`` first and
+``create_views(db)`` after.
 """
 
 from __future__ import annotations
@@ -33,15 +45,6 @@ from collections.abc import Sequence
 
 import sqlite_utils
 
-# Every per-item metric a task or an optional metric back-end writes into scores.metrics, in display order.
-VIEW_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "rouge1", "rouge2", "rougeL",
-    "em_precision", "em_recall", "em_f1", "ap_precision", "ap_recall", "ap_f1", "valid_ratio",
-    "task1", "task2", "task3", "task3_hallucinated", "task2_abstained",
-    "bertscore_precision", "bertscore_recall", "bertscore_f1",
-    "umls_precision", "umls_recall", "umls_f1",
-)
 VIEWS: tuple[str, ...] = ("item_results", "paired_items")
 _SAFE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -59,15 +62,32 @@ _LATEST = """
         from activity)"""
 
 
-def registry_metrics() -> tuple[str, ...]:
-    """The metrics the code can produce today: every task's ``metric_names`` plus the optional scores."""
+def view_metrics() -> tuple[str, ...]:
+    """One view column per metric the registered tasks declare: the metrics a run computes, then the optional
+    ones ``rescore`` adds, each in registry order, and a family's precision, recall and F1 next to each other in
+    that reading order (a task may list F1 first, its headline in ``compare``)."""
     from ..tasks import get_task, task_ids
-    from ..tasks.base import BERTSCORE_METRICS, UMLS_METRICS  # what analysis.paired calls OPTIONAL_SCORES
 
-    names: list[str] = []
-    for task_id in task_ids():
-        names += [m for m in get_task(task_id).metric_names if m not in names]
-    return tuple(names + [m.name for m in BERTSCORE_METRICS + UMLS_METRICS if m.name not in names])
+    declared = [spec for task_id in task_ids() for spec in get_task(task_id).metrics]
+    names = dict.fromkeys([s.name for s in declared if not s.optional] + [s.name for s in declared if s.optional])
+    return _families_in_reading_order(list(names))
+
+
+_FAMILY = re.compile(r"^(.+)_(precision|recall|f1)$")
+_PARTS = ("precision", "recall", "f1")
+
+
+def _families_in_reading_order(names: list[str]) -> tuple[str, ...]:
+    """``names`` with each ``<family>_precision/_recall/_f1`` group in that order, at its first member's place."""
+    ordered: list[str] = []
+    for name in names:
+        match = _FAMILY.match(name)
+        if match is None:
+            ordered.append(name)
+        elif name not in ordered:
+            members = [n for n in names if (m := _FAMILY.match(n)) is not None and m.group(1) == match.group(1)]
+            ordered += sorted(members, key=lambda n: _PARTS.index(_FAMILY.match(n).group(2)))  # type: ignore[union-attr]
+    return tuple(ordered)
 
 
 def _metric(column: str, name: str, alias: str) -> str:
@@ -76,7 +96,7 @@ def _metric(column: str, name: str, alias: str) -> str:
     return f"json_extract({column}, '$.\"{name}\"') as \"{alias}\""
 
 
-def item_results_sql(metrics: Sequence[str] = VIEW_METRICS) -> str:
+def item_results_sql(metrics: Sequence[str]) -> str:
     metric_columns = ",\n    ".join(_metric("s.metrics", m, m) for m in metrics)
     return f"""create view item_results as
 with {_LATEST}
@@ -116,7 +136,7 @@ join items i on i.key = s.item
 join ranked r on r.key = s.evaluation"""
 
 
-def paired_items_sql(metrics: Sequence[str] = VIEW_METRICS) -> str:
+def paired_items_sql(metrics: Sequence[str]) -> str:
     sides = []
     for m in metrics:
         sides.append(_metric("sb.metrics", m, f"biomedical_{m}"))
@@ -163,8 +183,54 @@ def drop_views(db: sqlite_utils.Database) -> None:
         db.conn.execute(f"drop view if exists {name}")
 
 
-def create_views(db: sqlite_utils.Database, metrics: Sequence[str] = VIEW_METRICS) -> None:
-    """(Re)create both views with one column per metric (drop first: a view cannot be altered)."""
+def create_views(db: sqlite_utils.Database, metrics: Sequence[str] | None = None) -> None:
+    """(Re)create both views with one column per metric (drop first: a view cannot be altered); ``metrics``:
+    today's registry's (``view_metrics``) unless given."""
+    metrics = view_metrics() if metrics is None else metrics
     drop_views(db)
     db.conn.execute(item_results_sql(metrics))
     db.conn.execute(paired_items_sql(metrics))
+
+
+def _stored_form(sql: str) -> str:
+    """``sql`` as SQLite keeps it in sqlite_master (it rewrites the leading "create view" as "CREATE VIEW")."""
+    return re.sub(r"^\s*create\s+view\s+", "CREATE VIEW ", sql, flags=re.IGNORECASE)
+
+
+def _current(db: sqlite_utils.Database, wanted: dict[str, str]) -> bool:
+    stored = dict(db.conn.execute("select name, sql from sqlite_master where type = 'view'").fetchall())
+    return all(stored.get(name) == _stored_form(sql) for name, sql in wanted.items())
+
+
+def refresh_views(db: sqlite_utils.Database) -> bool:
+    """For a writer, after the migrations: recreate the views when their stored definitions are not the ones
+    today's registry makes (then True), in one write transaction; otherwise write nothing."""
+    metrics = view_metrics()
+    wanted = {"item_results": item_results_sql(metrics), "paired_items": paired_items_sql(metrics)}
+    if _current(db, wanted):
+        return False
+    conn = db.conn
+    if conn.in_transaction:
+        conn.commit()
+    conn.execute("begin immediate")
+    try:
+        if not _current(db, wanted):  # another writer may have refreshed them meanwhile
+            create_views(db, metrics)
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    conn.execute("commit")
+    return True
+
+
+_METRIC_COLUMN = re.compile(r"json_extract\(s\.metrics, '\$\.\"([A-Za-z][A-Za-z0-9_]*)\"'\) as \"\1\"")
+
+
+def stored_view_metrics(db: sqlite_utils.Database) -> tuple[str, ...] | None:
+    """The metric columns of the ``item_results`` view as the database holds it, in its order (None without the
+    view): what a reader describes, whichever medbench-local created the view. A metric column is one the view
+    reads from ``scores.metrics`` under the metric's own name (``_metric``)."""
+    row = db.conn.execute("select sql from sqlite_master where type = 'view' and name = 'item_results'").fetchone()
+    if row is None or not isinstance(row[0], str):
+        return None
+    return tuple(_METRIC_COLUMN.findall(row[0]))

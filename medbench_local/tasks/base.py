@@ -107,12 +107,16 @@ class MetricSpec:
     ``continuous`` (ROUGE, F1: bootstrap, permutation test). ``reported``: ``compare`` shows it (False for
     per-item accounting and components such as ICD precision/recall). ``optional``: written later by
     ``rescore`` (BERTScore, UMLS-F1), so a plain run does not have it and an error item does not get it.
+    ``description``: what one value means, for readers of the database (the glossary of 'view',
+    store/catalog.py). The result views get a column for every metric a registered task declares (store/views.py),
+    so a task with a new metric changes nothing outside its own module and the registry.
     """
 
     name: str
     kind: str = "continuous"
     reported: bool = True
     optional: bool = False
+    description: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in METRIC_KINDS:
@@ -127,9 +131,20 @@ def continuous(*names: str, reported: bool = True, optional: bool = False) -> tu
     return tuple(MetricSpec(n, "continuous", reported, optional) for n in names)
 
 
-#: What ``rescore --metric bertscore`` / ``--metric umls`` write, in display order.
-BERTSCORE_METRICS = continuous("bertscore_f1", "bertscore_precision", "bertscore_recall", optional=True)
-UMLS_METRICS = continuous("umls_f1", "umls_precision", "umls_recall", optional=True)
+#: The multiple-choice metric, declared once for every task that reads one answer.
+ACCURACY = MetricSpec("accuracy", "binary", description="1 when the extracted answer equals the gold answer, else 0 "
+                                                        "(unparseable, truncated, error: 0)")
+
+
+def _optional(family: str, title: str) -> tuple[MetricSpec, ...]:
+    return tuple(MetricSpec(f"{family}_{part}", "continuous", optional=True,
+                            description=f"{title} {word} (added by 'rescore --metric {family}')")
+                 for part, word in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")))
+
+
+#: What ``rescore --metric bertscore`` / ``--metric umls`` write, in display order (the headline F1 first).
+BERTSCORE_METRICS = _optional("bertscore", "BERTScore")
+UMLS_METRICS = _optional("umls", "UMLS concept")
 
 #: The options ``configure`` knows; a task lists the ones it takes in ``configurable``.
 CONFIGURE_OPTIONS: tuple[str, ...] = ("prompts", "reference_quirks", "document_order")

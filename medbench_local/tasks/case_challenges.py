@@ -18,7 +18,7 @@ from typing import Any
 from ..engine.base import Generation
 from ..prompting import Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
-from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary
+from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
 from .choice_scoring import score_choice
 from .datafiles import DataLayout
 from .loglik_scoring import ChoiceSet, continuation
@@ -54,7 +54,7 @@ class CaseChallengeTask(TaskBase):
     max_tokens: int = 64
     stop: tuple[str, ...] = ("\n\n",)
     data_format: str = DATA_FORMAT
-    metrics: tuple[MetricSpec, ...] = binary("accuracy")
+    metrics: tuple[MetricSpec, ...] = (ACCURACY,)
     study_benchmark: str | None = None  # the benchmark's name in the study abstract's table (analysis/published)
     data_layout: DataLayout = field(default=CASES_JSONL, compare=False, repr=False)  # what its files look like
     configurable = ("prompts",)

@@ -72,7 +72,16 @@ _CODE_SHAPE = re.compile(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}")
 DATA_FORMAT = ("JSON array or JSON Lines of {hadm_id|id, text, icd_codes:[{code}] | codes:\"E119, I10\"}; "
                "the first record is the 1-shot example (see bench_data/medisumcode/README.md)")
 
-METRICS = ("em_precision", "em_recall", "em_f1", "ap_precision", "ap_recall", "ap_f1", "valid_ratio")
+#: metric -> what one value means (the catalog's glossary), in display order.
+METRICS: dict[str, str] = {
+    "em_precision": "ICD-10 codes: exact-match precision",
+    "em_recall": "ICD-10 codes: exact-match recall",
+    "em_f1": "ICD-10 codes: exact-match F1",
+    "ap_precision": "ICD-10 codes: precision on the first 3 characters (approximate match)",
+    "ap_recall": "ICD-10 codes: recall on the first 3 characters (approximate match)",
+    "ap_f1": "ICD-10 codes: F1 on the first 3 characters (approximate match)",
+    "valid_ratio": "ICD-10 codes: share of predicted codes that exist in the ICD-10-CM table",
+}
 
 
 def _codes_of(path: Path, line: int, name: str, value: Any) -> list[str]:
@@ -135,7 +144,8 @@ class IcdCodingTask(TaskBase):
     data_format: str = DATA_FORMAT
     # CLUE reports EM-F1, AP-F1 and the valid-code ratio; precision and recall are components
     metrics: tuple[MetricSpec, ...] = tuple(
-        MetricSpec(name, "continuous", reported=name in ("em_f1", "ap_f1", "valid_ratio")) for name in METRICS)
+        MetricSpec(name, "continuous", reported=name in ("em_f1", "ap_f1", "valid_ratio"), description=text)
+        for name, text in METRICS.items())
     configurable = ("prompts", "reference_quirks")
     quirk_counts_first_twice = True
     clue_level = 2

@@ -50,7 +50,7 @@ from ..engine.base import Generation
 from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
-from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, binary, sha256_text
+from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, sha256_text
 from .choice_scoring import score_choice
 from .datafiles import (DataLayout, find_data_file, json_kind, json_object_file, key_lines, required_text,
                         required_value, text_value)
@@ -69,6 +69,20 @@ REFERENCE_REGEX = re.compile(r"The correct answer is (\w):")
 # log-likelihood / constrained scoring: the context ends with the words the reference's answer format starts with
 CHOICE_PREFIX = "The correct answer is"
 TASK_NUMBERS = (1, 2, 3)
+#: LongHealth's metrics besides accuracy: each task's accuracy on its own items, and the two probes.
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("task1", "binary", description="LongHealth Task 1 accuracy (the patient's own documents); only on "
+                                              "Task 1 items"),
+    MetricSpec("task2", "binary", description="LongHealth Task 2 accuracy (with other patients' documents); only on "
+                                              "Task 2 items"),
+    MetricSpec("task3", "binary", description="LongHealth Task 3 accuracy (answer documents removed: abstaining is "
+                                              "correct); only on Task 3 items"),
+    MetricSpec("task3_hallucinated", "binary", description="LongHealth Task 3: 1 when the model picked an answer "
+                                                           "although its documents were removed (the hallucination "
+                                                           "probe)"),
+    MetricSpec("task2_abstained", "binary", description="LongHealth Task 2: 1 when the model abstained although the "
+                                                        "answer documents were there"),
+)
 DOCUMENT_ORDERS = ("per-question", "per-patient")
 PER_PATIENT_VERSION = 2  # of the per-patient assembly; in settings() (see there)
 
@@ -403,8 +417,7 @@ class LongHealthTask(TaskBase):
     document_order: str = "per-question"  # or "per-patient" (see the module docstring)
     data_format: str = DATA_FORMAT
     data_layout = DATA_LAYOUT
-    metrics: tuple[MetricSpec, ...] = binary("accuracy", "task1", "task2", "task3", "task3_hallucinated",
-                                             "task2_abstained")
+    metrics: tuple[MetricSpec, ...] = (ACCURACY, *METRICS)
     configurable = ("prompts", "reference_quirks", "document_order")
     multiple_choice = True
     quirk_counts_first_twice = False  # the reference's LongHealth script averaged every item once

@@ -33,7 +33,7 @@ from typing import Any
 from ..engine.base import Generation
 from ..prompting import Prompt
 from ..errors import DataError
-from .base import MetricSpec, TaskBase, binary, Item, PromptContext, Score, TaskData
+from .base import ACCURACY, MetricSpec, TaskBase, Item, PromptContext, Score, TaskData
 from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
 from .datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, optional_text, required_text
 from .loglik_scoring import ChoiceSet, continuation
@@ -108,7 +108,7 @@ class MedNLITask(TaskBase):
     max_tokens: int = 20
     n_shots: int = 3
     data_format: str = DATA_FORMAT
-    metrics: tuple[MetricSpec, ...] = binary("accuracy")
+    metrics: tuple[MetricSpec, ...] = (ACCURACY,)
     configurable = ("prompts", "reference_quirks")
     multiple_choice = True
     quirk_counts_first_twice = True

@@ -36,13 +36,18 @@ from ..engine.base import Generation
 from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
-from .base import (BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData,
-                   continuous)
+from .base import BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
 from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, clean_output, seeded_shuffle,
                           split_shots, strip_output, user_block_stop)
 from .datafiles import (DataLayout, check_unique_ids, csv_records, find_data_file, json_records, jsonl_records,
                         optional_text, required_text, xlsx_records)
 from .prompts import PromptTemplate
+
+#: ROUGE F1 per summary, one metric per ROUGE type (metrics/rouge.py).
+ROUGE_METRICS: tuple[MetricSpec, ...] = tuple(MetricSpec(name, "continuous", description=text) for name, text in zip(
+    ROUGE_TYPES, ("ROUGE-1 F1 (unigram overlap with the reference), 0-1",
+                  "ROUGE-2 F1 (bigram overlap with the reference), 0-1",
+                  "ROUGE-L F1 (longest common subsequence with the reference), 0-1"), strict=True))
 
 MEQSUM_FILE = "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
 PROBSUM_FILE = "BioNLP2023-1A-Test.csv"
@@ -92,7 +97,7 @@ class SummaryTask(TaskBase):
     reference_quirks: bool = False
     lowercase: bool = False
     # ROUGE on every run; BERTScore (and UMLS-F1 where the reference had it) later, from `rescore`
-    metrics: tuple[MetricSpec, ...] = continuous(*ROUGE_TYPES) + BERTSCORE_METRICS
+    metrics: tuple[MetricSpec, ...] = ROUGE_METRICS + BERTSCORE_METRICS
     configurable = ("prompts", "reference_quirks")
     quirk_counts_first_twice = True
 
@@ -229,7 +234,7 @@ class ProblemSummaryTask(SummaryTask):
     max_tokens: int = 100
     n_shots: int = 3
     lowercase: bool = True
-    metrics: tuple[MetricSpec, ...] = continuous(*ROUGE_TYPES) + BERTSCORE_METRICS + UMLS_METRICS
+    metrics: tuple[MetricSpec, ...] = ROUGE_METRICS + BERTSCORE_METRICS + UMLS_METRICS
     clue_level = 1
     clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
     published_columns = tuple((f"probsum_{m}", m) for m in clue_metrics)
@@ -293,7 +298,7 @@ class MeDiSumQATask(SummaryTask):
     max_tokens: int = 200
     n_shots: int = 1
     shuffle_seed: int | None = MEDISUMQA_SHUFFLE_SEED
-    metrics: tuple[MetricSpec, ...] = continuous(*ROUGE_TYPES) + BERTSCORE_METRICS + UMLS_METRICS
+    metrics: tuple[MetricSpec, ...] = ROUGE_METRICS + BERTSCORE_METRICS + UMLS_METRICS
     clue_level = 2
     clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
     published_columns = tuple((f"medisumqa_{m}", m) for m in clue_metrics)
