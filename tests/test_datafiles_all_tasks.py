@@ -24,7 +24,7 @@ import pytest
 
 from medbench_local.errors import DataError
 from medbench_local.tasks import get_task, task_ids
-from medbench_local.tasks.base import Task
+from medbench_local.tasks.base import TaskBase
 from medbench_local.tasks.datafiles import RECORD_FORMATS, DataLayout
 
 Records = list[dict[str, Any]]
@@ -192,7 +192,7 @@ def damages(layout: DataLayout, folder: Path) -> list[Damage]:
     return found
 
 
-def check_damage(task: Task, damage: Damage) -> None:
+def check_damage(task: TaskBase, damage: Damage) -> None:
     with pytest.raises(DataError) as caught:
         task.load(damage.path)
     error, message = caught.value, str(caught.value)
@@ -202,7 +202,7 @@ def check_damage(task: Task, damage: Damage) -> None:
     assert any(fragment in message for fragment in damage.fragments), (damage.fragments, message)
 
 
-def check_layout(task: Task, folder: Path) -> None:
+def check_layout(task: TaskBase, folder: Path) -> None:
     """The declared sample is a valid file of the task's format, and every damage of it is one DataError."""
     layout = task.data_layout
     assert isinstance(layout, DataLayout), f"task {task.id} declares no data_layout"

@@ -224,6 +224,58 @@ def test_the_table_itself_has_one_direction_and_keeps_the_issue_12_rules() -> No
     assert not MAY_IMPORT["runner"] & ({"report"} | TOP)
 
 
+# --------------------------------------------------------------------------------- module by module (issue 21)
+
+
+def _module_of(package_dir: Path, dotted: str) -> str | None:
+    """The module of the package a dotted name reaches (``pkg.a.b`` -> ``pkg.a.b`` when it is a module or
+    package, else the longest prefix that is: ``from .x import name``); None outside the package."""
+    parts = dotted.split(".")
+    if parts[0] != package_dir.name:
+        return None
+    while len(parts) > 1:
+        path = package_dir.parent.joinpath(*parts)
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return ".".join(parts)
+        parts.pop()
+    return parts[0]
+
+
+def module_graph(package_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """module -> imported module -> where ("path:line"): every import anywhere, as ``import_graph`` counts them, at
+    the granularity of modules (a package's ``__init__`` is the package's own name)."""
+    graph: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = (package_dir.name, *path.relative_to(package_dir).with_suffix("").parts)
+        source = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(parts[:-1])
+        edges = graph.setdefault(source, {})
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in {_module_of(package_dir, name) for name in _imported_modules(node, package)}:
+                    if target is not None and target != source:
+                        edges.setdefault(target, []).append(f"{path.relative_to(package_dir.parent)}:{node.lineno}")
+    return graph
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Not even inside one subpackage: the tasks/ circle (base -> datafiles -> base, base -> prompts -> base) is
+    gone since the values that flow between a task's stages live in tasks/values.py, below all three."""
+    graph = module_graph(PACKAGE)
+    found = cycles(graph)
+    assert not found, "\n".join(_describe(graph, component) for component in found)
+
+
+def test_the_module_scan_finds_a_circle_inside_a_subpackage(tmp_path: Path) -> None:
+    """The shape tasks/ had: two modules of one package importing each other, one of them lazily."""
+    package = _fake_package(tmp_path, "engine/kv.py", "from .base import Prompt\n")
+    (package / "engine" / "base.py").write_text("def plan():\n    from .kv import reuse\n")
+    graph = module_graph(package)
+    assert cycles(graph) == [["medbench_local.engine.base", "medbench_local.engine.kv"]]
+    assert "medbench_local/engine/base.py:2" in _describe(graph, cycles(graph)[0])
+    assert not cycles(import_graph(package))  # invisible to the package-level graph: why this test exists
+
+
 # Every way an import can be written, and the node it must be counted for. The importer is
 # medbench_local/modelfiles/check.py unless the case says otherwise (a top-level module: runner.py).
 IMPORT_STYLES = [

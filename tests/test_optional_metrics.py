@@ -32,7 +32,7 @@ def test_reference_models_and_layers() -> None:
     assert (bs.CLINICALBERT.hub_id, bs.CLINICALBERT.num_layers) == ("emilyalsentzer/Bio_ClinicalBERT", 9)
     from medbench_local.tasks import get_task
 
-    chosen = {t: bs.MODELS[str(get_task(t).bertscore_model)] for t in ("meqsum", "problem_summary", "medisumqa")}
+    chosen = {t: bs.MODELS[str(get_task(t).study.bertscore_model)] for t in ("meqsum", "problem_summary", "medisumqa")}
     assert chosen == {"meqsum": bs.SCIBERT, "problem_summary": bs.CLINICALBERT, "medisumqa": bs.CLINICALBERT}
 
 

@@ -85,8 +85,8 @@ def test_metrics_are_declared_values(task_id: str) -> None:
     names = [m.name for m in task.metrics]
     assert len(names) == len(set(names))
     assert set(task.reported_metrics) <= set(names) and set(task.metric_names) <= set(names)
-    assert set(task.clue_metrics) <= set(names)
-    assert {metric for _, metric in task.published_columns} <= set(names)
+    assert set(task.study.clue_metrics) <= set(names)
+    assert {metric for _, metric in task.study.published_columns} <= set(names)
     # an error item scores zero on metrics the task computes, never on optional ones (those come from rescore)
     optional = {m.name for m in task.metrics if m.optional}
     item = Item("x", {"task": 2})

@@ -35,30 +35,30 @@ AGGREGATE_COLUMNS: dict[str, tuple[str, str]] = {"level1": ("clue", "level1"), "
 
 def clue_columns() -> dict[str, tuple[str, str]]:
     """CLUE column -> (our task id, our metric key): the aggregates, then what each task declares
-    (``Task.published_columns``)."""
+    (``Task.study.published_columns``)."""
     columns = dict(AGGREGATE_COLUMNS)
     for task_id in task_ids():
-        columns.update({column: (task_id, metric) for column, metric in get_task(task_id).published_columns})
+        columns.update({column: (task_id, metric) for column, metric in get_task(task_id).study.published_columns})
     return columns
 
 
 def clue_level_spec(level: int) -> dict[str, tuple[str, ...]]:
     """task id -> metric names averaged into that task's component of CLUE Level ``level``, as each task
-    declares it (``Task.clue_level``, ``Task.clue_metrics``), in registry order: what
+    declares it (``Task.study``: ``clue_level``, ``clue_metrics``), in registry order: what
     ``analysis.clue_levels.level_score`` takes."""
     spec = {}
     for task_id in task_ids():
-        task = get_task(task_id)
-        if task.clue_level == level:
-            spec[task_id] = tuple(task.clue_metrics)
+        study = get_task(task_id).study
+        if study.clue_level == level:
+            spec[task_id] = tuple(study.clue_metrics)
     return spec
 
 
 def case_challenge_tasks() -> dict[str, str]:
-    """The abstract's benchmark name -> our task id (``Task.study_benchmark``)."""
+    """The abstract's benchmark name -> our task id (``Task.study.study_benchmark``)."""
     found = {}
     for task_id in task_ids():
-        name = get_task(task_id).study_benchmark
+        name = get_task(task_id).study.study_benchmark
         if name:
             found[name] = task_id
     return found

@@ -32,17 +32,17 @@ from ..provenance import evaluation_key, run_record
 from ..store import queries, writer
 from ..store.queries import evaluation_rows, evaluations_of, generations_to_copy
 from ..tasks import get_task, task_ids
-from ..tasks.base import Item, Score, Task, canonical_json
+from ..tasks.base import Item, Score, TaskBase, canonical_json
 
 #: The optional metrics ``rescore --metric`` adds; which tasks take them, and how, the tasks declare.
 RESCORE_METRICS: tuple[str, ...] = ("bertscore", "umls")
 
 
 def applies(metric: str) -> dict[str, str]:
-    """task id -> how the reference prepared the texts for ``metric`` (``Task.rescore_texts``)."""
+    """task id -> how the reference prepared the texts for ``metric`` (``Task.study.rescore_texts``)."""
     found = {}
     for task_id in task_ids():
-        text = get_task(task_id).rescore_text(metric)
+        text = get_task(task_id).study.rescore_text(metric)
         if text is not None:
             found[task_id] = text
     return found
@@ -61,7 +61,7 @@ def _scorer(metric: str, task: str):  # type: ignore[no-untyped-def]
     if metric == "bertscore":
         from ..metrics.bertscore import MODELS, scorer_for
 
-        model = MODELS[str(get_task(task).bertscore_model)]
+        model = MODELS[str(get_task(task).study.bertscore_model)]
         scorer = scorer_for(model)
 
         def bert(preds: list[str], refs: list[str]) -> list[dict[str, float]]:
@@ -125,14 +125,14 @@ class ExtractionRescore:
     note: str = ""
 
 
-def _today_task(task_id: str, stored: dict[str, Any], prompt_file: Path | None) -> Task:
+def _today_task(task_id: str, stored: dict[str, Any], prompt_file: Path | None) -> TaskBase:
     """Today's task as the stored evaluation ran it: the same reference-quirks mode, document order and prompt
     override."""
     return get_task(task_id).configure(prompts=prompt_file, reference_quirks=bool(stored.get("reference_quirks")),
                                        document_order=stored.get("document_order"))
 
 
-def _settings_plan(stored: dict[str, Any], task: Task) -> tuple[dict[str, Any], list[str]]:
+def _settings_plan(stored: dict[str, Any], task: TaskBase) -> tuple[dict[str, Any], list[str]]:
     """Today's task settings for a stored evaluation, and the keys (besides the extraction) that differ."""
     today = {**stored, **task.settings()}
     differ = sorted(k for k in set(stored) | set(today)
@@ -148,7 +148,7 @@ def _generation(row: dict[str, Any]) -> Generation:
                       seconds=row["seconds"] or 0.0, prompt_ms=row["prompt_ms"], generation_ms=row["generation_ms"])
 
 
-def _rescore_row(task: Task, row: dict[str, Any]) -> Score:
+def _rescore_row(task: TaskBase, row: dict[str, Any]) -> Score:
     """Today's score of one stored generation. Failed generations keep their stored ``error`` score. Metrics
     a task computes from state other than the output (LongHealth's document-assembly facts, which only exist
     while the prompt is built) are carried over from the stored score: extraction cannot change them."""

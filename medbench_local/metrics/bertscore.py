@@ -72,7 +72,7 @@ class BertScoreModel:
 SCIBERT = BertScoreModel("scibert", "allenai/scibert_scivocab_uncased", 8, "MEDBENCH_BERTSCORE_SCIBERT")
 CLINICALBERT = BertScoreModel("clinicalbert", "emilyalsentzer/Bio_ClinicalBERT", 9,
                               "MEDBENCH_BERTSCORE_CLINICALBERT")
-#: The models by name; each task names the 2024 reference's choice for it (``Task.bertscore_model``, paper.md §3.4).
+#: The models by name; each task names the 2024 reference's choice for it (``Task.study.bertscore_model``, paper.md §3.4).
 MODELS: dict[str, BertScoreModel] = {model.name: model for model in (SCIBERT, CLINICALBERT)}
 
 

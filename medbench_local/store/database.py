@@ -38,7 +38,7 @@ from ..errors import StoreError
 from ..gates.files import remember_database
 from ..gates.stored import MAX_CHARS, MAX_DEPTH, DamagedValue, nesting_exceeds
 from .migrations import MIGRATIONS, applied, migrate
-from .readonly import (SQLITE_HEADER, check_files, configure, header, open_for_reading, open_read_only,
+from .readonly import (SQLITE_HEADER, check_files, configure, header, open_for_reading, open_read_only, quoted,
                        read_only_uri, same_file, schema_state)
 from .views import refresh_views
 
@@ -199,12 +199,8 @@ def diagnose(db: sqlite_utils.Database, *, tables: Sequence[str] | None = None, 
         return str(exc)
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _schema_problem(conn: sqlite3.Connection) -> str | None:
-    actual = {name: {row[1] for row in conn.execute(f"pragma table_info({_quoted(name)})")}
+    actual = {name: {row[1] for row in conn.execute(f"pragma table_info({quoted(name)})")}
               for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
     for table, columns in expected_types().items():
         if table not in actual:
@@ -221,10 +217,10 @@ def _storage_problem(conn: sqlite3.Connection, scope: set[str]) -> str | None:
         checked = [(column, _STORAGE[kind]) for column, kind in columns.items() if kind in _STORAGE]
         if table not in scope or not checked:
             continue
-        types = ", ".join(f"typeof({_quoted(column)})" for column, _ in checked)
-        wrong = " or ".join(f"typeof({_quoted(column)}) not in ({', '.join(repr(k) for k in (*allowed, 'null'))})"
+        types = ", ".join(f"typeof({quoted(column)})" for column, _ in checked)
+        wrong = " or ".join(f"typeof({quoted(column)}) not in ({', '.join(repr(k) for k in (*allowed, 'null'))})"
                             for column, allowed in checked)
-        row = conn.execute(f"select rowid, {types} from {_quoted(table)} where {wrong} limit 1").fetchone()
+        row = conn.execute(f"select rowid, {types} from {quoted(table)} where {wrong} limit 1").fetchone()
         if row is None:
             continue
         for (column, allowed), found in zip(checked, row[1:]):
@@ -240,13 +236,13 @@ def _json_problem(conn: sqlite3.Connection, scope: set[str]) -> str | None:
     for (table, column), kind in JSON_COLUMNS.items():
         if table not in scope:
             continue
-        c = _quoted(column)
+        c = quoted(column)
         cursor = conn.execute(
             f"select r, v, problem from (select rowid as r, {c} as v, case "
             f"when length({c}) > ? then 'long' when not json_valid({c}) then 'invalid' "
             f"when json_type({c}) not in (?, 'null') then 'kind' "
             f"when length({c}) - length(replace(replace({c}, '[', ''), '{{', '')) > ? then 'brackets' "
-            f"else null end as problem from {_quoted(table)} where {c} is not null) where problem is not null",
+            f"else null end as problem from {quoted(table)} where {c} is not null) where problem is not null",
             (MAX_CHARS, kind, MAX_DEPTH))
         for rowid, value, problem in cursor:
             where = f"{table}.{column} of row {rowid}"
@@ -266,7 +262,7 @@ def _member_problem(conn: sqlite3.Connection, scope: set[str]) -> str | None:
         if table not in scope:
             continue
         json_path = "$" + "".join(f'."{key}"' for key in path.split("."))
-        row = conn.execute(f"select rowid from {_quoted(table)} where json_type({_quoted(column)}, ?) "
+        row = conn.execute(f"select rowid from {quoted(table)} where json_type({quoted(column)}, ?) "
                            "not in (?, 'null') limit 1", (json_path, kind)).fetchone()
         if row is not None:
             wanted = "string" if kind == "text" else kind
@@ -294,7 +290,7 @@ def _text_problem(conn: sqlite3.Connection, scope: set[str]) -> str | None:
             names = [column for column, kind in columns.items() if kind == "TEXT"]
             if table not in scope or not names:
                 continue
-            for row in conn.execute(f"select rowid, {', '.join(map(_quoted, names))} from {_quoted(table)}"):
+            for row in conn.execute(f"select rowid, {', '.join(map(quoted, names))} from {quoted(table)}"):
                 for column, value in zip(names, row[1:]):
                     if isinstance(value, bytes) and not value.isascii():
                         try:

@@ -71,7 +71,7 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
 
     With ``--reference-quirks`` recorded in the evaluation's task settings, the first evaluated item is
     counted twice, as the CLUE reference's ``update_results`` did (paper.md §9), for the tasks that declare it
-    (``Task.quirk_counts_first_twice``: every CLUE task but LongHealth).
+    (``Task.study.quirk_counts_first_twice``: every CLUE task but LongHealth).
     """
     head = db.conn.execute("select model_id, task, settings, model_sha256 from evaluations where key = ?",
                            (key,)).fetchone()
@@ -99,7 +99,7 @@ def _counts_first_twice(task_id: str) -> bool:
     """What the task declares about the reference's double-counted first item (unknown tasks: no)."""
     from ..tasks import get_task, task_ids
 
-    return task_id in task_ids() and get_task(task_id).quirk_counts_first_twice
+    return task_id in task_ids() and get_task(task_id).study.quirk_counts_first_twice
 
 
 INPUT_COLUMNS = ("prompt",)

@@ -252,7 +252,8 @@ def upgraded_copy(path: Path, uri: str) -> sqlite3.Connection:
     return conn
 
 
-def _quoted(name: str) -> str:
+def quoted(name: str) -> str:
+    """A SQLite identifier in double quotes (quotes inside doubled): table and column names from a file."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -265,5 +266,5 @@ def _copy(conn: sqlite3.Connection) -> None:
     for kind, name, sql in sorted(entries, key=lambda entry: _COPY_ORDER.get(entry[0], len(_COPY_ORDER))):
         conn.execute(sql)
         if kind == "table":
-            conn.execute(f"insert into main.{_quoted(name)} select * from source.{_quoted(name)}")
+            conn.execute(f"insert into main.{quoted(name)} select * from source.{quoted(name)}")
     conn.execute("commit")

@@ -1,4 +1,5 @@
-"""The task contract: what a task must provide, and the values that flow between stages.
+"""The task contract: what a task must provide (``TaskBase``), and the values that flow between stages
+(values.py, re-exported here).
 
 A task is three small parts: ``load`` (dataset file -> TaskData: items with stable ids, plus the few-shot
 examples taken from the same file), ``prompt`` (Item + PromptContext -> Prompt) and ``score`` (Item +
@@ -9,92 +10,20 @@ mixes old and new results.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..errors import UserError
+from ..prompting import Prompt
+from .datafiles import DataLayout
+from .prompts import load_override
+from .values import OUTCOMES, Item, PromptContext, Score, TaskData, canonical_json, sha256_text
 
-if TYPE_CHECKING:
-    from .datafiles import DataLayout
-
-# correct/wrong: a discrete answer was read; scored: a free-text answer got continuous metrics (ROUGE, F1);
-# unparseable: no answer could be read (or the output only echoed the options); conflict: a letter was stated
-# with the text of a different option; truncated: the token budget ran out first; error: generation failed.
-OUTCOMES: tuple[str, ...] = ("correct", "wrong", "scored", "unparseable", "conflict", "truncated", "error")
-
-
-def canonical_json(value: Any) -> str:
-    """Stable JSON for hashing: sorted keys, no whitespace variance, UTF-8 preserved."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Item:
-    """One evaluation item. ``payload`` is task-specific and JSON-serialisable; ``source`` is file:line."""
-
-    id: str
-    payload: dict[str, Any]
-    source: str = ""
-
-    @property
-    def content_sha256(self) -> str:
-        return sha256_text(canonical_json(self.payload))
-
-
-@dataclass(frozen=True)
-class Score:
-    """The scorer's verdict. ``outcome`` is always one of OUTCOMES: never a silent zero."""
-
-    outcome: str
-    extracted: str | None = None
-    gold: str | None = None
-    method: str = ""
-    detail: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """What ``load`` returns: the items to evaluate, the few-shot examples (never evaluated), and shared
-    documents that prompts draw from (LongHealth's patient records; stored once, not in every item)."""
-
-    items: list[Item]
-    shots: tuple[Item, ...] = ()
-    documents: tuple[Item, ...] = ()
-
-    @property
-    def shots_sha256(self) -> str | None:
-        return sha256_text(canonical_json([s.payload for s in self.shots])) if self.shots else None
-
-    @property
-    def documents_sha256(self) -> str | None:
-        return sha256_text(canonical_json([[d.id, d.payload] for d in self.documents])) if self.documents else None
-
-
-def _no_tokenizer(text: str) -> int:
-    raise RuntimeError("this task needs the model's tokenizer, but none was given")
-
-
-@dataclass(frozen=True)
-class PromptContext:
-    """What a prompt builder may use besides the item: few-shot examples, shared documents, and the model's
-    token counter (LongHealth fills a token budget measured with the model's own tokenizer)."""
-
-    shots: Sequence[Item] = ()
-    documents: Sequence[Item] = ()
-    count_tokens: Callable[[str], int] = _no_tokenizer
-    n_ctx: int = 0
-
+__all__ = ["ACCURACY", "BERTSCORE_METRICS", "METRIC_KINDS", "OUTCOMES", "TASK_OPTIONS", "UMLS_METRICS", "Item",
+           "MetricSpec", "PromptContext", "Score", "StudyRole", "TaskBase", "TaskData", "TaskOption", "binary",
+           "canonical_json", "continuous", "sha256_text"]
 
 METRIC_KINDS: tuple[str, ...] = ("binary", "continuous")
 
@@ -147,49 +76,15 @@ BERTSCORE_METRICS = _optional("bertscore", "BERTScore")
 UMLS_METRICS = _optional("umls", "UMLS concept")
 
 #: The options ``configure`` knows; a task lists the ones it takes in ``configurable``.
-CONFIGURE_OPTIONS: tuple[str, ...] = ("prompts", "reference_quirks", "document_order")
-DEFAULT_DOCUMENT_ORDER = "per-question"
 
 
-class Task(Protocol):
-    id: str
-    title: str
-    description: str
-    data_format: str
-    metrics: tuple[MetricSpec, ...]
-    max_tokens: int
-    stop: tuple[str, ...]
-    multiple_choice: bool
-    data_layout: DataLayout | None
+@dataclass(frozen=True)
+class StudyRole:
+    """How a task figures in the study medbench-local reproduces (Dorfner et al., and the CLUE benchmark's
+    reference code and leaderboard): read only by ``reproduce``, ``rescore --metric`` and the reference-quirks
+    aggregation, so the generic contract (``TaskBase``) carries one value instead of seven settings. A task
+    outside the study leaves it empty.
 
-    @property
-    def metric_names(self) -> tuple[str, ...]: ...
-
-    def load(self, path: Path) -> TaskData: ...
-
-    def prompt(self, item: Item, context: PromptContext) -> Prompt: ...
-
-    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score: ...
-
-    def error_metrics(self, item: Item) -> dict[str, float]: ...
-
-    def settings(self) -> dict[str, Any]: ...
-
-    def configure(self, *, prompts: Path | None = None, reference_quirks: bool = False,
-                  document_order: str | None = None) -> "Task": ...
-
-
-T = TypeVar("T", bound="TaskBase")
-
-
-class TaskBase:
-    """What every built-in task shares: the metric views of ``metrics``, zero metrics for a failed item, and
-    ``configure``. Tasks are frozen dataclasses that inherit from it and override only what differs.
-
-    Declarations a task may override (class attributes or dataclass fields):
-
-    * ``configurable``: the ``configure`` options it takes (``prompts`` for every template task).
-    * ``multiple_choice``: it has ``choices()`` (``run --scoring loglik|constrained``).
     * ``quirk_counts_first_twice``: under ``--reference-quirks`` the CLUE reference counted the first item twice
       in its mean (``update_results``; every CLUE task but LongHealth, paper.md §9).
     * ``clue_level`` / ``clue_metrics``: the CLUE Level (1 or 2) this task is a component of, and the metrics
@@ -197,15 +92,8 @@ class TaskBase:
     * ``rescore_texts``: optional metric family (``bertscore``, ``umls``) -> how the reference prepared the texts
       (``as is``, ``lower-cased``, ``original case``); ``bertscore_model``: which BERTScore model (by name).
     * ``study_benchmark``: the benchmark's name in the study abstract's table (case challenges).
-    * ``data_layout``: what its data file looks like (``datafiles.DataLayout``: released name, record format, a
-      minimal valid sample, required text fields, id field), from which the hostile-input table of
-      tests/test_datafiles_all_tasks.py damages a file of this task's own format.
     """
 
-    id: str
-    metrics: tuple[MetricSpec, ...] = ()
-    configurable: tuple[str, ...] = ()
-    multiple_choice: bool = False
     quirk_counts_first_twice: bool = False
     clue_level: int | None = None
     clue_metrics: tuple[str, ...] = ()
@@ -213,7 +101,76 @@ class TaskBase:
     rescore_texts: tuple[tuple[str, str], ...] = ()
     bertscore_model: str | None = None
     study_benchmark: str | None = None
+
+    def rescore_text(self, family: str) -> str | None:
+        """How the texts are prepared for optional metric ``family``, or None when it does not apply."""
+        return dict(self.rescore_texts).get(family)
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A ``run`` option that only some tasks take, beside ``prompts`` and ``reference_quirks``: a task that takes
+    it lists ``name`` in ``configurable`` and has a field of that name; every task keeps its identity under the
+    ``neutral`` value, and one without the option refuses any other value with its own line (``lacking``), since
+    the option would silently mean nothing there."""
+
+    name: str
+    flag: str
+    neutral: Any
+    lacking: str
+
+
+#: The task-specific options ``configure`` knows, declared as data so that the generic ``configure`` names none.
+TASK_OPTIONS: dict[str, TaskOption] = {option.name: option for option in (
+    TaskOption("document_order", "--document-order", "per-question",
+               "has no documents to order (it applies to longhealth)"),
+)}
+
+T = TypeVar("T", bound="TaskBase")
+
+
+class TaskBase:
+    """The task contract, and what every built-in task shares: the metric views of ``metrics``, zero metrics for a
+    failed item, and ``configure``. Tasks are frozen dataclasses that inherit from it, declare what is theirs and
+    implement ``load``, ``prompt``, ``score`` and ``settings``.
+
+    Declarations a task may override (class attributes or dataclass fields):
+
+    * ``metrics``: the per-item metrics it writes (``MetricSpec``: kind, whether compare reports it, optional,
+      what a value means), declared once: the statistics, the result views and their glossary follow from them.
+    * ``configurable``: the ``configure`` options it takes (``prompts`` for every template task, and the
+      task-specific ``TASK_OPTIONS`` it has a field for).
+    * ``multiple_choice``: it has ``choices()`` (``run --scoring loglik|constrained``).
+    * ``study``: its role in the study being reproduced (``StudyRole``).
+    * ``data_layout``: what its data file looks like (``datafiles.DataLayout``: released name, record format, a
+      minimal valid sample, required text fields, id field), from which the hostile-input table of
+      tests/test_datafiles_all_tasks.py damages a file of this task's own format.
+    """
+
+    id: str
+    title: str
+    description: str
+    data_format: str
+    max_tokens: int
+    stop: tuple[str, ...]
+    metrics: tuple[MetricSpec, ...] = ()
+    configurable: tuple[str, ...] = ()
+    multiple_choice: bool = False
+    study: StudyRole = StudyRole()
     data_layout: DataLayout | None = None
+
+    def load(self, path: Path) -> TaskData:
+        raise NotImplementedError
+
+    def prompt(self, item: Item, context: PromptContext) -> Prompt:
+        raise NotImplementedError
+
+    def score(self, item: Item, generation: Generation, plan: Any = None) -> Score:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Everything the task's numbers depend on: part of the evaluation key."""
+        raise NotImplementedError
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -228,10 +185,6 @@ class TaskBase:
     def metric(self, name: str) -> MetricSpec | None:
         return next((m for m in self.metrics if m.name == name), None)
 
-    def rescore_text(self, family: str) -> str | None:
-        """How the texts are prepared for optional metric ``family``, or None when it does not apply."""
-        return dict(self.rescore_texts).get(family)
-
     def error_metrics(self, item: Item) -> dict[str, float]:
         """Metrics of an item whose generation failed: zero on every metric a run computes, so an error never
         flatters a model. Tasks whose metrics apply to subsets of items override it."""
@@ -240,30 +193,30 @@ class TaskBase:
     def choices(self, item: Item, context: PromptContext, target: str = "letter") -> Any:
         raise UserError(f"task '{self.id}' is not multiple choice")
 
-    def configure(self: T, *, prompts: Path | None = None, reference_quirks: bool = False,
-                  document_order: str | None = None) -> T:
+    def configure(self: T, *, prompts: Path | None = None, reference_quirks: bool = False, **options: Any) -> T:
         """A configured copy (the registry's task is never changed).
 
         ``prompts``: a prompt override file (``run --prompts``), checked against the task's template.
         ``reference_quirks``: reproduce the CLUE reference's quirks. A task that has none (its scoring already is
         the reference's, e.g. the case challenges) takes it as a no-op, so ``run --reference-quirks`` can name
-        several tasks at once; its identity does not change. ``document_order``: LongHealth's document shuffle
-        (``per-question`` | ``per-patient``); a non-default order on a task without documents is an error,
-        because it would silently mean nothing.
+        several tasks at once; its identity does not change. ``options``: the task-specific ``TASK_OPTIONS``
+        (e.g. ``document_order``); None or the neutral value changes nothing, another value is set on a task
+        that takes the option and refused, in one line, by one that does not.
         """
         changes: dict[str, Any] = {}
-        task_id = self.id
         if prompts is not None:
             if "prompts" not in self.configurable:
-                raise UserError(f"task '{task_id}' has no prompt template to override (--prompts)")
-            from .prompts import load_override
-
+                raise UserError(f"task '{self.id}' has no prompt template to override (--prompts)")
             changes["template"] = load_override(Path(prompts), self.template)  # type: ignore[attr-defined]
         if reference_quirks and "reference_quirks" in self.configurable:
             changes["reference_quirks"] = True
-        if document_order is not None and document_order != DEFAULT_DOCUMENT_ORDER:
-            if "document_order" not in self.configurable:
-                raise UserError(f"--document-order {document_order}: task '{task_id}' has no documents to order "
-                                "(it applies to longhealth); run this task without it")
-            changes["document_order"] = document_order
+        for name, value in options.items():
+            option = TASK_OPTIONS.get(name)
+            if option is None:
+                raise TypeError(f"configure() got an unknown option {name!r} (known: {', '.join(TASK_OPTIONS)})")
+            if value is None or value == option.neutral:
+                continue
+            if name not in self.configurable:
+                raise UserError(f"{option.flag} {value}: task '{self.id}' {option.lacking}; run this task without it")
+            changes[name] = value
         return replace(self, **changes) if changes else self  # type: ignore[type-var]

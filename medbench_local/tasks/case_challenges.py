@@ -18,7 +18,7 @@ from typing import Any
 from ..engine.base import Generation
 from ..prompting import Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
-from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
+from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData
 from .choice_scoring import score_choice
 from .datafiles import DataLayout
 from .loglik_scoring import ChoiceSet, continuation
@@ -55,7 +55,7 @@ class CaseChallengeTask(TaskBase):
     stop: tuple[str, ...] = ("\n\n",)
     data_format: str = DATA_FORMAT
     metrics: tuple[MetricSpec, ...] = (ACCURACY,)
-    study_benchmark: str | None = None  # the benchmark's name in the study abstract's table (analysis/published)
+    study: StudyRole = StudyRole()  # the benchmark's name in the study abstract's table: study_benchmark
     data_layout: DataLayout = field(default=CASES_JSONL, compare=False, repr=False)  # what its files look like
     configurable = ("prompts",)
     multiple_choice = True
@@ -93,9 +93,9 @@ TASKS = [
     CaseChallengeTask(
         id="nejm", title="NEJM-style case challenges",
         description="Diagnosis from a clinical vignette (image findings described in text); usually 5 options.",
-        study_benchmark="NEJM"),
+        study=StudyRole(study_benchmark="NEJM")),
     CaseChallengeTask(
         id="jama", title="JAMA-style clinical challenges",
         description="Next step in management from a clinical vignette; usually 4 options.",
-        study_benchmark="JAMA", data_layout=CASES_CSV),
+        study=StudyRole(study_benchmark="JAMA"), data_layout=CASES_CSV),
 ]

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..gates.files import read_input, regular_input
-from .base import Item
+from .values import Item
 
 LETTERS = string.ascii_uppercase[:10]  # option letters A-J
 MIN_OPTIONS = 2

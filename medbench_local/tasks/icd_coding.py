@@ -42,7 +42,7 @@ from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.icd import ICD_PATTERN, ICD_TABLE_VERSION, extract_codes, icd_metrics, normalize_code, \
     parse_reference
-from .base import Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
+from .base import Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData
 from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
 from .datafiles import DataLayout, check_unique_ids, find_data_file, json_kind, json_records, required_text
 from .prompts import PromptTemplate
@@ -147,11 +147,9 @@ class IcdCodingTask(TaskBase):
         MetricSpec(name, "continuous", reported=name in ("em_f1", "ap_f1", "valid_ratio"), description=text)
         for name, text in METRICS.items())
     configurable = ("prompts", "reference_quirks")
-    quirk_counts_first_twice = True
-    clue_level = 2
-    clue_metrics = ("em_f1", "ap_f1", "valid_ratio")
-    published_columns = (("medisumcode_em_f1", "em_f1"), ("medisumcode_ap_f1", "ap_f1"),
-                         ("medisumcode_valid_codes", "valid_ratio"))
+    study = StudyRole(quirk_counts_first_twice=True, clue_level=2, clue_metrics=("em_f1", "ap_f1", "valid_ratio"),
+                      published_columns=(("medisumcode_em_f1", "em_f1"), ("medisumcode_ap_f1", "ap_f1"),
+                                         ("medisumcode_valid_codes", "valid_ratio")))
     data_layout = DataLayout(
         DATA_FILES[1], "jsonl", tuple({"id": f"h{n}", "text": f"Discharge letter {n}: diabetes, hypertension.",
                                        "icd_codes": [{"code": "E119"}, {"code": "I10"}]} for n in range(3)),

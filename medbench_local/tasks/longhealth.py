@@ -50,7 +50,7 @@ from ..engine.base import Generation
 from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
-from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, sha256_text
+from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData, sha256_text
 from .choice_scoring import score_choice
 from .datafiles import (DataLayout, find_data_file, json_kind, json_object_file, key_lines, required_text,
                         required_value, text_value)
@@ -420,10 +420,9 @@ class LongHealthTask(TaskBase):
     metrics: tuple[MetricSpec, ...] = (ACCURACY, *METRICS)
     configurable = ("prompts", "reference_quirks", "document_order")
     multiple_choice = True
-    quirk_counts_first_twice = False  # the reference's LongHealth script averaged every item once
-    clue_level = 2
-    clue_metrics = ("task1", "task2", "task3")
-    published_columns = tuple((f"longhealth_task{n}_acc", f"task{n}") for n in TASK_NUMBERS)
+    # the reference's LongHealth script averaged every item once: no quirk_counts_first_twice
+    study = StudyRole(clue_level=2, clue_metrics=("task1", "task2", "task3"),
+                      published_columns=tuple((f"longhealth_task{n}_acc", f"task{n}") for n in TASK_NUMBERS))
 
     # ---- load
 

@@ -33,7 +33,7 @@ from typing import Any
 from ..engine.base import Generation
 from ..prompting import Prompt
 from ..errors import DataError
-from .base import ACCURACY, MetricSpec, TaskBase, Item, PromptContext, Score, TaskData
+from .base import ACCURACY, MetricSpec, StudyRole, TaskBase, Item, PromptContext, Score, TaskData
 from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
 from .datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, optional_text, required_text
 from .loglik_scoring import ChoiceSet, continuation
@@ -111,10 +111,8 @@ class MedNLITask(TaskBase):
     metrics: tuple[MetricSpec, ...] = (ACCURACY,)
     configurable = ("prompts", "reference_quirks")
     multiple_choice = True
-    quirk_counts_first_twice = True
-    clue_level = 1
-    clue_metrics = ("accuracy",)
-    published_columns = (("mednli_acc", "accuracy"),)
+    study = StudyRole(quirk_counts_first_twice=True, clue_level=1, clue_metrics=("accuracy",),
+                      published_columns=(("mednli_acc", "accuracy"),))
     data_layout = DataLayout(
         MEDNLI_FILE, "jsonl", tuple({"sentence1": f"Premise {n}.", "sentence2": f"Hypothesis {n}.",
                                      "gold_label": LABELS[n % 3].lower(), "pairID": f"p{n}"} for n in range(5)),

@@ -32,7 +32,7 @@ else:  # pragma: no cover
 
 from ..errors import ConfigError
 from ..gates.files import read_input
-from .base import canonical_json, sha256_text
+from .values import canonical_json, sha256_text
 
 MAX_PROMPT_FILE_BYTES = 256 * 1024  # a prompt override is a few KB; few-shot examples come from the data
 _PLAIN_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -11,7 +11,7 @@ import importlib
 from functools import lru_cache
 
 from ..errors import UserError
-from .base import Task
+from .base import TaskBase
 
 _MODULES: tuple[str, ...] = (
     "case_challenges",   # nejm, jama
@@ -24,8 +24,8 @@ _MODULES: tuple[str, ...] = (
 
 
 @lru_cache(maxsize=1)
-def _registry() -> dict[str, Task]:
-    tasks: dict[str, Task] = {}
+def _registry() -> dict[str, TaskBase]:
+    tasks: dict[str, TaskBase] = {}
     for name in _MODULES:
         try:
             module = importlib.import_module(f"{__package__}.{name}")
@@ -38,7 +38,7 @@ def _registry() -> dict[str, Task]:
     return tasks
 
 
-def register(*tasks: Task) -> None:
+def register(*tasks: TaskBase) -> None:
     """Add tasks to the registry; an id that is already taken is refused (one id, one meaning)."""
     registry = _registry()
     for task in tasks:
@@ -59,7 +59,7 @@ def task_ids() -> list[str]:
     return list(_registry())
 
 
-def get_task(task_id: str) -> Task:
+def get_task(task_id: str) -> TaskBase:
     tasks = _registry()
     if task_id not in tasks:
         raise UserError(f"unknown task '{task_id}' (known: {', '.join(tasks)}); see 'medbench-local tasks list'")

@@ -36,7 +36,8 @@ from ..engine.base import Generation
 from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
-from .base import BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, TaskBase, TaskData
+from .base import (BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase,
+                   TaskData)
 from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, clean_output, seeded_shuffle,
                           split_shots, strip_output, user_block_stop)
 from .datafiles import (DataLayout, check_unique_ids, csv_records, find_data_file, json_records, jsonl_records,
@@ -48,6 +49,10 @@ ROUGE_METRICS: tuple[MetricSpec, ...] = tuple(MetricSpec(name, "continuous", des
     ROUGE_TYPES, ("ROUGE-1 F1 (unigram overlap with the reference), 0-1",
                   "ROUGE-2 F1 (bigram overlap with the reference), 0-1",
                   "ROUGE-L F1 (longest common subsequence with the reference), 0-1"), strict=True))
+
+#: The metrics CLUE averaged into a summarisation task's Level component (ProbSum and MeDiSumQA; MeQSum had no UMLS).
+CLUE_METRICS = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
+MEQSUM_CLUE_METRICS = CLUE_METRICS[:4]
 
 MEQSUM_FILE = "MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx"
 PROBSUM_FILE = "BioNLP2023-1A-Test.csv"
@@ -99,7 +104,6 @@ class SummaryTask(TaskBase):
     # ROUGE on every run; BERTScore (and UMLS-F1 where the reference had it) later, from `rescore`
     metrics: tuple[MetricSpec, ...] = ROUGE_METRICS + BERTSCORE_METRICS
     configurable = ("prompts", "reference_quirks")
-    quirk_counts_first_twice = True
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -168,11 +172,9 @@ class MeQSumTask(SummaryTask):
     template: PromptTemplate = MEQSUM_PROMPT
     max_tokens: int = 200
     n_shots: int = 3
-    clue_level = 1
-    clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1")
-    published_columns = tuple((f"meqsum_{m}", m) for m in ("rougeL", "rouge1", "rouge2", "bertscore_f1"))
-    rescore_texts = (("bertscore", "as is"),)
-    bertscore_model = "scibert"
+    study = StudyRole(quirk_counts_first_twice=True, clue_level=1, clue_metrics=MEQSUM_CLUE_METRICS,
+                      published_columns=tuple((f"meqsum_{m}", m) for m in MEQSUM_CLUE_METRICS),
+                      rescore_texts=(("bertscore", "as is"),), bertscore_model="scibert")
     data_layout = DataLayout(
         MEQSUM_FILE, "xlsx", tuple({"File": f"q{n}.txt", "CHQ": f"Message {n}: is my rash serious?",
                                     "Summary": f"Is rash {n} serious?"} for n in range(5)),
@@ -235,11 +237,10 @@ class ProblemSummaryTask(SummaryTask):
     n_shots: int = 3
     lowercase: bool = True
     metrics: tuple[MetricSpec, ...] = ROUGE_METRICS + BERTSCORE_METRICS + UMLS_METRICS
-    clue_level = 1
-    clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
-    published_columns = tuple((f"probsum_{m}", m) for m in clue_metrics)
-    rescore_texts = (("bertscore", "lower-cased"), ("umls", "original case"))
-    bertscore_model = "clinicalbert"
+    study = StudyRole(quirk_counts_first_twice=True, clue_level=1, clue_metrics=CLUE_METRICS,
+                      published_columns=tuple((f"probsum_{m}", m) for m in CLUE_METRICS),
+                      rescore_texts=(("bertscore", "lower-cased"), ("umls", "original case")),
+                      bertscore_model="clinicalbert")
     data_layout = DataLayout(
         PROBSUM_FILE, "csv", tuple({"File ID": f"f{n}", "Subjectives": f"Cough for {n} days.",
                                     "Assessment": "Likely pneumonia.", "Summary": "Pneumonia; cough"}
@@ -299,11 +300,9 @@ class MeDiSumQATask(SummaryTask):
     n_shots: int = 1
     shuffle_seed: int | None = MEDISUMQA_SHUFFLE_SEED
     metrics: tuple[MetricSpec, ...] = ROUGE_METRICS + BERTSCORE_METRICS + UMLS_METRICS
-    clue_level = 2
-    clue_metrics = ("rougeL", "rouge1", "rouge2", "bertscore_f1", "umls_f1")
-    published_columns = tuple((f"medisumqa_{m}", m) for m in clue_metrics)
-    rescore_texts = (("bertscore", "as is"), ("umls", "original case"))
-    bertscore_model = "clinicalbert"
+    study = StudyRole(quirk_counts_first_twice=True, clue_level=2, clue_metrics=CLUE_METRICS,
+                      published_columns=tuple((f"medisumqa_{m}", m) for m in CLUE_METRICS),
+                      rescore_texts=(("bertscore", "as is"), ("umls", "original case")), bertscore_model="clinicalbert")
     postprocess_version: str = STRIP_VERSION
     data_layout = DataLayout(
         MEDISUMQA_FILES[0], "json-array",
