@@ -11,7 +11,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from .errors import ConfigError
 from .gates.files import read_input
+from .paths import find_config
 
 Role = Literal["biomedical", "general"]
 PromptMode = Literal["chat", "base"]
@@ -248,6 +249,13 @@ def load_config(path: Path | str) -> Config:
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a registry of hundreds of models is a few hundred KB
 
+
+
+def read_config(path: Path | None = None) -> Config:
+    """``path``, or the first models.toml found in the usual places (paths.find_config: $MEDBENCH_LOCAL_CONFIG,
+    ./models.toml, the user's config folder, the shipped demo config), loaded; ``Config.origin`` says which."""
+    found = find_config(path)
+    return replace(load_config(found.path), origin=found.origin)
 
 def _read_config_text(path: Path) -> str:
     """The file's text through the files gate: what is not a regular file is refused *before* it is opened for

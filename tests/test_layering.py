@@ -60,7 +60,7 @@ def test_the_scan_finds_sql_where_it_is() -> None:
 
 # --------------------------------------------------------------------------------------------- import layering
 
-INIT = "medbench_local"  # the package's own __init__.py (``from .. import __version__``)
+INIT = "medbench_local"  # the package's own __init__.py (which offers the Python API: top of the house)
 
 #: node -> the nodes it may import. Read bottom-up: prompting knows only errors; config validates chat
 #: templates with prompting; modelfiles checks files against config and renders a probe prompt; engine runs
@@ -69,7 +69,7 @@ INIT = "medbench_local"  # the package's own __init__.py (``from .. import __ver
 #: export rows, reproduce); report presents what analysis computed; runner assembles and runs evaluations;
 #: airgap moves files to an offline machine; cli (TOP) turns options into calls of any of them.
 MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allowed in {
-    INIT: (),
+    "version": (),
     "errors": (),
     "data": (),  # the shipped CSVs' package
     "units": (),
@@ -79,20 +79,22 @@ MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allo
     "item_pool": ("errors", "gates"),
     "prompting": ("errors", "gates"),
     "metrics": ("errors", "gates"),
-    "config": ("errors", "gates", "prompting"),
+    "config": ("errors", "gates", "paths", "prompting"),
     "modelfiles": ("errors", "gates", "paths", "config", "prompting"),
     "engine": ("errors", "gates", "config", "prompting", "modelfiles"),
     "tasks": ("errors", "paths", "gates", "units", "prompting", "engine", "metrics"),
     "store": ("errors", "gates", "engine", "tasks"),
-    "provenance": (INIT, "gates", "tasks"),
-    "analysis": (INIT, "errors", "gates", "paths", "config", "engine", "metrics", "tasks", "store", "provenance"),
-    "report": (INIT, "gates", "tasks", "store", "analysis"),
-    "runner": (INIT, "errors", "gates", "paths", "signals", "item_pool", "prompting", "config", "modelfiles", "engine",
-               "tasks", "store", "provenance", "analysis"),
-    "airgap": (INIT, "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles", "engine",
-               "tasks"),
+    "provenance": ("version", "gates", "tasks"),
+    "analysis": ("version", "errors", "gates", "paths", "config", "engine", "metrics", "tasks", "store", "provenance"),
+    "report": ("version", "gates", "tasks", "store", "analysis"),
+    "runner": ("version", "errors", "gates", "paths", "signals", "item_pool", "prompting", "config", "modelfiles",
+               "engine", "tasks", "store", "provenance", "analysis"),
+    "airgap": ("version", "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles",
+               "engine", "tasks"),
 }.items()}
-TOP = frozenset({"__main__", "cli"})
+#: the top: the entry point, the commands, the Python API they call (api.py) and the package's ``__init__``,
+#: which offers that API (``medbench_local.evaluate``); nothing below imports them.
+TOP = frozenset({"__main__", "cli", "api", INIT})
 READ_SIDE = ("analysis", "report")
 ISSUE_12 = ("engine", "modelfiles", "prompting", "tasks", "store", "metrics", "analysis")
 

@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource, parse_config
 from ..errors import ModelFileError, UserError
 from ..gates.files import create_private_file, move_into_place, private_dir

@@ -182,3 +182,15 @@ def select_pairs(db: sqlite_utils.Database, config: Config | None, pair_filter: 
     if not models and not pair_filter:
         chosen = [p for p in listed if p.origin == DATABASE or ran & set(p.members)]
     return PairSelection(chosen, [conflicts[p.name] for p in chosen if p.name in conflicts])
+
+
+def selected_pairs(db: sqlite_utils.Database, db_path: Path, config_path: Path | None,
+                   pair_filter: Sequence[str] = (), model_pair: tuple[str, str] | None = None,
+                   task_ids: Sequence[str] = ()) -> PairSelection:
+    """The pairs of a read command or API call (database ∪ models.toml ∪ an ad-hoc model pair), after checking
+    every name it was given: an unknown pair, model or task is one line naming what exists, never an empty table."""
+    where = str(db_path)
+    selection = select_pairs(db, read_pair_config(config_path), pair_filter, model_pair or (), where)
+    check_tasks(db, task_ids, where)
+    return selection
+

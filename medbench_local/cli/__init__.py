@@ -10,7 +10,7 @@ import re
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from ..errors import UserError
 from ..gates.files import command_scope
 from ..gates.secrets import redact

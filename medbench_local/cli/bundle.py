@@ -11,7 +11,8 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from ..airgap import select_models
 from ..units import count, human_size
 from ..airgap.bundle import Reporter, export_bundle, import_bundle, verify_bundle
-from .common import config_option, read_config, stderr, stdout
+from ..config import read_config
+from .common import config_option, stderr, stdout
 from .declare import InputPath, OutputPath, declare
 from .safe_text import literal
 

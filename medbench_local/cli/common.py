@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 
-from ..analysis.pair_sources import PairSelection, check_tasks, read_pair_config, select_pairs
-from ..config import Config, load_config
-from ..errors import UserError
-from ..paths import find_config
 from .declare import DatabasePath, InputPath
 from .layout import Output
 
@@ -37,13 +31,6 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--db for the commands that read a results database."""
     return click.option("--db", "db_path", type=DatabasePath(), default=DEFAULT_DB,
                         show_default=True, help="SQLite results database written by 'run'.")(fn)
-
-
-def read_config(path: Path | None) -> Config:
-    """Load --config, or the first models.toml found in the usual places (paths.find_config); the result
-    says where it came from (``Config.origin``)."""
-    found = find_config(path)
-    return replace(load_config(found.path), origin=found.origin)
 
 
 def match_data(task_ids: tuple[str, ...], data: tuple[str, ...]) -> dict[str, Path]:
@@ -116,14 +103,3 @@ def pair_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--pair", "pair_filter", multiple=True, metavar="NAME[,NAME...]", callback=split_commas,
         help="Only these pairs (repeatable, or comma-separated): pairs recorded in the database or defined in "
              "models.toml.")(fn)
-
-
-def selected_pairs(db: sqlite_utils.Database, db_path: Path, config_path: Path | None,
-                   pair_filter: tuple[str, ...] = (), model_pair: tuple[str, str] | None = None,
-                   task_ids: tuple[str, ...] = ()) -> PairSelection:
-    """The pairs of a read command (database ∪ models.toml ∪ --models), after checking every name it was given:
-    an unknown pair, model or task is one line naming what exists (exit 1), never an empty table."""
-    where = str(db_path)
-    selection = select_pairs(db, read_pair_config(config_path), pair_filter, model_pair or (), where)
-    check_tasks(db, task_ids, where)
-    return selection

@@ -8,31 +8,18 @@ from pathlib import Path
 
 import click
 
-from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, compare_pairs,
-                               summary_line)
+from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, summary_line)
+from ..api import compare
 from ..errors import UserError
 from ..analysis.stats import format_p
-from ..store.database import reading
 from ..tasks.base import OUTCOMES
-from .common import db_option, pair_options, selected_pairs, stderr, stdout, task_option
+from .common import db_option, pair_options, stderr, stdout, task_option
 from .declare import declare
 from .layout import Column, print_prose, print_table
 from .safe_text import literal, plain
 from .limits import RESAMPLES, STATS_SEED
 
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
-
-
-def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
-                 resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False,
-                 config_path: Path | None = None, model_pair: tuple[str, str] | None = None
-                 ) -> tuple[list[PairReport], list[str]]:
-    """The reports of the selected pairs (database ∪ models.toml ∪ --models) and the pair-source notes."""
-    with reading(db_path) as db:
-        selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_filter)
-        reports = compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples, seed=seed,
-                                allow_different_data=allow_different_data)
-        return reports, selection.conflicts
 
 
 def _pct(value: float) -> str:
@@ -241,8 +228,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
       medbench-local compare --db study.db --task nejm,jama \\
           --models openbiollm-70b llama3-70b-instruct
     """
-    reports, conflicts = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
-                                      config_path, model_pair)
+    comparison = compare(db_path, pairs=pair_filter, models=model_pair, tasks=task_ids, config=config_path,
+                         resamples=resamples, seed=seed, allow_different_data=allow_different_data)
+    reports, conflicts = comparison.reports, comparison.notes
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
     if nothing and not refused and not any(warnings(report) for report in reports):

@@ -20,11 +20,9 @@ from typing import IO, Any
 
 import click
 
-from ..analysis.export import aggregate_rows, item_rows
-from ..analysis.pair_sources import check_models
+from ..api import results
 from ..gates.files import atomic_open, check_output_target, database_files
-from ..store.database import reading
-from .common import db_option, pair_options, selected_pairs, split_commas, task_option
+from .common import db_option, pair_options, split_commas, task_option
 from .declare import OutputPath, declare
 from .limits import RESAMPLES, STATS_SEED
 
@@ -113,12 +111,8 @@ def export_command(db_path: Path, fmt: str, aggregate: bool, pair_filter: tuple[
     """
     if out_path is not None:  # refuse a bad target before reading anything
         check_output_target(out_path, protect=database_files(db_path))
-    with reading(db_path) as db:  # stored JSON is parsed inside, where damage is diagnosed as one line
-        selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_ids)
-        check_models(db, model_filter, str(db_path))
-        only_pairs = bool(pair_filter or model_pair)
-        rows = aggregate_rows(db, selection.pairs, only_pairs, model_filter, task_ids, resamples, seed) \
-            if aggregate else item_rows(db, selection.pairs, only_pairs, model_filter, task_ids, omit_inputs)
+    rows = results(db_path, aggregate=aggregate, pairs=pair_filter, models=model_pair, tasks=task_ids,
+                   model_ids=model_filter, omit_inputs=omit_inputs, config=config_path, resamples=resamples, seed=seed)
     if out_path is None:
         _write(rows, fmt, sys.stdout)
         return

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import click
 
-MAX_THREADS = 512           # GGML_MAX_N_THREADS
-MAX_BATCH = 65_536          # llama.cpp processes at most n_ctx tokens per batch anyway
-MAX_LLAMA_SEED = 2**32 - 2  # uint32; 2**32 - 1 is LLAMA_DEFAULT_SEED, i.e. "random"
-MAX_STATS_SEED = 2**32 - 1
-MIN_RESAMPLES, MAX_RESAMPLES = 100, 1_000_000
+from ..runner.context import (MAX_BATCH, MAX_LLAMA_SEED, MAX_RESAMPLES, MAX_STATS_SEED, MAX_THREADS,
+                              MIN_RESAMPLES)
 
 
 

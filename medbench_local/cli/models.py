@@ -19,7 +19,8 @@ from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, write_
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
 from ..modelfiles.resolve import resolve
 from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, verify
-from .common import config_option, read_config, stderr, stdout
+from ..config import read_config
+from .common import config_option, stderr, stdout
 from .declare import declare
 from .layout import print_prose
 from .safe_text import literal

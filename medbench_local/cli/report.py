@@ -10,7 +10,8 @@ from ..units import count
 from ..analysis.paired import compare_pairs
 from ..gates.files import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
-from .common import db_option, pair_options, selected_pairs, stdout
+from ..analysis.pair_sources import selected_pairs
+from .common import db_option, pair_options, stdout
 from .declare import OutputPath, declare
 from .safe_text import literal
 

@@ -12,7 +12,8 @@ from ..analysis.reproduce import reproduction
 from ..analysis.stats import format_p
 from ..errors import UserError
 from ..store.database import reading
-from .common import db_option, pair_options, selected_pairs, stdout, task_option
+from ..analysis.pair_sources import selected_pairs
+from .common import db_option, pair_options, stdout, task_option
 from .declare import declare
 from .layout import Column, print_table
 from .safe_text import literal

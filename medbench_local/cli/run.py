@@ -5,25 +5,22 @@ what stays here is how progress and the outcome are shown."""
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from ..airgap.netguard import NetworkGuard
-from ..errors import StoreError, UserError
-from ..runner import LIMIT_MODES, RunOptions, Shard, execute, parse_shard, plan
+from ..errors import UserError
+from ..api import evaluate
+from ..runner import LIMIT_MODES, Shard, parse_shard
 from ..runner.modes import SCORING
-from ..store import close_database
 from ..tasks import Score, get_task
 from ..units import count, plural
-from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
+from .common import DEFAULT_DB, config_option, match_data, stderr, stdout, task_option
 from .declare import DatabasePath, InputPath, declare
 from .limits import BATCH_SIZE, LLAMA_SEED, THREADS
 from .safe_text import literal
@@ -265,54 +262,23 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     shard = parse_shard(shard_text) if shard_text is not None else None
     for task_id in task_ids:  # every name first: an unknown task is named as such, before any data is looked for
         get_task(task_id)
-    config = read_config(config_path)
-    models = plan.pick_models(config, pairs, model_ids)
     explicit = match_data(task_ids, data)
-    chosen = []
-    for task_id in task_ids:
-        chosen.append(plan.data_choice(task_id, explicit))
-        if chosen[-1].shown is not None:
-            stderr.print(f"[dim]{task_id}: no --data given, using {chosen[-1].shown} (its full path is recorded in "
-                         "the run: 'medbench-local runs')[/dim]", soft_wrap=True)
-    modes = plan.scoring_modes(scoring)
-    prepared = plan.prepare(config, models, chosen, prompts=prompt_file, reference_quirks=reference_quirks,
-                            document_order=document_order, limit=limit, limit_mode=limit_mode, seed=seed,
-                            shard=shard, modes=modes, loglik_target=loglik_target, allow_cpu=allow_cpu)
-    hosts = prepared.hosts
-    if hosts:
-        stderr.print(f"[dim]served models: this run reaches {literal(', '.join(hosts))} and no other host "
-                     "(network guard)[/dim]", soft_wrap=True)
-
-    db, created = plan.open_for_run(db_path, prepared, accept_changed_model)
-    recorded = plan.recorded_pairs(db, config, pairs, model_ids)
-    options = RunOptions(seed=seed, n_threads=threads, n_batch=batch_size, limit=limit, limit_mode=limit_mode,
-                         retry_errors=retry_errors, store_inputs=store_inputs, allow_cpu=allow_cpu, shard=shard,
-                         scoring=modes, loglik_target=loglik_target, kv_reuse=kv_reuse == "on",
-                         command=sys.argv[:])
     reporter = ProgressReporter(shard)
-    guard = NetworkGuard(allow=hosts) if hosts else nullcontext()
-    started = False
     try:
-        with guard:
-            summary = execute(db, config, prepared.models, prepared.tasks, prepared.paths, options, reporter,
-                              pairs=recorded)
-        started = True
-        partners = plan.partners_to_run(db, config, prepared.models, prepared.tasks)
+        result = evaluate(task_ids, pairs=pairs, models=model_ids, data=explicit, db=db_path, config=config_path,
+                          limit=limit, limit_mode=limit_mode, shard=shard_text, seed=seed, threads=threads,
+                          batch_size=batch_size, prompts=prompt_file, scoring=scoring, loglik_target=loglik_target,
+                          kv_reuse=kv_reuse == "on", document_order=document_order, retry_errors=retry_errors,
+                          reference_quirks=reference_quirks, accept_changed_model=accept_changed_model,
+                          allow_cpu=allow_cpu, store_inputs=store_inputs, reporter=reporter,
+                          notify=lambda line: stderr.print(f"[dim]{literal(line)}[/dim]", soft_wrap=True),
+                          command=sys.argv[:])
     except KeyboardInterrupt:
-        started = True
         reporter.end()
         stderr.print("[yellow]Aborted.[/yellow] Everything committed before the item in flight is kept; "
                       "rerun the same command to resume.")
         sys.exit(130)
-    except sqlite3.Error as exc:  # e.g. disk full: the item in flight was rolled back, the rest is intact
-        reporter.end()
-        raise StoreError(f"{db_path}: cannot write results ({exc}); everything committed before is intact, "
-                         "free space or fix permissions and rerun the same command to resume") from None
-    finally:
-        if started:
-            close_database(db)
-        else:
-            plan.close_or_discard(db, db_path, created)
+    summary, partners = result.summary, result.partners
     which = f" (shard {shard})" if shard else ""
     line = (f"run {summary.run_id[:12]}{which}: {summary.generated} generated, {summary.skipped} already done"
             + (f", {count(summary.errors, 'error')}" if summary.errors else "")

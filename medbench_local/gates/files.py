@@ -64,11 +64,14 @@ _inputs: list[_Input] = []
 
 
 @contextmanager
-def command_scope() -> Iterator[None]:
-    """The inputs remembered inside belong to one command; the CLI wraps every command in this."""
+def command_scope(*, inherit: bool = False) -> Iterator[None]:
+    """The inputs remembered inside belong to one command; the CLI wraps every command in this. ``inherit``:
+    keep what the enclosing scope remembered (the Python API inside a CLI command protects both its own inputs
+    and the command's); either way the enclosing scope's list is restored on the way out."""
     with _lock:
         saved = list(_inputs)
-        _inputs.clear()
+        if not inherit:
+            _inputs.clear()
     try:
         yield
     finally:

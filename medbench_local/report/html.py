@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .. import __version__
+from ..version import __version__
 from ..analysis.disagreements import disagreements_between
 from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport, summary_line
 from ..gates.files import safe_component

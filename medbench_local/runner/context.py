@@ -32,6 +32,15 @@ from ..tasks.loglik_scoring import ChoiceSet
 from .inputs import LoadedTask, ModelRole, Shard
 
 
+# The ranges of the numeric run and statistics settings (cli/limits.py explains why they are bounded): llama.cpp
+# receives threads, batch size and seed as C integers; the API and the CLI check the same ranges.
+MAX_THREADS = 512           # GGML_MAX_N_THREADS
+MAX_BATCH = 65_536          # llama.cpp processes at most n_ctx tokens per batch anyway
+MAX_LLAMA_SEED = 2**32 - 2  # uint32; 2**32 - 1 is LLAMA_DEFAULT_SEED, i.e. "random"
+MAX_STATS_SEED = 2**32 - 1
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 1_000_000
+
+
 @dataclass
 class RunOptions:
     seed: int = 1234
