@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .airgap.netguard import NetworkGuard
 from .analysis.export import aggregate_rows, item_rows
@@ -38,7 +38,7 @@ from .config import read_config
 from .errors import StoreError, UserError
 from .gates.files import command_scope, remember_database, remember_input
 from .runner import LIMIT_MODES, Reporter, RunOptions, RunSummary, Shard, execute, parse_shard, plan
-from .runner.context import MAX_BATCH, MAX_LLAMA_SEED, MAX_STATS_SEED, MAX_THREADS, MAX_RESAMPLES, MIN_RESAMPLES
+from .runner.context import MAX_BATCH, MAX_LLAMA_SEED, MAX_RESAMPLES, MAX_STATS_SEED, MAX_THREADS, MIN_RESAMPLES
 from .runner.modes import SCORING
 from .store import close_database
 from .store.database import reading

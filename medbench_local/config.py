@@ -377,7 +377,7 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
     beyond = body.get("allow_context_beyond_trained", False)
     if not isinstance(beyond, bool):
         raise fail("allow_context_beyond_trained", f"expected true or false, got {beyond!r}")
-    cache_types = {}
+    cache_types: dict[str, Any] = {}
     for key in ("cache_type_k", "cache_type_v"):
         value = get_str(key)
         if value is not None and value.lower() not in KV_CACHE_TYPES:

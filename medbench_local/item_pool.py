@@ -69,7 +69,7 @@ def run_pooled(items: Iterable[Item], *, workers: int, stop: StopState,
                     except UserError as exc:  # the server went away or refuses: stop after the drain
                         failure = failure or exc
                         continue
-                    except Exception as exc:  # noqa: BLE001 - a bug: stop after the drain, then raise it
+                    except Exception as exc:
                         failure = failure or exc
                         continue
                     commit(item, result)

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .version import __version__
 from .tasks.base import canonical_json, sha256_text
+from .version import __version__
 
 RECORDED_PACKAGES = ("llama-cpp-python", "sqlite-utils", "rapidfuzz", "click", "rich", "huggingface-hub", "jinja2",
                      "rouge-score", "simple-icd-10-cm", "openpyxl", "numpy", "torch", "transformers", "scispacy")

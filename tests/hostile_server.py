@@ -15,7 +15,6 @@ ways it breaks; each mode changes only the route it names, everything else answe
 from __future__ import annotations
 
 import json
-import socket
 import socketserver
 import threading
 import time
@@ -157,7 +156,7 @@ class _Handler(socketserver.StreamRequestHandler):
             body = json.loads(raw) if raw else None
             owner.requests.append((method, path, headers, body))
             self.route(owner, method, path, headers, body)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
             owner.hung_up.set()
 
     def send(self, status: int, payload: Any = None, *, raw: bytes | None = None, reason: str = "X",

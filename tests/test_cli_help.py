@@ -38,8 +38,9 @@ def test_every_option_has_help(path: str) -> None:
 
 def test_tasks_list_fits_80_columns_without_cutting_words(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
-    from medbench_local.cli import common
     from rich.console import Console
+
+    from medbench_local.cli import common
 
     monkeypatch.setattr(common, "stdout", Console(highlight=False, emoji=False, width=80))
     from medbench_local.cli import tasks as tasks_module

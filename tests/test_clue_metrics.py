@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from medbench_local.analysis.published import clue_level_spec as level_spec
 from medbench_local.analysis.clue_levels import LevelScore, level_score, level_score_partial
+from medbench_local.analysis.published import clue_level_spec as level_spec
 from medbench_local.metrics.icd import (
     ICD_PATTERN,
     ICD_TABLE_VERSION,

@@ -19,9 +19,9 @@ import pytest
 from rouge_score import rouge_scorer
 
 from medbench_local.engine.base import Generation
-from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError
 from medbench_local.metrics.rouge import ROUGE_IMPL_VERSION
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.tasks import PromptContext, get_task
 from medbench_local.tasks.clue_common import clean_output, seeded_shuffle, strip_output, user_block_stop
 from medbench_local.tasks.mednli import parse_label

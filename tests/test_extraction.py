@@ -7,7 +7,6 @@ Hypothesis properties pin down the invariants every caller relies on.
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st

@@ -35,7 +35,8 @@ from click.testing import CliRunner
 from medbench_local.cli import main
 from medbench_local.cli.declare import CLASSES, DatabasePath, InputPath, OutputPath, declaration_of
 
-from .command_tree import COMMANDS, runnable as _runnable
+from .command_tree import COMMANDS
+from .command_tree import runnable as _runnable
 from .conftest import REPO
 from .fifowatch import FifoWatch
 from .synthetic import Side, build_pair_db

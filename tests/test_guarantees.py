@@ -238,9 +238,9 @@ def test_the_abort_switch_is_read_by_llama_cpp_itself(tmp_path: Path) -> None:
 
     from medbench_local.config import load_config
     from medbench_local.engine.base import GenerateRequest
-    from medbench_local.prompting import Prompt
     from medbench_local.engine.llama import LlamaEngine
     from medbench_local.modelfiles.resolve import require
+    from medbench_local.prompting import Prompt
 
     spec = replace_spec(load_config(REPO / "models.toml").model("smollm2-135m-instruct"), n_ctx=2048)
     engine = LlamaEngine(spec, require(spec), n_threads=2, n_batch=64)

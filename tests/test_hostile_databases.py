@@ -43,7 +43,8 @@ from medbench_local.errors import StoreError
 from medbench_local.gates import stored
 from medbench_local.gates.files import command_scope
 from medbench_local.gates.stored import DamagedValue, load_json, load_metrics, nesting_exceeds
-from medbench_local.store import database, merge as merge_module, readonly
+from medbench_local.store import database, readonly
+from medbench_local.store import merge as merge_module
 from medbench_local.store.database import JSON_COLUMNS, diagnose, open_database
 from medbench_local.store.readonly import open_for_reading
 

@@ -33,7 +33,7 @@ from medbench_local.tasks.prompts import load_override
 
 from .conftest import REPO, invoke
 from .fifowatch import WATCHES, FifoWatch
-from .test_hostile_input import GOOD_CASE, Case, line, model_file, with_data  # noqa: F401 (fixture)
+from .test_hostile_input import GOOD_CASE, Case, line, model_file, with_data  # noqa: F401 (a fixture)
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -197,7 +197,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_limits(case: Case, tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_limits(case: Case, tmp_path: Path, model_file: Path,  # noqa: F811 (the fixture)
+                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     WATCHES.clear()
     db = tmp_path / "results.db"

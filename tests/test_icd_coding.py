@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from medbench_local.engine.base import Generation
-from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError
 from medbench_local.metrics.icd import ICD_TABLE_VERSION
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Item, PromptContext
 from medbench_local.tasks.icd_coding import IcdCodingTask, load_medisumcode

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
-from medbench_local.prompting import Prompt
 from medbench_local.engine.truncation import left_truncate
 from medbench_local.metrics.rouge import rouge_scores
+from medbench_local.prompting import Prompt
 from medbench_local.runner import evaluation_key
 from medbench_local.store import open_database, writer
 from medbench_local.store.queries import summarize_evaluation

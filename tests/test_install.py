@@ -24,8 +24,17 @@ from medbench_local.cli import main
 from medbench_local.config import load_config
 from medbench_local.errors import ConfigError
 from medbench_local.modelfiles.resolve import resolve
-from medbench_local.paths import (FROM_CWD, FROM_ENV, FROM_OPTION, FROM_PACKAGE, FROM_USER, default_data,
-                                  find_config, shipped_root, user_config_dir)
+from medbench_local.paths import (
+    FROM_CWD,
+    FROM_ENV,
+    FROM_OPTION,
+    FROM_PACKAGE,
+    FROM_USER,
+    default_data,
+    find_config,
+    shipped_root,
+    user_config_dir,
+)
 from medbench_local.tasks import get_task, task_ids
 
 from .conftest import REPO

@@ -21,8 +21,15 @@ from hypothesis import strategies as st
 from medbench_local.engine.base import ContinuationScore, Generation, Loglikelihoods
 from medbench_local.prompting import Prompt
 from medbench_local.tasks import PromptContext, get_task
-from medbench_local.tasks.loglik_scoring import (ChoiceSet, choice_grammar, choices_under_rules, continuation,
-                                                 score_constrained, score_loglik, supports_choices)
+from medbench_local.tasks.loglik_scoring import (
+    ChoiceSet,
+    choice_grammar,
+    choices_under_rules,
+    continuation,
+    score_constrained,
+    score_loglik,
+    supports_choices,
+)
 from medbench_local.tasks.registry import task_ids
 
 from .conftest import REPO, invoke, rows

@@ -12,12 +12,18 @@ from typing import Any
 import pytest
 
 from medbench_local.engine.base import Generation
-from medbench_local.prompting.prompt_format import render_base
 from medbench_local.errors import DataError
+from medbench_local.prompting.prompt_format import render_base
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Item, PromptContext, TaskData
 from medbench_local.tasks.longhealth import (
-    DIVIDER, OPTION_F, LongHealthTask, assemble, gold_letter, load_benchmark, truncate_to_tokens,
+    DIVIDER,
+    OPTION_F,
+    LongHealthTask,
+    assemble,
+    gold_letter,
+    load_benchmark,
+    truncate_to_tokens,
 )
 from medbench_local.tasks.prompts import PromptTemplate
 

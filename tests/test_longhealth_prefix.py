@@ -16,7 +16,6 @@ guarantees are properties of the construction (``assemble(shared_prefix=True)``,
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings

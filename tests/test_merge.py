@@ -24,16 +24,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.engine.identity import identity as engine_identity
+from medbench_local.errors import StoreError, UserError
+from medbench_local.gates.files import command_scope
 from medbench_local.prompting import Prompt
 from medbench_local.prompting.prompt_format import render_base
-from medbench_local.errors import StoreError, UserError
 from medbench_local.runner import ModelRole, RunOptions, Shard, execute, load_tasks
 from medbench_local.store import close_database, open_database, writer
-from medbench_local.gates.files import command_scope
-from medbench_local.store.merge import MERGED_TABLES, merge_databases as _merge_databases
+from medbench_local.store.merge import MERGED_TABLES
+from medbench_local.store.merge import merge_databases as _merge_databases
 from medbench_local.store.migrations import MIGRATIONS
 from medbench_local.tasks import get_task
 from medbench_local.tasks.base import Item, Score

@@ -12,8 +12,15 @@ from medbench_local.config import load_config
 from medbench_local.modelfiles import verify
 from medbench_local.modelfiles.hashing import sha256_file
 from medbench_local.modelfiles.lock import source_fields
-from medbench_local.modelfiles.verdict import (FAILURES, LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK,
-                                               UNVERIFIABLE)
+from medbench_local.modelfiles.verdict import (
+    FAILURES,
+    LOCK_MISMATCH,
+    MISSING,
+    PIN_MISMATCH,
+    SIZE,
+    STALE_LOCK,
+    UNVERIFIABLE,
+)
 
 CONTENT = b"GGUF" + bytes(range(256)) * 4
 DIGEST = hashlib.sha256(CONTENT).hexdigest()

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from medbench_local.analysis.pair_sources import CONFIG, DATABASE, PairSource, combine
 from medbench_local.cli.common import split_commas
-from medbench_local.runner.plan import pairs_to_record
 from medbench_local.config import Config, PairSpec
+from medbench_local.runner.plan import pairs_to_record
 
 from .conftest import REPO, copy_db, invoke, rows
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.prompting import Prompt
 from medbench_local.prompting.prompt_format import render_base
 from medbench_local.runner import ModelRole, RunOptions, execute, load_tasks

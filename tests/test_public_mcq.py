@@ -15,8 +15,13 @@ from medbench_local.errors import DataError
 from medbench_local.metrics.extraction import extraction_setting
 from medbench_local.tasks import PromptContext, get_task
 from medbench_local.tasks.base import OUTCOMES, Item
-from medbench_local.tasks.public_mcq import (MMLU_MEDICAL_SUBJECTS, load_medmcqa, load_medqa,
-                                             load_mmlu_medical, load_pubmedqa)
+from medbench_local.tasks.public_mcq import (
+    MMLU_MEDICAL_SUBJECTS,
+    load_medmcqa,
+    load_medqa,
+    load_mmlu_medical,
+    load_pubmedqa,
+)
 
 from .conftest import REPO, SHARED_DATA, invoke, rows
 

@@ -19,6 +19,7 @@ from medbench_local.metrics.extraction import EXTRACTION_VERSION
 
 from .conftest import REPO, copy_db, invoke, rows
 
+
 @pytest.fixture(scope="module")
 def summaries_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import os
@@ -233,7 +234,7 @@ def _shaped_engine(separator: str) -> type:
     """A fake engine whose outputs cycle through the shapes issues 9 and 19 are about: an echo, a letter with
     another option's text, a letter with its own text, a bare letter, nothing readable, a failed generation, a
     letter with another option's text and then a sentence that goes on, and a list of labels for texts."""
-    from medbench_local.engine.base import Generation, GenerateRequest
+    from medbench_local.engine.base import GenerateRequest, Generation
 
     from .test_runner import FakeEngine
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medbench_local.engine.identity import identity as identity_of
 from medbench_local.config import LocalSource, ModelSpec, load_config, rpc_server_problem
 from medbench_local.engine import rpc
 from medbench_local.engine.base import ModelInfo
+from medbench_local.engine.identity import identity as identity_of
 from medbench_local.engine.llama import engine_settings
 from medbench_local.errors import ConfigError, UserError
 from medbench_local.modelfiles.resolve import resolve

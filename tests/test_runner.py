@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.engine.identity import identity as engine_identity
+from medbench_local.errors import UserError
 from medbench_local.prompting import Prompt
 from medbench_local.prompting.prompt_format import render_base
-from medbench_local.errors import UserError
 from medbench_local.runner import ModelRole, RunOptions, check_scoring, execute, load_tasks
 from medbench_local.runner.context import Evaluation, ItemOutcome, NativeCall, ScoringMode
 from medbench_local.runner.modes import MODES, SCORING

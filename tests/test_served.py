@@ -17,12 +17,17 @@ import pytest
 
 from medbench_local.config import load_config
 from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest
-from medbench_local.prompting import Prompt
-from medbench_local.engine.http import (ServerClient, ServerRefused, ServerRequestError, ServerUnavailable,
-                                        backoff_delays)
+from medbench_local.engine.http import (
+    ServerClient,
+    ServerRefused,
+    ServerRequestError,
+    ServerUnavailable,
+    backoff_delays,
+)
 from medbench_local.engine.openai_compat import OpenAICompatEngine, probe_server, require_capabilities
 from medbench_local.errors import ConfigError, UserError
 from medbench_local.item_pool import run_pooled
+from medbench_local.prompting import Prompt
 
 SHA = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 GOOD = {"role": "biomedical", "engine": "openai", "base_url": "http://127.0.0.1:8080", "model": "smol",

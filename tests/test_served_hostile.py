@@ -22,8 +22,14 @@ from hypothesis import strategies as st
 
 from medbench_local.config import load_config
 from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest
-from medbench_local.engine.http import (ECHO_BYTES_PER_TOKEN, ServerClient, ServerRefused, ServerRequestError,
-                                        completion_bytes, parse_json)
+from medbench_local.engine.http import (
+    ECHO_BYTES_PER_TOKEN,
+    ServerClient,
+    ServerRefused,
+    ServerRequestError,
+    completion_bytes,
+    parse_json,
+)
 from medbench_local.engine.openai_compat import OpenAICompatEngine, api_key, probe_server
 from medbench_local.errors import UserError
 from medbench_local.gates import secrets

@@ -166,7 +166,7 @@ def test_each_step_is_taken_only_when_the_one_before_does_not_fit(width: int | N
 
 @pytest.mark.parametrize("width", [20, 33, 61, 80])
 def test_prose_wraps_between_words_with_a_hanging_indent(width: int) -> None:
-    console = Console(width=width, file=open("/dev/null", "w"), record=True)  # noqa: SIM115
+    console = Console(width=width, file=open("/dev/null", "w"), record=True)
     text = ("run " + "a" * 70 + " then some short words, e86b5d1c8094029c and 12.5% of 1,000 items, "
             "a path /srv/clinical-data/jama_clinical_challenge_cases_2024_revised.jsonl ends it")
     print_prose(console, Text(text), hanging="    ")
@@ -179,10 +179,10 @@ def test_prose_wraps_between_words_with_a_hanging_indent(width: int) -> None:
 
 def test_columns_is_read_at_each_print_and_a_file_has_no_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "64")
-    console = Output(file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Output(file=open("/dev/null", "w"))
     assert line_width(console) == 64
     monkeypatch.setenv("COLUMNS", "97")
     assert line_width(console) == 97
     monkeypatch.delenv("COLUMNS")
     assert line_width(console) is None  # not a terminal: the full line
-    assert line_width(Output(width=50, file=open("/dev/null", "w"))) == 50  # noqa: SIM115
+    assert line_width(Output(width=50, file=open("/dev/null", "w"))) == 50

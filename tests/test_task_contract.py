@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from medbench_local.engine.base import Generation
-from medbench_local.prompting import Prompt
 from medbench_local.errors import UserError
 from medbench_local.metrics.extraction import EXTRACTION_VERSION
+from medbench_local.prompting import Prompt
 from medbench_local.tasks import MetricSpec, get_task, task_ids
 from medbench_local.tasks.base import METRIC_KINDS, Item, PromptContext, canonical_json
 

@@ -19,23 +19,32 @@ from typing import Any
 
 import pytest
 
-from medbench_local.engine.identity import identity as engine_identity
 from medbench_local.analysis.paired import compare_pairs
 from medbench_local.config import LocalSource, ModelSpec, load_config
 from medbench_local.engine.base import GenerateRequest, Generation, ModelInfo
+from medbench_local.engine.identity import identity as engine_identity
+from medbench_local.errors import DataError, UserError
 from medbench_local.prompting import Prompt
 from medbench_local.prompting.prompt_format import render_base
-from medbench_local.errors import DataError, UserError
 from medbench_local.runner import ModelRole, RunOptions, execute, load_tasks
 from medbench_local.store import open_database, reading, writer
 from medbench_local.store.catalog import tables
 from medbench_local.store.views import stored_view_metrics
-from medbench_local.tasks import (Item, MetricSpec, PromptContext, Score, TaskBase, TaskData, get_task, register,
-                                  unregister)
-from medbench_local.tasks.datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, required_text
-
-from medbench_local.tasks import registry, task_ids
+from medbench_local.tasks import (
+    Item,
+    MetricSpec,
+    PromptContext,
+    Score,
+    TaskBase,
+    TaskData,
+    get_task,
+    register,
+    registry,
+    task_ids,
+    unregister,
+)
 from medbench_local.tasks.base import ACCURACY
+from medbench_local.tasks.datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, required_text
 
 from .conftest import REPO, invoke, rows
 

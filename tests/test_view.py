@@ -31,15 +31,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medbench_local.cli import view as view_module
 from medbench_local.analysis.disagreements import disagreements
-from medbench_local.store import open_database
+from medbench_local.cli import view as view_module
 from medbench_local.cli.view_guard import TOKEN_ENV, Guard, cookie_name, cookie_value
-from medbench_local.store.catalog import CANNED_QUERIES, STYLE_URL, datasette_metadata, queries_needing, tables, \
-    tilde_encode
+from medbench_local.store import open_database
+from medbench_local.store.catalog import (
+    CANNED_QUERIES,
+    STYLE_URL,
+    datasette_metadata,
+    queries_needing,
+    tables,
+    tilde_encode,
+)
 from medbench_local.store.queries import latest_evaluation, summarize_evaluation
-from medbench_local.store.views import (VIEWS, item_results_sql, paired_items_sql, refresh_views,
-                                       stored_view_metrics, view_metrics)
+from medbench_local.store.views import (
+    VIEWS,
+    item_results_sql,
+    paired_items_sql,
+    refresh_views,
+    stored_view_metrics,
+    view_metrics,
+)
 from medbench_local.store.writer import start_run
 from medbench_local.tasks import get_task, task_ids
 from medbench_local.tasks.base import OUTCOMES
@@ -475,9 +487,9 @@ def cookie_header() -> tuple[bytes, bytes]:
 # The loopback names with any port (an SSH forward's local port) or none; nothing a rebinding page can send.
 GOOD_HOSTS = [f"127.0.0.1:{PORT}", f"localhost:{PORT}", f"LocalHost:{PORT}", "127.0.0.1", "localhost",
               "localhost:9000", f"[::1]:{PORT}", "[::1]"]
-BAD_HOSTS = ["evil.example", f"evil.example:{PORT}", f"127.0.0.1:{PORT}.evil.example", f"127.0.0.1.evil.example",
+BAD_HOSTS = ["evil.example", f"evil.example:{PORT}", f"127.0.0.1:{PORT}.evil.example", "127.0.0.1.evil.example",
              f"localhost.evil.example:{PORT}", f"127.0.0.2:{PORT}", f"0.0.0.0:{PORT}", "", f"127.0.0.1:{PORT} ",
-             f"user@127.0.0.1:{PORT}", "localhost.", f"127.0.0.1:", "127.0.0.1:123456", "::1", f"[::1]x:{PORT}",
+             f"user@127.0.0.1:{PORT}", "localhost.", "127.0.0.1:", "127.0.0.1:123456", "::1", f"[::1]x:{PORT}",
              "127.1", "2130706433", "LOCALHOST:80:80"]
 LOOPBACK = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?", re.IGNORECASE)
 

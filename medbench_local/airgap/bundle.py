@@ -49,14 +49,14 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from ..version import __version__
 from ..config import Config, HubSource, LocalSource, ModelSpec, PackageSource, parse_config
 from ..errors import ModelFileError, UserError
 from ..gates.files import create_private_file, move_into_place, private_dir
 from ..modelfiles.lock import LOCK_NAME, LockEntry, lock_path, read_lock, render_lock, source_fields
+from ..modelfiles.resolve import require
 from ..modelfiles.verdict import verify
 from ..units import human_size
-from ..modelfiles.resolve import require
+from ..version import __version__
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -1143,7 +1143,7 @@ class _NullWriter:
     def write(self, data: bytes) -> int:
         return len(data)
 
-    def __enter__(self) -> "_NullWriter":
+    def __enter__(self) -> _NullWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

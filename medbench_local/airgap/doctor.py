@@ -24,8 +24,7 @@ from typing import Any
 from ..config import Config, ModelSpec, load_config
 from ..errors import UserError
 from ..modelfiles.lock import LockEntry, lock_path, read_lock
-from ..modelfiles.memory import (FAIL, OK, WARN, estimate_memory, gib, gpu_memory, mem_available,
-                                 memory_verdict)
+from ..modelfiles.memory import FAIL, OK, WARN, estimate_memory, gib, gpu_memory, mem_available, memory_verdict
 from .netguard import NetworkGuard
 
 
@@ -167,7 +166,7 @@ def _check_environment(report: Report) -> dict[str, Any] | None:
         from ..engine.runtime import build_info
 
         build = build_info()
-    except Exception as exc:  # noqa: BLE001 - a broken llama-cpp-python install is exactly what we report
+    except Exception as exc:
         report.add(FAIL, "llama.cpp", f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}); "
                                       "reinstall it (see docs/air-gapped.md)")
         return None
@@ -399,8 +398,8 @@ def _check_rpc(report: Report, subject: str, spec: ModelSpec, build: dict[str, A
 
 def _check_load(report: Report, subject: str, spec: ModelSpec, path: Path) -> None:
     from ..engine.base import GenerateRequest
-    from ..prompting import Prompt
     from ..engine.llama import LlamaEngine
+    from ..prompting import Prompt
 
     try:
         engine = LlamaEngine(spec, path)
@@ -444,7 +443,7 @@ def _check_task(report: Report, task_id: str, path: Path | None) -> None:
     except UserError as exc:
         report.add(FAIL, subject, f"data does not load: {exc}")
         return
-    except Exception as exc:  # noqa: BLE001 - a loader bug must still be one line in the checklist
+    except Exception as exc:
         report.add(FAIL, subject, f"data does not load: {path}: {type(exc).__name__}: {exc}")
         return
     if not data.items:
@@ -470,7 +469,7 @@ def _check_assets(report: Report, assets: tuple[Path, ...]) -> None:
         from ..metrics.icd import ICD_TABLE_VERSION
 
         report.add(OK, "metrics", f"ICD-10-CM table: {ICD_TABLE_VERSION}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         report.add(WARN, "metrics", f"ICD-10-CM table unavailable ({exc}); MeDiSumCode validity cannot be scored")
     try:
         report.add(OK, "metrics", f"ROUGE: rouge-score {importlib.metadata.version('rouge-score')}")

@@ -34,7 +34,7 @@ _BLOCKED_EVENTS = frozenset({
 })
 _SOCKET_EVENTS = frozenset({"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"})
 
-_active: list["NetworkGuard"] = []
+_active: list[NetworkGuard] = []
 _lock = threading.Lock()
 _installed = False
 
@@ -103,7 +103,7 @@ class NetworkGuard:
             return (str(args[1][0]), int(args[1][1])) in self._addresses
         return False
 
-    def __enter__(self) -> "NetworkGuard":
+    def __enter__(self) -> NetworkGuard:
         for endpoint in self.allowed:  # resolved now, while nothing is blocked yet
             host, port = _split_host(endpoint)
             self._names.add((host, port))

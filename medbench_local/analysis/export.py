@@ -16,8 +16,8 @@ from typing import Any
 import sqlite_utils
 
 from ..gates.stored import load_metrics
-from ..store.queries import INPUT_COLUMNS, evaluation_keys, item_rows as stored_item_rows, model_tasks, \
-    summarize_evaluation
+from ..store.queries import INPUT_COLUMNS, evaluation_keys, model_tasks, summarize_evaluation
+from ..store.queries import item_rows as stored_item_rows
 from ..tasks.base import OUTCOMES
 from .pair_sources import PairSource
 from .paired import MetricComparison, PairReport, compare_pairs
@@ -59,7 +59,9 @@ def item_rows(db: sqlite_utils.Database, pair_list: Sequence[PairSource], only_p
             for column in INPUT_COLUMNS:
                 item.pop(column, None)
         where = data.get(item["evaluation"], {})
-        sides = roles.get(item["evaluation"]) or ([] if only_pairs else [(None, stored_role)])
+        sides: list[tuple[str | None, str]] = list(roles.get(item["evaluation"], []))
+        if not sides and not only_pairs:
+            sides = [(None, stored_role)]
         for pair, role in sides:
             rows.append({"pair": pair, "role": role, **item, "data_name": where.get("data_name"),
                          "data_sha256": where.get("data_sha256"),

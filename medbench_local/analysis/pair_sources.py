@@ -34,7 +34,8 @@ import sqlite_utils
 from ..config import Config, load_config
 from ..errors import ConfigError, UserError
 from ..paths import ENV_CONFIG, find_config
-from ..store.queries import model_tasks, pairs as database_pair_rows
+from ..store.queries import model_tasks
+from ..store.queries import pairs as database_pair_rows
 from ..tasks import task_ids
 
 DATABASE = "database"

@@ -22,15 +22,24 @@ from typing import Any
 
 import sqlite_utils
 
-from ..gates.stored import load_metrics, load_object, member_object
-from .stats import (Interval, format_p, holm, mcnemar_exact, mean_ci, paired_difference_ci,
-                             paired_permutation_test, paired_proportion_difference_ci, wilson_ci)
-from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
 from ..errors import UserError
+from ..gates.stored import load_metrics, load_object, member_object
+from ..store.queries import evaluation_head, evaluation_scores, has_evaluation, tasks_for
 from ..tasks import get_task, task_ids
 from ..tasks.base import BERTSCORE_METRICS, OUTCOMES, UMLS_METRICS
 from .pair_sources import PairSource, database_pairs
 from .pairing import DataLabel, PairedEvaluations, PairingNote, pair_evaluations
+from .stats import (
+    Interval,
+    format_p,
+    holm,
+    mcnemar_exact,
+    mean_ci,
+    paired_difference_ci,
+    paired_permutation_test,
+    paired_proportion_difference_ci,
+    wilson_ci,
+)
 
 # A difference counts as significant when its Holm-adjusted p is below this.
 SIGNIFICANCE = 0.05

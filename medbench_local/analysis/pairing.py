@@ -30,8 +30,8 @@ from typing import Any
 import sqlite_utils
 
 from ..store.queries import EvaluationRecord, evaluation_records, model_tasks
-from .pair_sources import PairSource, database_pairs
 from ..tasks.loglik_scoring import scoring_mode
+from .pair_sources import PairSource, database_pairs
 
 ROLES = ("biomedical", "general")
 

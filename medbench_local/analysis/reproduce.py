@@ -62,10 +62,10 @@ def value_rows(db: Any, aliases: dict[str, str], pair_list: Sequence[PairSource]
                     if p_task == task:
                         result.append(_row(model_id, value, summary.n, ours.get(metric), data.to_json()))
         for metric, level in (("level1", 1), ("level2", 2)):
-            value = published.get(("clue", metric))
+            level_published = published.get(("clue", metric))
             level_value = level_score(ours_by_task, clue_level_spec(level))
-            if value is not None and level_value is not None:
-                result.append(_row(model_id, value, None, level_value, None))
+            if level_published is not None and level_value is not None:
+                result.append(_row(model_id, level_published, None, level_value, None))
     return result
 
 

@@ -10,21 +10,21 @@ import re
 
 import click
 
-from ..version import __version__
 from ..errors import UserError
 from ..gates.files import command_scope
 from ..gates.secrets import redact
+from ..version import __version__
 from .compare import compare_command
 from .export import export_command
 from .merge import merge_command
+from .models import models_group
 from .report import report_command
 from .reproduce import reproduce_command
-from .safe_text import plain
 from .rescore import rescore_command
-from .show import show_command
-from .models import models_group
 from .run import run_command
 from .runs import runs_command
+from .safe_text import plain
+from .show import show_command
 from .tasks import tasks_group
 from .view import view_command
 
@@ -91,6 +91,7 @@ main.add_command(view_command)
 from .bundle import bundle_group  # noqa: E402  (air-gapped workflow)
 from .doctor import doctor_command  # noqa: E402
 from .helptext import use_everywhere  # noqa: E402
+
 main.add_command(bundle_group)
 main.add_command(doctor_command)
 use_everywhere(main)  # --help wraps between words only (helptext.py)

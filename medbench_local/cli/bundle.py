@@ -5,13 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from ..airgap import select_models
-from ..units import count, human_size
 from ..airgap.bundle import Reporter, export_bundle, import_bundle, verify_bundle
 from ..config import read_config
+from ..units import count, human_size
 from .common import config_option, stderr, stdout
 from .declare import InputPath, OutputPath, declare
 from .safe_text import literal
@@ -26,7 +33,7 @@ class _Bar(Reporter):
                                  disable=not stderr.is_terminal)
         self.task: TaskID | None = None
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         self.progress.start()
         return self
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import click
 
-from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, summary_line)
+from ..analysis.paired import CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, summary_line
+from ..analysis.stats import format_p
 from ..api import compare
 from ..errors import UserError
-from ..analysis.stats import format_p
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, stderr, stdout, task_option
 from .declare import declare
 from .layout import Column, print_prose, print_table
-from .safe_text import literal, plain
 from .limits import RESAMPLES, STATS_SEED
+from .safe_text import literal, plain
 
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
 
@@ -27,12 +27,12 @@ def _pct(value: float) -> str:
 
 
 def _ci(row_value: object) -> str:
-    low, high = getattr(row_value, "low"), getattr(row_value, "high")
+    low, high = row_value.low, row_value.high
     return f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _short_ci(interval: object) -> str:
-    return f"[{100 * getattr(interval, 'low'):.0f}–{100 * getattr(interval, 'high'):.0f}]"
+    return f"[{100 * interval.low:.0f}–{100 * interval.high:.0f}]"
 
 
 def truncation(row: MetricComparison) -> str:

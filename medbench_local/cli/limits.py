@@ -9,12 +9,9 @@ option) it exits with code 2 and Click's usage banner; a bad input *file* exits 
 
 from __future__ import annotations
 
-
 import click
 
-from ..runner.context import (MAX_BATCH, MAX_LLAMA_SEED, MAX_RESAMPLES, MAX_STATS_SEED, MAX_THREADS,
-                              MIN_RESAMPLES)
-
+from ..runner.context import MAX_BATCH, MAX_LLAMA_SEED, MAX_RESAMPLES, MAX_STATS_SEED, MAX_THREADS, MIN_RESAMPLES
 
 
 class BoundedInt(click.IntRange):

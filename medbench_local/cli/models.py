@@ -10,16 +10,15 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from ..airgap import select_models
-from ..config import HubSource, ModelSpec
+from ..config import HubSource, ModelSpec, read_config
 from ..errors import UserError
-from ..units import count, human_size
 from ..gates.files import private_dir
 from ..modelfiles.hashing import cached_sha256
 from ..modelfiles.lock import LockEntry, hash_file, lock_path, read_lock, write_lock
 from ..modelfiles.pull import check_hub_reachable, hub_cache_dir, hub_offline, pull_model
 from ..modelfiles.resolve import resolve
 from ..modelfiles.verdict import LOCK_MISMATCH, MISSING, PIN_MISMATCH, SIZE, STALE_LOCK, verify
-from ..config import read_config
+from ..units import count, human_size
 from .common import config_option, stderr, stdout
 from .declare import declare
 from .layout import print_prose

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..units import count
+from ..analysis.pair_sources import selected_pairs
 from ..analysis.paired import compare_pairs
 from ..gates.files import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
-from ..analysis.pair_sources import selected_pairs
+from ..units import count
 from .common import db_option, pair_options, stdout
 from .declare import OutputPath, declare
 from .safe_text import literal

@@ -7,18 +7,17 @@ from pathlib import Path
 
 import click
 
+from ..analysis.pair_sources import selected_pairs
 from ..analysis.published import STUDY_NAMES
 from ..analysis.reproduce import reproduction
 from ..analysis.stats import format_p
 from ..errors import UserError
 from ..store.database import reading
-from ..analysis.pair_sources import selected_pairs
 from .common import db_option, pair_options, stdout, task_option
 from .declare import declare
 from .layout import Column, print_table
-from .safe_text import literal
 from .limits import RESAMPLES
-
+from .safe_text import literal
 
 VALUE_COLUMNS = (Column("model", legend=True), Column("study name", legend=True), Column("task"),
                  Column("data", legend=True), Column("metric"), Column("n", "right"), Column("ours", "right"),

@@ -9,14 +9,13 @@ from pathlib import Path
 import click
 
 from ..analysis.rescore import RESCORE_METRICS, ExtractionRescore, applies, rescore, rescore_extraction
-from ..units import count
 from ..errors import StoreError, UserError
 from ..gates.stored import DamagedValue
 from ..metrics.extraction import EXTRACTION_VERSION
 from ..store import close_database, open_database
+from ..units import count
 from .common import db_option, split_commas, stdout
 from .declare import InputPath, declare
-from .safe_text import literal
 
 
 def _extraction_line(entry: ExtractionRescore) -> str:

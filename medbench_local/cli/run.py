@@ -14,8 +14,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from ..errors import UserError
 from ..api import evaluate
+from ..errors import UserError
 from ..runner import LIMIT_MODES, Shard, parse_shard
 from ..runner.modes import SCORING
 from ..tasks import Score, get_task

@@ -16,8 +16,8 @@ from ..analysis.disagreements import disagreements_between, mode_disagreements, 
 from ..analysis.pair_sources import PairSource, check_models, check_tasks, read_pair_config, select_pairs
 from ..errors import UserError
 from ..gates.stored import load_metrics, load_object
-from ..store.database import reading
 from ..runner.modes import MODES
+from ..store.database import reading
 from .common import db_option, pair_options, split_commas, stdout
 from .declare import declare
 from .layout import print_heading, print_prose

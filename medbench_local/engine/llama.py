@@ -28,18 +28,25 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelSpec
-from ..gates.files import private_temporary_file
 from ..errors import ModelFileError, UserError
-from .preflight import check_model_file
+from ..gates.files import private_temporary_file
 from ..modelfiles.gguf_header import summarize
+from ..prompting.prompt_format import render_for_model
 from . import kv
 from .abort import AbortSwitch
-from .base import (ContinuationScore, GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo,
-                   Prompt)
-from ..prompting.prompt_format import render_for_model
+from .base import (
+    ContinuationScore,
+    GenerateRequest,
+    Generation,
+    LoglikelihoodRequest,
+    Loglikelihoods,
+    ModelInfo,
+    Prompt,
+)
+from .identity import identity as engine_identity
+from .preflight import check_model_file
 from .rpc import rpc_llama_kwargs
 from .runtime import ThreadChoice, build_info, choose_threads, default_gpu_layers
-from .identity import identity as engine_identity
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
@@ -466,7 +473,7 @@ class LlamaEngine:
         batch, self._batch = getattr(self, "_batch", None), None
         if batch is not None:
             llama_cpp.llama_batch_free(batch)
-        llm, self._llm = getattr(self, "_llm", None), None
+        llm, self._llm = getattr(self, "_llm", None), None  # type: ignore[assignment]  # closed: never used again
         if llm is not None:
             llm.close()
 

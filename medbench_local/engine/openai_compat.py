@@ -34,13 +34,29 @@ from typing import Any
 
 from ..config import ModelSpec, ServedSpec
 from ..errors import UserError
-from .base import (ContinuationScore, GenerateRequest, Generation, LoglikelihoodRequest, Loglikelihoods, ModelInfo,
-                   Prompt)
 from ..gates.secrets import require_header_safe
-from .http import (Field, ServerClient, ServerRefused, ServerRequestError, completion_bytes, detokenize_bytes,
-                   echo_bytes, malformed, tokenize_bytes)
-from .identity import identity as engine_identity
 from ..prompting.prompt_format import render_for_model
+from .base import (
+    ContinuationScore,
+    GenerateRequest,
+    Generation,
+    LoglikelihoodRequest,
+    Loglikelihoods,
+    ModelInfo,
+    Prompt,
+)
+from .http import (
+    Field,
+    ServerClient,
+    ServerRefused,
+    ServerRequestError,
+    completion_bytes,
+    detokenize_bytes,
+    echo_bytes,
+    malformed,
+    tokenize_bytes,
+)
+from .identity import identity as engine_identity
 from .served_loglik import ECHO_MAX_TOKENS, echo_body, echo_works, read_tail
 from .truncation import left_truncate
 
@@ -308,7 +324,7 @@ def local_template(path: Path | None) -> tuple[str | None, str, str, dict[str, A
                 bos_text, eos_text = (text, eos_text) if name == "bos" else (bos_text, text)
         finally:
             vocab_model.close()
-    except Exception:  # noqa: BLE001 - an unusual binding: templates then see empty BOS/EOS texts
+    except Exception:
         pass
     return metadata.get("tokenizer.chat_template"), bos_text, eos_text, summarize(metadata)
 

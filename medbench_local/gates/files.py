@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..errors import UserError
 
@@ -338,8 +338,8 @@ def atomic_open(target: Path | str, mode: str = "w", *, protect: Iterable[Path |
     temp_path = Path(temporary)
     try:
         os.fchmod(fd, PRIVATE_FILE)  # mkstemp already uses 0600; say it explicitly, whatever the platform
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": encoding,
-                                                                          "newline": newline})) as handle:
+        handle: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline=newline)
+        with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

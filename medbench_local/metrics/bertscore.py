@@ -223,8 +223,9 @@ class BertScorer:
     @cached_property
     def identity(self) -> dict[str, Any]:
         """What decides the numbers: the weights (hashed), the layer, the code and library versions."""
-        shard = (lambda name: name.startswith(("model-", "pytorch_model-"))
-                 and name.endswith((".safetensors", ".bin")))
+        def shard(name: str) -> bool:
+            return name.startswith(("model-", "pytorch_model-")) and name.endswith((".safetensors", ".bin"))
+
         weights = sorted(p for p in self.path.iterdir() if p.name in WEIGHT_FILES or shard(p.name))
         return {"implementation": IMPLEMENTATION, "model_dir": str(self.path),
                 "weights_sha256": _sha256_files(weights), "num_layers": self.num_layers,

@@ -370,9 +370,10 @@ def _scan_line(line: str, offset: int, valid: Mapping[str, str], opts: Mapping[s
                 tail = _Entry(m_tail.group(group).upper(), offset + m_tail.start(group), bare=True)
         else:  # the line ends with an option's text ("The answer is yes" + "\nno\nmaybe")
             longest = max((len(o) for o in opts.values()), default=0)
-            end = _norm(line[-(2 * longest + 8) :])
+            ending = _norm(line[-(2 * longest + 8) :])
             tail = next((_Entry(k, None) for k, o in opts.items()  # also glued: "The answer isyes" + "\nno"
-                         if o and (end == o or end.endswith(" " + o) or (len(o) >= 3 and end.endswith(o)))), None)
+                         if o and (ending == o or ending.endswith(" " + o) or (len(o) >= 3 and ending.endswith(o)))),
+                        None)
     return _Line(tuple(e for e, _ in entries), starts, tail)
 
 
@@ -395,7 +396,7 @@ def _label_sequences(text: str, valid: Mapping[str, str]) -> list[list[_Entry]]:
             continue
         if len(current) >= 3:
             sequences.append(current)
-        current = [_Entry(letter, start + m.start("l"))] if m and letter in valid else []  # type: ignore[union-attr]
+        current = [_Entry(letter, start + m.start("l"))] if m and letter is not None and letter in valid else []
     if len(current) >= 3:
         sequences.append(current)
     return sequences
@@ -454,7 +455,8 @@ def _option_list(text: str, valid: Mapping[str, str], fuzzy_threshold: float
 def _words(text: str, limit: int) -> tuple[list[str], list[int]]:
     """The first ``limit`` words of ``text``, casefolded, and where each ends in ``text`` (the normalisation of
     ``_norm``, word by word)."""
-    words, ends = [], []
+    words: list[str] = []
+    ends: list[int] = []
     for m in _WORD.finditer(text):
         if len(words) == limit:
             break

@@ -36,7 +36,7 @@ import importlib.metadata
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import cache
 
 __all__ = [
     "ICD_PATTERN",
@@ -115,7 +115,7 @@ def parse_reference(codes: str | Sequence[str]) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lookup(code: str) -> bool:
     # The first import parses the bundled CDC XML (a few seconds) and uses
     # importlib.resources APIs that emit DeprecationWarnings on Python >= 3.11.

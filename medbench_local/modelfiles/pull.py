@@ -77,7 +77,7 @@ def check_hub_reachable(timeout: float = 5.0) -> None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=connect, daemon=True)
@@ -158,7 +158,7 @@ def _fetch_hub(spec: ModelSpec, source: HubSource, previous: LockEntry | None) -
     try:
         path = Path(hf_hub_download(repo_id=source.repo, filename=source.file, revision=revision,
                                     local_files_only=offline))
-    except Exception as exc:  # noqa: BLE001 - every hub failure becomes one clear line below
+    except Exception as exc:
         raise UserError(hub_error_message(spec, source, revision, exc, offline)) from None
     commit = _commit_of(path) or (revision if _COMMIT.match(revision) else None)
     already = isinstance(cached, str) and os.path.realpath(cached) == os.path.realpath(path)
@@ -195,7 +195,7 @@ def _package_version(package: str) -> str | None:
     try:
         dists = importlib.metadata.packages_distributions().get(package) or []
         return importlib.metadata.version(dists[0]) if dists else None
-    except Exception:  # noqa: BLE001 - a version is nice to have, never required
+    except Exception:
         return None
 
 
@@ -215,8 +215,13 @@ def _http_status(exc: BaseException) -> int | None:
 
 def hub_error_message(spec: ModelSpec, source: HubSource, revision: str, exc: BaseException, offline: bool) -> str:
     """Turn a huggingface-hub exception into one line that says what to do."""
-    from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                       RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     what = f"model '{spec.id}': {source.repo}/{source.file}@{revision}"
     page = f"https://huggingface.co/{source.repo}"

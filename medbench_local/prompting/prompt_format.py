@@ -50,7 +50,7 @@ import re
 import string
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, ValuesView, ItemsView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 from jinja2 import nodes, pass_context, pass_environment, pass_eval_context
@@ -352,7 +352,8 @@ def _text_method(budget: RenderBudget, owner: str | bytes, method: str, args: tu
     elif method == "expandtabs":
         size = first if isinstance(first, int) else kwargs.get("tabsize", 8)
         if isinstance(size, int):
-            budget.planned(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max(size, 0),
+            tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+            budget.planned(len(owner) + tabs * max(size, 0),
                            "str.expandtabs")
     elif method == "replace" and len(args) >= 2 and all(isinstance(a, type(owner)) for a in args[:2]):
         budget.planned(_replace_size(owner, args[0], args[1]), "a replacement")
@@ -469,7 +470,7 @@ class _GuardLoopsAndConcatenation(NodeTransformer):
         return _call(f"{__name__}._joined", parts, node.lineno)
 
 
-def _call(import_name: str, argument: nodes.Expr, lineno: int) -> nodes.Call:
+def _call(import_name: str, argument: nodes.Node, lineno: int) -> nodes.Call:
     return nodes.Call(nodes.ImportedName(import_name, lineno=lineno), [argument], [], None, None, lineno=lineno)
 
 
@@ -544,7 +545,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return self.budget.size("".join(parts))
 
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (jinja's signature)
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = __self.budget
         budget.step()
         if not any(__obj is internal for internal in _INTERNAL):
@@ -619,8 +620,9 @@ def compile_chat_template(template: str, budget: RenderBudget | None = None) -> 
     env = _BoundedEnvironment(budget or RenderBudget())
     try:
         return env.from_string(template)
-    except Exception as exc:  # noqa: BLE001 - syntax errors, and whatever else a hostile template provokes
-        where = f" (template line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+    except Exception as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" (template line {line})" if line else ""
         raise TemplateRenderError(f"chat template does not compile: {_reason(exc)}{where}") from None
 
 
@@ -656,7 +658,7 @@ def render_chat(template: str, prompt: Prompt, *, bos_token: str = "", eos_token
                                    eos_token=eos_token) + prompt.answer_prefix
         except TemplateLimitError:
             raise  # a bound was hit: trying again without a system role would only spend it twice
-        except Exception as exc:  # noqa: BLE001 - a template is untrusted code: any failure is one line
+        except Exception as exc:
             last_error = exc
         if not prompt.system:
             break

@@ -18,11 +18,11 @@ from typing import Any
 
 import sqlite_utils
 
-from ..version import __version__
 from ..analysis.disagreements import disagreements_between
 from ..analysis.paired import INTERVAL_NOTE, PAIRING_NOTE, TRUNCATION_NOTE, PairReport, summary_line
 from ..gates.files import safe_component
 from ..store.queries import report_metadata
+from ..version import __version__
 from . import browser, sections
 
 STYLE = """

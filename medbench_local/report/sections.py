@@ -15,8 +15,8 @@ from pathlib import PurePath
 from typing import Any
 
 from ..analysis.paired import SIGNIFICANCE, MetricComparison, PairReport, summary_line
-from ..gates.stored import load_array, load_metrics, load_object
 from ..analysis.stats import format_p
+from ..gates.stored import load_array, load_metrics, load_object
 from ..tasks.base import OUTCOMES
 from ..tasks.loglik_scoring import scoring_mode
 

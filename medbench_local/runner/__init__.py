@@ -22,13 +22,29 @@ legacy.py (what databases of older versions need: kept out of the item loop).
 from __future__ import annotations
 
 from ..provenance import evaluation_key
-from .checks import (check_model_history, check_scoring, check_served, locate_models, require_decoding,
-                     served_template_path)
+from .checks import (
+                     check_model_history,
+                     check_scoring,
+                     check_served,
+                     locate_models,
+                     require_decoding,
+                     served_template_path,
+)
 from .context import EngineFactory, Reporter, RunOptions, RunSummary
 from .execute import default_engine, engine_identity, execute, run_record
 from .fingerprint import data_fingerprint
-from .inputs import (LIMIT_MODES, LoadedTask, ModelRole, Shard, limit_count, load_tasks, parse_shard, sample_items,
-                     shard_items, shard_of)
+from .inputs import (
+                     LIMIT_MODES,
+                     LoadedTask,
+                     ModelRole,
+                     Shard,
+                     limit_count,
+                     load_tasks,
+                     parse_shard,
+                     sample_items,
+                     shard_items,
+                     shard_of,
+)
 from .legacy import legacy_data_fingerprint
 
 __all__ = ["LIMIT_MODES", "EngineFactory", "LoadedTask", "ModelRole", "Reporter", "RunOptions", "RunSummary",

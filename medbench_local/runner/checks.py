@@ -43,7 +43,7 @@ def locate_models(models: list[ModelRole], allow_cpu: bool = False, config: Conf
     """Resolve and check every model file (against models.toml's sha256 and models.lock, and the GPU build
     when a model asks for the GPU) now, so a missing, changed or broken file fails before any work."""
     locked = read_lock(lock_path(config)) if config is not None else {}
-    paths = {}
+    paths: dict[str, Path] = {}
     for entry in models:
         if entry.spec.served is not None:  # the weights are the server's; a local GGUF only lends its template
             paths[entry.spec.id] = served_template_path(entry.spec)  # type: ignore[assignment]

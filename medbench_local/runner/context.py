@@ -31,7 +31,6 @@ from ..tasks.base import Item, PromptContext, Score, TaskBase
 from ..tasks.loglik_scoring import ChoiceSet
 from .inputs import LoadedTask, ModelRole, Shard
 
-
 # The ranges of the numeric run and statistics settings (cli/limits.py explains why they are bounded): llama.cpp
 # receives threads, batch size and seed as C integers; the API and the CLI check the same ranges.
 MAX_THREADS = 512           # GGML_MAX_N_THREADS

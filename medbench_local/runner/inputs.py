@@ -124,7 +124,7 @@ def shard_of(task_id: str, item_id: str, count: int) -> int:
     the same when a data file grows or is reordered, every machine computes the same split without talking to
     the others, and the N shards together are exactly the data (each item in one shard).
     """
-    digest = hashlib.sha256(f"{task_id}\0{item_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{task_id}\0{item_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
 

@@ -117,7 +117,7 @@ def database_path(conn: object) -> str | None:
     """The file behind a SQLite connection (None for an in-memory database)."""
     try:
         rows = conn.execute("pragma database_list").fetchall()  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - any failure just means: no claims
+    except Exception:
         return None
     main = next((row[2] for row in rows if row[1] == "main"), "")
     return main or None

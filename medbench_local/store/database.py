@@ -38,8 +38,18 @@ from ..errors import StoreError
 from ..gates.files import remember_database
 from ..gates.stored import MAX_CHARS, MAX_DEPTH, DamagedValue, nesting_exceeds
 from .migrations import MIGRATIONS, applied, migrate
-from .readonly import (SQLITE_HEADER, check_files, configure, header, open_for_reading, open_read_only, quoted,
-                       read_only_uri, same_file, schema_state)
+from .readonly import (
+    SQLITE_HEADER,
+    check_files,
+    configure,
+    header,
+    open_for_reading,
+    open_read_only,
+    quoted,
+    read_only_uri,
+    same_file,
+    schema_state,
+)
 from .views import refresh_views
 
 __all__ = ["SQLITE_HEADER", "close_database", "diagnose", "open_database", "read_only_uri", "reading"]

@@ -27,46 +27,46 @@ def migration(fn: Migration) -> Migration:
 
 @migration
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["runs"].create({
+    db.table("runs").create({
         "id": str, "started_at": str, "finished_at": str, "status": str, "command": str,
         "medbench_version": str, "python_version": str, "platform": str,
         "llama_cpp_version": str, "llama_system_info": str, "gpu_offload_supported": int,
         "git_revision": str, "packages": str, "settings": str,
     }, pk="id")
-    db["models"].create({
+    db.table("models").create({
         "sha256": str, "file_name": str, "size_bytes": int, "path": str, "quantization": str,
         "architecture": str, "metadata": str, "chat_template": str, "chat_template_sha256": str, "first_seen": str,
     }, pk="sha256")
-    db["pairs"].create({"name": str, "biomedical": str, "general": str, "description": str}, pk="name")
-    db["evaluations"].create({
+    db.table("pairs").create({"name": str, "biomedical": str, "general": str, "description": str}, pk="name")
+    db.table("evaluations").create({
         "key": str, "model_id": str, "model_sha256": str, "role": str, "task": str, "prompt_mode": str,
         "prompt_sha256": str, "settings": str, "created_at": str, "run_id": str,
     }, pk="key", foreign_keys=[("model_sha256", "models", "sha256"), ("run_id", "runs", "id")])
-    db["items"].create({
+    db.table("items").create({
         "key": str, "task": str, "item_id": str, "content_sha256": str, "source": str, "payload": str,
     }, pk="key")
-    db["generations"].create({
+    db.table("generations").create({
         "id": int, "evaluation": str, "item": str, "run_id": str, "prompt": str, "prompt_tokens": int,
         "truncated_tokens": int, "output": str, "completion_tokens": int, "finish_reason": str,
         "seconds": float, "prompt_ms": float, "generation_ms": float, "error": str,
         "created_at": str,
     }, pk="id", foreign_keys=[("evaluation", "evaluations", "key"), ("item", "items", "key"),
                               ("run_id", "runs", "id")])
-    db["scores"].create({
+    db.table("scores").create({
         "generation_id": int, "evaluation": str, "item": str, "outcome": str, "extracted": str, "gold": str,
         "method": str, "detail": str, "metrics": str,
     }, pk="generation_id", foreign_keys=[("generation_id", "generations", "id")])
-    db["generations"].create_index(["evaluation", "item"], unique=True)
-    db["scores"].create_index(["evaluation", "item"], unique=True)
-    db["evaluations"].create_index(["model_id", "task"])
-    db["items"].create_index(["task", "item_id"])
+    db.table("generations").create_index(["evaluation", "item"], unique=True)
+    db.table("scores").create_index(["evaluation", "item"], unique=True)
+    db.table("evaluations").create_index(["model_id", "task"])
+    db.table("items").create_index(["task", "item_id"])
 
 
 @migration
 def m002_metric_runs(db: sqlite_utils.Database) -> None:
     """Optional metrics (BERTScore, UMLS-F1) added after generation by ``rescore``: which model and versions
     computed them, per evaluation, so a number is always traceable to the weights that produced it."""
-    db["metric_runs"].create({"evaluation": str, "metric": str, "identity": str, "items": int, "created_at": str},
+    db.table("metric_runs").create({"evaluation": str, "metric": str, "identity": str, "items": int, "created_at": str},
                              pk=("evaluation", "metric"), foreign_keys=[("evaluation", "evaluations", "key")])
 
 
@@ -112,7 +112,7 @@ def m004_result_views(db: sqlite_utils.Database) -> None:
 def m005_prompt_tokens_evaluated(db: sqlite_utils.Database) -> None:
     """Prompt tokens actually decoded per item; the rest of ``prompt_tokens`` came from the KV cache (a prefix
     shared with the previous item). Null for items stored before, which always decoded the whole prompt."""
-    db["generations"].add_column("prompt_tokens_evaluated", int)
+    db.table("generations").add_column("prompt_tokens_evaluated", int)
 
 
 def applied(db: sqlite_utils.Database) -> list[str]:
@@ -145,7 +145,7 @@ def migrate(db: sqlite_utils.Database, path: str) -> None:
         try:
             if name not in applied(db):
                 if "_migrations" not in db.table_names():
-                    db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+                    db.table("_migrations").create({"name": str, "applied_at": str}, pk="name")
                 fn(db)
                 conn.execute("insert into _migrations (name, applied_at) values (?, ?)",
                              (name, datetime.now(timezone.utc).isoformat()))

@@ -152,7 +152,7 @@ class TaskBase:
     description: str
     data_format: str
     max_tokens: int
-    stop: tuple[str, ...]
+    stop: tuple[str, ...]  # a field, or a property computed from the task's template (mypy: override ignored there)
     metrics: tuple[MetricSpec, ...] = ()
     configurable: tuple[str, ...] = ()
     multiple_choice: bool = False

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..metrics.extraction import extract_choice, extraction_setting
+from ..prompting import Prompt
 from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData
 from .choice_scoring import score_choice
 from .datafiles import DataLayout

@@ -284,7 +284,7 @@ def xlsx_records(path: Path, wanted: Mapping[str, Sequence[str]], optional: Iter
     require_regular_file(path)  # openpyxl would block on a FIFO
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types for a bad file; all mean "not xlsx"
+    except Exception as exc:
         raise DataError(path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
     try:
         sheet = workbook.worksheets[0]

@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..errors import DataError
-from ..metrics.icd import ICD_PATTERN, ICD_TABLE_VERSION, extract_codes, icd_metrics, normalize_code, \
-    parse_reference
+from ..metrics.icd import ICD_PATTERN, ICD_TABLE_VERSION, extract_codes, icd_metrics, normalize_code, parse_reference
+from ..prompting import Prompt
 from .base import Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData
 from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
 from .datafiles import DataLayout, check_unique_ids, find_data_file, json_kind, json_records, required_text
@@ -156,7 +155,7 @@ class IcdCodingTask(TaskBase):
         text_fields=("id", "text"), id_field="id")
 
     @property
-    def stop(self) -> tuple[str, ...]:
+    def stop(self) -> tuple[str, ...]:  # type: ignore[override]  # TaskBase declares it as a field
         # plain-text prompts only: a base model that is done starts a fake next letter with our marker line
         return user_block_stop(self.template)
 

@@ -47,13 +47,21 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting, read_letter_at
+from ..prompting import Prompt
 from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData, sha256_text
 from .choice_scoring import score_choice
-from .datafiles import (DataLayout, find_data_file, json_kind, json_object_file, key_lines, required_text,
-                        required_value, text_value)
+from .datafiles import (
+    DataLayout,
+    find_data_file,
+    json_kind,
+    json_object_file,
+    key_lines,
+    required_text,
+    required_value,
+    text_value,
+)
 from .loglik_scoring import ChoiceSet, continuation
 from .prompts import PromptTemplate
 
@@ -348,7 +356,7 @@ def assemble(payload: Mapping[str, Any], texts: Mapping[str, str], template: Pro
 
     def arranged(chosen: Mapping[str, str], cut: str | None) -> list[str]:
         order = sorted(chosen, key=lambda did: order_rank(seed, item_id, did))
-        if shared_prefix and cut in chosen:  # the one part whose length depends on the question goes last
+        if shared_prefix and cut is not None and cut in chosen:  # the one part whose length depends on the question goes last
             order = [d for d in order if d != cut] + [cut]
         return order
 

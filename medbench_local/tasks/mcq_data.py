@@ -21,8 +21,16 @@ from typing import Any
 
 from ..errors import DataError
 from .base import Item
-from .datafiles import (LETTERS, MIN_OPTIONS, check_options, check_unique_ids, csv_records, existing_path,
-                        jsonl_records, required_text)
+from .datafiles import (
+    LETTERS,
+    MIN_OPTIONS,
+    check_options,
+    check_unique_ids,
+    csv_records,
+    existing_path,
+    jsonl_records,
+    required_text,
+)
 
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {"id": ("id",), "case": ("case",), "question": ("question",),
                                            "answer": ("answer",)}

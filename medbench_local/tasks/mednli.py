@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..errors import DataError
-from .base import ACCURACY, MetricSpec, StudyRole, TaskBase, Item, PromptContext, Score, TaskData
+from ..prompting import Prompt
+from .base import ACCURACY, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData
 from .clue_common import CLEANUP_VERSION, clean_output, split_shots, user_block_stop
 from .datafiles import DataLayout, check_unique_ids, find_data_file, jsonl_records, optional_text, required_text
 from .loglik_scoring import ChoiceSet, continuation
@@ -119,7 +119,7 @@ class MedNLITask(TaskBase):
         text_fields=("sentence1", "sentence2", "gold_label"), id_field="pairID")
 
     @property
-    def stop(self) -> tuple[str, ...]:
+    def stop(self) -> tuple[str, ...]:  # type: ignore[override]  # TaskBase declares it as a field
         return () if self.reference_quirks else user_block_stop(self.template)
 
     def load(self, path: Path) -> TaskData:

@@ -63,7 +63,7 @@ def load_override(path: Path, base: PromptTemplate) -> PromptTemplate:
             raise ConfigError(path, key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
         if not isinstance(value, str):
             raise ConfigError(path, key, f"expected a string, got {value!r}")
-    template = replace(base, **raw)
+    template = replace(base, **{key: str(value) for key, value in raw.items()})
     check_user_template(path, template.user, base.fields())
     for key in ("system", "answer_prefix"):
         for name in sorted(base.fields()):

@@ -30,14 +30,26 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.extraction import Extraction, extract_choice, extraction_setting
+from ..prompting import Prompt
 from .base import Item, PromptContext, Score, TaskData
 from .case_challenges import CaseChallengeTask
 from .choice_scoring import score_choice
-from .datafiles import (LETTERS, MIN_OPTIONS, DataLayout, check_options, check_unique_ids, csv_rows, existing_path,
-                        find_data_file, json_object_file, jsonl_records, key_lines, required_text)
+from .datafiles import (
+    LETTERS,
+    MIN_OPTIONS,
+    DataLayout,
+    check_options,
+    check_unique_ids,
+    csv_rows,
+    existing_path,
+    find_data_file,
+    json_object_file,
+    jsonl_records,
+    key_lines,
+    required_text,
+)
 from .prompts import PromptTemplate
 
 MCQ_PROMPT = PromptTemplate(

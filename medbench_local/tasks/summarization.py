@@ -33,15 +33,31 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import Generation
-from ..prompting import Prompt
 from ..errors import DataError
 from ..metrics.rouge import ROUGE_IMPL_VERSION, ROUGE_TYPES, rouge_scores
-from .base import (BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase,
-                   TaskData)
-from .clue_common import (CLEANUP_VERSION, MEDISUMQA_SHUFFLE_SEED, STRIP_VERSION, clean_output, seeded_shuffle,
-                          split_shots, strip_output, user_block_stop)
-from .datafiles import (DataLayout, check_unique_ids, csv_records, find_data_file, json_records, jsonl_records,
-                        optional_text, required_text, xlsx_records)
+from ..prompting import Prompt
+from .base import BERTSCORE_METRICS, UMLS_METRICS, Item, MetricSpec, PromptContext, Score, StudyRole, TaskBase, TaskData
+from .clue_common import (
+    CLEANUP_VERSION,
+    MEDISUMQA_SHUFFLE_SEED,
+    STRIP_VERSION,
+    clean_output,
+    seeded_shuffle,
+    split_shots,
+    strip_output,
+    user_block_stop,
+)
+from .datafiles import (
+    DataLayout,
+    check_unique_ids,
+    csv_records,
+    find_data_file,
+    json_records,
+    jsonl_records,
+    optional_text,
+    required_text,
+    xlsx_records,
+)
 from .prompts import PromptTemplate
 
 #: ROUGE F1 per summary, one metric per ROUGE type (metrics/rouge.py).
@@ -106,7 +122,7 @@ class SummaryTask(TaskBase):
     configurable = ("prompts", "reference_quirks")
 
     @property
-    def stop(self) -> tuple[str, ...]:
+    def stop(self) -> tuple[str, ...]:  # type: ignore[override]  # TaskBase declares it as a field
         return () if self.reference_quirks else user_block_stop(self.template)
 
     # -- subclass hooks ------------------------------------------------------------------------------
