@@ -171,8 +171,15 @@ def _check_environment(report: Report) -> dict[str, Any] | None:
         report.add(FAIL, "llama.cpp", f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}); "
                                       "reinstall it (see docs/air-gapped.md)")
         return None
-    report.add(OK, "llama.cpp", f"llama-cpp-python {build['llama_cpp_python']}, GPU offload "
-                                f"{'available' if build['gpu_offload'] else 'not available (CPU-only build)'}")
+    from ..engine.runtime import TESTED_LLAMA_CPP, tested_version
+
+    version = build["llama_cpp_python"]
+    tested = tested_version(version)
+    report.add(OK if tested else WARN, "llama.cpp",
+               f"llama-cpp-python {version}" + ("" if tested else f", outside the tested range "
+                                                f"{','.join(TESTED_LLAMA_CPP)} (the engine uses its internals; "
+                                                "install a tested version)")
+               + f", GPU offload {'available' if build['gpu_offload'] else 'not available (CPU-only build)'}")
     return build
 
 
