@@ -471,6 +471,8 @@ def _check_assets(report: Report, assets: tuple[Path, ...]) -> None:
             files = [p for p in asset.rglob("*") if p.is_file()]
             status = OK if files else FAIL
             report.add(status, "asset", f"{asset}: {len(files)} files" if files else f"{asset}: empty folder")
+        elif not asset.is_file():  # a FIFO, socket or device is no model folder or file (never opened)
+            report.add(FAIL, "asset", f"{asset}: not a regular file or folder")
         else:
             report.add(OK, "asset", f"{asset}: {gib(asset.stat().st_size)}")
     try:
