@@ -21,7 +21,7 @@ database through an upgraded copy, store/readonly.py.) Key columns keep the name
 ``task``, ``pair``.
 
 The metric columns are built from ``VIEW_METRICS``. Views hold no data, so changing them is cheap: when a task
-gains or loses a metric (tests/test_views.py compares ``VIEW_METRICS`` with the task registry), update the tuple
+gains or loses a metric (tests/test_view.py compares ``VIEW_METRICS`` with the task registry), update the tuple
 and add a migration that calls ``create_views(db)`` again; it drops and recreates both views. A migration that
 rebuilds a table the views read must call ``drop_views(db)`` first and ``create_views(db)`` after.
 """
