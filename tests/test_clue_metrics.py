@@ -2,10 +2,11 @@
 
 Why these tests: CLUE numbers are only comparable with the published
 leaderboard if each metric matches the reference implementation
-(paper.md §3.4).  So ROUGE is checked against ``rouge_score`` itself and
-against hand-computed values, the ICD metrics against hand-computed values
-in both duplicate-counting modes, and the Level formulas against *every*
-published Level score in paper.md §6.2.
+(docs/study-reference.md#metrics).  So ROUGE is checked against
+``rouge_score`` itself and against hand-computed values, the ICD metrics
+against hand-computed values in both duplicate-counting modes, and the Level
+formulas against *every* published Level score of the CLUE June-2024 results
+(docs/study-reference.md#published-numbers).
 """
 
 from __future__ import annotations
@@ -276,8 +277,9 @@ def test_icd_end_to_end_from_model_output() -> None:
 
 # --------------------------------------------------------------------------- CLUE Levels
 
-# Source: paper.md §6.2, CLUE website June 2024 (`dadaamin/CLUE-website`:src/views/Dashboard.vue
-# @354cc30), transcribed verbatim.  Level-1 table columns:
+# Source: CLUE website June 2024 (`dadaamin/CLUE-website`:src/views/Dashboard.vue at commit
+# 354cc306a117f698e1878f3e97ba196be7c801ee; docs/study-reference.md#published-numbers), transcribed
+# verbatim.  Level-1 table columns:
 # L1, L2, MedNLI Acc, MeQSum R-L, R-1, R-2, BERT-F1, ProbSum R-L, R-1, R-2, BERT-F1, UMLS-F1
 # fmt: off
 L1_ROWS = {
@@ -371,8 +373,8 @@ def _matches_2dp(value: float, published: float) -> bool:
 
 
 def test_level_scores_named_models() -> None:
-    # paper.md §6.2: Meta-Llama-3-8B-Instruct 48.37 / 40.61; Llama3-OpenBioLLM-8B 33.2 / 25.44;
-    # Mistral-7B-Instruct-v0.1 40.31 / 23.12.
+    # CLUE June 2024 (docs/study-reference.md#published-numbers): Meta-Llama-3-8B-Instruct 48.37 / 40.61;
+    # Llama3-OpenBioLLM-8B 33.2 / 25.44; Mistral-7B-Instruct-v0.1 40.31 / 23.12.
     for model, (l1, l2) in {
         "Meta-Llama-3-8B-Instruct": (48.37, 40.61),
         "Llama3-OpenBioLLM-8B": (33.20, 25.44),

@@ -1,10 +1,11 @@
 """The CLUE text tasks: MedNLI, MeQSum, Problem Summary, MeDiSumQA (loaders, few-shot, prompts, scoring).
 
 Why these tests: CLUE numbers are only comparable with the published table if the items, the few-shot
-examples and the scoring are those of the reference (paper.md §3.2-3.4, §9). So the loaders are checked on
-the bundled synthetic files and on the real MeQSum release, the shot selection (first k, MeDiSumQA after a
-seed-1 shuffle) against Python's ``random`` directly, bad input against one-line DataErrors, the MedNLI rule
-in both modes on adversarial outputs, and ROUGE against ``rouge_score`` itself.
+examples and the scoring are those of the reference (docs/study-reference.md#the-clue-pipeline, #tasks,
+#metrics and #reference-quirks). So the loaders are checked on the bundled synthetic files and on the real
+MeQSum release, the shot selection (first k, MeDiSumQA after a seed-1 shuffle) against Python's ``random``
+directly, bad input against one-line DataErrors, the MedNLI rule in both modes on adversarial outputs, and ROUGE
+against ``rouge_score`` itself.
 """
 
 from __future__ import annotations

@@ -95,3 +95,22 @@ def test_the_real_child_decodes_with_the_demo_model(tmp_path: Path) -> None:
         pytest.skip("the demo model is not installed")
     verdict = selftest.check_decoding(model, tmp_path)
     assert verdict.ok and not verdict.cached, verdict.detail
+
+
+@pytest.mark.parametrize(("version", "tested"), [("0.3.36", True), ("0.3.99", True), ("0.3.35", False),
+                                                 ("0.4.0", False), ("1.0", False), ("not-a-version", False)])
+def test_the_tested_llama_cpp_range(version: str, tested: bool) -> None:
+    from medbench_local.engine.runtime import tested_version
+
+    assert tested_version(version) is tested
+
+
+def test_doctor_warns_when_llama_cpp_is_outside_the_tested_range(monkeypatch: pytest.MonkeyPatch,
+                                                                  in_repo: Path) -> None:
+    from medbench_local.engine import runtime
+
+    real = runtime.build_info()
+    monkeypatch.setattr(runtime, "build_info", lambda: {**real, "llama_cpp_python": "0.4.2"})
+    result = invoke("doctor", "--model", "smollm2-135m-instruct", "--offline", expect=None)
+    line = next(line for line in result.output.splitlines() if "llama-cpp-python 0.4.2" in line)
+    assert line.startswith("!") and "outside the tested range >=0.3.36,<0.4" in " ".join(result.output.split())

@@ -47,6 +47,10 @@ PACKAGE = REPO / "medbench_local"
 
 
 GATED_TYPES = (DatabasePath, InputPath, OutputPath)
+#: the placeholders through which the hostile sets reach each class of path option
+PLACEHOLDERS = {"database": ("{db}",), "config": ("{config}",), "data": ("{data}",), "prompts": ("{prompts}",),
+                "archive": ("{archive}",), "output": ("{out}", "{folder}"), "lock": ("{config}",),
+                "model": ("{config}",)}
 
 
 def test_the_tree_is_walked() -> None:
@@ -74,9 +78,12 @@ def test_every_command_declares_what_it_reads_and_writes(name: str) -> None:
         if isinstance(param.type, OutputPath):
             assert "output" in declared.writes, f"'{name}' writes an output but does not declare it"
         if isinstance(param.type, GATED_TYPES) and declared.example:
-            placeholder_used = any("{" in part for part in declared.example)
-            assert param.opts[0] in declared.example or not param.opts[0].startswith("-") and placeholder_used \
-                or param.default is not None or not param.required, (name, param.opts)
+            # the example must reach this option's class, or the generated hostile sets never reach the option
+            wanted = PLACEHOLDERS[param.type.kind] if isinstance(param.type, InputPath) else \
+                PLACEHOLDERS["database"] if isinstance(param.type, DatabasePath) else PLACEHOLDERS["output"]
+            example = " ".join(declared.example)
+            assert any(placeholder in example for placeholder in wanted), \
+                f"'{name}' {param.opts[0]}: its example uses none of {wanted}, so no hostile set reaches it"
     assert set(declared.reads) | set(declared.writes) <= set(CLASSES)
 
 
@@ -633,3 +640,62 @@ def test_a_model_that_fails_after_the_quick_checks_leaves_no_database_and_no_fai
                      "--db", str(existing)])
     assert result.exit_code == 1 and "could not load" in one_error_line(result), result.output
     assert _logical(existing) == before
+
+
+# ------------------------------------------------------------------------------------------ hostile data files
+
+
+def _data_special(kind: str) -> Callable[[Workspace], Path]:
+    def make(ws: Workspace) -> Path:
+        path = ws.root / f"{kind}.csv"
+        if kind == "fifo":
+            WATCHES.append(FifoWatch(path, b"id,case\n"))
+        elif kind == "device":
+            if os.geteuid() != 0:
+                pytest.skip("making a device file needs root")
+            os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers: it never ends
+        else:
+            here = os.getcwd()
+            os.chdir(ws.root)
+            try:
+                server = socket.socket(socket.AF_UNIX)
+                server.bind(path.name)
+                server.close()
+            finally:
+                os.chdir(here)
+        return path
+    return make
+
+
+HOSTILE_DATA: dict[str, Callable[[Workspace], Path]] = {
+    "a FIFO": _data_special("fifo"),
+    "a device": _data_special("device"),
+    "a socket": _data_special("socket"),
+    "missing": lambda ws: ws.root / "missing.csv",
+}
+
+
+@pytest.mark.parametrize(("name", "hostile"), [(name, hostile) for name in runnable(sorted(COMMANDS))
+                                               if "{data}" in " ".join(declaration_of(COMMANDS[name]).example)
+                                               for hostile in HOSTILE_DATA])  # type: ignore[union-attr]
+def test_every_command_that_reads_data_refuses_a_special_or_missing_file_unopened(name: str, hostile: str,
+                                                                                    workspace: Workspace) -> None:
+    example = declaration_of(COMMANDS[name]).example  # type: ignore[union-attr]
+    WATCHES.clear()
+    data = HOSTILE_DATA[hostile](workspace)
+    special = [data] if os.path.lexists(data) else []
+    protected = workspace.inputs()
+    before = snapshot(protected + special)
+    try:
+        result = invoke(workspace.args(example, data=data))
+    finally:
+        opened = [watch.path.name for watch in WATCHES if watch.release()]
+    assert opened == [], f"'{name}' opened the FIFO given as data"
+    if declaration_of(COMMANDS[name]).checklist and result.exit_code != 2:  # type: ignore[union-attr]
+        assert "Traceback" not in result.output and result.exit_code == 1, result.output
+        line = next(line for line in result.output.splitlines() if "✗" in line and data.name in line)
+    else:
+        line = one_error_line(result)
+        assert result.exit_code in (1, 2), result.output
+    assert data.name in line, line
+    assert snapshot(protected + special) == before, f"'{name}' changed an input or a special file"

@@ -21,7 +21,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[medbench-local] this CPU's AMX is not usable here; building llama.cpp with: $cpu_args"
     if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null || [ ! -f .venv/.llama-cpp-portable ]; then
       CMAKE_ARGS="$cpu_args" .venv/bin/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
-        "llama-cpp-python>=0.3.0"
+        "llama-cpp-python>=0.3.36,<0.4"
       touch .venv/.llama-cpp-portable
     fi
   fi

@@ -170,8 +170,15 @@ def _check_environment(report: Report) -> dict[str, Any] | None:
         report.add(FAIL, "llama.cpp", f"llama-cpp-python cannot be imported ({type(exc).__name__}: {exc}); "
                                       "reinstall it (see docs/air-gapped.md)")
         return None
-    report.add(OK, "llama.cpp", f"llama-cpp-python {build['llama_cpp_python']}, GPU offload "
-                                f"{'available' if build['gpu_offload'] else 'not available (CPU-only build)'}")
+    from ..engine.runtime import TESTED_LLAMA_CPP, tested_version
+
+    version = build["llama_cpp_python"]
+    tested = tested_version(version)
+    report.add(OK if tested else WARN, "llama.cpp",
+               f"llama-cpp-python {version}" + ("" if tested else f", outside the tested range "
+                                                f"{','.join(TESTED_LLAMA_CPP)} (the engine uses its internals; "
+                                                "install a tested version)")
+               + f", GPU offload {'available' if build['gpu_offload'] else 'not available (CPU-only build)'}")
     return build
 
 
@@ -463,6 +470,8 @@ def _check_assets(report: Report, assets: tuple[Path, ...]) -> None:
             files = [p for p in asset.rglob("*") if p.is_file()]
             status = OK if files else FAIL
             report.add(status, "asset", f"{asset}: {len(files)} files" if files else f"{asset}: empty folder")
+        elif not asset.is_file():  # a FIFO, socket or device is no model folder or file (never opened)
+            report.add(FAIL, "asset", f"{asset}: not a regular file or folder")
         else:
             report.add(OK, "asset", f"{asset}: {gib(asset.stat().st_size)}")
     try:

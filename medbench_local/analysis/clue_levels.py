@@ -1,10 +1,10 @@
-"""CLUE Level-1 / Level-2 aggregate scores (paper.md §3.4).
+"""CLUE Level-1 / Level-2 aggregate scores (docs/study-reference.md#clue-levels).
 
 Why a dedicated module: the Level scores are the headline numbers of the
 CLUE leaderboard, and they are a mean *of task means*, not a mean over all
 metrics -- getting the grouping wrong shifts them by several points.  The
 definitions below reproduce every published June-2024 Level score from its
-per-task numbers (paper.md §6.2):
+per-task numbers (docs/study-reference.md#published-numbers):
 
 * Level 1 = mean( MedNLI accuracy,
   mean(MeQSum R-L, R-1, R-2, BERT-F1),

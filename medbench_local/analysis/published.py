@@ -1,9 +1,16 @@
 """The study's published numbers, shipped with the package, and how they map onto our tasks and metrics.
 
-Sources (facts, cited): ``clue_june2024.csv`` = CLUE per-model results of June 2024 (dadaamin/CLUE-website,
-src/views/Dashboard.vue at 354cc30; values ×100), the numbers contemporaneous with Dorfner et al.;
-``case_challenges_abstract.csv`` = the four case-challenge accuracies quoted in the abstract of Dorfner et al.,
-JAMIA 2025;32(6):1015-1024, doi 10.1093/jamia/ocaf045. See ../shared/reference/paper.md §6 for provenance.
+Sources (facts, cited):
+
+* ``clue_june2024.csv``: the CLUE per-model results of June 2024, 26 models, values ×100, the numbers
+  contemporaneous with Dorfner et al. Transcribed from github.com/dadaamin/CLUE-website, file
+  src/views/Dashboard.vue at commit 354cc306a117f698e1878f3e97ba196be7c801ee (``modelScores``: Level 1 and 2;
+  ``modelMetrics``: per task; each LongHealth array is [Level 2, Task 1, Task 2, Task 3]). The evaluation code
+  that produced them: github.com/TIO-IKIM/CLUE at commit ff75877284133361d15f12e4ab290d230f449dd0.
+* ``case_challenges_abstract.csv``: the four case-challenge accuracies quoted in the abstract of Dorfner et al.,
+  J Am Med Inform Assoc 2025;32(6):1015-1024, doi:10.1093/jamia/ocaf045.
+
+What each column means and how we compare: docs/study-reference.md#published-numbers.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ STUDY_NAMES: dict[str, tuple[str, str | None]] = {
     "llama2-70b": ("Llama-2-70b", None),
 }
 
-# The CLUE aggregates (paper.md §3.4), computed by us from our task scores, under the pseudo-task "clue".
+# The CLUE aggregates (docs/study-reference.md#clue-levels), computed by us from our task scores, under the
+# pseudo-task "clue".
 AGGREGATE_COLUMNS: dict[str, tuple[str, str]] = {"level1": ("clue", "level1"), "level2": ("clue", "level2")}
 
 

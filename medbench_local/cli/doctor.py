@@ -15,7 +15,8 @@ from .declare import InputPath, declare
 _MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]"}
 
 
-@declare(reads=("config", "model", "data"), example=("doctor", "--config", "{config}", "--offline"), checklist=True)
+@declare(reads=("config", "model", "data"), example=("doctor", "--config", "{config}", "--offline", "--asset", "{data}"),
+         checklist=True)
 @click.command("doctor")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Check both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Check one model (repeatable).")

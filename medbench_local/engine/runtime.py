@@ -14,6 +14,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+#: The llama-cpp-python versions the engine is tested with. It reaches into private attributes (the context and
+#: model handles, for the abort callback and the KV cache), which a new minor version may rename: pyproject.toml
+#: pins this range, and ``doctor`` says when the installed version is outside it.
+TESTED_LLAMA_CPP = (">=0.3.36", "<0.4")
+
+
+def tested_version(version: str) -> bool:
+    """Whether ``version`` of llama-cpp-python lies in :data:`TESTED_LLAMA_CPP`."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) in SpecifierSet(",".join(TESTED_LLAMA_CPP))
+    except InvalidVersion:
+        return False
+
 
 @lru_cache(maxsize=1)
 def build_info() -> dict[str, Any]:

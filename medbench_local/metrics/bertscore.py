@@ -1,8 +1,9 @@
 """BERTScore as the CLUE reference computed it, from a local model folder only; never downloads.
 
-Reference settings (paper.md §3.4, 2024 code): MeQSum -> SciBERT (``allenai/scibert_scivocab_uncased``),
-layer 8; Problem Summary and MeDiSumQA -> ``emilyalsentzer/Bio_ClinicalBERT``, layer 9; idf off, no baseline
-rescaling; F1 reported. (Problem Summary lower-cases prediction and reference first: the caller's business.)
+Reference settings (2024 code; docs/study-reference.md#bertscore): MeQSum -> SciBERT
+(``allenai/scibert_scivocab_uncased``), layer 8; Problem Summary and MeDiSumQA ->
+``emilyalsentzer/Bio_ClinicalBERT``, layer 9; idf off, no baseline rescaling; F1 reported. (Problem Summary
+lower-cases prediction and reference first: the caller's business.)
 
 Why our own ~80 lines and not the ``bert-score`` package: the reference used a fork installed from a git URL
 (not installable offline from the package index); ``bert-score`` pulls in pandas, matplotlib and requests and
@@ -72,7 +73,8 @@ class BertScoreModel:
 SCIBERT = BertScoreModel("scibert", "allenai/scibert_scivocab_uncased", 8, "MEDBENCH_BERTSCORE_SCIBERT")
 CLINICALBERT = BertScoreModel("clinicalbert", "emilyalsentzer/Bio_ClinicalBERT", 9,
                               "MEDBENCH_BERTSCORE_CLINICALBERT")
-#: The models by name; each task names the 2024 reference's choice for it (``Task.study.bertscore_model``, paper.md §3.4).
+#: The models by name; each task names the 2024 reference's choice for it (``Task.study.bertscore_model``,
+#: docs/study-reference.md#bertscore).
 MODELS: dict[str, BertScoreModel] = {model.name: model for model in (SCIBERT, CLINICALBERT)}
 
 

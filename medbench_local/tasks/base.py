@@ -86,7 +86,7 @@ class StudyRole:
     outside the study leaves it empty.
 
     * ``quirk_counts_first_twice``: under ``--reference-quirks`` the CLUE reference counted the first item twice
-      in its mean (``update_results``; every CLUE task but LongHealth, paper.md §9).
+      in its mean (``update_results``; every CLUE task but LongHealth; docs/study-reference.md#reference-quirks).
     * ``clue_level`` / ``clue_metrics``: the CLUE Level (1 or 2) this task is a component of, and the metrics
       averaged into it. ``published_columns``: published table column -> our metric name.
     * ``rescore_texts``: optional metric family (``bertscore``, ``umls``) -> how the reference prepared the texts

@@ -1,12 +1,12 @@
 """NEJM- and JAMA-style clinical case challenges: multiple choice, text only, scored by accuracy.
 
-The study's exact prompt and parsing are unknown (paper.md §3.1 [U]), so we use our own wording: a physician
-persona, the case, the question, lettered options, and a request to answer "The answer is X". The answer
-prefix "The answer is" is appended after the generation prompt (as the CLUE reference does with its task
-prefixes), which nudges both chat and base models to name a letter first. The extraction cascade then reads
-prefix + output; an answer that cannot be read is ``unparseable`` (or ``truncated`` when the token budget ran
-out first) and counts as wrong, but is always reported; so are echoed option lists (unparseable) and letters
-stated with another option's text (``conflict``), see metrics/extraction.py.
+The study's exact prompt and parsing are unknown to us (docs/study-reference.md#case-challenges), so we use our
+own wording: a physician persona, the case, the question, lettered options, and a request to answer "The answer
+is X". The answer prefix "The answer is" is appended after the generation prompt (as the CLUE reference does
+with its task prefixes), which nudges both chat and base models to name a letter first. The extraction cascade
+then reads prefix + output; an answer that cannot be read is ``unparseable`` (or ``truncated`` when the token
+budget ran out first) and counts as wrong, but is always reported; so are echoed option lists (unparseable) and
+letters stated with another option's text (``conflict``), see metrics/extraction.py.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 What lives here and why (reading the released files is not CLUE-specific: ``tasks/datafiles.py``, shared by
 every task):
 
-* **Few-shot selection exactly as the CLUE reference** (paper.md §3.2): the first ``k`` records of the file
-  are the few-shot examples and are *not* evaluated; MeDiSumQA shuffles first with ``random.seed(1)``, which
-  we reproduce with ``random.Random(1).shuffle(records)`` (the module-level ``random`` functions are methods
-  of one hidden ``random.Random`` instance, so both give the same permutation, and ours leaves the global
-  random state alone). The permutation depends only on the number of records.
+* **Few-shot selection exactly as the CLUE reference** (docs/study-reference.md#the-clue-pipeline): the first
+  ``k`` records of the file are the few-shot examples and are *not* evaluated; MeDiSumQA shuffles first with
+  ``random.seed(1)``, which we reproduce with ``random.Random(1).shuffle(records)`` (the module-level ``random``
+  functions are methods of one hidden ``random.Random`` instance, so both give the same permutation, and ours
+  leaves the global random state alone). The permutation depends only on the number of records.
 * **Output clean-up exactly as the reference**: :func:`clean_output` (MedNLI, MeQSum, Problem Summary) and
   :func:`strip_output` (MeDiSumQA). The raw output is stored untouched by the engine/store; only the score
   uses the cleaned text (kept in ``Score.extracted``).

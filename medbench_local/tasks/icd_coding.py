@@ -1,9 +1,9 @@
 """MeDiSumCode (CLUE): list the ICD-10-CM codes of the diagnoses in a discharge letter.
 
 The data cannot be shipped: the user builds it from MIMIC-IV-Note ``discharge.csv`` and MIMIC-IV
-``hosp/diagnoses_icd.csv.gz`` with the CLUE script logic (paper.md §3.3). That script writes **JSON Lines**
-while the CLUE evaluator reads a **JSON array** (paper.md §9), so both are accepted, detected from the first
-character. One record per discharge letter::
+``hosp/diagnoses_icd.csv.gz`` with the CLUE script logic (docs/study-reference.md#medisumcode). That script
+writes **JSON Lines** while the CLUE evaluator reads a **JSON array** (docs/study-reference.md#reference-quirks),
+so both are accepted, detected from the first character. One record per discharge letter::
 
     {"hadm_id": "2xxxxxxx", "text": "<discharge letter>",
      "icd_codes": [{"code": "E119", "description": "..."}, {"code": "I10", "description": "..."}]}
@@ -15,8 +15,8 @@ codes (strings, or objects with a ``code`` key). When several code fields are pr
 Dots are optional (MIMIC writes ``E119``; ``E11.9`` is the same code). An empty code list is allowed (the
 reference keeps such letters; they score 0 recall) but every code given must look like an ICD-10-CM code.
 
-As in the reference (paper.md §3.2, §3.3): the **first record is the one-shot example** and is not
-evaluated; the assistant turn of the shot and the answer prefix are ``"ICD-10 Codes: "``; at most 200 new
+As in the reference (docs/study-reference.md#the-clue-pipeline): the **first record is the one-shot example**
+and is not evaluated; the assistant turn of the shot and the answer prefix are ``"ICD-10 Codes: "``; at most 200 new
 tokens; the output is cleaned with the reference's self-prompting regex, then codes are pulled out with the
 reference regex (dots removed) and scored with exact-match and 3-character ("approximate") P/R/F1 and the
 share of valid codes (``medbench_local.metrics.icd``). The wording of the prompts is our own, following the
@@ -27,7 +27,7 @@ Outcomes: ``scored`` when at least one code was read; ``unparseable`` when the o
 (the metrics are then all 0, as in the reference, but the item is visible as a failure to answer);
 ``truncated`` when the 200-token budget ran out (the codes written so far are still scored, as in the
 reference). ``reference_quirks=True`` (``run --reference-quirks``) counts repeated codes as the reference
-does (paper.md §9: duplicates count in EM precision).
+does (duplicates count in EM precision: docs/study-reference.md#reference-quirks).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """LongHealth (CLUE Level 2): multiple-choice questions about fictional patients, asked over long documents.
 
-Every question of ``benchmark_v5.json`` becomes 15 items (paper.md §3.3): Task 1 x 5 (the patient's own
-documents, answer documents first; options A-E), Task 2 x 5 (the answer documents plus distractor documents of
-*other* patients; options A-F, F = cannot be answered) and Task 3 x 5 (distractors only; gold F). Task 3 is
-the study's hallucination probe: its accuracy is the rate of correct abstention (paper.md §4).
+Every question of ``benchmark_v5.json`` becomes 15 items (docs/study-reference.md#longhealth): Task 1 x 5 (the
+patient's own documents, answer documents first; options A-E), Task 2 x 5 (the answer documents plus distractor
+documents of *other* patients; options A-F, F = cannot be answered) and Task 3 x 5 (distractors only; gold F).
+Task 3 is the study's hallucination probe: its accuracy is the rate of correct abstention
+(docs/study-reference.md#hallucination).
 
 Design, in the order the data flows (details and reasons in docs/tasks-longhealth.md):
 
@@ -70,8 +71,8 @@ ABSTAIN = "F"
 # Our wording of the reference's "Question cannot be answered with provided documents" (same meaning).
 OPTION_F = "The question cannot be answered with the provided documents"
 DIVIDER = "\n\n--------------\n\n"  # between documents, as in the reference
-# The reference budgets each document's separator with this string but inserts DIVIDER (paper.md §9);
-# reproduced under reference_quirks only.
+# The reference budgets each document's separator with this string but inserts DIVIDER; reproduced under
+# reference_quirks only (docs/study-reference.md#reference-quirks).
 REFERENCE_SEPARATOR = "\n\n-------------- NEW DOCUMENT --------------\n\n"
 REFERENCE_REGEX = re.compile(r"The correct answer is (\w):")
 # log-likelihood / constrained scoring: the context ends with the words the reference's answer format starts with

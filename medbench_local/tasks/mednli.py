@@ -5,9 +5,10 @@ Data: the PhysioNet release ``mli_test_v1.jsonl`` (JSON Lines, SNLI schema; cred
 and ``pairID`` (the item id; ``mednli-<line>`` when absent). Other fields (parses, ...) are ignored. A folder
 is searched for ``mli_test_v1.jsonl`` (else its only ``.jsonl`` file).
 
-As in the CLUE reference (paper.md §3.2-3.3): the first 3 records are the few-shot examples and are not
-evaluated (1,422 test pairs -> 1,419 evaluated); the few-shot answer is the gold label as written in the file;
-no answer prefix; 20 new tokens; the output is cleaned with the reference regex before scoring.
+As in the CLUE reference (docs/study-reference.md#the-clue-pipeline, #mednli): the first 3 records are the
+few-shot examples and are not evaluated (1,422 test pairs -> 1,419 evaluated); the few-shot answer is the gold
+label as written in the file; no answer prefix; 20 new tokens; the output is cleaned with the reference regex
+before scoring.
 
 Scoring (``Score.extracted`` holds the label read, ``Score.detail`` why):
 

@@ -1,7 +1,7 @@
 """The CLUE free-text tasks, scored with ROUGE-1/2/L: MeQSum, Problem Summary (BioNLP 2023 1A) and MeDiSumQA.
 
 Each reads the dataset as released (formats, accepted field names and ids: docs/tasks-clue.md) and follows
-the CLUE reference (paper.md §3.2-3.4, June-2024 TGI code):
+the CLUE reference (June-2024 TGI code; docs/study-reference.md#the-clue-pipeline, #tasks, #metrics):
 
 - meqsum: ``MeQSum_ACL2019_BenAbacha_Demner-Fushman.xlsx`` (CHQ -> Summary); 3 shots; 200 tokens;
   prefix ``"Question: "``.
@@ -234,8 +234,9 @@ PROBSUM_COLUMNS: dict[str, tuple[str, ...]] = {
 def probsum_reference(summary: str, quirks: bool = False) -> str:
     """The reference summary as the CLUE loader made it: ";" -> ", ".
 
-    The reference meant to drop one trailing ";" first but did not assign the result (a no-op, paper.md §9);
-    by default we drop it, with ``quirks`` we do not (leaving a trailing ", ").
+    The reference meant to drop one trailing ";" first but did not assign the result (a no-op;
+    docs/study-reference.md#reference-quirks); by default we drop it, with ``quirks`` we do not (leaving a
+    trailing ", ").
     """
     if not quirks and summary.endswith(";"):
         summary = summary[:-1]
