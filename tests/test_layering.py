@@ -89,6 +89,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allo
     "report": (INIT, "gates", "tasks", "store", "analysis"),
     "runner": (INIT, "errors", "gates", "paths", "signals", "item_pool", "prompting", "config", "modelfiles", "engine",
                "tasks", "store", "provenance", "analysis"),
+    "contamination": (INIT, "errors", "gates", "paths", "config", "modelfiles", "engine", "tasks", "store",
+                      "analysis", "runner"),
     "airgap": (INIT, "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles", "engine",
                "tasks"),
 }.items()}

@@ -148,6 +148,7 @@ JSON_COLUMNS: dict[tuple[str, str], str] = {
     ("runs", "command"): "array", ("runs", "packages"): "object", ("runs", "settings"): "object",
     ("models", "metadata"): "object", ("evaluations", "settings"): "object", ("items", "payload"): "object",
     ("scores", "metrics"): "object", ("metric_runs", "identity"): "object",
+    ("contamination_probes", "identity"): "object", ("contamination_corpora", "identity"): "object",
 }
 # Members of stored JSON that the readers use as objects, arrays or strings: (table, column, path) -> JSON type
 # (json_type's words). Absent or null is fine.
