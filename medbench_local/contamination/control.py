@@ -8,8 +8,8 @@ register and length and changes what only a memorised copy would reveal:
 * **options** shuffled and relettered (A, B, ... in the new order), the gold answer's letter following its text;
 * **numbers** with two or more digits (ages, doses, laboratory values; "type 2" and "grade 3" stay) get their last
   digit moved by one (67 -> 68 or 66, 7.3 -> 7.4 or 7.2), the same number the same way throughout the item;
-* **person names** (a title and the capitalised word after it: "Mr. Jones"; and the given names in ``GIVEN``)
-  replaced by other names from ``REPLACEMENTS``, consistently throughout the item.
+* **person names** (the capitalised word after a title, "Mr. Jones", wherever it recurs in the item; and the given
+  names in ``GIVEN``) replaced by other names from ``REPLACEMENTS``, consistently throughout the item.
 
 All of it is drawn from a random generator seeded with the probe seed and the item id (SHA-256), so the rewrite is
 the same on every machine and version of Python (``random.Random`` with an integer seed is stable). The rewrite
@@ -69,10 +69,19 @@ class _Rewriter:
             self.names[name] = self.pool[len(self.names) % len(self.pool)]
         return self.names[name]
 
+    def learn(self, value: str) -> None:
+        """Surnames met after a title anywhere in the item are names everywhere in it ("Mr. Smith" ... "Smith's")."""
+        for match in _TITLED.finditer(value):
+            self._name(match.group(2))
+
     def text(self, value: str) -> str:
         value = _NUMBER.sub(lambda m: self.numbers.setdefault(m.group(1), nudge_number(m.group(1), self.rng)), value)
-        value = _TITLED.sub(lambda m: f"{m.group(0)[:-len(m.group(2))]}{self._name(m.group(2))}", value)
-        return _GIVEN.sub(lambda m: self._name(m.group(1)), value)
+        value = _GIVEN.sub(lambda m: self._name(m.group(1)), value)
+        known = [name for name in self.names if name not in self.names.values()]
+        if known:
+            pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(known, key=len, reverse=True))) + r")\b")
+            value = pattern.sub(lambda m: self.names[m.group(1)], value)
+        return value
 
 
 def rewrite(payload: dict[str, Any], *, seed: int, item_id: str) -> dict[str, Any]:
@@ -91,6 +100,9 @@ def rewrite(payload: dict[str, Any], *, seed: int, item_id: str) -> dict[str, An
             if isinstance(payload.get(key), str) and payload[key] in moved:
                 out[key] = moved[payload[key]]
     writer = _Rewriter(rng)
+    for value in out.values():
+        if isinstance(value, str):
+            writer.learn(value)
     for key, value in list(out.items()):
         if isinstance(value, str) and key not in _ANSWER_KEYS:
             out[key] = writer.text(value)
