@@ -103,9 +103,9 @@ def _as_json(pair: str, probes: list[probe_run.TaskProbe], top: int) -> dict[str
     } for p in probes]}
 
 
-@declare(reads=("database", "config", "data", "model"), writes=("database",),
+@declare(reads=("database", "config", "data", "model"), writes=("database", "output"),
          example=("contamination", "--pair", "demo", "--task", "{task}", "--data", "{data}", "--limit", "1",
-                  "--db", "{db}", "--config", "{config}"))
+                  "--db", "{db}", "--config", "{config}", "--corpus", "{data}", "--index", "{out}"))
 @click.command("contamination")
 @click.option("--pair", "pair_name", metavar="NAME",
               help="The biomedical/general pair from models.toml whose biomedical model is probed, with the general "
@@ -135,7 +135,7 @@ def _as_json(pair: str, probes: list[probe_run.TaskProbe], top: int) -> dict[str
 @click.option("--corpus", "corpus_paths", multiple=True, type=InputPath("data", dir_okay=True),
               help="A corpus to look for the items in (repeatable): JSONL/JSON lines, CSV/TSV, plain text, Parquet "
                    "(with pyarrow), or a folder of them. Needs --index.")
-@click.option("--index", "index_path", type=OutputPath(updating=True),
+@click.option("--index", "index_path", type=OutputPath(),
               help="The n-gram index file of --corpus (SQLite, created owner-only, reused and extended across runs; "
                    "files already in it are skipped by SHA-256).")
 @click.option("--ngram", "ngram", type=click.IntRange(3, 64), default=DEFAULT_N, show_default=True,
