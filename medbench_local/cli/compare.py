@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, compare_pairs,
                                summary_line)
+from ..contamination.readback import FLAG_SIGNAL, PairProbe, flagged_keys, pair_probe
+from ..contamination.signals import SIGNALS
 from ..errors import UserError
+from ..store.contamination import probes
 from ..analysis.stats import format_p
 from ..store.database import reading
 from ..tasks.base import OUTCOMES
@@ -23,16 +27,63 @@ from .limits import RESAMPLES, STATS_SEED
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
 
 
+@dataclass
+class Contamination:
+    """The stored contamination probes of the compared pairs, and with --exclude-flagged the reports
+    recomputed without the flagged items."""
+
+    probes: dict[tuple[str, str], PairProbe] = field(default_factory=dict)
+    excluded: dict[tuple[str, str, str], MetricComparison] = field(default_factory=dict)  # (pair, group, metric)
+
+
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
                  resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False,
-                 config_path: Path | None = None, model_pair: tuple[str, str] | None = None
-                 ) -> tuple[list[PairReport], list[str]]:
-    """The reports of the selected pairs (database ∪ models.toml ∪ --models) and the pair-source notes."""
+                 config_path: Path | None = None, model_pair: tuple[str, str] | None = None,
+                 exclude_flagged: bool = False) -> tuple[list[PairReport], list[str], Contamination]:
+    """The reports of the selected pairs (database ∪ models.toml ∪ --models), the pair-source notes and the
+    pairs' contamination probes (with ``exclude_flagged``, every row recomputed without the flagged items)."""
     with reading(db_path) as db:
         selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_filter)
         reports = compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples, seed=seed,
                                 allow_different_data=allow_different_data)
-        return reports, selection.conflicts
+        found = Contamination()
+        stored_probes = probes(db)
+        if stored_probes:
+            for report in reports:
+                for task in dict.fromkeys(row.task for row in report.rows):
+                    probe = pair_probe(db, report.pair, report.biomedical_model, report.general_model, task,
+                                       resamples=resamples, seed=seed, found=stored_probes)
+                    if probe is not None:
+                        found.probes[(report.pair, task)] = probe
+        if exclude_flagged and found.probes:
+            exclude = {key: flagged_keys(db, probe) for key, probe in found.probes.items()}
+            for report in compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples,
+                                        seed=seed, allow_different_data=allow_different_data, exclude=exclude):
+                for row in report.rows:
+                    found.excluded[(report.pair, row.group_label, row.metric)] = row
+        return reports, selection.conflicts, found
+
+
+def contamination_lines(report: PairReport, found: Contamination) -> list[str]:
+    """One line per task of the pair with a stored probe: each signal's shift with its CI, and the flags."""
+    lines = []
+    for (pair, task), probe in found.probes.items():
+        if pair != report.pair:
+            continue
+        parts = []
+        for shift in probe.shifts:
+            ci = "" if shift.low is None else f" [{shift.low:+.3g}, {shift.high:+.3g}]"
+            p = "" if shift.p_value is None else f" p {format_p(shift.p_value)}"
+            parts.append(f"{SIGNALS[shift.signal].title} {shift.shift:+.3g}{ci}{p}")
+        flag = probe.shift(FLAG_SIGNAL)
+        flagged = f"; {len(probe.flagged)} of {flag.n_items} items flagged ({SIGNALS[FLAG_SIGNAL].title})" \
+            if flag is not None else ""
+        control = str(probe.settings.get("control", "?")).split(":")[0]
+        lines.append(f"{pair} · {task}: contamination probe (control: {control}), shift of the biomedical − "
+                     f"general advantage, benchmark vs control: {'; '.join(parts)}{flagged}. "
+                     "Positive: the biomedical model knows the benchmark's text better than the control's "
+                     "(docs/contamination.md).")
+    return lines
 
 
 def _pct(value: float) -> str:
@@ -90,16 +141,21 @@ def _pair_title(report: PairReport) -> str:
             f"{literal(report.general_model)} (general)")
 
 
-def _pair_rows(report: PairReport) -> list[list[str]]:
+def _pair_rows(report: PairReport, excluded: dict[tuple[str, str, str], MetricComparison] | None = None
+               ) -> list[list[str]]:
     rows = []
     for row in report.rows:
         missing = sum(row.missing.values())
-        rows.append([_group_cell(row), literal(row.metric),
-                     str(row.n) + (f"\n[yellow]({missing} unpaired)[/yellow]" if missing else ""),
-                     f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
-                     f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}",
-                     _delta_cell(row), _verdict_cell(row),
-                     f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row)])
+        cells = [_group_cell(row), literal(row.metric),
+                 str(row.n) + (f"\n[yellow]({missing} unpaired)[/yellow]" if missing else ""),
+                 f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
+                 f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}",
+                 _delta_cell(row), _verdict_cell(row),
+                 f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row)]
+        if excluded is not None:
+            other = excluded.get((report.pair, row.group_label, row.metric))
+            cells.append("—" if other is None else f"{_delta_cell(other)}\nn={other.n}")
+        rows.append(cells)
     return rows
 
 
@@ -179,6 +235,30 @@ def markdown(reports: list[PairReport]) -> str:
     return "\n".join(lines)
 
 
+def _row_json(report: PairReport, row: MetricComparison, found: Contamination, exclude_flagged: bool
+              ) -> dict[str, object]:
+    """compare's JSON row, with the pair's contamination probe of the task when one is stored, and with
+    --exclude-flagged the Δ on the items not flagged."""
+    data: dict[str, object] = dict(row.to_json())
+    probe = found.probes.get((report.pair, row.task))
+    if probe is not None:
+        data["contamination"] = {
+            "settings": probe.settings, "flag_signal": FLAG_SIGNAL, "flagged": sorted(probe.flagged),
+            "shifts": {s.signal: {"shift": s.shift, "ci_low": s.low, "ci_high": s.high, "p_value": s.p_value,
+                                  "items": s.n_items} for s in probe.shifts}}
+    if exclude_flagged:
+        other = found.excluded.get((report.pair, row.group_label, row.metric))
+        data["excluding_flagged"] = None if other is None else {
+            "n": other.n, "delta": other.delta.estimate, "delta_low": other.delta.low,
+            "delta_high": other.delta.high, "p_value": other.p_value}
+    return data
+
+
+def _markdown_contamination(reports: list[PairReport], found: Contamination) -> str:
+    lines = [line for report in reports for line in contamination_lines(report, found)]
+    return "".join(f"> {line}\n" for line in lines)
+
+
 @declare(reads=("database", "config"), example=("compare", "--db", "{db}", "--config", "{config}"))
 @click.command("compare")
 @db_option
@@ -193,9 +273,12 @@ def markdown(reports: list[PairReport]) -> str:
                    "by item id anyway (rows marked 'different data'). Normally refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
+@click.option("--exclude-flagged", is_flag=True,
+              help="Where a contamination probe is stored ('medbench-local contamination'), also compute every Δ "
+                   "on the items it did not flag (Min-K%), shown beside the Δ on all items.")
 def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
                     config_path: Path | None, task_ids: tuple[str, ...], resamples: int, seed: int,
-                    allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
+                    allow_different_data: bool, as_json: bool, as_markdown: bool, exclude_flagged: bool) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
     What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is the
@@ -241,8 +324,8 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
       medbench-local compare --db study.db --task nejm,jama \\
           --models openbiollm-70b llama3-70b-instruct
     """
-    reports, conflicts = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
-                                      config_path, model_pair)
+    reports, conflicts, found = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
+                                             config_path, model_pair, exclude_flagged)
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
     if nothing and not refused and not any(warnings(report) for report in reports):
@@ -259,8 +342,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             for line in [line for report in reports for line in warnings(report)]:
                 stderr.print(f"[yellow]{literal(line)}[/yellow]")
             sys.exit(1)
-        click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)
-                   if as_json else plain(markdown(reports)))
+        click.echo(json.dumps([_row_json(report, row, found, exclude_flagged) for report in reports
+                               for row in report.rows], indent=2)
+                   if as_json else plain(markdown(reports) + _markdown_contamination(reports, found)))
         return
     for line in conflicts:
         print_prose(stdout, f"[dim]{literal(line)}[/dim]")
@@ -269,7 +353,11 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             stdout.print()
             print_prose(stdout, _pair_title(report))
             print_prose(stdout, f"[bold]{literal(summary_line(report, names=False))}[/bold]")
-            print_table(stdout, PAIR_COLUMNS, _pair_rows(report), heading=2, show_lines=True)
+            columns = PAIR_COLUMNS + ((Column("Δ without flagged", "right"),) if exclude_flagged else ())
+            print_table(stdout, columns, _pair_rows(report, found.excluded if exclude_flagged else None),
+                        heading=2, show_lines=True)
+            for line in contamination_lines(report, found):
+                print_prose(stdout, f"[cyan]{literal(line)}[/cyan]")
             columns, rows = _outcome_table(report)
             print_table(stdout, columns, rows, title="Outcomes of the n compared items (biomedical/general); "
                                                      "unpaired: items only that model answered, not compared")

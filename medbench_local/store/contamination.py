@@ -95,3 +95,9 @@ def read_overlap(db: sqlite_utils.Database, corpus: str, task: str) -> dict[str,
     cursor = db.conn.execute("select item_id, ngrams, found, share, longest_run from contamination_overlap "
                              "where corpus = ? and task = ?", (corpus, task))
     return {row[0]: {"ngrams": row[1], "found": row[2], "share": row[3], "longest_run": row[4]} for row in cursor}
+
+
+def item_ids(db: sqlite_utils.Database, task: str) -> dict[str, str]:
+    """items.key -> item id for one task (compare's items are keyed by content; flags name item ids)."""
+    return {key: item_id for key, item_id in db.conn.execute("select key, item_id from items where task = ?",
+                                                              (task,))}
