@@ -236,3 +236,54 @@ def test_the_migration_declares_the_tables_and_rows_round_trip(tmp_path: Path) -
         assert stored.probes(db)[0]["identity"] == {"k": 0.2}
     finally:
         db.conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+def test_compare_shows_the_probe_and_recomputes_without_the_flagged_items(tmp_path: Path) -> None:
+    """A synthetic pair on 20 items where the biomedical model is right on items 0-5 only; a stored probe in which
+    the biomedical model's advantage on the originals of items 0-3 stands far above every control's: compare
+    --json carries the probe's shifts and flags (those four among them), and --exclude-flagged's Δ is computed on
+    the items not flagged."""
+    from click.testing import CliRunner
+
+    from medbench_local.cli import main
+    from medbench_local.store import close_database
+
+    from .synthetic import Side, build_pair_db
+
+    n = 20
+    db_path = build_pair_db(tmp_path / "r.db", "demo",
+                            Side("bio", [("correct", "A")] * 6 + [("wrong", "B")] * (n - 6)),
+                            Side("gen", [("wrong", "B")] * n))
+    rng = np.random.default_rng(0)
+    db = open_database(db_path)
+    try:
+        settings = {"probe_version": "probe-1", "text_version": "plain-1", "k": 0.2, "control": "rewrite",
+                    "seed": 1, "task": "jama"}
+        for role, model, sha in (("biomedical", "bio", "b" * 64), ("general", "gen", "g" * 64)):
+            key = f"probe-{role}"
+            stored.record_probe(db, key, model_id=model, model_sha256=sha, role=role, pair="demo", task="jama",
+                                identity={**settings, "engine": {"model_sha256": sha}})
+            for i in range(n):
+                for variant in ("original", "control"):
+                    loss = 3.0 + rng.normal(0, 0.05)
+                    if role == "biomedical" and variant == "original" and i < 4:
+                        loss -= 2.0  # seen in fine-tuning
+                    stored.record_signals(db, key, variant, f"item-{i}", text_sha256="t", tokens=50, truncated=0,
+                                          signals={"loss": loss, "zlib": loss / 100, "min_k": -2 * loss,
+                                                   "min_k_pp": -loss}, seconds=0.0)
+    finally:
+        close_database(db)
+    result = CliRunner().invoke(main, ["compare", "--db", str(db_path), "--json", "--exclude-flagged",
+                                       "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)[0]
+    flagged = set(row["contamination"]["flagged"])
+    assert {f"item-{i}" for i in range(4)} <= flagged  # the seen ones, and whatever noise flags by chance
+    assert row["contamination"]["shifts"]["min_k"]["shift"] > 0
+    assert row["n"] == n and row["excluding_flagged"]["n"] == n - len(flagged)
+    right = sum(f"item-{i}" not in flagged for i in range(6))  # the biomedical model's right answers left
+    assert row["excluding_flagged"]["delta"] == pytest.approx(right / (n - len(flagged)))
+    table = CliRunner().invoke(main, ["compare", "--db", str(db_path), "--exclude-flagged", "--resamples", "200"])
+    assert table.exit_code == 0 and "contamination probe" in table.output and "without flagged" in table.output
