@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
+from ..engine.llama import TEXT_CHUNK  # positions per decode; recorded: chunking may change the last bits
 from ..store import contamination as stored
 from ..store.writer import record_model
 from ..tasks.base import Item
@@ -25,7 +26,6 @@ from .signals import DEFAULT_K, TokenStats, item_signals, position_stats
 from .text import TEXT_VERSION, item_text
 
 PROBE_VERSION = "probe-1"
-TEXT_CHUNK = 64  # positions per decode (engine.llama.TEXT_CHUNK); recorded: chunking may change the last bits
 
 
 class TextScorer(Protocol):
