@@ -287,3 +287,8 @@ def test_compare_shows_the_probe_and_recomputes_without_the_flagged_items(tmp_pa
     assert row["excluding_flagged"]["delta"] == pytest.approx(right / (n - len(flagged)))
     table = CliRunner().invoke(main, ["compare", "--db", str(db_path), "--exclude-flagged", "--resamples", "200"])
     assert table.exit_code == 0 and "contamination probe" in table.output and "without flagged" in table.output
+    page = tmp_path / "r.html"
+    made = CliRunner().invoke(main, ["report", "--db", str(db_path), "--no-items", "--resamples", "200",
+                                     "-o", str(page)])
+    assert made.exit_code == 0, made.output
+    assert "<h3>Contamination probe</h3>" in page.read_text(encoding="utf-8")

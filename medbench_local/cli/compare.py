@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import sqlite_utils
 
 from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, compare_pairs,
                                summary_line)
@@ -36,6 +37,22 @@ class Contamination:
     excluded: dict[tuple[str, str, str], MetricComparison] = field(default_factory=dict)  # (pair, group, metric)
 
 
+def pair_probes(db: sqlite_utils.Database, reports: list[PairReport], *, resamples: int, seed: int
+                ) -> dict[tuple[str, str], PairProbe]:
+    """(pair, task) -> the pair's stored contamination probe of that task, for every compared task that has one."""
+    found: dict[tuple[str, str], PairProbe] = {}
+    stored_probes = probes(db)
+    if not stored_probes:
+        return found
+    for report in reports:
+        for task in dict.fromkeys(row.task for row in report.rows):
+            probe = pair_probe(db, report.pair, report.biomedical_model, report.general_model, task,
+                               resamples=resamples, seed=seed, found=stored_probes)
+            if probe is not None:
+                found[(report.pair, task)] = probe
+    return found
+
+
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
                  resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False,
                  config_path: Path | None = None, model_pair: tuple[str, str] | None = None,
@@ -46,15 +63,7 @@ def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: 
         selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_filter)
         reports = compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples, seed=seed,
                                 allow_different_data=allow_different_data)
-        found = Contamination()
-        stored_probes = probes(db)
-        if stored_probes:
-            for report in reports:
-                for task in dict.fromkeys(row.task for row in report.rows):
-                    probe = pair_probe(db, report.pair, report.biomedical_model, report.general_model, task,
-                                       resamples=resamples, seed=seed, found=stored_probes)
-                    if probe is not None:
-                        found.probes[(report.pair, task)] = probe
+        found = Contamination(pair_probes(db, reports, resamples=resamples, seed=seed))
         if exclude_flagged and found.probes:
             exclude = {key: flagged_keys(db, probe) for key, probe in found.probes.items()}
             for report in compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples,
