@@ -67,7 +67,8 @@ INIT = "medbench_local"  # the package's own __init__.py (``from .. import __ver
 #: what modelfiles checked; tasks build prompts and score with metrics; store records tasks' results; analysis
 #: reads the store (the read side's one room: pairing, paired statistics, published numbers, disagreements,
 #: export rows, reproduce); report presents what analysis computed; runner assembles and runs evaluations;
-#: airgap moves files to an offline machine; cli (TOP) turns options into calls of any of them.
+#: airgap moves files to an offline machine; contamination (beside the runner, whose model checks it reuses)
+#: probes a pair's models on a task's own text; cli (TOP) turns options into calls of any of them.
 MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allowed in {
     INIT: (),
     "errors": (),
