@@ -35,6 +35,7 @@ from .analysis.export import aggregate_rows, item_rows
 from .analysis.pair_sources import check_models, selected_pairs
 from .analysis.paired import PairReport, compare_pairs
 from .config import read_config
+from .contamination.compared import Contamination, contamination_of, row_json
 from .errors import StoreError, UserError
 from .gates.files import command_scope, remember_database, remember_input
 from .runner import LIMIT_MODES, Reporter, RunOptions, RunSummary, Shard, execute, parse_shard, plan
@@ -98,10 +99,12 @@ class Comparison:
 
     reports: list[PairReport]
     notes: list[str]
+    contamination: Contamination = field(default_factory=Contamination)
 
     def records(self) -> Records:
-        """One record per pair, task, data, scoring mode and metric: exactly ``compare --json``'s objects."""
-        return Records(row.to_json() for report in self.reports for row in report.rows)
+        """One record per pair, task, data, scoring mode and metric: exactly ``compare --json``'s objects (with
+        a stored contamination probe, its shifts; with ``exclude_flagged``, the Δ without the flagged items)."""
+        return Records(row_json(report, row, self.contamination) for report in self.reports for row in report.rows)
 
     def to_pandas(self) -> Any:
         return self.records().to_pandas()
@@ -277,11 +280,12 @@ def _call_line(tasks: Sequence[str], pairs: Sequence[str], models: Sequence[str]
 
 def compare(db: PathLike = "results.db", *, pairs: str | Sequence[str] = (), models: Sequence[str] | None = None,
             tasks: str | Sequence[str] = (), config: PathLike | None = None, resamples: int = 10_000,
-            seed: int = 0, allow_different_data: bool = False) -> Comparison:
+            seed: int = 0, allow_different_data: bool = False, exclude_flagged: bool = False) -> Comparison:
     """Each pair's biomedical model against its general counterpart on the same items, with paired statistics:
     exactly ``medbench-local compare`` (its ``--help`` explains the numbers). ``models``: two model ids,
     biomedical first, paired ad hoc (``--models BIO GEN``). Nothing pairable is not an error here: the
-    comparison is ``empty`` and its reports' notes say why."""
+    comparison is ``empty`` and its reports' notes say why. ``exclude_flagged``: where a contamination probe is
+    stored (``medbench-local contamination``), every delta is also recomputed on the items it did not flag."""
     model_pair = _model_pair(models)
     _bounded("resamples", resamples, MIN_RESAMPLES, MAX_RESAMPLES)
     _bounded("seed", seed, 0, MAX_STATS_SEED)
@@ -292,7 +296,10 @@ def compare(db: PathLike = "results.db", *, pairs: str | Sequence[str] = (), mod
                                    _names(pairs, "pairs"), model_pair, task_ids)
         reports = compare_pairs(database, selection.pairs, task_filter=task_ids, resamples=resamples, seed=seed,
                                 allow_different_data=allow_different_data)
-        return Comparison(reports, list(selection.conflicts))
+        found = contamination_of(database, selection.pairs, reports, task_filter=task_ids, resamples=resamples,
+                                 seed=seed, allow_different_data=allow_different_data,
+                                 exclude_flagged=exclude_flagged)
+        return Comparison(reports, list(selection.conflicts), found)
 
 
 def results(db: PathLike = "results.db", *, aggregate: bool = False, pairs: str | Sequence[str] = (),

@@ -58,11 +58,19 @@ class Expected:
 
 def good_database(path: Path) -> Path:
     """A valid database with a row in every table: the synthetic pair 'demo' on jama (two items, both models
-    disagreeing on both), plus a metric_runs row."""
+    disagreeing on both), plus a metric_runs row and a row in each contamination table."""
     build_pair_db(path, "demo", Side("bio", [("correct", "A"), ("wrong", "B")]),
                   Side("gen", [("wrong", "B"), ("correct", "A")]))
     with _editing(path) as conn:
         conn.execute("insert into metric_runs values ('eval-biomedical', 'bertscore', '{\"model\": \"x\"}', 2, 't')")
+        sha = conn.execute("select sha256 from models limit 1").fetchone()[0]
+        conn.execute("insert into contamination_probes values ('probe', 'bio', ?, 'biomedical', 'demo', 'jama', "
+                     "'{\"k\": 0.2}', 't')", (sha,))
+        conn.execute("insert into contamination_signals values ('row', 'probe', 'original', 'i1', 'h', 10, 0, 1.5, "
+                     "0.01, -4.0, -1.0, 0.1, 't')")
+        conn.execute("insert into contamination_corpora values ('corpus', '{\"n\": 13}', 't')")
+        conn.execute("insert into contamination_overlap values ('over', 'corpus', 'jama', 'i1', 'h', 40, 4, 0.1, 2, "
+                     "'t')")
     return path
 
 

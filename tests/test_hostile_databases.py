@@ -278,7 +278,8 @@ def test_writers_refuse_a_non_regular_or_foreign_database_unchanged(name: str, g
     source = copy_db(good_db, tmp_path / "input.db")
     before = state(db)
     out = _output_folder(tmp_path, False)
-    commands = {name: expand(list(example), db, out)  # every command that declares writing a database
+    commands = {name: expand([part.replace("{out}", "{out}/" + name.replace(" ", "-") + ".out") for part in example],
+                             db, out)  # every command that declares writing a database (its own output file)
                 for name, example in commands_that(writes="database", placeholder="{db}").items()}
     commands["merge (OUT)"] = ["merge", str(db), str(source)]
     outcomes = run_in_child(commands, as_nobody=False, home=_output_folder(tmp_path, False, "home"))

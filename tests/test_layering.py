@@ -67,7 +67,8 @@ INIT = "medbench_local"  # the package's own __init__.py (which offers the Pytho
 #: what modelfiles checked; tasks build prompts and score with metrics; store records tasks' results; analysis
 #: reads the store (the read side's one room: pairing, paired statistics, published numbers, disagreements,
 #: export rows, reproduce); report presents what analysis computed; runner assembles and runs evaluations;
-#: airgap moves files to an offline machine; cli (TOP) turns options into calls of any of them.
+#: airgap moves files to an offline machine; contamination (beside the runner, whose model checks it reuses)
+#: probes a pair's models on a task's own text; cli (TOP) turns options into calls of any of them.
 MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allowed in {
     "version": (),
     "errors": (),
@@ -89,6 +90,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allo
     "report": ("version", "gates", "tasks", "store", "analysis"),
     "runner": ("version", "errors", "gates", "paths", "signals", "item_pool", "prompting", "config", "modelfiles",
                "engine", "tasks", "store", "provenance", "analysis"),
+    "contamination": ("version", "errors", "gates", "paths", "config", "modelfiles", "engine", "tasks", "store",
+                      "analysis", "runner"),
     "airgap": ("version", "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles",
                "engine", "tasks"),
 }.items()}

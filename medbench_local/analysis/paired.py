@@ -16,7 +16,7 @@ task x data x metric rows of one pair, and *the Holm-adjusted test decides* whic
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -327,13 +327,20 @@ def summary_line(report: PairReport, *, names: bool = True) -> str:
     return lead + "; ".join(parts) + " (ahead: Holm-adjusted p < 0.05)."
 
 
+def _without(side: ItemScores, keys: frozenset[str]) -> ItemScores:
+    return replace(side, items={k: v for k, v in side.items.items() if k not in keys},
+                   golds={k: v for k, v in side.golds.items() if k not in keys})
+
+
 def compare_pairs(db: sqlite_utils.Database, pair_list: Sequence[PairSource] | None = None, *,
                   pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (), resamples: int = 10_000,
-                  seed: int = 0, allow_different_data: bool = False) -> list[PairReport]:
+                  seed: int = 0, allow_different_data: bool = False,
+                  exclude: Mapping[tuple[str, str], frozenset[str]] | None = None) -> list[PairReport]:
     """Per pair: one row per task x data x metric, paired by ``analysis.pairing``, Holm-adjusted per pair.
 
     ``pair_list``: the pairs to compare, as the read commands select them (``analysis.pair_sources``: database,
-    models.toml, ``--models``); None: the database's pairs."""
+    models.toml, ``--models``); None: the database's pairs. ``exclude``: (pair, task) -> item keys left out of
+    both models' items (``compare --exclude-flagged``: the items the contamination probe flagged)."""
     reports = []
     for pair in database_pairs(db) if pair_list is None else pair_list:
         if pair_filter and pair.name not in pair_filter:
@@ -352,6 +359,9 @@ def compare_pairs(db: sqlite_utils.Database, pair_list: Sequence[PairSource] | N
             report.groups += groups
             for group in groups:
                 bio, gen = load_item_scores(db, group.biomedical), load_item_scores(db, group.general)
+                left_out = (exclude or {}).get((pair.name, task))
+                if left_out:
+                    bio, gen = _without(bio, left_out), _without(gen, left_out)
                 for metric in _metric_names(task, bio, gen):
                     row = compare_metric(pair.name, task, metric, bio, gen, resamples=resamples, seed=seed,
                                          group=group)

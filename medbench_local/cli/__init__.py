@@ -15,6 +15,7 @@ from ..gates.files import command_scope
 from ..gates.secrets import redact
 from ..version import __version__
 from .compare import compare_command
+from .contamination import contamination_command
 from .export import export_command
 from .merge import merge_command
 from .models import models_group
@@ -88,6 +89,7 @@ main.add_command(models_group)
 main.add_command(tasks_group)
 main.add_command(runs_command)
 main.add_command(view_command)
+main.add_command(contamination_command)
 from .bundle import bundle_group  # noqa: E402  (air-gapped workflow)
 from .doctor import doctor_command  # noqa: E402
 from .helptext import use_everywhere  # noqa: E402

@@ -11,6 +11,9 @@ import click
 from ..analysis.paired import CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, summary_line
 from ..analysis.stats import format_p
 from ..api import compare
+from ..contamination.compared import Contamination, excluded_rows, row_json
+from ..contamination.readback import FLAG_SIGNAL
+from ..contamination.signals import SIGNALS
 from ..errors import UserError
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, stderr, stdout, task_option
@@ -20,6 +23,28 @@ from .limits import RESAMPLES, STATS_SEED
 from .safe_text import literal, plain
 
 OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines them
+
+
+def contamination_lines(report: PairReport, found: Contamination) -> list[str]:
+    """One line per task of the pair with a stored probe: each signal's shift with its CI, and the flags."""
+    lines = []
+    for (pair, task), probe in found.probes.items():
+        if pair != report.pair:
+            continue
+        parts = []
+        for shift in probe.shifts:
+            ci = "" if shift.low is None else f" [{shift.low:+.3g}, {shift.high:+.3g}]"
+            p = "" if shift.p_value is None else f" p {format_p(shift.p_value)}"
+            parts.append(f"{SIGNALS[shift.signal].title} {shift.shift:+.3g}{ci}{p}")
+        flag = probe.shift(FLAG_SIGNAL)
+        flagged = f"; {len(probe.flagged)} of {flag.n_items} items flagged ({SIGNALS[FLAG_SIGNAL].title})" \
+            if flag is not None else ""
+        control = str(probe.settings.get("control", "?")).split(":")[0]
+        lines.append(f"{pair} · {task}: contamination probe (control: {control}), shift of the biomedical − "
+                     f"general advantage, benchmark vs control: {'; '.join(parts)}{flagged}. "
+                     "Positive: the biomedical model knows the benchmark's text better than the control's "
+                     "(docs/contamination.md).")
+    return lines
 
 
 def _pct(value: float) -> str:
@@ -77,16 +102,21 @@ def _pair_title(report: PairReport) -> str:
             f"{literal(report.general_model)} (general)")
 
 
-def _pair_rows(report: PairReport) -> list[list[str]]:
+def _pair_rows(report: PairReport, excluded: dict[tuple[str, str, str], MetricComparison] | None = None
+               ) -> list[list[str]]:
     rows = []
     for row in report.rows:
         missing = sum(row.missing.values())
-        rows.append([_group_cell(row), literal(row.metric),
-                     str(row.n) + (f"\n[yellow]({missing} unpaired)[/yellow]" if missing else ""),
-                     f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
-                     f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}",
-                     _delta_cell(row), _verdict_cell(row),
-                     f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row)])
+        cells = [_group_cell(row), literal(row.metric),
+                 str(row.n) + (f"\n[yellow]({missing} unpaired)[/yellow]" if missing else ""),
+                 f"{_pct(row.biomedical.estimate)}\n{_short_ci(row.biomedical)}",
+                 f"{_pct(row.general.estimate)}\n{_short_ci(row.general)}",
+                 _delta_cell(row), _verdict_cell(row),
+                 f"{row.discordant[0]}/{row.discordant[1]}" if row.discordant else "—", truncation(row)]
+        if excluded is not None:
+            other = excluded.get((report.pair, row.group_label, row.metric))
+            cells.append("—" if other is None else f"{_delta_cell(other)}\nn={other.n}")
+        rows.append(cells)
     return rows
 
 
@@ -166,6 +196,11 @@ def markdown(reports: list[PairReport]) -> str:
     return "\n".join(lines)
 
 
+def _markdown_contamination(reports: list[PairReport], found: Contamination) -> str:
+    lines = [line for report in reports for line in contamination_lines(report, found)]
+    return "".join(f"> {line}\n" for line in lines)
+
+
 @declare(reads=("database", "config"), example=("compare", "--db", "{db}", "--config", "{config}"))
 @click.command("compare")
 @db_option
@@ -180,9 +215,12 @@ def markdown(reports: list[PairReport]) -> str:
                    "by item id anyway (rows marked 'different data'). Normally refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
+@click.option("--exclude-flagged", is_flag=True,
+              help="Where a contamination probe is stored ('medbench-local contamination'), also compute every Δ "
+                   "on the items it did not flag (Min-K%), shown beside the Δ on all items.")
 def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
                     config_path: Path | None, task_ids: tuple[str, ...], resamples: int, seed: int,
-                    allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
+                    allow_different_data: bool, as_json: bool, as_markdown: bool, exclude_flagged: bool) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
     What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is the
@@ -229,8 +267,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
           --models openbiollm-70b llama3-70b-instruct
     """
     comparison = compare(db_path, pairs=pair_filter, models=model_pair, tasks=task_ids, config=config_path,
-                         resamples=resamples, seed=seed, allow_different_data=allow_different_data)
-    reports, conflicts = comparison.reports, comparison.notes
+                         resamples=resamples, seed=seed, allow_different_data=allow_different_data,
+                         exclude_flagged=exclude_flagged)
+    reports, conflicts, found = comparison.reports, comparison.notes, comparison.contamination
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
     if nothing and not refused and not any(warnings(report) for report in reports):
@@ -247,8 +286,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             for line in [line for report in reports for line in warnings(report)]:
                 stderr.print(f"[yellow]{literal(line)}[/yellow]")
             sys.exit(1)
-        click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)
-                   if as_json else plain(markdown(reports)))
+        click.echo(json.dumps([row_json(report, row, found) for report in reports
+                               for row in report.rows], indent=2)
+                   if as_json else plain(markdown(reports) + _markdown_contamination(reports, found)))
         return
     for line in conflicts:
         print_prose(stdout, f"[dim]{literal(line)}[/dim]")
@@ -257,7 +297,11 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             stdout.print()
             print_prose(stdout, _pair_title(report))
             print_prose(stdout, f"[bold]{literal(summary_line(report, names=False))}[/bold]")
-            print_table(stdout, PAIR_COLUMNS, _pair_rows(report), heading=2, show_lines=True)
+            columns = PAIR_COLUMNS + ((Column("Δ without flagged", "right"),) if exclude_flagged else ())
+            print_table(stdout, columns, _pair_rows(report, excluded_rows(found)),
+                        heading=2, show_lines=True)
+            for line in contamination_lines(report, found):
+                print_prose(stdout, f"[cyan]{literal(line)}[/cyan]")
             columns, rows = _outcome_table(report)
             print_table(stdout, columns, rows, title="Outcomes of the n compared items (biomedical/general); "
                                                      "unpaired: items only that model answered, not compared")

@@ -8,10 +8,12 @@ import click
 
 from ..analysis.pair_sources import selected_pairs
 from ..analysis.paired import compare_pairs
+from ..contamination.compared import Contamination, pair_probes
 from ..gates.files import atomic_write, check_output_target, database_files, private_dir
 from ..store.database import reading
 from ..units import count
 from .common import db_option, pair_options, stdout
+from .compare import contamination_lines
 from .declare import OutputPath, declare
 from .safe_text import literal
 
@@ -42,7 +44,8 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
     95% CIs, score and outcome charts, and a few disagreement examples; a browser of every paired item (filter
     by task, outcome, disagreement; sort by the difference; open prompt and outputs); then every model with its
     SHA-256 and quantization, the data files with their hashes, the settings, and every run with versions and
-    the command line. The pairs are those of 'compare' (the database's and models.toml's, or --models BIO GEN).
+    the command line; where 'medbench-local contamination' stored a probe of a pair, its shifts and flagged
+    items per task. The pairs are those of 'compare' (the database's and models.toml's, or --models BIO GEN).
     PNGs go to <output stem>_plots/. Reports may
     quote model outputs about patients: the file is written owner-only (0600), the plot folder 0700.
 
@@ -65,6 +68,8 @@ def report_command(db_path: Path, out_path: Path, pair_filter: tuple[str, ...], 
         selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair)
         reports = compare_pairs(db, selection.pairs, resamples=resamples, seed=seed)
         data = html.gather(db, str(db_path), reports, examples=examples, with_items=with_items)
+        found = Contamination(pair_probes(db, reports, resamples=resamples, seed=seed))
+        data.contamination = {report.pair: contamination_lines(report, found) for report in reports}
         page = html.render(data).encode("utf-8")
     atomic_write(out_path, page, protect=protect)
     if data.plots:

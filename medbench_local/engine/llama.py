@@ -22,7 +22,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from .truncation import left_truncate
 DEFAULT_SEED = 1234
 # Sequence 0 holds the prompt; options of a multiple-choice item are scored in sequences 1.. in one decode.
 MAX_SEQUENCES = 16
+# Positions per decode when every position's logits are read (text_logits): bounds the logits held at once.
+TEXT_CHUNK = 64
 
 
 def engine_settings(spec: ModelSpec, *, seed: int, n_threads: int | None, n_batch: int,
@@ -372,6 +374,43 @@ class LlamaEngine:
             return float(row[token]) - log_total, token == top
 
         return at
+
+    # ---- every token of a plain text (the contamination probe)
+
+    def text_logits(self, text: str, consume: Callable[[Any, Any], None], *, chunk: int = TEXT_CHUNK
+                    ) -> tuple[int, int]:
+        """Feed ``text`` (plain, no chat template; special-token text is not parsed) from an empty cache and
+        hand every position's next-token logits to ``consume(rows, targets)``, ``chunk`` positions at a time:
+        rows is a (m, n_vocab) float32 copy, targets the m tokens those rows predict. Why a callback: the full
+        n_tokens x n_vocab matrix (262k columns for Gemma 3) is never held, only one chunk. The first token
+        (the BOS where the model has one) is context only. Texts longer than n_ctx keep their first n_ctx
+        tokens. Returns (tokens read, tokens cut off)."""
+        import llama_cpp
+        import numpy as np
+
+        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if self._add_bos:
+            tokens.insert(0, self._bos)
+        limit = int(self.settings["n_ctx"])
+        cut = max(0, len(tokens) - limit)
+        tokens = tokens[:limit]
+        if len(tokens) < 2:
+            raise UserError(f"model '{self.info.model_id}': the text has fewer than 2 tokens, nothing to score")
+        step = max(1, min(chunk, self._n_batch))
+        self._forget_cache()
+        try:
+            with self._abort.guard():
+                for start in range(0, len(tokens) - 1, step):
+                    end = min(start + step, len(tokens) - 1)
+                    self._decode([(tokens[p], p, 0, True) for p in range(start, end)])
+                    rows = np.empty((end - start, self._n_vocab), dtype=np.float32)
+                    for i in range(end - start):
+                        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, i)
+                        rows[i] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+                    consume(rows, np.asarray(tokens[start + 1:end + 1], dtype=np.int64))
+        finally:
+            self._forget_cache()  # the next generate/loglik starts from an empty cache, as planned
+        return len(tokens), cut
 
     # ---- the KV cache
 

@@ -57,6 +57,8 @@ class ReportInput:
     plots: dict[str, bytes] = field(default_factory=dict)          # name -> PNG
     examples: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = field(default_factory=dict)
     items: list[browser.GroupRows] = field(default_factory=list)  # the item browser's rows (empty: no browser)
+    # pair -> one line per task with a stored contamination probe (made by the command: docs/contamination.md)
+    contamination: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plot_file_name(pair: str, kind: str) -> str:
@@ -100,6 +102,9 @@ def _pair_section(report: PairReport, data: ReportInput, index: int) -> str:
              sections.notes_block(report), "<h3>Outcomes per task and model</h3>",
              f"<p class='muted'>{escape(sections.OUTCOME_CAPTION)}</p>", sections.outcome_table(report),
              sections.plots_block(report, data.plots, plot_file_name)]
+    if data.contamination.get(report.pair):
+        parts.append("<h3>Contamination probe</h3><ul>" + "".join(
+            f"<li>{escape(line)}</li>" for line in data.contamination[report.pair]) + "</ul>")
     for (pair, task), examples in data.examples.items():
         if pair == report.pair and examples:
             parts.append(sections.examples_block(task, examples, (report.biomedical_model, report.general_model)))

@@ -161,6 +161,25 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "metric_runs": ("Which weights and library versions computed an optional metric (BERTScore, UMLS-F1)", {
         "evaluation": "evaluations.key", "metric": "bertscore or umls", "identity": "Weights SHA-256, layer and "
         "versions (JSON)", "items": "Items scored", "created_at": "When (UTC)"}),
+    "contamination_probes": ("One model's contamination probe of one task (medbench-local contamination)", {
+        "key": "Probe key (SHA-256 of the identity)", "model_id": "Model id", "model_sha256": "models.sha256",
+        "role": "biomedical or general", "pair": "The pair probed", "task": "Task id",
+        "identity": "Probe version, text construction, k, control kind, seed and engine identity (JSON)",
+        "created_at": "When (UTC)"}),
+    "contamination_signals": ("Membership signals per probe, item and variant (original or control)", {
+        "key": "Row key", "probe": "contamination_probes.key", "variant": "original or control",
+        "item_id": "Item id", "text_sha256": "SHA-256 of the scored text", "tokens": "Tokens read",
+        "truncated_tokens": "Tokens cut off beyond n_ctx", "loss": "Mean negative log-likelihood (nats/token)",
+        "zlib": "loss / zlib-compressed bytes", "min_k": "Min-K% Prob", "min_k_pp": "Min-K%++",
+        "seconds": "Time to score it", "created_at": "When (UTC)"}),
+    "contamination_corpora": ("A corpus an overlap was measured against", {
+        "key": "Corpus key (SHA-256 of the identity)",
+        "identity": "Files with SHA-256, n-gram size and normalisation version (JSON)", "created_at": "When (UTC)"}),
+    "contamination_overlap": ("Per item: its n-gram overlap with a corpus", {
+        "key": "Row key", "corpus": "contamination_corpora.key", "task": "Task id", "item_id": "Item id",
+        "text_sha256": "SHA-256 of the item's text", "ngrams": "Distinct n-grams in the item",
+        "found": "How many of them the corpus holds", "share": "found / ngrams",
+        "longest_run": "Longest run of consecutive item n-grams found in the corpus", "created_at": "When (UTC)"}),
     "_migrations": ("Schema migrations applied to this database, in order", {
         "name": "Migration name", "applied_at": "When it was applied (UTC)"}),
 }

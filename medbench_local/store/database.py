@@ -158,6 +158,7 @@ JSON_COLUMNS: dict[tuple[str, str], str] = {
     ("runs", "command"): "array", ("runs", "packages"): "object", ("runs", "settings"): "object",
     ("models", "metadata"): "object", ("evaluations", "settings"): "object", ("items", "payload"): "object",
     ("scores", "metrics"): "object", ("metric_runs", "identity"): "object",
+    ("contamination_probes", "identity"): "object", ("contamination_corpora", "identity"): "object",
 }
 # Members of stored JSON that the readers use as objects, arrays or strings: (table, column, path) -> JSON type
 # (json_type's words). Absent or null is fine.
@@ -382,3 +383,39 @@ def close_database(db: sqlite_utils.Database) -> None:
     except sqlite3.Error:
         pass  # another process is reading; the WAL stays and SQLite will merge it later
     db.conn.close()
+
+
+#: The table that marks an n-gram index file as ours (store/ngram_index.py).
+INDEX_MARK = "ngram_index_meta"
+
+
+def open_ngram_index(path: Path | str) -> sqlite3.Connection:
+    """Open (creating when missing, owner-only) an n-gram index file of ``contamination --index``: its own SQLite
+    file, never a results database. The same care as for a results database: only regular files, nothing
+    written into another program's SQLite file (or a results database), WAL, synchronous=normal (an index
+    lost in a crash is rebuilt from its corpus; the per-file mark is committed with the file's last rows)."""
+    path = Path(path)
+    info = check_files(path)
+    created = info is None
+    if info is not None and info.st_size > 0:
+        if header(path) != SQLITE_HEADER:
+            raise StoreError(f"{path}: not an n-gram index (file is not a database)")
+        conn = configure(sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0))
+        try:
+            names = {name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            conn.close()
+        if names and INDEX_MARK not in names:
+            raise StoreError(f"{path}: not an n-gram index (it holds other tables: {', '.join(sorted(names)[:5])}); "
+                             "choose another --index")
+        _make_private(path)
+    elif created:
+        _create_private(path)
+    try:
+        conn = configure(sqlite3.connect(str(path), timeout=30.0))
+        conn.execute("pragma journal_mode=wal")
+        conn.execute("pragma synchronous=normal")
+    except sqlite3.DatabaseError as exc:
+        _discard_if_created(locals().get("conn"), path, created)
+        raise StoreError(f"{path}: cannot use as an n-gram index ({exc})") from None
+    return conn

@@ -58,7 +58,8 @@ from .writer import transaction
 
 # Every table the merge knows how to combine, in an order that satisfies the foreign keys.
 MERGED_TABLES: tuple[str, ...] = ("runs", "models", "pairs", "evaluations", "items", "generations", "scores",
-                                  "metric_runs")
+                                  "metric_runs", "contamination_probes", "contamination_signals",
+                                  "contamination_corpora", "contamination_overlap")
 # What must agree when two databases hold the same item of the same evaluation.
 COMPARED_GENERATION = ("output",)
 COMPARED_SCORE = ("outcome", "extracted", "gold", "method")
@@ -306,6 +307,9 @@ def _merge_one(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out:
         _merge_keyed(dst, src, "items", "key", stop)
         _merge_generations(dst, src, name, out, counts, origin, stop)
         _merge_metric_runs(dst, src, name, out, stop)
+        for table in ("contamination_probes", "contamination_signals", "contamination_corpora",
+                      "contamination_overlap"):  # keyed by a hash of their identity: the first copy wins
+            _merge_keyed(dst, src, table, "key", stop)
     except DamagedValue as exc:  # diagnosed up front; kept so that no value can be a traceback here
         raise StoreError(f"{name} or {out}: damaged results database: {exc}; nothing was written") from None
     except sqlite3.IntegrityError as exc:

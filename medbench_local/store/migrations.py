@@ -115,6 +115,34 @@ def m005_prompt_tokens_evaluated(db: sqlite_utils.Database) -> None:
     db.table("generations").add_column("prompt_tokens_evaluated", int)
 
 
+
+@migration
+def m006_contamination(db: sqlite_utils.Database) -> None:
+    """The contamination probe (``medbench-local contamination``, docs/contamination.md).
+
+    ``contamination_probes``: one model's probe of one task under one identity (probe and text versions, k,
+    control kind, seed, the engine identity with the model's SHA-256); ``contamination_signals``: per probe, item
+    and variant (the original text, or its control), the four membership signals; ``contamination_overlap``: per
+    item, its n-gram overlap with a corpus whose identity (files' SHA-256, n, normalisation) is in
+    ``contamination_corpora``. Keys are hashes of the identity, so a rerun skips what is stored and ``merge`` keeps
+    the first copy of each."""
+    db.table("contamination_probes").create({
+        "key": str, "model_id": str, "model_sha256": str, "role": str, "pair": str, "task": str, "identity": str,
+        "created_at": str,
+    }, pk="key", foreign_keys=[("model_sha256", "models", "sha256")])
+    db.table("contamination_signals").create({
+        "key": str, "probe": str, "variant": str, "item_id": str, "text_sha256": str, "tokens": int,
+        "truncated_tokens": int, "loss": float, "zlib": float, "min_k": float, "min_k_pp": float, "seconds": float,
+        "created_at": str,
+    }, pk="key", foreign_keys=[("probe", "contamination_probes", "key")])
+    db.table("contamination_corpora").create({"key": str, "identity": str, "created_at": str}, pk="key")
+    db.table("contamination_overlap").create({
+        "key": str, "corpus": str, "task": str, "item_id": str, "text_sha256": str, "ngrams": int, "found": int,
+        "share": float, "longest_run": int, "created_at": str,
+    }, pk="key", foreign_keys=[("corpus", "contamination_corpora", "key")])
+    db.table("contamination_signals").create_index(["probe", "variant", "item_id"], unique=True)
+    db.table("contamination_overlap").create_index(["corpus", "task", "item_id"], unique=True)
+
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []
