@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..config import read_config
 from ..contamination import overlap_run
 from ..contamination import run as probe_run
 from ..contamination.overlap import DEFAULT_N
@@ -32,7 +33,7 @@ from ..runner import plan
 from ..runner.inputs import load_tasks
 from ..store import close_database, open_database
 from ..tasks import get_task
-from .common import DEFAULT_DB, config_option, match_data, read_config, stderr, stdout, task_option
+from .common import DEFAULT_DB, config_option, match_data, stderr, stdout, task_option
 from .declare import DatabasePath, InputPath, OutputPath, declare
 from .limits import LLAMA_SEED, RESAMPLES, THREADS
 from .safe_text import literal
