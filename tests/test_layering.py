@@ -85,10 +85,12 @@ MAY_IMPORT: dict[str, frozenset[str]] = {name: frozenset(allowed) for name, allo
     "tasks": ("errors", "paths", "gates", "units", "prompting", "engine", "metrics"),
     "store": ("errors", "gates", "engine", "tasks"),
     "provenance": (INIT, "gates", "tasks"),
-    "analysis": (INIT, "errors", "gates", "paths", "config", "engine", "metrics", "tasks", "store", "provenance"),
+    "retrieval": (INIT, "errors", "gates", "prompting", "store"),  # issue 23: the index reads and writes via store
+    "analysis": (INIT, "errors", "gates", "paths", "config", "engine", "metrics", "tasks", "store", "provenance",
+                 "retrieval"),
     "report": (INIT, "gates", "tasks", "store", "analysis"),
     "runner": (INIT, "errors", "gates", "paths", "signals", "item_pool", "prompting", "config", "modelfiles", "engine",
-               "tasks", "store", "provenance", "analysis"),
+               "tasks", "store", "provenance", "analysis", "retrieval"),
     "airgap": (INIT, "errors", "gates", "units", "paths", "prompting", "metrics", "config", "modelfiles", "engine",
                "tasks"),
 }.items()}

@@ -16,6 +16,7 @@ from ..gates.files import command_scope
 from ..gates.secrets import redact
 from .compare import compare_command
 from .export import export_command
+from .index import index_group
 from .merge import merge_command
 from .report import report_command
 from .reproduce import reproduce_command
@@ -85,6 +86,7 @@ main.add_command(reproduce_command)
 main.add_command(rescore_command)
 main.add_command(merge_command)
 main.add_command(models_group)
+main.add_command(index_group)
 main.add_command(tasks_group)
 main.add_command(runs_command)
 main.add_command(view_command)

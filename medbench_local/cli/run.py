@@ -168,6 +168,9 @@ class ItemLimit(click.ParamType):
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
+@click.option("--arm", "arm_ids", multiple=True, metavar="NAME",
+              help="Run an arm: a model with passages from a retrieval index ([arms.NAME] in models.toml; the same "
+                   "as --model NAME; docs/retrieval.md). Repeatable.")
 @task_option("Task id, see 'medbench-local tasks list' (repeatable, or comma-separated: --task mednli,meqsum).",
              required=True)
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
@@ -227,7 +230,8 @@ class ItemLimit(click.ParamType):
               help="With --no-store-inputs, case texts and rendered prompts are stored as SHA-256 only "
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
-def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
+def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], arm_ids: tuple[str, ...],
+                task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | float | None, limit_mode: str, shard_text: str | None,
                 seed: int, threads: int | None, batch_size: int, prompt_file: Path | None, scoring: str,
                 loglik_target: str, kv_reuse: str, document_order: str, retry_errors: bool, reference_quirks: bool,
@@ -257,6 +261,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
           --document-order per-patient
       medbench-local run --model my-served-model --task jama
           # a model with engine = "openai" in models.toml
+      medbench-local run --arm smollm2-135m-instruct+demo-guidelines --task jama
+          # a model with passages from a retrieval index ([arms.NAME])
 
     A model with engine = "openai" in models.toml is run on its OpenAI-compatible server (llama-server,
     vLLM, llama-cpp-python's server) with up to max_concurrency items in flight; the run reaches that server
@@ -266,6 +272,10 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     for task_id in task_ids:  # every name first: an unknown task is named as such, before any data is looked for
         get_task(task_id)
     config = read_config(config_path)
+    for arm in arm_ids:
+        if arm in config.models and not config.models[arm].is_arm:
+            raise UserError(f"--arm {arm}: '{arm}' is a model, not an arm; run it with --model {arm}")
+    model_ids = (*model_ids, *arm_ids)
     models = plan.pick_models(config, pairs, model_ids)
     explicit = match_data(task_ids, data)
     chosen = []
