@@ -264,10 +264,12 @@ def evaluation_scores(db: sqlite_utils.Database, key: str) -> list[tuple[int, st
 
 
 def answers_by_item(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
-    """One evaluation's answers keyed by item key: the item, prompt, output and score (what ``show`` prints)."""
+    """One evaluation's answers keyed by item key: the item, prompt, output and score, and for an arm the passages
+    it retrieved (JSON, or None) with the search time (what ``show`` prints)."""
     return {row["item"]: row for row in db.query(
         "select s.item, s.generation_id, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, "
-        "s.metrics from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
+        "s.metrics, r.passages as retrieved, r.retrieval_ms from scores s join generations g on g.id = s.generation_id "
+        "join items i on i.key = s.item left join retrievals r on r.evaluation = s.evaluation and r.item = s.item "
         "where s.evaluation = ? order by g.id", [evaluation])}
 
 
