@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import StoreError
+from ..gates.stored import DamagedValue, load_json
 
 INDEX_FORMAT = "medbench-local-retrieval-1"
 #: porter stemming over unicode61 words (case- and accent-folded): "infarction" finds "infarctions"
@@ -77,10 +78,9 @@ def meta(conn: sqlite3.Connection, path: str) -> dict[str, Any]:
                              f"{', '.join(sorted(set(TABLES) - names))}); build one with 'medbench-local index build'")
         values: dict[str, Any] = {}
         for key, value in conn.execute("select key, value from meta"):
-            try:
-                values[str(key)] = json.loads(value) if isinstance(value, str) else None
-            except ValueError:
-                raise StoreError(f"{path}: damaged retrieval index (meta '{str(key)[:40]}' is not JSON)") from None
+            values[str(key)] = load_json(value, "meta", "value", key)
+    except DamagedValue as exc:
+        raise StoreError(f"{path}: damaged retrieval index: {exc}") from None
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: cannot read the retrieval index ({exc})") from None
     if values.get("format") != INDEX_FORMAT:
