@@ -71,6 +71,9 @@ def test_an_arm_runs_resumes_pairs_and_compares_like_a_model(tmp_path: Path) -> 
         result = invoke(*command)
         assert "Traceback" not in result.output
     assert "smollm2+demo" in (tmp_path / "x.csv").read_text(encoding="utf-8")
+    gold = REPO / "bench_data" / "retrieval" / "demo-gold.csv"
+    quality = invoke("compare", "--db", str(db), "--config", str(cfg), "--pair", "rag", "--gold", str(gold)).output
+    assert "retrieval · smollm2+demo · jama: of 2 items with a known gold passage, recall@2" in " ".join(quality.split())
     runs = json.loads(invoke("runs", "--db", str(db), "--json").output)
     assert runs[-1]["retrieval"]["items"] == 2 and runs[0]["retrieval"] is None  # the resume generated nothing
 

@@ -11,11 +11,13 @@ import click
 from ..analysis.paired import (CI_NOTE, METHODS_NOTE, PAIRING_NOTE, MetricComparison, PairReport, compare_pairs,
                                summary_line)
 from ..errors import UserError
+from ..analysis.retrieval_quality import arm_quality
 from ..analysis.stats import format_p
+from ..retrieval.gold import read_gold
 from ..store.database import reading
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, selected_pairs, stderr, stdout, task_option
-from .declare import declare
+from .declare import InputPath, declare
 from .layout import Column, print_prose, print_table
 from .safe_text import literal, plain
 from .limits import RESAMPLES, STATS_SEED
@@ -25,14 +27,22 @@ OUTCOME_COLUMNS = OUTCOMES  # every outcome, in the order tasks/base.py defines 
 
 def load_reports(db_path: Path, pair_filter: tuple[str, ...] = (), task_filter: tuple[str, ...] = (),
                  resamples: int = 10_000, seed: int = 0, allow_different_data: bool = False,
-                 config_path: Path | None = None, model_pair: tuple[str, str] | None = None
-                 ) -> tuple[list[PairReport], list[str]]:
-    """The reports of the selected pairs (database ∪ models.toml ∪ --models) and the pair-source notes."""
+                 config_path: Path | None = None, model_pair: tuple[str, str] | None = None,
+                 gold: dict[str, str] | None = None) -> tuple[list[PairReport], list[str], dict[str, list[str]]]:
+    """The reports of the selected pairs (database ∪ models.toml ∪ --models), the pair-source notes, and per pair
+    the retrieval-quality lines of its retrieval arms (analysis/retrieval_quality.py)."""
     with reading(db_path) as db:
         selection = selected_pairs(db, db_path, config_path, pair_filter, model_pair, task_filter)
         reports = compare_pairs(db, selection.pairs, task_filter=task_filter, resamples=resamples, seed=seed,
                                 allow_different_data=allow_different_data)
-        return reports, selection.conflicts
+        quality: dict[str, list[str]] = {}
+        for report in reports:
+            for model in (report.biomedical_model, report.general_model):
+                for task in dict.fromkeys(row.task for row in report.rows):
+                    found = arm_quality(db, model, task, gold or {})
+                    if found is not None:
+                        quality.setdefault(report.pair, []).append(found.line())
+        return reports, selection.conflicts, quality
 
 
 def _pct(value: float) -> str:
@@ -179,7 +189,7 @@ def markdown(reports: list[PairReport]) -> str:
     return "\n".join(lines)
 
 
-@declare(reads=("database", "config"), example=("compare", "--db", "{db}", "--config", "{config}"))
+@declare(reads=("database", "config", "data"), example=("compare", "--db", "{db}", "--config", "{config}"))
 @click.command("compare")
 @db_option
 @pair_options
@@ -193,9 +203,12 @@ def markdown(reports: list[PairReport]) -> str:
                    "by item id anyway (rows marked 'different data'). Normally refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys, see README) instead of tables.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print Markdown tables for a paper.")
+@click.option("--gold", "gold_path", type=InputPath("data"),
+              help="Retrieval arms: a CSV (item_id,gold_passage) naming the passage that answers each item, for items "
+                   "without a 'gold_passage' field; recall@k and MRR are then shown beside the delta.")
 def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
                     config_path: Path | None, task_ids: tuple[str, ...], resamples: int, seed: int,
-                    allow_different_data: bool, as_json: bool, as_markdown: bool) -> None:
+                    allow_different_data: bool, as_json: bool, as_markdown: bool, gold_path: Path | None) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
     What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is the
@@ -210,6 +223,10 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
     results, so two models run one at a time are compared; --models BIO GEN pairs any two models ad hoc. Where
     the database and models.toml name a pair with different members, the database's are used (a note says
     so). An unknown pair, model or task is an error naming those that exist.
+
+    For a retrieval arm (docs/retrieval.md), a line under the table gives, of its items whose gold passage is known
+    (an item field 'gold_passage', or --gold FILE), recall@k, MRR, and how many had the gold passage in the prompt
+    and were answered correctly: "retrieval failed" against "the model ignored the passage".
 
     The numbers: for every pair, task, data and metric, each model's score with a 95% CI (Wilson for accuracy,
     BCa bootstrap for ROUGE/F1), the paired difference Δ (biomedical minus general) with its CI (a
@@ -241,8 +258,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
       medbench-local compare --db study.db --task nejm,jama \\
           --models openbiollm-70b llama3-70b-instruct
     """
-    reports, conflicts = load_reports(db_path, pair_filter, task_ids, resamples, seed, allow_different_data,
-                                      config_path, model_pair)
+    reports, conflicts, quality = load_reports(db_path, pair_filter, task_ids, resamples, seed,
+                                               allow_different_data, config_path, model_pair,
+                                               read_gold(gold_path) if gold_path is not None else None)
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
     if nothing and not refused and not any(warnings(report) for report in reports):
@@ -274,6 +292,8 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             print_table(stdout, columns, rows, title="Outcomes of the n compared items (biomedical/general); "
                                                      "unpaired: items only that model answered, not compared")
         for line in superseded_lines(report):
+            print_prose(stdout, f"[dim]{literal(line)}[/dim]")
+        for line in quality.get(report.pair, []):
             print_prose(stdout, f"[dim]{literal(line)}[/dim]")
         for line in warnings(report):
             print_prose(stdout, f"[yellow]{literal(line)}[/yellow]")
