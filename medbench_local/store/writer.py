@@ -274,8 +274,8 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                   run_id: str, scores: list[tuple[int, Score]]) -> None:
     """Store a re-scored evaluation in one transaction: the evaluation row ``key`` (model, role and task as in
     ``source``, the evaluations row it derives from), a copy of each listed generation (every column but its
-    id and evaluation, so prompt, output, tokens, timings and the run that generated it are kept) and its new
-    score. The source evaluation and its scores are not touched."""
+    id and evaluation, so prompt, output, tokens, timings and the run that generated it are kept), its new
+    score and, for a retrieval arm, its retrieval row. The source evaluation and its scores are not touched."""
     columns = [row[1] for row in db.conn.execute("pragma table_info(generations)")
                if row[1] not in ("id", "evaluation")]
     names = ", ".join(columns)
@@ -295,6 +295,11 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                 "metrics) values (?,?,?,?,?,?,?,?,?)",
                 (cursor.lastrowid, key, item, score.outcome, score.extracted, score.gold, score.method,
                  redact(score.detail) if score.detail else score.detail, json.dumps(score.metrics, sort_keys=True)))
+            # a retrieval arm's passages travel with the generation they were placed into
+            db.conn.execute("insert or ignore into retrievals (evaluation, item, index_sha256, query, passages, "
+                            "placed, passage_tokens, retrieval_ms) select ?, item, index_sha256, query, passages, "
+                            "placed, passage_tokens, retrieval_ms from retrievals where evaluation = ? and item = ?",
+                            (key, source["key"], item))
 
 
 def add_metric_values(db: sqlite_utils.Database, evaluation: str, metric: str, identity: dict[str, Any],
