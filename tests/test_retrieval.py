@@ -411,3 +411,53 @@ def test_a_bundle_carries_an_arms_index_and_imports_it(tmp_path: Path) -> None:
     (bundle / "indexes" / "demo.idx").write_bytes(index.read_bytes()[:-1] + b"\x01")  # damaged in transit
     result = runner.invoke(main, ["bundle", "verify", str(bundle)])
     assert result.exit_code == 1 and "indexes/demo.idx" in result.output
+
+
+# ------------------------------------------------------------------------------------------ stored retrievals
+
+
+def test_stored_retrievals_give_compare_its_quality_line_and_show_its_passages(tmp_path: Path) -> None:
+    """Known answers by construction: item-0 has its gold passage first and placed and is correct, item-1 has it
+    second but not placed (the budget), item-2 does not retrieve it, item-3 names no gold."""
+    from medbench_local.analysis.retrieval_quality import arm_quality
+    from medbench_local.engine.base import Generation, ModelInfo
+    from medbench_local.store import close_database, open_database, writer
+    from medbench_local.tasks.base import Item, Score
+
+    db_path = tmp_path / "results.db"
+    db = open_database(db_path)
+    writer.start_run(db, "run-1", {"command": ["synthetic"], "packages": {}, "settings": {}})
+    writer.record_pair(db, "rag", "m+idx", "m", "")
+    retrieved = {"item-0": [("gold-0", True), ("x", True)], "item-1": [("x", True), ("gold-1#2", False)],
+                 "item-2": [("x", True), ("y", True)], "item-3": [("x", True)]}
+    outcomes = {"item-0": "correct", "item-1": "wrong", "item-2": "wrong", "item-3": "correct"}
+    for role, model in (("biomedical", "m+idx"), ("general", "m")):
+        info = ModelInfo(model, "/models/m.gguf", "a" * 64, 1000, "chat", None, None, metadata={})
+        writer.record_model(db, info)
+        writer.record_evaluation(db, f"eval-{role}", info, role, "jama", {"task": {"task": "jama"}}, "run-1")
+        for item_id, outcome in outcomes.items():
+            outcome = outcome if model == "m+idx" else "wrong"  # the plain model: wrong on every item
+            item = Item(item_id, {"case": "c", "question": "q?", "options": {"A": "x", "B": "y"}, "answer": "A",
+                                  **({"gold_passage": f"gold-{item_id[-1]}"} if item_id != "item-3" else {})})
+            found = None if model == "m" else {
+                "index_sha256": "i" * 64, "query": "c q?", "retrieval_ms": 0.5, "placed": 1, "passage_tokens": 9,
+                "passages": [{"id": pid, "score": 2.0 - n, "placed": placed}
+                             for n, (pid, placed) in enumerate(retrieved[item_id])]}
+            writer.record_item(db, evaluation=f"eval-{role}", run_id="run-1", task="jama", item=item,
+                               generation=Generation("p", "A", 5, 0, 1, "stop", 0.1),
+                               score=Score(outcome, "A" if outcome == "correct" else "B", "A", "explicit", "",
+                                           {"accuracy": float(outcome == "correct")}), retrieval=found)
+    writer.finish_run(db, "run-1", "completed")
+    found = arm_quality(db, "m+idx", "jama", {})
+    assert arm_quality(db, "m", "jama", {}) is None
+    close_database(db)
+    assert found is not None
+    assert (found.items, found.k, found.placed, found.placed_correct) == (3, 2, 1, 1)
+    assert found.recall == pytest.approx(2 / 3) and found.mrr == pytest.approx((1 + 1 / 2) / 3)
+    result = CliRunner().invoke(main, ["compare", "--db", str(db_path), "--pair", "rag"])
+    assert result.exit_code == 0, result.output
+    assert "recall@2 0.67, MRR 0.50; the gold passage was in the prompt for 1, of which 1" in " ".join(
+        result.output.split())
+    shown = CliRunner().invoke(main, ["show", "--db", str(db_path), "--pair", "rag", "--task", "jama"])
+    assert shown.exit_code == 0, shown.output
+    assert "✓ gold-0 (2.00)" in shown.output and "retrieved passages" in shown.output
