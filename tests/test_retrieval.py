@@ -441,7 +441,7 @@ def test_stored_retrievals_give_compare_its_quality_line_and_show_its_passages(t
                                   **({"gold_passage": f"gold-{item_id[-1]}"} if item_id != "item-3" else {})})
             found = None if model == "m" else {
                 "index_sha256": "i" * 64, "query": "c q?", "retrieval_ms": 0.5, "placed": 1, "passage_tokens": 9,
-                "passages": [{"id": pid, "score": 2.0 - n, "placed": placed}
+                "passages": [{"id": pid, "score": 2.0 - n, "placed": placed, "text": f"text of {pid}"}
                              for n, (pid, placed) in enumerate(retrieved[item_id])]}
             writer.record_item(db, evaluation=f"eval-{role}", run_id="run-1", task="jama", item=item,
                                generation=Generation("p", "A", 5, 0, 1, "stop", 0.1),
@@ -460,4 +460,4 @@ def test_stored_retrievals_give_compare_its_quality_line_and_show_its_passages(t
         result.output.split())
     shown = CliRunner().invoke(main, ["show", "--db", str(db_path), "--pair", "rag", "--task", "jama"])
     assert shown.exit_code == 0, shown.output
-    assert "✓ gold-0 (2.00)" in shown.output and "retrieved passages" in shown.output
+    assert "✓ gold-0 (2.00)" in shown.output and "text of gold-0" in shown.output

@@ -40,14 +40,25 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
     return Panel(f"{head}\n\n{output}{retrieved}", title=label, title_align="left")
 
 
+SNIPPET = 160  # characters of each retrieved passage shown under its id
+
+
+def _snippet(text: object) -> str:
+    if not isinstance(text, str) or not text:
+        return ""
+    cut = text if len(text) <= SNIPPET else text[:SNIPPET].rsplit(" ", 1)[0] + " …"
+    return f"\n  [dim]{literal(cut, one_line=True)}[/dim]"
+
+
 def _retrieved(row: dict[str, Any]) -> str:
-    """An arm's passages for the item, best first: id, BM25 score, and whether it was placed in the prompt (within
-    the token budget); their text is in the prompt (--prompts)."""
+    """An arm's passages for the item, best first: id, BM25 score, whether it was placed in the prompt (within
+    the token budget) and the start of its text (all of it is in the prompt: --prompts)."""
     if row.get("retrieved") is None:
         return ""
     passages = load_array(row["retrieved"], "retrievals", "passages", row["item"])
-    lines = [f"{'✓' if isinstance(p, dict) and p.get('placed') else '·'} {literal(str(p.get('id')), one_line=True)} "
-             f"({float(p.get('score') or 0):.2f})" for p in passages if isinstance(p, dict)]
+    lines = [f"{'✓' if p.get('placed') else '·'} {literal(str(p.get('id')), one_line=True)} "
+             f"({float(p.get('score') or 0):.2f})" + _snippet(p.get("text"))
+             for p in passages if isinstance(p, dict)]
     took = row.get("retrieval_ms")
     head = "retrieved passages (✓ in the prompt, BM25 score)" + (f", {float(took):.1f} ms" if took is not None
                                                                     else "")

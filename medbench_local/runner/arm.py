@@ -66,8 +66,8 @@ class ArmRetrieval:
                                                    context.count_tokens))
         placed = fit_passages([(hit.id, hit.text) for hit in hits], budget, context.count_tokens, self.spec.order)
         record = {"index_sha256": self.index.identity, "query": query, "retrieval_ms": round(elapsed_ms, 3),
-                  "passages": [{"id": hit.id, "score": round(hit.score, 6), "placed": hit.id in placed.ids}
-                               for hit in hits],
+                  "passages": [{"id": hit.id, "score": round(hit.score, 6), "placed": hit.id in placed.ids,
+                                "text": hit.text} for hit in hits],
                   "placed": len(placed.ids), "passage_tokens": placed.tokens}
         with self._lock:
             self._found[item.id] = record

@@ -165,7 +165,7 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "evaluation": "evaluations.key", "item": "items.key", "index_sha256": "The index's content identity "
         "(SHA-256 of its settings and passages; 'index info')", "query": "The text searched (or its SHA-256 with "
         "--no-store-inputs)", "passages": "Retrieved passages, best first (JSON): id, BM25 score (higher is "
-        "better), placed (in the prompt, within the token budget)", "placed": "Passages placed in the prompt",
+        "better), placed (in the prompt, within the token budget), text", "placed": "Passages placed in the prompt",
         "passage_tokens": "Tokens of the passage block in the prompt", "retrieval_ms": "Time of the search, ms"}),
     "_migrations": ("Schema migrations applied to this database, in order", {
         "name": "Migration name", "applied_at": "When it was applied (UTC)"}),

@@ -118,8 +118,8 @@ def m005_prompt_tokens_evaluated(db: sqlite_utils.Database) -> None:
 @migration
 def m006_retrieval(db: sqlite_utils.Database) -> None:
     """What an arm (a model plus retrieval, ``[arms.NAME]``) retrieved for each item: the index's content
-    identity, the query, the passages with their BM25 scores (a JSON array of ``{"id", "score", "placed"}``, best
-    first; ``placed``: within the token budget, so in the prompt), the passage tokens placed and the milliseconds
+    identity, the query, the passages with their BM25 scores (a JSON array of ``{"id", "score", "placed", "text"}``,
+    best first; ``placed``: within the token budget, so in the prompt), the passage tokens placed and the milliseconds
     the search took. One row per evaluation and item, written in the item's transaction; the rendered prompt is
     the generation's, as for every model."""
     db["retrievals"].create({
