@@ -7,6 +7,7 @@ passage that no other passage holds, so BM25 must rank that passage first, whate
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -21,10 +22,21 @@ from medbench_local.cli import main
 from medbench_local.config import load_config
 from medbench_local.errors import ConfigError, DataError, UserError
 from medbench_local.prompting import Prompt
-from medbench_local.retrieval.augment import HEADER, fit_passages, room_for_passages, with_passages
+from medbench_local.retrieval.augment import (
+    HEADER,
+    fit_passages,
+    room_for_passages,
+    with_passages,
+)
 from medbench_local.retrieval.gold import read_gold
 from medbench_local.retrieval.index import RetrievalIndex, build_index, content_identity
-from medbench_local.retrieval.passages import Document, Split, html_text, read_corpus_file, split_passages, words_of
+from medbench_local.retrieval.passages import (
+    Document,
+    Split,
+    html_text,
+    split_passages,
+    words_of,
+)
 from medbench_local.retrieval.quality import gold_rank, is_gold, quality
 from medbench_local.retrieval.query import fts_query, query_terms, query_text
 
@@ -52,7 +64,7 @@ def test_passages_cover_every_word_in_order_with_the_overlap(size: int, overlap:
         return
     assert [p.id for p in pieces] == [f"doc#{n}" for n in range(1, len(pieces) + 1)]
     assert pieces[0].text.split()[0] == "w0" and pieces[-1].text.split()[-1] == words[-1]
-    for before, after in zip(pieces, pieces[1:]):
+    for before, after in itertools.pairwise(pieces):
         shared = before.text.split()[-overlap:] if overlap else []
         assert after.text.split()[:overlap] == shared
     covered = set(" ".join(p.text for p in pieces).split())

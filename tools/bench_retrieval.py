@@ -28,17 +28,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medbench_local.config import RetrievalSpec, load_config  # noqa: E402
-from medbench_local.engine.base import GenerateRequest  # noqa: E402
-from medbench_local.engine.llama import LlamaEngine  # noqa: E402
-from medbench_local.engine.runtime import choose_threads  # noqa: E402
-from medbench_local.modelfiles.resolve import require  # noqa: E402
-from medbench_local.retrieval.gold import read_gold  # noqa: E402
-from medbench_local.retrieval.index import RetrievalIndex, build_index  # noqa: E402
-from medbench_local.retrieval.passages import Split  # noqa: E402
-from medbench_local.retrieval.quality import gold_of, quality  # noqa: E402
-from medbench_local.runner.arm import ArmRetrieval  # noqa: E402
-from medbench_local.tasks import PromptContext, get_task  # noqa: E402
+from medbench_local.config import RetrievalSpec, load_config
+from medbench_local.engine.base import GenerateRequest
+from medbench_local.engine.llama import LlamaEngine
+from medbench_local.engine.runtime import choose_threads
+from medbench_local.modelfiles.resolve import require
+from medbench_local.retrieval.gold import read_gold
+from medbench_local.retrieval.index import RetrievalIndex, build_index
+from medbench_local.retrieval.passages import Split
+from medbench_local.retrieval.quality import gold_of, quality
+from medbench_local.runner.arm import ArmRetrieval
+from medbench_local.tasks import PromptContext, get_task
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 TASKS = ("jama", "nejm")

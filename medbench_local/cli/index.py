@@ -7,7 +7,13 @@ import time
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from ..errors import UserError
 from ..retrieval.gold import read_gold
@@ -106,12 +112,15 @@ def info_command(index_path: Path) -> None:
     """
     with RetrievalIndex(index_path) as index:
         meta, sources = index.meta, index.sources()
-    lines = [f"index         {index_path}", f"identity      {meta['content_sha256']}  (content: settings + passages)",
+    settings = ", ".join(f"{k} {v}" for k, v in sorted(dict(meta["settings"]).items()))
+    files = plural(len(sources), "file")
+    lines = [f"index         {index_path}",
+             f"identity      {meta['content_sha256']}  (content: settings + passages)",
              f"file sha256   {file_sha256(index_path)}",
-             f"passages      {meta.get('passages')} from {meta.get('documents')} documents in {len(sources)} "
-             f"{plural(len(sources), 'file')}",
-             "settings      " + ", ".join(f"{k} {v}" for k, v in sorted(dict(meta["settings"]).items())),
-             f"built         {meta.get('built_at')} with {meta.get('built_with')}", "files:"]
+             f"passages      {meta.get('passages')} from {meta.get('documents')} documents in {len(sources)} {files}",
+             f"settings      {settings}",
+             f"built         {meta.get('built_at')} with {meta.get('built_with')}",
+             "files:"]
     lines += [f"  {s['sha256']}  {s['name']}  ({s['documents']} documents, {s['passages']} passages, "
               f"{s['size_bytes']:,} bytes)" for s in sources]
     stdout.print(literal("\n".join(lines)), soft_wrap=True)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import DataError
 from ..gates.files import read_input
@@ -101,9 +102,10 @@ def split_passages(document: Document, split: Split) -> list[Passage]:
 class _TextOfHtml(HTMLParser):
     """The visible text of an HTML page: script and style left out, block elements on lines of their own."""
 
-    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table",
-              "ul", "ol", "pre", "blockquote", "dd", "dt"}
-    HIDDEN = {"script", "style", "template", "noscript", "head"}
+    BLOCKS: ClassVar[frozenset[str]] = frozenset({
+        "p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table", "ul", "ol",
+        "pre", "blockquote", "dd", "dt"})
+    HIDDEN: ClassVar[frozenset[str]] = frozenset({"script", "style", "template", "noscript", "head"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
