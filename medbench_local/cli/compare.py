@@ -279,6 +279,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             sys.exit(1)
         click.echo(json.dumps([row.to_json() for report in reports for row in report.rows], indent=2)
                    if as_json else plain(markdown(reports)))
+        lines = [f"> {report.pair} · {line}" for report in reports for line in quality.get(report.pair, [])]
+        if as_markdown and lines:  # retrieval arms' quality (the JSON rows stay the documented contract)
+            click.echo(plain("\n".join(lines)))
         return
     for line in conflicts:
         print_prose(stdout, f"[dim]{literal(line)}[/dim]")
