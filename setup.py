@@ -34,7 +34,7 @@ class BuildPyWithSamples(build_py):
         for name in SHIPPED:
             source = ROOT / name
             if source.is_dir():
-                shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.idx"))
             else:
                 shutil.copy2(source, target / name)
 

@@ -34,10 +34,12 @@ from .airgap.netguard import NetworkGuard
 from .analysis.export import aggregate_rows, item_rows
 from .analysis.pair_sources import check_models, selected_pairs
 from .analysis.paired import PairReport, compare_pairs
+from .analysis.retrieval_quality import arm_quality
 from .config import read_config
 from .contamination.compared import Contamination, contamination_of, row_json
 from .errors import StoreError, UserError
 from .gates.files import command_scope, remember_database, remember_input
+from .retrieval.gold import read_gold
 from .runner import LIMIT_MODES, Reporter, RunOptions, RunSummary, Shard, execute, parse_shard, plan
 from .runner.context import MAX_BATCH, MAX_LLAMA_SEED, MAX_RESAMPLES, MAX_STATS_SEED, MAX_THREADS, MIN_RESAMPLES
 from .runner.modes import SCORING
@@ -100,6 +102,7 @@ class Comparison:
     reports: list[PairReport]
     notes: list[str]
     contamination: Contamination = field(default_factory=Contamination)
+    retrieval_quality: dict[str, list[str]] = field(default_factory=dict)  # pair -> its retrieval arms' lines
 
     def records(self) -> Records:
         """One record per pair, task, data, scoring mode and metric: exactly ``compare --json``'s objects (with
@@ -185,6 +188,7 @@ class _LogReporter:
 
 
 def evaluate(tasks: str | Sequence[str], *, pairs: str | Sequence[str] = (), models: str | Sequence[str] = (),
+             arms: str | Sequence[str] = (),
              data: Mapping[str, PathLike] | None = None, db: PathLike = "results.db", config: PathLike | None = None,
              limit: int | float | None = None, limit_mode: str = "random", shard: str | None = None,
              seed: int = 1234, threads: int | None = None, batch_size: int = 512, prompts: PathLike | None = None,
@@ -193,8 +197,8 @@ def evaluate(tasks: str | Sequence[str], *, pairs: str | Sequence[str] = (), mod
              accept_changed_model: bool = False, allow_cpu: bool = False, store_inputs: bool = True,
              reporter: Reporter | None = None, notify: Callable[[str], None] | None = None,
              command: Sequence[str] | None = None) -> RunResult:
-    """Run models (the members of ``pairs``, and ``models``) on ``tasks`` and store every prompt, generation and
-    score in ``db``: exactly ``medbench-local run`` (its ``--help`` explains every option; the keyword arguments
+    """Run models (the members of ``pairs``, ``models``, and ``arms``: models with retrieval, docs/retrieval.md)
+    on ``tasks`` and store every prompt, generation and score in ``db``: exactly ``medbench-local run`` (its ``--help`` explains every option; the keyword arguments
     carry the same names with underscores). Running the same call again resumes.
 
     ``data``: task id -> data file or folder (default: ./bench_data/<task>, else the shipped sample). ``notify``
@@ -204,7 +208,8 @@ def evaluate(tasks: str | Sequence[str], *, pairs: str | Sequence[str] = (), mod
     is in ``summary.first_error``; ``interrupted`` when a SIGTERM or SIGHUP stopped it after the item in flight).
     """
     task_ids = _names(tasks, "tasks")
-    pair_names, model_ids = _names(pairs, "pairs"), _names(models, "models")
+    pair_names, arm_ids = _names(pairs, "pairs"), _names(arms, "arms")
+    model_ids = tuple(dict.fromkeys((*_names(models, "models"), *arm_ids)))
     _one_of("limit_mode", limit_mode, LIMIT_MODES)
     _one_of("scoring", scoring, list(SCORING))
     _one_of("loglik_target", loglik_target, ("letter", "text"))
@@ -225,6 +230,9 @@ def evaluate(tasks: str | Sequence[str], *, pairs: str | Sequence[str] = (), mod
             if task_id not in task_ids:
                 raise UserError(f"data names task '{task_id}', which is not among the tasks ({', '.join(task_ids)})")
         loaded_config = read_config(Path(config) if config is not None else None)
+        for arm in arm_ids:
+            if arm in loaded_config.models and not loaded_config.models[arm].is_arm:
+                raise UserError(f"--arm {arm}: '{arm}' is a model, not an arm; run it with --model {arm}")
         chosen_models = plan.pick_models(loaded_config, pair_names, model_ids)
         chosen = []
         for task_id in task_ids:
@@ -280,17 +288,21 @@ def _call_line(tasks: Sequence[str], pairs: Sequence[str], models: Sequence[str]
 
 def compare(db: PathLike = "results.db", *, pairs: str | Sequence[str] = (), models: Sequence[str] | None = None,
             tasks: str | Sequence[str] = (), config: PathLike | None = None, resamples: int = 10_000,
-            seed: int = 0, allow_different_data: bool = False, exclude_flagged: bool = False) -> Comparison:
+            seed: int = 0, allow_different_data: bool = False, exclude_flagged: bool = False,
+            gold: PathLike | None = None) -> Comparison:
     """Each pair's biomedical model against its general counterpart on the same items, with paired statistics:
     exactly ``medbench-local compare`` (its ``--help`` explains the numbers). ``models``: two model ids,
     biomedical first, paired ad hoc (``--models BIO GEN``). Nothing pairable is not an error here: the
     comparison is ``empty`` and its reports' notes say why. ``exclude_flagged``: where a contamination probe is
-    stored (``medbench-local contamination``), every delta is also recomputed on the items it did not flag."""
+    stored (``medbench-local contamination``), every delta is also recomputed on the items it did not flag.
+    ``gold``: a CSV (item_id,gold_passage) for retrieval arms whose items carry no ``gold_passage``; the
+    comparison's ``retrieval_quality`` then gives recall@k and MRR per pair (docs/retrieval.md)."""
     model_pair = _model_pair(models)
     _bounded("resamples", resamples, MIN_RESAMPLES, MAX_RESAMPLES)
     _bounded("seed", seed, 0, MAX_STATS_SEED)
     db_path = Path(db).expanduser()
-    with _gated(databases=[db_path], inputs=[config]), reading(db_path) as database:
+    with _gated(databases=[db_path], inputs=[config, gold]), reading(db_path) as database:
+        gold_passages = read_gold(Path(gold)) if gold is not None else {}
         task_ids = _names(tasks, "tasks")
         selection = selected_pairs(database, db_path, Path(config) if config is not None else None,
                                    _names(pairs, "pairs"), model_pair, task_ids)
@@ -299,7 +311,14 @@ def compare(db: PathLike = "results.db", *, pairs: str | Sequence[str] = (), mod
         found = contamination_of(database, selection.pairs, reports, task_filter=task_ids, resamples=resamples,
                                  seed=seed, allow_different_data=allow_different_data,
                                  exclude_flagged=exclude_flagged)
-        return Comparison(reports, list(selection.conflicts), found)
+        quality: dict[str, list[str]] = {}
+        for report in reports:
+            for model in (report.biomedical_model, report.general_model):
+                for task in dict.fromkeys(row.task for row in report.rows):
+                    arm = arm_quality(database, model, task, gold_passages)
+                    if arm is not None:
+                        quality.setdefault(report.pair, []).append(arm.line())
+        return Comparison(reports, list(selection.conflicts), found, quality)
 
 
 def results(db: PathLike = "results.db", *, aggregate: bool = False, pairs: str | Sequence[str] = (),

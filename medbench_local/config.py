@@ -113,6 +113,33 @@ class ServedSpec:
         return f"{parts.hostname}:{port}"
 
 
+ARM_QUERIES: tuple[str, ...] = ("question", "case+question")
+ARM_PLACEMENTS: tuple[str, ...] = ("before", "after")
+ARM_ORDERS: tuple[str, ...] = ("score", "reversed")
+
+
+@dataclass(frozen=True)
+class RetrievalSpec:
+    """What an arm adds to its model: passages from a retrieval index placed into every prompt.
+
+    ``query``: what of the item is searched (its question, or its case and question); ``placement``: the passages
+    before the task's text or after it; ``order``: best first ("score"), or best last ("reversed", nearest to what
+    follows, against "lost in the middle"); ``passage_budget``: at most this many tokens of passages (the model's
+    own tokenizer), and never more than the context leaves after the prompt and the answer."""
+
+    index: Path
+    k: int = 3
+    query: str = "case+question"
+    placement: str = "before"
+    order: str = "score"
+    passage_budget: int = 512
+
+    def settings(self) -> dict[str, object]:
+        """The settings that decide an arm's prompts besides the index's content (its identity adds that)."""
+        return {"k": self.k, "query": self.query, "placement": self.placement, "order": self.order,
+                "passage_budget": self.passage_budget}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model as configured. ``n_gpu_layers=None`` means: all layers when the build can offload."""
@@ -137,6 +164,12 @@ class ModelSpec:
     rpc_servers: tuple[str, ...] = ()  # llama.cpp rpc-server endpoints the layers are spread over
     engine: str = "llama"              # "llama": in-process llama.cpp; "openai": an OpenAI-compatible server
     served: ServedSpec | None = None   # with engine = "openai"; ``source`` is then the template GGUF, if any
+    retrieval: RetrievalSpec | None = None  # an arm ([arms.NAME]): this model with passages from an index
+    base: str | None = None            # an arm's model id (the [models.ID] it runs)
+
+    @property
+    def is_arm(self) -> bool:
+        return self.retrieval is not None
 
 
 @dataclass(frozen=True)
@@ -152,7 +185,7 @@ class PairSpec:
 @dataclass(frozen=True)
 class Config:
     path: Path
-    models: dict[str, ModelSpec]
+    models: dict[str, ModelSpec]       # models and arms (an arm is a ModelSpec with ``retrieval``)
     pairs: dict[str, PairSpec]
     origin: str = ""  # how the file was found (paths.find_config): shown by 'models list', recorded in runs
 
@@ -183,7 +216,10 @@ _SERVER_SIDE_KEYS = ("n_gpu_layers", "main_gpu", "tensor_split", "flash_attn", "
                      "rpc_servers", "allow_context_beyond_trained")
 _INFO_KEYS = ("licence", "upstream", "note")
 _PAIR_KEYS = {"biomedical", "general", "description"}
-_TOP_KEYS = {"models", "pairs"}
+_TOP_KEYS = {"models", "pairs", "arms"}
+_ARM_KEYS = {"model", "index", "k", "query", "placement", "order", "passage_budget", "role", "description"}
+ARM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+MAX_ARM_K = 50
 
 
 def id_problem(value: object) -> str | None:
@@ -278,14 +314,18 @@ def parse_config(raw: dict[str, Any], path: Path, text: str = "") -> Config:
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         first = sorted(unknown)[0]
-        raise ConfigError(path, first, "unknown top-level key (expected [models.<id>] or [pairs.<name>])",
-                          loc.top(first))
+        raise ConfigError(path, first, "unknown top-level key (expected [models.<id>], [arms.<name>] or "
+                                       "[pairs.<name>])", loc.top(first))
     models_raw = raw.get("models", {})
     pairs_raw = raw.get("pairs", {})
-    if not isinstance(models_raw, dict) or not isinstance(pairs_raw, dict):
-        raise ConfigError(path, "models" if not isinstance(models_raw, dict) else "pairs", "must be a table")
+    arms_raw = raw.get("arms", {})
+    for section, value in (("models", models_raw), ("pairs", pairs_raw), ("arms", arms_raw)):
+        if not isinstance(value, dict):
+            raise ConfigError(path, section, "must be a table")
 
     models = {mid: _parse_model(mid, body, path, loc) for mid, body in models_raw.items()}
+    for name, body in arms_raw.items():
+        models[name] = _parse_arm(name, body, models, path, loc)
     pairs = {name: _parse_pair(name, body, models, path, loc) for name, body in pairs_raw.items()}
     return Config(path=path, models=models, pairs=pairs)
 
@@ -637,6 +677,8 @@ def _parse_pair(name: str, body: Any, models: dict[str, ModelSpec], path: Path, 
         if key not in _PAIR_KEYS:
             raise fail(key, f"unknown key (allowed: {', '.join(sorted(_PAIR_KEYS))})")
     ids: dict[str, str] = {}
+    # a pair with an arm compares retrieval against anything (its own model, a fine-tune): roles are its slots
+    with_arm = any(isinstance(body.get(r), str) and body[r] in models and models[body[r]].is_arm for r in ROLES)
     for role in ROLES:
         value = body.get(role)
         if not isinstance(value, str):
@@ -644,10 +686,73 @@ def _parse_pair(name: str, body: Any, models: dict[str, ModelSpec], path: Path, 
                        if value is None else f"expected a model id, got {value!r}")
         if value not in models:
             raise fail(role, f"unknown model '{value}' (define it as [models.{value}])")
-        if models[value].role != role:
+        if models[value].role != role and not with_arm:
             raise fail(role, f"model '{value}' has role '{models[value].role}', expected '{role}'")
         ids[role] = value
     if ids["biomedical"] == ids["general"]:
         raise fail("general", "a pair needs two different models")
     description = body.get("description", "")
     return PairSpec(name=name, biomedical=ids["biomedical"], general=ids["general"], description=str(description))
+
+
+def _parse_arm(name: str, body: Any, models: dict[str, ModelSpec], path: Path, loc: _Locator) -> ModelSpec:
+    """``[arms.NAME]``: a model of [models] plus retrieval (RetrievalSpec). The arm becomes a model entry of its
+    own, named NAME (``run --model NAME``, pairs may name it), with its model's settings and role (``role``
+    overrides it). ``index`` is relative to models.toml. An arm may stand on either side of a pair: the question
+    it answers is "does retrieval help", against its own model or against a fine-tune."""
+    where = f"arms.{name}"
+
+    def fail(key: str | None, message: str) -> ConfigError:
+        line = loc.key("arms", name, key) if key else loc.table("arms", name)
+        return ConfigError(path, f"{where}.{key}" if key else where, message, line)
+
+    if not isinstance(name, str) or not ARM_ID_PATTERN.fullmatch(name):
+        shown = repr(name)[:80]
+        raise ConfigError(path, "arms", f"invalid arm name {shown} (arm names are {ID_RULE}, '+' allowed too)",
+                          loc.table("arms", str(name)))
+    if name in models:
+        raise fail(None, f"'{name}' is also a [models.{name}]: give the arm another name")
+    if not isinstance(body, dict):
+        raise fail(None, "must be a table")
+    for key in body:
+        if key not in _ARM_KEYS:
+            raise fail(key, f"unknown key (allowed: {', '.join(sorted(_ARM_KEYS))})")
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise fail(None if model is None else "model", "missing required key 'model' (a [models] id)"
+                   if model is None else f"expected a model id, got {model!r}")
+    if model not in models or models[model].is_arm:
+        raise fail("model", f"unknown model '{model}' (an arm runs a [models.ID] entry)")
+    base = models[model]
+    index = body.get("index")
+    if not isinstance(index, str) or not index.strip() or "\x00" in index:
+        raise fail(None if index is None else "index", "missing required key 'index' (the path of a file made "
+                   "by 'medbench-local index build')" if index is None else f"expected a path, got {index!r}")
+    index_path = Path(index).expanduser()
+    if not index_path.is_absolute():
+        index_path = path.parent / index_path
+
+    def choice(key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = body.get(key, default)
+        if value not in allowed:
+            raise fail(key, f"expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return str(value)
+
+    def integer(key: str, default: int, low: int, high: int) -> int:
+        value = body.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise fail(key, f"expected an integer >= {low} and <= {high}, got {_describe_number(value)}")
+        return value
+
+    budget = integer("passage_budget", 512, 16, INT32_MAX)
+    if budget >= base.n_ctx:
+        raise fail("passage_budget", f"{budget} tokens of passages leave nothing of model '{model}''s n_ctx "
+                                     f"{base.n_ctx} for the task's prompt and answer; give less")
+    role = choice("role", ROLES, base.role)
+    retrieval = RetrievalSpec(index=index_path, k=integer("k", 3, 1, MAX_ARM_K),
+                              query=choice("query", ARM_QUERIES, "case+question"),
+                              placement=choice("placement", ARM_PLACEMENTS, "before"),
+                              order=choice("order", ARM_ORDERS, "score"), passage_budget=budget)
+    description = body.get("description", f"{model} with passages from {index}")
+    return replace(base, id=name, role=role, retrieval=retrieval, base=model,  # type: ignore[arg-type]
+                   description=str(description))

@@ -58,7 +58,7 @@ class Expected:
 
 def good_database(path: Path) -> Path:
     """A valid database with a row in every table: the synthetic pair 'demo' on jama (two items, both models
-    disagreeing on both), plus a metric_runs row and a row in each contamination table."""
+    disagreeing on both), plus a metric_runs row and a row in each contamination table and a retrievals row."""
     build_pair_db(path, "demo", Side("bio", [("correct", "A"), ("wrong", "B")]),
                   Side("gen", [("wrong", "B"), ("correct", "A")]))
     with _editing(path) as conn:
@@ -71,6 +71,9 @@ def good_database(path: Path) -> Path:
         conn.execute("insert into contamination_corpora values ('corpus', '{\"n\": 13}', 't')")
         conn.execute("insert into contamination_overlap values ('over', 'corpus', 'jama', 'i1', 'h', 40, 4, 0.1, 2, "
                      "'t')")
+        conn.execute("insert into retrievals (evaluation, item, index_sha256, query, passages, placed, passage_tokens, "
+                     "retrieval_ms) select evaluation, item, 'index', 'query', '[{\"id\": \"p\", \"score\": 1.5, "
+                     "\"placed\": true}]', 1, 12, 0.25 from scores where evaluation = 'eval-biomedical' limit 1")
     return path
 
 

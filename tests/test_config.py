@@ -22,6 +22,8 @@ def test_shipped_models_toml_has_demo_and_study_pairs() -> None:
     assert isinstance(config.model(demo.biomedical).source, PackageSource)
     assert config.model(demo.general).prompt_mode == "base"
     for pair in config.pairs.values():
+        if config.model(pair.biomedical).is_arm or config.model(pair.general).is_arm:
+            continue  # a pair with a retrieval arm compares it with anything, its own model too (docs/retrieval.md)
         assert config.model(pair.biomedical).role == "biomedical"
         assert config.model(pair.general).role == "general"
     hub = [m for m in config.models.values() if isinstance(m.source, HubSource)]

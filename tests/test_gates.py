@@ -127,7 +127,7 @@ class Workspace:
     def inputs(self) -> list[Path]:
         """Every file an example reads (with the database's companions), to prove none of them changes."""
         found = []
-        for key in ("db", "config", "prompts", "data"):
+        for key in ("db", "config", "prompts", "data", "index"):
             path = self.values[key]
             found += [p for p in [path, path.with_name(path.name + "-wal")] if p.exists()]
         return found
@@ -155,8 +155,19 @@ def good_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "bundle"
 
 
+@pytest.fixture(scope="session")
+def good_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A retrieval index of the demo corpus made by 'index build'."""
+    path = tmp_path_factory.mktemp("gates-index") / "demo.idx"
+    result = CliRunner().invoke(main, ["index", "build", str(REPO / "bench_data" / "retrieval" / "demo-guidelines.jsonl"),
+                                       "--out", str(path)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
 @pytest.fixture
-def workspace(tmp_path: Path, good_db: Path, good_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+def workspace(tmp_path: Path, good_db: Path, good_bundle: Path, good_index: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Workspace:
     monkeypatch.chdir(tmp_path)
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -169,10 +180,12 @@ def workspace(tmp_path: Path, good_db: Path, good_bundle: Path, monkeypatch: pyt
     data = inputs / "cases.csv"
     shutil.copy(REPO / "bench_data" / "jama" / "cases.csv", data)
     archive = good_bundle  # only read by the commands under test (checked by the examples' own tests)
+    index = inputs / "demo.idx"
+    shutil.copy(good_index, index)
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     return Workspace(tmp_path, {"db": db, "config": config, "prompts": prompts, "data": data, "archive": archive,
-                                "out": outputs / "out.file", "folder": outputs / "new-folder"})
+                                "index": index, "out": outputs / "out.file", "folder": outputs / "new-folder"})
 
 
 def snapshot(paths: list[Path]) -> dict[Path, tuple[bytes | None, int]]:
@@ -277,6 +290,7 @@ HOSTILE_OUTPUTS: dict[str, tuple[str, Callable[[Workspace], Path]]] = {
     "a hard link to the config": ("file", lambda ws: _hard_link(ws, "config")),
     "the data file": ("any", lambda ws: ws.values["data"]),
     "the prompts file": ("any", lambda ws: ws.values["prompts"]),
+    "the retrieval index": ("any", lambda ws: ws.values["index"]),
     "a symbolic link": ("any", _symlink),
     "a FIFO": ("any", _fifo),
     "a device": ("any", _device),
@@ -288,7 +302,8 @@ WATCHES: list[FifoWatch] = []
 #: hostile outputs that are a command's input only when its example reads that placeholder
 INPUT_OF = {"the results database": "{db}", "the database's -wal file": "{db}", "the database's -journal file": "{db}",
             "the database through ..": "{db}", "a hard link to the database": "{db}", "the config": "{config}",
-            "a hard link to the config": "{config}", "the data file": "{data}", "the prompts file": "{prompts}"}
+            "a hard link to the config": "{config}", "the data file": "{data}", "the prompts file": "{prompts}",
+            "the retrieval index": "{index}"}
 
 
 def _output_cases() -> list[tuple[str, str, str]]:

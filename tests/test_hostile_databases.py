@@ -536,9 +536,10 @@ def test_reading_an_older_database_leaves_nothing_visible_on_disk(good_db: Path,
 DATABASE_GATE = {"store/database.py", "store/readonly.py"}
 #: The only modules that may parse JSON: the stored-values gate, and the loaders of input files, each of which
 #: bounds what it reads (data files: tasks/datafiles.py; models.lock and the SHA-256 cache: modelfiles/; bundle
-#: manifests and locks: airgap/bundle.py, the archive gate; network answers: engine/).
+#: manifests and locks: airgap/bundle.py, the archive gate; network answers: engine/; retrieval corpus files:
+#: retrieval/passages.py, size-limited before reading, every failure one DataError).
 JSON_GATES = {"gates/stored.py", "tasks/datafiles.py", "modelfiles/lock.py", "modelfiles/hashing.py",
-              "airgap/bundle.py"}
+              "airgap/bundle.py", "retrieval/passages.py"}
 JSON_GATE_FOLDERS = {"engine"}
 DATABASE_CALLS = {("sqlite3", "connect"), ("sqlite_utils", "Database")}
 JSON_CALLS = {("json", "loads"), ("json", "load"), ("json", "JSONDecoder")}

@@ -314,6 +314,7 @@ def test_an_input_from_an_older_version_is_read_through_an_upgraded_copy(tmp_pat
         conn.executescript("drop view item_results; drop view paired_items; drop table metric_runs; "
                            "drop table contamination_overlap; drop table contamination_corpora; "
                            "drop table contamination_signals; drop table contamination_probes; "
+                           "drop table retrievals; "
                            "alter table generations drop column prompt_tokens_evaluated; "
                            "drop index idx_generations_run_id; delete from _migrations where name != 'm001_initial'")
     assert rows(old, "select name from _migrations") == [("m001_initial",)]

@@ -48,15 +48,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medbench_local.config import ModelSpec, load_config  # noqa: E402
-from medbench_local.engine import kv  # noqa: E402
-from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest  # noqa: E402
-from medbench_local.engine.llama import LlamaEngine  # noqa: E402
-from medbench_local.engine.runtime import choose_threads  # noqa: E402
-from medbench_local.modelfiles.resolve import require  # noqa: E402
-from medbench_local.tasks import PromptContext, get_task  # noqa: E402
-from medbench_local.tasks.base import TaskBase as Task  # noqa: E402
-from medbench_local.tasks.base import TaskData  # noqa: E402
+from medbench_local.config import ModelSpec, load_config
+from medbench_local.engine import kv
+from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest
+from medbench_local.engine.llama import LlamaEngine
+from medbench_local.engine.runtime import choose_threads
+from medbench_local.modelfiles.resolve import require
+from medbench_local.tasks import PromptContext, get_task
+from medbench_local.tasks.base import TaskBase as Task
+from medbench_local.tasks.base import TaskData
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 REUSE_TASKS = ("nejm", "jama", "medqa", "pubmedqa", "mmlu_medical", "medmcqa", "mednli", "meqsum",

@@ -23,8 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from medbench_local.contamination.overlap import DEFAULT_N, NORMALISATION, documents, index_corpus, item_overlap, words  # noqa: E402
-from medbench_local.store.ngram_index import NgramIndex  # noqa: E402
+from medbench_local.contamination.overlap import DEFAULT_N, NORMALISATION, documents, index_corpus, item_overlap, words
+from medbench_local.store.ngram_index import NgramIndex
 
 
 def generate(path: Path, megabytes: int, seed: int = 0) -> list[str]:

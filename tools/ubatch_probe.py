@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medbench_local.config import load_config  # noqa: E402
-from medbench_local.engine import kv  # noqa: E402
-from medbench_local.engine.llama import LlamaEngine  # noqa: E402
-from medbench_local.modelfiles.resolve import require  # noqa: E402
-from medbench_local.tasks import PromptContext, get_task  # noqa: E402
+from medbench_local.config import load_config
+from medbench_local.engine import kv
+from medbench_local.engine.llama import LlamaEngine
+from medbench_local.modelfiles.resolve import require
+from medbench_local.tasks import PromptContext, get_task
 
 RAW_UBATCHES = (16, 32)  # 8 and 512 as well in commit add3e55 (docs/kv-reuse.md quotes both)
 ENGINE_GRIDS = (16, 32)

@@ -18,9 +18,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from medbench_local.config import load_config  # noqa: E402
-from medbench_local.contamination.roc import auroc, tpr_at_fpr  # noqa: E402
-from medbench_local.contamination.signals import (  # noqa: E402
+from medbench_local.config import load_config
+from medbench_local.contamination.roc import auroc, tpr_at_fpr
+from medbench_local.contamination.signals import (
     DEFAULT_K,
     SIGNALS,
     TokenStats,
@@ -28,11 +28,11 @@ from medbench_local.contamination.signals import (  # noqa: E402
     member_score,
     position_stats,
 )
-from medbench_local.engine.llama import LlamaEngine  # noqa: E402
-from medbench_local.paths import find_config  # noqa: E402
-from medbench_local.runner.checks import locate_models  # noqa: E402
-from medbench_local.runner.inputs import ModelRole  # noqa: E402
-from medbench_local.tasks.datafiles import jsonl_records  # noqa: E402
+from medbench_local.engine.llama import LlamaEngine
+from medbench_local.paths import find_config
+from medbench_local.runner.checks import locate_models
+from medbench_local.runner.inputs import ModelRole
+from medbench_local.tasks.datafiles import jsonl_records
 
 PLANTED = REPO / "tests" / "data" / "contamination"
 

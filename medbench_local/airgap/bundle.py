@@ -7,6 +7,7 @@ Layout of a bundle (paths relative to its root; the same inside a .tar, without 
     models.toml          the selected models and pairs, rewritten: path = "models/<file>", sha256 filled in
     models.lock          their lock entries (source "path"), each with the "origin" it was pulled from
     models/<file>.gguf   the GGUF files (a name clash gets the model id as prefix: models/<id>--<file>)
+    indexes/<name>       the retrieval indexes of the selected arms ([arms.NAME], docs/retrieval.md)
     data/<name>          task data files or folders given with --data
     assets/<name>        metric assets given with --asset (BERTScore / UMLS folders, ...)
 
@@ -404,7 +405,13 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
                               "somewhere else")
     lock = read_lock(lock_path(config))  # beside models.toml; the shipped demo config: the user config folder
 
-    # Plan: models (deduplicated by real path), then data and assets.
+    # Retrieval arms travel as their model (added when not selected itself) plus their index file.
+    arms = [spec for spec in specs if spec.is_arm]
+    specs = [spec for spec in specs if not spec.is_arm]
+    for arm in arms:
+        if arm.base is not None and arm.base not in {spec.id for spec in specs}:
+            specs.append(config.model(arm.base))
+    # Plan: models (deduplicated by real path), then indexes, data and assets.
     planned: list[_Planned] = []
     bundled: dict[str, str] = {}   # model id -> bundle path
     by_real: dict[str, str] = {}   # real source path -> bundle path
@@ -430,6 +437,8 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
         if entry and entry.get("package_version"):
             origin["package_version"] = entry["package_version"]
         lock_out[spec.id] = {"source": "path", "path": bundled[spec.id], "origin": origin}
+    indexes = _plan_indexes(arms, taken)
+    planned += list(indexes.values())
     planned += _plan_tree("data", data, taken)
     planned += _plan_tree("assets", assets, taken)
     total = sum(p.size for p in planned)
@@ -464,7 +473,8 @@ def export_bundle(config: Config, specs: list[ModelSpec], pair_names: tuple[str,
             entry["size"] = next(f["size"] for f in files if f["path"] == name)
         environment = _environment()
         generated = {
-            "models.toml": _render_config(config, specs, pair_names, lock_out).encode("utf-8"),
+            "models.toml": _render_config(config, specs, pair_names, lock_out,
+                                          {arm.id: indexes[arm.id].name for arm in arms}).encode("utf-8"),
             LOCK_NAME: render_lock(lock_out).encode("utf-8"),
             "README.txt": _render_readme(lock_out, environment, data, assets).encode("utf-8"),
         }
@@ -517,8 +527,31 @@ def _remove(path: Path) -> None:
             pass
 
 
+def _plan_indexes(arms: list[ModelSpec], taken: set[str]) -> dict[str, _Planned]:
+    """Arm id -> the planned copy of its retrieval index (``indexes/<file name>``; one copy per file). The index
+    is not opened here (airgap/ sits below the store): the manifest's hash carries it intact, and a run checks
+    its content identity when it opens it."""
+    planned: dict[str, _Planned] = {}
+    by_real: dict[str, _Planned] = {}
+    for arm in arms:
+        assert arm.retrieval is not None
+        path = arm.retrieval.index
+        if not path.is_file():
+            raise BundleError(f"arm '{arm.id}': its index {path} is not a file (build it with 'medbench-local "
+                              "index build ... --out' first)")
+        real = os.path.realpath(path)
+        if real not in by_real:
+            name = f"indexes/{path.name}"
+            if name in taken:
+                name = f"indexes/{arm.id}--{path.name}"
+            taken.add(name)
+            by_real[real] = _Planned(name, path, path.stat().st_size, None, f"index of arm '{arm.id}'")
+        planned[arm.id] = by_real[real]
+    return planned
+
+
 def _render_config(config: Config, specs: list[ModelSpec], pair_names: tuple[str, ...],
-                   lock_out: dict[str, LockEntry]) -> str:
+                   lock_out: dict[str, LockEntry], arm_indexes: dict[str, str] | None = None) -> str:
     raw = tomllib.loads(config.path.read_text(encoding="utf-8"))
     lines = [
         "# medbench-local model registry, written by 'medbench-local bundle export'.",
@@ -539,7 +572,15 @@ def _render_config(config: Config, specs: list[ModelSpec], pair_names: tuple[str
             if key not in _SOURCE_KEYS:
                 lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
-    ids = {spec.id for spec in specs}
+    arm_indexes = arm_indexes or {}
+    for arm_id, index in arm_indexes.items():
+        lines.append(f"[arms.{_toml_value(arm_id)}]")
+        lines.append(f"index = {_toml_value(index)}")
+        for key, value in dict(raw["arms"][arm_id]).items():
+            if key != "index":
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    ids = {spec.id for spec in specs} | set(arm_indexes)
     pairs = [p for p in config.pairs.values() if p.name in pair_names or {p.biomedical, p.general} <= ids]
     for pair in pairs:
         lines.append(f"[pairs.{_toml_value(pair.name)}]")
@@ -1211,7 +1252,7 @@ def _compare(scan: _Scan, received: _Received) -> list[str]:
 
 def _check_bundled_config(scan: _Scan, received: _Received) -> None:
     """A bundle's models.toml must describe only what the bundle carries: every model a relative ``path`` to
-    a file listed in the manifest, with that file's sha256. Anything else (a path outside the bundle, a Hugging
+    a file listed in the manifest, with that file's sha256, every retrieval arm an ``index`` listed there. Anything else (a path outside the bundle, a Hugging
     Face or package source, a missing or different hash) would make the air-gapped machine run something that
     was never verified; it is refused here, as is a models.toml that does not load or a broken models.lock."""
     where = f"{scan.source}: the bundle's models.toml"
@@ -1230,6 +1271,12 @@ def _check_bundled_config(scan: _Scan, received: _Received) -> None:
             raise BundleError(f"{where} does not parse ({reason}); nothing was installed") from None
         listed = scan.listed
         for mid, spec in config.models.items():
+            if spec.is_arm:  # an arm's model is checked as a model; its index must be a file the bundle carries
+                index = raw["arms"][mid].get("index")
+                if not isinstance(index, str) or not _safe_relative(index) or index not in listed:
+                    raise BundleError(f"{where}: arm '{mid}' must point to an index inside the bundle (index = "
+                                      f"\"indexes/<file>\", listed in {MANIFEST}); nothing was installed")
+                continue
             body = raw["models"][mid]
             relative = body.get("path")
             if not isinstance(spec.source, LocalSource) or not isinstance(relative, str) \

@@ -134,6 +134,9 @@ def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids
         local = {spec.id: found for spec in specs
                  if (found := _check_model(report, config, spec, lock, build, ram if precise else None, gpus,
                                            load, ram)) is not None}
+        for spec in specs:
+            if spec.retrieval is not None:
+                _check_arm_index(report, spec)
         decodes = build is not None and _check_decoding(report, list(local.values()))
         for model_id, path in local.items() if load and decodes else ():
             _check_load(report, f"model {model_id}", config.models[model_id], path)  # in this process: only
@@ -141,6 +144,18 @@ def _checks(report: Report, config_path: Path, pairs: tuple[str, ...], model_ids
     for task_id, path in tasks:
         _check_task(report, task_id, path)
     _check_assets(report, assets)
+
+
+def _check_arm_index(report: Report, spec: ModelSpec) -> None:
+    """A retrieval arm's index is a file here (its content identity is checked when a run opens it; opening it is
+    the store's, which sits above this package)."""
+    assert spec.retrieval is not None
+    index = spec.retrieval.index
+    if index.is_file():
+        report.add(OK, f"arm {spec.id}", f"index {index} ({index.stat().st_size:,} bytes)")
+    else:
+        report.add(FAIL, f"arm {spec.id}", f"index {index} is missing: build it with 'medbench-local index build "
+                                           f"CORPUS... --out {index}' (docs/retrieval.md)")
 
 
 def _check_decoding(report: Report, models: list[Path]) -> bool:

@@ -17,6 +17,7 @@ from ..version import __version__
 from .compare import compare_command
 from .contamination import contamination_command
 from .export import export_command
+from .index import index_group
 from .merge import merge_command
 from .models import models_group
 from .report import report_command
@@ -86,6 +87,7 @@ main.add_command(reproduce_command)
 main.add_command(rescore_command)
 main.add_command(merge_command)
 main.add_command(models_group)
+main.add_command(index_group)
 main.add_command(tasks_group)
 main.add_command(runs_command)
 main.add_command(view_command)

@@ -17,7 +17,7 @@ from ..contamination.signals import SIGNALS
 from ..errors import UserError
 from ..tasks.base import OUTCOMES
 from .common import db_option, pair_options, stderr, stdout, task_option
-from .declare import declare
+from .declare import InputPath, declare
 from .layout import Column, print_prose, print_table
 from .limits import RESAMPLES, STATS_SEED
 from .safe_text import literal, plain
@@ -201,7 +201,7 @@ def _markdown_contamination(reports: list[PairReport], found: Contamination) -> 
     return "".join(f"> {line}\n" for line in lines)
 
 
-@declare(reads=("database", "config"), example=("compare", "--db", "{db}", "--config", "{config}"))
+@declare(reads=("database", "config", "data"), example=("compare", "--db", "{db}", "--config", "{config}"))
 @click.command("compare")
 @db_option
 @pair_options
@@ -218,9 +218,13 @@ def _markdown_contamination(reports: list[PairReport], found: Contamination) -> 
 @click.option("--exclude-flagged", is_flag=True,
               help="Where a contamination probe is stored ('medbench-local contamination'), also compute every Δ "
                    "on the items it did not flag (Min-K%), shown beside the Δ on all items.")
+@click.option("--gold", "gold_path", type=InputPath("data"),
+              help="Retrieval arms: a CSV (item_id,gold_passage) naming the passage that answers each item, for items "
+                   "without a 'gold_passage' field; recall@k and MRR are then shown beside the delta.")
 def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[str, str] | None,
                     config_path: Path | None, task_ids: tuple[str, ...], resamples: int, seed: int,
-                    allow_different_data: bool, as_json: bool, as_markdown: bool, exclude_flagged: bool) -> None:
+                    allow_different_data: bool, as_json: bool, as_markdown: bool, exclude_flagged: bool,
+                    gold_path: Path | None) -> None:
     """Compare each pair's biomedical model with its general counterpart on the same items.
 
     What is paired: per task, evaluations on the same data (the data file's SHA-256, so a renamed file is the
@@ -235,6 +239,10 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
     results, so two models run one at a time are compared; --models BIO GEN pairs any two models ad hoc. Where
     the database and models.toml name a pair with different members, the database's are used (a note says
     so). An unknown pair, model or task is an error naming those that exist.
+
+    For a retrieval arm (docs/retrieval.md), a line under the table gives, of its items whose gold passage is known
+    (an item field 'gold_passage', or --gold FILE), recall@k, MRR, and how many had the gold passage in the prompt
+    and were answered correctly: "retrieval failed" against "the model ignored the passage".
 
     The numbers: for every pair, task, data and metric, each model's score with a 95% CI (Wilson for accuracy,
     BCa bootstrap for ROUGE/F1), the paired difference Δ (biomedical minus general) with its CI (a
@@ -268,8 +276,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
     """
     comparison = compare(db_path, pairs=pair_filter, models=model_pair, tasks=task_ids, config=config_path,
                          resamples=resamples, seed=seed, allow_different_data=allow_different_data,
-                         exclude_flagged=exclude_flagged)
+                         exclude_flagged=exclude_flagged, gold=gold_path)
     reports, conflicts, found = comparison.reports, comparison.notes, comparison.contamination
+    quality = comparison.retrieval_quality
     nothing = not any(report.rows for report in reports)
     refused = [note for report in reports for note in report.notes if note.refused]
     if nothing and not refused and not any(warnings(report) for report in reports):
@@ -289,6 +298,9 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
         click.echo(json.dumps([row_json(report, row, found) for report in reports
                                for row in report.rows], indent=2)
                    if as_json else plain(markdown(reports) + _markdown_contamination(reports, found)))
+        lines = [f"> {report.pair} · {line}" for report in reports for line in quality.get(report.pair, [])]
+        if as_markdown and lines:  # retrieval arms' quality (the JSON rows stay the documented contract)
+            click.echo(plain("\n".join(lines)))
         return
     for line in conflicts:
         print_prose(stdout, f"[dim]{literal(line)}[/dim]")
@@ -306,6 +318,8 @@ def compare_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tup
             print_table(stdout, columns, rows, title="Outcomes of the n compared items (biomedical/general); "
                                                      "unpaired: items only that model answered, not compared")
         for line in superseded_lines(report):
+            print_prose(stdout, f"[dim]{literal(line)}[/dim]")
+        for line in quality.get(report.pair, []):
             print_prose(stdout, f"[dim]{literal(line)}[/dim]")
         for line in warnings(report):
             print_prose(stdout, f"[yellow]{literal(line)}[/yellow]")

@@ -38,6 +38,7 @@ CLASSES: dict[str, str] = {
     "archive": "a bundle folder or tar it reads",
     "output": "a file or folder it writes (-o, OUT, a bundle, metadata)",
     "network": "an OpenAI-compatible server it talks to",
+    "index": "a retrieval index it reads (made by 'index build')",
 }
 
 CommandT = TypeVar("CommandT", bound=click.Command)

@@ -34,7 +34,8 @@ def models_group() -> None:
 @models_group.command("list")
 @config_option
 def list_models(config_path: Path) -> None:
-    """List models (role, source, prompt mode, whether the file is present) and pairs.
+    """List models (role, source, prompt mode, whether the file is present), retrieval arms (their model, index and
+    settings) and pairs.
 
     Nothing is downloaded or hashed: Hugging Face sources are looked up in the local cache only.
 
@@ -55,6 +56,13 @@ def list_models(config_path: Path) -> None:
                             f"n_ctx {spec.n_ctx}")
         print_prose(stdout, f"  source: {literal(spec.source.describe())}", hanging=" " * 10)
         print_prose(stdout, f"  file:   {status}", hanging=" " * 10)
+        if spec.retrieval is not None:  # an arm ([arms.NAME], docs/retrieval.md)
+            r = spec.retrieval
+            there = "[green]present[/green]" if r.index.is_file() else \
+                "[yellow]missing[/yellow] (medbench-local index build ... --out it)"
+            print_prose(stdout, f"  arm:    {literal(spec.base or '')} + passages from {literal(r.index)} ({there}); "
+                                f"k {r.k}, query {r.query}, placement {r.placement}, order {r.order}, "
+                                f"passage budget {r.passage_budget} tokens", hanging=" " * 10)
         if spec.extra.get("note"):
             print_prose(stdout, f"  [dim]note:   {literal(spec.extra['note'])}[/dim]", hanging=" " * 10)
     stdout.print()

@@ -165,6 +165,9 @@ class ItemLimit(click.ParamType):
 @click.command("run")
 @click.option("--pair", "pairs", multiple=True, metavar="NAME", help="Run both models of a pair (repeatable).")
 @click.option("--model", "model_ids", multiple=True, metavar="ID", help="Run a single model (repeatable).")
+@click.option("--arm", "arm_ids", multiple=True, metavar="NAME",
+              help="Run an arm: a model with passages from a retrieval index ([arms.NAME] in models.toml; the same "
+                   "as --model NAME; docs/retrieval.md). Repeatable.")
 @task_option("Task id, see 'medbench-local tasks list' (repeatable, or comma-separated: --task mednli,meqsum).",
              required=True)
 @click.option("--data", multiple=True, metavar="[TASK=]PATH",
@@ -224,7 +227,8 @@ class ItemLimit(click.ParamType):
               help="With --no-store-inputs, case texts and rendered prompts are stored as SHA-256 only "
                    "(outputs, gold answers and scores are kept). For data that may contain patient information.")
 @config_option
-def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tuple[str, ...],
+def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], arm_ids: tuple[str, ...],
+                task_ids: tuple[str, ...],
                 data: tuple[str, ...], db_path: Path, limit: int | float | None, limit_mode: str, shard_text: str | None,
                 seed: int, threads: int | None, batch_size: int, prompt_file: Path | None, scoring: str,
                 loglik_target: str, kv_reuse: str, document_order: str, retry_errors: bool, reference_quirks: bool,
@@ -254,6 +258,8 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
           --document-order per-patient
       medbench-local run --model my-served-model --task jama
           # a model with engine = "openai" in models.toml
+      medbench-local run --arm smollm2-135m-instruct+demo-guidelines --task jama
+          # a model with passages from a retrieval index ([arms.NAME])
 
     A model with engine = "openai" in models.toml is run on its OpenAI-compatible server (llama-server,
     vLLM, llama-cpp-python's server) with up to max_concurrency items in flight; the run reaches that server
@@ -265,7 +271,7 @@ def run_command(pairs: tuple[str, ...], model_ids: tuple[str, ...], task_ids: tu
     explicit = match_data(task_ids, data)
     reporter = ProgressReporter(shard)
     try:
-        result = evaluate(task_ids, pairs=pairs, models=model_ids, data=explicit, db=db_path, config=config_path,
+        result = evaluate(task_ids, pairs=pairs, models=model_ids, arms=arm_ids, data=explicit, db=db_path, config=config_path,
                           limit=limit, limit_mode=limit_mode, shard=shard_text, seed=seed, threads=threads,
                           batch_size=batch_size, prompts=prompt_file, scoring=scoring, loglik_target=loglik_target,
                           kv_reuse=kv_reuse == "on", document_order=document_order, retry_errors=retry_errors,

@@ -68,6 +68,7 @@ def as_json(run: RunEntry) -> dict[str, Any]:
         "tasks": [{"task": t.get("task"), "data": t.get("data"), "items": t.get("items")} for t in run.tasks],
         "planned": run.planned, "generated": run.generated,
         "outcomes": {name: run.outcomes.get(name, 0) for name in OUTCOMES},
+        "retrieval": run.retrieval,
     }
 
 
@@ -85,9 +86,16 @@ def _print(run: RunEntry) -> None:
         planned += f" = {run.planned // run.modes} × {run.modes} scoring modes"
     for label, value in (("command", command_line(run.command)), ("models", models), ("tasks", tasks),
                          ("items", f"{run.generated} generated in this run{planned}"
-                                   + (f" ({counts})" if counts else ""))):
+                                   + (f" ({counts})" if counts else "")),
+                         *((("passages", _retrieval_text(run.retrieval)),) if run.retrieval else ())):
         print_prose(stdout, Text(f"  {label + ':':<9}") + Text(plain(value)), hanging=" " * 11)
     stdout.print()
+
+
+def _retrieval_text(found: dict[str, float]) -> str:
+    """What a run of retrieval arms spent on retrieval (store/history.py)."""
+    return (f"{plural(int(found['items']), 'item')} with retrieved passages, {found['ms_per_item']:.2f} ms per "
+            f"search, {found['passage_tokens_per_item']:.0f} passage tokens per prompt")
 
 
 @declare(reads=("database",), example=("runs", "--db", "{db}"))
@@ -98,14 +106,16 @@ def _print(run: RunEntry) -> None:
 @click.option("--json", "as_json_output", is_flag=True,
               help="Print a JSON list instead (keys: id, started_at, finished_at, status, duration_seconds, "
                    "command, medbench_version, config, config_origin, models, tasks, planned, generated, "
-                   "outcomes).")
+                   "outcomes, retrieval: null, or for runs of retrieval arms items, ms_per_item, "
+                   "passage_tokens_per_item).")
 def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
     """List the runs stored in a results database, newest first.
 
     For each run: when it started, its status (completed, interrupted, failed, or running: no end recorded,
     which also means the process was killed), how long it took, the command line, the models and tasks with
     their data, and how many items it generated, by outcome (items already done by an earlier run are
-    counted in 'planned', not 'generated'). The database is opened read-only, so this works while a run is
+    counted in 'planned', not 'generated'); for retrieval arms, the time a search took per item and the passage
+    tokens it put into each prompt. The database is opened read-only, so this works while a run is
     writing to it.
 
     \b
@@ -113,7 +123,7 @@ def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
       medbench-local runs --db study.db
       medbench-local runs --db study.db --limit 1 --json
     """
-    with reading(db_path, tables=("runs",)) as db:  # read-only, never migrated; damage is one line
+    with reading(db_path, tables=("runs", "retrievals")) as db:  # read-only, never migrated; damage is one line
         runs = recent_runs(db, limit or None)
     if as_json_output:
         click.echo(json_text([as_json(run) for run in runs]))

@@ -15,7 +15,7 @@ from rich.table import Table
 from ..analysis.disagreements import disagreements_between, mode_disagreements, paired_group
 from ..analysis.pair_sources import PairSource, check_models, check_tasks, read_pair_config, select_pairs
 from ..errors import UserError
-from ..gates.stored import load_metrics, load_object
+from ..gates.stored import load_array, load_metrics, load_object
 from ..runner.modes import MODES
 from ..store.database import reading
 from .common import db_option, pair_options, split_commas, stdout
@@ -36,7 +36,33 @@ def _answer(row: dict[str, Any], label: str) -> Panel:
     if metrics and not set(metrics) <= {"accuracy"}:
         head += " · " + ", ".join(f"{literal(k)} {100 * float(v):.1f}" for k, v in metrics.items())
     output = literal(row["output"]) if row["output"] is not None else "(no output: generation failed)"
-    return Panel(f"{head}\n\n{output}", title=label, title_align="left")
+    retrieved = _retrieved(row)
+    return Panel(f"{head}\n\n{output}{retrieved}", title=label, title_align="left")
+
+
+SNIPPET = 160  # characters of each retrieved passage shown under its id
+
+
+def _snippet(text: object) -> str:
+    if not isinstance(text, str) or not text:
+        return ""
+    cut = text if len(text) <= SNIPPET else text[:SNIPPET].rsplit(" ", 1)[0] + " …"
+    return f"\n  [dim]{literal(cut, one_line=True)}[/dim]"
+
+
+def _retrieved(row: dict[str, Any]) -> str:
+    """An arm's passages for the item, best first: id, BM25 score, whether it was placed in the prompt (within
+    the token budget) and the start of its text (all of it is in the prompt: --prompts)."""
+    if row.get("retrieved") is None:
+        return ""
+    passages = load_array(row["retrieved"], "retrievals", "passages", row["item"])
+    lines = [f"{'✓' if p.get('placed') else '·'} {literal(str(p.get('id')), one_line=True)} "
+             f"({float(p.get('score') or 0):.2f})" + _snippet(p.get("text"))
+             for p in passages if isinstance(p, dict)]
+    took = row.get("retrieval_ms")
+    head = "retrieved passages (✓ in the prompt, BM25 score)" + (f", {float(took):.1f} ms" if took is not None
+                                                                    else "")
+    return f"\n\n[dim]{head}:[/dim]\n" + ("\n".join(lines) if lines else "(none matched)")
 
 
 @declare(reads=("database", "config"), example=("show", "--db", "{db}", "--config", "{config}", "--pair", "demo", "--task", "{task}"))
@@ -63,6 +89,9 @@ def show_command(db_path: Path, pair_filter: tuple[str, ...], model_pair: tuple[
     """Show the items on which the biomedical and the general model disagree, answers side by side; or, with
     --model, the items on which one model's two scoring modes disagree (how often reading the generated text
     and the option likelihoods pick different answers is itself a finding).
+
+    For a retrieval arm (docs/retrieval.md) each answer lists the passages it retrieved, best first, with
+    their BM25 scores and whether they were placed in the prompt; --prompts prints their text in the prompt.
 
     For accuracy these are the discordant items behind the McNemar test; for continuous metrics the items
     with the largest score difference come first. The evaluations are those 'compare' pairs (same data, same

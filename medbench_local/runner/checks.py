@@ -20,6 +20,7 @@ from ..modelfiles.resolve import require
 from ..modelfiles.verdict import LOCK_MISMATCH, SIZE, verify
 from ..store import queries
 from ..tasks.loglik_scoring import LOGLIK_TARGETS, supports_choices
+from .arm import open_arm_index
 from .inputs import LoadedTask, ModelRole
 from .modes import MODES
 
@@ -130,3 +131,11 @@ def check_model_history(db: sqlite_utils.Database, models: list[ModelRole], path
                 f"{paths[entry.spec.id] or entry.spec.source.describe()}); results "
                 "of different files are never mixed; pass --accept-changed-model to start new evaluations "
                 "(the old results are kept)")
+
+
+def check_arms(models: list[ModelRole]) -> None:
+    """Every arm's retrieval index opens and its passages hash to the identity it records: one line naming the
+    arm otherwise, before a database is touched."""
+    for entry in models:
+        if entry.spec.retrieval is not None:
+            open_arm_index(entry.spec).close()

@@ -29,6 +29,7 @@ from ..signals import StopFlag
 from ..store.claims import ItemClaims
 from ..tasks.base import Item, PromptContext, Score, TaskBase
 from ..tasks.loglik_scoring import ChoiceSet
+from .arm import ArmRetrieval, ArmTask
 from .inputs import LoadedTask, ModelRole, Shard
 
 # The ranges of the numeric run and statistics settings (cli/limits.py explains why they are bounded): llama.cpp
@@ -109,10 +110,14 @@ class Evaluation:
     mode: ScoringMode
     key: str
     context: PromptContext
+    retrieval: ArmRetrieval | None = None   # an arm's retrieval (runner/arm.py); None for a plain model
 
     @property
     def task(self) -> TaskBase:
-        return self.loaded.task
+        """The task; for an arm, the task with passages added to its prompts (arm.ArmTask)."""
+        if self.retrieval is None:
+            return self.loaded.task
+        return ArmTask(self.loaded.task, self.retrieval)  # type: ignore[return-value]
 
 
 @dataclass

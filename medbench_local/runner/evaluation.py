@@ -14,17 +14,20 @@ from typing import Any
 from ..engine.base import Engine
 from ..item_pool import run_pooled
 from ..provenance import evaluation_key
+from ..retrieval.index import RetrievalIndex
 from ..signals import StopFlag
 from ..store import writer
 from ..tasks.base import Item, PromptContext, Score
+from .arm import ArmRetrieval
 from .context import Evaluation, ItemOutcome, NativeCall, RunContext, ScoringMode
 from .inputs import LoadedTask, ModelRole
 from .legacy import continue_older
 
 
 def run_evaluation(run: RunContext, entry: ModelRole, engine: Engine, identity: dict[str, Any],
-                   loaded: LoadedTask, mode: ScoringMode) -> None:
-    """Record the evaluation, then run the items not stored under its key yet."""
+                   loaded: LoadedTask, mode: ScoringMode, index: RetrievalIndex | None = None) -> None:
+    """Record the evaluation, then run the items not stored under its key yet. ``index``: an arm's retrieval
+    index (its identity is in ``identity`` already, execute._run_model)."""
     task_settings = {**loaded.task.settings(), "shots_sha256": loaded.data.shots_sha256,
                      "documents_sha256": loaded.data.documents_sha256,
                      "data_sha256": loaded.data_sha256, **mode.task_settings(run.options.loglik_target)}
@@ -34,7 +37,9 @@ def run_evaluation(run: RunContext, entry: ModelRole, engine: Engine, identity: 
                                         run.reporter.note)
     context = PromptContext(shots=loaded.data.shots, documents=loaded.data.documents,
                             count_tokens=engine.count_tokens, n_ctx=int(engine.settings["n_ctx"]))
-    evaluation = Evaluation(run, entry, engine, loaded, mode, key, context)
+    retrieval = ArmRetrieval(entry.spec.retrieval, index, loaded.task) \
+        if index is not None and entry.spec.retrieval is not None else None
+    evaluation = Evaluation(run, entry, engine, loaded, mode, key, context, retrieval)
     mode.before(evaluation, identity, task_settings)
     writer.record_evaluation(run.db, key, engine.info, entry.role, loaded.task.id,
                              {"engine": engine.settings, "task": task_settings, "identity": identity,
@@ -135,6 +140,7 @@ def commit_item(evaluation: Evaluation, item: Item, outcome: ItemOutcome) -> Non
     """Score and store one computed item in one transaction (always in the main thread)."""
     run, task, store_inputs = evaluation.run, evaluation.task, evaluation.run.options.store_inputs
     summary = run.summary
+    retrieved = evaluation.retrieval.take(item) if evaluation.retrieval is not None else None
     if outcome.error is not None:
         exc = outcome.error
         # an error scores zero on every metric of the task, so it can never flatter a model; tasks whose
@@ -147,7 +153,7 @@ def commit_item(evaluation: Evaluation, item: Item, outcome: ItemOutcome) -> Non
         if not writer.record_item(run.db, evaluation=evaluation.key, run_id=summary.run_id, task=task.id, item=item,
                                   generation=None, score=score, error=message,
                                   prompt_text=evaluation.engine.render(prompt) if prompt is not None else "",
-                                  store_inputs=store_inputs):
+                                  store_inputs=store_inputs, retrieval=retrieved):
             summary.done_elsewhere += 1
             return
         summary.errors += 1
@@ -155,7 +161,8 @@ def commit_item(evaluation: Evaluation, item: Item, outcome: ItemOutcome) -> Non
         return
     score, generation = evaluation.mode.score(evaluation, item, outcome)
     if not writer.record_item(run.db, evaluation=evaluation.key, run_id=summary.run_id, task=task.id, item=item,
-                              generation=generation, score=score, store_inputs=store_inputs):
+                              generation=generation, score=score, store_inputs=store_inputs,
+                              retrieval=retrieved):
         summary.done_elsewhere += 1  # a concurrent run stored it first; its result is kept
         return
     summary.generated += 1

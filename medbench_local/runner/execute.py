@@ -18,6 +18,7 @@ from ..provenance import run_record as provenance_record
 from ..signals import StopFlag
 from ..store import writer
 from ..store.claims import ItemClaims, database_path
+from .arm import arm_identity, open_arm_index
 from .context import EngineFactory, Reporter, RunContext, RunOptions, RunSummary
 from .evaluation import run_evaluation
 from .inputs import LoadedTask, ModelRole
@@ -131,8 +132,16 @@ def _run_model(run: RunContext, entry: ModelRole, engine: Engine, tasks: list[Lo
     if writer.record_model(run.db, engine.info):
         run.new_models.append(engine.info.sha256)
     identity = engine_identity(engine)
-    for loaded in tasks:
-        for mode in run.options.scoring:
-            if run.stop.requested:
-                return
-            run_evaluation(run, entry, engine, identity, loaded, MODES[mode])
+    index = None
+    if entry.spec.retrieval is not None:  # an arm: its retrieval is part of its identity (runner/arm.py)
+        index = open_arm_index(entry.spec)
+        identity = {**identity, "retrieval": arm_identity(entry.spec.retrieval, index)}
+    try:
+        for loaded in tasks:
+            for mode in run.options.scoring:
+                if run.stop.requested:
+                    return
+                run_evaluation(run, entry, engine, identity, loaded, MODES[mode], index)
+    finally:
+        if index is not None:
+            index.close()

@@ -22,7 +22,7 @@ from ..store import close_database, open_database, queries, writer
 from ..tasks import get_task
 from ..tasks.base import TaskBase
 from ..tasks.datafiles import require_regular_file
-from .checks import check_model_history, check_scoring, check_served, locate_models, require_decoding
+from .checks import check_arms, check_model_history, check_scoring, check_served, locate_models, require_decoding
 from .inputs import LoadedTask, ModelRole, Shard, load_tasks
 from .modes import scoring_modes
 
@@ -99,6 +99,7 @@ def prepare(config: Config, models: list[ModelRole], data: list[DataChoice], *, 
     tasks = load_tasks(task_paths, limit, limit_mode=limit_mode, seed=seed, shard=shard)
     check_scoring(tasks, modes, loglik_target)
     paths = locate_models(models, allow_cpu, config)
+    check_arms(models)  # each arm's index opens and is intact
     require_decoding(models, paths)  # a build that crashes on this CPU is one line here, before anything exists
     hosts = check_served(models, modes)  # served models: reachable, named, key accepted; before the database
     return RunPlan(models, tasks, paths, modes, hosts)

@@ -180,6 +180,12 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "text_sha256": "SHA-256 of the item's text", "ngrams": "Distinct n-grams in the item",
         "found": "How many of them the corpus holds", "share": "found / ngrams",
         "longest_run": "Longest run of consecutive item n-grams found in the corpus", "created_at": "When (UTC)"}),
+    "retrievals": ("One row per item of a retrieval arm (a model with passages from an index, docs/retrieval.md)", {
+        "evaluation": "evaluations.key", "item": "items.key", "index_sha256": "The index's content identity "
+        "(SHA-256 of its settings and passages; 'index info')", "query": "The text searched (or its SHA-256 with "
+        "--no-store-inputs)", "passages": "Retrieved passages, best first (JSON): id, BM25 score (higher is "
+        "better), placed (in the prompt, within the token budget), text", "placed": "Passages placed in the prompt",
+        "passage_tokens": "Tokens of the passage block in the prompt", "retrieval_ms": "Time of the search, ms"}),
     "_migrations": ("Schema migrations applied to this database, in order", {
         "name": "Migration name", "applied_at": "When it was applied (UTC)"}),
 }

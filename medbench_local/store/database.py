@@ -159,6 +159,7 @@ JSON_COLUMNS: dict[tuple[str, str], str] = {
     ("models", "metadata"): "object", ("evaluations", "settings"): "object", ("items", "payload"): "object",
     ("scores", "metrics"): "object", ("metric_runs", "identity"): "object",
     ("contamination_probes", "identity"): "object", ("contamination_corpora", "identity"): "object",
+    ("retrievals", "passages"): "array",
 }
 # Members of stored JSON that the readers use as objects, arrays or strings: (table, column, path) -> JSON type
 # (json_type's words). Absent or null is fine.
@@ -418,4 +419,20 @@ def open_ngram_index(path: Path | str) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         _discard_if_created(locals().get("conn"), path, created)
         raise StoreError(f"{path}: cannot use as an n-gram index ({exc})") from None
+    return conn
+
+
+def open_index_for_building(path: Path) -> sqlite3.Connection:
+    """A connection to the empty private scratch file a retrieval index is built in (``gates.files.atomic_path``
+    made it and renames it into place only when the build succeeds, so an index is never seen half-built).
+
+    Why no WAL and an in-memory journal: the file has no reader until it is renamed; its atomicity is the rename,
+    and a WAL would leave a ``-wal`` file behind the name that is renamed away. ``synchronous=full`` puts the
+    pages on disk at the commit, before the rename."""
+    try:
+        conn = configure(sqlite3.connect(str(path), timeout=30.0))
+        conn.execute("pragma journal_mode=memory")
+        conn.execute("pragma synchronous=full")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot build the retrieval index here ({exc})") from None
     return conn

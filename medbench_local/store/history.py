@@ -26,6 +26,7 @@ class RunEntry:
     settings: dict[str, Any]
     generated: int
     outcomes: dict[str, int] = field(default_factory=dict)
+    retrieval: dict[str, float] | None = None  # arms: items, mean ms per search, mean passage tokens per prompt
 
     @property
     def duration_seconds(self) -> float | None:
@@ -74,12 +75,14 @@ def _settings(value: object, run_id: str) -> dict[str, Any]:
 
 
 def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[RunEntry]:
-    """Runs newest first (all when ``limit`` is None), with what each one generated, by outcome."""
+    """Runs newest first (all when ``limit`` is None), with what each one generated, by outcome, and for runs of
+    retrieval arms the items retrieved for, the mean search time and passage tokens per item."""
     rows = db.conn.execute(
         "select id, started_at, finished_at, status, command, medbench_version, settings from runs "
         "order by started_at desc, rowid desc" + (" limit ?" if limit else ""),
         (limit,) if limit else ()).fetchall()
     outcomes: dict[str, dict[str, int]] = {}
+    retrieval: dict[str, dict[str, float]] = {}
     ids = [row[0] for row in rows]
     for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
         chunk = ids[start:start + 500]
@@ -88,8 +91,15 @@ def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[Run
                 f"select g.run_id, s.outcome, count(*) from generations g join scores s on s.generation_id = g.id "
                 f"where g.run_id in ({marks}) group by g.run_id, s.outcome", chunk):
             outcomes.setdefault(run_id, {})[outcome] = count
+        for run_id, items, ms, tokens in db.conn.execute(
+                f"select g.run_id, count(*), avg(r.retrieval_ms), avg(r.passage_tokens) from retrievals r "
+                f"join generations g on g.evaluation = r.evaluation and g.item = r.item "
+                f"where g.run_id in ({marks}) group by g.run_id", chunk):
+            retrieval[run_id] = {"items": int(items), "ms_per_item": float(ms or 0.0),
+                                 "passage_tokens_per_item": float(tokens or 0.0)}
     return [RunEntry(id=row[0], started_at=row[1], finished_at=row[2], status=row[3],
                      command=_command(row[4], row[0]), medbench_version=row[5],
                      settings=_settings(row[6], row[0]),
-                     generated=sum(outcomes.get(row[0], {}).values()), outcomes=outcomes.get(row[0], {}))
+                     generated=sum(outcomes.get(row[0], {}).values()), outcomes=outcomes.get(row[0], {}),
+                     retrieval=retrieval.get(row[0]))
             for row in rows]

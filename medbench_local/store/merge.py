@@ -19,6 +19,8 @@ migrations add travel along without changes here):
   that only one side has (``rescore`` ran on one of them) are united. An ``error`` item is no result: a copy
   that has the result replaces it (a shard rerun with ``--retry-errors``), never the other way round.
 * ``metric_runs``: the same evaluation and metric computed by other weights or versions is a conflict.
+* ``retrievals`` (an arm's passages per item): the first copy of an evaluation's item is kept. The index's
+  content identity is part of the evaluation key, so both copies name the same passages; only the time differs.
 
 Safety, by construction (the database gate and the files gate):
 
@@ -59,7 +61,7 @@ from .writer import transaction
 # Every table the merge knows how to combine, in an order that satisfies the foreign keys.
 MERGED_TABLES: tuple[str, ...] = ("runs", "models", "pairs", "evaluations", "items", "generations", "scores",
                                   "metric_runs", "contamination_probes", "contamination_signals",
-                                  "contamination_corpora", "contamination_overlap")
+                                  "contamination_corpora", "contamination_overlap", "retrievals")
 # What must agree when two databases hold the same item of the same evaluation.
 COMPARED_GENERATION = ("output",)
 COMPARED_SCORE = ("outcome", "extracted", "gold", "method")
@@ -310,6 +312,7 @@ def _merge_one(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out:
         for table in ("contamination_probes", "contamination_signals", "contamination_corpora",
                       "contamination_overlap"):  # keyed by a hash of their identity: the first copy wins
             _merge_keyed(dst, src, table, "key", stop)
+        _merge_retrievals(dst, src, stop)
     except DamagedValue as exc:  # diagnosed up front; kept so that no value can be a traceback here
         raise StoreError(f"{name} or {out}: damaged results database: {exc}; nothing was written") from None
     except sqlite3.IntegrityError as exc:
@@ -339,6 +342,14 @@ def _merge_keyed(dst: sqlite3.Connection, src: sqlite3.Connection, table: str, k
     for row in _rows(src, table, columns, stop):
         if dst.execute(f'select 1 from "{table}" where "{key}" = ?', (row[key],)).fetchone() is None:
             _insert(dst, table, row)
+
+
+def _merge_retrievals(dst: sqlite3.Connection, src: sqlite3.Connection, stop: Stop) -> None:
+    """An arm's retrieval per evaluation and item: the first copy wins (see the module docstring)."""
+    for row in _rows(src, "retrievals", _columns(dst, "retrievals"), stop):
+        if dst.execute("select 1 from retrievals where evaluation = ? and item = ?",
+                       (row["evaluation"], row["item"])).fetchone() is None:
+            _insert(dst, "retrievals", row)
 
 
 def _merge_pairs(dst: sqlite3.Connection, src: sqlite3.Connection, name: str, out: str, stop: Stop) -> None:

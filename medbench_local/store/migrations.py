@@ -143,6 +143,20 @@ def m006_contamination(db: sqlite_utils.Database) -> None:
     db.table("contamination_signals").create_index(["probe", "variant", "item_id"], unique=True)
     db.table("contamination_overlap").create_index(["corpus", "task", "item_id"], unique=True)
 
+
+@migration
+def m007_retrieval(db: sqlite_utils.Database) -> None:
+    """What an arm (a model plus retrieval, ``[arms.NAME]``) retrieved for each item: the index's content
+    identity, the query, the passages with their BM25 scores (a JSON array of ``{"id", "score", "placed", "text"}``,
+    best first; ``placed``: within the token budget, so in the prompt), the passage tokens placed and the milliseconds
+    the search took. One row per evaluation and item, written in the item's transaction; the rendered prompt is
+    the generation's, as for every model."""
+    db.table("retrievals").create({
+        "evaluation": str, "item": str, "index_sha256": str, "query": str, "passages": str, "placed": int,
+        "passage_tokens": int, "retrieval_ms": float,
+    }, pk=("evaluation", "item"), foreign_keys=[("evaluation", "evaluations", "key"), ("item", "items", "key")])
+
+
 def applied(db: sqlite_utils.Database) -> list[str]:
     if "_migrations" not in db.table_names():
         return []

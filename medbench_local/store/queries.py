@@ -264,10 +264,12 @@ def evaluation_scores(db: sqlite_utils.Database, key: str) -> list[tuple[int, st
 
 
 def answers_by_item(db: sqlite_utils.Database, evaluation: str) -> dict[str, dict[str, Any]]:
-    """One evaluation's answers keyed by item key: the item, prompt, output and score (what ``show`` prints)."""
+    """One evaluation's answers keyed by item key: the item, prompt, output and score, and for an arm the passages
+    it retrieved (JSON, or None) with the search time (what ``show`` prints)."""
     return {row["item"]: row for row in db.query(
         "select s.item, s.generation_id, i.item_id, i.payload, g.prompt, g.output, s.outcome, s.extracted, s.gold, "
-        "s.metrics from scores s join generations g on g.id = s.generation_id join items i on i.key = s.item "
+        "s.metrics, r.passages as retrieved, r.retrieval_ms from scores s join generations g on g.id = s.generation_id "
+        "join items i on i.key = s.item left join retrievals r on r.evaluation = s.evaluation and r.item = s.item "
         "where s.evaluation = ? order by g.id", [evaluation])}
 
 
@@ -283,3 +285,13 @@ def report_metadata(db: sqlite_utils.Database) -> tuple[list[dict[str, Any]], li
     evaluations = list(db.query("select key, model_id, model_sha256, task, settings, created_at from evaluations "
                                 "order by model_id, task, created_at"))
     return runs, models, evaluations
+
+
+def arm_retrievals(db: sqlite_utils.Database, model_id: str, task: str) -> list[dict[str, Any]]:
+    """Per item of a retrieval arm's evaluations of ``task``: the evaluation, item id, payload (JSON), the passages
+    retrieved (JSON) and the score's outcome and metrics (what retrieval quality beside the delta is made of)."""
+    return list(db.query(
+        "select e.key as evaluation, i.item_id, i.payload, r.passages, s.outcome, s.metrics from retrievals r "
+        "join evaluations e on e.key = r.evaluation join items i on i.key = r.item "
+        "join scores s on s.evaluation = r.evaluation and s.item = r.item "
+        "where e.model_id = ? and e.task = ? order by e.created_at, i.item_id", [model_id, task]))

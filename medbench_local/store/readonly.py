@@ -42,7 +42,14 @@ from pathlib import Path
 import sqlite_utils
 
 from ..errors import StoreError
-from ..gates.files import database_files, open_input, regular_if_present, remember_database, scratch_name
+from ..gates.files import (
+    database_files,
+    open_input,
+    regular_if_present,
+    remember_database,
+    remember_input,
+    scratch_name,
+)
 from ..gates.stored import decode_text
 from .migrations import MIGRATIONS, migrate
 
@@ -268,3 +275,41 @@ def _copy(conn: sqlite3.Connection) -> None:
         if kind == "table":
             conn.execute(f"insert into main.{quoted(name)} select * from source.{quoted(name)}")
     conn.execute("commit")
+
+
+def open_index(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection to a retrieval index (``store/retrieval_index.py``); StoreError (one line) for a
+    missing, non-regular, non-SQLite or unreadable file.
+
+    Why ``immutable=1``: an index is written once, into a scratch file renamed into place, and never changed
+    afterwards (a rebuild replaces the file, i.e. the inode, not its pages), so SQLite needs no lock and writes
+    nothing beside it, in any folder, read-only media included. Usable from a served run's worker threads (the
+    caller serialises its queries: retrieval/index.py)."""
+    path = Path(path)
+    remember_input(path, "a retrieval index this command reads")
+
+    def fail(reason: str) -> StoreError:
+        return StoreError(f"{path}: {reason} (a retrieval index made by 'medbench-local index build' is needed)")
+
+    info = regular_if_present(path, fail)
+    if info is None:
+        raise fail("no such file")
+    with open_input(path, fail) as handle:
+        try:
+            start = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise fail(f"cannot read ({exc.strerror})") from None
+    if start != SQLITE_HEADER:
+        raise fail("not a SQLite file")
+    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro&immutable=1"
+    try:
+        conn = configure(sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False))
+        conn.execute("pragma query_only=1")
+    except sqlite3.Error as exc:
+        raise fail(f"cannot open ({exc})") from None
+    try:
+        same_file(path, info)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

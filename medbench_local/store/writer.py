@@ -213,7 +213,7 @@ def error_message(exc: BaseException, store_inputs: bool = True) -> str:
 
 def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task: str, item: Item,
                 generation: Generation | None, score: Score, error: str | None = None,
-                prompt_text: str = "", store_inputs: bool = True) -> bool:
+                prompt_text: str = "", store_inputs: bool = True, retrieval: dict[str, Any] | None = None) -> bool:
     """Store item, generation and score atomically. ``generation`` is None when generation failed.
 
     Returns False, writing nothing, when the item already has a result in this evaluation (a concurrent run
@@ -223,6 +223,9 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
     by their SHA-256 and any input text quoted in the scorer's explanation or an error message is blanked:
     outputs, scores and gold answers stay, so every number can still be recomputed, but no case text
     (possibly patient data) is written. (An error's own text is kept out by the caller: ``error_message``.)
+
+    ``retrieval`` (an arm's item: index_sha256, query, passages, placed, passage_tokens, retrieval_ms) is stored
+    in the same transaction (``retrievals``); its query is case text, kept out like the prompt.
 
     ``error`` and the score's ``detail`` can quote a server's answer: secrets are removed from both before they
     are written (``gates.secrets``), so neither the database nor an export made from it holds an API key.
@@ -257,6 +260,13 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
             "values (?,?,?,?,?,?,?,?,?)",
             (cursor.lastrowid, evaluation, key, score.outcome, score.extracted, score.gold, score.method,
              detail, json.dumps(score.metrics, sort_keys=True)))
+        if retrieval is not None:
+            query = retrieval["query"] if store_inputs else redacted(retrieval["query"])
+            db.conn.execute(
+                "insert or replace into retrievals (evaluation, item, index_sha256, query, passages, placed, "
+                "passage_tokens, retrieval_ms) values (?,?,?,?,?,?,?,?)",
+                (evaluation, key, retrieval["index_sha256"], query, json.dumps(retrieval["passages"]),
+                 retrieval["placed"], retrieval["passage_tokens"], retrieval["retrieval_ms"]))
     return True
 
 
@@ -264,8 +274,8 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                   run_id: str, scores: list[tuple[int, Score]]) -> None:
     """Store a re-scored evaluation in one transaction: the evaluation row ``key`` (model, role and task as in
     ``source``, the evaluations row it derives from), a copy of each listed generation (every column but its
-    id and evaluation, so prompt, output, tokens, timings and the run that generated it are kept) and its new
-    score. The source evaluation and its scores are not touched."""
+    id and evaluation, so prompt, output, tokens, timings and the run that generated it are kept), its new
+    score and, for a retrieval arm, its retrieval row. The source evaluation and its scores are not touched."""
     columns = [row[1] for row in db.conn.execute("pragma table_info(generations)")
                if row[1] not in ("id", "evaluation")]
     names = ", ".join(columns)
@@ -285,6 +295,11 @@ def copy_rescored(db: sqlite_utils.Database, *, source: dict[str, Any], key: str
                 "metrics) values (?,?,?,?,?,?,?,?,?)",
                 (cursor.lastrowid, key, item, score.outcome, score.extracted, score.gold, score.method,
                  redact(score.detail) if score.detail else score.detail, json.dumps(score.metrics, sort_keys=True)))
+            # a retrieval arm's passages travel with the generation they were placed into
+            db.conn.execute("insert or ignore into retrievals (evaluation, item, index_sha256, query, passages, "
+                            "placed, passage_tokens, retrieval_ms) select ?, item, index_sha256, query, passages, "
+                            "placed, passage_tokens, retrieval_ms from retrievals where evaluation = ? and item = ?",
+                            (key, source["key"], item))
 
 
 def add_metric_values(db: sqlite_utils.Database, evaluation: str, metric: str, identity: dict[str, Any],
