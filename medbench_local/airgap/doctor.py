@@ -273,12 +273,15 @@ def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
 
 def _present(spec: ModelSpec) -> bool:
     """Whether the model is meant to be on this machine now, without hashing: a local ``path`` always is (a
-    missing file is a failure), a Hugging Face file when it is in the cache, a package when it is installed."""
+    missing file is a failure), a Hugging Face file when it is in the cache, a package when it is installed; a
+    retrieval arm once its index is built (named explicitly, a missing index is a failure)."""
     import importlib.util
 
     from ..config import LocalSource, PackageSource
     from ..modelfiles.resolve import resolve
 
+    if spec.retrieval is not None and not spec.retrieval.index.is_file():  # an arm whose index is not built here
+        return False
     if isinstance(spec.source, LocalSource) or spec.served is not None:  # served: the check asks the server
         return True
     if isinstance(spec.source, PackageSource):  # installed is enough: chunks are assembled by the check itself
