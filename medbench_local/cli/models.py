@@ -164,7 +164,7 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
     By default every byte is read again (the cache that speeds up 'run' is bypassed), because the point is to
     detect corruption. A model without a models.lock entry is checked against the 'sha256' pinned in
     models.toml. Without MODEL or --pair: every model that models.lock records, and every pinned model whose
-    file is on this machine.
+    file is on this machine (a retrieval arm's file is its model's, verified once).
 
     \b
     Examples:
@@ -176,8 +176,8 @@ def verify_models(ctx: click.Context, model_ids: tuple[str, ...], pairs: tuple[s
     if model_ids or pairs:
         specs = select_models(config, pairs, model_ids)
     else:
-        specs = [spec for mid, spec in config.models.items()
-                 if mid in entries or (spec.sha256 and resolve(spec).path is not None)]
+        specs = [spec for mid, spec in config.models.items() if spec.retrieval is None  # an arm's file is its model's
+                 and (mid in entries or (spec.sha256 and resolve(spec).path is not None))]
         if not specs:
             raise UserError(f"{lock_path(config)}: no locked models to verify, and no model pinned with 'sha256' "
                             "in models.toml is on this machine; run 'medbench-local models pull' first (or "
