@@ -48,7 +48,8 @@ PACKAGE = REPO / "medbench_local"
 
 GATED_TYPES = (DatabasePath, InputPath, OutputPath)
 #: the placeholders through which the hostile sets reach each class of path option
-PLACEHOLDERS = {"database": ("{db}",), "config": ("{config}",), "data": ("{data}",), "prompts": ("{prompts}",),
+PLACEHOLDERS = {"database": ("{db}",), "config": ("{config}",), "data": ("{data}", "{gold}"), "index": ("{index}",),
+                "prompts": ("{prompts}",),
                 "archive": ("{archive}",), "output": ("{out}", "{folder}"), "lock": ("{config}",),
                 "model": ("{config}",)}
 
@@ -127,7 +128,7 @@ class Workspace:
     def inputs(self) -> list[Path]:
         """Every file an example reads (with the database's companions), to prove none of them changes."""
         found = []
-        for key in ("db", "config", "prompts", "data", "index"):
+        for key in ("db", "config", "prompts", "data", "index", "gold"):
             path = self.values[key]
             found += [p for p in [path, path.with_name(path.name + "-wal")] if p.exists()]
         return found
@@ -182,10 +183,12 @@ def workspace(tmp_path: Path, good_db: Path, good_bundle: Path, good_index: Path
     archive = good_bundle  # only read by the commands under test (checked by the examples' own tests)
     index = inputs / "demo.idx"
     shutil.copy(good_index, index)
+    gold = inputs / "gold.csv"  # a retrieval gold file (item_id,gold_passage): data too, reached by {gold}
+    shutil.copy(REPO / "bench_data" / "retrieval" / "demo-gold.csv", gold)
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     return Workspace(tmp_path, {"db": db, "config": config, "prompts": prompts, "data": data, "archive": archive,
-                                "index": index, "out": outputs / "out.file", "folder": outputs / "new-folder"})
+                                "index": index, "gold": gold, "out": outputs / "out.file", "folder": outputs / "new-folder"})
 
 
 def snapshot(paths: list[Path]) -> dict[Path, tuple[bytes | None, int]]:
@@ -691,7 +694,9 @@ HOSTILE_DATA: dict[str, Callable[[Workspace], Path]] = {
 
 
 @pytest.mark.parametrize(("name", "hostile"), [(name, hostile) for name in runnable(sorted(COMMANDS))
-                                               if "{data}" in " ".join(declaration_of(COMMANDS[name]).example)
+                                               if any(placeholder in " ".join(
+                                                   declaration_of(COMMANDS[name]).example)  # type: ignore[union-attr]
+                                                   for placeholder in ("{data}", "{gold}"))
                                                for hostile in HOSTILE_DATA])  # type: ignore[union-attr]
 def test_every_command_that_reads_data_refuses_a_special_or_missing_file_unopened(name: str, hostile: str,
                                                                                     workspace: Workspace) -> None:
@@ -702,7 +707,7 @@ def test_every_command_that_reads_data_refuses_a_special_or_missing_file_unopene
     protected = workspace.inputs()
     before = snapshot(protected + special)
     try:
-        result = invoke(workspace.args(example, data=data))
+        result = invoke(workspace.args(example, data=data, gold=data))
     finally:
         opened = [watch.path.name for watch in WATCHES if watch.release()]
     assert opened == [], f"'{name}' opened the FIFO given as data"

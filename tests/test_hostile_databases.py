@@ -201,8 +201,9 @@ def expand(argv: list[str], db: Path, out: Path) -> list[str]:
         (inputs / "models.toml").write_text(DEMO_CONFIG, encoding="utf-8")
         (inputs / "prompts.toml").write_text('system = "Answer briefly."\n', encoding="utf-8")
         shutil.copy(REPO / "bench_data" / "jama" / "cases.csv", inputs / "cases.csv")
+        shutil.copy(REPO / "bench_data" / "retrieval" / "demo-gold.csv", inputs / "gold.csv")
     values = {"{db}": db, "{out}": out, "{config}": inputs / "models.toml", "{prompts}": inputs / "prompts.toml",
-              "{data}": inputs / "cases.csv", "{folder}": out / "folder", "{task}": "jama"}
+              "{data}": inputs / "cases.csv", "{gold}": inputs / "gold.csv", "{folder}": out / "folder", "{task}": "jama"}
     expanded = []
     for part in argv:
         for placeholder, value in values.items():

@@ -201,7 +201,8 @@ def _markdown_contamination(reports: list[PairReport], found: Contamination) -> 
     return "".join(f"> {line}\n" for line in lines)
 
 
-@declare(reads=("database", "config", "data"), example=("compare", "--db", "{db}", "--config", "{config}"))
+@declare(reads=("database", "config", "data"),
+         example=("compare", "--db", "{db}", "--config", "{config}", "--gold", "{gold}"))
 @click.command("compare")
 @db_option
 @pair_options

@@ -151,7 +151,8 @@ def recorded_pairs(db: sqlite_utils.Database, config: Config, pair_names: tuple[
 def partners_to_run(db: sqlite_utils.Database, config: Config, models: list[ModelRole], tasks: list[LoadedTask]
                     ) -> dict[str, list[str]]:
     """Per model of a models.toml pair this run did not include: the tasks of this run it has no results for yet
-    (what ``run --model X`` should suggest next, instead of a compare with nothing to pair)."""
+    (what ``run --model X`` should suggest next, instead of a compare with nothing to pair). A retrieval arm whose
+    index is not built is not suggested (``index build`` comes first; ``doctor`` lists it)."""
     ran = {entry.spec.id for entry in models}
     missing: dict[str, list[str]] = {}
     for pair in config.pairs.values():
@@ -159,6 +160,9 @@ def partners_to_run(db: sqlite_utils.Database, config: Config, models: list[Mode
         if not members & ran:
             continue
         for partner in sorted(members - ran):
+            spec = config.models.get(partner)
+            if spec is not None and spec.retrieval is not None and not spec.retrieval.index.is_file():
+                continue  # an arm whose index is not built here cannot run yet: not a next step
             for loaded in tasks:
                 if not queries.has_evaluation(db, partner, loaded.task.id):
                     missing.setdefault(partner, []).append(loaded.task.id)
