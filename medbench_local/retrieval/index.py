@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from ..errors import DataError, StoreError
 from ..gates.files import atomic_path, open_input
 from ..store import retrieval_index as sql
