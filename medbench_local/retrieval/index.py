@@ -20,12 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..version import __version__
 from ..errors import DataError, StoreError
 from ..gates.files import atomic_path, open_input
 from ..store import retrieval_index as sql
 from ..store.database import open_index_for_building
 from ..store.readonly import open_index
+from ..version import __version__
 from .passages import Passage, Split, corpus_files, read_corpus_file, split_passages
 
 #: progress(file name, files done, files in all) while building
