@@ -12,8 +12,9 @@ used: it would apply the server's idea of the template.
 
 What is recorded (``settings``): the server's kind and build, the weights the user declared (we cannot hash
 the server's files), the template hash, n_ctx, the sampling fields sent, whether token ids or text were sent.
-Where the server runs, under which name, with how much concurrency, and what it said about itself (``/props``,
-``/v1/models``) are recorded under ``placement``: they do not decide outputs and are not part of the identity.
+Where the server runs, under which name and what it said about itself (``/props``, ``/v1/models``) are
+recorded under ``placement``: they do not decide outputs and are not part of the identity. A placeholder build
+(``b0-unknown``) and a concurrency above 1 are handled by ``server_build.py``.
 
 Capabilities are detected once, up front (``probe_server``): a scoring mode the server cannot do is refused
 with one line before the database is touched (``require_capabilities``). Log-likelihood scoring reads the
@@ -57,6 +58,7 @@ from .http import (
     tokenize_bytes,
 )
 from .identity import identity as engine_identity
+from .server_build import concurrency_identity, identified_build
 from .served_loglik import ECHO_MAX_TOKENS, echo_body, echo_works, read_tail
 from .truncation import left_truncate
 
@@ -105,6 +107,7 @@ class ServerProbe:
     tokenize: bool                  # has a tokenize endpoint (left truncation as in-process)
     grammar: bool                   # accepts a GBNF ``grammar`` (constrained scoring)
     loglik: bool                    # prompt log-probabilities usable for loglik scoring
+    slots: int | None = None        # /props total_slots (llama-server --parallel), when reported
     reported: dict[str, Any] = field(default_factory=dict)  # /props and /v1/models, trimmed, for the record
 
 
@@ -225,6 +228,7 @@ def _probe(spec: ModelSpec, client: ServerClient) -> ServerProbe:
             n_ctx = found.integer(1, MAX_CONTEXT)
             break
     raw_props = props.object() if props is not None else None
+    found_slots = props.get("total_slots") if props is not None else None
     return ServerProbe(
         kind=kind, build=build, models=names, n_ctx=n_ctx,
         chat_template=_optional_text(props, "chat_template", None) or None,
@@ -232,6 +236,7 @@ def _probe(spec: ModelSpec, client: ServerClient) -> ServerProbe:
         token_ids=kind in ("llama-server", "vllm"), tokenize=kind in _TOKENIZE,
         grammar=kind in ("llama-server", "llama-cpp-python"),
         loglik=kind in _ECHO_LOGPROBS,
+        slots=found_slots.integer(1, 1 << 20) if found_slots is not None else None,
         reported={"models": _trim([e.value for e in entries]),
                   **({"props": _trim({k: v for k, v in raw_props.items() if k != "chat_template"})}
                      if raw_props else {}),
@@ -267,6 +272,7 @@ def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, 
     """Refuse, before anything is written, a scoring mode this server cannot do (one line); with a ``client``,
     loglik is tried once (``loglik_problem``)."""
     served = _served(spec)
+    identified_build(spec, probe.build)  # a placeholder build with nothing to stand in for it: refused now
     if "loglik" in modes:
         problem = loglik_problem(spec, probe, client)
         if problem:
@@ -363,10 +369,11 @@ class OpenAICompatEngine:
         self._bos_probe = threading.Lock()
         self._aborted = False
         sha256, weights = weights_identity(served, spec.sha256)
+        build, build_from = identified_build(spec, self.probe.build)
         self.settings: dict[str, Any] = {
             "engine": "openai",
             "server_kind": self.probe.kind,
-            "server_build": self.probe.build,
+            "server_build": build,
             "weights": weights,
             "n_ctx": n_ctx,
             "seed": seed,
@@ -377,12 +384,15 @@ class OpenAICompatEngine:
             "truncation": "left, server tokenizer" if self.probe.tokenize else "none (server cannot tokenize)",
             "prompt_mode": spec.prompt_mode,
             "model_stop": list(spec.stop),
+            # above 1, requests batched together on a server with several slots change outputs (server_build.py)
+            **concurrency_identity(served.max_concurrency, self.probe.slots),
             # where and how the work runs: recorded, not part of the identity (runner.PLACEMENT_ONLY)
             "placement": {
                 "base_url": served.base_url, "served_model": served.model,
                 "max_concurrency": served.max_concurrency, "timeout_s": served.timeout_s,
                 "connect_timeout_s": served.connect_timeout_s, "retries": served.retries,
                 "template_from": template_from, "server_reported": self.probe.reported,
+                "server_build_reported": self.probe.build, "server_build_from": build_from,
             },
         }
         self.info = ModelInfo(
@@ -606,7 +616,8 @@ class OpenAICompatEngine:
 
     def identity(self) -> dict[str, Any]:
         """Declared weights, chat template and output settings; the server's build is in those settings (the
-        server, not our llama.cpp, computes the outputs). URL, served name and concurrency are placement."""
+        server, not our llama.cpp, computes the outputs; a placeholder build is replaced, server_build.py), and a
+        concurrency above 1 with the server's slot count. URL and served name are placement."""
         return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings)
 
     def close(self) -> None:
