@@ -68,6 +68,8 @@ def as_json(run: RunEntry) -> dict[str, Any]:
         "tasks": [{"task": t.get("task"), "data": t.get("data"), "items": t.get("items")} for t in run.tasks],
         "planned": run.planned, "generated": run.generated,
         "outcomes": {name: run.outcomes.get(name, 0) for name in OUTCOMES},
+        "served_loglik": None if run.served is None else {
+            "items": run.served[0], "requests": run.served[1], "tokens_sent": run.served[2]},
     }
 
 
@@ -85,9 +87,20 @@ def _print(run: RunEntry) -> None:
         planned += f" = {run.planned // run.modes} × {run.modes} scoring modes"
     for label, value in (("command", command_line(run.command)), ("models", models), ("tasks", tasks),
                          ("items", f"{run.generated} generated in this run{planned}"
-                                   + (f" ({counts})" if counts else ""))):
+                                   + (f" ({counts})" if counts else "")),
+                         *served_line(run)):
         print_prose(stdout, Text(f"  {label + ':':<9}") + Text(plain(value)), hanging=" " * 11)
     stdout.print()
+
+
+def served_line(run: RunEntry) -> list[tuple[str, str]]:
+    """The cost of a run's served log-likelihood items, per item (none: no line)."""
+    per_item = run.served_per_item
+    if per_item is None or run.served is None:
+        return []
+    requests, tokens = per_item
+    return [("served", f"{plural(run.served[0], 'log-likelihood item')}: {requests:.1f} requests and "
+                       f"{tokens:,.0f} tokens sent per item")]
 
 
 @declare(reads=("database",), example=("runs", "--db", "{db}"))
@@ -98,7 +111,8 @@ def _print(run: RunEntry) -> None:
 @click.option("--json", "as_json_output", is_flag=True,
               help="Print a JSON list instead (keys: id, started_at, finished_at, status, duration_seconds, "
                    "command, medbench_version, config, config_origin, models, tasks, planned, generated, "
-                   "outcomes).")
+                   "outcomes, served_loglik: items, requests and tokens_sent of served log-likelihood items, "
+                   "or null).")
 def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
     """List the runs stored in a results database, newest first.
 

@@ -58,8 +58,8 @@ from .http import (
     tokenize_bytes,
 )
 from .identity import identity as engine_identity
-from .server_build import concurrency_identity, identified_build
 from .served_loglik import ECHO_MAX_TOKENS, echo_body, echo_works, read_tail
+from .server_build import concurrency_identity, identified_build
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
@@ -367,6 +367,7 @@ class OpenAICompatEngine:
                             "models.toml")
         self._bos: int | None = None
         self._bos_probe = threading.Lock()
+        self._counting = threading.local()  # the request counter of the item this thread is scoring
         self._aborted = False
         sha256, weights = weights_identity(served, spec.sha256)
         build, build_from = identified_build(spec, self.probe.build)
@@ -415,7 +416,7 @@ class OpenAICompatEngine:
 
     def _server_tokens(self, text: str) -> list[int]:
         route, body, key = _TOKENIZE[self.probe.kind]
-        answer = self._answer(self.client.post(route, body(text, self._served_name), max_bytes=tokenize_bytes(text)))
+        answer = self._answer(self._post(route, body(text, self._served_name), max_bytes=tokenize_bytes(text)))
         return [token.integer(0, MAX_TOKEN_ID) for token in answer[key].items()]
 
     @staticmethod
@@ -436,7 +437,7 @@ class OpenAICompatEngine:
         with self._bos_probe:
             if self._bos is None:
                 route, body, key = _TOKENIZE[self.probe.kind]
-                answer = self._answer(self.client.post(route, body("", self._served_name),
+                answer = self._answer(self._post(route, body("", self._served_name),
                                                        max_bytes=tokenize_bytes("")))
                 tokens = [token.integer(0, MAX_TOKEN_ID) for token in answer[key].items()]
                 self._bos = tokens[0] if tokens else -1
@@ -444,7 +445,7 @@ class OpenAICompatEngine:
 
     def detokenize(self, tokens: list[int]) -> str:
         route, body, key = _DETOKENIZE[self.probe.kind]
-        answer = self._answer(self.client.post(route, body(tokens, self._served_name),
+        answer = self._answer(self._post(route, body(tokens, self._served_name),
                                                max_bytes=detokenize_bytes(len(tokens))))
         return answer[key].string()
 
@@ -504,7 +505,7 @@ class OpenAICompatEngine:
             if not self.probe.grammar:
                 raise ServerRequestError(f"a {self.probe.kind} server takes no grammar")
             body["grammar"] = request.grammar
-        answer = self._answer(self.client.post("/v1/completions", body,
+        answer = self._answer(self._post("/v1/completions", body,
                                                max_bytes=completion_bytes(request.max_tokens)))
         seconds = time.perf_counter() - started
         self._check_model(answer)
@@ -538,11 +539,27 @@ class OpenAICompatEngine:
 
     # ---- loglikelihood (served_loglik.py)
 
+    def _post(self, route: str, body: dict[str, Any], **options: Any) -> Field | None:
+        """Every request of this engine, counted for the item the calling thread is scoring (``_count_items``)."""
+        counter = getattr(self._counting, "counter", None)
+        if counter is not None:
+            counter[0] += 1
+        return self.client.post(route, body, **options)
+
     def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods:
         """Each continuation's log-probability after the rendered context, from the server's echoed prompt
         log-probabilities: one request per continuation (context + continuation, one token generated and
-        ignored). The context is cut from the left exactly as in-process, leaving room for the longest
-        continuation and the generated token."""
+        ignored), sent one after the other, each beginning with the same context, so that a server's prefix
+        cache (vLLM's prefix caching, llama-cpp-python's reuse of the previous prompt) evaluates the context
+        once. The context is cut from the left exactly as in-process, leaving room for the longest
+        continuation and the generated token.
+
+        Requests per item (counted, stored as ``server_requests`` with the tokens sent): the context is
+        tokenized once, then each continuation costs one echo request (``_joint_scores``): the joint text is
+        sent and the server's own count of its tokens says how many belong to the continuation. Only when that
+        cannot be read that way (a context that may need cutting, a doubled BOS, a continuation that merges
+        with the context) does a continuation take the exact token route (``_token_scores``: the joint text
+        tokenized, then the ids or a checked text sent), as before."""
         if self._aborted:
             raise ServerRequestError("run aborted")
         if not request.continuations:
@@ -550,31 +567,94 @@ class OpenAICompatEngine:
         if not self.probe.loglik:  # every kind that echoes log-probabilities can also tokenize
             raise UserError(f"model '{self.info.model_id}': a {self.probe.kind} server gives no prompt "
                             "log-probabilities; --scoring loglik is not possible on it")
-        text = self.render(request.prompt)
-        context = self.tokenize(text)
-        split = [self._continuation_tokens(text, context, c) for c in request.continuations]
-        continuations = [tokens for tokens, _, _ in split]
-        budget = int(self.settings["n_ctx"]) - max(len(c) for c in continuations) - 1
+        counter = [0, 0]  # requests, tokens sent
+        self._counting.counter = counter
+        try:
+            text = self.render(request.prompt)
+            started = time.perf_counter()
+            raw = self._server_tokens(text)
+            context = self._single_bos(raw)
+            self._bos_token()
+            scored = self._joint_scores(text, raw, context, request.continuations, counter)
+            if scored is None:
+                scored = self._token_scores(text, context, request.continuations, counter)
+            scores, kept, truncated = scored
+            return Loglikelihoods(prompt_text=text, scores=tuple(scores), prompt_tokens=len(kept),
+                                  truncated_tokens=truncated, prompt_tokens_evaluated=None,
+                                  continuation_tokens_evaluated=sum(score.tokens for score in scores),
+                                  seconds=time.perf_counter() - started, server_requests=counter[0],
+                                  server_tokens=counter[1])
+        finally:
+            self._counting.counter = None
+
+    def _echo(self, prompt: Any, tokens: int, counter: list[int]) -> Field:
+        """One echo request for a prompt of ``tokens`` tokens (text or ids), its answer checked for the model."""
+        counter[1] += tokens
+        answer = self._answer(self._post("/v1/completions", echo_body(
+            self._served_name, prompt, self.settings["request_sampling"], int(self.settings["seed"])),
+            max_bytes=echo_bytes(tokens, ECHO_MAX_TOKENS)))
+        self._check_model(answer)
+        return answer
+
+    def _joint_scores(self, text: str, raw: list[int], context: list[int], continuations: tuple[str, ...],
+                      counter: list[int]) -> tuple[list[ContinuationScore], list[int], int] | None:
+        """Scores with one request per continuation: the joint text is sent, and the server reads it as its own
+        tokens of it (what ``/tokenize`` answers, the same assumption the token route makes when it sends the
+        joint text). When the server's count of prompt tokens less the context's leaves tokens whose echoed
+        text spells exactly the continuation, those are the in-process rule's continuation tokens (the joint
+        tokens after the context's); a continuation read otherwise takes the token route. None: the whole item
+        must take it (the context may need cutting, or the template's BOS would be doubled)."""
+        n_ctx = int(self.settings["n_ctx"])
+        # a continuation has at most one token per UTF-8 byte plus one (a lone leading space piece): below this
+        # bound no continuation can make the context need cutting, so the context is sent whole
+        longest = max(len(c.encode("utf-8")) + 1 for c in continuations)
+        if raw != context or len(context) + longest + ECHO_MAX_TOKENS > n_ctx - 8:
+            return None
+        scores: list[ContinuationScore] = []
+        for continuation in continuations:
+            if not continuation:
+                raise ValueError("empty continuation")
+            answer = self._echo(text + continuation, 0, counter)
+            usage = answer["usage"]
+            found = usage.get("prompt_tokens")
+            sent = found.integer(0, n_ctx) if found is not None else 0
+            counter[1] += sent
+            n_tokens = sent - len(raw)
+            try:
+                tail = read_tail(answer, n_tokens, continuation) if n_tokens >= 1 else None
+            except ServerRequestError as exc:
+                if exc.kind != "echo mismatch":
+                    raise
+                tail = None
+            if tail is None:  # merged across the seam, or not countable: the exact token route for this one
+                score, _, _ = self._token_scores(text, context, (continuation,), counter)
+                scores.append(score[0])
+                continue
+            scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=n_tokens,
+                                            bytes=len(continuation.encode("utf-8")), greedy=tail.greedy))
+        if len(context) > n_ctx - max(score.tokens for score in scores) - 1:
+            return None  # cannot happen below the bound above; the token route would have cut the context
+        return scores, context, 0
+
+    def _token_scores(self, text: str, context: list[int], continuations: tuple[str, ...],
+                      counter: list[int]) -> tuple[list[ContinuationScore], list[int], int]:
+        """Scores by the exact token route: each joint text tokenized by the server, the context cut from the
+        left as in-process, and the ids (or a text checked to read as them) sent."""
+        split = [self._continuation_tokens(text, context, c) for c in continuations]
+        lengths = [len(tokens) for tokens, _, _ in split]
+        budget = int(self.settings["n_ctx"]) - max(lengths) - 1
         if budget < 8:
             raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
                             "context before the longest continuation")
         kept, truncated = left_truncate(context, budget, self._bos_token())
-        started = time.perf_counter()
         scores = []
-        for continuation, (tokens, spelled, joint) in zip(request.continuations, split):
+        for continuation, (tokens, spelled, joint) in zip(continuations, split):
             wanted = kept + tokens
-            answer = self._answer(self.client.post("/v1/completions", echo_body(
-                self._served_name, self._scoring_prompt(text + continuation, joint, wanted),
-                self.settings["request_sampling"], int(self.settings["seed"])),
-                max_bytes=echo_bytes(len(wanted), ECHO_MAX_TOKENS)))
-            self._check_model(answer)
+            answer = self._echo(self._scoring_prompt(text + continuation, joint, wanted), len(wanted), counter)
             tail = read_tail(answer, len(tokens), spelled)
             scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=len(tokens),
                                             bytes=len(continuation.encode("utf-8")), greedy=tail.greedy))
-        return Loglikelihoods(prompt_text=text, scores=tuple(scores), prompt_tokens=len(kept),
-                              truncated_tokens=truncated, prompt_tokens_evaluated=None,
-                              continuation_tokens_evaluated=sum(len(c) for c in continuations),
-                              seconds=time.perf_counter() - started)
+        return scores, kept, truncated
 
     def _continuation_tokens(self, context_text: str, context: list[int],
                              continuation: str) -> tuple[list[int], str, list[int]]:
