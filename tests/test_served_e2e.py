@@ -247,6 +247,9 @@ def test_served_loglik_chooses_what_the_in_process_engine_chooses(
             (here.prompt_text, here.prompt_tokens, here.truncated_tokens)
         assert [s.tokens for s in there.scores] == [s.tokens for s in here.scores]
         assert [s.greedy for s in there.scores] == [s.greedy for s in here.scores]
+        # the context tokenized once (the BOS id asked once per engine), one echo request per option
+        assert there.server_requests is not None and there.server_requests <= 2 + len(continuations)
+        assert there.server_tokens == sum(there.prompt_tokens + s.tokens for s in there.scores)
         best = [max(range(len(r.scores)), key=lambda i: r.scores[i].logprob) for r in (here, there)]
         assert best[0] == best[1], (continuations, here.scores, there.scores)
         for mine, theirs in zip(here.scores, there.scores):
