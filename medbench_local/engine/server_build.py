@@ -81,3 +81,22 @@ def concurrency_of(identity_settings: dict[str, Any]) -> tuple[int, int | None]:
         return 1, None
     level, slots = found.get("max_concurrency"), found.get("server_slots")
     return (level if isinstance(level, int) else 1), (slots if isinstance(slots, int) else None)
+
+
+def local_llama_server() -> Path | None:
+    """A llama-server binary on this machine: ``$MEDBENCH_LLAMA_SERVER``, else the newest one that
+    tools/build_llama_server.sh left in the cache (``<cache>/llama-server/<version>/bin/llama-server``), else
+    one on PATH; None when there is none. Used by the served end-to-end tests and tools/bench*.py."""
+    import os
+    import shutil
+
+    from ..modelfiles.hashing import cache_dir
+
+    named = os.environ.get("MEDBENCH_LLAMA_SERVER")
+    if named:
+        return Path(named) if Path(named).is_file() else None
+    built = sorted((cache_dir() / "llama-server").glob("*/bin/llama-server"), key=lambda p: p.stat().st_mtime)
+    if built:
+        return built[-1]
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
