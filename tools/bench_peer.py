@@ -11,7 +11,8 @@ the tool and the server: process start-up, model loading and medbench-local's ch
 out), HTTP requests per item and prompt tokens sent per item (the server's ``usage.prompt_tokens``, summed),
 and the ratios against lm-eval. In-process: items/s over the items' own stored seconds. Rounds are
 interleaved (the order rotates each round), each measurement gets a fresh server (no prompt cache carried
-over), and the medians are printed. Only ratios within one run mean anything.
+over), and the medians are printed. Only ratios within one run mean anything. The server's per-token sort of
+the whole vocabulary is patched out by default (``_TOP_K_PATCH``; ``--stock-server`` keeps it).
 
 lm-eval is an optional extra in its own virtual environment, never in the project's:
 
@@ -125,11 +126,35 @@ class Proxy:
                 sum(p[2] for p in scoring))
 
 
-def start_server(model: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+# llama-cpp-python's server (0.3.x) sorts the whole vocabulary in Python for every echoed token (to list the top
+# alternatives), which makes one echo request of a 300-token prompt cost seconds to tens of seconds and drowns
+# what the two tools do differently. By default the server runs with that sort replaced by numpy's partial
+# sort of the 20 best (the same top alternatives, both tools ask for at most 10); --stock-server runs it as it is.
+_TOP_K_PATCH = """
+import builtins, runpy, numpy as np, llama_cpp.llama as engine
+class _Row:
+    def __init__(self, values): self.values = values
+def _zip(*args):
+    if len(args) == 2 and isinstance(args[0], np.ndarray) and isinstance(args[1], range):
+        return _Row(args[0])
+    return builtins.zip(*args)
+def _sorted(iterable, *rest, **options):
+    if isinstance(iterable, _Row):
+        values = iterable.values
+        best = np.argpartition(-values, 20)[:20] if len(values) > 20 else np.arange(len(values))
+        return builtins.sorted(((float(values[i]), int(i)) for i in best), reverse=True)
+    return builtins.sorted(iterable, *rest, **options)
+engine.zip, engine.sorted = _zip, _sorted
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def start_server(model: Path, threads: int, stock: bool) -> tuple[subprocess.Popen[bytes], str]:
     """A fresh llama-cpp-python server (the one both tools can score through: it echoes log-probabilities)."""
     port = free_port()
+    launcher = ["-m", "llama_cpp.server"] if stock else ["-c", _TOP_K_PATCH]
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smol", "--host",
+        [sys.executable, *launcher, "--model", str(model), "--model_alias", "smol", "--host",
          "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "1234", "--n_threads", str(threads),
          "--n_threads_batch", str(threads), "--verbose", "false"], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
@@ -210,6 +235,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stock-server", action="store_true",
+                        help="run llama-cpp-python's server unpatched (its per-token vocabulary sort included)")
     parser.add_argument("--data", type=Path, default=SAMPLE, help="MedQA JSON lines (default: the 5 samples)")
     args = parser.parse_args()
     model = require(load_config(ROOT / "models.toml").model(MODEL))
@@ -227,7 +254,7 @@ def main() -> None:
                     seconds, items, tokens = stored(db)
                     results.setdefault(which, []).append((items / seconds, 0.0, tokens / items))
                     continue
-                process, upstream = start_server(model, args.threads)
+                process, upstream = start_server(model, args.threads, args.stock_server)
                 proxy = Proxy(upstream)
                 try:
                     if which.startswith("lm-eval"):
@@ -247,7 +274,8 @@ def main() -> None:
                 print(f"round {round_index + 1}: {which}: {results[which][-1][0]:.3f} items/s", file=sys.stderr)
     peer = statistics.median(r[0] for r in results[names[0]])
     print(f"# {args.items} MedQA items ({args.data.name}), SmolLM2-135M-Instruct Q4_1, loglik (letters), "
-          f"llama-cpp-python server, {args.threads} thread(s), median of {args.rounds} interleaved rounds, "
+          f"llama-cpp-python server{' (stock)' if args.stock_server else ' (top-k sort patched)'}, "
+          f"{args.threads} thread(s), median of {args.rounds} interleaved rounds, "
           f"load {os.getloadavg()[0]:.1f}\n")
     print("| tool | items/s | vs lm-eval | requests/item | prompt tokens sent/item |")
     print("|---|---|---|---|---|")
