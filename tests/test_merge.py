@@ -313,6 +313,8 @@ def test_an_input_from_an_older_version_is_read_through_an_upgraded_copy(tmp_pat
     with editing(old) as conn:
         conn.executescript("drop view item_results; drop view paired_items; drop table metric_runs; "
                            "alter table generations drop column prompt_tokens_evaluated; "
+                           "alter table generations drop column server_requests; "
+                           "alter table generations drop column server_tokens; "
                            "drop index idx_generations_run_id; delete from _migrations where name != 'm001_initial'")
     assert rows(old, "select name from _migrations") == [("m001_initial",)]
     before = digest(old)
