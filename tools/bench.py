@@ -27,7 +27,8 @@ by one per round, so drift of a shared machine hits all alike. Only ratios withi
    vs served at concurrency 1, 2, 4, 8 (engine = "openai", items in flight through medbench-local's item pool).
    The server is llama.cpp's ``llama-server`` with ``--parallel 8`` when it is on PATH, else llama-cpp-python's
    server (which runs one request at a time: concurrency then only overlaps the client's work), started on
-   127.0.0.1 with the same thread count. On a CPU the gain is small; on a GPU see docs/scale-out.md.
+   127.0.0.1 with the same thread count, a fresh one for every served measurement (llama-server's prompt cache
+   would answer repeated items). On a CPU the gain is small; on a GPU see docs/scale-out.md.
 
     .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N] [--served [--served-only]]
     .venv/bin/python tools/bench.py --counts-only mednli,longhealth,reference,own-answers   # only the exact rows of 2.
