@@ -102,6 +102,10 @@ class ServedSpec:
     weights_repo: str | None = None    # safetensors identity (with weights_revision), when there is no GGUF sha256
     weights_revision: str | None = None
     n_ctx: int | None = None           # declared context size (else what the server reports)
+    # the server's identity when it reports only a placeholder build (``b0-unknown``: llama.cpp built without git):
+    # the SHA-256 of its local binary, else a build name the user states (engine/server_build.py)
+    server_binary: Path | None = None
+    server_build: str | None = None
 
     @property
     def host(self) -> str:
@@ -205,7 +209,7 @@ class Config:
 KV_CACHE_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 # keys of a served model (engine = "openai"), refused for in-process ones
 SERVED_KEYS: tuple[str, ...] = ("base_url", "model", "api_key_env", "max_concurrency", "timeout_s",
-                                "connect_timeout_s", "retries")
+                                "connect_timeout_s", "retries", "server_binary", "server_build")
 _MODEL_KEYS = {
     "role", "path", "repo", "file", "revision", "package", "sha256", "n_ctx", "n_gpu_layers", "main_gpu",
     "tensor_split", "flash_attn", "cache_type_k", "cache_type_v", "rpc_servers", "allow_context_beyond_trained",
@@ -382,6 +386,11 @@ def _parse_model(mid: str, body: Any, path: Path, loc: _Locator) -> ModelSpec:
     served: ServedSpec | None = None
     if engine == "openai":
         served = _parse_served(body, get_str, fail, sha is not None)
+        binary = get_str("server_binary")
+        if binary is not None:  # a path, like ``path``: relative to models.toml
+            raw_binary = Path(binary).expanduser()
+            served = replace(served, server_binary=raw_binary if raw_binary.is_absolute()
+                             else path.parent / raw_binary)
         if "repo" in body and "file" not in body:  # repo + revision: the safetensors identity, not a GGUF source
             body = {k: v for k, v in body.items() if k not in ("repo", "revision")}
     given = [k for k in ("path", "repo", "package") if k in body]
@@ -535,7 +544,18 @@ def _parse_served(body: dict[str, Any], get_str: Callable[..., str | None],
         base_url=normalize_base_url(base_url), model=model, api_key_env=key_env,
         max_concurrency=integer("max_concurrency", 1, 1, MAX_CONCURRENCY),
         timeout_s=seconds("timeout_s", 600.0), connect_timeout_s=seconds("connect_timeout_s", 10.0),
-        retries=integer("retries", 3, 0, MAX_RETRIES), weights_repo=repo, weights_revision=revision, n_ctx=n_ctx)
+        retries=integer("retries", 3, 0, MAX_RETRIES), weights_repo=repo, weights_revision=revision, n_ctx=n_ctx,
+        server_build=_server_build(get_str("server_build"), fail))
+
+
+def _server_build(value: str | None, fail: Callable[[str | None, str], ConfigError]) -> str | None:
+    """A user-stated server build: printable, short, and not itself a placeholder (it stands in for one)."""
+    if value is None:
+        return None
+    if len(value) > 200 or not value.isprintable() or value.strip().lower() in ("unknown", "b0-unknown", "b0"):
+        raise fail("server_build", f"expected a build name that differs between builds (a commit, a version, a "
+                                   f"date; at most 200 printable characters), got {value[:40]!r}")
+    return value.strip()
 
 
 _HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"

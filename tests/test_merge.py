@@ -316,6 +316,8 @@ def test_an_input_from_an_older_version_is_read_through_an_upgraded_copy(tmp_pat
                            "drop table contamination_signals; drop table contamination_probes; "
                            "drop table retrievals; "
                            "alter table generations drop column prompt_tokens_evaluated; "
+                           "alter table generations drop column server_requests; "
+                           "alter table generations drop column server_tokens; "
                            "drop index idx_generations_run_id; delete from _migrations where name != 'm001_initial'")
     assert rows(old, "select name from _migrations") == [("m001_initial",)]
     before = digest(old)

@@ -292,7 +292,8 @@ def engine_on(tmp_path: Path, server: FakeServer, **extra: Any) -> OpenAICompatE
     ("llama-cpp-python", False, True, True, True), ("openai", False, False, False, False)])
 def test_server_kind_and_capabilities_are_detected(tmp_path: Path, kind: str, token_ids: bool, grammar: bool,
                                                    tokenize: bool, loglik: bool) -> None:
-    engine = engine_on(tmp_path, FakeServer(kind, n_ctx=256))
+    # a generic OpenAI server says nothing of its build: the user names it (test_served_identity.py)
+    engine = engine_on(tmp_path, FakeServer(kind, n_ctx=256), server_build="v1" if kind == "openai" else None)
     probe = engine.probe
     assert (probe.kind, probe.token_ids, probe.grammar, probe.tokenize, probe.loglik) == \
         (kind, token_ids, grammar, tokenize, loglik)
@@ -509,7 +510,7 @@ def test_placement_is_not_identity_but_the_server_build_and_weights_are(tmp_path
 
     base = engine_identity(engine_on(tmp_path, FakeServer("llama-server", n_ctx=256)))
     moved = engine_identity(engine_on(tmp_path, FakeServer("llama-server", n_ctx=256),
-                                      base_url="http://10.0.0.7:9000", max_concurrency=8, retries=0))
+                                      base_url="http://10.0.0.7:9000", retries=0, timeout_s=30))
     assert moved == base
     other = FakeServer("llama-server", n_ctx=256)
     original = other.__call__

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -26,7 +25,14 @@ import pytest
 from medbench_local.config import load_config
 from medbench_local.engine.base import GenerateRequest, LoglikelihoodRequest
 from medbench_local.engine.llama import LlamaEngine
-from medbench_local.engine.openai_compat import OpenAICompatEngine
+from medbench_local.engine.openai_compat import (
+    OpenAICompatEngine,
+    make_client,
+    probe_server,
+    require_capabilities,
+)
+from medbench_local.engine.server_build import is_placeholder, local_llama_server
+from medbench_local.errors import UserError
 from medbench_local.modelfiles.resolve import require
 from medbench_local.paths import default_data
 from medbench_local.runner import load_tasks
@@ -247,6 +253,9 @@ def test_served_loglik_chooses_what_the_in_process_engine_chooses(
             (here.prompt_text, here.prompt_tokens, here.truncated_tokens)
         assert [s.tokens for s in there.scores] == [s.tokens for s in here.scores]
         assert [s.greedy for s in there.scores] == [s.greedy for s in here.scores]
+        # the context tokenized once (the BOS id asked once per engine), one echo request per option
+        assert there.server_requests is not None and there.server_requests <= 2 + len(continuations)
+        assert there.server_tokens == sum(there.prompt_tokens + s.tokens for s in there.scores)
         best = [max(range(len(r.scores)), key=lambda i: r.scores[i].logprob) for r in (here, there)]
         assert best[0] == best[1], (continuations, here.scores, there.scores)
         for mine, theirs in zip(here.scores, there.scores):
@@ -390,29 +399,130 @@ def test_server_problems_are_one_line_exit_1_and_leave_the_database_unchanged(
 # ------------------------------------------------------------------------------------------- llama-server
 
 
-@pytest.mark.skipif(shutil.which("llama-server") is None, reason="llama.cpp's llama-server binary is not installed")
-def test_llama_server_outputs_equal_in_process_outputs(tmp_path: Path) -> None:
+LLAMA_SERVER = local_llama_server()
+needs_llama_server = pytest.mark.skipif(
+    LLAMA_SERVER is None, reason="no llama-server binary: build one with tools/build_llama_server.sh (or set "
+                                 "MEDBENCH_LLAMA_SERVER)")
+LLAMA_SLOTS = 2
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real llama-server serving the demo SmolLM2 GGUF: 2 slots of 2048 tokens, one thread."""
+    assert LLAMA_SERVER is not None
     port = free_port()
-    binary = shutil.which("llama-server")
-    assert binary is not None
-    running = Server([binary, "-m", str(smol_path()), "--alias", "smol", "--host", "127.0.0.1", "--port", str(port),
-                      "-c", "2048", "-t", "1", "--seed", "1234"], port, tmp_path / "llama-server.log").start()
+    folder = tmp_path_factory.mktemp("llama-server")
+    running = Server([str(LLAMA_SERVER), "-m", str(smol_path()), "--alias", "smol", "--host", "127.0.0.1",
+                      "--port", str(port), "-c", str(2048 * LLAMA_SLOTS), "--parallel", str(LLAMA_SLOTS),
+                      "-t", "1", "-tb", "1", "--seed", "1234"], port, folder / "llama-server.log").start()
+    yield running
+    running.stop()
+
+
+def llama_config(folder: Path, url: str, *, max_concurrency: int = 1, n_ctx: int = 2048) -> Path:
+    """The served SmolLM2 on llama-server, identified by its binary (a source build reports b0-unknown)."""
+    path = write_config(folder, url, key_env=None, max_concurrency=max_concurrency)
+    text = path.read_text(encoding="utf-8").replace("n_ctx = 2048\nmax_concurrency",
+                                                    f"n_ctx = {n_ctx}\nmax_concurrency", 1)
+    path.write_text(text.replace("retries = 1\n", f"retries = 1\nserver_binary = \"{LLAMA_SERVER}\"\n", 1),
+                    encoding="utf-8")
+    return path
+
+
+def jama_requests(engine: LlamaEngine | OpenAICompatEngine, count: int, max_tokens: int = 16
+                  ) -> list[GenerateRequest]:
+    found = default_data("jama", cwd=REPO)
+    assert found is not None
+    loaded = load_tasks([(get_task("jama"), found.path)], count, limit_mode="first")[0]
+    return [GenerateRequest(loaded.task.prompt(item, PromptContext(count_tokens=engine.count_tokens, n_ctx=2048)),
+                            max_tokens, loaded.task.stop) for item in loaded.items]
+
+
+@needs_llama_server
+def test_llama_server_reports_its_template_slots_and_per_slot_context_and_tokenizes_as_in_process(
+        llama_server: Server, tmp_path: Path) -> None:
+    config = load_config(llama_config(tmp_path, llama_server.url))
+    served = OpenAICompatEngine(config.model("smol-served"), None)
+    local = LlamaEngine(config.model("smollm2-135m-instruct"), smol_path(), n_threads=1)
     try:
-        config = load_config(write_config(tmp_path, running.url, key_env=None))
-        local = LlamaEngine(config.model("smollm2-135m-instruct"), smol_path(), n_threads=1)
-        served = OpenAICompatEngine(config.model("smol-served"), smol_path())
-        assert served.settings["server_kind"] == "llama-server"
-        found = default_data("jama", cwd=REPO)
-        assert found is not None
-        loaded = load_tasks([(get_task("jama"), found.path)], 2, limit_mode="first")[0]
-        for item in loaded.items:
-            context = PromptContext(count_tokens=local.count_tokens, n_ctx=2048)
-            request = GenerateRequest(loaded.task.prompt(item, context), 16, loaded.task.stop)
-            assert served.generate(request).output == local.generate(request).output
-        local.close()
-        served.close()
+        probe = served.probe
+        assert (probe.kind, probe.token_ids, probe.tokenize, probe.grammar, probe.loglik) == \
+            ("llama-server", True, True, True, False)
+        assert probe.slots == LLAMA_SLOTS and probe.n_ctx == 2048  # -c is shared: each slot gets -c / --parallel
+        assert probe.chat_template and served.settings["placement"]["template_from"] == "server /props"
+        assert served.settings["prompt_sent_as"] == "token ids"
+        for request in jama_requests(local, 2):
+            text = served.render(request.prompt)
+            assert text == local.render(request.prompt)
+            assert served.tokenize(text) == local.tokenize(text)  # /tokenize's ids, BOS handled as in-process
     finally:
-        running.stop()
+        served.close()
+        local.close()
+
+
+@needs_llama_server
+def test_llama_server_generates_and_a_context_beyond_its_slot_is_refused(llama_server: Server,
+                                                                         tmp_path: Path) -> None:
+    """Generation works with the in-process prompt tokens (outputs may differ from in-process: measured 5/20
+    on jama, keyed as a separate evaluation); n_ctx above the per-slot context is refused in one line."""
+    config = load_config(llama_config(tmp_path, llama_server.url))
+    served = OpenAICompatEngine(config.model("smol-served"), None)
+    local = LlamaEngine(config.model("smollm2-135m-instruct"), smol_path(), n_threads=1)
+    try:
+        for request in jama_requests(local, 1):
+            generation = served.generate(request)
+            assert generation.prompt_tokens == len(local.tokenize(local.render(request.prompt)))
+            assert generation.completion_tokens >= 1 and generation.output
+            assert generation.prompt_tokens_evaluated is not None  # from the server's timings
+    finally:
+        served.close()
+        local.close()
+    too_big = load_config(llama_config(tmp_path, llama_server.url, n_ctx=4096)).model("smol-served")
+    with pytest.raises(UserError, match="has only 2048") as refused:
+        OpenAICompatEngine(too_big, None)
+    assert "\n" not in str(refused.value)
+
+
+@needs_llama_server
+def test_llama_server_refuses_loglik_up_front_in_one_line(llama_server: Server, tmp_path: Path) -> None:
+    spec = load_config(llama_config(tmp_path, llama_server.url)).model("smol-served")
+    client = make_client(spec)
+    with pytest.raises(UserError, match="rejects echo") as refused:
+        require_capabilities(spec, probe_server(spec, client), ("loglik",), client)
+    assert "\n" not in str(refused.value)
+    client.close()
+
+
+@needs_llama_server
+def test_llama_server_build_is_identified_by_the_binary_not_a_placeholder(llama_server: Server,
+                                                                         tmp_path: Path) -> None:
+    spec = load_config(llama_config(tmp_path, llama_server.url)).model("smol-served")
+    served = OpenAICompatEngine(spec, None)
+    try:
+        reported = served.settings["placement"]["server_build_reported"]
+        identity = served.identity()["settings"]
+        if is_placeholder(reported):  # a build from a source archive without git
+            binary = Path(str(LLAMA_SERVER)).read_bytes()
+            assert identity["server_build"] == f"sha256:{hashlib.sha256(binary).hexdigest()}"
+        else:
+            assert identity["server_build"] == reported
+    finally:
+        served.close()
+
+
+@needs_llama_server
+def test_two_identical_runs_at_concurrency_1_give_identical_outputs(llama_server: Server, tmp_path: Path) -> None:
+    """The reproducible setting (docs/scale-out.md): two runs, each a fresh engine sending the same items one
+    at a time to a server with several slots, give identical outputs, item by item."""
+    config = load_config(llama_config(tmp_path, llama_server.url))
+    outputs = []
+    for _ in range(2):
+        served = OpenAICompatEngine(config.model("smol-served"), None)
+        try:
+            outputs.append([served.generate(request).output for request in jama_requests(served, 4)])
+        finally:
+            served.close()
+    assert outputs[0] == outputs[1] and all(outputs[0])
 
 
 # ------------------------------------------------------------------------------------------- doctor

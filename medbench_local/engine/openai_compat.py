@@ -12,8 +12,9 @@ used: it would apply the server's idea of the template.
 
 What is recorded (``settings``): the server's kind and build, the weights the user declared (we cannot hash
 the server's files), the template hash, n_ctx, the sampling fields sent, whether token ids or text were sent.
-Where the server runs, under which name, with how much concurrency, and what it said about itself (``/props``,
-``/v1/models``) are recorded under ``placement``: they do not decide outputs and are not part of the identity.
+Where the server runs, under which name and what it said about itself (``/props``, ``/v1/models``) are
+recorded under ``placement``: they do not decide outputs and are not part of the identity. A placeholder build
+(``b0-unknown``) and a concurrency above 1 are handled by ``server_build.py``.
 
 Capabilities are detected once, up front (``probe_server``): a scoring mode the server cannot do is refused
 with one line before the database is touched (``require_capabilities``). Log-likelihood scoring reads the
@@ -58,6 +59,7 @@ from .http import (
 )
 from .identity import identity as engine_identity
 from .served_loglik import ECHO_MAX_TOKENS, echo_body, echo_works, read_tail
+from .server_build import concurrency_identity, identified_build
 from .truncation import left_truncate
 
 DEFAULT_SEED = 1234
@@ -105,6 +107,7 @@ class ServerProbe:
     tokenize: bool                  # has a tokenize endpoint (left truncation as in-process)
     grammar: bool                   # accepts a GBNF ``grammar`` (constrained scoring)
     loglik: bool                    # prompt log-probabilities usable for loglik scoring
+    slots: int | None = None        # /props total_slots (llama-server --parallel), when reported
     reported: dict[str, Any] = field(default_factory=dict)  # /props and /v1/models, trimmed, for the record
 
 
@@ -225,6 +228,7 @@ def _probe(spec: ModelSpec, client: ServerClient) -> ServerProbe:
             n_ctx = found.integer(1, MAX_CONTEXT)
             break
     raw_props = props.object() if props is not None else None
+    found_slots = props.get("total_slots") if props is not None else None
     return ServerProbe(
         kind=kind, build=build, models=names, n_ctx=n_ctx,
         chat_template=_optional_text(props, "chat_template", None) or None,
@@ -232,6 +236,7 @@ def _probe(spec: ModelSpec, client: ServerClient) -> ServerProbe:
         token_ids=kind in ("llama-server", "vllm"), tokenize=kind in _TOKENIZE,
         grammar=kind in ("llama-server", "llama-cpp-python"),
         loglik=kind in _ECHO_LOGPROBS,
+        slots=found_slots.integer(1, 1 << 20) if found_slots is not None else None,
         reported={"models": _trim([e.value for e in entries]),
                   **({"props": _trim({k: v for k, v in raw_props.items() if k != "chat_template"})}
                      if raw_props else {}),
@@ -267,6 +272,7 @@ def require_capabilities(spec: ModelSpec, probe: ServerProbe, modes: tuple[str, 
     """Refuse, before anything is written, a scoring mode this server cannot do (one line); with a ``client``,
     loglik is tried once (``loglik_problem``)."""
     served = _served(spec)
+    identified_build(spec, probe.build)  # a placeholder build with nothing to stand in for it: refused now
     if "loglik" in modes:
         problem = loglik_problem(spec, probe, client)
         if problem:
@@ -361,12 +367,14 @@ class OpenAICompatEngine:
                             "models.toml")
         self._bos: int | None = None
         self._bos_probe = threading.Lock()
+        self._counting = threading.local()  # the request counter of the item this thread is scoring
         self._aborted = False
         sha256, weights = weights_identity(served, spec.sha256)
+        build, build_from = identified_build(spec, self.probe.build)
         self.settings: dict[str, Any] = {
             "engine": "openai",
             "server_kind": self.probe.kind,
-            "server_build": self.probe.build,
+            "server_build": build,
             "weights": weights,
             "n_ctx": n_ctx,
             "seed": seed,
@@ -377,12 +385,15 @@ class OpenAICompatEngine:
             "truncation": "left, server tokenizer" if self.probe.tokenize else "none (server cannot tokenize)",
             "prompt_mode": spec.prompt_mode,
             "model_stop": list(spec.stop),
+            # above 1, requests batched together on a server with several slots change outputs (server_build.py)
+            **concurrency_identity(served.max_concurrency, self.probe.slots),
             # where and how the work runs: recorded, not part of the identity (runner.PLACEMENT_ONLY)
             "placement": {
                 "base_url": served.base_url, "served_model": served.model,
                 "max_concurrency": served.max_concurrency, "timeout_s": served.timeout_s,
                 "connect_timeout_s": served.connect_timeout_s, "retries": served.retries,
                 "template_from": template_from, "server_reported": self.probe.reported,
+                "server_build_reported": self.probe.build, "server_build_from": build_from,
             },
         }
         self.info = ModelInfo(
@@ -405,7 +416,7 @@ class OpenAICompatEngine:
 
     def _server_tokens(self, text: str) -> list[int]:
         route, body, key = _TOKENIZE[self.probe.kind]
-        answer = self._answer(self.client.post(route, body(text, self._served_name), max_bytes=tokenize_bytes(text)))
+        answer = self._answer(self._post(route, body(text, self._served_name), max_bytes=tokenize_bytes(text)))
         return [token.integer(0, MAX_TOKEN_ID) for token in answer[key].items()]
 
     @staticmethod
@@ -426,7 +437,7 @@ class OpenAICompatEngine:
         with self._bos_probe:
             if self._bos is None:
                 route, body, key = _TOKENIZE[self.probe.kind]
-                answer = self._answer(self.client.post(route, body("", self._served_name),
+                answer = self._answer(self._post(route, body("", self._served_name),
                                                        max_bytes=tokenize_bytes("")))
                 tokens = [token.integer(0, MAX_TOKEN_ID) for token in answer[key].items()]
                 self._bos = tokens[0] if tokens else -1
@@ -434,7 +445,7 @@ class OpenAICompatEngine:
 
     def detokenize(self, tokens: list[int]) -> str:
         route, body, key = _DETOKENIZE[self.probe.kind]
-        answer = self._answer(self.client.post(route, body(tokens, self._served_name),
+        answer = self._answer(self._post(route, body(tokens, self._served_name),
                                                max_bytes=detokenize_bytes(len(tokens))))
         return answer[key].string()
 
@@ -494,7 +505,7 @@ class OpenAICompatEngine:
             if not self.probe.grammar:
                 raise ServerRequestError(f"a {self.probe.kind} server takes no grammar")
             body["grammar"] = request.grammar
-        answer = self._answer(self.client.post("/v1/completions", body,
+        answer = self._answer(self._post("/v1/completions", body,
                                                max_bytes=completion_bytes(request.max_tokens)))
         seconds = time.perf_counter() - started
         self._check_model(answer)
@@ -528,11 +539,27 @@ class OpenAICompatEngine:
 
     # ---- loglikelihood (served_loglik.py)
 
+    def _post(self, route: str, body: dict[str, Any], **options: Any) -> Field | None:
+        """Every request of this engine, counted for the item the calling thread is scoring (``_count_items``)."""
+        counter = getattr(self._counting, "counter", None)
+        if counter is not None:
+            counter[0] += 1
+        return self.client.post(route, body, **options)
+
     def loglikelihood(self, request: LoglikelihoodRequest) -> Loglikelihoods:
         """Each continuation's log-probability after the rendered context, from the server's echoed prompt
         log-probabilities: one request per continuation (context + continuation, one token generated and
-        ignored). The context is cut from the left exactly as in-process, leaving room for the longest
-        continuation and the generated token."""
+        ignored), sent one after the other, each beginning with the same context, so that a server's prefix
+        cache (vLLM's prefix caching, llama-cpp-python's reuse of the previous prompt) evaluates the context
+        once. The context is cut from the left exactly as in-process, leaving room for the longest
+        continuation and the generated token.
+
+        Requests per item (counted, stored as ``server_requests`` with the tokens sent): the context is
+        tokenized once, then each continuation costs one echo request (``_joint_scores``): the joint text is
+        sent and the server's own count of its tokens says how many belong to the continuation. Only when that
+        cannot be read that way (a context that may need cutting, a doubled BOS, a continuation that merges
+        with the context) does a continuation take the exact token route (``_token_scores``: the joint text
+        tokenized, then the ids or a checked text sent), as before."""
         if self._aborted:
             raise ServerRequestError("run aborted")
         if not request.continuations:
@@ -540,31 +567,94 @@ class OpenAICompatEngine:
         if not self.probe.loglik:  # every kind that echoes log-probabilities can also tokenize
             raise UserError(f"model '{self.info.model_id}': a {self.probe.kind} server gives no prompt "
                             "log-probabilities; --scoring loglik is not possible on it")
-        text = self.render(request.prompt)
-        context = self.tokenize(text)
-        split = [self._continuation_tokens(text, context, c) for c in request.continuations]
-        continuations = [tokens for tokens, _, _ in split]
-        budget = int(self.settings["n_ctx"]) - max(len(c) for c in continuations) - 1
+        counter = [0, 0]  # requests, tokens sent
+        self._counting.counter = counter
+        try:
+            text = self.render(request.prompt)
+            started = time.perf_counter()
+            raw = self._server_tokens(text)
+            context = self._single_bos(raw)
+            self._bos_token()
+            scored = self._joint_scores(text, raw, context, request.continuations, counter)
+            if scored is None:
+                scored = self._token_scores(text, context, request.continuations, counter)
+            scores, kept, truncated = scored
+            return Loglikelihoods(prompt_text=text, scores=tuple(scores), prompt_tokens=len(kept),
+                                  truncated_tokens=truncated, prompt_tokens_evaluated=None,
+                                  continuation_tokens_evaluated=sum(score.tokens for score in scores),
+                                  seconds=time.perf_counter() - started, server_requests=counter[0],
+                                  server_tokens=counter[1])
+        finally:
+            self._counting.counter = None
+
+    def _echo(self, prompt: Any, tokens: int, counter: list[int]) -> Field:
+        """One echo request for a prompt of ``tokens`` tokens (text or ids), its answer checked for the model."""
+        counter[1] += tokens
+        answer = self._answer(self._post("/v1/completions", echo_body(
+            self._served_name, prompt, self.settings["request_sampling"], int(self.settings["seed"])),
+            max_bytes=echo_bytes(tokens, ECHO_MAX_TOKENS)))
+        self._check_model(answer)
+        return answer
+
+    def _joint_scores(self, text: str, raw: list[int], context: list[int], continuations: tuple[str, ...],
+                      counter: list[int]) -> tuple[list[ContinuationScore], list[int], int] | None:
+        """Scores with one request per continuation: the joint text is sent, and the server reads it as its own
+        tokens of it (what ``/tokenize`` answers, the same assumption the token route makes when it sends the
+        joint text). When the server's count of prompt tokens less the context's leaves tokens whose echoed
+        text spells exactly the continuation, those are the in-process rule's continuation tokens (the joint
+        tokens after the context's); a continuation read otherwise takes the token route. None: the whole item
+        must take it (the context may need cutting, or the template's BOS would be doubled)."""
+        n_ctx = int(self.settings["n_ctx"])
+        # a continuation has at most one token per UTF-8 byte plus one (a lone leading space piece): below this
+        # bound no continuation can make the context need cutting, so the context is sent whole
+        longest = max(len(c.encode("utf-8")) + 1 for c in continuations)
+        if raw != context or len(context) + longest + ECHO_MAX_TOKENS > n_ctx - 8:
+            return None
+        scores: list[ContinuationScore] = []
+        for continuation in continuations:
+            if not continuation:
+                raise ValueError("empty continuation")
+            answer = self._echo(text + continuation, 0, counter)
+            usage = answer["usage"]
+            found = usage.get("prompt_tokens")
+            sent = found.integer(0, n_ctx) if found is not None else 0
+            counter[1] += sent
+            n_tokens = sent - len(raw)
+            try:
+                tail = read_tail(answer, n_tokens, continuation) if n_tokens >= 1 else None
+            except ServerRequestError as exc:
+                if exc.kind != "echo mismatch":
+                    raise
+                tail = None
+            if tail is None:  # merged across the seam, or not countable: the exact token route for this one
+                score, _, _ = self._token_scores(text, context, (continuation,), counter)
+                scores.append(score[0])
+                continue
+            scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=n_tokens,
+                                            bytes=len(continuation.encode("utf-8")), greedy=tail.greedy))
+        if len(context) > n_ctx - max(score.tokens for score in scores) - 1:
+            return None  # cannot happen below the bound above; the token route would have cut the context
+        return scores, context, 0
+
+    def _token_scores(self, text: str, context: list[int], continuations: tuple[str, ...],
+                      counter: list[int]) -> tuple[list[ContinuationScore], list[int], int]:
+        """Scores by the exact token route: each joint text tokenized by the server, the context cut from the
+        left as in-process, and the ids (or a text checked to read as them) sent."""
+        split = [self._continuation_tokens(text, context, c) for c in continuations]
+        lengths = [len(tokens) for tokens, _, _ in split]
+        budget = int(self.settings["n_ctx"]) - max(lengths) - 1
         if budget < 8:
             raise UserError(f"model '{self.info.model_id}': n_ctx {self.settings['n_ctx']} leaves no room for a "
                             "context before the longest continuation")
         kept, truncated = left_truncate(context, budget, self._bos_token())
-        started = time.perf_counter()
         scores = []
-        for continuation, (tokens, spelled, joint) in zip(request.continuations, split):
+        for continuation, (tokens, spelled, joint) in zip(continuations, split):
             wanted = kept + tokens
-            answer = self._answer(self.client.post("/v1/completions", echo_body(
-                self._served_name, self._scoring_prompt(text + continuation, joint, wanted),
-                self.settings["request_sampling"], int(self.settings["seed"])),
-                max_bytes=echo_bytes(len(wanted), ECHO_MAX_TOKENS)))
-            self._check_model(answer)
+            answer = self._echo(self._scoring_prompt(text + continuation, joint, wanted), len(wanted), counter)
             tail = read_tail(answer, len(tokens), spelled)
             scores.append(ContinuationScore(text=continuation, logprob=tail.logprob, tokens=len(tokens),
                                             bytes=len(continuation.encode("utf-8")), greedy=tail.greedy))
-        return Loglikelihoods(prompt_text=text, scores=tuple(scores), prompt_tokens=len(kept),
-                              truncated_tokens=truncated, prompt_tokens_evaluated=None,
-                              continuation_tokens_evaluated=sum(len(c) for c in continuations),
-                              seconds=time.perf_counter() - started)
+        return scores, kept, truncated
 
     def _continuation_tokens(self, context_text: str, context: list[int],
                              continuation: str) -> tuple[list[int], str, list[int]]:
@@ -606,7 +696,8 @@ class OpenAICompatEngine:
 
     def identity(self) -> dict[str, Any]:
         """Declared weights, chat template and output settings; the server's build is in those settings (the
-        server, not our llama.cpp, computes the outputs). URL, served name and concurrency are placement."""
+        server, not our llama.cpp, computes the outputs; a placeholder build is replaced, server_build.py), and a
+        concurrency above 1 with the server's slot count. URL and served name are placement."""
         return engine_identity(self.info.sha256, self.info.chat_template_sha256, self.settings)
 
     def close(self) -> None:

@@ -27,6 +27,16 @@ class RunEntry:
     generated: int
     outcomes: dict[str, int] = field(default_factory=dict)
     retrieval: dict[str, float] | None = None  # arms: items, mean ms per search, mean passage tokens per prompt
+    # served log-likelihood items of this run: (items, HTTP requests, tokens sent), None when it has none
+    served: tuple[int, int, int] | None = None
+
+    @property
+    def served_per_item(self) -> tuple[float, float] | None:
+        """(requests, tokens sent) per served log-likelihood item of this run."""
+        if not self.served or not self.served[0]:
+            return None
+        items, requests, tokens = self.served
+        return requests / items, tokens / items
 
     @property
     def duration_seconds(self) -> float | None:
@@ -83,6 +93,9 @@ def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[Run
         (limit,) if limit else ()).fetchall()
     outcomes: dict[str, dict[str, int]] = {}
     retrieval: dict[str, dict[str, float]] = {}
+    served: dict[str, tuple[int, int, int]] = {}
+    # a database from before m008 has no such columns: it is read as it is, never migrated, by ``runs``
+    counted = "server_requests" in {row[1] for row in db.conn.execute("pragma table_info(generations)")}
     ids = [row[0] for row in rows]
     for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
         chunk = ids[start:start + 500]
@@ -97,9 +110,15 @@ def recent_runs(db: sqlite_utils.Database, limit: int | None = None) -> list[Run
                 f"where g.run_id in ({marks}) group by g.run_id", chunk):
             retrieval[run_id] = {"items": int(items), "ms_per_item": float(ms or 0.0),
                                  "passage_tokens_per_item": float(tokens or 0.0)}
+        if counted:
+            for run_id, items, requests, tokens in db.conn.execute(
+                    f"select run_id, count(*), sum(server_requests), coalesce(sum(server_tokens), 0) "
+                    f"from generations where run_id in ({marks}) and server_requests is not null "
+                    f"group by run_id", chunk):
+                served[run_id] = (int(items), int(requests), int(tokens))
     return [RunEntry(id=row[0], started_at=row[1], finished_at=row[2], status=row[3],
                      command=_command(row[4], row[0]), medbench_version=row[5],
                      settings=_settings(row[6], row[0]),
                      generated=sum(outcomes.get(row[0], {}).values()), outcomes=outcomes.get(row[0], {}),
-                     retrieval=retrieval.get(row[0]))
+                     retrieval=retrieval.get(row[0]), served=served.get(row[0]))
             for row in rows]

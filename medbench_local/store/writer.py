@@ -250,11 +250,12 @@ def record_item(db: sqlite_utils.Database, *, evaluation: str, run_id: str, task
         cursor = db.conn.execute(
             "insert into generations (evaluation, item, run_id, prompt, prompt_tokens, truncated_tokens, output, "
             "completion_tokens, finish_reason, seconds, prompt_ms, generation_ms, error, created_at, "
-            "prompt_tokens_evaluated) values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "prompt_tokens_evaluated, server_requests, server_tokens) values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (evaluation, key, run_id, prompt, g.prompt_tokens if g else None,
              g.truncated_tokens if g else None, g.output if g else None, g.completion_tokens if g else None,
              g.finish_reason if g else "error", g.seconds if g else None, g.prompt_ms if g else None,
-             g.generation_ms if g else None, error, now(), g.prompt_tokens_evaluated if g else None))
+             g.generation_ms if g else None, error, now(), g.prompt_tokens_evaluated if g else None,
+             g.server_requests if g else None, g.server_tokens if g else None))
         db.conn.execute(
             "insert into scores (generation_id, evaluation, item, outcome, extracted, gold, method, detail, metrics) "
             "values (?,?,?,?,?,?,?,?,?)",

@@ -140,7 +140,8 @@ def loglik_generation(choices: ChoiceSet, result: Loglikelihoods, score: Score) 
         prompt_text=result.prompt_text, output=output, prompt_tokens=result.prompt_tokens,
         truncated_tokens=result.truncated_tokens, completion_tokens=sum(s.tokens for s in result.scores),
         finish_reason="loglik", seconds=result.seconds, prompt_ms=result.prompt_ms,
-        prompt_tokens_evaluated=result.prompt_tokens_evaluated)
+        prompt_tokens_evaluated=result.prompt_tokens_evaluated, server_requests=result.server_requests,
+        server_tokens=result.server_tokens)
 
 
 def _gbnf_literal(text: str) -> str:
