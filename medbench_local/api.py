@@ -281,8 +281,9 @@ def evaluate(tasks: str | Sequence[str], *, pairs: str | Sequence[str] = (), mod
 
 
 def _call_line(tasks: Sequence[str], pairs: Sequence[str], models: Sequence[str], db: Path) -> list[str]:
-    """What the run records as its command line when a script, not the CLI, started it."""
-    return (["medbench_local.evaluate", "--task", ",".join(tasks)] + (["--pair", ",".join(pairs)] if pairs else [])
+    """What the run records as its command line when a script, not the CLI, started it: the equivalent command,
+    after the API's name in place of the program ('runs' shows it as that command, marked "from Python")."""
+    return (["medbench_local.evaluate", "run", "--task", ",".join(tasks)] + (["--pair", ",".join(pairs)] if pairs else [])
             + (["--model", ",".join(models)] if models else []) + ["--db", str(db)])
 
 

@@ -27,7 +27,8 @@ def command_line(command: list[str] | str) -> str:
         return command
     if not command:
         return "(not recorded)"
-    return shlex.join(["medbench-local", *command[1:]])
+    line = shlex.join(["medbench-local", *command[1:]])
+    return line + "  (from Python: medbench_local.evaluate)" if command[0] == "medbench_local.evaluate" else line
 
 
 def plural(count: int, word: str) -> str:
