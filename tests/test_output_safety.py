@@ -27,7 +27,7 @@ from rich.console import Console
 
 from medbench_local.cli.export import FORMULA_STARTS, neutralise_cell
 from medbench_local.cli.safe_text import literal, plain
-from medbench_local.config import ID_PATTERN, load_config
+from medbench_local.config import ARM_ID_PATTERN, ID_PATTERN, load_config
 from medbench_local.errors import ConfigError
 from medbench_local.gates.files import database_files, safe_component
 from medbench_local.store import open_database
@@ -79,8 +79,10 @@ def test_ids_that_could_become_paths_are_refused(kind: str, name: str, tmp_path:
 
 def test_every_shipped_id_is_valid() -> None:
     config = load_config(REPO / "models.toml")
-    for name in [*config.models, *config.pairs]:
+    for name in [*config.pairs, *(mid for mid, spec in config.models.items() if spec.retrieval is None)]:
         assert ID_PATTERN.fullmatch(name), name
+    for name in (mid for mid, spec in config.models.items() if spec.retrieval is not None):  # arms: model+index
+        assert ARM_ID_PATTERN.fullmatch(name), name
 
 
 @settings(max_examples=300, deadline=None)

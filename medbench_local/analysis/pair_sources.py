@@ -181,8 +181,23 @@ def select_pairs(db: sqlite_utils.Database, config: Config | None, pair_filter: 
         if pair not in chosen:
             chosen.append(pair)
     if not models and not pair_filter:
-        chosen = [p for p in listed if p.origin == DATABASE or ran & set(p.members)]
+        chosen = [p for p in listed if p.origin == DATABASE
+                  or ran & set(p.members) and not _arm_not_ready(config, p, ran)]
     return PairSelection(chosen, [conflicts[p.name] for p in chosen if p.name in conflicts])
+
+
+def _arm_not_ready(config: Config | None, pair: PairSource, ran: set[str]) -> bool:
+    """A models.toml pair with a retrieval arm that has no results and whose index is not built here: left out
+    unless named (its arm cannot have run yet; 'doctor' lists it), so the demo pair's comparison is not followed
+    by lines about the demo arms nobody has built an index for."""
+    if config is None:
+        return False
+    for model_id in pair.members:
+        spec = config.models.get(model_id)
+        if model_id not in ran and spec is not None and spec.retrieval is not None \
+                and not spec.retrieval.index.is_file():
+            return True
+    return False
 
 
 def selected_pairs(db: sqlite_utils.Database, db_path: Path, config_path: Path | None,

@@ -137,7 +137,16 @@ def pairs_to_record(config: Config, pair_names: tuple[str, ...], model_ids: tupl
     known = {row["name"] for row in recorded}
     return [pair for pair in config.pairs.values()
             if pair.name not in known and pair.name not in pair_names
-            and (pair.biomedical in model_ids or pair.general in model_ids)]
+            and (pair.biomedical in model_ids or pair.general in model_ids)
+            and not any(_arm_not_built(config, member) for member in (pair.biomedical, pair.general)
+                        if member not in model_ids)]
+
+
+def _arm_not_built(config: Config, model_id: str) -> bool:
+    """A retrieval arm whose index is not built here: a pair waiting for it is not recorded by another model's run
+    (it is recorded once the arm runs, or by 'run --pair')."""
+    spec = config.models.get(model_id)
+    return spec is not None and spec.retrieval is not None and not spec.retrieval.index.is_file()
 
 
 def recorded_pairs(db: sqlite_utils.Database, config: Config, pair_names: tuple[str, ...],
@@ -160,8 +169,7 @@ def partners_to_run(db: sqlite_utils.Database, config: Config, models: list[Mode
         if not members & ran:
             continue
         for partner in sorted(members - ran):
-            spec = config.models.get(partner)
-            if spec is not None and spec.retrieval is not None and not spec.retrieval.index.is_file():
+            if _arm_not_built(config, partner):
                 continue  # an arm whose index is not built here cannot run yet: not a next step
             for loaded in tasks:
                 if not queries.has_evaluation(db, partner, loaded.task.id):
