@@ -99,14 +99,42 @@ HOSTILE = {
     "JSONL id with a space": ("c.jsonl", b'{"id": "a b", "text": "t"}\n', "field 'id'"),
     "JSONL nested deeply": ("c.jsonl", b'{"text": "t", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}\n",
                             "not a JSON line"),
-    "unknown ending": ("c.pdf", b"%PDF-1.4", "unknown file type '.pdf'"),
+    "unknown ending": ("c.docx", b"PK\x03\x04", "unknown file type '.docx'"),
+    "PDF that is not one": ("c.pdf", b"%PDF-1.4\nnot really", "c.pdf: not a readable PDF"),
+    "PDF without a text layer": ("c.pdf", None, "c.pdf: the PDF has no text layer"),
 }
+
+
+def pdf_with_text(*pages: str) -> bytes:
+    """A minimal valid PDF (Helvetica, one text line per page), written by hand with exact xref offsets: a real
+    PDF for the reader, with no PDF-writing library needed."""
+    count = len(pages)
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>",
+               "<< /Type /Pages /Kids [" + " ".join(f"{4 + 2 * i} 0 R" for i in range(count)) + f"] /Count {count} >>",
+               "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    for number, text in enumerate(pages):
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET" if text else ""
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {5 + 2 * number} 0 R "
+                       "/Resources << /Font << /F1 3 0 R >> >> >>")
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_corpus_file_is_one_line_and_leaves_no_index(case: str, tmp_path: Path) -> None:
     name, content, expected = HOSTILE[case]
-    (tmp_path / name).write_bytes(content)
+    if name.endswith(".pdf"):
+        pytest.importorskip("pypdf")
+    (tmp_path / name).write_bytes(pdf_with_text("") if content is None else content)
     out = tmp_path / "out.idx"
     result = CliRunner().invoke(main, ["index", "build", str(tmp_path / name), "--out", str(out)])
     assert result.exit_code == 1, result.output
@@ -114,6 +142,28 @@ def test_a_hostile_corpus_file_is_one_line_and_leaves_no_index(case: str, tmp_pa
     assert len(lines) == 1 and expected in lines[0], result.output
     assert "Traceback" not in result.output
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == [name]  # no scratch file left
+
+
+def test_a_pdf_is_indexed_by_the_text_of_its_pages(tmp_path: Path) -> None:
+    pytest.importorskip("pypdf")
+    (tmp_path / "guideline.pdf").write_bytes(pdf_with_text("Hyperkalaemia with peaked T waves: give calcium",
+                                                           "Then insulin with glucose"))
+    (tmp_path / "other.txt").write_text("Asthma: inhaled corticosteroids for persistent symptoms", encoding="utf-8")
+    summary = build_index([tmp_path], tmp_path / "g.idx", Split())
+    with RetrievalIndex(summary.path) as index:
+        hits = index.search(fts_query("peaked T waves calcium insulin"), 2)
+    assert hits[0].text.startswith("Hyperkalaemia with peaked T waves") and "insulin with glucose" in hits[0].text
+
+
+def test_without_pypdf_a_pdf_is_one_line_saying_what_to_install(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # not installed
+    (tmp_path / "g.pdf").write_bytes(pdf_with_text("text"))
+    with pytest.raises(DataError, match=r"g.pdf: reading PDF needs pypdf.*medbench-local\[pdf\]"):
+        build_index([tmp_path / "g.pdf"], tmp_path / "g.idx", Split())
+    assert not (tmp_path / "g.idx").exists()
 
 
 def test_a_huge_line_without_spaces_is_indexed_in_bounded_pieces(tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ def build_command(corpus: tuple[Path, ...], out_path: Path, passage_words: int, 
 
     Reads .txt and .md (one document per file), .html/.htm (visible text; script and style left out), .jsonl (one
     document per line: field "text", optional "id") and .csv (one document per row: column "text", or all
-    columns; optional "id"); folders are read for these files, in name order. Document ids (the JSONL/CSV "id",
+    columns; optional "id") and .pdf (its pages' text, with pypdf installed: pip install 'medbench-local[pdf]');
+    folders are read for these files, in name order. Document ids (the JSONL/CSV "id",
     else the file name's stem) must be unique; a document longer than --passage-words becomes pieces <id>#1,
     <id>#2, ... A file that is not UTF-8, empty, or a line that is not a JSON object stops the build with one
     line naming file, line and field; nothing is written then.

@@ -27,7 +27,7 @@ from ..gates.files import read_input
 
 #: What ``index build`` reads, by file name ending.
 FORMATS: dict[str, str] = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html",
-                           ".htm": "html", ".jsonl": "jsonl", ".csv": "csv"}
+                           ".htm": "html", ".jsonl": "jsonl", ".csv": "csv", ".pdf": "pdf"}
 MAX_FILE_BYTES = 256 * 1024 * 1024   # one corpus file; a guideline collection is megabytes
 MAX_WORD_CHARS = 64                  # a longer "word" (a base64 blob, a minified line) is cut into pieces
 MAX_DOCUMENT_ID = 200
@@ -192,8 +192,10 @@ def read_corpus_file(path: Path) -> CorpusFile:
 def read_documents(path: Path, data: bytes) -> list[Document]:
     """The documents of one corpus file's bytes ``data`` (read through the files gate by the caller)."""
     kind = file_format(path)
-    text = _decoded(path, data)
     stem = path.stem
+    if kind == "pdf":
+        return [Document(stem, pdf_text(path, data), str(path))]
+    text = _decoded(path, data)
     if kind in ("text", "markdown"):
         return [Document(stem, text, str(path))]
     if kind == "html":
@@ -201,6 +203,28 @@ def read_documents(path: Path, data: bytes) -> list[Document]:
     if kind == "jsonl":
         return list(_jsonl(path, text, stem))
     return list(_csv(path, text, stem))
+
+
+def pdf_text(path: Path, data: bytes) -> str:
+    """The text of a PDF's pages, in order, through pypdf when it is installed (the optional ``pdf`` extra):
+    a guideline collection is often PDF, but a PDF parser is a large dependency most users never need. Without
+    it, or for a PDF it cannot read, one line naming the file; a PDF without a text layer (a scan) is refused too,
+    since it would index as nothing."""
+    try:
+        import pypdf
+    except ImportError:
+        raise DataError(path, "reading PDF needs pypdf, which is not installed (pip install "
+                              "'medbench-local[pdf]'), or convert the file to text first") from None
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:  # whatever a damaged or hostile PDF makes the parser raise
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DataError(path, f"not a readable PDF ({reason})") from None
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        raise DataError(path, "the PDF has no text layer (a scan?); run OCR first or give its text")
+    return text
 
 
 def _jsonl(path: Path, text: str, stem: str) -> Iterator[Document]:
