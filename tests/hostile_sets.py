@@ -244,15 +244,20 @@ def _bad_utf8(table: str, column: str) -> HostileDatabase:
 
 
 def _older(tmp_path: Path, good_db: Path) -> Path:
-    """As written by the version before m004: without the views and the columns m005 and m006 add."""
+    """As written by the version before m004: without the views, the columns m005 and m008 add and the tables of
+    m006 and m007."""
     path = _copy(tmp_path, good_db)
     with _editing(path) as conn:
         conn.executescript("drop view item_results; drop view paired_items; "
                            "alter table generations drop column prompt_tokens_evaluated; "
                            "alter table generations drop column server_requests; "
                            "alter table generations drop column server_tokens; "
+                           "drop table contamination_overlap; drop table contamination_corpora; "
+                           "drop table contamination_signals; drop table contamination_probes; "
+                           "drop table retrievals; "
                            "delete from _migrations where name in ('m004_result_views', "
-                           "'m005_prompt_tokens_evaluated', 'm006_served_counts')")
+                           "'m005_prompt_tokens_evaluated', 'm006_contamination', 'm007_retrieval', "
+                           "'m008_served_counts')")
     return path
 
 

@@ -375,7 +375,7 @@ def test_an_older_database_that_has_the_views_keeps_its_queries(empty_db: Path, 
         conn.execute("delete from _migrations where name = 'm005_prompt_tokens_evaluated'")
         conn.execute("alter table generations drop column server_requests")
         conn.execute("alter table generations drop column server_tokens")
-        conn.execute("delete from _migrations where name = 'm006_served_counts'")
+        conn.execute("delete from _migrations where name = 'm008_served_counts'")
     out = tmp_path / "meta.json"
     result = invoke("view", "--db", str(empty_db), "--metadata-out", str(out))
     assert "without" not in result.output

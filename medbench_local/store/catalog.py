@@ -150,8 +150,8 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "start of a prompt beyond the context", "prompt_tokens_evaluated": "Prompt tokens actually processed for "
         "this item; the rest came from the KV cache (a prefix shared with the previous item; null before m005)",
         "server_requests": "Served log-likelihood: HTTP requests made to the server for this item (null "
-        "in-process and before m006)", "server_tokens": "Served log-likelihood: tokens sent to the server to be "
-        "scored for this item (its prefix cache may skip some; null in-process and before m006)",
+        "in-process and before m008)", "server_tokens": "Served log-likelihood: tokens sent to the server to be "
+        "scored for this item (its prefix cache may skip some; null in-process and before m008)",
         "output": "Raw output", "completion_tokens": "Tokens generated",
         "finish_reason": "stop, length, loglik (likelihood scoring) or error", "seconds": "Wall time", "prompt_ms": "llama.cpp prompt "
         "processing time, ms", "generation_ms": "llama.cpp token generation time, ms", "error": "Error message "
