@@ -199,6 +199,7 @@ class FakeServer:
         self.kind, self.model, self.n_ctx, self.add_bos, self.echo = kind, model, n_ctx, add_bos, echo
         self.completions: list[dict[str, Any]] = []
         self.shift_echo = 0  # > 0: a broken server whose echoed list is shifted by this many entries
+        self.drop_generated = False  # llama-cpp-python at times: the generated token counted but not listed
 
     def echoed(self, tokens: list[int]) -> dict[str, Any]:
         """An ``echo`` + ``logprobs`` answer as the OpenAI completions API gives it (first prompt entry null),
@@ -211,6 +212,8 @@ class FakeServer:
         values, tops, texts = values + [-0.5], tops + [{"?": -0.5}], texts + ["?"]  # the generated token
         if self.shift_echo:
             values, tops, texts = values[self.shift_echo:], tops[self.shift_echo:], texts[:-self.shift_echo]
+        if self.drop_generated:
+            values, tops, texts = values[:-1], tops[:-1], texts[:-1]
         return {"model": self.model, "choices": [{"text": "", "finish_reason": "length", "logprobs": {
                     "tokens": texts, "token_logprobs": values, "top_logprobs": tops,
                     "text_offset": list(range(len(texts)))}}],
@@ -394,6 +397,26 @@ def test_a_served_echo_that_does_not_line_up_is_an_item_error_not_a_score(tmp_pa
     server.shift_echo = 1
     with pytest.raises(ServerRequestError, match="do not line up"):
         engine.loglikelihood(LoglikelihoodRequest(Prompt(system="", user="Which?"), (" A", " B")))
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llama-cpp-python"])
+@pytest.mark.parametrize("continuations", [(" A", " B"), (" yes", " no", " maybe"), ("A", "?")])
+def test_a_generated_token_left_out_of_the_echo_lists_gives_the_same_scores(tmp_path: Path, kind: str,
+                                                                           continuations: tuple[str, ...]) -> None:
+    """llama-cpp-python's server sometimes counts its generated token (usage.completion_tokens = 1) without
+    listing it (measured with SmolLM2, which has no BOS, after a base-model prompt ending in "Answer:"): the prompt
+    then ends at the last entry, and the scores are those of a server that lists it. (The fake llama-cpp-python
+    leaves a BOS out of its lists; a list that does not start at the prompt's first token is not read this way:
+    see test_a_served_echo_that_does_not_line_up_is_an_item_error_not_a_score.)"""
+    request = LoglikelihoodRequest(Prompt(system="", user="Which?"), continuations)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    listed = engine_on(tmp_path / "a", FakeServer(kind, n_ctx=128, add_bos=False), n_ctx=128).loglikelihood(request)
+    dropping = FakeServer(kind, n_ctx=128, add_bos=False)
+    dropping.drop_generated = True
+    dropped = engine_on(tmp_path / "b", dropping, n_ctx=128).loglikelihood(request)
+    assert [(s.logprob, s.tokens, s.greedy) for s in dropped.scores] == \
+        [(s.logprob, s.tokens, s.greedy) for s in listed.scores]
 
 
 @pytest.mark.parametrize("kind", ["vllm", "llama-cpp-python"])

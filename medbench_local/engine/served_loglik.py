@@ -77,12 +77,18 @@ def read_tail(answer: Field, n_tokens: int, continuation: str) -> EchoedTail:
     if n_tokens < 1:
         raise ValueError("a continuation has at least one token")
     values, tokens, tops, generated = echoed_entries(answer)
-    end = len(values) - generated
-    start = end - n_tokens
-    if start < 1:  # the first echoed token has no log-probability: nothing came before it
-        raise ServerRequestError(f"the server echoed {end} prompt tokens, too few for a {n_tokens}-token "
-                                 "continuation after a context: its echo does not include the prompt",
-                                 kind="malformed answer")
+    ends = prompt_ends(answer, len(values), generated)
+    for end in ends:
+        start = end - n_tokens
+        if start < 1:  # the first echoed token has no log-probability: nothing came before it
+            raise ServerRequestError(f"the server echoed {end} prompt tokens, too few for a {n_tokens}-token "
+                                     "continuation after a context: its echo does not include the prompt",
+                                     kind="malformed answer")
+        if "".join(tokens[start:end]) == continuation:
+            break
+    else:
+        end = ends[0]
+        start = end - n_tokens
     text = "".join(tokens[start:end])
     if text != continuation:
         raise ServerRequestError(f"the server's echoed prompt ends in {text[-60:]!r}, not in the continuation "
@@ -99,6 +105,22 @@ def read_tail(answer: Field, n_tokens: int, continuation: str) -> EchoedTail:
     if not math.isfinite(total):
         raise malformed(f"the continuation's log-probabilities add up to {total!r}")
     return EchoedTail(logprob=total, greedy=greedy, text=text)
+
+
+def prompt_ends(answer: Field, entries: int, generated: int) -> list[int]:
+    """Where the echoed prompt may end in the answer's token lists, in the order to try: the entries less the
+    generated ones, then the entries themselves.
+
+    Why the second: llama-cpp-python's server (0.3.x) counts its generated token in ``completion_tokens`` but
+    sometimes leaves it out of the lists (measured after a base-model prompt: "...Answer: A" echoed, "." generated,
+    17 prompt tokens and 17 entries), and then "entries less generated" ends the prompt one token early. The
+    tokens read must spell the continuation whatever the end (``read_tail``), the first reading that does is
+    taken, and the second is tried only when the lists start at the prompt's first token (its log-probability is
+    null, as the API defines it): a list shifted by one, whose texts would line up with the continuation while
+    its log-probabilities belong to the neighbouring tokens, is still an error, never a score."""
+    first = answer["choices"][0]["logprobs"]["token_logprobs"].items()[:1]
+    starts_at_the_prompt = bool(first) and first[0].value is None
+    return [entries - generated, entries] if generated and starts_at_the_prompt else [entries - generated]
 
 
 def _best(top: Field | None) -> float | None:
