@@ -300,7 +300,8 @@ def main() -> None:
         rate = statistics.median(r[0] for r in results[which])
         requests = statistics.median(r[1] for r in results[which])
         tokens = statistics.median(r[2] for r in results[which])
-        print(f"| {which} | {rate:.3f} | {rate / peer:.2f}x | {requests:.1f} | {tokens:,.0f} |")
+        shown = "–" if which.endswith("in-process") else f"{requests:.1f}"  # no HTTP requests in-process
+        print(f"| {which} | {rate:.3f} | {rate / peer:.2f}x | {shown} | {tokens:,.0f} |")
 
 
 if __name__ == "__main__":
