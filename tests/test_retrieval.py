@@ -144,6 +144,14 @@ def test_a_hostile_corpus_file_is_one_line_and_leaves_no_index(case: str, tmp_pa
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == [name]  # no scratch file left
 
 
+@pytest.mark.parametrize("name", ["missing.txt", "missing", "no-folder/x.jsonl", "guidelines.pdf"])
+def test_a_missing_corpus_path_is_named_as_missing_whatever_its_ending(name: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["index", "build", str(tmp_path / name), "--out", str(tmp_path / "o.idx")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{tmp_path / name}: no such corpus file or folder" in result.output, result.output
+    assert not (tmp_path / "o.idx").exists()
+
+
 def test_a_pdf_is_indexed_by_the_text_of_its_pages(tmp_path: Path) -> None:
     pytest.importorskip("pypdf")
     (tmp_path / "guideline.pdf").write_bytes(pdf_with_text("Hyperkalaemia with peaked T waves: give calcium",

@@ -269,6 +269,8 @@ def corpus_files(paths: list[Path]) -> list[Path]:
             if not inside:
                 raise DataError(path, f"no corpus files in this folder (index reads {', '.join(sorted(FORMATS))})")
             found.extend(inside)
+        elif not path.exists() and not path.is_symlink():  # said as what it is, before its ending is judged
+            raise DataError(path, "no such corpus file or folder")
         else:
             found.append(path)
     return found
