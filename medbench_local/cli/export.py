@@ -39,16 +39,8 @@ def neutralise_cell(value: Any) -> Any:
     return value
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Every column of every row, in first-seen order (the union: a row without a metric leaves it empty)."""
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return list(columns)
-
-
 def _write(rows: list[dict[str, Any]], fmt: str, handle: IO[str]) -> None:
-    columns = _columns(rows)
+    columns = list(rows[0]) if rows else []  # results() gives every row every column, in first-seen order
     if fmt == "jsonl":
         for row in rows:
             handle.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n")
